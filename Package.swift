@@ -1,0 +1,58 @@
+// swift-tools-version:6.0
+// Tapestry: a userspace virtual switch and network fabric for Linux.
+//
+// Layers (dependencies point down only; see ../shared/DESIGN.md and README.md):
+//   tapestry (executable) → Runtime → Topology, LinuxIO, Netlink → Core → Model
+// C stays at the edges: CLinux (ioctls, epoll, netns), CNetlink (libnl-route-3).
+import PackageDescription
+
+let libnlInclude: [CSetting] = [.unsafeFlags(["-I/usr/include/libnl3"])]
+let v5: [SwiftSetting] = [.swiftLanguageMode(.v5)]
+
+let package = Package(
+    name: "Tapestry",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "tapestry", targets: ["tapestry"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+    ],
+    targets: [
+        // Pure layers: standard library only.
+        .target(name: "Model"),
+        .target(name: "Core", dependencies: ["Model"]),
+        .target(name: "Topology", dependencies: ["Model", "Core", .product(name: "Yams", package: "Yams")]),
+
+        // C shims.
+        .target(name: "CLinux"),
+        .target(
+            name: "CNetlink",
+            cSettings: libnlInclude,
+            linkerSettings: [.linkedLibrary("nl-route-3"), .linkedLibrary("nl-3")]
+        ),
+
+        // I/O layers: move bytes, never decide.
+        .target(name: "LinuxIO", dependencies: ["CLinux", "Model"], swiftSettings: v5),
+        .target(name: "Netlink", dependencies: ["CNetlink", "CLinux", "Model"], swiftSettings: v5),
+
+        // Runtime: datapath loop, control socket, guests.
+        .target(name: "Runtime", dependencies: ["Model", "Core", "Topology", "LinuxIO", "Netlink", "CLinux"], swiftSettings: v5),
+        .executableTarget(
+            name: "tapestry",
+            dependencies: ["Runtime", "Topology", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: v5
+        ),
+
+        // Tests: one target per library target, plus shared fakes.
+        .target(name: "TestSupport", dependencies: ["Model", "Core"], path: "Tests/TestSupport"),
+        .testTarget(name: "ModelTests", dependencies: ["Model", "TestSupport"]),
+        .testTarget(name: "CoreTests", dependencies: ["Core", "Model", "TestSupport"]),
+        .testTarget(name: "TopologyTests", dependencies: ["Topology", "Core", "Model"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "LinuxIOTests", dependencies: ["LinuxIO", "CLinux", "TestSupport"], swiftSettings: v5),
+        .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "LinuxIO", "TestSupport"], swiftSettings: v5),
+        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Core", "Model", "Topology", "TestSupport"], swiftSettings: v5),
+        .testTarget(name: "SystemTests", dependencies: ["TestSupport"], swiftSettings: v5),
+    ]
+)

@@ -1,0 +1,123 @@
+// CLinux: the few Linux interfaces Swift's Glibc module cannot import or call well
+// (TUNSETIFF and IFF_* macros, the packed struct epoll_event, eventfd, network
+// namespaces without spawning `ip`). Each function is a small wrapper with one contract:
+// it returns a non-negative result on success and -errno on failure, so Swift never has
+// to read the global errno after the fact. Swift wraps these in LinuxIO (one owner per fd).
+#ifndef CLINUX_H
+#define CLINUX_H
+
+#include <stdint.h>
+#include <sys/uio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// MARK: - file descriptors
+
+/// Sets O_NONBLOCK on `fd`. Returns 0 or -errno.
+int cl_set_nonblocking(int fd);
+
+/// Sets FD_CLOEXEC on `fd`. Returns 0 or -errno.
+int cl_set_cloexec(int fd);
+
+/// read(2): the byte count (0 at end of file) or -errno (-EAGAIN, -EINTR included).
+long cl_read(int fd, void *buf, unsigned long len);
+
+/// write(2): the byte count or -errno (-EAGAIN, -EINTR included).
+long cl_write(int fd, const void *buf, unsigned long len);
+
+/// writev(2): the byte count or -errno (-EAGAIN, -EINTR included).
+long cl_writev(int fd, const struct iovec *iov, int count);
+
+// MARK: - TAP
+
+/// Opens /dev/net/tun (O_RDWR|O_NONBLOCK|O_CLOEXEC) and attaches it with TUNSETIFF as a
+/// TAP device: IFF_TAP|IFF_NO_PI, plus IFF_VNET_HDR when `vnet_hdr` is non-zero.
+/// `name` may be NULL or "" (the kernel picks tapN) and must be shorter than 16 bytes.
+/// On success returns the fd and writes the kernel's name (NUL-terminated) into
+/// `out_name` (may be NULL). Returns -errno on failure (-EPERM without CAP_NET_ADMIN,
+/// -ENAMETOOLONG for a long name, -EBUSY/-EINVAL if the name is taken by another link).
+/// The netdev exists while the fd is open (non-persistent) and vanishes on close.
+int cl_tap_open(const char *name, int vnet_hdr, char out_name[16]);
+
+/// Size of `struct virtio_net_hdr` that precedes each frame on an IFF_VNET_HDR TAP
+/// (10 bytes, the kernel default before TUNSETVNETHDRSZ).
+int cl_vnet_hdr_size(void);
+
+// MARK: - epoll
+
+/// Event bits, re-exported because Glibc's EPOLL* are enum members Swift imports awkwardly.
+extern const uint32_t CL_EPOLLIN;
+extern const uint32_t CL_EPOLLOUT;
+extern const uint32_t CL_EPOLLERR;
+extern const uint32_t CL_EPOLLHUP;
+extern const uint32_t CL_EPOLLET;
+
+/// An unpacked epoll event. The kernel's `struct epoll_event` is packed on x86-64, which
+/// Swift cannot import field by field; cl_epoll_wait converts into this layout.
+struct cl_epoll_event {
+    uint32_t events;
+    uint64_t data;
+};
+
+/// Most events one cl_epoll_wait call returns (it converts through a stack array).
+#define CL_EPOLL_MAX_EVENTS 256
+
+/// epoll_create1(EPOLL_CLOEXEC). Returns the epoll fd or -errno.
+int cl_epoll_create(void);
+
+/// EPOLL_CTL_ADD `fd` with `events`, and `data` handed back by cl_epoll_wait. 0 or -errno.
+int cl_epoll_add(int ep, int fd, uint32_t events, uint64_t data);
+
+/// EPOLL_CTL_MOD `fd` to `events` and `data`. 0 or -errno.
+int cl_epoll_mod(int ep, int fd, uint32_t events, uint64_t data);
+
+/// EPOLL_CTL_DEL `fd`. 0 or -errno.
+int cl_epoll_del(int ep, int fd);
+
+/// epoll_wait for at most `max` (clamped to CL_EPOLL_MAX_EVENTS) events, converted into
+/// `evs`. Returns the number of events (0 on timeout) or -errno (-EINTR included: the
+/// caller decides whether to retry). `timeout_ms` < 0 waits forever.
+int cl_epoll_wait(int ep, struct cl_epoll_event *evs, int max, int timeout_ms);
+
+// MARK: - eventfd
+
+/// eventfd(0, EFD_NONBLOCK|EFD_CLOEXEC). Returns the fd or -errno.
+int cl_eventfd_create(void);
+
+/// Adds 1 to the counter (wakes pollers). 0 or -errno (-EAGAIN if it would overflow).
+int cl_eventfd_signal(int fd);
+
+/// Reads and resets the counter. Returns the count (> 0), 0 if it was already zero, or -errno.
+int64_t cl_eventfd_drain(int fd);
+
+// MARK: - network namespaces
+
+/// Creates the named network namespace exactly as iproute2's `ip netns add NAME` leaves it,
+/// without spawning a process: mkdir -p /run/netns; make /run/netns a shared mount
+/// (bind-mounting it on itself first if it is not a mount point yet); create
+/// /run/netns/NAME with O_EXCL (-EEXIST if present); then, on a short-lived pthread,
+/// unshare(CLONE_NEWNET) and bind-mount that thread's /proc/thread-self/ns/net onto the
+/// file. On failure the file is removed. The calling thread's namespace is unchanged.
+/// Needs CAP_SYS_ADMIN. Returns 0 or -errno; -EINVAL unless `name` is a plain file name.
+int cl_netns_create(const char *name);
+
+/// Removes the named namespace like `ip netns del`: umount2(MNT_DETACH), then unlink.
+/// The namespace itself lives on while processes or fds still hold it.
+/// Returns 0 or -errno (-ENOENT if absent).
+int cl_netns_delete(const char *name);
+
+/// Opens /run/netns/NAME O_RDONLY|O_CLOEXEC (for setns or rtnl_link_set_ns_fd).
+/// Returns the fd or -errno.
+int cl_netns_open(const char *name);
+
+// MARK: - misc
+
+/// Writes `value` to /proc/sys/`path` (e.g. "net/ipv6/conf/tap0/disable_ipv6"). 0 or -errno.
+int cl_sysctl_write(const char *path, const char *value);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

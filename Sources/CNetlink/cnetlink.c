@@ -1,0 +1,81 @@
+// See include/cnetlink.h for each helper's contract: 0 on success, negative NLE_* on failure.
+#define _GNU_SOURCE
+#include "cnetlink.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <linux/if.h>
+
+const unsigned int CNL_IFF_UP = IFF_UP;
+const unsigned int CNL_IFF_RUNNING = IFF_RUNNING;
+const unsigned int CNL_IFF_LOWER_UP = IFF_LOWER_UP;
+
+int cnl_route_socket(struct nl_sock **out) {
+    *out = NULL;
+    struct nl_sock *sk = nl_socket_alloc();
+    if (sk == NULL) return -NLE_NOMEM;
+    int err = nl_connect(sk, NETLINK_ROUTE);
+    if (err < 0) { nl_socket_free(sk); return err; }
+    *out = sk;
+    return 0;
+}
+
+struct cnl_netns_job { int ns_fd; struct nl_sock *sk; int result; int sys_errno; };
+
+// Runs on its own thread so that setns changes only this thread's namespace.
+static void *cnl_netns_thread(void *arg) {
+    struct cnl_netns_job *job = arg;
+    if (setns(job->ns_fd, CLONE_NEWNET) < 0) {
+        job->sys_errno = errno;
+        job->result = -nl_syserr2nlerr(errno);
+        return NULL;
+    }
+    job->result = cnl_route_socket(&job->sk);
+    return NULL;
+}
+
+int cnl_route_socket_in_netns(int ns_fd, struct nl_sock **out, int *out_errno) {
+    struct cnl_netns_job job = { .ns_fd = ns_fd, .sk = NULL, .result = 0, .sys_errno = 0 };
+    pthread_t thread;
+    *out = NULL;
+    int err = pthread_create(&thread, NULL, cnl_netns_thread, &job);
+    if (err != 0) {
+        if (out_errno) *out_errno = err;
+        return -nl_syserr2nlerr(err);
+    }
+    pthread_join(thread, NULL);
+    if (out_errno) *out_errno = job.sys_errno;
+    *out = job.sk;
+    return job.result;
+}
+
+int cnl_link_set_mac(struct rtnl_link *link, const uint8_t mac[6]) {
+    struct nl_addr *a = nl_addr_build(AF_LLC, mac, 6);
+    if (a == NULL) return -NLE_NOMEM;
+    rtnl_link_set_addr(link, a); // takes its own reference
+    nl_addr_put(a);
+    return 0;
+}
+
+int cnl_link_get_mac(struct rtnl_link *link, uint8_t mac[6]) {
+    struct nl_addr *a = rtnl_link_get_addr(link); // borrowed
+    if (a == NULL || nl_addr_get_len(a) != 6) return -NLE_NOADDR;
+    memcpy(mac, nl_addr_get_binary_addr(a), 6);
+    return 0;
+}
+
+int cnl_addr_set_ipv4_local(struct rtnl_addr *addr, uint32_t address, int prefixlen) {
+    uint32_t be = htonl(address);
+    struct nl_addr *a = nl_addr_build(AF_INET, &be, sizeof be);
+    if (a == NULL) return -NLE_NOMEM;
+    nl_addr_set_prefixlen(a, prefixlen);
+    int err = rtnl_addr_set_local(addr, a); // takes its own reference
+    nl_addr_put(a);
+    if (err < 0) return err;
+    rtnl_addr_set_prefixlen(addr, prefixlen);
+    return 0;
+}

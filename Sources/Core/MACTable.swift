@@ -1,0 +1,302 @@
+import Model
+
+/// The MAC learning table of one switch: (VLAN, MAC) → port.
+///
+/// ## What it is
+/// Learning maps a source address seen on a port to that port, per VLAN, so later frames to
+/// the address go to one port instead of being flooded. Keys are `vlan << 48 | mac` in one
+/// `UInt64` (VLAN 0 is the untagged domain).
+///
+/// ## Layout
+/// Entries live in a fixed pool (`limit` dynamic slots plus room for static entries) whose
+/// slot numbers never change. A separate open-addressing index (linear probing, power-of-two
+/// size ≥ 2 × pool, Fibonacci hashing, backward-shift deletion) maps keys to slots, so a
+/// lookup is a multiply, a shift and usually one compare — no `Dictionary` (≈300
+/// instructions a lookup here) and no allocation after `init`.
+///
+/// Each port threads its dynamic entries on an intrusive doubly linked list in least- to
+/// most-recently-seen order. That gives, in O(1):
+/// - refresh: move the entry to its port's tail;
+/// - **fair eviction** (OVS `mac-learning.c`): when the table is full, the least recently
+///   seen entry of the port holding the most entries goes, so one port flooding random
+///   source MACs can only evict its own entries once it holds the most;
+/// - **aging**: walk each port's list from the head while entries are older than the limit.
+///
+/// ## Complications
+/// - Moves: a known MAC seen on another port moves at once (a migrated or failed-over guest,
+///   QEMU's announce RARPs). Static entries never move, age or get evicted.
+/// - Multicast and zero source addresses are never learned (`decide` drops them first).
+///
+/// ## Threads
+/// One owner: the datapath thread that forwards the switch's frames mutates it. Anyone else
+/// (control socket) reads only while holding the datapath's batch lock.
+public final class MACTable {
+    /// Most dynamic entries held at once.
+    public let limit: Int
+    /// Pool slots: dynamic limit plus static headroom.
+    public let poolCapacity: Int
+    public private(set) var count = 0
+    public private(set) var staticCount = 0
+    /// Entries pushed out by fair eviction since creation.
+    public private(set) var evictions: UInt64 = 0
+    /// Entries that changed port since creation.
+    public private(set) var moves: UInt64 = 0
+
+    private let keys: UnsafeMutablePointer<UInt64>
+    private let ports: UnsafeMutablePointer<Int32>
+    private let lastSeen: UnsafeMutablePointer<Int64>
+    private let prev: UnsafeMutablePointer<Int32>
+    private let next: UnsafeMutablePointer<Int32>
+    private let isStatic: UnsafeMutablePointer<Bool>
+    private var freeHead: Int32
+
+    private let index: UnsafeMutablePointer<Int32>
+    private let indexMask: Int
+    private let indexShift: UInt64
+
+    // Per-port LRU lists, grown on demand (control path only).
+    private var head: [Int32]
+    private var tail: [Int32]
+    private var perPort: [Int]
+
+    private static let none: Int32 = -1
+
+    /// - Parameters:
+    ///   - limit: most dynamic entries (OVS default 8192).
+    ///   - staticCapacity: room for static entries on top of `limit`.
+    ///   - portCount: ports known at creation (more are added on demand).
+    public init(limit: Int = 8192, staticCapacity: Int = 256, portCount: Int = 0) {
+        precondition(limit > 0)
+        self.limit = limit
+        poolCapacity = limit + staticCapacity
+        keys = .allocate(capacity: poolCapacity)
+        ports = .allocate(capacity: poolCapacity)
+        lastSeen = .allocate(capacity: poolCapacity)
+        prev = .allocate(capacity: poolCapacity)
+        next = .allocate(capacity: poolCapacity)
+        isStatic = .allocate(capacity: poolCapacity)
+        for i in 0..<poolCapacity { next[i] = Int32(i + 1); isStatic[i] = false; ports[i] = -1 }
+        next[poolCapacity - 1] = MACTable.none
+        freeHead = 0
+        var size = 16
+        while size < poolCapacity * 2 { size <<= 1 }
+        index = .allocate(capacity: size)
+        index.initialize(repeating: MACTable.none, count: size)
+        indexMask = size - 1
+        indexShift = UInt64(64 - size.trailingZeroBitCount)
+        head = Array(repeating: MACTable.none, count: portCount)
+        tail = Array(repeating: MACTable.none, count: portCount)
+        perPort = Array(repeating: 0, count: portCount)
+    }
+
+    deinit {
+        keys.deallocate(); ports.deallocate(); lastSeen.deallocate()
+        prev.deallocate(); next.deallocate(); isStatic.deallocate(); index.deallocate()
+    }
+
+    @inline(__always)
+    private static func key(_ vlan: VLANID, _ mac: MACAddress) -> UInt64 { UInt64(vlan.rawValue) << 48 | mac.rawValue }
+
+    @inline(__always)
+    private func home(_ key: UInt64) -> Int { Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> indexShift) }
+
+    /// Index position holding `key`'s slot, or -1.
+    @inline(__always)
+    private func position(of key: UInt64) -> Int {
+        var i = home(key)
+        while true {
+            let s = index[i]
+            if s == MACTable.none { return -1 }
+            if keys[Int(s)] == key { return i }
+            i = (i + 1) & indexMask
+        }
+    }
+
+    /// The port `mac` was learned on in `vlan`, if any. No side effects.
+    @inline(__always)
+    public func lookup(vlan: VLANID, mac: MACAddress) -> PortIndex? {
+        let p = position(of: MACTable.key(vlan, mac))
+        return p < 0 ? nil : Int(ports[Int(index[p])])
+    }
+
+    /// Seconds since the entry was last refreshed (0 for static entries), if present.
+    public func age(vlan: VLANID, mac: MACAddress, now: Int64) -> Int64? {
+        let p = position(of: MACTable.key(vlan, mac))
+        guard p >= 0 else { return nil }
+        let s = Int(index[p])
+        return isStatic[s] ? 0 : now - lastSeen[s]
+    }
+
+    /// What `learn` did.
+    public enum LearnOutcome: Equatable, Sendable {
+        case refreshed
+        case learned
+        /// Learned after evicting the least recent entry of the fullest port.
+        case learnedAfterEviction(evictedPort: PortIndex)
+        case moved(from: PortIndex)
+        /// A static entry holds this address; learning left it alone.
+        case staticEntry
+    }
+
+    /// Records that `mac` was seen as a source on `port` in `vlan` at `now` (seconds).
+    @discardableResult
+    public func learn(vlan: VLANID, mac: MACAddress, port: PortIndex, now: Int64) -> LearnOutcome {
+        let key = MACTable.key(vlan, mac)
+        let p = position(of: key)
+        if p >= 0 {
+            let s = Int(index[p])
+            if isStatic[s] { return .staticEntry }
+            let old = Int(ports[s])
+            lastSeen[s] = now
+            if old == port {
+                unlink(s, from: old); append(s, to: port)
+                return .refreshed
+            }
+            unlink(s, from: old)
+            ports[s] = Int32(port)
+            append(s, to: port)
+            moves &+= 1
+            return .moved(from: old)
+        }
+        var outcome = LearnOutcome.learned
+        if count >= limit {
+            let victimPort = fullestPort()
+            remove(slot: Int(head[victimPort]))
+            evictions &+= 1
+            outcome = .learnedAfterEviction(evictedPort: victimPort)
+        }
+        let s = insert(key: key, port: port, now: now, isStatic: false)
+        append(s, to: port)
+        count += 1
+        return outcome
+    }
+
+    /// Pins `mac` in `vlan` to `port`; replaces any dynamic entry. Returns false when the
+    /// static headroom is full.
+    @discardableResult
+    public func addStatic(vlan: VLANID, mac: MACAddress, port: PortIndex) -> Bool {
+        let key = MACTable.key(vlan, mac)
+        let p = position(of: key)
+        if p >= 0 {
+            let s = Int(index[p])
+            if isStatic[s] { ports[s] = Int32(port); return true }
+            remove(slot: s)
+        }
+        guard staticCount < poolCapacity - limit, freeHead != MACTable.none else { return false }
+        _ = insert(key: key, port: port, now: 0, isStatic: true)
+        staticCount += 1
+        return true
+    }
+
+    /// Removes dynamic entries last seen more than `agingSeconds` before `now`; returns how many.
+    @discardableResult
+    public func expire(now: Int64, agingSeconds: Int64) -> Int {
+        var removed = 0
+        for port in 0..<head.count {
+            while head[port] != MACTable.none, now - lastSeen[Int(head[port])] > agingSeconds {
+                remove(slot: Int(head[port])); removed += 1
+            }
+        }
+        return removed
+    }
+
+    /// Removes every dynamic entry on `port` (the port went away).
+    @discardableResult
+    public func flush(port: PortIndex) -> Int {
+        guard port < head.count else { return 0 }
+        var removed = 0
+        while head[port] != MACTable.none { remove(slot: Int(head[port])); removed += 1 }
+        return removed
+    }
+
+    /// Dynamic entries currently held for `port`.
+    public func count(port: PortIndex) -> Int { port < perPort.count ? perPort[port] : 0 }
+
+    /// One table row, for `tapestry fdb`.
+    public struct Entry: Equatable, Sendable {
+        public var vlan: VLANID
+        public var mac: MACAddress
+        public var port: PortIndex
+        /// Seconds since last seen (0 for static).
+        public var age: Int64
+        public var isStatic: Bool
+    }
+
+    /// A copy of every entry, sorted by VLAN then MAC. Control path only (allocates).
+    public func entries(now: Int64) -> [Entry] {
+        var out: [Entry] = []
+        out.reserveCapacity(count + staticCount)
+        for i in 0...indexMask where index[i] != MACTable.none {
+            let s = Int(index[i])
+            let k = keys[s]
+            out.append(Entry(vlan: VLANID(UInt16(k >> 48)), mac: MACAddress(rawValue: k), port: Int(ports[s]),
+                             age: isStatic[s] ? 0 : now - lastSeen[s], isStatic: isStatic[s]))
+        }
+        return out.sorted { ($0.vlan, $0.mac) < ($1.vlan, $1.mac) }
+    }
+
+    // MARK: - Internals
+
+    private func fullestPort() -> Int {
+        var best = 0
+        for p in 0..<perPort.count where perPort[p] > perPort[best] { best = p }
+        return best
+    }
+
+    private func insert(key: UInt64, port: PortIndex, now: Int64, isStatic stat: Bool) -> Int {
+        let s = Int(freeHead)
+        freeHead = next[s]
+        keys[s] = key; ports[s] = Int32(port); lastSeen[s] = now; isStatic[s] = stat
+        prev[s] = MACTable.none; next[s] = MACTable.none
+        var i = home(key)
+        while index[i] != MACTable.none { i = (i + 1) & indexMask }
+        index[i] = Int32(s)
+        return s
+    }
+
+    private func remove(slot s: Int) {
+        if isStatic[s] { staticCount -= 1 } else { unlink(s, from: Int(ports[s])); count -= 1 }
+        // Backward-shift deletion keeps every probe chain unbroken without tombstones.
+        var i = position(of: keys[s])
+        var j = i
+        while true {
+            j = (j + 1) & indexMask
+            let t = index[j]
+            if t == MACTable.none { break }
+            let h = home(keys[Int(t)])
+            // Move t back into the hole at i unless its home lies cyclically in (i, j].
+            let inRange = i <= j ? (h > i && h <= j) : (h > i || h <= j)
+            if !inRange { index[i] = t; i = j }
+        }
+        index[i] = MACTable.none
+        isStatic[s] = false; ports[s] = -1
+        next[s] = freeHead
+        freeHead = Int32(s)
+    }
+
+    private func ensurePort(_ port: Int) {
+        if port >= head.count {
+            let n = port + 1 - head.count
+            head += repeatElement(MACTable.none, count: n)
+            tail += repeatElement(MACTable.none, count: n)
+            perPort += repeatElement(0, count: n)
+        }
+    }
+
+    @inline(__always)
+    private func append(_ s: Int, to port: Int) {
+        ensurePort(port)
+        prev[s] = tail[port]; next[s] = MACTable.none
+        if tail[port] != MACTable.none { next[Int(tail[port])] = Int32(s) } else { head[port] = Int32(s) }
+        tail[port] = Int32(s)
+        perPort[port] += 1
+    }
+
+    @inline(__always)
+    private func unlink(_ s: Int, from port: Int) {
+        let p = prev[s], n = next[s]
+        if p != MACTable.none { next[Int(p)] = n } else { head[port] = n }
+        if n != MACTable.none { prev[Int(n)] = p } else { tail[port] = p }
+        perPort[port] -= 1
+    }
+}

@@ -1,0 +1,74 @@
+import Model
+
+/// One port as the forwarding decision sees it.
+public struct PortPlan: Hashable, Sendable {
+    /// The port's name (`GUEST.ethN`, or an uplink's NIC name).
+    public var name: String
+    /// The port group it was created from.
+    public var portGroup: String
+    public var mode: PortMode
+    public init(name: String, portGroup: String, mode: PortMode) {
+        self.name = name; self.portGroup = portGroup; self.mode = mode
+    }
+}
+
+/// A MAC address pinned to a port: never aged, never evicted, never moved by learning.
+public struct StaticMACEntry: Hashable, Sendable {
+    public var vlan: VLANID
+    public var mac: MACAddress
+    public var port: PortIndex
+    public init(vlan: VLANID, mac: MACAddress, port: PortIndex) { self.vlan = vlan; self.mac = mac; self.port = port }
+}
+
+/// The compiled, immutable forwarding plan of one switch.
+///
+/// Built once from a validated topology; the datapath only reads it. Flood sets are
+/// precomputed per VLAN in compressed-row form (`floodStart[v] ..< floodStart[v+1]` indexes
+/// `floodPorts`), so flooding walks a contiguous array with no hashing and no allocation.
+public struct SwitchPlan: Sendable {
+    public let name: String
+    public let ports: [PortPlan]
+    /// Largest L3 payload (the switch MTU).
+    public let mtu: Int
+    /// Dynamic entries older than this are removed (seconds).
+    public let agingSeconds: Int
+    /// Most entries the MAC table holds; beyond it, fair eviction.
+    public let macLimit: Int
+    public let staticEntries: [StaticMACEntry]
+    @usableFromInline let floodStart: [Int32]
+    @usableFromInline let floodPorts: [Int32]
+
+    public init(name: String, ports: [PortPlan], mtu: Int = 1500, agingSeconds: Int = 300,
+                macLimit: Int = 8192, staticEntries: [StaticMACEntry] = []) {
+        self.name = name; self.ports = ports; self.mtu = mtu
+        self.agingSeconds = agingSeconds; self.macLimit = macLimit; self.staticEntries = staticEntries
+        var members = Array(repeating: [Int32](), count: 4096)
+        for (i, p) in ports.enumerated() {
+            for v in p.mode.memberVLANs { members[Int(v.rawValue)].append(Int32(i)) }
+        }
+        var start = [Int32](); start.reserveCapacity(4097)
+        var flat = [Int32]()
+        for v in 0..<4096 { start.append(Int32(flat.count)); flat += members[v] }
+        start.append(Int32(flat.count))
+        floodStart = start; floodPorts = flat
+    }
+
+    /// Longest frame accepted from a wire: MTU + Ethernet header + up to two tags.
+    @inlinable
+    public func maximumFrameLength(tags: Int) -> Int { mtu + 14 + 4 * tags }
+
+    /// Ports that are members of `vlan`, in port order (the flood set).
+    @inlinable
+    public func floodSet(_ vlan: VLANID) -> ArraySlice<Int32> {
+        let v = Int(vlan.rawValue)
+        return floodPorts[Int(floodStart[v])..<Int(floodStart[v + 1])]
+    }
+
+    /// VLANs with at least one member port.
+    public var usedVLANs: [VLANID] {
+        (0..<4096).compactMap { floodStart[$0 + 1] > floodStart[$0] ? VLANID(UInt16($0)) : nil }
+    }
+
+    /// The port called `name`, if any.
+    public func portIndex(named name: String) -> PortIndex? { ports.firstIndex { $0.name == name } }
+}

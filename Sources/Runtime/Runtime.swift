@@ -1,0 +1,1 @@
+// Runtime: datapath loop, control socket, guests.
