@@ -1,6 +1,14 @@
 // See include/cnetlink.h for each helper's contract: 0 on success, negative NLE_* on failure.
 #define _GNU_SOURCE
 #include "cnetlink.h"
+// The real libnl headers after ours: the compiler checks every prototype we re-declared.
+#include <netlink/netlink.h>
+#include <netlink/errno.h>
+#include <netlink/socket.h>
+#include <netlink/cache.h>
+#include <netlink/addr.h>
+#include <netlink/route/link.h>
+#include <netlink/route/addr.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -10,6 +18,19 @@
 #include <sys/socket.h>
 #include <linux/if.h>
 
+_Static_assert(CNL_NLE_FAILURE == NLE_FAILURE, "NLE_FAILURE");
+_Static_assert(CNL_NLE_BAD_SOCK == NLE_BAD_SOCK, "NLE_BAD_SOCK");
+_Static_assert(CNL_NLE_NOMEM == NLE_NOMEM, "NLE_NOMEM");
+_Static_assert(CNL_NLE_EXIST == NLE_EXIST, "NLE_EXIST");
+_Static_assert(CNL_NLE_INVAL == NLE_INVAL, "NLE_INVAL");
+_Static_assert(CNL_NLE_OPNOTSUPP == NLE_OPNOTSUPP, "NLE_OPNOTSUPP");
+_Static_assert(CNL_NLE_OBJ_NOTFOUND == NLE_OBJ_NOTFOUND, "NLE_OBJ_NOTFOUND");
+_Static_assert(CNL_NLE_NOADDR == NLE_NOADDR, "NLE_NOADDR");
+_Static_assert(CNL_NLE_BUSY == NLE_BUSY, "NLE_BUSY");
+_Static_assert(CNL_NLE_PERM == NLE_PERM, "NLE_PERM");
+_Static_assert(CNL_NLE_NODEV == NLE_NODEV, "NLE_NODEV");
+
+const int CNL_AF_UNSPEC = AF_UNSPEC;
 const unsigned int CNL_IFF_UP = IFF_UP;
 const unsigned int CNL_IFF_RUNNING = IFF_RUNNING;
 const unsigned int CNL_IFF_LOWER_UP = IFF_LOWER_UP;

@@ -4,30 +4,29 @@ import Model
 /// Readers for the leaves of the file. Each reads the scalar's source text, reports what is
 /// wrong at the node's location and returns `nil` when the value is unusable.
 extension Validator {
-    /// A pair of a mapping whose key is known: where the key is, and the value.
-    typealias Field = (key: SourceNode, value: SourceNode)
-
     /// Checks `node` is a mapping and returns its pairs by key (first occurrence of each).
     ///
     /// Reports non-scalar keys, duplicate keys (at the repeated key, naming the first one's
     /// line) and, when `allowed` is given, unknown keys with a suggestion.
-    mutating func mapping(_ node: SourceNode, _ what: String, allowed: [String]?) -> [String: Field]? {
+    mutating func mapping(_ node: SourceNode, _ what: String, allowed: [String]) -> SourceFields? {
         guard let pairs = mappingPairs(node, what) else { return nil }
-        var out: [String: Field] = [:]
+        var out = SourceFields()
         for (key, value) in pairs {
             guard let k = key.scalar else {
                 error("expected a scalar key in \(what), found \(key.kindName)", at: key.location)
                 continue
             }
-            if let first = out[k] {
+            if let first = out.known[k] {
                 error("duplicate key '\(k)' in \(what) (first defined at line \(first.key.location.line))", at: key.location)
                 continue
             }
-            if let allowed, !allowed.contains(k) {
-                error("unknown key '\(k)' in \(what)" + didYouMean(k, among: allowed), at: key.location)
+            if !allowed.contains(k) {
+                let guess = suggestion(for: k, among: allowed)
+                if let guess { out.suggested.insert(guess) }
+                error("unknown key '\(k)' in \(what)" + (guess.map { "; did you mean '\($0)'?" } ?? ""), at: key.location)
                 continue
             }
-            out[k] = (key, value)
+            out.known[k] = SourceField(key: key, value: value)
         }
         return out
     }
@@ -60,8 +59,9 @@ extension Validator {
     }
 
     /// Reports a missing required key of a mapping at `location`.
-    mutating func require(_ key: String, in fields: [String: Field], _ what: String, at location: SourceLocation) -> Field? {
+    mutating func require(_ key: String, in fields: SourceFields, _ what: String, at location: SourceLocation) -> SourceField? {
         if let f = fields[key] { return f }
+        if fields.suggested.contains(key) { return nil }
         error("missing required key '\(key)' in \(what)", at: location)
         return nil
     }

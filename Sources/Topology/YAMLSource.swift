@@ -29,6 +29,20 @@ struct SourceNode {
     }
 }
 
+/// A pair of a mapping whose key is known: where the key is, and the value.
+struct SourceField {
+    var key: SourceNode
+    var value: SourceNode
+}
+
+/// The known keys of one mapping, plus the known keys that unknown ones were taken for
+/// (so a misspelt required key is reported once, as unknown, not again as missing).
+struct SourceFields {
+    var known: [String: SourceField] = [:]
+    var suggested: Set<String> = []
+    subscript(key: String) -> SourceField? { known[key] }
+}
+
 /// Result of reading YAML text: a root node, or the syntax error that stopped the parser.
 enum Composition {
     case document(SourceNode?)

@@ -1,32 +1,92 @@
-// CNetlink: libnl-route-3 for Swift. Swift calls libnl's non-variadic API directly through
-// these includes; the helpers below cover what Swift cannot express well (a socket bound
-// inside another network namespace, building nl_addr values, macros).
+// CNetlink: libnl-route-3 for Swift.
 //
-// Error contract: helpers return 0 (or a count) on success and a NEGATIVE libnl NLE_* code
-// on failure, exactly like libnl itself. NLE_* codes are not errno values: describe them
-// with nl_geterror(). Where a system call fails, the helper also reports its errno through
-// an out-parameter, so the caller can say precisely what went wrong.
+// Why this header re-declares libnl's API instead of including <netlink/netlink.h>:
+// libnl installs its headers under /usr/include/libnl3, and the target's cSettings
+// (-I/usr/include/libnl3) reach only the compilation of cnetlink.c, not Swift modules that
+// import this header (Swift would need `-Xcc -I/usr/include/libnl3` in every client target,
+// or a systemLibrary target with pkgConfig "libnl-route-3.0"). So the public header forward-
+// declares libnl's opaque types and the (non-variadic) functions Swift calls, with libnl's
+// exact prototypes. cnetlink.c includes this header AND the real libnl headers, so any
+// drift is a compile error ("conflicting types"), and static asserts pin the NLE_* values.
+// Delete these declarations and #include the libnl headers once Package.swift passes the
+// include path to Swift clients.
+//
+// Error contract (libnl's own): 0 or a count on success, a NEGATIVE NLE_* code on failure.
+// NLE_* codes are not errno values: describe them with nl_geterror(). Where a system call
+// fails inside a helper, its errno is also reported through an out-parameter.
 #ifndef CNETLINK_H
 #define CNETLINK_H
 
 #include <stdint.h>
-#include <netlink/netlink.h>
-#include <netlink/errno.h>
-#include <netlink/socket.h>
-#include <netlink/cache.h>
-#include <netlink/addr.h>
-#include <netlink/route/link.h>
-#include <netlink/route/addr.h>
 
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+// MARK: - libnl types (opaque)
+
+struct nl_sock;
+struct nl_cache;
+struct nl_object;
+struct nl_addr;
+struct rtnl_link;
+struct rtnl_addr;
+
+// MARK: - libnl error codes (netlink/errno.h; pinned by static asserts in cnetlink.c)
+
+#define CNL_NLE_FAILURE      1
+#define CNL_NLE_BAD_SOCK     3
+#define CNL_NLE_NOMEM        5
+#define CNL_NLE_EXIST        6
+#define CNL_NLE_INVAL        7
+#define CNL_NLE_OPNOTSUPP    10
+#define CNL_NLE_OBJ_NOTFOUND 12
+#define CNL_NLE_NOADDR       19
+#define CNL_NLE_BUSY         25
+#define CNL_NLE_PERM         28
+#define CNL_NLE_NODEV        31
 
 /// Interface flag bits (linux/if.h), re-exported so Swift need not import linux/if.h,
 /// which clashes with glibc's net/if.h.
 extern const unsigned int CNL_IFF_UP;
 extern const unsigned int CNL_IFF_RUNNING;
 extern const unsigned int CNL_IFF_LOWER_UP;
+
+/// AF_UNSPEC, for rtnl_link_alloc_cache.
+extern const int CNL_AF_UNSPEC;
+
+// MARK: - libnl functions Swift calls directly (prototypes exactly as libnl declares them)
+
+extern const char *nl_geterror(int);
+extern int nl_syserr2nlerr(int);
+extern void nl_socket_free(struct nl_sock *);
+
+extern void nl_cache_free(struct nl_cache *);
+extern struct nl_object *nl_cache_get_first(struct nl_cache *);
+extern struct nl_object *nl_cache_get_next(struct nl_object *);
+
+extern struct rtnl_link *rtnl_link_alloc(void);
+extern void rtnl_link_put(struct rtnl_link *);
+extern int rtnl_link_alloc_cache(struct nl_sock *, int, struct nl_cache **);
+extern int rtnl_link_get_kernel(struct nl_sock *, int, const char *, struct rtnl_link **);
+extern int rtnl_link_change(struct nl_sock *, struct rtnl_link *, struct rtnl_link *, int);
+extern int rtnl_link_delete(struct nl_sock *, const struct rtnl_link *);
+extern void rtnl_link_set_name(struct rtnl_link *, const char *);
+extern char *rtnl_link_get_name(struct rtnl_link *);
+extern void rtnl_link_set_flags(struct rtnl_link *, unsigned int);
+extern void rtnl_link_unset_flags(struct rtnl_link *, unsigned int);
+extern unsigned int rtnl_link_get_flags(struct rtnl_link *);
+extern void rtnl_link_set_mtu(struct rtnl_link *, unsigned int);
+extern unsigned int rtnl_link_get_mtu(struct rtnl_link *);
+extern int rtnl_link_get_ifindex(struct rtnl_link *);
+extern void rtnl_link_set_ns_fd(struct rtnl_link *, int);
+
+extern struct rtnl_addr *rtnl_addr_alloc(void);
+extern void rtnl_addr_put(struct rtnl_addr *);
+extern int rtnl_addr_add(struct nl_sock *, struct rtnl_addr *, int);
+extern void rtnl_addr_set_ifindex(struct rtnl_addr *, int);
+
+// MARK: - helpers
 
 /// Allocates a libnl socket and connects it to NETLINK_ROUTE in the calling thread's
 /// network namespace. On success stores it in `*out` (free with nl_socket_free) and
@@ -42,8 +102,8 @@ int cnl_route_socket(struct nl_sock **out);
 /// (if not NULL) receives their errno, else 0.
 int cnl_route_socket_in_netns(int ns_fd, struct nl_sock **out, int *out_errno);
 
-/// Sets the link-layer address of `link` to the 6 octets at `mac` (nl_addr_build(AF_LLC)).
-/// Returns 0 or -NLE_NOMEM.
+/// Sets the link-layer address of `link` to the 6 octets at `mac` (nl_addr_build(AF_LLC)
+/// + rtnl_link_set_addr). Returns 0 or -NLE_NOMEM.
 int cnl_link_set_mac(struct rtnl_link *link, const uint8_t mac[6]);
 
 /// Copies the link-layer address of `link` into `mac` if it is 6 bytes long.

@@ -1,0 +1,238 @@
+import Core
+import Foundation
+import LinuxIO
+import Model
+import Netlink
+import Topology
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A running topology: its namespaces, TAP devices, datapath and control socket.
+///
+/// `up` order: refuse if running → clean a crashed predecessor → check every name is free →
+/// record what will be created → create → forward. `down` (or a signal) removes everything
+/// in reverse. If anything fails half way, what was created is removed before the error is
+/// reported, so a failed `up` leaves nothing behind.
+public final class Fabric {
+    public let topology: Topology
+    public let plans: [SwitchPlan]
+    private(set) var datapath: Datapath?
+    private var control: ControlServer?
+    private var taps: [[TAPDevice]] = []
+    private var createdNamespaces: [String] = []
+    private let startedAt = monotonicSeconds()
+    private let log: (String) -> Void
+
+    public init(topology: Topology, log: @escaping (String) -> Void) {
+        self.topology = topology
+        self.plans = topology.compile()
+        self.log = log
+    }
+
+    /// Features the topology format accepts whose runtime lands with a later issue.
+    public static func unsupportedFeatures(of t: Topology) -> [String] {
+        var out: [String] = []
+        for s in t.switches {
+            if s.uplinks != nil { out.append("switch '\(s.name)': uplinks are validated but not yet run by this version") }
+            if !s.mirrors.isEmpty { out.append("switch '\(s.name)': mirrors are validated but not yet run by this version") }
+        }
+        for g in t.guests where g.kind == .qemu {
+            out.append("guest '\(g.name)': kind qemu needs the VM runner, which this version does not have yet")
+        }
+        return out
+    }
+
+    /// The host-side name of a NIC's TAP before it moves into its guest: `tp` + 8 hex digits
+    /// of FNV-1a over "topology/guest/index" (≤ 15 bytes, stable, unlikely to collide).
+    public static func hostTAPName(topology: String, guest: String, nic: Int) -> String {
+        var h: UInt32 = 0x811C_9DC5
+        for b in "\(topology)/\(guest)/\(nic)".utf8 { h = (h ^ UInt32(b)) &* 0x0100_0193 }
+        let hex = String(h, radix: 16)
+        return "tp" + String(repeating: "0", count: 8 - hex.count) + hex
+    }
+
+    // MARK: - Up
+
+    public func up() throws {
+        try RunDirectory.ensure()
+        try cleanStale(name: topology.name, log: log)
+        try preflight()
+        var state = InstanceState(name: topology.name, file: topology.file, pid: getpid(),
+                                  processStart: processStartTime(getpid()),
+                                  namespaces: topology.guests.filter { $0.kind == .netns }.map(\.name), links: [])
+        try state.write()
+        do {
+            try createGuests()
+            let runtimes = plans.enumerated().map { SwitchRuntime(plan: $0.element, ports: taps[$0.offset]) }
+            let dp = try Datapath(switches: runtimes)
+            datapath = dp
+            dp.start()
+            let server = try ControlServer(path: RunDirectory.socket(topology.name)) { [unowned self] req in self.respond(to: req) }
+            control = server
+            server.start()
+            state.links = []
+            try state.write()
+        } catch {
+            down()
+            throw error
+        }
+    }
+
+    /// Every name this topology needs must be free; all conflicts are reported at once.
+    private func preflight() throws {
+        var problems: [String] = []
+        for g in topology.guests where g.kind == .netns && NetworkNamespace.exists(g.name) {
+            problems.append("network namespace '\(g.name)' already exists (not created by topology '\(topology.name)'); remove it or rename guest '\(g.name)'")
+        }
+        let nl = try NetlinkSocket()
+        for g in topology.guests {
+            for nic in g.nics {
+                let host = Fabric.hostTAPName(topology: topology.name, guest: g.name, nic: nic.index)
+                if (try? nl.linkExists(named: host)) == true { problems.append("link '\(host)' (for \(nic.portName)) already exists") }
+            }
+        }
+        if !problems.isEmpty { throw RuntimeError(problems.joined(separator: "\n")) }
+    }
+
+    private func createGuests() throws {
+        let host = try NetlinkSocket()
+        var byPort: [String: TAPDevice] = [:]
+        for g in topology.guests where g.kind == .netns {
+            try NetworkNamespace.create(g.name)
+            createdNamespaces.append(g.name)
+            let inside = try NetlinkSocket(namespace: g.name)
+            try inside.setLinkUp(named: "lo")
+            let nsfd = try NetworkNamespace.open(g.name)
+            defer { close(nsfd) }
+            for nic in g.nics {
+                let name = Fabric.hostTAPName(topology: topology.name, guest: g.name, nic: nic.index)
+                let tap = try TAPDevice(name: name)
+                byPort[nic.portName] = tap
+                try host.moveLink(named: tap.name, toNamespaceFD: nsfd)
+                guard let index = try inside.linkIndex(named: tap.name) else {
+                    throw RuntimeError("\(nic.portName): link \(tap.name) did not arrive in namespace \(g.name)")
+                }
+                let mtu = topology.switches.first { $0.name == nic.switchName }?.mtu ?? 1500
+                try inside.configureLink(index: index, name: nic.interfaceName, mac: nic.mac, mtu: mtu, up: true)
+                if let ip = nic.ip {
+                    try inside.addIPv4Address(index: index, address: ip.address, prefixLength: ip.prefixLength)
+                }
+            }
+            log("guest \(g.name): namespace up, " + g.nics.map { "\($0.interfaceName) \($0.mac)\($0.ip.map { " \($0)" } ?? "") on \($0.switchName)/\($0.portGroup)" }.joined(separator: "; "))
+        }
+        taps = plans.map { plan in plan.ports.map { byPort[$0.name]! } }
+    }
+
+    // MARK: - Down
+
+    /// Stops forwarding and removes everything this instance created. Idempotent.
+    public func down() {
+        control?.stop(); control = nil
+        datapath?.stop(); datapath = nil
+        for row in taps { for t in row { t.close() } }
+        taps = []
+        for ns in createdNamespaces.reversed() {
+            do { try NetworkNamespace.delete(ns) } catch { log("warning: cannot delete namespace \(ns): \(error)") }
+        }
+        createdNamespaces = []
+        unlink(RunDirectory.socket(topology.name))
+        unlink(RunDirectory.state(topology.name))
+    }
+
+    /// Removes what a crashed instance of `name` left behind; refuses if it is alive.
+    public static func cleanStale(name: String, log: (String) -> Void) throws {
+        guard let old = InstanceState.read(name: name) else { return }
+        if old.isAlive {
+            throw RuntimeError("topology '\(name)' is already running (pid \(old.pid), from \(old.file)); stop it with 'tapestry down --name \(name)'")
+        }
+        var removed: [String] = []
+        for ns in old.namespaces where NetworkNamespace.exists(ns) {
+            try? NetworkNamespace.delete(ns); removed.append("namespace \(ns)")
+        }
+        if let nl = try? NetlinkSocket() {
+            for l in old.links where (try? nl.linkExists(named: l)) == true { try? nl.deleteLink(named: l); removed.append("link \(l)") }
+        }
+        unlink(RunDirectory.socket(name))
+        unlink(RunDirectory.state(name))
+        log("cleaned up after topology '\(name)' (pid \(old.pid) is gone)" + (removed.isEmpty ? "" : ": removed " + removed.joined(separator: ", ")))
+    }
+
+    private func cleanStale(name: String, log: (String) -> Void) throws { try Fabric.cleanStale(name: name, log: log) }
+
+    // MARK: - Control
+
+    func respond(to req: ControlRequest) -> Data {
+        let enc = JSON.encoder()
+        do {
+            switch req.command {
+            case "status": return try enc.encode(status())
+            case "ports": return try enc.encode(ports(switch: req.switch))
+            case "fdb": return try enc.encode(fdb(switch: req.switch, vlan: req.vlan))
+            case "down":
+                // The main thread waits for SIGTERM; tearing down from here would pull the
+                // socket out from under this very reply.
+                kill(getpid(), SIGTERM)
+                return try enc.encode(["stopping": topology.name])
+            default:
+                return ControlServer.error("unknown command '\(req.command)' (expected status, ports, fdb or down)")
+            }
+        } catch {
+            return ControlServer.error("\(error)")
+        }
+    }
+
+    func status() -> StatusReport {
+        let switches: [StatusReport.SwitchSummary] = plans.enumerated().map { i, plan in
+            let entries = datapath?.withSnapshot { datapath!.switches[i].table.count + datapath!.switches[i].table.staticCount } ?? 0
+            return .init(name: plan.name, mtu: plan.mtu, ports: plan.ports.count, vlans: plan.usedVLANs.map(\.description),
+                         macEntries: entries, macLimit: plan.macLimit, agingSeconds: plan.agingSeconds)
+        }
+        let guests: [StatusReport.GuestSummary] = topology.guests.map { g in
+            .init(name: g.name, kind: g.kind.rawValue, namespace: g.kind == .netns ? g.name : nil,
+                  nics: g.nics.map { .init(port: $0.portName, interface: $0.interfaceName, mac: $0.mac.description, ip: $0.ip?.description) })
+        }
+        return StatusReport(name: topology.name, file: topology.file, pid: getpid(),
+                            uptimeSeconds: monotonicSeconds() - startedAt, switches: switches, guests: guests)
+    }
+
+    func ports(switch filter: String?) throws -> PortsReport {
+        if let f = filter, !plans.contains(where: { $0.name == f }) { throw RuntimeError("no switch named '\(f)'") }
+        guard let dp = datapath else { return PortsReport(ports: []) }
+        var rows: [PortsReport.PortRow] = []
+        dp.withSnapshot {
+            for sw in dp.switches where filter == nil || sw.plan.name == filter {
+                for (i, p) in sw.plan.ports.enumerated() {
+                    let c = sw.counters.snapshot(port: i)
+                    rows.append(.init(name: p.name, switch: sw.plan.name, portGroup: p.portGroup, kind: "guest",
+                                      vlanMode: p.mode.description, link: "up", macEntries: sw.table.count(port: i),
+                                      rxFrames: c.rxFrames, rxBytes: c.rxBytes, txFrames: c.txFrames, txBytes: c.txBytes,
+                                      drops: Dictionary(uniqueKeysWithValues: c.drops.map { ($0.key.description, $0.value) })))
+                }
+            }
+        }
+        return PortsReport(ports: rows)
+    }
+
+    func fdb(switch filter: String?, vlan: String?) throws -> FDBReport {
+        if let f = filter, !plans.contains(where: { $0.name == f }) { throw RuntimeError("no switch named '\(f)'") }
+        var vlanFilter: VLANID? = nil
+        if let v = vlan {
+            if v == "none" { vlanFilter = .untagged }
+            else if let n = Int(v), let id = VLANID(checking: n) { vlanFilter = id }
+            else { throw RuntimeError("bad VLAN '\(v)': expected 1..4094 or none") }
+        }
+        guard let dp = datapath else { return FDBReport(entries: []) }
+        let now = monotonicSeconds()
+        var out: [FDBReport.Entry] = []
+        dp.withSnapshot {
+            for sw in dp.switches where filter == nil || sw.plan.name == filter {
+                for e in sw.table.entries(now: now) where vlanFilter == nil || e.vlan == vlanFilter {
+                    out.append(.init(switch: sw.plan.name, vlan: e.vlan.description, mac: e.mac.description,
+                                     port: sw.plan.ports[e.port].name, ageSeconds: e.age, type: e.isStatic ? "static" : "dynamic"))
+                }
+            }
+        }
+        return FDBReport(entries: out)
+    }
+}

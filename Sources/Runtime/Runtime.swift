@@ -1,1 +1,0 @@
-// Runtime: datapath loop, control socket, guests.
