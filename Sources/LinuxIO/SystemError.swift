@@ -58,7 +58,9 @@ public enum IOResult: Equatable {
 public enum Syscall {
     /// A control-path result: the value, or "not ready" on a non-blocking fd.
     public enum Outcome<Value> {
+        /// The call succeeded with this result.
         case value(Value)
+        /// EAGAIN/EWOULDBLOCK: try again when the fd is ready.
         case wouldBlock
     }
 

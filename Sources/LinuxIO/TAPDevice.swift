@@ -30,8 +30,8 @@ public final class TAPDevice {
     /// Wraps `cl_tap_open`: open("/dev/net/tun", O_RDWR|O_NONBLOCK|O_CLOEXEC) and
     /// ioctl(TUNSETIFF, IFF_TAP|IFF_NO_PI[|IFF_VNET_HDR]). Needs CAP_NET_ADMIN.
     /// - Parameter name: at most 15 bytes; empty lets the kernel pick `tapN`.
-    /// - Throws: `SystemError` (EPERM without CAP_NET_ADMIN, ENAMETOOLONG, EBUSY/EINVAL if
-    ///   another kind of link has that name).
+    /// - Throws: `SystemError`: EPERM without CAP_NET_ADMIN, ENAMETOOLONG, EBUSY if another
+    ///   fd holds that TAP, EINVAL if a non-TAP link has that name.
     public init(name: String, vnetHeader: Bool = false) throws {
         var kernelName = [CChar](repeating: 0, count: 16)
         let fd = try Syscall.require("open /dev/net/tun", subject: "tap \(name)") {
@@ -55,8 +55,9 @@ public final class TAPDevice {
     }
 
     /// Writes one whole frame (wraps write(2)); the kernel delivers it as received on the
-    /// netdev. `.wouldBlock` is rare (TAP writes do not queue); `.failed(EINVAL)` for a
-    /// malformed frame, `.failed(EIO)` when the netdev is down on some kernels.
+    /// netdev. `.wouldBlock` is rare (TAP writes do not queue). Failures: EIO while the
+    /// netdev is down, EINVAL for a frame shorter than an Ethernet header, EBADFD once the
+    /// netdev was deleted, EBADF after `close()`.
     @inlinable
     public func write(_ buffer: UnsafeRawBufferPointer) -> IOResult {
         let fd = self.fd

@@ -66,7 +66,8 @@ public final class NetlinkSocket {
         return sk
     }
 
-    private var where_: String { namespace.map { " in netns \($0)" } ?? "" }
+    /// " in netns NAME" for messages about a namespaced socket, else "".
+    private var namespaceSuffix: String { namespace.map { " in netns \($0)" } ?? "" }
 
     // MARK: - looking links up
 
@@ -77,7 +78,7 @@ public final class NetlinkSocket {
         var link: OpaquePointer?
         let r = rtnl_link_get_kernel(sk, index, name, &link)
         if r == -CNL_NLE_OBJ_NOTFOUND || r == -CNL_NLE_NODEV { return nil }
-        try check(r, "rtnl_link_get_kernel", "link \(name ?? "#\(index)")\(where_)")
+        try check(r, "rtnl_link_get_kernel", "link \(name ?? "#\(index)")\(namespaceSuffix)")
         guard let link else { return nil }
         defer { rtnl_link_put(link) }
         return try body(link)
@@ -97,7 +98,7 @@ public final class NetlinkSocket {
     public func linkNames() throws -> [String] {
         let sk = try socket("rtnl_link_alloc_cache")
         var cache: OpaquePointer?
-        try check(rtnl_link_alloc_cache(sk, CNL_AF_UNSPEC, &cache), "rtnl_link_alloc_cache", "links\(where_)")
+        try check(rtnl_link_alloc_cache(sk, CNL_AF_UNSPEC, &cache), "rtnl_link_alloc_cache", "links\(namespaceSuffix)")
         guard let cache else { return [] }
         defer { nl_cache_free(cache) }
         var names: [(Int32, String)] = []
@@ -138,9 +139,7 @@ public final class NetlinkSocket {
     private func change(index: Int32 = 0, name: String? = nil, operation: String, subject: String,
                         _ fill: (OpaquePointer) throws -> Void) throws {
         let sk = try socket(operation)
-        var found = false
-        try withKernelLink(index: index, name: name) { orig in
-            found = true
+        let changed: Void? = try withKernelLink(index: index, name: name) { orig in
             guard let changes = rtnl_link_alloc() else {
                 throw NetlinkError(operation: "rtnl_link_alloc", subject: subject, code: CNL_NLE_NOMEM)
             }
@@ -148,14 +147,14 @@ public final class NetlinkSocket {
             try fill(changes)
             try check(rtnl_link_change(sk, orig, changes, 0), operation, subject)
         }
-        if !found { throw NetlinkError(operation: operation, subject: subject, code: CNL_NLE_OBJ_NOTFOUND) }
+        if changed == nil { throw NetlinkError(operation: operation, subject: subject, code: CNL_NLE_OBJ_NOTFOUND) }
     }
 
     /// Moves link `name` into the namespace `fd` refers to (rtnl_link_set_ns_fd +
     /// rtnl_link_change; IFLA_NET_NS_FD). The link goes down and loses its addresses, and
     /// from then on is visible only in the target namespace. A TAP's fd keeps working.
     public func moveLink(named name: String, toNamespaceFD fd: Int32) throws {
-        try change(name: name, operation: "rtnl_link_change(netns)", subject: "link \(name)\(where_) -> netns fd \(fd)") {
+        try change(name: name, operation: "rtnl_link_change(netns)", subject: "link \(name)\(namespaceSuffix) -> netns fd \(fd)") {
             rtnl_link_set_ns_fd($0, fd)
         }
     }
@@ -165,7 +164,7 @@ public final class NetlinkSocket {
     /// arguments are left as they are. The kernel applies the rename before the flags, so a
     /// down link can be renamed and brought up at once (a running one cannot be renamed).
     public func configureLink(index: Int32, name: String? = nil, mac: MACAddress? = nil, mtu: Int? = nil, up: Bool) throws {
-        try change(index: index, operation: "rtnl_link_change", subject: "link #\(index)\(where_)") { link in
+        try change(index: index, operation: "rtnl_link_change", subject: "link #\(index)\(namespaceSuffix)") { link in
             if let name { rtnl_link_set_name(link, name) }
             if let mac {
                 let r = mac.octets.withUnsafeBufferPointer { cnl_link_set_mac(link, $0.baseAddress) }
@@ -178,13 +177,14 @@ public final class NetlinkSocket {
 
     /// Sets IFF_UP on link `name` (like `ip link set NAME up`).
     public func setLinkUp(named name: String) throws {
-        try change(name: name, operation: "rtnl_link_change(up)", subject: "link \(name)\(where_)") {
+        try change(name: name, operation: "rtnl_link_change(up)", subject: "link \(name)\(namespaceSuffix)") {
             rtnl_link_set_flags($0, CNL_IFF_UP)
         }
     }
 
-    /// Deletes link `name` (rtnl_link_delete, RTM_DELLINK). A TAP's netdev held open by an
-    /// fd is removed too; the fd then reports errors.
+    /// Deletes link `name` (rtnl_link_delete, RTM_DELLINK). Throws NLE_NODEV if absent.
+    /// A TAP's netdev is removed even while an fd holds it; that fd's reads and writes then
+    /// fail with EBADFD.
     public func deleteLink(named name: String) throws {
         let sk = try socket("rtnl_link_delete")
         guard let link = rtnl_link_alloc() else {
@@ -192,7 +192,7 @@ public final class NetlinkSocket {
         }
         defer { rtnl_link_put(link) }
         rtnl_link_set_name(link, name)
-        try check(rtnl_link_delete(sk, link), "rtnl_link_delete", "link \(name)\(where_)")
+        try check(rtnl_link_delete(sk, link), "rtnl_link_delete", "link \(name)\(namespaceSuffix)")
     }
 
     // MARK: - addresses
@@ -201,7 +201,7 @@ public final class NetlinkSocket {
     /// NLM_F_CREATE|NLM_F_EXCL). `address` is in host byte order: 10.77.0.1 is 0x0A4D0001.
     /// Throws CNL_NLE_EXIST if the address is already there.
     public func addIPv4Address(index: Int32, address: UInt32, prefixLength: Int) throws {
-        let subject = "\(ipv4String(address))/\(prefixLength) on link #\(index)\(where_)"
+        let subject = "\(ipv4String(address))/\(prefixLength) on link #\(index)\(namespaceSuffix)"
         let sk = try socket("rtnl_addr_add")
         guard let addr = rtnl_addr_alloc() else {
             throw NetlinkError(operation: "rtnl_addr_alloc", subject: subject, code: CNL_NLE_NOMEM)

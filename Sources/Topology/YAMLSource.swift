@@ -72,7 +72,9 @@ func composeSource(_ text: String) -> Composition {
                 let loc = SourceLocation(line: context.mark.line, column: context.mark.column)
                 guard attempt < 1000, let original = duplicates.sorted().first, original != "<uncovertable>",
                       renameKey(at: loc, in: &scalars, marker: attempt) else {
-                    return .syntaxError(message: "duplicate key '\(duplicates.first ?? "")'", location: loc)
+                    let key = duplicates.sorted().first.flatMap { $0 == "<uncovertable>" ? nil : "'\($0)'" }
+                    return .syntaxError(message: "duplicate key \(key ?? "(a list or mapping used as a key)") in a mapping",
+                                        location: loc)
                 }
                 renamed[loc] = original
                 attempt += 1

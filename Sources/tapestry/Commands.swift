@@ -92,6 +92,11 @@ struct Up: ParsableCommand {
     @Flag(help: .hidden) var daemonChild = false
 
     func run() throws {
+        if daemonChild {
+            // A daemon keeps nothing of its parent but 0-2 (set up by spawnDetached): an
+            // inherited pipe would keep whoever ran `up --detach` waiting for EOF forever.
+            for fd in Int32(3)..<Int32(4096) { close(fd) }
+        }
         let t = try loadTopology(file)
         let unsupported = Fabric.unsupportedFeatures(of: t)
         if !unsupported.isEmpty { throw Failure(message: unsupported.joined(separator: "\n")) }

@@ -16,10 +16,13 @@ import TestSupport
         #expect(tap.name == name)
         #expect(tap.fd >= 0)
         #expect(sh("ip link show \(name)").succeeded)
+        try Sysctl.write("net/ipv6/conf/\(name)/disable_ipv6", "1")
+        #expect(sh("cat /proc/sys/net/ipv6/conf/\(name)/disable_ipv6").stdout == "1\n")
         tap.close()
         tap.close()
         #expect(tap.fd == -1)
         #expect(!sh("ip link show \(name)").succeeded)
+        #expect(throws: SystemError.self) { try Sysctl.write("net/ipv6/conf/\(name)/disable_ipv6", "1") }
         // Use after close is a value, not a crash.
         var byte: UInt8 = 0
         #expect(withUnsafeMutableBytes(of: &byte) { tap.read(into: $0) } == .failed(EBADF))

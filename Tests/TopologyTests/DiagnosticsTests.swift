@@ -184,3 +184,31 @@ let base = "name: lab\nswitches:\n  sw0:\n    port-groups:\n      web: {vlan: 10
         #expect(e.description.hasPrefix("/nonexistent/lab.yaml:1:1: error: cannot read /nonexistent/lab.yaml"))
     } catch { Issue.record("unexpected \(error)") }
 }
+
+@Test func oddInputsAreReportedNotCrashed() {
+    let inputs = [
+        "name: lab\n---\nname: other\n",                                  // two documents
+        "name: lab\nswitches:\n\tsw0: {}\n",                               // tab indentation
+        "{[a]: 1, [a]: 2}\n",                                             // duplicate complex keys
+        "? name\n: lab\n? name\n: lab\n",                                 // explicit keys, duplicated
+        "name: lab\nswitches: {sw0: {mtu: 99999999999999999999999999, port-groups: {w: {vlan: 1}}}}\n",
+        "name: lab\nswitches: {sw0: &a {port-groups: {w: {vlan: 1}}}, sw1: *a}\n",
+        "name: lab\nswitches: {sw0: {port-groups: {w: {vlan: *nope}}}}\n",
+        "name: lab\nswitches: {\"\": {}, \"\": {}}\n",
+        "name: lab\nswitches: {sw0: {port-groups: {w: {vlan: {trunk: [1-2-3, -5, 5-, ~]}}}}}\n",
+        "name: ☃\nswitches: {sw0: {port-groups: {w: {vlan: 1}}}}\n",
+        "name: lab\nguests: {g: {kind: qemu, memory: 99999999999999999999G, nics: [{}]}}\nswitches: {}\n",
+        "\u{FEFF}name: lab\n",
+        "name: lab\r\nswitches:\r\n  sw0:\r\n    port-groups: {w: {vlan: 1}, w: {vlan: 2}}\r\n",
+        "# only a comment\n",
+        ":\n",
+    ]
+    for yaml in inputs {
+        let d = diagnostics(yaml: yaml)
+        #expect(d.allSatisfy { $0.hasPrefix("t.yaml:") && $0.contains(": error: ") }, "\(yaml) → \(d)")
+    }
+    // An alias to a valid switch body is a valid switch.
+    #expect(diagnostics(yaml: inputs[5]) == [])
+    // CRLF line ends: the duplicate is still found at the right place.
+    #expect(diagnostics(yaml: inputs[12]) == ["t.yaml:4:33: error: duplicate key 'w' in 'port-groups' of switch 'sw0' (first defined at line 4)"])
+}

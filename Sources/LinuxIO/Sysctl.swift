@@ -1,0 +1,15 @@
+import CLinux
+
+/// Kernel parameters under /proc/sys, written without spawning `sysctl`.
+///
+/// Used to keep switch-owned netdevs away from the host stack (DESIGN.md "Attaching
+/// guests"), e.g. `net/ipv6/conf/NAME/disable_ipv6 = 1` on a TAP the switch attaches to.
+public enum Sysctl {
+    /// Writes `value` to /proc/sys/`key` (slash-separated, e.g.
+    /// "net/ipv6/conf/tap0/disable_ipv6"). Wraps `cl_sysctl_write`; most keys need root
+    /// (CAP_NET_ADMIN for per-namespace net keys). Acts in the caller's network namespace.
+    /// - Throws: `SystemError` (ENOENT for an unknown key or link, EACCES/EPERM, EINVAL).
+    public static func write(_ key: String, _ value: String) throws {
+        try Syscall.require("write /proc/sys/\(key)", subject: value) { cl_sysctl_write(key, value) }
+    }
+}
