@@ -140,7 +140,11 @@ public final class ControlServer {
 
 /// Sends one request to a running instance and returns its raw JSON reply.
 public func controlRequest(name: String, _ request: ControlRequest, timeout: Int = 10) throws -> Data {
-    let path = RunDirectory.socket(name)
+    try controlRequest(socket: RunDirectory.socket(name), name: name, request, timeout: timeout)
+}
+
+/// Sends one request to the control socket at `path` (`name` is for messages).
+public func controlRequest(socket path: String, name: String, _ request: ControlRequest, timeout: Int = 10) throws -> Data {
     guard var addr = unixAddress(path) else { throw RuntimeError("control socket path too long: \(path)") }
     let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
     guard fd >= 0 else { throw RuntimeError("socket: \(String(cString: strerror(errno)))") }

@@ -4,8 +4,7 @@ import Foundation
 ///
 /// The directory is root-only (0700) and the socket 0600: only root may drive the switch.
 public enum RunDirectory {
-    /// Overridable for tests (`TAPESTRY_RUN_DIR`).
-    public static var path: String { ProcessInfo.processInfo.environment["TAPESTRY_RUN_DIR"] ?? "/run/tapestry" }
+    public static let path = "/run/tapestry"
     public static func socket(_ name: String) -> String { "\(path)/\(name).sock" }
     public static func state(_ name: String) -> String { "\(path)/\(name).state" }
     public static func log(_ name: String) -> String { "\(path)/\(name).log" }

@@ -1,0 +1,175 @@
+import Core
+import Foundation
+import LinuxIO
+import Model
+import Runtime
+import TestSupport
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A switch port backed by a datagram socket pair: the datapath owns one end, the test the
+/// other. Datagrams keep frame boundaries, so frames go in and come out exactly as on a TAP,
+/// without root.
+final class SocketPairPort: PortIO {
+    let switchEnd: Int32
+    let testEnd: Int32
+
+    init() {
+        var fds: [Int32] = [0, 0]
+        let rc = socketpair(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &fds)
+        precondition(rc == 0)
+        switchEnd = fds[0]; testEnd = fds[1]
+    }
+    deinit { close(switchEnd); close(testEnd) }
+
+    var pollFD: Int32 { switchEnd }
+    func read(into buffer: UnsafeMutableRawBufferPointer) -> IOResult {
+        Syscall.io { Glibc.read(switchEnd, buffer.baseAddress, buffer.count) }
+    }
+    func writev(_ iov: UnsafePointer<iovec>, count: Int32) -> IOResult {
+        Syscall.io { Glibc.writev(switchEnd, iov, count) }
+    }
+
+    /// The guest sends a frame into the switch.
+    func inject(_ frame: [UInt8]) {
+        _ = frame.withUnsafeBytes { send(testEnd, $0.baseAddress, $0.count, 0) }
+    }
+
+    /// Frames the switch sent to this port within `ms` milliseconds.
+    func received(waitingMilliseconds ms: Int32 = 200) -> [[UInt8]] {
+        var out: [[UInt8]] = []
+        var pfd = pollfd(fd: testEnd, events: Int16(POLLIN), revents: 0)
+        while poll(&pfd, 1, out.isEmpty ? ms : 20) > 0 {
+            var buf = [UInt8](repeating: 0, count: 70000)
+            let n = buf.withUnsafeMutableBytes { recv(testEnd, $0.baseAddress, $0.count, 0) }
+            if n <= 0 { break }
+            out.append(Array(buf[0..<n]))
+        }
+        return out
+    }
+}
+
+@Suite(.serialized) struct DatapathTests {
+    let plan = SwitchPlan(name: "sw0", ports: [
+        PortPlan(name: "a.eth0", portGroup: "v10", mode: .access(VLANID(10))),
+        PortPlan(name: "b.eth0", portGroup: "v10", mode: .access(VLANID(10))),
+        PortPlan(name: "c.eth0", portGroup: "v20", mode: .access(VLANID(20))),
+        PortPlan(name: "t.eth0", portGroup: "trunk", mode: .trunk(allowed: VLANSet([VLANID(10), VLANID(20)]), native: nil)),
+    ], mtu: 1500, staticEntries: [StaticMACEntry(vlan: VLANID(20), mac: mac(0x99), port: 2)])
+
+    func running() throws -> (Datapath, [SocketPairPort]) {
+        let ports = (0..<4).map { _ in SocketPairPort() }
+        let dp = try Datapath(switches: [SwitchRuntime(plan: plan, ports: ports)])
+        dp.start()
+        return (dp, ports)
+    }
+
+    @Test func floodsThenForwardsLearnedUnicast() throws {
+        let (dp, p) = try running()
+        defer { dp.stop() }
+        let a = mac(0xA), b = mac(0xB)
+        p[0].inject(FrameBuilder(dst: .broadcast, src: a).type(EtherType.arp).bytes)
+        #expect(p[1].received() == [FrameBuilder(dst: .broadcast, src: a).type(EtherType.arp).bytes], "untagged to the other access port")
+        #expect(p[3].received() == [FrameBuilder(dst: .broadcast, src: a).tagged(10).type(EtherType.arp).bytes], "tagged 10 to the trunk")
+        #expect(p[2].received(waitingMilliseconds: 50).isEmpty, "nothing crosses into VLAN 20")
+
+        p[1].inject(FrameBuilder(dst: a, src: b).bytes)          // reply: a is known
+        #expect(p[0].received() == [FrameBuilder(dst: a, src: b).bytes])
+        #expect(p[3].received(waitingMilliseconds: 50).isEmpty, "learned unicast is not flooded to the trunk")
+
+        p[0].inject(FrameBuilder(dst: b, src: a).bytes)
+        #expect(p[1].received().count == 1)
+        #expect(p[3].received(waitingMilliseconds: 50).isEmpty)
+
+        // The trunk reaches VLAN 10 tagged; the access port gets it untagged.
+        p[3].inject(FrameBuilder(dst: b, src: mac(0x7)).tagged(10).bytes)
+        #expect(p[1].received() == [FrameBuilder(dst: b, src: mac(0x7)).bytes])
+
+        let entries = dp.withSnapshot { dp.switches[0].table.entries(now: monotonicSeconds()) }
+        #expect(Set(entries.map { "\($0.vlan)/\($0.mac)/\($0.port)" }) == ["10/\(a)/0", "10/\(b)/1", "10/\(mac(0x7))/3", "20/\(mac(0x99))/2"])
+    }
+
+    @Test func staticEntryForwardsWithoutLearning() throws {
+        let (dp, p) = try running()
+        defer { dp.stop() }
+        p[3].inject(FrameBuilder(dst: mac(0x99), src: mac(0x5)).tagged(20).bytes)
+        #expect(p[2].received() == [FrameBuilder(dst: mac(0x99), src: mac(0x5)).bytes])
+    }
+
+    @Test func malformedFramesAreCountedAndForwardingGoesOn() throws {
+        let (dp, p) = try running()
+        defer { dp.stop() }
+        p[0].inject([0x01, 0x02, 0x03])                                            // runt
+        p[0].inject(FrameBuilder(dst: .broadcast, src: mac(1)).tagged(20).bytes)   // VLAN hop attempt
+        p[0].inject(FrameBuilder(dst: .broadcast, src: mac(1)).payload(1600).bytes)
+        p[0].inject(FrameBuilder(dst: .broadcast, src: .broadcast).bytes)
+        p[3].inject(FrameBuilder(dst: .broadcast, src: mac(2)).tagged(30).bytes)
+        p[3].inject(FrameBuilder(dst: .broadcast, src: mac(2)).bytes)
+        p[0].inject(FrameBuilder(dst: .broadcast, src: mac(1)).bytes)              // a good one last
+        #expect(p[1].received().count == 1, "only the good frame arrives")
+        #expect(p[2].received(waitingMilliseconds: 50).isEmpty)
+        let (a, t) = dp.withSnapshot { (dp.switches[0].counters.snapshot(port: 0), dp.switches[0].counters.snapshot(port: 3)) }
+        #expect(a.drops == [.runt: 1, .taggedOnAccessPort: 1, .oversize: 1, .invalidSourceMAC: 1])
+        #expect(a.rxFrames == 5)
+        #expect(t.drops == [.vlanNotAllowed: 1, .untaggedOnTrunk: 1])
+    }
+}
+
+@Suite(.serialized) struct ControlSocketTests {
+    /// A private socket path, so these tests need neither root nor /run/tapestry.
+    static let path = NSTemporaryDirectory() + "tapestry-rt-\(getpid()).sock"
+
+    func request(_ command: String) throws -> Data {
+        try controlRequest(socket: Self.path, name: "ctl", ControlRequest(command: command))
+    }
+
+    @Test func answersRequestsAndRejectsGarbage() throws {
+        let server = try ControlServer(path: Self.path) { req in
+            req.command == "status" ? Data("{\"name\":\"ctl\"}".utf8) : ControlServer.error("unknown command '\(req.command)'")
+        }
+        server.start()
+        defer { server.stop() }
+        var st = stat()
+        #expect(stat(Self.path, &st) == 0 && st.st_mode & 0o777 == 0o600, "socket is 0600")
+
+        let reply = try request("status")
+        #expect(String(decoding: reply, as: UTF8.self).contains("\"name\":\"ctl\""))
+        #expect(throws: RuntimeError.self) { try request("explode") }
+
+        // Raw garbage and an oversized request get an error reply, never a hang or a crash.
+        #expect(raw("not json\n").contains("malformed request"))
+        #expect(raw(String(repeating: "x", count: 70_000)).contains("too large"))
+        // A client that connects and says nothing is timed out; the server still answers others.
+        let silent = connectRaw()
+        let again = try request("status")
+        #expect(!again.isEmpty)
+        close(silent)
+    }
+
+    @Test func unknownInstanceIsAClearError() {
+        #expect(throws: RuntimeError.self) { try controlRequest(socket: Self.path + ".absent", name: "nosuch", ControlRequest(command: "status")) }
+    }
+
+    func connectRaw() -> Int32 {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let path = Array(Self.path.utf8)
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in for (i, b) in path.enumerated() { raw[i] = b } }
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        return fd
+    }
+
+    func raw(_ text: String) -> String {
+        let fd = connectRaw()
+        defer { close(fd) }
+        _ = Array(text.utf8).withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        var buf = [UInt8](repeating: 0, count: 4096)
+        var tv = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        return n > 0 ? String(decoding: buf[0..<n], as: UTF8.self) : ""
+    }
+}
