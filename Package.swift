@@ -33,15 +33,18 @@ let package = Package(
             linkerSettings: [.linkedLibrary("nl-route-3"), .linkedLibrary("nl-3")]
         ),
 
+        .target(name: "CPcap", linkerSettings: [.linkedLibrary("pcap")]),
+
         // I/O layers: move bytes, never decide.
         .target(name: "LinuxIO", dependencies: ["CLinux", "Model"], swiftSettings: v5),
         .target(name: "Netlink", dependencies: ["CNetlink", "CLinux", "Model"], swiftSettings: v5),
+        .target(name: "Capture", dependencies: ["CPcap", "Model"], swiftSettings: v5),
 
         // Runtime: datapath loop, control socket, guests.
         .target(name: "Runtime", dependencies: ["Model", "Core", "Topology", "LinuxIO", "Netlink", "CLinux"], swiftSettings: v5),
         .executableTarget(
             name: "tapestry",
-            dependencies: ["Runtime", "Topology", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["Runtime", "Topology", "Capture", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: v5
         ),
 
@@ -52,6 +55,7 @@ let package = Package(
         .testTarget(name: "TopologyTests", dependencies: ["Topology", "Core", "Model"], resources: [.copy("Fixtures")]),
         .testTarget(name: "LinuxIOTests", dependencies: ["LinuxIO", "CLinux", "TestSupport"], swiftSettings: v5),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "LinuxIO", "TestSupport"], swiftSettings: v5),
+        .testTarget(name: "CaptureTests", dependencies: ["Capture", "CPcap", "Model", "TestSupport"], swiftSettings: v5),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Core", "Model", "Topology", "TestSupport"], swiftSettings: v5),
         .testTarget(name: "SystemTests", dependencies: ["TestSupport"], swiftSettings: v5),
     ]

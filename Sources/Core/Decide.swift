@@ -86,6 +86,10 @@ public func decide<T: TraceSink>(
         return Decision(verdict: .drop(.runt))
     }
     trace.record(.parsed(h))
+    if plan.isMirrorDestination[inPort] {
+        trace.record(.dropped(.mirrorDestinationPort))
+        return Decision(verdict: .drop(.mirrorDestinationPort))
+    }
     if frame.count > plan.maximumFrameLength(tags: h.tagCount) {
         trace.record(.dropped(.oversize))
         return Decision(verdict: .drop(.oversize))

@@ -26,6 +26,9 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
     case transmitError
     /// The egress queue was full (EAGAIN/ENOBUFS on transmit; counted on the egress port).
     case transmitQueueFull
+    /// A mirror (SPAN) destination port sent a frame: it only receives copies, it never
+    /// learns or forwards traffic of its own.
+    case mirrorDestinationPort
 
     public var description: String {
         switch self {
@@ -41,6 +44,7 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
         case .noEgressPort: return "no-egress-port"
         case .transmitError: return "transmit-error"
         case .transmitQueueFull: return "transmit-queue-full"
+        case .mirrorDestinationPort: return "mirror-destination-port"
         }
     }
 
@@ -59,6 +63,7 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
         case .noEgressPort: return "no other port in the VLAN"
         case .transmitError: return "transmit error"
         case .transmitQueueFull: return "transmit queue full"
+        case .mirrorDestinationPort: return "frame from a mirror destination port"
         }
     }
 }

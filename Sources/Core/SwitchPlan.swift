@@ -20,6 +20,21 @@ public struct StaticMACEntry: Hashable, Sendable {
     public init(vlan: VLANID, mac: MACAddress, port: PortIndex) { self.vlan = vlan; self.mac = mac; self.port = port }
 }
 
+/// A port mirror (SPAN): copies of what the source ports receive and/or send go out of the
+/// destination ports, unchanged (as seen on the source port).
+public struct MirrorPlan: Hashable, Sendable {
+    public var name: String
+    public var sources: [PortIndex]
+    /// Mirror frames the sources receive (`in`/`both`).
+    public var ingress: Bool
+    /// Mirror frames the sources send (`out`/`both`).
+    public var egress: Bool
+    public var destinations: [PortIndex]
+    public init(name: String, sources: [PortIndex], ingress: Bool, egress: Bool, destinations: [PortIndex]) {
+        self.name = name; self.sources = sources; self.ingress = ingress; self.egress = egress; self.destinations = destinations
+    }
+}
+
 /// The compiled, immutable forwarding plan of one switch.
 ///
 /// Built once from a validated topology; the datapath only reads it. Flood sets are
@@ -35,15 +50,39 @@ public struct SwitchPlan: Sendable {
     /// Most entries the MAC table holds; beyond it, fair eviction.
     public let macLimit: Int
     public let staticEntries: [StaticMACEntry]
+    public let mirrors: [MirrorPlan]
+    /// Per port: true when it is a mirror destination (receives copies only; excluded from
+    /// flooding and learning; what it sends is dropped).
+    public let isMirrorDestination: [Bool]
+    /// Per port: mirror destinations for frames the port receives, and for frames it sends.
+    public let mirrorOnIngress: [[PortIndex]]
+    public let mirrorOnEgress: [[PortIndex]]
+    /// True when any mirror exists (one branch on the per-frame path otherwise).
+    public let hasMirrors: Bool
     @usableFromInline let floodStart: [Int32]
     @usableFromInline let floodPorts: [Int32]
 
     public init(name: String, ports: [PortPlan], mtu: Int = 1500, agingSeconds: Int = 300,
-                macLimit: Int = 8192, staticEntries: [StaticMACEntry] = []) {
+                macLimit: Int = 8192, staticEntries: [StaticMACEntry] = [], mirrors: [MirrorPlan] = []) {
         self.name = name; self.ports = ports; self.mtu = mtu
         self.agingSeconds = agingSeconds; self.macLimit = macLimit; self.staticEntries = staticEntries
+        self.mirrors = mirrors
+        var destination = Array(repeating: false, count: ports.count)
+        var onIngress = Array(repeating: [PortIndex](), count: ports.count)
+        var onEgress = Array(repeating: [PortIndex](), count: ports.count)
+        for m in mirrors {
+            for d in m.destinations { destination[d] = true }
+            for s in m.sources {
+                if m.ingress { onIngress[s] += m.destinations.filter { $0 != s && !onIngress[s].contains($0) } }
+                if m.egress { onEgress[s] += m.destinations.filter { $0 != s && !onEgress[s].contains($0) } }
+            }
+        }
+        isMirrorDestination = destination
+        mirrorOnIngress = onIngress
+        mirrorOnEgress = onEgress
+        hasMirrors = !mirrors.isEmpty
         var members = Array(repeating: [Int32](), count: 4096)
-        for (i, p) in ports.enumerated() {
+        for (i, p) in ports.enumerated() where !destination[i] {
             for v in p.mode.memberVLANs { members[Int(v.rawValue)].append(Int32(i)) }
         }
         var start = [Int32](); start.reserveCapacity(4097)

@@ -25,17 +25,21 @@ struct PeerCredentials { var pid: Int32 = 0; var uid: UInt32 = 0; var gid: UInt3
 ///
 /// Served on its own thread so a slow client can never stall forwarding; each connection
 /// gets a 2 s receive timeout and requests are capped at 64 KiB, so a client that sends
-/// nothing or too much gets an error, not a hung server.
+/// nothing or too much gets an error, not a hung server. Each connection is served on its
+/// own thread, so a long-running stream (`capture`) does not hold up `status` or `down`.
 public final class ControlServer {
     public let path: String
     private var listenFD: Int32 = -1
     private var thread: Thread?
-    private let handler: (ControlRequest) -> Data
+    /// Answers a request: a reply to send, or nil when the handler streamed its own reply on
+    /// the connection's fd (and returns when the stream ends).
+    public typealias Handler = (ControlRequest, Int32) -> Data?
+    private let handler: Handler
     private let done = DispatchSemaphore(value: 0)
     private var stopped = false
     static let maxRequest = 65536
 
-    public init(path: String, handler: @escaping (ControlRequest) -> Data) throws {
+    public init(path: String, handler: @escaping Handler) throws {
         self.path = path
         self.handler = handler
         guard var addr = unixAddress(path) else { throw RuntimeError("control socket path too long: \(path)") }
@@ -84,8 +88,13 @@ public final class ControlServer {
                 if errno == EINTR { continue }
                 return
             }
-            handle(c)
-            close(c)
+            // The thread keeps the server alive until its client is done.
+            let t = Thread { [self] in
+                self.handle(c)
+                close(c)
+            }
+            t.name = "tapestry-control-client"
+            t.start()
         }
     }
 
@@ -117,7 +126,7 @@ public final class ControlServer {
             reply(fd, ControlServer.error("malformed request: expected one JSON object such as {\"command\":\"status\"}"))
             return
         }
-        reply(fd, handler(req))
+        if let data = handler(req, fd) { reply(fd, data) }
     }
 
     private func reply(_ fd: Int32, _ data: Data) {
@@ -145,21 +154,8 @@ public func controlRequest(name: String, _ request: ControlRequest, timeout: Int
 
 /// Sends one request to the control socket at `path` (`name` is for messages).
 public func controlRequest(socket path: String, name: String, _ request: ControlRequest, timeout: Int = 10) throws -> Data {
-    guard var addr = unixAddress(path) else { throw RuntimeError("control socket path too long: \(path)") }
-    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-    guard fd >= 0 else { throw RuntimeError("socket: \(String(cString: strerror(errno)))") }
+    let fd = try openControlStream(socket: path, name: name, request, timeout: timeout)
     defer { close(fd) }
-    var tv = timeval(tv_sec: timeout, tv_usec: 0)
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-    let rc = withUnsafePointer(to: &addr) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-    }
-    guard rc == 0 else {
-        throw RuntimeError("topology '\(name)' is not running (cannot connect to \(path): \(String(cString: strerror(errno))))")
-    }
-    var out = try JSON.encoder().encode(request)
-    out.append(UInt8(ascii: "\n"))
-    _ = out.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
     var reply = [UInt8]()
     var chunk = [UInt8](repeating: 0, count: 65536)
     while true {
@@ -170,4 +166,30 @@ public func controlRequest(socket path: String, name: String, _ request: Control
     if let err = try? JSON.decoder().decode(ControlError.self, from: Data(reply)) { throw RuntimeError(err.error) }
     guard !reply.isEmpty else { throw RuntimeError("topology '\(name)' closed the control socket without a reply") }
     return Data(reply)
+}
+
+/// Connects to a running instance, sends `request`, and returns the connected socket for the
+/// caller to read the reply (or a stream, for `capture`) from. The caller closes it.
+public func openControlStream(name: String, _ request: ControlRequest, timeout: Int = 10) throws -> Int32 {
+    try openControlStream(socket: RunDirectory.socket(name), name: name, request, timeout: timeout)
+}
+
+public func openControlStream(socket path: String, name: String, _ request: ControlRequest, timeout: Int = 10) throws -> Int32 {
+    guard var addr = unixAddress(path) else { throw RuntimeError("control socket path too long: \(path)") }
+    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+    guard fd >= 0 else { throw RuntimeError("socket: \(String(cString: strerror(errno)))") }
+    var tv = timeval(tv_sec: timeout, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    let rc = withUnsafePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+    }
+    guard rc == 0 else {
+        let e = errno
+        close(fd)
+        throw RuntimeError("topology '\(name)' is not running (cannot connect to \(path): \(String(cString: strerror(e))))")
+    }
+    var out = try JSON.encoder().encode(request)
+    out.append(UInt8(ascii: "\n"))
+    _ = out.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+    return fd
 }

@@ -74,6 +74,10 @@ public final class Datapath {
     private let iov: UnsafeMutablePointer<iovec>
     private let tagScratch: UnsafeMutablePointer<UInt8>
     private static let wakeToken: UInt64 = .max
+    /// Running capture sessions; changed only under `lock` (`addCapture`/`removeCapture`).
+    private var captures: [CaptureSession] = []
+    /// One predictable branch per frame when nobody captures.
+    private var capturing = false
     /// Frames read from one port per wake-up before moving on (fairness between ports).
     private let batchPerPort = 64
 
@@ -114,6 +118,16 @@ public final class Datapath {
         thread = nil
     }
 
+    /// Starts feeding a capture session.
+    public func addCapture(_ session: CaptureSession) {
+        lock.lock(); captures.append(session); capturing = true; lock.unlock()
+    }
+
+    /// Stops feeding a capture session.
+    public func removeCapture(_ session: CaptureSession) {
+        lock.lock(); captures.removeAll { $0 === session }; capturing = !captures.isEmpty; lock.unlock()
+    }
+
     /// Runs `body` while the datapath is between batches (control-path reads).
     public func withSnapshot<T>(_ body: () throws -> T) rethrows -> T {
         lock.lock(); defer { lock.unlock() }
@@ -133,8 +147,7 @@ public final class Datapath {
             for i in 0..<n {
                 let data = events[i].data
                 if data == Datapath.wakeToken { wake.drain(); continue }
-                let sw = switches[Int(data >> 32)]
-                service(sw, port: Int(data & 0xFFFF_FFFF), now: now)
+                service(switchIndex: Int(data >> 32), port: Int(data & 0xFFFF_FFFF), now: now)
             }
             if now - lastTick >= 1 {
                 lastTick = now
@@ -145,62 +158,90 @@ public final class Datapath {
     }
 
     /// Reads up to `batchPerPort` frames from one port and forwards each.
-    private func service(_ sw: SwitchRuntime, port: Int, now: Int64) {
+    private func service(switchIndex: Int, port: Int, now: Int64) {
+        let sw = switches[switchIndex]
         let io = sw.ports[port]
         let rx = UnsafeMutableRawBufferPointer(start: buffer, count: bufferSize)
         for _ in 0..<batchPerPort {
             switch io.read(into: rx) {
             case .bytes(let n):
-                forward(UnsafeRawBufferPointer(start: buffer, count: n), sw: sw, inPort: port, now: now)
+                forward(UnsafeRawBufferPointer(start: buffer, count: n), sw: sw, switchIndex: switchIndex, inPort: port, now: now)
             case .wouldBlock, .failed:
                 return
             }
         }
     }
 
-    /// The per-frame path: decide, learn, transmit. Allocates nothing.
+    /// The per-frame path: decide, learn, transmit (plus mirror and capture copies when
+    /// configured). Allocates nothing.
     @inline(__always)
-    private func forward(_ frame: UnsafeRawBufferPointer, sw: SwitchRuntime, inPort: Int, now: Int64) {
+    private func forward(_ frame: UnsafeRawBufferPointer, sw: SwitchRuntime, switchIndex: Int, inPort: Int, now: Int64) {
         let counters = sw.counters
+        let plan = sw.plan
         counters.received(port: inPort, bytes: frame.count)
         var trace = NoTrace()
-        let d = decide(frame: frame, inPort: inPort, plan: sw.plan, table: sw.table, trace: &trace)
+        let d = decide(frame: frame, inPort: inPort, plan: plan, table: sw.table, trace: &trace)
+        let base = UnsafeMutableRawPointer(mutating: frame.baseAddress!)
+        iov[0] = iovec(iov_base: base, iov_len: frame.count)
+        if plan.hasMirrors {
+            for dst in plan.mirrorOnIngress[inPort] { transmit(sw, port: dst, segments: 1, length: frame.count) }
+        }
         if case .drop(let reason) = d.verdict {
             counters.dropped(port: inPort, reason: reason)
+            if capturing { capture(switchIndex, port: inPort, point: .ingress, vlan: nil, reason: reason, segments: 1) }
             return
         }
+        if capturing { capture(switchIndex, port: inPort, point: .ingress, vlan: d.vlan, reason: nil, segments: 1) }
         if d.learn, let h = FrameHeader.parse(frame) {
             sw.table.learn(vlan: d.vlan, mac: h.source, port: inPort, now: now)
         }
         var sentAny = false
-        let base = UnsafeMutableRawPointer(mutating: frame.baseAddress!)
-        forEachEgress(of: d, inPort: inPort, plan: sw.plan) { p, rw in
+        forEachEgress(of: d, inPort: inPort, plan: plan) { p, rw in
             sentAny = true
-            let result: IOResult
+            var segments = 1
             var length = frame.count
             if rw.isIdentity {
                 iov[0] = iovec(iov_base: base, iov_len: frame.count)
-                result = sw.ports[p].writev(iov, count: 1)
             } else {
                 iov[0] = iovec(iov_base: base, iov_len: 12)
-                var count: Int32 = 1
                 if let tag = rw.push {
                     tagScratch[0] = UInt8(tag.tpid >> 8); tagScratch[1] = UInt8(tag.tpid & 0xFF)
                     tagScratch[2] = UInt8(tag.tci >> 8); tagScratch[3] = UInt8(tag.tci & 0xFF)
                     iov[1] = iovec(iov_base: UnsafeMutableRawPointer(tagScratch), iov_len: 4)
-                    count = 2
+                    segments = 2
                     length += 4
                 }
-                iov[Int(count)] = iovec(iov_base: base + 12 + rw.strip, iov_len: frame.count - 12 - rw.strip)
+                iov[segments] = iovec(iov_base: base + 12 + rw.strip, iov_len: frame.count - 12 - rw.strip)
+                segments += 1
                 length -= rw.strip
-                result = sw.ports[p].writev(iov, count: count + 1)
             }
-            switch result {
-            case .bytes: counters.sent(port: p, bytes: length)
-            case .wouldBlock: counters.dropped(port: p, reason: .transmitQueueFull)
-            case .failed: counters.dropped(port: p, reason: .transmitError)
+            let reason = transmit(sw, port: p, segments: segments, length: length)
+            if capturing { capture(switchIndex, port: p, point: .egress, vlan: d.vlan, reason: reason, segments: segments) }
+            if plan.hasMirrors, reason == nil {
+                for dst in plan.mirrorOnEgress[p] { transmit(sw, port: dst, segments: segments, length: length) }
             }
         }
         if !sentAny, case .flood = d.verdict { counters.dropped(port: inPort, reason: .noEgressPort) }
+    }
+
+    /// Writes the frame in `iov[0..<segments]` to a port and counts the outcome; returns the
+    /// drop reason when the kernel refused it.
+    @inline(__always) @discardableResult
+    private func transmit(_ sw: SwitchRuntime, port: Int, segments: Int, length: Int) -> DropReason? {
+        switch sw.ports[port].writev(iov, count: Int32(segments)) {
+        case .bytes: sw.counters.sent(port: port, bytes: length); return nil
+        case .wouldBlock: sw.counters.dropped(port: port, reason: .transmitQueueFull); return .transmitQueueFull
+        case .failed: sw.counters.dropped(port: port, reason: .transmitError); return .transmitError
+        }
+    }
+
+    /// Offers the frame in `iov[0..<segments]` to every capture session that wants it.
+    private func capture(_ switchIndex: Int, port: Int, point: CapturePoint, vlan: VLANID?, reason: DropReason?, segments: Int) {
+        var now: UInt64 = 0
+        for s in captures where s.selection.switchIndex == switchIndex
+            && s.wants(port: port, point: point, vlan: vlan, dropped: reason != nil) {
+            if now == 0 { now = realtimeNanoseconds() }
+            s.record(port: port, point: point, reason: reason, segments: iov, count: segments, now: now)
+        }
     }
 }

@@ -21,6 +21,8 @@ public final class Fabric {
     private var control: ControlServer?
     private var taps: [[TAPDevice]] = []
     private var createdNamespaces: [String] = []
+    /// Set when `down` begins, so streaming clients (capture) end.
+    private(set) var isStopping = false
     private let startedAt = monotonicSeconds()
     private let log: (String) -> Void
 
@@ -35,7 +37,6 @@ public final class Fabric {
         var out: [String] = []
         for s in t.switches {
             if s.uplinks != nil { out.append("switch '\(s.name)': uplinks are validated but not yet run by this version") }
-            if !s.mirrors.isEmpty { out.append("switch '\(s.name)': mirrors are validated but not yet run by this version") }
         }
         for g in t.guests where g.kind == .qemu {
             out.append("guest '\(g.name)': kind qemu needs the VM runner, which this version does not have yet")
@@ -68,7 +69,7 @@ public final class Fabric {
             let dp = try Datapath(switches: runtimes)
             datapath = dp
             dp.start()
-            let server = try ControlServer(path: RunDirectory.socket(topology.name)) { [unowned self] req in self.respond(to: req) }
+            let server = try ControlServer(path: RunDirectory.socket(topology.name)) { [unowned self] req, fd in self.respond(to: req, fd: fd) }
             control = server
             server.start()
             state.links = []
@@ -128,6 +129,7 @@ public final class Fabric {
 
     /// Stops forwarding and removes everything this instance created. Idempotent.
     public func down() {
+        isStopping = true
         control?.stop(); control = nil
         datapath?.stop(); datapath = nil
         for row in taps { for t in row { t.close() } }
@@ -162,20 +164,22 @@ public final class Fabric {
 
     // MARK: - Control
 
-    func respond(to req: ControlRequest) -> Data {
+    func respond(to req: ControlRequest, fd: Int32) -> Data? {
         let enc = JSON.encoder()
         do {
             switch req.command {
             case "status": return try enc.encode(status())
             case "ports": return try enc.encode(ports(switch: req.switch))
             case "fdb": return try enc.encode(fdb(switch: req.switch, vlan: req.vlan))
+            case "trace": return try enc.encode(trace(req))
+            case "capture": return try streamCapture(req, fd: fd)
             case "down":
                 // The main thread waits for SIGTERM; tearing down from here would pull the
                 // socket out from under this very reply.
                 kill(getpid(), SIGTERM)
                 return try enc.encode(["stopping": topology.name])
             default:
-                return ControlServer.error("unknown command '\(req.command)' (expected status, ports, fdb or down)")
+                return ControlServer.error("unknown command '\(req.command)' (expected status, ports, fdb, trace, capture or down)")
             }
         } catch {
             return ControlServer.error("\(error)")

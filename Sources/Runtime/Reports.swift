@@ -70,8 +70,54 @@ public struct ControlRequest: Codable, Equatable {
     public var command: String
     public var `switch`: String?
     public var vlan: String?
-    public init(command: String, switch sw: String? = nil, vlan: String? = nil) {
-        self.command = command; self.switch = sw; self.vlan = vlan
+    /// `trace`: ingress port; `capture`: selected ports (comma-separated names).
+    public var port: String?
+    public var portGroup: String?
+    /// `capture`: in, out or both.
+    public var direction: String?
+    /// `capture`: dropped frames only, with reasons.
+    public var drops: Bool?
+    /// `trace`: frames as lowercase hex strings.
+    public var frames: [String]?
+    public init(command: String, switch sw: String? = nil, vlan: String? = nil, port: String? = nil,
+                portGroup: String? = nil, direction: String? = nil, drops: Bool? = nil, frames: [String]? = nil) {
+        self.command = command; self.switch = sw; self.vlan = vlan; self.port = port
+        self.portGroup = portGroup; self.direction = direction; self.drops = drops; self.frames = frames
+    }
+}
+
+/// The reply to `trace`: each frame's decision, step by step.
+public struct TraceReport: Codable, Equatable {
+    public var `switch`: String
+    public var inPort: String
+    public var frames: [FrameTrace]
+    public struct FrameTrace: Codable, Equatable {
+        public var summary: String
+        public var steps: [Step]
+        /// forward, flood or drop.
+        public var verdict: String
+        public var dropReason: String?
+        public var egress: [Egress]
+    }
+    public struct Step: Codable, Equatable {
+        /// ingress, parse, vlan, learn, lookup, output, drop.
+        public var stage: String
+        public var detail: String
+    }
+    public struct Egress: Codable, Equatable {
+        public var port: String
+        /// "untagged" or "vlan N".
+        public var tag: String
+    }
+}
+
+/// First line of a `capture` stream: the interfaces (ports) that records refer to by index.
+public struct CaptureHeader: Codable, Equatable {
+    public var `switch`: String
+    public var interfaces: [Interface]
+    public struct Interface: Codable, Equatable {
+        public var name: String
+        public var description: String
     }
 }
 

@@ -6,7 +6,7 @@ extension Topology {
     ///
     /// A switch's ports are the guest NICs attached to it, in guest order then NIC order;
     /// each `PortPlan` is named `GUEST.ethN` and takes its mode from its port group. Static MAC
-    /// entries are resolved to port indexes. Uplink ports are added by the uplink feature.
+    /// entries and mirrors are resolved to port indexes. Uplink ports are added by the uplink feature.
     public func compile() -> [SwitchPlan] {
         switches.map { sw in
             var ports: [PortPlan] = []
@@ -20,8 +20,14 @@ extension Topology {
                 guard let index = ports.firstIndex(where: { $0.name == s.port }) else { return nil }
                 return StaticMACEntry(vlan: s.vlan, mac: s.mac, port: index)
             }
+            let mirrors: [MirrorPlan] = sw.mirrors.map { m in
+                let sources = ports.indices.filter { m.sourcePortGroups.contains(ports[$0].portGroup) }
+                let destinations = ports.indices.filter { ports[$0].portGroup == m.destinationPortGroup }
+                return MirrorPlan(name: m.name, sources: sources, ingress: m.direction != .out,
+                                  egress: m.direction != .in, destinations: destinations)
+            }
             return SwitchPlan(name: sw.name, ports: ports, mtu: sw.mtu, agingSeconds: sw.agingSeconds,
-                              macLimit: sw.macLimit, staticEntries: statics)
+                              macLimit: sw.macLimit, staticEntries: statics, mirrors: mirrors)
         }
     }
 }

@@ -13,7 +13,7 @@ struct Tapestry: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tapestry",
         abstract: "A userspace virtual switch and network fabric for Linux.",
-        subcommands: [Up.self, Down.self, Validate.self, Status.self, Ports.self, FDB.self]
+        subcommands: [Up.self, Down.self, Validate.self, Status.self, Ports.self, FDB.self, Trace.self, CaptureCommand.self]
     )
 }
 

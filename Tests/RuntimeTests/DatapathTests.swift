@@ -126,7 +126,7 @@ final class SocketPairPort: PortIO {
     }
 
     @Test func answersRequestsAndRejectsGarbage() throws {
-        let server = try ControlServer(path: Self.path) { req in
+        let server = try ControlServer(path: Self.path) { req, _ in
             req.command == "status" ? Data("{\"name\":\"ctl\"}".utf8) : ControlServer.error("unknown command '\(req.command)'")
         }
         server.start()

@@ -1,0 +1,2 @@
+// Implementations of the helpers declared in cpcap.h (none yet; see there).
+#include "cpcap.h"

@@ -1,0 +1,167 @@
+import Core
+import Foundation
+import Model
+
+/// Builds a frame from a description such as `src=02:00:00:00:0a:01,dst=ff:ff:ff:ff:ff:ff,vlan=20,type=arp`
+/// (`tapestry trace --frame`).
+///
+/// Keys: `src`, `dst` (required MACs), `vlan` (an 802.1Q tag; `vlan=10/20` for two tags,
+/// outer first), `stag` (an 802.1ad outer tag), `type` (`arp`, `rarp`, `ipv4`, `ipv6`, or
+/// `0xNNNN`; default ipv4), `len` (frame length without tags, default 60).
+public enum FrameDescription {
+    public static func bytes(from text: String) throws -> [UInt8] {
+        var fields: [String: String] = [:]
+        for part in text.split(separator: ",") {
+            let kv = part.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+            guard kv.count == 2 else { throw RuntimeError("frame description: expected key=value, got '\(part)'") }
+            guard ["src", "dst", "vlan", "stag", "type", "len"].contains(kv[0]) else {
+                throw RuntimeError("frame description: unknown key '\(kv[0])' (expected src, dst, vlan, stag, type, len)")
+            }
+            fields[kv[0]] = kv[1]
+        }
+        guard let s = fields["src"], let src = MACAddress(s) else { throw RuntimeError("frame description: src=MAC is required") }
+        guard let d = fields["dst"], let dst = MACAddress(d) else { throw RuntimeError("frame description: dst=MAC is required") }
+        var type: UInt16 = EtherType.ipv4
+        switch fields["type"] ?? "ipv4" {
+        case "arp": type = EtherType.arp
+        case "rarp": type = EtherType.rarp
+        case "ipv4", "ip": type = EtherType.ipv4
+        case "ipv6": type = EtherType.ipv6
+        case let t where t.hasPrefix("0x"):
+            guard let v = UInt16(t.dropFirst(2), radix: 16) else { throw RuntimeError("frame description: bad type '\(t)'") }
+            type = v
+        case let t: throw RuntimeError("frame description: bad type '\(t)' (arp, rarp, ipv4, ipv6 or 0xNNNN)")
+        }
+        var tags: [(UInt16, UInt16)] = []
+        if let st = fields["stag"] {
+            guard let v = UInt16(st), v < 4096 else { throw RuntimeError("frame description: bad stag '\(st)'") }
+            tags.append((EtherType.qinq, v))
+        }
+        if let vl = fields["vlan"] {
+            for piece in vl.split(separator: "/") {
+                guard let v = UInt16(piece), v < 4096 else { throw RuntimeError("frame description: bad vlan '\(vl)' (0..4095)") }
+                tags.append((EtherType.vlan, v))
+            }
+        }
+        let length = Int(fields["len"] ?? "60") ?? -1
+        guard (14...65535).contains(length) else { throw RuntimeError("frame description: bad len (14..65535)") }
+        var out = dst.octets + src.octets
+        for (tpid, vid) in tags { out += [UInt8(tpid >> 8), UInt8(tpid & 0xFF), UInt8(vid >> 8), UInt8(vid & 0xFF)] }
+        out += [UInt8(type >> 8), UInt8(type & 0xFF)]
+        out += [UInt8](repeating: 0, count: length - 14)
+        return out
+    }
+}
+
+extension Array where Element == UInt8 {
+    /// Lowercase hex, for carrying frames in JSON.
+    public var hexString: String { map { String(format: "%02x", $0) }.joined() }
+    public init?(hexString: String) {
+        guard hexString.count % 2 == 0 else { return nil }
+        var out: [UInt8] = []; out.reserveCapacity(hexString.count / 2)
+        var it = hexString.utf8.makeIterator()
+        while let a = it.next(), let b = it.next() {
+            guard let v = UInt8(String(decoding: [a, b], as: UTF8.self), radix: 16) else { return nil }
+            out.append(v)
+        }
+        self = out
+    }
+}
+
+/// One-line description of a frame's header: `02:..:01 > ff:..:ff, 802.1Q vlan 20, type 0x0806 (arp), 64 bytes`.
+public func frameSummary(_ bytes: [UInt8]) -> String {
+    guard let h = bytes.withUnsafeBytes({ FrameHeader.parse($0) }) else { return "runt frame, \(bytes.count) bytes" }
+    var parts = ["\(h.source) > \(h.destination)"]
+    for tag in [h.outerTag, h.innerTag].compactMap({ $0 }) { parts.append("\(tagName(tag.tpid)) vlan \(tag.vid)" + (tag.pcp > 0 ? " pcp \(tag.pcp)" : "")) }
+    parts.append("type \(String(format: "0x%04x", h.etherType))\(typeName(h.etherType).map { " (\($0))" } ?? "")")
+    parts.append("\(bytes.count) bytes")
+    return parts.joined(separator: ", ")
+}
+
+func tagName(_ tpid: UInt16) -> String { tpid == EtherType.vlan ? "802.1Q" : tpid == EtherType.qinq ? "802.1ad" : String(format: "tpid 0x%04x", tpid) }
+func typeName(_ t: UInt16) -> String? {
+    switch t {
+    case EtherType.arp: return "arp"
+    case EtherType.rarp: return "rarp"
+    case EtherType.ipv4: return "ipv4"
+    case EtherType.ipv6: return "ipv6"
+    default: return nil
+    }
+}
+
+/// The reason a dropped frame carries in a capture's packet comment, e.g.
+/// `dropped: tagged frame on access port (vlan 20)`.
+public func dropComment(_ reason: DropReason, frame: [UInt8]) -> String {
+    var text = "dropped: \(reason.explanation)"
+    if reason == .taggedOnAccessPort || reason == .vlanNotAllowed,
+       let tag = frame.withUnsafeBytes({ FrameHeader.parse($0) })?.outerTag {
+        text += " (vlan \(tag.vid))"
+    }
+    return text
+}
+
+/// Runs `decide` on a frame with a recording sink and explains every step. Changes nothing:
+/// the learn request is shown, never applied. Call with the datapath lock held.
+public func traceFrame(_ bytes: [UInt8], inPort: PortIndex, plan: SwitchPlan, table: MACTable, now: Int64) -> TraceReport.FrameTrace {
+    var rec = RecordingTrace()
+    let d = bytes.withUnsafeBytes { decide(frame: $0, inPort: inPort, plan: plan, table: table, trace: &rec) }
+    let name = { (p: PortIndex) in plan.ports[p].name }
+    var steps: [TraceReport.Step] = []
+    for step in rec.steps {
+        switch step {
+        case .received(let port, let length):
+            let p = plan.ports[port]
+            steps.append(.init(stage: "ingress", detail: "port \(p.name) (group \(p.portGroup), \(p.mode)), \(length) bytes"))
+        case .parsed(let h):
+            let tags = [h.outerTag, h.innerTag].compactMap { $0 }.map { "\(tagName($0.tpid)) vlan \($0.vid)" }
+            steps.append(.init(stage: "parse", detail: "dst \(h.destination), src \(h.source), " +
+                               (tags.isEmpty ? "untagged" : "tags: " + tags.joined(separator: ", ")) +
+                               ", type \(String(format: "0x%04x", h.etherType))\(typeName(h.etherType).map { " (\($0))" } ?? "")"))
+        case .classified(let cls, let mode):
+            switch cls {
+            case .member(let vlan, let tagLength, _):
+                steps.append(.init(stage: "vlan", detail: "VLAN \(vlan) (\(tagLength > 0 ? "tagged" : "untagged") frame on \(mode))"))
+            case .drop(let r):
+                steps.append(.init(stage: "vlan", detail: "\(dropComment(r, frame: bytes)) on \(mode)"))
+            }
+        case .learnRequested(let vlan, let mac, let port, let current):
+            let what: String
+            switch current {
+            case nil: what = "new entry"
+            case let c? where c == port: what = "refresh (already on \(name(port)))"
+            case let c?: what = "move from \(name(c))"
+            }
+            steps.append(.init(stage: "learn", detail: "would learn \(mac) in VLAN \(vlan) on \(name(port)): \(what); not applied by trace"))
+        case .lookedUp(let vlan, let mac, let port):
+            if let p = port {
+                let age = table.age(vlan: vlan, mac: mac, now: now).map { ", age \($0)s" } ?? ""
+                steps.append(.init(stage: "lookup", detail: "\(mac) in VLAN \(vlan): hit on \(name(p))\(age)"))
+            } else {
+                steps.append(.init(stage: "lookup", detail: "\(mac) in VLAN \(vlan): miss"))
+            }
+        case .flooding(let vlan, let reason):
+            steps.append(.init(stage: "output", detail: "flood in VLAN \(vlan) (\(reason.rawValue))"))
+        case .forwarding(let port):
+            steps.append(.init(stage: "output", detail: "forward to \(name(port))"))
+        case .dropped(let r):
+            steps.append(.init(stage: "drop", detail: dropComment(r, frame: bytes)))
+        }
+    }
+    var egress: [TraceReport.Egress] = []
+    forEachEgress(of: d, inPort: inPort, plan: plan) { p, rw in
+        egress.append(.init(port: name(p), tag: rw.push.map { "vlan \($0.vid)" } ?? "untagged"))
+    }
+    let verdict: String, reason: String?
+    switch d.verdict {
+    case .forward: verdict = "forward"; reason = nil
+    case .flood: verdict = egress.isEmpty ? "drop" : "flood"; reason = egress.isEmpty ? DropReason.noEgressPort.description : nil
+    case .drop(let r): verdict = "drop"; reason = r.description
+    }
+    return .init(summary: frameSummary(bytes), steps: steps, verdict: verdict, dropReason: reason, egress: egress)
+}
+
+/// `dropComment` for a reason as carried on the capture stream (its raw value).
+public func dropComment(rawReason: UInt8, frame: [UInt8]) -> String {
+    guard let r = DropReason(rawValue: rawReason) else { return "dropped: reason \(rawReason)" }
+    return dropComment(r, frame: frame)
+}
