@@ -28,7 +28,11 @@ public final class BPFFilter: @unchecked Sendable {
         guard pcap_compile(handle, &program, expression, 1, PCAP_NETMASK_UNKNOWN) == 0 else {
             // Every stored property is set, so deinit runs and closes the handle; the
             // failed compile left no instructions for pcap_freecode to free.
-            let reason = String(cString: pcap_geterr(handle))
+            // libpcap ≥ 1.10 prefixes parse errors with "can't parse filter expression: ",
+            // which "bad filter" already says.
+            let prefix = "can't parse filter expression: "
+            var reason = String(cString: pcap_geterr(handle))
+            if reason.hasPrefix(prefix) { reason.removeFirst(prefix.count) }
             throw CaptureError("bad filter '\(expression)': \(reason)")
         }
     }

@@ -23,6 +23,8 @@ enum Harness {
     static let python = "/usr/bin/python3"
     static var hasScapy: Bool { sh("\(python) -c 'import scapy.all'").succeeded }
 
+    static var hasTshark: Bool { sh("command -v tshark && command -v capinfos").succeeded }
+
     @discardableResult
     static func tapestry(_ args: String) -> CommandResult { sh("'\(binary)' \(args)", timeout: 180) }
 
