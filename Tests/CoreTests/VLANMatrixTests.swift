@@ -119,3 +119,19 @@ let matrix: [MatrixCase] = [
         #expect(plan.usedVLANs == [.untagged, VLANID(10), VLANID(20), VLANID(30)])
     }
 }
+
+@Suite struct MirrorPlanTests {
+    @Test func destinationsLeaveFloodSetsAndCannotSend() {
+        let plan = SwitchPlan(name: "sw0", ports: [
+            PortPlan(name: "a", portGroup: "web", mode: .access(VLANID(10))),
+            PortPlan(name: "b", portGroup: "web", mode: .access(VLANID(10))),
+            PortPlan(name: "m", portGroup: "mon", mode: .access(VLANID(10))),
+        ], mirrors: [MirrorPlan(name: "s", sources: [0], ingress: true, egress: false, destinations: [2])])
+        #expect(Array(plan.floodSet(VLANID(10))) == [0, 1])
+        #expect(plan.mirrorOnIngress == [[2], [], []] && plan.mirrorOnEgress == [[], [], []])
+        var t = NoTrace()
+        let frame = FrameBuilder(dst: .broadcast, src: mac(3)).bytes
+        let d = frame.withUnsafeBytes { decide(frame: $0, inPort: 2, plan: plan, table: MACTable(limit: 8), trace: &t) }
+        #expect(d.verdict == .drop(.mirrorDestinationPort) && !d.learn)
+    }
+}

@@ -173,3 +173,52 @@ final class SocketPairPort: PortIO {
         return n > 0 ? String(decoding: buf[0..<n], as: UTF8.self) : ""
     }
 }
+
+@Suite(.serialized) struct MirrorAndCaptureTests {
+    /// web ports 0 and 1 are mirrored (both directions) to port 2.
+    let plan = SwitchPlan(name: "sw0", ports: [
+        PortPlan(name: "w1.eth0", portGroup: "web", mode: .access(VLANID(10))),
+        PortPlan(name: "w2.eth0", portGroup: "web", mode: .access(VLANID(10))),
+        PortPlan(name: "m1.eth0", portGroup: "monitor", mode: .access(VLANID(10))),
+    ], mirrors: [MirrorPlan(name: "span0", sources: [0, 1], ingress: true, egress: true, destinations: [2])])
+
+    @Test func mirrorDestinationGetsCopiesOnly() throws {
+        let p = (0..<3).map { _ in SocketPairPort() }
+        let dp = try Datapath(switches: [SwitchRuntime(plan: plan, ports: p)])
+        dp.start()
+        defer { dp.stop() }
+        let frame = FrameBuilder(dst: .broadcast, src: mac(1)).bytes
+        p[0].inject(frame)
+        #expect(p[1].received() == [frame], "forwarded normally")
+        // One copy as w1 received it, one as w2 sent it.
+        #expect(p[2].received() == [frame, frame])
+        p[2].inject(FrameBuilder(dst: .broadcast, src: mac(9)).bytes)
+        #expect(p[0].received(waitingMilliseconds: 50).isEmpty && p[1].received(waitingMilliseconds: 50).isEmpty)
+        let drops = dp.withSnapshot { dp.switches[0].counters.snapshot(port: 2).drops }
+        #expect(drops == [.mirrorDestinationPort: 1])
+        #expect(dp.withSnapshot { dp.switches[0].table.lookup(vlan: VLANID(10), mac: mac(9)) } == nil, "a mirror destination never learns")
+    }
+
+    @Test func captureSeesIngressEgressAndDropsAndCountsRingOverflow() throws {
+        let p = (0..<3).map { _ in SocketPairPort() }
+        let dp = try Datapath(switches: [SwitchRuntime(plan: SwitchPlan(name: "sw0", ports: Array(plan.ports.prefix(2)) + [PortPlan(name: "x", portGroup: "g", mode: .access(VLANID(20)))]), ports: p)])
+        dp.start()
+        defer { dp.stop() }
+        let all = CaptureSession(selection: CaptureSelection(switchIndex: 0, ports: [true, true, true], vlan: nil, ingress: true, egress: true, drops: false))
+        let drops = CaptureSession(selection: CaptureSelection(switchIndex: 0, ports: [true, true, true], vlan: nil, ingress: true, egress: true, drops: true))
+        let tiny = CaptureSession(selection: CaptureSelection(switchIndex: 0, ports: [true, true, true], vlan: nil, ingress: true, egress: false, drops: false), slotCount: 2)
+        for s in [all, drops, tiny] { dp.addCapture(s) }
+        p[0].inject(FrameBuilder(dst: .broadcast, src: mac(1)).bytes)
+        _ = p[1].received()
+        p[0].inject(FrameBuilder(dst: .broadcast, src: mac(1)).tagged(20).bytes)
+        p[0].inject(FrameBuilder(dst: .broadcast, src: mac(1)).bytes)
+        _ = p[1].received()
+        let (a, d, t, lost) = dp.withSnapshot { (all.drain(), drops.drain(), tiny.drain(), tiny.lost) }
+        // The ingress point shows every frame as received, the dropped one too (with its reason).
+        #expect(a.map { "\($0.port)\($0.point)" } == ["0ingress", "1egress", "0ingress", "0ingress", "1egress"])
+        #expect(a.map(\.reason) == [nil, nil, .taggedOnAccessPort, nil, nil])
+        #expect(d.count == 1 && d[0].reason == .taggedOnAccessPort && d[0].port == 0 && d[0].bytes.count == 64)
+        #expect(t.count == 2 && lost == 1, "a full ring loses frames and counts them")
+        for s in [all, drops, tiny] { dp.removeCapture(s) }
+    }
+}

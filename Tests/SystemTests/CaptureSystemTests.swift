@@ -138,6 +138,16 @@ struct CaptureSystemTests {
         #expect(((frame?["egress"] as? [[String: Any]]) ?? []).map { $0["port"] as? String } == ["\(p)w1.eth0"], "flood skips the mirror destination: \(newcomer.stdout)")
         #expect(!Harness.tapestry("fdb --name \(p)cap").stdout.contains("02:00:00:00:0a:77"), "trace learned nothing")
         #expect(Harness.tapestry("fdb --name \(p)cap").stdout.split(separator: "\n").count == fdbBefore.split(separator: "\n").count)
+
+        // Replay: what w1 sent, captured to pcapng, traced again from a file.
+        let file = NSTemporaryDirectory() + "\(p)-replay.pcapng"
+        defer { unlink(file); unlink(file + ".err") }
+        let cap = Self.startCapture("--name \(p)cap --port \(p)w1.eth0 --direction in --filter icmp", output: file)
+        #expect(lab.ping(from: "\(p)w1", to: "10.3.0.2", count: 2))
+        Self.stop(cap)
+        let replay = Harness.tapestry("trace --name \(p)cap --in \(p)w1.eth0 --pcap \(file)")
+        #expect(replay.stdout.contains("frame 2: 02:00:00:00:0a:01 > 02:00:00:00:0a:02"), "\(replay.stdout)\(replay.stderr)")
+        #expect(replay.stdout.components(separatedBy: "verdict  forward: \(p)w2.eth0 untagged").count == 3, "\(replay.stdout)")
     }
 
     @Test func mirrorDestinationSeesSourceTrafficAndSendsNothing() throws {

@@ -35,7 +35,10 @@ public func sh(_ command: String, timeout: TimeInterval = 120) -> CommandResult 
     var empty = sigset_t(); sigemptyset(&empty)
     posix_spawnattr_setsigmask(&attr, &empty)
     posix_spawnattr_setpgroup(&attr, 0)
-    posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK))
+    // Children get default SIGPIPE handling even if a test runner ignores it.
+    var defaults = sigset_t(); sigemptyset(&defaults); sigaddset(&defaults, SIGPIPE)
+    posix_spawnattr_setsigdefault(&attr, &defaults)
+    posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
     let argv: [String] = ["/bin/sh", "-c", command]
     var args: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
     defer { for a in args { free(a) } }
