@@ -6,6 +6,9 @@ public enum Verdict: Equatable, Sendable {
     case forward(PortIndex)
     /// Out of every other member port of the VLAN (broadcast, multicast, unknown unicast).
     case flood
+    /// A reserved-group frame (STP, LACP, LLDP…) on a port group with L2 transparency: out
+    /// of the other ports of the same port group in the VLAN.
+    case floodPortGroup
     case drop(DropReason)
 }
 
@@ -23,10 +26,16 @@ public struct Decision: Equatable, Sendable {
     public var pcp: UInt16
     /// True when the caller should learn (vlan, source MAC) on the ingress port.
     public var learn: Bool
+    public var source: MACAddress
+    public var destination: MACAddress
+    /// Why the frame floods, for storm control (nil unless it floods).
+    public var floodReason: FloodReason?
 
     @inlinable
-    public init(verdict: Verdict, vlan: VLANID = .untagged, ingressTagLength: Int = 0, pcp: UInt16 = 0, learn: Bool = false) {
+    public init(verdict: Verdict, vlan: VLANID = .untagged, ingressTagLength: Int = 0, pcp: UInt16 = 0, learn: Bool = false,
+                source: MACAddress = .zero, destination: MACAddress = .zero, floodReason: FloodReason? = nil) {
         self.verdict = verdict; self.vlan = vlan; self.ingressTagLength = ingressTagLength; self.pcp = pcp; self.learn = learn
+        self.source = source; self.destination = destination; self.floodReason = floodReason
     }
 }
 
@@ -40,6 +49,7 @@ public enum TraceStep: Equatable, Sendable {
     case lookedUp(vlan: VLANID, mac: MACAddress, port: PortIndex?)
     case flooding(vlan: VLANID, reason: FloodReason)
     case forwarding(port: PortIndex)
+    case transparent(portGroup: String)
     case dropped(DropReason)
 }
 
@@ -98,21 +108,31 @@ public func decide<T: TraceSink>(
         trace.record(.dropped(.invalidSourceMAC))
         return Decision(verdict: .drop(.invalidSourceMAC))
     }
-    let mode = plan.ports[inPort].mode
+    let port = plan.ports[inPort]
+    if let own = port.configuredMAC, !port.security.forgedTransmits, h.source != own {
+        trace.record(.dropped(.forgedTransmit))
+        return Decision(verdict: .drop(.forgedTransmit))
+    }
+    let mode = port.mode
     let cls = ingressClass(of: h, on: mode)
     trace.record(.classified(cls, mode: mode))
     guard case let .member(vlan, tagLength, pcp) = cls else {
         if case let .drop(r) = cls { return Decision(verdict: .drop(r)) }
         return Decision(verdict: .drop(.runt))
     }
-    if h.destination.isReservedBridgeGroup {
+    if h.destination.isReservedBridgeGroup && !port.l2Transparency {
         trace.record(.dropped(.reservedDestination))
         return Decision(verdict: .drop(.reservedDestination), vlan: vlan, ingressTagLength: tagLength, pcp: pcp)
     }
     trace.record(.learnRequested(vlan: vlan, mac: h.source, port: inPort, currentPort: table.lookup(vlan: vlan, mac: h.source)))
-    var d = Decision(verdict: .flood, vlan: vlan, ingressTagLength: tagLength, pcp: pcp, learn: true)
-    if h.destination.isMulticast {
-        trace.record(.flooding(vlan: vlan, reason: h.destination.isBroadcast ? .broadcast : .multicast))
+    var d = Decision(verdict: .flood, vlan: vlan, ingressTagLength: tagLength, pcp: pcp, learn: true,
+                     source: h.source, destination: h.destination)
+    if h.destination.isReservedBridgeGroup {
+        trace.record(.transparent(portGroup: port.portGroup))
+        d.verdict = .floodPortGroup
+    } else if h.destination.isMulticast {
+        d.floodReason = h.destination.isBroadcast ? .broadcast : .multicast
+        trace.record(.flooding(vlan: vlan, reason: d.floodReason!))
     } else if let out = table.lookup(vlan: vlan, mac: h.destination) {
         trace.record(.lookedUp(vlan: vlan, mac: h.destination, port: out))
         if out == inPort {
@@ -125,27 +145,50 @@ public func decide<T: TraceSink>(
     } else {
         trace.record(.lookedUp(vlan: vlan, mac: h.destination, port: nil))
         trace.record(.flooding(vlan: vlan, reason: .unknownUnicast))
+        d.floodReason = .unknownUnicast
     }
     return d
 }
 
-/// Calls `body` for each port a decided frame leaves by, with the rewrite it needs.
-/// Flooding skips the ingress port; a forward to a port outside the VLAN yields nothing.
+/// Whether `port` may receive a frame for `destination` under its security policy: with
+/// `mac-changes` rejected (and not promiscuous), unicast goes only to the configured MAC.
 @inline(__always)
-public func forEachEgress(of d: Decision, inPort: PortIndex, plan: SwitchPlan, _ body: (PortIndex, EgressRewrite) -> Void) {
+public func egressRefusal(of destination: MACAddress, to port: PortPlan) -> DropReason? {
+    guard let own = port.configuredMAC, !port.security.macChanges, !port.security.promiscuous,
+          !destination.isMulticast, destination != own else { return nil }
+    return .macChangeRejected
+}
+
+/// Calls `body` for each port a decided frame leaves by, with the rewrite it needs, or the
+/// reason the port's policy refuses it (the caller counts that as a drop on that port).
+/// Flooding skips the ingress port; a forward to a port outside the VLAN yields nothing;
+/// promiscuous ports of the VLAN also get forwarded unicast.
+@inline(__always)
+public func forEachEgress(of d: Decision, inPort: PortIndex, plan: SwitchPlan,
+                          _ body: (PortIndex, EgressRewrite, DropReason?) -> Void) {
+    @inline(__always) func offer(_ p: PortIndex) {
+        if let rw = egressRewrite(vlan: d.vlan, ingressTagLength: d.ingressTagLength, pcp: d.pcp, on: plan.ports[p].mode) {
+            body(p, rw, egressRefusal(of: d.destination, to: plan.ports[p]))
+        }
+    }
     switch d.verdict {
     case .drop: return
     case .forward(let p):
-        if let rw = egressRewrite(vlan: d.vlan, ingressTagLength: d.ingressTagLength, pcp: d.pcp, on: plan.ports[p].mode) {
-            body(p, rw)
+        offer(p)
+        for q32 in plan.promiscuousSet(d.vlan) {
+            let q = Int(q32)
+            if q != inPort && q != p { offer(q) }
         }
     case .flood:
         for p32 in plan.floodSet(d.vlan) {
             let p = Int(p32)
-            if p == inPort { continue }
-            if let rw = egressRewrite(vlan: d.vlan, ingressTagLength: d.ingressTagLength, pcp: d.pcp, on: plan.ports[p].mode) {
-                body(p, rw)
-            }
+            if p != inPort { offer(p) }
+        }
+    case .floodPortGroup:
+        let group = plan.ports[inPort].portGroup
+        for p32 in plan.floodSet(d.vlan) {
+            let p = Int(p32)
+            if p != inPort && plan.ports[p].l2Transparency && plan.ports[p].portGroup == group { offer(p) }
         }
     }
 }

@@ -29,6 +29,17 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
     /// A mirror (SPAN) destination port sent a frame: it only receives copies, it never
     /// learns or forwards traffic of its own.
     case mirrorDestinationPort
+    /// The guest sent with a source MAC other than its NIC's (security: forged-transmits false).
+    case forgedTransmit
+    /// Unicast to an address other than the port's configured MAC (security: mac-changes
+    /// false; counted on the egress port).
+    case macChangeRejected
+    /// Over the port's broadcast rate (storm control).
+    case broadcastStorm
+    /// Over the port's multicast rate (storm control).
+    case multicastStorm
+    /// Over the port's unknown-unicast rate (storm control).
+    case unknownUnicastStorm
 
     public var description: String {
         switch self {
@@ -45,6 +56,11 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
         case .transmitError: return "transmit-error"
         case .transmitQueueFull: return "transmit-queue-full"
         case .mirrorDestinationPort: return "mirror-destination-port"
+        case .forgedTransmit: return "forged-transmit"
+        case .macChangeRejected: return "mac-change-rejected"
+        case .broadcastStorm: return "storm-control-broadcast"
+        case .multicastStorm: return "storm-control-multicast"
+        case .unknownUnicastStorm: return "storm-control-unknown-unicast"
         }
     }
 
@@ -64,6 +80,11 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
         case .transmitError: return "transmit error"
         case .transmitQueueFull: return "transmit queue full"
         case .mirrorDestinationPort: return "frame from a mirror destination port"
+        case .forgedTransmit: return "forged transmit (source MAC is not the NIC's MAC)"
+        case .macChangeRejected: return "destination is not the port's configured MAC (mac-changes rejected)"
+        case .broadcastStorm: return "broadcast over the storm-control rate"
+        case .multicastStorm: return "multicast over the storm-control rate"
+        case .unknownUnicastStorm: return "unknown unicast over the storm-control rate"
         }
     }
 }

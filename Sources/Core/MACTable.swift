@@ -58,6 +58,7 @@ public final class MACTable {
     private var head: [Int32]
     private var tail: [Int32]
     private var perPort: [Int]
+    private var portEvictions: [UInt64]
 
     private static let none: Int32 = -1
 
@@ -87,6 +88,7 @@ public final class MACTable {
         head = Array(repeating: MACTable.none, count: portCount)
         tail = Array(repeating: MACTable.none, count: portCount)
         perPort = Array(repeating: 0, count: portCount)
+        portEvictions = Array(repeating: 0, count: portCount)
     }
 
     deinit {
@@ -139,8 +141,12 @@ public final class MACTable {
     }
 
     /// Records that `mac` was seen as a source on `port` in `vlan` at `now` (seconds).
+    ///
+    /// `portLimit` is the port's own learning limit (MAC-flood protection): a port already
+    /// holding that many entries makes room by evicting its own least recently seen entry,
+    /// so a guest flooding random source MACs only ever churns its own share of the table.
     @discardableResult
-    public func learn(vlan: VLANID, mac: MACAddress, port: PortIndex, now: Int64) -> LearnOutcome {
+    public func learn(vlan: VLANID, mac: MACAddress, port: PortIndex, now: Int64, portLimit: Int = .max) -> LearnOutcome {
         let key = MACTable.key(vlan, mac)
         let p = position(of: key)
         if p >= 0 {
@@ -159,10 +165,16 @@ public final class MACTable {
             return .moved(from: old)
         }
         var outcome = LearnOutcome.learned
-        if count >= limit {
+        if count(port: port) >= portLimit {
+            remove(slot: Int(head[port]))
+            evictions &+= 1
+            portEvictions[port] &+= 1
+            outcome = .learnedAfterEviction(evictedPort: port)
+        } else if count >= limit {
             let victimPort = fullestPort()
             remove(slot: Int(head[victimPort]))
             evictions &+= 1
+            portEvictions[victimPort] &+= 1
             outcome = .learnedAfterEviction(evictedPort: victimPort)
         }
         let s = insert(key: key, port: port, now: now, isStatic: false)
@@ -208,6 +220,9 @@ public final class MACTable {
         while head[port] != MACTable.none { remove(slot: Int(head[port])); removed += 1 }
         return removed
     }
+
+    /// Entries of `port` pushed out by eviction (its own limit, or the table's).
+    public func evictions(port: PortIndex) -> UInt64 { port < portEvictions.count ? portEvictions[port] : 0 }
 
     /// Dynamic entries currently held for `port`.
     public func count(port: PortIndex) -> Int { port < perPort.count ? perPort[port] : 0 }
@@ -280,6 +295,7 @@ public final class MACTable {
             head += repeatElement(MACTable.none, count: n)
             tail += repeatElement(MACTable.none, count: n)
             perPort += repeatElement(0, count: n)
+            portEvictions += repeatElement(0, count: n)
         }
     }
 

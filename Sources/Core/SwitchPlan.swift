@@ -1,5 +1,31 @@
 import Model
 
+/// VMware's security trio for a port. Each `false` means "reject" (the default).
+public struct PortSecurity: Hashable, Sendable {
+    /// The port receives every frame of its VLANs, like a mirror of its VLANs.
+    public var promiscuous: Bool
+    /// Frames are delivered to the port for addresses other than its configured MAC (the
+    /// guest may change its MAC). False: unicast to any other address is not delivered.
+    public var macChanges: Bool
+    /// The guest may send with a source MAC other than its configured one.
+    public var forgedTransmits: Bool
+    public init(promiscuous: Bool = false, macChanges: Bool = false, forgedTransmits: Bool = false) {
+        self.promiscuous = promiscuous; self.macChanges = macChanges; self.forgedTransmits = forgedTransmits
+    }
+}
+
+/// Storm control: most frames per second a port may send into the switch, per class.
+/// `nil` is unlimited.
+public struct StormLimits: Hashable, Sendable {
+    public var broadcast: Int?
+    public var multicast: Int?
+    public var unknownUnicast: Int?
+    public init(broadcast: Int? = nil, multicast: Int? = nil, unknownUnicast: Int? = nil) {
+        self.broadcast = broadcast; self.multicast = multicast; self.unknownUnicast = unknownUnicast
+    }
+    public var isUnlimited: Bool { broadcast == nil && multicast == nil && unknownUnicast == nil }
+}
+
 /// One port as the forwarding decision sees it.
 public struct PortPlan: Hashable, Sendable {
     /// The port's name (`GUEST.ethN`, or an uplink's NIC name).
@@ -7,9 +33,28 @@ public struct PortPlan: Hashable, Sendable {
     /// The port group it was created from.
     public var portGroup: String
     public var mode: PortMode
-    public init(name: String, portGroup: String, mode: PortMode) {
-        self.name = name; self.portGroup = portGroup; self.mode = mode
+    /// The NIC's MAC as configured in the topology; the security policy checks against it.
+    /// `nil`: no MAC is known for the port, so the security trio does not apply.
+    public var configuredMAC: MACAddress?
+    public var security: PortSecurity
+    /// Most dynamic MAC entries the port may hold (MAC-flood protection); beyond it the
+    /// port's own least recently seen entry is evicted.
+    public var macLimit: Int
+    public var storm: StormLimits
+    /// Forward IEEE reserved group frames (STP, LACP, LLDP…) within the port group instead
+    /// of dropping them.
+    public var l2Transparency: Bool
+
+    public init(name: String, portGroup: String, mode: PortMode, configuredMAC: MACAddress? = nil,
+                security: PortSecurity = PortSecurity(), macLimit: Int = PortPlan.defaultMACLimit,
+                storm: StormLimits = StormLimits(), l2Transparency: Bool = false) {
+        self.name = name; self.portGroup = portGroup; self.mode = mode; self.configuredMAC = configuredMAC
+        self.security = security; self.macLimit = macLimit; self.storm = storm; self.l2Transparency = l2Transparency
     }
+
+    /// Default per-port learning limit: an eighth of the default table, so one guest
+    /// flooding random source MACs can never fill the table by itself.
+    public static let defaultMACLimit = 1024
 }
 
 /// A MAC address pinned to a port: never aged, never evicted, never moved by learning.
@@ -61,6 +106,9 @@ public struct SwitchPlan: Sendable {
     public let hasMirrors: Bool
     @usableFromInline let floodStart: [Int32]
     @usableFromInline let floodPorts: [Int32]
+    /// Promiscuous members per VLAN, same layout as the flood sets.
+    @usableFromInline let promiscuousStart: [Int32]
+    @usableFromInline let promiscuousPorts: [Int32]
 
     public init(name: String, ports: [PortPlan], mtu: Int = 1500, agingSeconds: Int = 300,
                 macLimit: Int = 8192, staticEntries: [StaticMACEntry] = [], mirrors: [MirrorPlan] = []) {
@@ -90,6 +138,14 @@ public struct SwitchPlan: Sendable {
         for v in 0..<4096 { start.append(Int32(flat.count)); flat += members[v] }
         start.append(Int32(flat.count))
         floodStart = start; floodPorts = flat
+        var pStart = [Int32](); pStart.reserveCapacity(4097)
+        var pFlat = [Int32]()
+        for v in 0..<4096 {
+            pStart.append(Int32(pFlat.count))
+            pFlat += members[v].filter { ports[Int($0)].security.promiscuous }
+        }
+        pStart.append(Int32(pFlat.count))
+        promiscuousStart = pStart; promiscuousPorts = pFlat
     }
 
     /// Longest frame accepted from a wire: MTU + Ethernet header + up to two tags.
@@ -101,6 +157,13 @@ public struct SwitchPlan: Sendable {
     public func floodSet(_ vlan: VLANID) -> ArraySlice<Int32> {
         let v = Int(vlan.rawValue)
         return floodPorts[Int(floodStart[v])..<Int(floodStart[v + 1])]
+    }
+
+    /// Promiscuous member ports of `vlan`: they also get unicast meant for other ports.
+    @inlinable
+    public func promiscuousSet(_ vlan: VLANID) -> ArraySlice<Int32> {
+        let v = Int(vlan.rawValue)
+        return promiscuousPorts[Int(promiscuousStart[v])..<Int(promiscuousStart[v + 1])]
     }
 
     /// VLANs with at least one member port.

@@ -8,10 +8,13 @@ import Glibc
 #endif
 
 /// Seconds on the monotonic clock (aging, uptime). Read once per batch, not per frame.
-public func monotonicSeconds() -> Int64 {
+public func monotonicSeconds() -> Int64 { monotonicNanoseconds() / 1_000_000_000 }
+
+/// Nanoseconds on the monotonic clock (storm control).
+public func monotonicNanoseconds() -> Int64 {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Int64(ts.tv_sec)
+    return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
 }
 
 /// Something a switch port can send frames to and receive frames from.
@@ -44,6 +47,49 @@ public final class SwitchRuntime {
         table = MACTable(limit: plan.macLimit, staticCapacity: max(16, plan.staticEntries.count), portCount: plan.ports.count)
         counters = PortCounters(portCount: plan.ports.count)
         for e in plan.staticEntries { table.addStatic(vlan: e.vlan, mac: e.mac, port: e.port) }
+        storm = StormControl(plan: plan)
+    }
+
+    /// Token buckets of the ports that have storm limits.
+    let storm: StormControl
+}
+
+/// Storm control: one token bucket per port and traffic class (broadcast, multicast,
+/// unknown unicast), each refilled at the port's rate with one second of burst.
+///
+/// Tokens are kept in nano-frames (1 frame = 10⁹), so refilling is integer arithmetic on
+/// the batch's monotonic time: `tokens += elapsed_ns × rate`, capped at `rate × 10⁹`.
+final class StormControl {
+    private let rates: [Int64]                      // ports × 3, 0 = unlimited
+    private let tokens: UnsafeMutablePointer<Int64>
+    private let last: UnsafeMutablePointer<Int64>
+    let isActive: Bool
+
+    init(plan: SwitchPlan) {
+        var r: [Int64] = []
+        for p in plan.ports {
+            r += [p.storm.broadcast, p.storm.multicast, p.storm.unknownUnicast].map { Int64($0 ?? 0) }
+        }
+        rates = r
+        isActive = r.contains { $0 > 0 }
+        tokens = .allocate(capacity: max(1, r.count))
+        last = .allocate(capacity: max(1, r.count))
+        for i in 0..<r.count { tokens[i] = r[i] * 1_000_000_000; last[i] = 0 }
+    }
+    deinit { tokens.deallocate(); last.deallocate() }
+
+    /// Takes one frame's token for `port` and `reason`; false when over the rate.
+    @inline(__always)
+    func admit(port: Int, reason: FloodReason, nowNanos: Int64) -> Bool {
+        let i = port * 3 + (reason == .broadcast ? 0 : reason == .multicast ? 1 : 2)
+        let rate = rates[i]
+        if rate == 0 { return true }
+        let cap = rate * 1_000_000_000
+        if last[i] != 0 { tokens[i] = min(cap, tokens[i] + (nowNanos - last[i]) * rate) }
+        last[i] = nowNanos
+        guard tokens[i] >= 1_000_000_000 else { return false }
+        tokens[i] -= 1_000_000_000
+        return true
     }
 }
 
@@ -60,7 +106,10 @@ public final class SwitchRuntime {
 /// a consistent snapshot. The per-frame path allocates nothing: the receive buffer, the
 /// iovec array and the tag scratch space are allocated once here.
 public final class Datapath {
-    public let switches: [SwitchRuntime]
+    /// Replaced only by `replaceSwitches`, under `lock`.
+    public private(set) var switches: [SwitchRuntime]
+    /// Bumped by every `replaceSwitches`: epoll events fetched before a swap are stale.
+    private var generation: UInt64 = 0
     private let epoll: Epoll
     private let wake: EventFD
     private let lock = NSLock()
@@ -134,20 +183,81 @@ public final class Datapath {
         return try body()
     }
 
+    // MARK: - Live reload
+
+    /// Swaps in a new set of switches between two batches (live reload).
+    ///
+    /// Under the batch lock: the epoll registrations follow the new layout (fds of ports that
+    /// went away are removed, new ones added, ports whose (switch, port) index moved are
+    /// re-registered with their new data); each new switch takes over the MAC entries and
+    /// counters of the ports it shares (same name, same I/O object) with the old switch of
+    /// the same name (`SwitchRuntime.carryOver`); capture sessions whose switch layout
+    /// changed are ended. If a new fd cannot be added, nothing changes.
+    /// `body`, if given, runs in the same critical section after the swap (the caller
+    /// publishes its own view of the plans there, so readers never see a mix).
+    public func replaceSwitches(_ new: [SwitchRuntime], then body: () -> Void = {}) throws {
+        lock.lock(); defer { lock.unlock() }
+        func registrations(_ list: [SwitchRuntime]) -> [Int32: UInt64] {
+            var out: [Int32: UInt64] = [:]
+            for (s, sw) in list.enumerated() {
+                for (p, port) in sw.ports.enumerated() { out[port.pollFD] = UInt64(s) << 32 | UInt64(p) }
+            }
+            return out
+        }
+        let before = registrations(switches), after = registrations(new)
+        var added: [Int32] = []
+        for (fd, data) in after where before[fd] == nil {
+            do { try epoll.add(fd, data: data); added.append(fd) } catch {
+                for f in added { try? epoll.remove(f) }
+                throw error
+            }
+        }
+        for (fd, data) in after { if let old = before[fd], old != data { try? epoll.modify(fd, events: Epoll.readable, data: data) } }
+        for fd in before.keys where after[fd] == nil { try? epoll.remove(fd) }
+
+        let now = monotonicSeconds()
+        for sw in new {
+            if let old = switches.first(where: { $0.plan.name == sw.plan.name }) { sw.carryOver(from: old, now: now) }
+        }
+        captures.removeAll { c in
+            let i = c.selection.switchIndex
+            guard i < switches.count, i < new.count else { return true }
+            return new[i].plan.name != switches[i].plan.name || new[i].plan.ports.map(\.name) != switches[i].plan.ports.map(\.name)
+        }
+        capturing = !captures.isEmpty
+        switches = new
+        generation &+= 1
+        body()
+    }
+
+    /// True while `session` is fed frames (a reload that changed its switch's ports ends it).
+    /// Call inside `withSnapshot`.
+    public func feeds(_ session: CaptureSession) -> Bool { captures.contains { $0 === session } }
+
     private func run() {
         let maxEvents = 64
         let events = UnsafeMutableBufferPointer<EpollEvent>.allocate(capacity: maxEvents)
         defer { events.deallocate(); done.signal() }
         var lastTick = monotonicSeconds()
+        var seen = generation
         while true {
             let n = (try? epoll.wait(into: events, timeoutMilliseconds: 1000)) ?? 0
             lock.lock()
             if stopping { lock.unlock(); return }
-            let now = monotonicSeconds()
+            if generation != seen {
+                // The switches were replaced while this thread waited: these events carry
+                // old (switch, port) indexes. Drop them; level-triggered epoll reports the
+                // still-readable fds again under their new indexes.
+                seen = generation
+                lock.unlock()
+                continue
+            }
+            let nowNanos = monotonicNanoseconds()
+            let now = nowNanos / 1_000_000_000
             for i in 0..<n {
                 let data = events[i].data
                 if data == Datapath.wakeToken { wake.drain(); continue }
-                service(switchIndex: Int(data >> 32), port: Int(data & 0xFFFF_FFFF), now: now)
+                service(switchIndex: Int(data >> 32), port: Int(data & 0xFFFF_FFFF), now: now, nowNanos: nowNanos)
             }
             if now - lastTick >= 1 {
                 lastTick = now
@@ -158,14 +268,14 @@ public final class Datapath {
     }
 
     /// Reads up to `batchPerPort` frames from one port and forwards each.
-    private func service(switchIndex: Int, port: Int, now: Int64) {
+    private func service(switchIndex: Int, port: Int, now: Int64, nowNanos: Int64) {
         let sw = switches[switchIndex]
         let io = sw.ports[port]
         let rx = UnsafeMutableRawBufferPointer(start: buffer, count: bufferSize)
         for _ in 0..<batchPerPort {
             switch io.read(into: rx) {
             case .bytes(let n):
-                forward(UnsafeRawBufferPointer(start: buffer, count: n), sw: sw, switchIndex: switchIndex, inPort: port, now: now)
+                forward(UnsafeRawBufferPointer(start: buffer, count: n), sw: sw, switchIndex: switchIndex, inPort: port, now: now, nowNanos: nowNanos)
             case .wouldBlock, .failed:
                 return
             }
@@ -175,12 +285,15 @@ public final class Datapath {
     /// The per-frame path: decide, learn, transmit (plus mirror and capture copies when
     /// configured). Allocates nothing.
     @inline(__always)
-    private func forward(_ frame: UnsafeRawBufferPointer, sw: SwitchRuntime, switchIndex: Int, inPort: Int, now: Int64) {
+    private func forward(_ frame: UnsafeRawBufferPointer, sw: SwitchRuntime, switchIndex: Int, inPort: Int, now: Int64, nowNanos: Int64) {
         let counters = sw.counters
         let plan = sw.plan
         counters.received(port: inPort, bytes: frame.count)
         var trace = NoTrace()
-        let d = decide(frame: frame, inPort: inPort, plan: plan, table: sw.table, trace: &trace)
+        var d = decide(frame: frame, inPort: inPort, plan: plan, table: sw.table, trace: &trace)
+        if sw.storm.isActive, let why = d.floodReason, !sw.storm.admit(port: inPort, reason: why, nowNanos: nowNanos) {
+            d.verdict = .drop(why == .broadcast ? .broadcastStorm : why == .multicast ? .multicastStorm : .unknownUnicastStorm)
+        }
         let base = UnsafeMutableRawPointer(mutating: frame.baseAddress!)
         iov[0] = iovec(iov_base: base, iov_len: frame.count)
         if plan.hasMirrors {
@@ -192,12 +305,16 @@ public final class Datapath {
             return
         }
         if capturing { capture(switchIndex, port: inPort, point: .ingress, vlan: d.vlan, reason: nil, segments: 1) }
-        if d.learn, let h = FrameHeader.parse(frame) {
-            sw.table.learn(vlan: d.vlan, mac: h.source, port: inPort, now: now)
+        if d.learn {
+            sw.table.learn(vlan: d.vlan, mac: d.source, port: inPort, now: now, portLimit: plan.ports[inPort].macLimit)
         }
         var sentAny = false
-        forEachEgress(of: d, inPort: inPort, plan: plan) { p, rw in
+        forEachEgress(of: d, inPort: inPort, plan: plan) { p, rw, refused in
             sentAny = true
+            if let r = refused {
+                counters.dropped(port: p, reason: r)
+                return
+            }
             var segments = 1
             var length = frame.count
             if rw.isIdentity {

@@ -15,20 +15,27 @@ import Glibc
 /// in reverse. If anything fails half way, what was created is removed before the error is
 /// reported, so a failed `up` leaves nothing behind.
 public final class Fabric {
-    public let topology: Topology
-    public let plans: [SwitchPlan]
+    /// The topology and plans being run; replaced by a live reload (see Reload.swift), so
+    /// control threads read them through these accessors.
+    public var topology: Topology { view.withLock { _topology } }
+    public var plans: [SwitchPlan] { view.withLock { _plans } }
+    let view = NSLock()
+    var _topology: Topology
+    var _plans: [SwitchPlan]
+    /// Serialises reloads (control socket and SIGHUP).
+    let reloading = NSLock()
     private(set) var datapath: Datapath?
     private var control: ControlServer?
-    private var taps: [[TAPDevice]] = []
-    private var createdNamespaces: [String] = []
+    var taps: [[TAPDevice]] = []
+    var createdNamespaces: [String] = []
     /// Set when `down` begins, so streaming clients (capture) end.
     private(set) var isStopping = false
     private let startedAt = monotonicSeconds()
-    private let log: (String) -> Void
+    let log: (String) -> Void
 
     public init(topology: Topology, log: @escaping (String) -> Void) {
-        self.topology = topology
-        self.plans = topology.compile()
+        self._topology = topology
+        self._plans = topology.compile()
         self.log = log
     }
 
@@ -81,13 +88,16 @@ public final class Fabric {
     }
 
     /// Every name this topology needs must be free; all conflicts are reported at once.
-    private func preflight() throws {
+    private func preflight() throws { try preflight(topology.guests) }
+
+    /// `guests`' names must be free (also checked for the guests a reload adds).
+    func preflight(_ guests: [GuestSpec]) throws {
         var problems: [String] = []
-        for g in topology.guests where g.kind == .netns && NetworkNamespace.exists(g.name) {
+        for g in guests where g.kind == .netns && NetworkNamespace.exists(g.name) {
             problems.append("network namespace '\(g.name)' already exists (not created by topology '\(topology.name)'); remove it or rename guest '\(g.name)'")
         }
         let nl = try NetlinkSocket()
-        for g in topology.guests {
+        for g in guests {
             for nic in g.nics {
                 let host = Fabric.hostTAPName(topology: topology.name, guest: g.name, nic: nic.index)
                 if (try? nl.linkExists(named: host)) == true { problems.append("link '\(host)' (for \(nic.portName)) already exists") }
@@ -100,35 +110,45 @@ public final class Fabric {
         let host = try NetlinkSocket()
         var byPort: [String: TAPDevice] = [:]
         for g in topology.guests where g.kind == .netns {
-            try NetworkNamespace.create(g.name)
-            createdNamespaces.append(g.name)
-            let inside = try NetlinkSocket(namespace: g.name)
-            try inside.setLinkUp(named: "lo")
-            let nsfd = try NetworkNamespace.open(g.name)
-            defer { close(nsfd) }
-            for nic in g.nics {
-                let name = Fabric.hostTAPName(topology: topology.name, guest: g.name, nic: nic.index)
-                let tap = try TAPDevice(name: name)
-                byPort[nic.portName] = tap
-                try host.moveLink(named: tap.name, toNamespaceFD: nsfd)
-                guard let index = try inside.linkIndex(named: tap.name) else {
-                    throw RuntimeError("\(nic.portName): link \(tap.name) did not arrive in namespace \(g.name)")
-                }
-                let mtu = topology.switches.first { $0.name == nic.switchName }?.mtu ?? 1500
-                try inside.configureLink(index: index, name: nic.interfaceName, mac: nic.mac, mtu: mtu, up: true)
-                if let ip = nic.ip {
-                    try inside.addIPv4Address(index: index, address: ip.address, prefixLength: ip.prefixLength)
-                }
-            }
-            log("guest \(g.name): namespace up, " + g.nics.map { "\($0.interfaceName) \($0.mac)\($0.ip.map { " \($0)" } ?? "") on \($0.switchName)/\($0.portGroup)" }.joined(separator: "; "))
+            try createGuest(g, of: topology, host: host, into: &byPort)
         }
         taps = plans.map { plan in plan.ports.map { byPort[$0.name]! } }
+    }
+
+    /// Creates one netns guest of `topology`: its namespace (recorded in `createdNamespaces`
+    /// first, so a failure half way is cleaned up by `down`), and one TAP per NIC, moved
+    /// inside and configured; the TAPs land in `byPort` (by port name) as they are made.
+    /// Used by `up` and by a live reload for the guests it adds.
+    func createGuest(_ g: GuestSpec, of topology: Topology, host: NetlinkSocket, into byPort: inout [String: TAPDevice]) throws {
+        try NetworkNamespace.create(g.name)
+        createdNamespaces.append(g.name)
+        let inside = try NetlinkSocket(namespace: g.name)
+        try inside.setLinkUp(named: "lo")
+        let nsfd = try NetworkNamespace.open(g.name)
+        defer { close(nsfd) }
+        for nic in g.nics {
+            let name = Fabric.hostTAPName(topology: topology.name, guest: g.name, nic: nic.index)
+            let tap = try TAPDevice(name: name)
+            byPort[nic.portName] = tap
+            try host.moveLink(named: tap.name, toNamespaceFD: nsfd)
+            guard let index = try inside.linkIndex(named: tap.name) else {
+                throw RuntimeError("\(nic.portName): link \(tap.name) did not arrive in namespace \(g.name)")
+            }
+            let mtu = topology.switches.first { $0.name == nic.switchName }?.mtu ?? 1500
+            try inside.configureLink(index: index, name: nic.interfaceName, mac: nic.mac, mtu: mtu, up: true)
+            if let ip = nic.ip {
+                try inside.addIPv4Address(index: index, address: ip.address, prefixLength: ip.prefixLength)
+            }
+        }
+        log("guest \(g.name): namespace up, " + g.nics.map { "\($0.interfaceName) \($0.mac)\($0.ip.map { " \($0)" } ?? "") on \($0.switchName)/\($0.portGroup)" }.joined(separator: "; "))
     }
 
     // MARK: - Down
 
     /// Stops forwarding and removes everything this instance created. Idempotent.
     public func down() {
+        // Waits for a reload in progress to finish, so nothing it creates is left behind.
+        reloading.lock(); defer { reloading.unlock() }
         isStopping = true
         control?.stop(); control = nil
         datapath?.stop(); datapath = nil
@@ -173,13 +193,14 @@ public final class Fabric {
             case "fdb": return try enc.encode(fdb(switch: req.switch, vlan: req.vlan))
             case "trace": return try enc.encode(trace(req))
             case "capture": return try streamCapture(req, fd: fd)
+            case "reload": return try enc.encode(reload(req))
             case "down":
                 // The main thread waits for SIGTERM; tearing down from here would pull the
                 // socket out from under this very reply.
                 kill(getpid(), SIGTERM)
                 return try enc.encode(["stopping": topology.name])
             default:
-                return ControlServer.error("unknown command '\(req.command)' (expected status, ports, fdb, trace, capture or down)")
+                return ControlServer.error("unknown command '\(req.command)' (expected status, ports, fdb, trace, capture, reload or down)")
             }
         } catch {
             return ControlServer.error("\(error)")
@@ -187,8 +208,11 @@ public final class Fabric {
     }
 
     func status() -> StatusReport {
-        let switches: [StatusReport.SwitchSummary] = plans.enumerated().map { i, plan in
-            let entries = datapath?.withSnapshot { datapath!.switches[i].table.count + datapath!.switches[i].table.staticCount } ?? 0
+        let switches: [StatusReport.SwitchSummary] = plans.map { plan in
+            // By name: a reload may have replaced the switches since `plans` was read.
+            let entries = datapath.map { dp in
+                dp.withSnapshot { dp.switches.first { $0.plan.name == plan.name }.map { $0.table.count + $0.table.staticCount } ?? 0 }
+            } ?? 0
             return .init(name: plan.name, mtu: plan.mtu, ports: plan.ports.count, vlans: plan.usedVLANs.map(\.description),
                          macEntries: entries, macLimit: plan.macLimit, agingSeconds: plan.agingSeconds)
         }
@@ -210,6 +234,7 @@ public final class Fabric {
                     let c = sw.counters.snapshot(port: i)
                     rows.append(.init(name: p.name, switch: sw.plan.name, portGroup: p.portGroup, kind: "guest",
                                       vlanMode: p.mode.description, link: "up", macEntries: sw.table.count(port: i),
+                                      macLimit: p.macLimit, macEvictions: sw.table.evictions(port: i),
                                       rxFrames: c.rxFrames, rxBytes: c.rxBytes, txFrames: c.txFrames, txBytes: c.txBytes,
                                       drops: Dictionary(uniqueKeysWithValues: c.drops.map { ($0.key.description, $0.value) })))
                 }

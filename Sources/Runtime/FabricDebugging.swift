@@ -46,8 +46,12 @@ extension Fabric {
         }
         guard let dp = datapath else { throw RuntimeError("not forwarding") }
         let now = monotonicSeconds()
-        let traces = dp.withSnapshot {
-            frames.map { traceFrame($0, inPort: inPort, plan: plan, table: dp.switches[s].table, now: now) }
+        let traces = try dp.withSnapshot {
+            // A reload may have replaced the switches since `plans` was read.
+            guard s < dp.switches.count, dp.switches[s].plan.name == plan.name, dp.switches[s].plan.ports == plan.ports else {
+                throw RuntimeError("the topology was reloaded during the trace; run it again")
+            }
+            return frames.map { traceFrame($0, inPort: inPort, plan: plan, table: dp.switches[s].table, now: now) }
         }
         return TraceReport(switch: plan.name, inPort: portName, frames: traces)
     }
@@ -99,8 +103,9 @@ extension Fabric {
                 var b: UInt8 = 0
                 if recv(fd, &b, 1, Int32(MSG_DONTWAIT)) <= 0 { break }
             }
-            let (records, lost) = dp.withSnapshot { (session.drain(), session.lost) }
-            guard !records.isEmpty else { continue }
+            let (records, lost, fed) = dp.withSnapshot { (session.drain(), session.lost, dp.feeds(session)) }
+            // A reload that changed this switch's ports ended the session.
+            guard !records.isEmpty else { if fed { continue } else { break } }
             var out = Data()
             for r in records {
                 out.appendLE(UInt32(r.bytes.count)); out.appendLE(interfaceOf[r.port]); out.appendLE(r.timestampNanoseconds)

@@ -44,6 +44,9 @@ public struct PortsReport: Codable, Equatable {
         public var vlanMode: String
         public var link: String
         public var macEntries: Int
+        /// The port's learning limit and how many of its entries were evicted.
+        public var macLimit: Int
+        public var macEvictions: UInt64
         public var rxFrames: UInt64
         public var rxBytes: UInt64
         public var txFrames: UInt64
@@ -79,8 +82,12 @@ public struct ControlRequest: Codable, Equatable {
     public var drops: Bool?
     /// `trace`: frames as lowercase hex strings.
     public var frames: [String]?
+    /// `reload`: absolute path of the topology file the daemon loads.
+    public var file: String?
     public init(command: String, switch sw: String? = nil, vlan: String? = nil, port: String? = nil,
-                portGroup: String? = nil, direction: String? = nil, drops: Bool? = nil, frames: [String]? = nil) {
+                portGroup: String? = nil, direction: String? = nil, drops: Bool? = nil, frames: [String]? = nil,
+                file: String? = nil) {
+        self.file = file
         self.command = command; self.switch = sw; self.vlan = vlan; self.port = port
         self.portGroup = portGroup; self.direction = direction; self.drops = drops; self.frames = frames
     }

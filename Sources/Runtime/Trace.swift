@@ -143,18 +143,24 @@ public func traceFrame(_ bytes: [UInt8], inPort: PortIndex, plan: SwitchPlan, ta
             steps.append(.init(stage: "output", detail: "flood in VLAN \(vlan) (\(reason.rawValue))"))
         case .forwarding(let port):
             steps.append(.init(stage: "output", detail: "forward to \(name(port))"))
+        case .transparent(let group):
+            steps.append(.init(stage: "output", detail: "reserved group address forwarded within port group \(group) (l2-transparency)"))
         case .dropped(let r):
             steps.append(.init(stage: "drop", detail: dropComment(r, frame: bytes)))
         }
     }
     var egress: [TraceReport.Egress] = []
-    forEachEgress(of: d, inPort: inPort, plan: plan) { p, rw in
-        egress.append(.init(port: name(p), tag: rw.push.map { "vlan \($0.vid)" } ?? "untagged"))
+    forEachEgress(of: d, inPort: inPort, plan: plan) { p, rw, refused in
+        if let r = refused {
+            steps.append(.init(stage: "output", detail: "not to \(name(p)): \(r.explanation)"))
+        } else {
+            egress.append(.init(port: name(p), tag: rw.push.map { "vlan \($0.vid)" } ?? "untagged"))
+        }
     }
     let verdict: String, reason: String?
     switch d.verdict {
     case .forward: verdict = "forward"; reason = nil
-    case .flood: verdict = egress.isEmpty ? "drop" : "flood"; reason = egress.isEmpty ? DropReason.noEgressPort.description : nil
+    case .flood, .floodPortGroup: verdict = egress.isEmpty ? "drop" : "flood"; reason = egress.isEmpty ? DropReason.noEgressPort.description : nil
     case .drop(let r): verdict = "drop"; reason = r.description
     }
     return .init(summary: frameSummary(bytes), steps: steps, verdict: verdict, dropReason: reason, egress: egress)

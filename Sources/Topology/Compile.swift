@@ -13,7 +13,11 @@ extension Topology {
             for guest in guests {
                 for nic in guest.nics where nic.switchName == sw.name {
                     guard let group = sw.portGroup(named: nic.portGroup) else { continue }
-                    ports.append(PortPlan(name: nic.portName, portGroup: group.name, mode: group.mode))
+                    let sec = group.security
+                    ports.append(PortPlan(name: nic.portName, portGroup: group.name, mode: group.mode, configuredMAC: nic.mac,
+                                          security: PortSecurity(promiscuous: sec.promiscuous, macChanges: sec.macChanges,
+                                                                 forgedTransmits: sec.forgedTransmits),
+                                          macLimit: group.macLimit, storm: group.storm, l2Transparency: group.l2Transparency))
                 }
             }
             let statics: [StaticMACEntry] = sw.staticMACs.compactMap { s in

@@ -83,7 +83,8 @@ struct Validator {
     static let macTableKeys = ["aging", "limit", "static"]
     static let staticKeys = ["mac", "vlan", "port"]
     static let uplinkKeys = ["nics", "policy", "active", "standby", "failback", "notify-switches", "detection"]
-    static let portGroupKeys = ["vlan", "uplinks", "security"]
+    static let portGroupKeys = ["vlan", "uplinks", "security", "mac-limit", "storm-control", "l2-transparency"]
+    static let stormKeys = ["broadcast", "multicast", "unknown-unicast"]
     static let trunkKeys = ["trunk", "native"]
     static let securityKeys = ["promiscuous", "mac-changes", "forged-transmits"]
     static let mirrorKeys = ["name", "source", "direction", "destination"]
@@ -220,6 +221,16 @@ struct Validator {
             if let b = sec["mac-changes"].flatMap({ boolean($0.value, "'mac-changes'") }) { pg.security.macChanges = b }
             if let b = sec["forged-transmits"].flatMap({ boolean($0.value, "'forged-transmits'") }) { pg.security.forgedTransmits = b }
         }
+        if let m = f["mac-limit"] {
+            if let n = integer(m.value, "'mac-limit' of \(what)", in: 1...1_048_576) { pg.macLimit = n } else { ok = false }
+        }
+        if let st = f["storm-control"], let limits = mapping(st.value, "'storm-control' of \(what)", allowed: Self.stormKeys) {
+            let range = 1...100_000_000
+            pg.storm.broadcast = limits["broadcast"].flatMap { integer($0.value, "'broadcast' rate", in: range, unit: " fps") }
+            pg.storm.multicast = limits["multicast"].flatMap { integer($0.value, "'multicast' rate", in: range, unit: " fps") }
+            pg.storm.unknownUnicast = limits["unknown-unicast"].flatMap { integer($0.value, "'unknown-unicast' rate", in: range, unit: " fps") }
+        }
+        if let t = f["l2-transparency"], let b = boolean(t.value, "'l2-transparency'") { pg.l2Transparency = b }
         return ok ? pg : nil
     }
 

@@ -62,7 +62,7 @@ public enum RestartPolicy: String, Sendable {
 }
 
 /// One NIC of a guest; it becomes one switch port named `GUEST.ethN`.
-public struct NICSpec: Sendable {
+public struct NICSpec: Sendable, Equatable {
     /// Position in the guest's `nics` list (the N of `ethN`).
     public var index: Int
     public var switchName: String
@@ -86,7 +86,7 @@ public struct NICSpec: Sendable {
 }
 
 /// A guest: a network namespace or a QEMU VM, with its NICs.
-public struct GuestSpec: Sendable {
+public struct GuestSpec: Sendable, Equatable {
     public var name: String
     public var kind: GuestKind
     /// VM memory (qemu); 256 for netns guests, where it means nothing.
@@ -118,15 +118,23 @@ public struct SecuritySpec: Sendable, Equatable {
 }
 
 /// A named port policy; every guest NIC attached to it becomes a port with this policy.
-public struct PortGroupSpec: Sendable {
+public struct PortGroupSpec: Sendable, Equatable {
     public var name: String
     public var mode: PortMode
     /// False for `uplinks: none`: frames of this group never reach an uplink.
     public var usesUplinks: Bool
     public var security: SecuritySpec
+    /// Per-port learning limit (`mac-limit`, default 1024).
+    public var macLimit: Int
+    /// Per-port storm-control rates in frames per second (`storm-control`).
+    public var storm: StormLimits
+    /// Forward STP/LACP/LLDP (01:80:c2:00:00:0x) within the group (`l2-transparency`).
+    public var l2Transparency: Bool
 
-    public init(name: String, mode: PortMode, usesUplinks: Bool = true, security: SecuritySpec = SecuritySpec()) {
+    public init(name: String, mode: PortMode, usesUplinks: Bool = true, security: SecuritySpec = SecuritySpec(),
+                macLimit: Int = PortPlan.defaultMACLimit, storm: StormLimits = StormLimits(), l2Transparency: Bool = false) {
         self.name = name; self.mode = mode; self.usesUplinks = usesUplinks; self.security = security
+        self.macLimit = macLimit; self.storm = storm; self.l2Transparency = l2Transparency
     }
 }
 
@@ -149,7 +157,7 @@ public enum FailureDetection: String, Sendable {
 }
 
 /// A switch's physical NICs and their teaming.
-public struct UplinkSpec: Sendable {
+public struct UplinkSpec: Sendable, Equatable {
     /// Kernel interface names, in file order.
     public var nics: [String]
     public var policy: TeamingPolicy
@@ -178,7 +186,7 @@ public enum MirrorDirection: String, Sendable {
 }
 
 /// A port mirror (SPAN): copies of the traffic of some port groups go to another port group.
-public struct MirrorSpec: Sendable {
+public struct MirrorSpec: Sendable, Equatable {
     public var name: String
     public var sourcePortGroups: [String]
     public var direction: MirrorDirection
@@ -191,7 +199,7 @@ public struct MirrorSpec: Sendable {
 }
 
 /// A MAC pinned to a port in one VLAN.
-public struct StaticMACSpec: Sendable {
+public struct StaticMACSpec: Sendable, Equatable {
     public var mac: MACAddress
     public var vlan: VLANID
     /// A guest port name, `GUEST.ethN`.
@@ -201,7 +209,7 @@ public struct StaticMACSpec: Sendable {
 }
 
 /// One switch of the topology.
-public struct SwitchSpec: Sendable {
+public struct SwitchSpec: Sendable, Equatable {
     public var name: String
     public var mtu: Int
     public var agingSeconds: Int

@@ -13,7 +13,7 @@ struct Tapestry: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tapestry",
         abstract: "A userspace virtual switch and network fabric for Linux.",
-        subcommands: [Up.self, Down.self, Validate.self, Status.self, Ports.self, FDB.self, Trace.self, CaptureCommand.self]
+        subcommands: [Up.self, Down.self, ReloadCommand.self, Validate.self, Status.self, Ports.self, FDB.self, Trace.self, CaptureCommand.self]
     )
 }
 
@@ -121,7 +121,16 @@ struct Up: ParsableCommand {
         var sig: Int32 = 0
         while true {
             sigwait(&set, &sig)
-            if sig == SIGHUP { say("SIGHUP: live reload is not supported by this version; ignoring"); continue }
+            if sig == SIGHUP {
+                // Reload the file this instance was started from; an invalid file changes nothing.
+                do {
+                    let r = try fabric.reload(path: t.file)
+                    say("SIGHUP: reloaded \(t.file): \(r.summary)")
+                } catch {
+                    say("SIGHUP: reload of \(t.file) failed, nothing changed:\n\(error)")
+                }
+                continue
+            }
             break
         }
         say("stopping topology '\(t.name)' (\(sig == SIGINT ? "SIGINT" : "SIGTERM"))")
@@ -236,9 +245,9 @@ struct Ports: ParsableCommand {
     func run() throws {
         let (r, data) = try request(options.name, ControlRequest(command: "ports", switch: switchName), as: PortsReport.self)
         if json { return printJSON(data) }
-        print(table(["PORT", "SWITCH", "GROUP", "KIND", "VLAN", "LINK", "MACS", "RX", "RX-BYTES", "TX", "TX-BYTES", "DROPS"], r.ports.map { p in
+        print(table(["PORT", "SWITCH", "GROUP", "KIND", "VLAN", "LINK", "MACS", "EVICTED", "RX", "RX-BYTES", "TX", "TX-BYTES", "DROPS"], r.ports.map { p in
             let drops = p.drops.isEmpty ? "0" : p.drops.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
-            return [p.name, p.switch, p.portGroup, p.kind, p.vlanMode, p.link, "\(p.macEntries)", "\(p.rxFrames)", "\(p.rxBytes)", "\(p.txFrames)", "\(p.txBytes)", drops]
+            return [p.name, p.switch, p.portGroup, p.kind, p.vlanMode, p.link, "\(p.macEntries)/\(p.macLimit)", "\(p.macEvictions)", "\(p.rxFrames)", "\(p.rxBytes)", "\(p.txFrames)", "\(p.txBytes)", drops]
         }))
     }
 }

@@ -36,7 +36,7 @@ struct VLANMatrix {
         var trace = NoTrace()
         let d = frame.withUnsafeBytes { decide(frame: $0, inPort: inPort, plan: plan, table: table, trace: &trace) }
         var outs = Set<Out>()
-        forEachEgress(of: d, inPort: inPort, plan: plan) { p, rw in
+        forEachEgress(of: d, inPort: inPort, plan: plan) { p, rw, _ in
             let bytes = rewritten(frame, rw)
             let h = bytes.withUnsafeBytes { FrameHeader.parse($0) }!
             outs.insert(Out(port: plan.ports[p].name, outer: h.outerTag?.vid, inner: h.innerTag?.vid))
@@ -104,7 +104,7 @@ let matrix: [MatrixCase] = [
         let inPort = plan.portIndex(named: "tn10")!
         let d = frame.withUnsafeBytes { decide(frame: $0, inPort: inPort, plan: plan, table: table, trace: &t) }
         var pcps: [String: UInt16] = [:]
-        forEachEgress(of: d, inPort: inPort, plan: plan) { p, rw in
+        forEachEgress(of: d, inPort: inPort, plan: plan) { p, rw, _ in
             if let tag = rw.push { pcps[plan.ports[p].name] = tag.pcp }
         }
         #expect(pcps == ["t1020": 5])

@@ -12,7 +12,7 @@ struct CaptureSystemTests {
         switches:
           sw0:
             port-groups:
-              web: {vlan: 10}
+              web: {vlan: 10, security: {forged-transmits: true}}   # trace below uses a new source MAC
               db: {vlan: 20}
               monitor: {vlan: 10}
             mirrors:

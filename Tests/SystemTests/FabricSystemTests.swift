@@ -18,7 +18,7 @@ struct FabricSystemTests {
             port-groups:
               v10: {vlan: 10}
               v20: {vlan: 20}
-              obs: {vlan: {trunk: [10, 20], native: none}}
+              obs: {vlan: {trunk: [10, 20], native: none}, security: {forged-transmits: true}}
           sw1:
             port-groups:
               v10: {vlan: 10}

@@ -1,0 +1,97 @@
+// libFuzzer target "frame": FrameHeader.parse + decide + learn + forEachEgress + rewritten.
+//
+// Input: byte 0 picks the ingress port (byte % ports) and the plan (byte / ports % 2: MTU 1500
+// or a tiny MTU 68 so `oversize` is reachable with short inputs); the rest is the frame.
+// Besides "does not trap", it checks properties that must hold for every frame:
+//   - decide is pure: NoTrace and RecordingTrace give the same Decision, the table is unchanged;
+//   - a flood never leaves by the ingress port; every egress port is a member of the VLAN;
+//   - the rewritten frame has exactly `count - strip + (push ? 4 : 0)` bytes and re-parses.
+import Core
+import Model
+
+private func mac(_ v: UInt64) -> MACAddress { MACAddress(rawValue: v) }
+
+private let ports: [PortPlan] = [
+    PortPlan(name: "a10.eth0", portGroup: "v10", mode: .access(VLANID(10))),
+    PortPlan(name: "a20.eth0", portGroup: "v20", mode: .access(VLANID(20))),
+    PortPlan(name: "none.eth0", portGroup: "none", mode: .access(.untagged)),
+    PortPlan(name: "t-native10.eth0", portGroup: "trunk", mode: .trunk(allowed: VLANSet([10, 20, 100, 4094].map { VLANID($0) }), native: VLANID(10))),
+    PortPlan(name: "t-nonative.eth0", portGroup: "trunk2", mode: .trunk(allowed: VLANSet([10, 20].map { VLANID($0) }), native: nil)),
+    PortPlan(name: "uplink", portGroup: "uplink", mode: .trunk(allowed: VLANSet([20, 100].map { VLANID($0) }), native: .untagged)),
+    PortPlan(name: "span.eth0", portGroup: "span", mode: .access(VLANID(10))),
+]
+private let statics = [
+    StaticMACEntry(vlan: VLANID(10), mac: mac(0x02_00_00_00_0a_01), port: 0),
+    StaticMACEntry(vlan: VLANID(20), mac: mac(0x02_00_00_00_14_01), port: 5),
+]
+private let mirrors = [MirrorPlan(name: "span", sources: [0, 3], ingress: true, egress: true, destinations: [6])]
+private let plans = [
+    SwitchPlan(name: "sw1500", ports: ports, mtu: 1500, staticEntries: statics, mirrors: mirrors),
+    SwitchPlan(name: "sw68", ports: ports, mtu: 68, staticEntries: statics, mirrors: mirrors),
+]
+
+/// A small table (limit 4) so learning also exercises eviction; pre-seeded so lookups hit.
+private func makeTable(_ plan: SwitchPlan) -> MACTable {
+    let t = MACTable(limit: 4, staticCapacity: 4, portCount: 2)   // fewer ports than the plan: grows on demand
+    for s in plan.staticEntries { _ = t.addStatic(vlan: s.vlan, mac: s.mac, port: s.port) }
+    t.learn(vlan: VLANID(10), mac: mac(0x02_00_00_00_0a_02), port: 3, now: 1)
+    t.learn(vlan: VLANID(20), mac: mac(0x02_00_00_00_14_02), port: 1, now: 2)
+    t.learn(vlan: .untagged, mac: mac(0x02_00_00_00_00_01), port: 2, now: 3)
+    t.learn(vlan: VLANID(100), mac: mac(0x02_00_00_00_64_01), port: 5, now: 4)
+    return t
+}
+
+private func check(_ ok: Bool, _ what: @autoclosure () -> String) {
+    if !ok { fatalError("fuzz-frame invariant violated: \(what())") }
+}
+
+private func run(_ frame: [UInt8], inPort: PortIndex, plan: SwitchPlan, table: MACTable) {
+    let before = table.entries(now: 10)
+    var rec = RecordingTrace()
+    var none = NoTrace()
+    let d = frame.withUnsafeBytes { decide(frame: $0, inPort: inPort, plan: plan, table: table, trace: &rec) }
+    let d2 = frame.withUnsafeBytes { decide(frame: $0, inPort: inPort, plan: plan, table: table, trace: &none) }
+    check(d == d2, "NoTrace and RecordingTrace disagree: \(d) vs \(d2)")
+    check(table.entries(now: 10) == before, "decide changed the MAC table")
+    check(rec.steps.first == .received(port: inPort, length: frame.count), "first trace step is not .received")
+    let header = frame.withUnsafeBytes { FrameHeader.parse($0) }
+    if header == nil { check(d.verdict == .drop(.runt), "unparsable frame not dropped as runt: \(d)") }
+
+    forEachEgress(of: d, inPort: inPort, plan: plan) { p, rw, _ in
+        check(p >= 0 && p < plan.ports.count, "egress port \(p) out of range")
+        if case .flood = d.verdict { check(p != inPort, "flood left by the ingress port \(p)") }
+        check(plan.ports[p].mode.isMember(d.vlan), "egress port \(p) not a member of VLAN \(d.vlan)")
+        check(rw.strip == d.ingressTagLength, "strip \(rw.strip) != ingress tag length \(d.ingressTagLength)")
+        let out = rewritten(frame, rw)
+        let expected = frame.count - min(rw.strip, max(0, frame.count - 12)) + (rw.push == nil ? 0 : 4)
+        check(out.count == expected, "rewritten length \(out.count), expected \(expected)")
+        check(out.withUnsafeBytes { FrameHeader.parse($0) } != nil, "rewritten frame does not parse")
+    }
+
+    if d.learn, let h = header {
+        table.learn(vlan: d.vlan, mac: h.source, port: inPort, now: 20, portLimit: 3)
+        check(table.lookup(vlan: d.vlan, mac: h.source) != nil, "learned address not found")
+        check(table.count <= table.limit, "table over its limit: \(table.count) > \(table.limit)")
+    }
+}
+
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
+    guard size >= 1 else { return 0 }
+    let selector = Int(data[0])
+    let inPort = selector % ports.count
+    let plan = plans[(selector / ports.count) % plans.count]
+    let frame = Array(UnsafeBufferPointer(start: data + 1, count: size - 1))
+    let table = makeTable(plan)
+    run(frame, inPort: inPort, plan: plan, table: table)
+    // Second pass with the source learned: exercises hits, hairpins and moves.
+    run(frame, inPort: inPort, plan: plan, table: table)
+    // Every rewrite of the raw bytes, including on runts (trace and capture use it on any frame).
+    for strip in [0, 4] {
+        _ = rewritten(frame, EgressRewrite(strip: strip, push: nil))
+        _ = rewritten(frame, EgressRewrite(strip: strip, push: VLANTag(tpid: EtherType.vlan, tci: 0x2014)))
+    }
+    _ = table.expire(now: 400, agingSeconds: 300)
+    _ = table.flush(port: inPort)
+    return 0
+}

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets in Fuzz/ and runs each for SECONDS_PER_TARGET (default 20).
+#
+#   Scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     targets: frame topology pcap control
+#
+# Prints `fuzz <target>: <executions> executions, <crashes> crashes` per target and exits 1 if
+# any target crashed (the reproducer's path is printed). Runs work on a copy of Fuzz/corpus/
+# (never the committed corpus). Build and run files live in .build-fuzz/ (git-ignored).
+# Why swiftc and not SwiftPM, and what to do with a crash: Fuzz/README.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+SECONDS_PER_TARGET=${1:-20}
+shift || true
+TARGETS=("$@")
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(frame topology pcap control)
+B=$ROOT/.build-fuzz
+MOD=$B/mod OBJ=$B/obj LOG=$B/build.log
+SAN=(-sanitize=fuzzer,address)
+SWIFTC=(swiftc -parse-as-library -O "${SAN[@]}" -I "$MOD")
+CC=(clang -c -O1 -g -fsanitize=fuzzer-no-link,address)
+mkdir -p "$MOD" "$OBJ" "$B/cpcap"
+: > "$LOG"
+
+say() { echo "fuzz: $*"; }
+fail_build() { echo "fuzz: build of $1 failed; log follows" >&2; grep -v 'ld.gold: warning' "$LOG" | tail -60 >&2; exit 2; }
+# stale OUT INPUT...: true when OUT is missing or older than any input.
+stale() { local out=$1; shift; [ -e "$out" ] || return 0; for f in "$@"; do [ "$f" -nt "$out" ] && return 0; done; return 1; }
+# module NAME SWIFT_VERSION DEPS_OBJS -- SOURCES... [-- EXTRA_FLAGS...]
+module() {
+    local name=$1 ver=$2; shift 2
+    local srcs=() extra=()
+    while [ $# -gt 0 ] && [ "$1" != -- ]; do srcs+=("$1"); shift; done
+    [ $# -gt 0 ] && { shift; extra=("$@"); }
+    if stale "$OBJ/$name.o" "${srcs[@]}" "$0" $(ls "$MOD"/*.swiftmodule 2>/dev/null | grep -v "/$name.swiftmodule"); then
+        say "building module $name (${#srcs[@]} files)"
+        "${SWIFTC[@]}" -wmo -swift-version "$ver" -module-name "$name" "${extra[@]}" \
+            -emit-module -emit-module-path "$MOD/$name.swiftmodule" -c "${srcs[@]}" -o "$OBJ/$name.o" >>"$LOG" 2>&1 || fail_build "$name"
+    fi
+}
+# driver TARGET MODULE_NAME OBJS... -- SOURCES... [-- FLAGS...]
+driver() {
+    local target=$1 name=$2; shift 2
+    local objs=() srcs=() extra=()
+    while [ $# -gt 0 ] && [ "$1" != -- ]; do objs+=("$1"); shift; done; shift
+    while [ $# -gt 0 ] && [ "$1" != -- ]; do srcs+=("$1"); shift; done
+    [ $# -gt 0 ] && { shift; extra=("$@"); }
+    if stale "$B/fuzz-$target" "${objs[@]}" "${srcs[@]}"; then
+        say "linking fuzz-$target"
+        "${SWIFTC[@]}" -swift-version 5 -module-name "$name" "${extra[@]}" "${srcs[@]}" "${objs[@]}" \
+            -o "$B/fuzz-$target" >>"$LOG" 2>&1 || fail_build "fuzz-$target"
+    fi
+}
+want() { local t; for t in "${TARGETS[@]}"; do [ "$t" = "$1" ] && return 0; done; return 1; }
+
+# ---- build ------------------------------------------------------------------------------
+say "building ${TARGETS[*]} into .build-fuzz (log: .build-fuzz/build.log)"
+START=$SECONDS
+module Model 6 Sources/Model/*.swift
+module Core 6 Sources/Core/*.swift
+
+if want topology; then
+    YAMS=$ROOT/.build/checkouts/Yams/Sources
+    if [ ! -d "$YAMS/Yams" ]; then
+        say "resolving packages (Yams checkout)"
+        swift package resolve >>"$LOG" 2>&1 || fail_build "swift package resolve"
+    fi
+    cyaml=()
+    for c in "$YAMS"/CYaml/src/*.c; do
+        o=$OBJ/CYaml-$(basename "$c" .c).o; cyaml+=("$o")
+        if stale "$o" "$c"; then
+            "${CC[@]}" -DYAML_DECLARE_STATIC -I "$YAMS/CYaml/include" "$c" -o "$o" >>"$LOG" 2>&1 || fail_build CYaml &
+        fi
+    done
+    wait
+    module Yams 5 "$YAMS"/Yams/*.swift -- -D SWIFT_PACKAGE -I "$YAMS/CYaml/include" -Xcc -DYAML_DECLARE_STATIC
+    module Topology 6 Sources/Topology/*.swift -- -I "$YAMS/CYaml/include"
+    driver topology FuzzTopology "$OBJ"/Model.o "$OBJ"/Core.o "$OBJ"/Yams.o "$OBJ"/Topology.o "${cyaml[@]}" -- Fuzz/topology/main.swift -- -I "$YAMS/CYaml/include"
+fi
+if want frame; then
+    driver frame FuzzFrame "$OBJ"/Model.o "$OBJ"/Core.o -- Fuzz/frame/main.swift
+fi
+if want pcap; then
+    printf 'module CPcap {\n  header "%s/Sources/CPcap/include/cpcap.h"\n  link "pcap"\n  export *\n}\n' "$ROOT" > "$B/cpcap/module.modulemap.new"
+    cmp -s "$B/cpcap/module.modulemap.new" "$B/cpcap/module.modulemap" || mv "$B/cpcap/module.modulemap.new" "$B/cpcap/module.modulemap"
+    rm -f "$B/cpcap/module.modulemap.new"
+    if stale "$OBJ/CPcap.o" Sources/CPcap/*.c Sources/CPcap/include/*.h; then
+        "${CC[@]}" -I Sources/CPcap/include Sources/CPcap/*.c -o "$OBJ/CPcap.o" >>"$LOG" 2>&1 || fail_build CPcap
+    fi
+    module Capture 5 Sources/Capture/*.swift -- -I "$B/cpcap"
+    driver pcap FuzzPcap "$OBJ"/Model.o "$OBJ"/Capture.o "$OBJ"/CPcap.o -- Fuzz/pcap/main.swift -- -I "$B/cpcap" -lpcap
+fi
+if want control; then
+    # Only the Runtime files the decoder and trace need (see Fuzz/README.md).
+    driver control FuzzControl "$OBJ"/Model.o "$OBJ"/Core.o -- Fuzz/control/main.swift \
+        Sources/Runtime/Reports.swift Sources/Runtime/Trace.swift Sources/Runtime/StateFile.swift
+fi
+say "build done in $((SECONDS - START)) s"
+
+# ---- run --------------------------------------------------------------------------------
+declare -A EXTRA=([frame]="-max_len=2048" [topology]="-max_len=8192" [pcap]="-max_len=4096" [control]="-max_len=2048")
+run() {
+    local t=$1 dir=$B/run/$1
+    rm -rf "$dir"; mkdir -p "$dir/corpus" "$dir/artifacts"
+    cp Fuzz/corpus/"$t"/* "$dir/corpus/"
+    local dict=(); [ -f "Fuzz/$t.dict" ] && dict=(-dict="Fuzz/$t.dict")
+    # shellcheck disable=SC2086
+    ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0} "$B/fuzz-$t" -max_total_time="$SECONDS_PER_TARGET" -timeout=10 -rss_limit_mb=2048 \
+        -print_final_stats=1 -artifact_prefix="$dir/artifacts/" "${dict[@]}" ${EXTRA[$t]} "$dir/corpus" >"$dir/log" 2>&1 || true
+}
+say "running each target for ${SECONDS_PER_TARGET} s (two at a time)"
+pids=()
+for t in "${TARGETS[@]}"; do
+    run "$t" & pids+=($!)
+    if [ ${#pids[@]} -ge 2 ]; then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi
+done
+wait
+
+status=0
+for t in "${TARGETS[@]}"; do
+    dir=$B/run/$t
+    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$dir/log" | tail -1)
+    if [ -z "$execs" ]; then   # a crash stops libFuzzer before the final stats
+        execs=$(grep -o '^#[0-9]*' "$dir/log" | tail -1 | tr -d '#')
+    fi
+    crashes=$(find "$dir/artifacts" -type f | wc -l)
+    echo "fuzz $t: ${execs:-0} executions, $crashes crashes"
+    if [ "$crashes" -gt 0 ]; then
+        status=1
+        find "$dir/artifacts" -type f | sed 's/^/  reproducer: /'
+        grep -m3 -E 'Fatal error|ERROR: AddressSanitizer|ERROR: libFuzzer|SUMMARY' "$dir/log" | sed 's/^/  /' || true
+        echo "  log: $dir/log   reproduce: $B/fuzz-$t <reproducer>"
+    elif ! grep -q '^Done ' "$dir/log"; then
+        status=1; echo "  fuzz-$t did not finish normally; log: $dir/log"; tail -5 "$dir/log" | sed 's/^/  /'
+    fi
+done
+exit $status

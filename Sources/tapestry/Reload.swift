@@ -1,0 +1,31 @@
+import ArgumentParser
+import Foundation
+import Runtime
+import Topology
+
+struct ReloadCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "reload",
+        abstract: "Apply a changed topology file to the running topology, as a diff; untouched ports keep forwarding.")
+    @Argument(help: "Topology file (YAML).") var file: String
+    @OptionGroup var options: NameOption
+
+    func run() throws {
+        // Validate here first: located errors, and nothing is sent.
+        let t = try loadTopology(file)
+        let unsupported = Fabric.unsupportedFeatures(of: t)
+        if !unsupported.isEmpty { throw Failure(message: unsupported.joined(separator: "\n")) }
+        let absolute = file.hasPrefix("/") ? file : FileManager.default.currentDirectoryPath + "/" + file
+        let instance = try resolveInstance(options.name ?? (RunDirectory.knownInstances().contains(t.name) ? t.name : nil))
+        let data: Data
+        do {
+            data = try controlRequest(name: instance, ControlRequest(command: "reload", file: absolute), timeout: 120)
+        } catch let e as RuntimeError {
+            // The daemon's own diagnostics (located errors) are shown as they are.
+            FileHandle.standardError.write(Data("tapestry: reload failed, nothing changed unless stated:\n\(e.description)\n".utf8))
+            throw ExitCode(1)
+        }
+        let r = try JSON.decoder().decode(ReloadReport.self, from: data)
+        print("topology '\(r.name)' reloaded from \(r.file): \(r.summary)")
+    }
+}
