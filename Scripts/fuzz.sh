@@ -26,13 +26,13 @@ say() { echo "fuzz: $*"; }
 fail_build() { echo "fuzz: build of $1 failed; log follows" >&2; grep -v 'ld.gold: warning' "$LOG" | tail -60 >&2; exit 2; }
 # stale OUT INPUT...: true when OUT is missing or older than any input.
 stale() { local out=$1; shift; [ -e "$out" ] || return 0; for f in "$@"; do [ "$f" -nt "$out" ] && return 0; done; return 1; }
-# module NAME SWIFT_VERSION DEPS_OBJS -- SOURCES... [-- EXTRA_FLAGS...]
+# module NAME SWIFT_VERSION "DEPENDENCY MODULES" SOURCES... [-- EXTRA_FLAGS...]
 module() {
-    local name=$1 ver=$2; shift 2
+    local name=$1 ver=$2 deps=(); for d in $3; do deps+=("$MOD/$d.swiftmodule"); done; shift 3
     local srcs=() extra=()
     while [ $# -gt 0 ] && [ "$1" != -- ]; do srcs+=("$1"); shift; done
     [ $# -gt 0 ] && { shift; extra=("$@"); }
-    if stale "$OBJ/$name.o" "${srcs[@]}" "$0" $(ls "$MOD"/*.swiftmodule 2>/dev/null | grep -v "/$name.swiftmodule"); then
+    if stale "$OBJ/$name.o" "${srcs[@]}" "${deps[@]}"; then
         say "building module $name (${#srcs[@]} files)"
         "${SWIFTC[@]}" -wmo -swift-version "$ver" -module-name "$name" "${extra[@]}" \
             -emit-module -emit-module-path "$MOD/$name.swiftmodule" -c "${srcs[@]}" -o "$OBJ/$name.o" >>"$LOG" 2>&1 || fail_build "$name"
@@ -56,8 +56,8 @@ want() { local t; for t in "${TARGETS[@]}"; do [ "$t" = "$1" ] && return 0; done
 # ---- build ------------------------------------------------------------------------------
 say "building ${TARGETS[*]} into .build-fuzz (log: .build-fuzz/build.log)"
 START=$SECONDS
-module Model 6 Sources/Model/*.swift
-module Core 6 Sources/Core/*.swift
+module Model 6 "" Sources/Model/*.swift
+module Core 6 Model Sources/Core/*.swift
 
 if want topology; then
     YAMS=$ROOT/.build/checkouts/Yams/Sources
@@ -73,8 +73,8 @@ if want topology; then
         fi
     done
     wait
-    module Yams 5 "$YAMS"/Yams/*.swift -- -D SWIFT_PACKAGE -I "$YAMS/CYaml/include" -Xcc -DYAML_DECLARE_STATIC
-    module Topology 6 Sources/Topology/*.swift -- -I "$YAMS/CYaml/include"
+    module Yams 5 "" "$YAMS"/Yams/*.swift -- -D SWIFT_PACKAGE -I "$YAMS/CYaml/include" -Xcc -DYAML_DECLARE_STATIC
+    module Topology 6 "Model Core Yams" Sources/Topology/*.swift -- -I "$YAMS/CYaml/include"
     driver topology FuzzTopology "$OBJ"/Model.o "$OBJ"/Core.o "$OBJ"/Yams.o "$OBJ"/Topology.o "${cyaml[@]}" -- Fuzz/topology/main.swift -- -I "$YAMS/CYaml/include"
 fi
 if want frame; then
@@ -87,7 +87,7 @@ if want pcap; then
     if stale "$OBJ/CPcap.o" Sources/CPcap/*.c Sources/CPcap/include/*.h; then
         "${CC[@]}" -I Sources/CPcap/include Sources/CPcap/*.c -o "$OBJ/CPcap.o" >>"$LOG" 2>&1 || fail_build CPcap
     fi
-    module Capture 5 Sources/Capture/*.swift -- -I "$B/cpcap"
+    module Capture 5 Model Sources/Capture/*.swift -- -I "$B/cpcap"
     driver pcap FuzzPcap "$OBJ"/Model.o "$OBJ"/Capture.o "$OBJ"/CPcap.o -- Fuzz/pcap/main.swift -- -I "$B/cpcap" -lpcap
 fi
 if want control; then
@@ -105,7 +105,7 @@ run() {
     cp Fuzz/corpus/"$t"/* "$dir/corpus/"
     local dict=(); [ -f "Fuzz/$t.dict" ] && dict=(-dict="Fuzz/$t.dict")
     # shellcheck disable=SC2086
-    ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0} "$B/fuzz-$t" -max_total_time="$SECONDS_PER_TARGET" -timeout=10 -rss_limit_mb=2048 \
+    SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0} "$B/fuzz-$t" -max_total_time="$SECONDS_PER_TARGET" -timeout=10 -rss_limit_mb=2048 \
         -print_final_stats=1 -artifact_prefix="$dir/artifacts/" "${dict[@]}" ${EXTRA[$t]} "$dir/corpus" >"$dir/log" 2>&1 || true
 }
 say "running each target for ${SECONDS_PER_TARGET} s (two at a time)"

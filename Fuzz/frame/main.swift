@@ -65,7 +65,11 @@ private func run(_ frame: [UInt8], inPort: PortIndex, plan: SwitchPlan, table: M
         let out = rewritten(frame, rw)
         let expected = frame.count - min(rw.strip, max(0, frame.count - 12)) + (rw.push == nil ? 0 : 4)
         check(out.count == expected, "rewritten length \(out.count), expected \(expected)")
-        check(out.withUnsafeBytes { FrameHeader.parse($0) } != nil, "rewritten frame does not parse")
+        // A frame with a third (truncated) tag re-parses as a runt once a tag is popped; the
+        // parser reads two tags only, so require re-parsing for frames with at most two.
+        if let h = header, !EtherType.isTag(h.etherType) {
+            check(out.withUnsafeBytes { FrameHeader.parse($0) } != nil, "rewritten frame does not parse")
+        }
     }
 
     if d.learn, let h = header {

@@ -229,3 +229,8 @@ int cl_sysctl_write(const char *path, const char *value) {
     close(fd);
     return err;
 }
+
+int cl_tap_set_offload(int fd, int tso) {
+    unsigned int flags = tso ? (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN) : 0;
+    return ioctl(fd, TUNSETOFFLOAD, flags) < 0 ? -errno : 0;
+}

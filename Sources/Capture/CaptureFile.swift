@@ -48,8 +48,10 @@ public enum CaptureFile {
                 frames.append(CapturedFrame(
                     bytes: Array(UnsafeBufferPointer(start: d, count: Int(h.caplen))),
                     originalLength: Int(h.len),
-                    // With nanosecond precision tv_usec holds nanoseconds.
-                    timestampNanoseconds: UInt64(h.ts.tv_sec) &* 1_000_000_000 &+ UInt64(h.ts.tv_usec)))
+                    // With nanosecond precision tv_usec holds nanoseconds. A file may claim a
+                    // time before 1970 (the fields are signed): clamp to the epoch instead
+                    // of trapping (found by fuzzing, see CaptureFuzzRegressionTests).
+                    timestampNanoseconds: UInt64(clamping: h.ts.tv_sec) &* 1_000_000_000 &+ UInt64(clamping: h.ts.tv_usec)))
             } else if r == PCAP_ERROR_BREAK {   // -2: end of file
                 break
             } else {

@@ -83,12 +83,15 @@ public struct RecordingTrace: TraceSink {
 /// Reads like OVS's `xlate_normal`: parse → size → source check → VLAN classification →
 /// reserved destination → learn request → lookup → forward / flood / drop(reason).
 /// Pure: reads the plan and the MAC table, writes nothing (the trace sink is the caller's).
+/// `segmented` marks a GSO frame (TSO from a guest): longer than the MTU by design, so the
+/// oversize check does not apply; whoever delivers it cuts it into MTU-sized segments.
 public func decide<T: TraceSink>(
     frame: UnsafeRawBufferPointer,
     inPort: PortIndex,
     plan: SwitchPlan,
     table: MACTable,
-    trace: inout T
+    trace: inout T,
+    segmented: Bool = false
 ) -> Decision {
     trace.record(.received(port: inPort, length: frame.count))
     guard let h = FrameHeader.parse(frame) else {
@@ -100,7 +103,7 @@ public func decide<T: TraceSink>(
         trace.record(.dropped(.mirrorDestinationPort))
         return Decision(verdict: .drop(.mirrorDestinationPort))
     }
-    if frame.count > plan.maximumFrameLength(tags: h.tagCount) {
+    if !segmented && frame.count > plan.maximumFrameLength(tags: h.tagCount) {
         trace.record(.dropped(.oversize))
         return Decision(verdict: .drop(.oversize))
     }

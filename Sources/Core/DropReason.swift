@@ -40,6 +40,9 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
     case multicastStorm
     /// Over the port's unknown-unicast rate (storm control).
     case unknownUnicastStorm
+    /// A GSO frame or one with a partial checksum for a port without offloads (counted on
+    /// the egress port).
+    case offloadNotSupported
 
     public var description: String {
         switch self {
@@ -61,6 +64,7 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
         case .broadcastStorm: return "storm-control-broadcast"
         case .multicastStorm: return "storm-control-multicast"
         case .unknownUnicastStorm: return "storm-control-unknown-unicast"
+        case .offloadNotSupported: return "offload-not-supported"
         }
     }
 
@@ -85,6 +89,7 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
         case .broadcastStorm: return "broadcast over the storm-control rate"
         case .multicastStorm: return "multicast over the storm-control rate"
         case .unknownUnicastStorm: return "unknown unicast over the storm-control rate"
+        case .offloadNotSupported: return "segmentation offload frame for a port without offloads"
         }
     }
 }

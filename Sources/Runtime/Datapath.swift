@@ -24,12 +24,15 @@ public func monotonicNanoseconds() -> Int64 {
 public protocol PortIO: AnyObject {
     /// A descriptor epoll can watch for readability.
     var pollFD: Int32 { get }
+    /// Bytes of virtio-net header before each frame read or written (0: plain frames).
+    var vnetHeaderSize: Int { get }
     func read(into: UnsafeMutableRawBufferPointer) -> IOResult
     func writev(_ iov: UnsafePointer<iovec>, count: Int32) -> IOResult
 }
 
 extension TAPDevice: PortIO {
     public var pollFD: Int32 { fd }
+    public var vnetHeaderSize: Int { vnetHeader ? VNetHeader.size : 0 }
 }
 
 /// The live state of one switch inside the datapath: its plan, MAC table, counters and the
@@ -122,6 +125,8 @@ public final class Datapath {
     private let buffer: UnsafeMutableRawPointer
     private let iov: UnsafeMutablePointer<iovec>
     private let tagScratch: UnsafeMutablePointer<UInt8>
+    /// A virtio-net header rewritten for a tag push/pop, or zeroed for a plain frame.
+    private let vnetScratch: UnsafeMutablePointer<UInt8>
     private static let wakeToken: UInt64 = .max
     /// Running capture sessions; changed only under `lock` (`addCapture`/`removeCapture`).
     private var captures: [CaptureSession] = []
@@ -135,8 +140,9 @@ public final class Datapath {
         epoll = try Epoll()
         wake = try EventFD()
         buffer = .allocate(byteCount: bufferSize, alignment: 64)
-        iov = .allocate(capacity: 3)
+        iov = .allocate(capacity: 4)
         tagScratch = .allocate(capacity: 4)
+        vnetScratch = .allocate(capacity: VNetHeader.size)
         try epoll.add(wake.fd, data: Datapath.wakeToken)
         for (s, sw) in switches.enumerated() {
             for (p, port) in sw.ports.enumerated() {
@@ -146,7 +152,7 @@ public final class Datapath {
     }
 
     deinit {
-        buffer.deallocate(); iov.deallocate(); tagScratch.deallocate()
+        buffer.deallocate(); iov.deallocate(); tagScratch.deallocate(); vnetScratch.deallocate()
     }
 
     /// Starts the forwarding thread.
@@ -271,11 +277,15 @@ public final class Datapath {
     private func service(switchIndex: Int, port: Int, now: Int64, nowNanos: Int64) {
         let sw = switches[switchIndex]
         let io = sw.ports[port]
+        let header = io.vnetHeaderSize
         let rx = UnsafeMutableRawBufferPointer(start: buffer, count: bufferSize)
         for _ in 0..<batchPerPort {
             switch io.read(into: rx) {
             case .bytes(let n):
-                forward(UnsafeRawBufferPointer(start: buffer, count: n), sw: sw, switchIndex: switchIndex, inPort: port, now: now, nowNanos: nowNanos)
+                guard n >= header else { continue }
+                let vnet = VNetHeader(header > 0 ? UnsafeRawPointer(buffer) : nil)
+                forward(UnsafeRawBufferPointer(start: buffer + header, count: n - header), vnet: vnet,
+                        sw: sw, switchIndex: switchIndex, inPort: port, now: now, nowNanos: nowNanos)
             case .wouldBlock, .failed:
                 return
             }
@@ -284,27 +294,34 @@ public final class Datapath {
 
     /// The per-frame path: decide, learn, transmit (plus mirror and capture copies when
     /// configured). Allocates nothing.
+    ///
+    /// The frame goes out as an iovec: `iov[0]` is the virtio-net header (for ports that
+    /// take one), `iov[1...]` the frame as 1–3 pieces (MACs, pushed tag, rest), so neither a
+    /// tag push nor a pop copies the payload. A GSO frame (TSO from a guest) crosses the
+    /// switch whole, its header adjusted when a tag moves the L3 offsets.
     @inline(__always)
-    private func forward(_ frame: UnsafeRawBufferPointer, sw: SwitchRuntime, switchIndex: Int, inPort: Int, now: Int64, nowNanos: Int64) {
+    private func forward(_ frame: UnsafeRawBufferPointer, vnet: VNetHeader, sw: SwitchRuntime, switchIndex: Int,
+                         inPort: Int, now: Int64, nowNanos: Int64) {
         let counters = sw.counters
         let plan = sw.plan
         counters.received(port: inPort, bytes: frame.count)
         var trace = NoTrace()
-        var d = decide(frame: frame, inPort: inPort, plan: plan, table: sw.table, trace: &trace)
+        var d = decide(frame: frame, inPort: inPort, plan: plan, table: sw.table, trace: &trace, segmented: vnet.isGSO)
         if sw.storm.isActive, let why = d.floodReason, !sw.storm.admit(port: inPort, reason: why, nowNanos: nowNanos) {
             d.verdict = .drop(why == .broadcast ? .broadcastStorm : why == .multicast ? .multicastStorm : .unknownUnicastStorm)
         }
         let base = UnsafeMutableRawPointer(mutating: frame.baseAddress!)
-        iov[0] = iovec(iov_base: base, iov_len: frame.count)
+        setHeader(vnet, delta: 0)
+        iov[1] = iovec(iov_base: base, iov_len: frame.count)
         if plan.hasMirrors {
-            for dst in plan.mirrorOnIngress[inPort] { transmit(sw, port: dst, segments: 1, length: frame.count) }
+            for dst in plan.mirrorOnIngress[inPort] { transmit(sw, port: dst, pieces: 1, length: frame.count, vnet: vnet) }
         }
         if case .drop(let reason) = d.verdict {
             counters.dropped(port: inPort, reason: reason)
-            if capturing { capture(switchIndex, port: inPort, point: .ingress, vlan: nil, reason: reason, segments: 1) }
+            if capturing { capture(switchIndex, port: inPort, point: .ingress, vlan: nil, reason: reason, pieces: 1) }
             return
         }
-        if capturing { capture(switchIndex, port: inPort, point: .ingress, vlan: d.vlan, reason: nil, segments: 1) }
+        if capturing { capture(switchIndex, port: inPort, point: .ingress, vlan: d.vlan, reason: nil, pieces: 1) }
         if d.learn {
             sw.table.learn(vlan: d.vlan, mac: d.source, port: inPort, now: now, portLimit: plan.ports[inPort].macLimit)
         }
@@ -315,50 +332,114 @@ public final class Datapath {
                 counters.dropped(port: p, reason: r)
                 return
             }
-            var segments = 1
+            var pieces = 1
             var length = frame.count
             if rw.isIdentity {
-                iov[0] = iovec(iov_base: base, iov_len: frame.count)
+                setHeader(vnet, delta: 0)
+                iov[1] = iovec(iov_base: base, iov_len: frame.count)
             } else {
-                iov[0] = iovec(iov_base: base, iov_len: 12)
+                iov[1] = iovec(iov_base: base, iov_len: 12)
                 if let tag = rw.push {
                     tagScratch[0] = UInt8(tag.tpid >> 8); tagScratch[1] = UInt8(tag.tpid & 0xFF)
                     tagScratch[2] = UInt8(tag.tci >> 8); tagScratch[3] = UInt8(tag.tci & 0xFF)
-                    iov[1] = iovec(iov_base: UnsafeMutableRawPointer(tagScratch), iov_len: 4)
-                    segments = 2
+                    iov[2] = iovec(iov_base: UnsafeMutableRawPointer(tagScratch), iov_len: 4)
+                    pieces = 2
                     length += 4
                 }
-                iov[segments] = iovec(iov_base: base + 12 + rw.strip, iov_len: frame.count - 12 - rw.strip)
-                segments += 1
+                iov[pieces + 1] = iovec(iov_base: base + 12 + rw.strip, iov_len: frame.count - 12 - rw.strip)
+                pieces += 1
                 length -= rw.strip
+                setHeader(vnet, delta: (rw.push == nil ? 0 : 4) - rw.strip)
             }
-            let reason = transmit(sw, port: p, segments: segments, length: length)
-            if capturing { capture(switchIndex, port: p, point: .egress, vlan: d.vlan, reason: reason, segments: segments) }
+            let reason = transmit(sw, port: p, pieces: pieces, length: length, vnet: vnet)
+            if capturing { capture(switchIndex, port: p, point: .egress, vlan: d.vlan, reason: reason, pieces: pieces) }
             if plan.hasMirrors, reason == nil {
-                for dst in plan.mirrorOnEgress[p] { transmit(sw, port: dst, segments: segments, length: length) }
+                for dst in plan.mirrorOnEgress[p] { transmit(sw, port: dst, pieces: pieces, length: length, vnet: vnet) }
             }
         }
         if !sentAny, case .flood = d.verdict { counters.dropped(port: inPort, reason: .noEgressPort) }
     }
 
-    /// Writes the frame in `iov[0..<segments]` to a port and counts the outcome; returns the
-    /// drop reason when the kernel refused it.
+    /// Points `iov[0]` at the vnet header for the frame about to be sent: the received one,
+    /// or a copy whose checksum and header offsets move by `delta` bytes (a tag pushed: +4,
+    /// popped: -4).
+    @inline(__always)
+    private func setHeader(_ vnet: VNetHeader, delta: Int) {
+        guard let h = vnet.raw else {
+            // From a port without vnet header: a plain frame, fully checksummed.
+            vnetScratch.initialize(repeating: 0, count: VNetHeader.size)
+            iov[0] = iovec(iov_base: UnsafeMutableRawPointer(vnetScratch), iov_len: VNetHeader.size)
+            return
+        }
+        if delta == 0 {
+            iov[0] = iovec(iov_base: UnsafeMutableRawPointer(mutating: h), iov_len: VNetHeader.size)
+        } else {
+            UnsafeMutableRawPointer(vnetScratch).copyMemory(from: h, byteCount: VNetHeader.size)
+            VNetHeader.shift(UnsafeMutableRawPointer(vnetScratch), by: delta)
+            iov[0] = iovec(iov_base: UnsafeMutableRawPointer(vnetScratch), iov_len: VNetHeader.size)
+        }
+    }
+
+    /// Writes the frame in `iov[1...pieces]` (with the vnet header `iov[0]` when the port
+    /// takes one) and counts the outcome; returns the drop reason when it was not sent.
     @inline(__always) @discardableResult
-    private func transmit(_ sw: SwitchRuntime, port: Int, segments: Int, length: Int) -> DropReason? {
-        switch sw.ports[port].writev(iov, count: Int32(segments)) {
+    private func transmit(_ sw: SwitchRuntime, port: Int, pieces: Int, length: Int, vnet: VNetHeader) -> DropReason? {
+        let io = sw.ports[port]
+        let result: IOResult
+        if io.vnetHeaderSize > 0 {
+            result = io.writev(iov, count: Int32(pieces + 1))
+        } else {
+            // A port without offloads cannot take a GSO frame or a partial checksum.
+            if vnet.needsOffload {
+                sw.counters.dropped(port: port, reason: .offloadNotSupported)
+                return .offloadNotSupported
+            }
+            result = io.writev(iov + 1, count: Int32(pieces))
+        }
+        switch result {
         case .bytes: sw.counters.sent(port: port, bytes: length); return nil
         case .wouldBlock: sw.counters.dropped(port: port, reason: .transmitQueueFull); return .transmitQueueFull
         case .failed: sw.counters.dropped(port: port, reason: .transmitError); return .transmitError
         }
     }
 
-    /// Offers the frame in `iov[0..<segments]` to every capture session that wants it.
-    private func capture(_ switchIndex: Int, port: Int, point: CapturePoint, vlan: VLANID?, reason: DropReason?, segments: Int) {
+    /// Offers the frame in `iov[1...pieces]` to every capture session that wants it.
+    private func capture(_ switchIndex: Int, port: Int, point: CapturePoint, vlan: VLANID?, reason: DropReason?, pieces: Int) {
         var now: UInt64 = 0
         for s in captures where s.selection.switchIndex == switchIndex
             && s.wants(port: port, point: point, vlan: vlan, dropped: reason != nil) {
             if now == 0 { now = realtimeNanoseconds() }
-            s.record(port: port, point: point, reason: reason, segments: iov, count: segments, now: now)
+            s.record(port: port, point: point, reason: reason, segments: iov + 1, count: pieces, now: now)
+        }
+    }
+}
+
+/// The `struct virtio_net_hdr` a TAP with IFF_VNET_HDR puts before each frame (10 bytes,
+/// little-endian on the hosts we run on): flags, gso_type, hdr_len, gso_size, csum_start,
+/// csum_offset. A view over the receive buffer; `raw == nil` for ports without one.
+struct VNetHeader {
+    static let size = 10
+    let raw: UnsafeRawPointer?
+    @inline(__always) init(_ raw: UnsafeRawPointer?) { self.raw = raw }
+
+    /// A TSO/GSO frame: longer than the MTU, segmented by whoever finally delivers it.
+    @inline(__always) var isGSO: Bool { raw.map { $0.load(fromByteOffset: 1, as: UInt8.self) != UInt8(CL_VNET_GSO_NONE) } ?? false }
+    /// GSO, or a checksum left for the receiver to complete.
+    @inline(__always) var needsOffload: Bool {
+        guard let r = raw else { return false }
+        return isGSO || r.load(fromByteOffset: 0, as: UInt8.self) & UInt8(CL_VNET_F_NEEDS_CSUM) != 0
+    }
+
+    /// Moves csum_start (and hdr_len of a GSO frame) by `delta` bytes: what inserting or
+    /// removing a tag before the L3 header does to those offsets.
+    static func shift(_ h: UnsafeMutableRawPointer, by delta: Int) {
+        if h.load(fromByteOffset: 0, as: UInt8.self) & UInt8(CL_VNET_F_NEEDS_CSUM) != 0 {
+            let start = UInt16(littleEndian: h.loadUnaligned(fromByteOffset: 6, as: UInt16.self))
+            h.storeBytes(of: UInt16(truncatingIfNeeded: Int(start) + delta).littleEndian, toByteOffset: 6, as: UInt16.self)
+        }
+        let len = UInt16(littleEndian: h.loadUnaligned(fromByteOffset: 2, as: UInt16.self))
+        if h.load(fromByteOffset: 1, as: UInt8.self) != UInt8(CL_VNET_GSO_NONE), len != 0 {
+            h.storeBytes(of: UInt16(truncatingIfNeeded: Int(len) + delta).littleEndian, toByteOffset: 2, as: UInt16.self)
         }
     }
 }

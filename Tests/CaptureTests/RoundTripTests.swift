@@ -116,20 +116,18 @@ import TestSupport
     func streamToAPipeIsFlushedPerFrame() throws {
         // Should tcpdump die early, the write must fail with EPIPE, not kill the test runner.
         signal(SIGPIPE, SIG_IGN)
-        var fds: [Int32] = [0, 0]
-        // The write end is close-on-exec so the shell below, and commands other tests
-        // spawn meanwhile, do not hold it open (tcpdump would never see EOF). Glibc's
-        // pipe2 is not imported, so a concurrent spawn between pipe and fcntl may still
-        // inherit it; that child's exit releases it, well within waitFor's 10 s.
-        #expect(pipe(&fds) == 0)
-        let (readEnd, writeEnd) = (fds[0], fds[1])
-        #expect(fcntl(writeEnd, F_SETFD, FD_CLOEXEC) == 0)
+        // A named pipe rather than an inherited fd: nothing another test spawns meanwhile can
+        // hold an end open or take it away.
+        let fifo = temporaryPath(".fifo")
+        #expect(mkfifo(fifo, 0o600) == 0)
         let out = temporaryPath(".out"), done = temporaryPath(".done")
-        defer { unlink(out); unlink(done) }
-        let started = sh("(timeout 30 tcpdump -r - -nn -l <&\(readEnd) >\(out) 2>&1; touch \(done)) &")
-        close(readEnd)
+        defer { unlink(out); unlink(done); unlink(fifo) }
+        let started = sh("(timeout 30 tcpdump -r \(fifo) -nn -l >\(out) 2>&1; touch \(done)) &")
         #expect(started.succeeded)
-
+        // Opening for writing succeeds once tcpdump has opened the read end.
+        var writeEnd: Int32 = -1
+        #expect(waitFor { writeEnd = open(fifo, O_WRONLY | O_NONBLOCK | O_CLOEXEC); return writeEnd >= 0 }, "tcpdump never opened the fifo")
+        _ = fcntl(writeEnd, F_SETFL, fcntl(writeEnd, F_GETFL) & ~O_NONBLOCK)
         let w = try PcapngStreamWriter(fd: writeEnd, closesDescriptor: true)
         let port = try w.addInterface(PcapngInterface(name: "web1.eth0"))
         try w.write(interface: port, timestampNanoseconds: Pcapng.realtimeNanoseconds(),

@@ -25,6 +25,7 @@ final class SocketPairPort: PortIO {
     deinit { close(switchEnd); close(testEnd) }
 
     var pollFD: Int32 { switchEnd }
+    var vnetHeaderSize: Int { 0 }
     func read(into buffer: UnsafeMutableRawBufferPointer) -> IOResult {
         Syscall.io { Glibc.read(switchEnd, buffer.baseAddress, buffer.count) }
     }

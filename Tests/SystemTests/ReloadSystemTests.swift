@@ -112,7 +112,9 @@ struct ReloadSystemTests {
         let lab = RunningTopology(name: "\(p)rl", yaml: Self.yaml(p))
         try #require(lab.up.succeeded, "up failed: \(lab.up.stderr)")
         let before = Self.portNames(lab)
-        let namespaces = Harness.namespaces()
+        // Only this test's names: other suites create namespaces in parallel.
+        func ours() -> Set<String> { Harness.namespaces().filter { $0.hasPrefix(p) } }
+        let namespaces = ours()
         let file = NSTemporaryDirectory() + "tapestry-\(p)-broken.yaml"
         defer { unlink(file) }
         try Self.withC(p).replacingOccurrences(of: "v20: {vlan: 20}", with: "v20: {vlan: 5000}")
@@ -122,7 +124,7 @@ struct ReloadSystemTests {
         #expect(r.stderr.contains("\(file):6:"), "located error: \(r.stderr)")
         #expect(r.stderr.contains(": error: "), "\(r.stderr)")
         // The daemon itself also refuses an invalid file sent past the CLI.
-        let raw = sh("printf '%s\\n' '{\"command\":\"reload\",\"file\":\"\(file)\"}' | timeout 10 python3 -c \"import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect('/run/tapestry/\(p)rl.sock'); s.sendall(sys.stdin.buffer.read()); print(s.recv(65536).decode())\"")
+        let raw = sh("printf '%s\\n' '{\"command\":\"reload\",\"file\":\"\(file)\"}' | timeout 10 /usr/bin/python3 -c \"import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect('/run/tapestry/\(p)rl.sock'); s.sendall(sys.stdin.buffer.read()); import json; print(json.loads(s.recv(65536))['error'])\"")
         #expect(raw.stdout.contains("\(file):6:") && raw.stdout.contains("error"), "daemon reply: \(raw.stdout) \(raw.stderr)")
         // A renamed topology is refused too.
         let renamed = Self.reload(lab, Self.yaml(p).replacingOccurrences(of: "name: \(p)rl", with: "name: \(p)xx"))
@@ -134,7 +136,7 @@ struct ReloadSystemTests {
         #expect(taken.status == 1 && taken.stderr.contains("network namespace '\(p)c' already exists"), "\(taken.stderr)")
 
         #expect(Self.portNames(lab) == before, "same ports")
-        #expect(Harness.namespaces() == namespaces.union(["\(p)c"]))
+        #expect(ours() == namespaces.union(["\(p)c"]))
         let status = Harness.tapestry("status --name \(p)rl").stdout
         #expect(status.contains("vlans 10,20"), "the port groups are unchanged: \(status)")
         #expect(lab.ping(from: "\(p)a", to: "10.3.0.2"), "still forwarding")
@@ -163,7 +165,10 @@ struct ReloadSystemTests {
         // A valid change: applied.
         try Self.withC(p).write(toFile: lab.file, atomically: true, encoding: .utf8)
         kill(pid, SIGHUP)
-        for _ in 0..<200 where !Harness.namespaces().contains("\(p)c") || !Self.portNames(lab).contains("\(p)c.eth0") { usleep(50_000) }
+        for _ in 0..<200 {
+            if Harness.namespaces().contains("\(p)c") && Self.portNames(lab).contains("\(p)c.eth0") { break }
+            usleep(50_000)
+        }
         #expect(Self.portNames(lab).contains("\(p)c.eth0"))
         #expect(lab.ping(from: "\(p)c", to: "10.3.0.2"))
         text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""

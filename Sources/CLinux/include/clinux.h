@@ -121,3 +121,14 @@ int cl_sysctl_write(const char *path, const char *value);
 }
 #endif
 #endif
+
+/// TUNSETOFFLOAD: tell the kernel which offloads our side of the TAP accepts (TUN_F_CSUM,
+/// TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN when `tso` is non-zero; 0 turns them off). The
+/// guest-facing netdev then advertises checksum offload and TSO, so the guest's TCP stack
+/// hands over 64 KiB GSO frames with a partial checksum, described by the vnet header.
+/// Needs a TAP opened with IFF_VNET_HDR. Returns 0 or -errno.
+int cl_tap_set_offload(int fd, int tso);
+
+/// The fields of `struct virtio_net_hdr` the datapath adjusts when it pushes or pops a tag.
+#define CL_VNET_F_NEEDS_CSUM 1
+#define CL_VNET_GSO_NONE 0

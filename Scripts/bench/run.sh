@@ -1,0 +1,326 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: Linux bridge vs Open vSwitch (userspace, netdev datapath) vs Tapestry.
+#
+#   Scripts/bench/run.sh [--quick] [--rounds N]
+#
+# The same two-namespace workload for every setup: netns A (10.77.0.1/24) <-> switch <->
+# netns B (10.77.0.2/24). Setups are measured alternately, one at a time (each is built,
+# measured and torn down in turn), for N rounds (default 3; --quick: 1 round, 3 s runs).
+# Prints a markdown table of medians and ratios, and writes it to Scripts/bench/results.md.
+#
+# Needs root on Debian. Installs (apt-get) iperf3, iputils-ping, netsniff-ng (trafgen),
+# jq and openvswitch-switch if missing. Every namespace/link it creates has a `bn` prefix;
+# everything is removed on exit (trap EXIT). OVS daemons are private (temp db/run dir) and
+# stopped by PID. Environment: BENCH_VLAN=none|10 (Tapestry port group, default none),
+# BENCH_SETUPS="bridge ovs tapestry" (subset to run), TAPESTRY=path (binary to use instead
+# of .build/release/tapestry).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+QUICK=0
+ROUNDS=3
+DUR=10
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) QUICK=1; ROUNDS=1; DUR=3 ;;
+    --rounds) ROUNDS="$2"; shift ;;
+    -h|--help) sed -n 2,17p "$0"; exit 0 ;;
+    *) echo "usage: $0 [--quick] [--rounds N]" >&2; exit 2 ;;
+  esac
+  shift
+done
+VLAN=${BENCH_VLAN:-none}
+PING_COUNT=200
+[ "$QUICK" = 1 ] && PING_COUNT=100
+IP_A=10.77.0.1
+IP_B=10.77.0.2
+TCK=$(getconf CLK_TCK)
+
+[ "$(id -u)" = 0 ] || { echo "run.sh: must run as root" >&2; exit 1; }
+
+log() { echo "[bench $(date +%T)] $*" >&2; }
+
+# ---------------------------------------------------------------- dependencies
+need_pkgs=()
+command -v iperf3 >/dev/null || need_pkgs+=(iperf3)
+command -v ping >/dev/null || need_pkgs+=(iputils-ping)
+command -v trafgen >/dev/null || need_pkgs+=(netsniff-ng)
+command -v jq >/dev/null || need_pkgs+=(jq)
+command -v ovs-vswitchd >/dev/null || need_pkgs+=(openvswitch-switch)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  log "installing ${need_pkgs[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  # No systemd here: the packages' postinst may fail to start services; that is fine,
+  # the OVS daemons are started by hand below.
+  apt-get install -y --no-install-recommends "${need_pkgs[@]}" >/tmp/bn-bench-apt.log 2>&1 ||
+    { apt-get update >/dev/null 2>&1 || true
+      apt-get install -y --no-install-recommends "${need_pkgs[@]}" >>/tmp/bn-bench-apt.log 2>&1 ||
+      log "apt-get failed (see /tmp/bn-bench-apt.log); continuing with what is installed"; }
+fi
+command -v iperf3 >/dev/null && command -v ping >/dev/null && command -v jq >/dev/null ||
+  { echo "run.sh: iperf3, ping and jq are required" >&2; exit 1; }
+
+SETUPS=(${BENCH_SETUPS:-bridge ovs tapestry})
+TAPESTRY="${TAPESTRY:-$ROOT/.build/release/tapestry}"
+BUILD_NOTE=""
+if [[ " ${SETUPS[*]} " == *" tapestry "* ]] && [ ! -x "$TAPESTRY" ]; then
+  log "no release build: running swift build -c release --product tapestry"
+  BUILD_NOTE="(built with swift build -c release --product tapestry by this run)"
+  (cd "$ROOT" && swift build -c release --product tapestry) >&2 ||
+    { echo "run.sh: release build failed" >&2; exit 1; }
+fi
+
+# Refuse to start over names that already exist (ours or anyone's).
+for ns in bnbra bnbrb bnova bnovb bnta bntb; do
+  if ip netns list | awk '{print $1}' | grep -qx "$ns"; then
+    echo "run.sh: namespace $ns already exists (left over from an earlier run?); remove it first" >&2; exit 1
+  fi
+done
+for l in bnbr0 bnbra0 bnbrb0 bnovs0 bnovta bnovtb; do
+  if ip link show "$l" >/dev/null 2>&1; then
+    echo "run.sh: link $l already exists; remove it first" >&2; exit 1
+  fi
+done
+
+TMP=$(mktemp -d /tmp/bn-bench.XXXXXX)
+RES="$TMP/results.tsv"      # setup metric round value
+: >"$RES"
+declare -A NOTE=()          # setup -> reason it is n/a
+IPERF_PID=""
+OVSDB_PID=""
+VSWITCHD_PID=""
+TAPESTRY_UP=0
+
+# ---------------------------------------------------------------- cleanup
+kill_pid() {  # kill_pid PID: TERM, wait up to 5 s, then KILL
+  local p=$1 i
+  [ -n "$p" ] && kill -0 "$p" 2>/dev/null || return 0
+  kill "$p" 2>/dev/null || true
+  for i in $(seq 50); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.1; done
+  kill -9 "$p" 2>/dev/null || true
+}
+stop_iperf() { kill_pid "$IPERF_PID"; IPERF_PID=""; }
+down_bridge() {
+  ip netns del bnbra 2>/dev/null || true
+  ip netns del bnbrb 2>/dev/null || true
+  ip link del bnbra0 2>/dev/null || true
+  ip link del bnbrb0 2>/dev/null || true
+  ip link del bnbr0 2>/dev/null || true
+}
+down_ovs() {
+  if [ -n "$OVSDB_PID" ] && [ -S "$TMP/ovs/db.sock" ] && [ -n "$VSWITCHD_PID" ]; then
+    ovsc --timeout=5 -- --if-exists del-br bnovs0 >/dev/null 2>&1 || true
+  fi
+  kill_pid "$VSWITCHD_PID"; VSWITCHD_PID=""
+  kill_pid "$OVSDB_PID"; OVSDB_PID=""
+  ip netns del bnova 2>/dev/null || true
+  ip netns del bnovb 2>/dev/null || true
+  ip link del bnovta 2>/dev/null || true
+  ip link del bnovtb 2>/dev/null || true
+}
+down_tapestry() {
+  if [ "$TAPESTRY_UP" = 1 ]; then
+    "$TAPESTRY" down --name bnbench >/dev/null 2>&1 || log "tapestry down failed"
+    TAPESTRY_UP=0
+  fi
+}
+cleanup() {
+  set +e
+  stop_iperf
+  down_tapestry
+  down_ovs
+  down_bridge
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------- setups
+# Each up_* sets NS_A, NS_B, DEV_A, DEV_B (interface names inside the namespaces) and SW_PID
+# (the switch process, empty for the kernel bridge). They return non-zero on the first
+# failing step (they run in a conditional, where set -e does not apply).
+up_bridge() {
+  ip netns add bnbra || return 1
+  ip netns add bnbrb || return 1
+  ip link add bnbr0 type bridge || return 1
+  ip link set bnbr0 up || return 1
+  ip link add bnbra0 type veth peer name eth0 netns bnbra || return 1
+  ip link add bnbrb0 type veth peer name eth0 netns bnbrb || return 1
+  ip link set bnbra0 master bnbr0 up || return 1
+  ip link set bnbrb0 master bnbr0 up || return 1
+  ip -n bnbra addr add $IP_A/24 dev eth0 && ip -n bnbra link set eth0 up && ip -n bnbra link set lo up || return 1
+  ip -n bnbrb addr add $IP_B/24 dev eth0 && ip -n bnbrb link set eth0 up && ip -n bnbrb link set lo up || return 1
+  NS_A=bnbra NS_B=bnbrb DEV_A=eth0 DEV_B=eth0 SW_PID=""
+}
+
+ovsc() { ovs-vsctl --db=unix:"$TMP/ovs/db.sock" "$@"; }
+up_ovs() {
+  local d="$TMP/ovs" i
+  command -v ovs-vswitchd >/dev/null || { echo "openvswitch-switch is not installed"; return 1; }
+  rm -rf "$d"; mkdir -p "$d"
+  export OVS_RUNDIR="$d" OVS_DBDIR="$d" OVS_LOGDIR="$d"
+  ovsdb-tool create "$d/conf.db" /usr/share/openvswitch/vswitch.ovsschema || return 1
+  ovsdb-server "$d/conf.db" --remote=punix:"$d/db.sock" --pidfile="$d/ovsdb.pid" --detach \
+    --log-file="$d/ovsdb.log" --unixctl="$d/ovsdb.ctl" --no-chdir || return 1
+  OVSDB_PID=$(cat "$d/ovsdb.pid")
+  ovsc --no-wait init || return 1
+  # Read by ovs-vswitchd at start-up only: set before it runs.
+  ovsc --no-wait set Open_vSwitch . other_config:userspace-tso-enable=true || return 1
+  ovs-vswitchd unix:"$d/db.sock" --pidfile="$d/vswitchd.pid" --detach \
+    --log-file="$d/vswitchd.log" --unixctl="$d/vswitchd.ctl" --no-chdir || return 1
+  VSWITCHD_PID=$(cat "$d/vswitchd.pid")
+  ovsc --timeout=10 add-br bnovs0 -- set Bridge bnovs0 datapath_type=netdev \
+    -- add-port bnovs0 bnovta -- set Interface bnovta type=tap \
+    -- add-port bnovs0 bnovtb -- set Interface bnovtb type=tap || return 1
+  for i in $(seq 50); do ip link show bnovtb >/dev/null 2>&1 && break; sleep 0.1; done
+  ip netns add bnova || return 1
+  ip netns add bnovb || return 1
+  # OVS keeps the tap fd and follows the device into the namespace (netnsid); the
+  # device keeps its name there.
+  ip link set bnovta netns bnova || return 1
+  ip link set bnovtb netns bnovb || return 1
+  ip -n bnova addr add $IP_A/24 dev bnovta && ip -n bnova link set bnovta up && ip -n bnova link set lo up || return 1
+  ip -n bnovb addr add $IP_B/24 dev bnovtb && ip -n bnovb link set bnovtb up && ip -n bnovb link set lo up || return 1
+  NS_A=bnova NS_B=bnovb DEV_A=bnovta DEV_B=bnovtb SW_PID=$VSWITCHD_PID
+}
+
+up_tapestry() {
+  local f="$TMP/bnbench.yaml"
+  cat >"$f" <<EOF
+name: bnbench
+switches:
+  bnsw:
+    port-groups:
+      bench: {vlan: $VLAN}
+guests:
+  bnta:
+    kind: netns
+    nics:
+      - {switch: bnsw, port-group: bench, ip: $IP_A/24}
+  bntb:
+    kind: netns
+    nics:
+      - {switch: bnsw, port-group: bench, ip: $IP_B/24}
+EOF
+  TAPESTRY_UP=1
+  "$TAPESTRY" up "$f" --detach || return 1
+  SW_PID=$("$TAPESTRY" status --name bnbench --json | jq -r .pid) || return 1
+  [ -n "$SW_PID" ] && [ -d "/proc/$SW_PID" ] || { echo "no daemon pid from tapestry status"; return 1; }
+  ip -n bnta link set lo up; ip -n bntb link set lo up
+  NS_A=bnta NS_B=bntb DEV_A=eth0 DEV_B=eth0
+}
+
+down_setup() {
+  case "$1" in
+    bridge) down_bridge ;;
+    ovs) down_ovs ;;
+    tapestry) down_tapestry ;;
+  esac
+}
+
+# ---------------------------------------------------------------- metrics
+record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$RES"; }
+cpu_ticks() {  # utime+stime of the whole process (all threads), in clock ticks
+  [ -n "$1" ] || { echo ""; return; }
+  awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
+}
+stat_of() { ip netns exec "$1" cat "/sys/class/net/$2/statistics/$3"; }
+now() { date +%s.%N; }
+
+measure() {  # measure SETUP ROUND
+  local s=$1 r=$2 out t0 t1 c0 c1 p
+  # Connectivity (and ARP) first.
+  if ! ip netns exec "$NS_A" ping -c 3 -i 0.2 -W 1 -q $IP_B >/dev/null; then
+    NOTE[$s]="no connectivity A->B"; log "$s: no connectivity"; return 1
+  fi
+  # Ping RTT.
+  out=$(ip netns exec "$NS_A" ping -c $PING_COUNT -i 0.01 -q $IP_B)
+  record "$s" rtt "$r" "$(echo "$out" | awk -F'/' '/^rtt|^round-trip/ { printf "%.1f", $5 * 1000 }')"
+  # TCP, server in B, client in A.
+  ip netns exec "$NS_B" iperf3 -s -B $IP_B -D -I "$TMP/iperf.pid" >/dev/null
+  for _ in $(seq 50); do [ -s "$TMP/iperf.pid" ] && break; sleep 0.1; done
+  IPERF_PID=$(tr -d '\0 \n' <"$TMP/iperf.pid")
+  sleep 0.3
+  for p in 1 2; do
+    c0=$(cpu_ticks "$SW_PID"); t0=$(now)
+    out=$(ip netns exec "$NS_A" iperf3 -c $IP_B -t $DUR -P $p -J) ||
+      { log "$s: iperf3 -P $p failed"; echo "$out" | jq -r .error >&2 || true; continue; }
+    t1=$(now); c1=$(cpu_ticks "$SW_PID")
+    record "$s" tcp$p "$r" "$(echo "$out" | jq '.end.sum_received.bits_per_second / 1e9')"
+    if [ -n "$SW_PID" ]; then
+      record "$s" cpu$p "$r" "$(echo "$c0 $c1 $t0 $t1 $TCK" | awk '{ printf "%.1f", ($2 - $1) / $5 / ($4 - $3) * 100 }')"
+    fi
+    sleep 0.5
+  done
+  stop_iperf; rm -f "$TMP/iperf.pid"
+  # 64-byte frames (60 + FCS): UDP with 18 bytes of payload, A -> B, as fast as possible.
+  local mac_a mac_b rx0 rx1 tx0 tx1 dr0 dr1
+  mac_a=$(stat_of "$NS_A" "$DEV_A" ../address)
+  mac_b=$(stat_of "$NS_B" "$DEV_B" ../address)
+  if command -v trafgen >/dev/null; then
+    cat >"$TMP/udp64.cfg" <<EOF
+{ eth(da=$mac_b, sa=$mac_a), ipv4(saddr=$IP_A, daddr=$IP_B, ttl=64), udp(sp=9, dp=9), fill(0x00, 18) }
+EOF
+    ip netns exec "$NS_A" trafgen -o "$DEV_A" -i "$TMP/udp64.cfg" -P 1 --no-sock-mem -Q -C >/dev/null 2>"$TMP/trafgen.err" &
+  else
+    ip netns exec "$NS_B" iperf3 -s -B $IP_B -D -I "$TMP/iperf.pid" >/dev/null; sleep 0.5
+    IPERF_PID=$(tr -d '\0 \n' <"$TMP/iperf.pid")
+    ip netns exec "$NS_A" iperf3 -c $IP_B -u -l 18 -b 0 -t $((DUR + 2)) >/dev/null 2>&1 &
+  fi
+  local gen=$!
+  sleep 1   # warm-up
+  kill -0 "$gen" 2>/dev/null || log "$s: 64B generator exited early: $(tail -2 "$TMP/trafgen.err" 2>/dev/null)"
+  rx0=$(stat_of "$NS_B" "$DEV_B" rx_packets); tx0=$(stat_of "$NS_A" "$DEV_A" tx_packets)
+  dr0=$(stat_of "$NS_A" "$DEV_A" tx_dropped); t0=$(now)
+  sleep "$DUR"
+  rx1=$(stat_of "$NS_B" "$DEV_B" rx_packets); tx1=$(stat_of "$NS_A" "$DEV_A" tx_packets)
+  dr1=$(stat_of "$NS_A" "$DEV_A" tx_dropped); t1=$(now)
+  kill -INT "$gen" 2>/dev/null || true; wait "$gen" 2>/dev/null || true
+  stop_iperf; rm -f "$TMP/iperf.pid"
+  record "$s" pps "$r" "$(echo "$rx0 $rx1 $t0 $t1" | awk '{ printf "%.3f", ($2 - $1) / ($4 - $3) / 1e6 }')"
+  record "$s" gen "$r" "$(echo "$tx0 $tx1 $dr0 $dr1 $t0 $t1" | awk '{ printf "%.3f", (($2 - $1) + ($4 - $3)) / ($6 - $5) / 1e6 }')"
+  sleep 1
+}
+
+run_setup() {  # run_setup SETUP ROUND
+  local s=$1 r=$2
+  [ -n "${NOTE[$s]:-}" ] && return 0
+  log "round $r/$ROUNDS: $s up"
+  if ! "up_$s" >"$TMP/up-$s.log" 2>&1; then
+    NOTE[$s]="setup failed: $(tail -1 "$TMP/up-$s.log")"
+    log "$s: ${NOTE[$s]}"; cat "$TMP/up-$s.log" >&2
+    [ "$s" = ovs ] && [ -d "$TMP/ovs" ] && tail -n 20 "$TMP/ovs/"*.log >&2
+    down_setup "$s"; return 0
+  fi
+  log "round $r/$ROUNDS: $s measuring (switch pid ${SW_PID:-none, kernel})"
+  measure "$s" "$r" || true
+  down_setup "$s"
+}
+
+for r in $(seq "$ROUNDS"); do
+  for s in "${SETUPS[@]}"; do run_setup "$s" "$r"; done
+done
+
+# ---------------------------------------------------------------- report
+CPU_MODEL=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+MODE="full ($ROUNDS rounds, ${DUR} s runs)"; [ "$QUICK" = 1 ] && MODE="quick (1 round, ${DUR} s runs)"
+{
+  echo "# Tapestry benchmark results"
+  echo
+  echo "Generated by \`Scripts/bench/run.sh$([ "$QUICK" = 1 ] && echo ' --quick')\` — do not edit by hand."
+  echo
+  echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+  echo "- kernel: $(uname -r)"
+  echo "- CPU: $CPU_MODEL, $(nproc) cores"
+  echo "- mode: $MODE; medians over rounds; setups run one at a time, alternately"
+  echo "- workload: netns A $IP_A/24 ↔ switch ↔ netns B $IP_B/24; iperf3 server in B, client in A"
+  echo "- bridge: veth pairs into a Linux bridge; OVS: $(ovs-vswitchd --version 2>/dev/null | head -1 | awk '{print $NF}'), datapath_type=netdev, type=tap ports, userspace-tso-enable=true; Tapestry: port group vlan: $VLAN $BUILD_NOTE"
+  echo "- 64B: $(command -v trafgen >/dev/null && echo 'trafgen (1 CPU) sends 60-byte UDP frames (64 on the wire) from A' || echo 'iperf3 -u -l 18 -b 0 from A'); forwarded = rx_packets delta at B; offered = tx_packets + tx_dropped at A"
+  echo "- CPU: switch process utime+stime during the TCP test, % of one core (100 = one core busy)"
+  echo
+  python3 "$HERE/table.py" "$RES" \
+    "bridge=${NOTE[bridge]:-}" "ovs=${NOTE[ovs]:-}" "tapestry=${NOTE[tapestry]:-}"
+} >"$TMP/results.md"
+cp "$TMP/results.md" "$HERE/results.md"
+cat "$TMP/results.md"
