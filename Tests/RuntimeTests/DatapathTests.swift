@@ -15,8 +15,11 @@ import Glibc
 final class SocketPairPort: PortIO {
     let switchEnd: Int32
     let testEnd: Int32
+    /// 10 to behave like a TAP with IFF_VNET_HDR (frames carry a virtio-net header).
+    let vnetHeaderSize: Int
 
-    init() {
+    init(vnetHeaderSize: Int = 0) {
+        self.vnetHeaderSize = vnetHeaderSize
         var fds: [Int32] = [0, 0]
         let rc = socketpair(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &fds)
         precondition(rc == 0)
@@ -25,7 +28,6 @@ final class SocketPairPort: PortIO {
     deinit { close(switchEnd); close(testEnd) }
 
     var pollFD: Int32 { switchEnd }
-    var vnetHeaderSize: Int { 0 }
     func read(into buffer: UnsafeMutableRawBufferPointer) -> IOResult {
         Syscall.io { Glibc.read(switchEnd, buffer.baseAddress, buffer.count) }
     }
@@ -221,5 +223,64 @@ final class SocketPairPort: PortIO {
         #expect(d.count == 1 && d[0].reason == .taggedOnAccessPort && d[0].port == 0 && d[0].bytes.count == 64)
         #expect(t.count == 2 && lost == 1, "a full ring loses frames and counts them")
         for s in [all, drops, tiny] { dp.removeCapture(s) }
+    }
+}
+
+/// GSO frames (TSO from a guest) through the switch, with vnet-header ports.
+@Suite(.serialized) struct OffloadTests {
+    let plan = SwitchPlan(name: "sw0", ports: [
+        PortPlan(name: "a.eth0", portGroup: "v10", mode: .access(VLANID(10))),
+        PortPlan(name: "b.eth0", portGroup: "v10", mode: .access(VLANID(10))),
+        PortPlan(name: "t.eth0", portGroup: "trunk", mode: .trunk(allowed: VLANSet([VLANID(10)]), native: nil)),
+        PortPlan(name: "plain", portGroup: "v10", mode: .access(VLANID(10))),
+    ], mtu: 1500)
+
+    /// virtio_net_hdr: NEEDS_CSUM, GSO TCPv4, hdr_len 54, gso_size 1448, csum_start 34, csum_offset 16.
+    static func header(hdrLen: UInt16 = 54, csumStart: UInt16 = 34) -> [UInt8] {
+        func le(_ v: UInt16) -> [UInt8] { [UInt8(v & 0xFF), UInt8(v >> 8)] }
+        return [1, 1] + le(hdrLen) + le(1448) + le(csumStart) + le(16)
+    }
+
+    @Test func gsoFrameCrossesTagPushAndPopWithShiftedOffsets() throws {
+        let p = [SocketPairPort(vnetHeaderSize: 10), SocketPairPort(vnetHeaderSize: 10), SocketPairPort(vnetHeaderSize: 10), SocketPairPort()]
+        let dp = try Datapath(switches: [SwitchRuntime(plan: plan, ports: p)])
+        dp.start()
+        defer { dp.stop() }
+        let capture = CaptureSession(selection: CaptureSelection(switchIndex: 0, ports: [true, true, true, true], vlan: nil, ingress: true, egress: false, drops: false))
+        dp.addCapture(capture)
+        // A 20 000-byte TCP GSO frame, far over the 1500 MTU, flooded (unknown unicast).
+        let frame = FrameBuilder(dst: mac(0xB), src: mac(0xA)).payload(20_000).bytes
+        p[0].inject(Self.header() + frame)
+        let atB = p[1].received(), atT = p[2].received()
+        #expect(atB == [Self.header() + frame], "access → access: header and frame unchanged")
+        let tagged = FrameBuilder(dst: mac(0xB), src: mac(0xA)).tagged(10).payload(20_000).bytes
+        #expect(atT == [Self.header(hdrLen: 58, csumStart: 38) + tagged], "push: csum_start and hdr_len move by +4")
+        #expect(p[3].received(waitingMilliseconds: 50).isEmpty, "a port without offloads cannot take it")
+        let plainDrops = dp.withSnapshot { dp.switches[0].counters.snapshot(port: 3).drops }
+        #expect(plainDrops == [.offloadNotSupported: 1])
+
+        // And back: from the trunk, tagged, to the access port: offsets move by -4.
+        p[2].inject(Self.header(hdrLen: 58, csumStart: 38) + tagged)
+        #expect(p[0].received() == [Self.header() + frame])
+        _ = p[1].received()
+
+        // The capture sees the frame without the vnet header, cut at the snap length.
+        let records = dp.withSnapshot { capture.drain() }
+        #expect(records.first?.originalLength == frame.count)
+        #expect(records.first?.bytes == Array(frame.prefix(capture.slotSize)))
+        dp.removeCapture(capture)
+    }
+
+    @Test func oversizeStillAppliesToFramesThatAreNotGSO() throws {
+        let p = [SocketPairPort(vnetHeaderSize: 10), SocketPairPort(vnetHeaderSize: 10), SocketPairPort(vnetHeaderSize: 10), SocketPairPort()]
+        let dp = try Datapath(switches: [SwitchRuntime(plan: plan, ports: p)])
+        dp.start()
+        defer { dp.stop() }
+        let noOffload = [UInt8](repeating: 0, count: 10)
+        p[0].inject(noOffload + FrameBuilder(dst: .broadcast, src: mac(0xA)).payload(3000).bytes)
+        p[0].inject(noOffload + FrameBuilder(dst: .broadcast, src: mac(0xA)).bytes)
+        #expect(p[1].received().count == 1)
+        #expect(p[3].received() == [FrameBuilder(dst: .broadcast, src: mac(0xA)).bytes], "a plain frame reaches a plain port, header removed")
+        #expect(dp.withSnapshot { dp.switches[0].counters.snapshot(port: 0).drops } == [.oversize: 1])
     }
 }
