@@ -276,7 +276,8 @@ EOF
   sleep "$DUR"
   rx1=$(stat_of "$NS_B" "$DEV_B" rx_packets); tx1=$(stat_of "$NS_A" "$DEV_A" tx_packets)
   dr1=$(stat_of "$NS_A" "$DEV_A" tx_dropped); t1=$(now)
-  kill -INT "$gen" 2>/dev/null || true; wait "$gen" 2>/dev/null || true
+  # SIGINT is ignored by background jobs of a non-interactive shell: use TERM (then KILL).
+  kill_pid "$gen"; wait "$gen" 2>/dev/null || true
   stop_iperf; rm -f "$TMP/iperf.pid"
   record "$s" pps "$r" "$(echo "$rx0 $rx1 $t0 $t1" | awk '{ printf "%.3f", ($2 - $1) / ($4 - $3) / 1e6 }')"
   record "$s" gen "$r" "$(echo "$tx0 $tx1 $dr0 $dr1 $t0 $t1" | awk '{ printf "%.3f", (($2 - $1) + ($4 - $3)) / ($6 - $5) / 1e6 }')"
@@ -315,7 +316,7 @@ MODE="full ($ROUNDS rounds, ${DUR} s runs)"; [ "$QUICK" = 1 ] && MODE="quick (1 
   echo "- CPU: $CPU_MODEL, $(nproc) cores"
   echo "- mode: $MODE; medians over rounds; setups run one at a time, alternately"
   echo "- workload: netns A $IP_A/24 ↔ switch ↔ netns B $IP_B/24; iperf3 server in B, client in A"
-  echo "- bridge: veth pairs into a Linux bridge; OVS: $(ovs-vswitchd --version 2>/dev/null | head -1 | awk '{print $NF}'), datapath_type=netdev, type=tap ports, userspace-tso-enable=true; Tapestry: port group vlan: $VLAN $BUILD_NOTE"
+  echo "- bridge: veth pairs into a Linux bridge; OVS: $(ovs-vswitchd --version 2>/dev/null | head -1 | awk '{print $NF}'), datapath_type=netdev, type=tap ports, userspace-tso-enable=true; Tapestry: port group vlan: $VLAN, binary ${TAPESTRY#$ROOT/} $BUILD_NOTE"
   echo "- 64B: $(command -v trafgen >/dev/null && echo 'trafgen (1 CPU) sends 60-byte UDP frames (64 on the wire) from A' || echo 'iperf3 -u -l 18 -b 0 from A'); forwarded = rx_packets delta at B; offered = tx_packets + tx_dropped at A"
   echo "- CPU: switch process utime+stime during the TCP test, % of one core (100 = one core busy)"
   echo

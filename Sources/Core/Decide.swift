@@ -99,7 +99,8 @@ public func decide<T: TraceSink>(
         return Decision(verdict: .drop(.runt))
     }
     trace.record(.parsed(h))
-    if plan.isMirrorDestination[inPort] {
+    let port = plan.hot[inPort]
+    if port.isMirrorDestination {
         trace.record(.dropped(.mirrorDestinationPort))
         return Decision(verdict: .drop(.mirrorDestinationPort))
     }
@@ -111,14 +112,12 @@ public func decide<T: TraceSink>(
         trace.record(.dropped(.invalidSourceMAC))
         return Decision(verdict: .drop(.invalidSourceMAC))
     }
-    let port = plan.ports[inPort]
     if let own = port.configuredMAC, !port.security.forgedTransmits, h.source != own {
         trace.record(.dropped(.forgedTransmit))
         return Decision(verdict: .drop(.forgedTransmit))
     }
-    let mode = port.mode
-    let cls = ingressClass(of: h, on: mode)
-    trace.record(.classified(cls, mode: mode))
+    let cls = plan.ingressClass(of: h, on: port)
+    trace.record(.classified(cls, mode: plan.ports[inPort].mode))
     guard case let .member(vlan, tagLength, pcp) = cls else {
         if case let .drop(r) = cls { return Decision(verdict: .drop(r)) }
         return Decision(verdict: .drop(.runt))
@@ -131,7 +130,7 @@ public func decide<T: TraceSink>(
     var d = Decision(verdict: .flood, vlan: vlan, ingressTagLength: tagLength, pcp: pcp, learn: true,
                      source: h.source, destination: h.destination)
     if h.destination.isReservedBridgeGroup {
-        trace.record(.transparent(portGroup: port.portGroup))
+        trace.record(.transparent(portGroup: plan.ports[inPort].portGroup))
         d.verdict = .floodPortGroup
     } else if h.destination.isMulticast {
         d.floodReason = h.destination.isBroadcast ? .broadcast : .multicast
@@ -156,7 +155,7 @@ public func decide<T: TraceSink>(
 /// Whether `port` may receive a frame for `destination` under its security policy: with
 /// `mac-changes` rejected (and not promiscuous), unicast goes only to the configured MAC.
 @inline(__always)
-public func egressRefusal(of destination: MACAddress, to port: PortPlan) -> DropReason? {
+public func egressRefusal(of destination: MACAddress, to port: HotPort) -> DropReason? {
     guard let own = port.configuredMAC, !port.security.macChanges, !port.security.promiscuous,
           !destination.isMulticast, destination != own else { return nil }
     return .macChangeRejected
@@ -170,8 +169,9 @@ public func egressRefusal(of destination: MACAddress, to port: PortPlan) -> Drop
 public func forEachEgress(of d: Decision, inPort: PortIndex, plan: SwitchPlan,
                           _ body: (PortIndex, EgressRewrite, DropReason?) -> Void) {
     @inline(__always) func offer(_ p: PortIndex) {
-        if let rw = egressRewrite(vlan: d.vlan, ingressTagLength: d.ingressTagLength, pcp: d.pcp, on: plan.ports[p].mode) {
-            body(p, rw, egressRefusal(of: d.destination, to: plan.ports[p]))
+        let port = plan.hot[p]
+        if let rw = plan.egressRewrite(vlan: d.vlan, ingressTagLength: d.ingressTagLength, pcp: d.pcp, on: port) {
+            body(p, rw, egressRefusal(of: d.destination, to: port))
         }
     }
     switch d.verdict {
@@ -188,10 +188,10 @@ public func forEachEgress(of d: Decision, inPort: PortIndex, plan: SwitchPlan,
             if p != inPort { offer(p) }
         }
     case .floodPortGroup:
-        let group = plan.ports[inPort].portGroup
+        let group = plan.hot[inPort].group
         for p32 in plan.floodSet(d.vlan) {
             let p = Int(p32)
-            if p != inPort && plan.ports[p].l2Transparency && plan.ports[p].portGroup == group { offer(p) }
+            if p != inPort && plan.hot[p].l2Transparency && plan.hot[p].group == group { offer(p) }
         }
     }
 }

@@ -153,6 +153,10 @@ public final class MACTable {
             let s = Int(index[p])
             if isStatic[s] { return .staticEntry }
             let old = Int(ports[s])
+            // Seen again within the same second on the same port: already the most recent
+            // entry of its port as far as aging can tell, so skip the LRU relink (the common
+            // case on the per-frame path).
+            if old == port && lastSeen[s] == now { return .refreshed }
             lastSeen[s] = now
             if old == port {
                 unlink(s, from: old); append(s, to: port)

@@ -67,23 +67,34 @@ public enum IngressClass: Equatable, Sendable {
 public func ingressClass(of header: FrameHeader, on mode: PortMode) -> IngressClass {
     switch mode {
     case .access(let v):
-        if header.outerTag != nil { return .drop(.taggedOnAccessPort) }
-        return .member(vlan: v, tagLength: 0, pcp: 0)
+        return ingressClass(of: header, trunk: false, access: v, native: nil) { _ in false }
     case .trunk(let allowed, let native):
-        guard let tag = header.outerTag else {
-            guard let n = native else { return .drop(.untaggedOnTrunk) }
-            return .member(vlan: n, tagLength: 0, pcp: 0)
-        }
-        guard tag.tpid == EtherType.vlan else { return .drop(.serviceTagNotSupported) }
-        if tag.vid == 0 {
-            guard let n = native else { return .drop(.untaggedOnTrunk) }
-            return .member(vlan: n, tagLength: 4, pcp: tag.pcp)
-        }
-        let vlan = VLANID(tag.vid)
-        if tag.vid == 0xFFF { return .drop(.vlanNotAllowed) }
-        guard allowed.contains(vlan) || native == vlan else { return .drop(.vlanNotAllowed) }
-        return .member(vlan: vlan, tagLength: 4, pcp: tag.pcp)
+        return ingressClass(of: header, trunk: true, access: .untagged, native: native) { allowed.contains($0) }
     }
+}
+
+/// The rule itself, over plain values (the per-frame path passes `HotPort` fields and a
+/// bitmap lookup, so no array-holding `PortMode` is copied per frame).
+@inlinable @inline(__always)
+public func ingressClass(of header: FrameHeader, trunk: Bool, access: VLANID, native: VLANID?,
+                         allows: (VLANID) -> Bool) -> IngressClass {
+    guard trunk else {
+        if header.outerTag != nil { return .drop(.taggedOnAccessPort) }
+        return .member(vlan: access, tagLength: 0, pcp: 0)
+    }
+    guard let tag = header.outerTag else {
+        guard let n = native else { return .drop(.untaggedOnTrunk) }
+        return .member(vlan: n, tagLength: 0, pcp: 0)
+    }
+    guard tag.tpid == EtherType.vlan else { return .drop(.serviceTagNotSupported) }
+    if tag.vid == 0 {
+        guard let n = native else { return .drop(.untaggedOnTrunk) }
+        return .member(vlan: n, tagLength: 4, pcp: tag.pcp)
+    }
+    let vlan = VLANID(tag.vid)
+    if tag.vid == 0xFFF { return .drop(.vlanNotAllowed) }
+    guard allows(vlan) || native == vlan else { return .drop(.vlanNotAllowed) }
+    return .member(vlan: vlan, tagLength: 4, pcp: tag.pcp)
 }
 
 /// How a frame of `vlan` leaves a port with `mode`, given how it arrived; `nil` when the port
@@ -92,11 +103,23 @@ public func ingressClass(of header: FrameHeader, on mode: PortMode) -> IngressCl
 public func egressRewrite(vlan: VLANID, ingressTagLength: Int, pcp: UInt16, on mode: PortMode) -> EgressRewrite? {
     switch mode {
     case .access(let v):
-        guard v == vlan else { return nil }
-        return EgressRewrite(strip: ingressTagLength, push: nil)
+        return egressRewrite(vlan: vlan, ingressTagLength: ingressTagLength, pcp: pcp, trunk: false, access: v, native: nil) { _ in false }
     case .trunk(let allowed, let native):
-        if native == vlan { return EgressRewrite(strip: ingressTagLength, push: nil) }
-        guard allowed.contains(vlan) else { return nil }
-        return EgressRewrite(strip: ingressTagLength, push: VLANTag(tpid: EtherType.vlan, tci: pcp << 13 | vlan.rawValue))
+        return egressRewrite(vlan: vlan, ingressTagLength: ingressTagLength, pcp: pcp, trunk: true, access: .untagged, native: native) {
+            allowed.contains($0)
+        }
     }
+}
+
+/// The egress rule over plain values (see `ingressClass(of:trunk:access:native:allows:)`).
+@inlinable @inline(__always)
+public func egressRewrite(vlan: VLANID, ingressTagLength: Int, pcp: UInt16, trunk: Bool, access: VLANID,
+                          native: VLANID?, allows: (VLANID) -> Bool) -> EgressRewrite? {
+    guard trunk else {
+        guard access == vlan else { return nil }
+        return EgressRewrite(strip: ingressTagLength, push: nil)
+    }
+    if native == vlan { return EgressRewrite(strip: ingressTagLength, push: nil) }
+    guard allows(vlan) else { return nil }
+    return EgressRewrite(strip: ingressTagLength, push: VLANTag(tpid: EtherType.vlan, tci: pcp << 13 | vlan.rawValue))
 }

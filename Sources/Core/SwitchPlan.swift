@@ -57,6 +57,28 @@ public struct PortPlan: Hashable, Sendable {
     public static let defaultMACLimit = 1024
 }
 
+/// What the per-frame path needs to know about a port, as plain values only.
+///
+/// `PortPlan` holds strings and (for trunks) an array, so every copy of one costs reference
+/// counting; `decide` and `forEachEgress` read these instead, and a trunk's allowed list as
+/// a bitmap slice of `SwitchPlan.allowedWords`.
+public struct HotPort: Sendable {
+    public var isTrunk: Bool
+    /// The access VLAN (`.untagged` for `vlan: none`); unused on trunks.
+    public var access: VLANID
+    public var native: VLANID?
+    /// First word of this trunk's 64-word VLAN bitmap in `SwitchPlan.allowedWords`.
+    public var allowedBase: Int
+    /// The configured MAC, when one is known.
+    public var configuredMAC: MACAddress?
+    public var security: PortSecurity
+    public var macLimit: Int
+    public var l2Transparency: Bool
+    public var isMirrorDestination: Bool
+    /// Index of the port's group among the plan's groups (compare instead of strings).
+    public var group: Int
+}
+
 /// A MAC address pinned to a port: never aged, never evicted, never moved by learning.
 public struct StaticMACEntry: Hashable, Sendable {
     public var vlan: VLANID
@@ -106,6 +128,10 @@ public struct SwitchPlan: Sendable {
     public let hasMirrors: Bool
     @usableFromInline let floodStart: [Int32]
     @usableFromInline let floodPorts: [Int32]
+    /// Per port, the plain-value view the per-frame path reads.
+    public let hot: [HotPort]
+    /// Trunk VLAN bitmaps, 64 words per trunk port (see `HotPort.allowedBase`).
+    @usableFromInline let allowedWords: [UInt64]
     /// Promiscuous members per VLAN, same layout as the flood sets.
     @usableFromInline let promiscuousStart: [Int32]
     @usableFromInline let promiscuousPorts: [Int32]
@@ -126,6 +152,24 @@ public struct SwitchPlan: Sendable {
             }
         }
         isMirrorDestination = destination
+        var words: [UInt64] = []
+        var groups: [String] = []
+        var hotPorts: [HotPort] = []
+        for (i, p) in ports.enumerated() {
+            let group = groups.firstIndex(of: p.portGroup) ?? { groups.append(p.portGroup); return groups.count - 1 }()
+            var h = HotPort(isTrunk: false, access: .untagged, native: nil, allowedBase: 0, configuredMAC: p.configuredMAC,
+                            security: p.security, macLimit: p.macLimit, l2Transparency: p.l2Transparency,
+                            isMirrorDestination: destination[i], group: group)
+            switch p.mode {
+            case .access(let v): h.access = v
+            case .trunk(let allowed, let native):
+                h.isTrunk = true; h.native = native; h.allowedBase = words.count
+                words += allowed.words
+            }
+            hotPorts.append(h)
+        }
+        hot = hotPorts
+        allowedWords = words
         mirrorOnIngress = onIngress
         mirrorOnEgress = onEgress
         hasMirrors = !mirrors.isEmpty
@@ -157,6 +201,25 @@ public struct SwitchPlan: Sendable {
     public func floodSet(_ vlan: VLANID) -> ArraySlice<Int32> {
         let v = Int(vlan.rawValue)
         return floodPorts[Int(floodStart[v])..<Int(floodStart[v + 1])]
+    }
+
+    /// True when trunk `port` lists `vlan` (its native VLAN aside).
+    @inlinable @inline(__always)
+    public func trunk(_ port: HotPort, allows vlan: VLANID) -> Bool {
+        allowedWords[port.allowedBase + Int(vlan.rawValue >> 6)] & (1 << UInt64(vlan.rawValue & 63)) != 0
+    }
+
+    /// Ingress classification of a frame on `port` (the plain-value fast path).
+    @inlinable @inline(__always)
+    public func ingressClass(of header: FrameHeader, on port: HotPort) -> IngressClass {
+        Core.ingressClass(of: header, trunk: port.isTrunk, access: port.access, native: port.native) { trunk(port, allows: $0) }
+    }
+
+    /// Egress rewrite toward `port` (the plain-value fast path).
+    @inlinable @inline(__always)
+    public func egressRewrite(vlan: VLANID, ingressTagLength: Int, pcp: UInt16, on port: HotPort) -> EgressRewrite? {
+        Core.egressRewrite(vlan: vlan, ingressTagLength: ingressTagLength, pcp: pcp, trunk: port.isTrunk,
+                           access: port.access, native: port.native) { trunk(port, allows: $0) }
     }
 
     /// Promiscuous member ports of `vlan`: they also get unicast meant for other ports.

@@ -21,7 +21,8 @@ public struct VLANID: Hashable, Comparable, Sendable, CustomStringConvertible {
 
 /// A set of VLAN IDs (0…4095) as a 4096-bit bitmap: O(1) membership, no hashing.
 public struct VLANSet: Hashable, Sendable, Sequence {
-    @usableFromInline var words: [UInt64]
+    /// The bitmap: bit `v & 63` of word `v >> 6` is VLAN v.
+    public private(set) var words: [UInt64]
 
     public init() { words = Array(repeating: 0, count: 64) }
     public init(_ ids: some Sequence<VLANID>) {

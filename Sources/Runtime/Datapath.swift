@@ -323,7 +323,7 @@ public final class Datapath {
         }
         if capturing { capture(switchIndex, port: inPort, point: .ingress, vlan: d.vlan, reason: nil, pieces: 1) }
         if d.learn {
-            sw.table.learn(vlan: d.vlan, mac: d.source, port: inPort, now: now, portLimit: plan.ports[inPort].macLimit)
+            sw.table.learn(vlan: d.vlan, mac: d.source, port: inPort, now: now, portLimit: plan.hot[inPort].macLimit)
         }
         var sentAny = false
         forEachEgress(of: d, inPort: inPort, plan: plan) { p, rw, refused in
