@@ -51,10 +51,15 @@ public final class SwitchRuntime {
         counters = PortCounters(portCount: plan.ports.count)
         for e in plan.staticEntries { table.addStatic(vlan: e.vlan, mac: e.mac, port: e.port) }
         storm = StormControl(plan: plan)
+        mirrorStamp = .allocate(capacity: max(1, plan.ports.count))
+        mirrorStamp.initialize(repeating: 0, count: max(1, plan.ports.count))
     }
 
     /// Token buckets of the ports that have storm limits.
     let storm: StormControl
+    /// Per port: the serial of the last frame mirrored to it (mirror copies once per frame).
+    let mirrorStamp: UnsafeMutablePointer<UInt64>
+    deinit { mirrorStamp.deallocate() }
 }
 
 /// Storm control: one token bucket per port and traffic class (broadcast, multicast,
@@ -132,6 +137,8 @@ public final class Datapath {
     private var captures: [CaptureSession] = []
     /// One predictable branch per frame when nobody captures.
     private var capturing = false
+    /// Numbers frames for mirror de-duplication (`SwitchRuntime.mirrorStamp`).
+    private var mirrorSerial: UInt64 = 0
     /// Frames read from one port per wake-up before moving on (fairness between ports).
     private let batchPerPort = 64
 
@@ -314,7 +321,11 @@ public final class Datapath {
         setHeader(vnet, delta: 0)
         iov[1] = iovec(iov_base: base, iov_len: frame.count)
         if plan.hasMirrors {
-            for dst in plan.mirrorOnIngress[inPort] { transmit(sw, port: dst, pieces: 1, length: frame.count, vnet: vnet) }
+            mirrorSerial &+= 1
+            for dst in plan.mirrorOnIngress[inPort] where sw.mirrorStamp[dst] != mirrorSerial {
+                sw.mirrorStamp[dst] = mirrorSerial
+                transmit(sw, port: dst, pieces: 1, length: frame.count, vnet: vnet)
+            }
         }
         if case .drop(let reason) = d.verdict {
             counters.dropped(port: inPort, reason: reason)
@@ -354,7 +365,12 @@ public final class Datapath {
             let reason = transmit(sw, port: p, pieces: pieces, length: length, vnet: vnet)
             if capturing { capture(switchIndex, port: p, point: .egress, vlan: d.vlan, reason: reason, pieces: pieces) }
             if plan.hasMirrors, reason == nil {
-                for dst in plan.mirrorOnEgress[p] { transmit(sw, port: dst, pieces: pieces, length: length, vnet: vnet) }
+                // A frame between two monitored ports reaches each destination once (the
+                // copy as first seen), not once per source port it touched.
+                for dst in plan.mirrorOnEgress[p] where sw.mirrorStamp[dst] != mirrorSerial {
+                    sw.mirrorStamp[dst] = mirrorSerial
+                    transmit(sw, port: dst, pieces: pieces, length: length, vnet: vnet)
+                }
             }
         }
         if !sentAny, case .flood = d.verdict { counters.dropped(port: inPort, reason: .noEgressPort) }

@@ -248,23 +248,23 @@ public final class Fabric {
 
     func fdb(switch filter: String?, vlan: String?) throws -> FDBReport {
         if let f = filter, !plans.contains(where: { $0.name == f }) { throw RuntimeError("no switch named '\(f)'") }
-        var vlanFilter: VLANID? = nil
-        if let v = vlan {
-            if v == "none" { vlanFilter = .untagged }
-            else if let n = Int(v), let id = VLANID(checking: n) { vlanFilter = id }
-            else { throw RuntimeError("bad VLAN '\(v)': expected 1..4094 or none") }
-        }
-        guard let dp = datapath else { return FDBReport(entries: []) }
+        let vlanFilter = try parseVLAN(vlan)
+        guard let dp = datapath else { return FDBReport(entries: [], ports: []) }
         let now = monotonicSeconds()
         var out: [FDBReport.Entry] = []
+        var ports: [FDBReport.PortUsage] = []
         dp.withSnapshot {
             for sw in dp.switches where filter == nil || sw.plan.name == filter {
                 for e in sw.table.entries(now: now) where vlanFilter == nil || e.vlan == vlanFilter {
                     out.append(.init(switch: sw.plan.name, vlan: e.vlan.description, mac: e.mac.description,
                                      port: sw.plan.ports[e.port].name, ageSeconds: e.age, type: e.isStatic ? "static" : "dynamic"))
                 }
+                for (i, p) in sw.plan.ports.enumerated() {
+                    ports.append(.init(switch: sw.plan.name, port: p.name, entries: sw.table.count(port: i),
+                                       limit: sw.plan.hot[i].macLimit, evictions: sw.table.evictions(port: i)))
+                }
             }
         }
-        return FDBReport(entries: out)
+        return FDBReport(entries: out, ports: ports)
     }
 }

@@ -58,6 +58,15 @@ public struct PortsReport: Codable, Equatable {
 
 public struct FDBReport: Codable, Equatable {
     public var entries: [Entry]
+    /// Per port: dynamic entries held, its learning limit, entries evicted so far.
+    public var ports: [PortUsage]
+    public struct PortUsage: Codable, Equatable {
+        public var `switch`: String
+        public var port: String
+        public var entries: Int
+        public var limit: Int
+        public var evictions: UInt64
+    }
     public struct Entry: Codable, Equatable {
         public var `switch`: String
         public var vlan: String

@@ -265,5 +265,9 @@ struct FDB: ParsableCommand {
         print(table(["SWITCH", "VLAN", "MAC", "PORT", "AGE", "TYPE"], r.entries.map {
             [$0.switch, $0.vlan, $0.mac, $0.port, "\($0.ageSeconds)", $0.type]
         }))
+        // MAC-flood protection at a glance: ports at their limit or that lost entries.
+        for u in r.ports where u.entries >= u.limit || u.evictions > 0 {
+            print("\(u.switch)/\(u.port): \(u.entries)/\(u.limit) entries\(u.entries >= u.limit ? " (limit reached)" : ""), \(u.evictions) evicted")
+        }
     }
 }

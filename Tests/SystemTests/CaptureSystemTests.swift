@@ -158,8 +158,9 @@ struct CaptureSystemTests {
         let monitor = Capture(in: "\(p)m1", filter: "icmp")
         #expect(lab.ping(from: "\(p)w1", to: "10.3.0.2", count: 2))
         let seen = monitor.lines()
-        #expect(seen.contains { $0.contains("10.3.0.1 > 10.3.0.2") && $0.contains("echo request") }, "\(seen)")
-        #expect(seen.contains { $0.contains("10.3.0.2 > 10.3.0.1") && $0.contains("echo reply") }, "\(seen)")
+        // Both directions, each frame exactly once (w1 and w2 are both monitored).
+        #expect(seen.filter { $0.contains("10.3.0.1 > 10.3.0.2") && $0.contains("echo request") }.count == 2, "\(seen)")
+        #expect(seen.filter { $0.contains("10.3.0.2 > 10.3.0.1") && $0.contains("echo reply") }.count == 2, "\(seen)")
         // The monitor's own frames go nowhere: a ping from it fails and is counted.
         #expect(!lab.ping(from: "\(p)m1", to: "10.3.0.1", count: 1))
         #expect(lab.drops(port: "\(p)m1.eth0", reason: "mirror-destination-port") >= 1)

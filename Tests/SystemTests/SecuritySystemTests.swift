@@ -85,6 +85,7 @@ struct SecuritySystemTests {
         let row = lab.ports().first { $0["name"] as? String == "\(p)o.eth0" }
         #expect((row?["mac_entries"] as? NSNumber)?.intValue ?? 0 <= 64)
         #expect((row?["mac_evictions"] as? NSNumber)?.intValue ?? 0 >= 2900, "\(String(describing: row))")
+        #expect(Harness.tapestry("fdb --name \(p)sec").stdout.contains("sw0/\(p)o.eth0: 64/64 entries (limit reached)"), "fdb shows the limit")
         // Unicast between a and b is still forwarded, not flooded to o (which would accept it).
         let atO = Capture(in: "\(p)o", filter: "icmp")
         #expect(lab.ping(from: "\(p)a", to: "10.4.0.2", count: 2))
