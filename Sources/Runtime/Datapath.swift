@@ -139,6 +139,9 @@ public final class Datapath {
     private var capturing = false
     /// Numbers frames for mirror de-duplication (`SwitchRuntime.mirrorStamp`).
     private var mirrorSerial: UInt64 = 0
+    /// How long to spin after a busy batch before blocking (`TAPESTRY_BUSY_POLL_US`, default
+    /// 0 = off): trades CPU for latency; measure with Scripts/bench/run.sh before turning on.
+    private let busyPollNanoseconds: Int64 = Int64(ProcessInfo.processInfo.environment["TAPESTRY_BUSY_POLL_US"].flatMap { Int($0) } ?? 0) * 1000
     /// Frames read from one port per wake-up before moving on (fairness between ports).
     private let batchPerPort = 64
 
@@ -253,8 +256,18 @@ public final class Datapath {
         defer { events.deallocate(); done.signal() }
         var lastTick = monotonicSeconds()
         var seen = generation
+        var hadWork = false
         while true {
-            let n = (try? epoll.wait(into: events, timeoutMilliseconds: 1000)) ?? 0
+            // Adaptive busy poll: right after a batch with work, spin on a non-blocking wait
+            // for up to `busyPollNanoseconds` before sleeping in the kernel; a frame that
+            // arrives meanwhile skips the wake-up latency (README "Datapath").
+            var n = 0
+            if busyPollNanoseconds > 0 && hadWork {
+                let until = monotonicNanoseconds() + busyPollNanoseconds
+                repeat { n = (try? epoll.wait(into: events, timeoutMilliseconds: 0)) ?? 0 } while n == 0 && monotonicNanoseconds() < until
+            }
+            if n == 0 { n = (try? epoll.wait(into: events, timeoutMilliseconds: 1000)) ?? 0 }
+            hadWork = n > 0
             lock.lock()
             if stopping { lock.unlock(); return }
             if generation != seen {

@@ -132,3 +132,7 @@ int cl_tap_set_offload(int fd, int tso);
 /// The fields of `struct virtio_net_hdr` the datapath adjusts when it pushes or pops a tag.
 #define CL_VNET_F_NEEDS_CSUM 1
 #define CL_VNET_GSO_NONE 0
+
+// AF_PACKET ring helpers (PacketSocket); this header is the module's umbrella, so it
+// includes them for Swift.
+#include "clinux_packet.h"

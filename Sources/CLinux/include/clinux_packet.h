@@ -1,0 +1,90 @@
+// CLinux packet sockets: an AF_PACKET switch port (NIC uplinks, QEMU guests' TAP netdevs)
+// receiving through a TPACKET_V3 memory-mapped ring. Swift's Glibc does not import
+// TPACKET3_HDRLEN, the ring structs or their barriers, so the ring is walked here.
+// Contract as in clinux.h: every function returns >= 0 on success and -errno on failure.
+// Swift wraps these in LinuxIO.PacketSocket (one owner, one thread at a time).
+#ifndef CLINUX_PACKET_H
+#define CLINUX_PACKET_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// Ring geometry for clp_open. Zero fields take the defaults: 64 blocks of 128 KiB,
+/// 2048-byte frames, 1 ms block retire timeout. `block_size` must be a multiple of the
+/// page size, `frame_size` a multiple of 16 (TPACKET_ALIGNMENT) no larger than a block.
+/// `frame_size` bounds the largest frame received: a frame longer than
+/// frame_size - 80 bytes (header + sockaddr_ll) arrives truncated (counted in `truncated`).
+struct clp_config {
+    uint32_t block_size;
+    uint32_t block_count;
+    uint32_t frame_size;
+    uint32_t retire_ms;
+    /// Non-zero: do not set PACKET_IGNORE_OUTGOING; clp_ring_next filters PACKET_OUTGOING
+    /// frames itself (the pre-4.20 fallback, selectable so it can be tested).
+    uint32_t filter_outgoing_in_userspace;
+};
+
+/// The receive ring and its read cursor. Filled by clp_open, released by clp_close; the
+/// caller owns the memory (allocate one per socket) and never writes the fields.
+struct clp_ring {
+    int fd;                    ///< the AF_PACKET socket, -1 once closed
+    int ifindex;               ///< the bound interface
+    int kernel_ignores_outgoing; ///< 1: PACKET_IGNORE_OUTGOING is set; 0: clp_ring_next filters
+    uint8_t *map;              ///< the mmap'ed ring (block_count * block_size bytes)
+    size_t map_len;
+    uint32_t block_size;
+    uint32_t block_count;
+    uint32_t block;            ///< index of the block being read (or awaited)
+    uint32_t remaining;        ///< frames left in `block` while `in_block`
+    uint32_t in_block;         ///< 1 while we own `block` (TP_STATUS_USER seen)
+    uint8_t *next;             ///< the next tpacket3_hdr in `block`
+    uint64_t truncated;        ///< frames longer than the ring frame or the caller's buffer
+    uint64_t csum_not_ready;   ///< frames with TP_STATUS_CSUMNOTREADY (checksum left to offload)
+    uint64_t outgoing_skipped; ///< own/host-sent frames filtered in userspace (fallback path)
+};
+
+/// Opens an AF_PACKET SOCK_RAW socket on interface `ifname` (SOCK_NONBLOCK|SOCK_CLOEXEC),
+/// sets PACKET_VERSION = TPACKET_V3 and PACKET_RX_RING with `cfg` (NULL: defaults), mmaps
+/// the ring once, binds to the interface with protocol ETH_P_ALL, adds
+/// PACKET_MR_PROMISC membership and sets PACKET_IGNORE_OUTGOING (Linux >= 4.20; if the
+/// kernel refuses it, clp_ring_next drops sll_pkttype == PACKET_OUTGOING frames instead).
+/// The socket is created with protocol 0 and only bound with ETH_P_ALL after the ring is
+/// set up, so no frame of another interface ever lands in the ring.
+/// Fills `ring` and returns the fd, or -errno (-ENODEV for an unknown interface, -EPERM
+/// without CAP_NET_RAW, -EINVAL for a bad geometry); on failure nothing stays open.
+int clp_open(const char *ifname, const struct clp_config *cfg, struct clp_ring *ring);
+
+/// Copies the next received frame into `buf` (at most `cap` bytes) and returns its length,
+/// or -EAGAIN when the ring holds no more frames, -EBADF after clp_close.
+/// An 802.1Q/802.1ad tag the kernel stripped into tp_vlan_tci (TP_STATUS_VLAN_VALID) is
+/// put back after the two MAC addresses, with TPID tp_vlan_tpid when
+/// TP_STATUS_VLAN_TPID_VALID is set and 0x8100 otherwise, so callers always see the frame
+/// as it was on the wire. A frame longer than `cap` is cut to `cap` bytes (counted in
+/// ring->truncated). A block is handed back to the kernel (block_status = TP_STATUS_KERNEL,
+/// release store) as soon as its last frame has been copied.
+long clp_ring_next(struct clp_ring *ring, void *buf, size_t cap);
+
+/// Sends one frame gathered from `count` pieces with sendmsg(MSG_DONTWAIT) on the bound
+/// interface (one system call per frame; no TX ring). Returns the byte count or -errno
+/// (-EAGAIN when the socket buffer is full, -ENOBUFS when the device queue is, -EMSGSIZE
+/// for a frame above the MTU, -ENETDOWN/-ENXIO when the link is down or gone).
+long clp_sendv(int fd, const struct iovec *iov, int count);
+
+/// PACKET_STATISTICS (struct tpacket_stats_v3). The kernel resets its counters on every
+/// read, so these are the deltas since the previous call. `packets` counts every frame
+/// the socket accepted including `drops` (ring full); `freezes` counts ring-full episodes.
+/// Returns 0 or -errno.
+int clp_stats(int fd, uint64_t *packets, uint64_t *drops, uint64_t *freezes);
+
+/// munmap's the ring and closes the socket; sets ring->fd = -1. Idempotent; returns 0.
+int clp_close(struct clp_ring *ring);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
