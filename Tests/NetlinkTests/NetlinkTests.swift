@@ -11,13 +11,6 @@ func uniqueName(_ role: String) -> String {
     Capabilities.uniquePrefix("tnl") + String(Int.random(in: 0..<1296), radix: 36) + role
 }
 
-/// Parses `ip -j …` output.
-func ipJSON(_ command: String) -> [[String: Any]] {
-    let r = sh(command)
-    guard r.succeeded, let data = r.stdout.data(using: .utf8),
-          let array = try? JSONSerialization.jsonObject(with: data) as? [[String: Any]] else { return [] }
-    return array
-}
 
 @Suite struct NetlinkErrorTests {
     @Test func describesWithLibnlTextNotErrno() {

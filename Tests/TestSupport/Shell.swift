@@ -70,6 +70,13 @@ public func sh(_ command: String, timeout: TimeInterval = 120) -> CommandResult 
     return CommandResult(status: exitStatus, stdout: out, stderr: err)
 }
 
+/// Runs an `ip -j …` command and parses its JSON array (empty on failure).
+public func ipJSON(_ command: String) -> [[String: Any]] {
+    let r = sh(command)
+    guard r.succeeded, let array = try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [[String: Any]] else { return [] }
+    return array
+}
+
 /// What this machine lets a test do. Privileged tests are gated on these and print why
 /// they skip; in CI (root) they run.
 public enum Capabilities {
