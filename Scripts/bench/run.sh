@@ -325,3 +325,5 @@ MODE="full ($ROUNDS rounds, ${DUR} s runs)"; [ "$QUICK" = 1 ] && MODE="quick (1 
 } >"$TMP/results.md"
 cp "$TMP/results.md" "$HERE/results.md"
 cat "$TMP/results.md"
+# A full run also refreshes the README's table (quick runs are smoke tests only).
+[ "$QUICK" = 1 ] || python3 "$HERE/publish.py"
