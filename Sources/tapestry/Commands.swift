@@ -136,6 +136,9 @@ struct Up: ParsableCommand {
         say("stopping topology '\(t.name)' (\(sig == SIGINT ? "SIGINT" : "SIGTERM"))")
         fabric.down()
         say("topology '\(t.name)' is down")
+        // A clean stop leaves nothing behind, the daemon's log included; a crash keeps it
+        // (for the admin) until the next `up` or `down`.
+        if daemonChild { unlink(RunDirectory.log(t.name)) }
     }
 
     /// Starts a copy of this program in its own session and waits until it answers on its
@@ -173,6 +176,7 @@ struct Up: ParsableCommand {
             if waitpid(pid, &status, WNOHANG) == pid {
                 let text = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
                 FileHandle.standardError.write(Data(text.utf8))
+                unlink(logPath)   // shown above; a failed up leaves nothing behind
                 throw ExitCode(1)
             }
             if let data = try? controlRequest(name: t.name, ControlRequest(command: "status"), timeout: 2),
@@ -203,6 +207,7 @@ struct Down: ParsableCommand {
         guard let state = InstanceState.read(name: name) else { throw Failure(message: "no topology named '\(name)' is running") }
         if !state.isAlive {
             try Fabric.cleanStale(name: name) { print("tapestry: \($0)") }
+            unlink(RunDirectory.log(name))
             return
         }
         do { _ = try controlRequest(name: name, ControlRequest(command: "down")) } catch {
@@ -213,6 +218,7 @@ struct Down: ParsableCommand {
         if state.isAlive { throw Failure(message: "topology '\(name)' (pid \(state.pid)) did not stop within 60 s") }
         // A daemon that died instead of stopping leaves its state file: clean up after it.
         try Fabric.cleanStale(name: name) { print("tapestry: \($0)") }
+        unlink(RunDirectory.log(name))
         print("topology '\(name)' is down")
     }
 }

@@ -157,6 +157,7 @@ struct FabricSystemTests {
         #expect(ourLinks().isEmpty, "down leaves no TAP behind")
         #expect(!FileManager.default.fileExists(atPath: "/run/tapestry/\(p)lab.sock"))
         #expect(!FileManager.default.fileExists(atPath: "/run/tapestry/\(p)lab.state"))
+        #expect(!FileManager.default.fileExists(atPath: "/run/tapestry/\(p)lab.log"), "a clean down removes the log too")
     }
 
     @Test(.enabled(if: sh("command -v iperf3").succeeded, "needs iperf3"))
@@ -195,6 +196,7 @@ struct FabricSystemTests {
         #expect(!isRunning(pid))
         #expect(!Harness.namespaces().contains("\(p)x"), "SIGTERM removed the namespace")
         #expect(!FileManager.default.fileExists(atPath: "/run/tapestry/\(p)sig.state"))
+        #expect(!FileManager.default.fileExists(atPath: "/run/tapestry/\(p)sig.log"))
     }
 
     @Test func invalidTopologyCreatesNothing() throws {
