@@ -64,7 +64,7 @@ public final class Fabric {
 
     public func up() throws {
         try RunDirectory.ensure()
-        try cleanStale(name: topology.name, log: log)
+        try Fabric.cleanStale(name: topology.name, log: log)
         try preflight()
         var state = InstanceState(name: topology.name, file: topology.file, pid: getpid(),
                                   processStart: processStartTime(getpid()),
@@ -183,8 +183,6 @@ public final class Fabric {
         log("cleaned up after topology '\(name)' (pid \(old.pid) is gone)" + (removed.isEmpty ? "" : ": removed " + removed.joined(separator: ", ")))
     }
 
-    private func cleanStale(name: String, log: (String) -> Void) throws { try Fabric.cleanStale(name: name, log: log) }
-
     // MARK: - Control
 
     func respond(to req: ControlRequest, fd: Int32) -> Data? {
@@ -228,7 +226,7 @@ public final class Fabric {
     }
 
     func ports(switch filter: String?) throws -> PortsReport {
-        if let f = filter, !plans.contains(where: { $0.name == f }) { throw RuntimeError("no switch named '\(f)'") }
+        if let f = filter { _ = try resolveSwitch(f) }
         guard let dp = datapath else { return PortsReport(ports: []) }
         var rows: [PortsReport.PortRow] = []
         dp.withSnapshot {
@@ -247,7 +245,7 @@ public final class Fabric {
     }
 
     func fdb(switch filter: String?, vlan: String?) throws -> FDBReport {
-        if let f = filter, !plans.contains(where: { $0.name == f }) { throw RuntimeError("no switch named '\(f)'") }
+        if let f = filter { _ = try resolveSwitch(f) }
         let vlanFilter = try parseVLAN(vlan)
         guard let dp = datapath else { return FDBReport(entries: [], ports: []) }
         let now = monotonicSeconds()

@@ -73,12 +73,17 @@ public func frameSummary(_ bytes: [UInt8]) -> String {
     guard let h = bytes.withUnsafeBytes({ FrameHeader.parse($0) }) else { return "runt frame, \(bytes.count) bytes" }
     var parts = ["\(h.source) > \(h.destination)"]
     for tag in [h.outerTag, h.innerTag].compactMap({ $0 }) { parts.append("\(tagName(tag.tpid)) vlan \(tag.vid)" + (tag.pcp > 0 ? " pcp \(tag.pcp)" : "")) }
-    parts.append("type \(String(format: "0x%04x", h.etherType))\(typeName(h.etherType).map { " (\($0))" } ?? "")")
+    parts.append(typeDescription(h.etherType))
     parts.append("\(bytes.count) bytes")
     return parts.joined(separator: ", ")
 }
 
 func tagName(_ tpid: UInt16) -> String { tpid == EtherType.vlan ? "802.1Q" : tpid == EtherType.qinq ? "802.1ad" : String(format: "tpid 0x%04x", tpid) }
+/// `type 0x0806 (arp)`.
+func typeDescription(_ t: UInt16) -> String {
+    "type \(String(format: "0x%04x", t))" + (typeName(t).map { " (\($0))" } ?? "")
+}
+
 func typeName(_ t: UInt16) -> String? {
     switch t {
     case EtherType.arp: return "arp"
@@ -116,7 +121,7 @@ public func traceFrame(_ bytes: [UInt8], inPort: PortIndex, plan: SwitchPlan, ta
             let tags = [h.outerTag, h.innerTag].compactMap { $0 }.map { "\(tagName($0.tpid)) vlan \($0.vid)" }
             steps.append(.init(stage: "parse", detail: "dst \(h.destination), src \(h.source), " +
                                (tags.isEmpty ? "untagged" : "tags: " + tags.joined(separator: ", ")) +
-                               ", type \(String(format: "0x%04x", h.etherType))\(typeName(h.etherType).map { " (\($0))" } ?? "")"))
+                               ", " + typeDescription(h.etherType)))
         case .classified(let cls, let mode):
             switch cls {
             case .member(let vlan, let tagLength, _):
