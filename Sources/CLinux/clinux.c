@@ -234,3 +234,33 @@ int cl_tap_set_offload(int fd, int tso) {
     unsigned int flags = tso ? (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN) : 0;
     return ioctl(fd, TUNSETOFFLOAD, flags) < 0 ? -errno : 0;
 }
+
+// MARK: - ethtool (GRO/LRO on uplink NICs)
+
+#include <sys/socket.h>
+#include <linux/ethtool.h>
+#include <linux/sockios.h>
+
+static int cl_ethtool(const char *ifname, void *data) {
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    if (strlen(ifname) >= IFNAMSIZ) return -ENAMETOOLONG;
+    strncpy(ifr.ifr_name, ifname, IFNAMSIZ - 1);
+    ifr.ifr_data = data;
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    int rc = ioctl(fd, SIOCETHTOOL, &ifr) < 0 ? -errno : 0;
+    close(fd);
+    return rc;
+}
+
+int cl_ethtool_get_gro(const char *ifname) {
+    struct ethtool_value v = { .cmd = ETHTOOL_GGRO };
+    int rc = cl_ethtool(ifname, &v);
+    return rc < 0 ? rc : (v.data ? 1 : 0);
+}
+
+int cl_ethtool_set_gro(const char *ifname, int on) {
+    struct ethtool_value v = { .cmd = ETHTOOL_SGRO, .data = on ? 1 : 0 };
+    return cl_ethtool(ifname, &v);
+}

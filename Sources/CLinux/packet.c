@@ -201,3 +201,31 @@ int clp_close(struct clp_ring *ring) {
     ring->in_block = 0;
     return 0;
 }
+
+int clp_open_tx(const char *ifname, int vnet_hdr) {
+    if (ifname == NULL) return -EINVAL;
+    if (strlen(ifname) >= IF_NAMESIZE) return -ENAMETOOLONG;
+    unsigned int ifindex = if_nametoindex(ifname);
+    if (ifindex == 0) return -ENODEV;
+    // Protocol 0: this socket never receives; it only sends.
+    int fd = socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    if (vnet_hdr) {
+        int on = 1;
+        if (setsockopt(fd, SOL_PACKET, PACKET_VNET_HDR, &on, sizeof on) < 0) { int e = errno; close(fd); return -e; }
+    }
+    struct sockaddr_ll sll;
+    memset(&sll, 0, sizeof sll);
+    sll.sll_family = AF_PACKET;
+    sll.sll_protocol = 0;
+    sll.sll_ifindex = (int)ifindex;
+    if (bind(fd, (struct sockaddr *)&sll, sizeof sll) < 0) { int e = errno; close(fd); return -e; }
+    return fd;
+}
+
+int clp_take_error(int fd) {
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) return -errno;
+    return err;
+}

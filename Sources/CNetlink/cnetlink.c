@@ -100,3 +100,60 @@ int cnl_addr_set_ipv4_local(struct rtnl_addr *addr, uint32_t address, int prefix
     rtnl_addr_set_prefixlen(addr, prefixlen);
     return 0;
 }
+
+// MARK: - link events
+
+#include <linux/rtnetlink.h>
+#include <netlink/msg.h>
+#include <netlink/attr.h>
+
+int cnl_link_monitor_open(struct nl_sock **out) {
+    *out = NULL;
+    struct nl_sock *sk = nl_socket_alloc();
+    if (sk == NULL) return -NLE_NOMEM;
+    nl_socket_disable_seq_check(sk);
+    int err = nl_connect(sk, NETLINK_ROUTE);
+    if (err < 0) { nl_socket_free(sk); return err; }
+    err = nl_socket_add_membership(sk, RTNLGRP_LINK);
+    if (err < 0) { nl_socket_free(sk); return err; }
+    err = nl_socket_set_nonblocking(sk);
+    if (err < 0) { nl_socket_free(sk); return err; }
+    *out = sk;
+    return 0;
+}
+
+int cnl_link_monitor_fd(struct nl_sock *sk) { return nl_socket_get_fd(sk); }
+
+struct cnl_event_buffer { struct cnl_link_event *out; int max; int count; };
+
+static int cnl_on_link_message(struct nl_msg *msg, void *arg) {
+    struct cnl_event_buffer *b = arg;
+    struct nlmsghdr *h = nlmsg_hdr(msg);
+    if (h->nlmsg_type != RTM_NEWLINK && h->nlmsg_type != RTM_DELLINK) return NL_OK;
+    if (b->count >= b->max) return NL_OK;
+    if (h->nlmsg_len < NLMSG_LENGTH(sizeof(struct ifinfomsg))) return NL_OK;
+    struct ifinfomsg *ifi = nlmsg_data(h);
+    struct cnl_link_event *e = &b->out[b->count++];
+    memset(e, 0, sizeof *e);
+    e->ifindex = ifi->ifi_index;
+    e->flags = ifi->ifi_flags;
+    e->deleted = h->nlmsg_type == RTM_DELLINK;
+    struct nlattr *name = nlmsg_find_attr(h, sizeof(struct ifinfomsg), IFLA_IFNAME);
+    if (name != NULL) {
+        int len = nla_len(name);
+        if (len > 15) len = 15;
+        memcpy(e->name, nla_data(name), (size_t)len);
+        e->name[len] = 0;
+        e->name[15] = 0;
+    }
+    return NL_OK;
+}
+
+int cnl_link_monitor_read(struct nl_sock *sk, struct cnl_link_event *out, int max) {
+    struct cnl_event_buffer b = { out, max, 0 };
+    nl_socket_modify_cb(sk, NL_CB_VALID, NL_CB_CUSTOM, cnl_on_link_message, &b);
+    int err = nl_recvmsgs_default(sk);
+    nl_socket_modify_cb(sk, NL_CB_VALID, NL_CB_CUSTOM, NULL, NULL);
+    if (err < 0 && err != -NLE_AGAIN) return b.count > 0 ? b.count : err;
+    return b.count;
+}

@@ -9,6 +9,8 @@ public enum Verdict: Equatable, Sendable {
     /// A reserved-group frame (STP, LACP, LLDP…) on a port group with L2 transparency: out
     /// of the other ports of the same port group in the VLAN.
     case floodPortGroup
+    /// For the switch itself (a NIC team's beacon probe): not forwarded, not a drop.
+    case local
     case drop(DropReason)
 }
 
@@ -30,6 +32,9 @@ public struct Decision: Equatable, Sendable {
     public var destination: MACAddress
     /// Why the frame floods, for storm control (nil unless it floods).
     public var floodReason: FloodReason?
+    /// The team member (uplink) a guest's frame leaves by when it goes outside; -1 when it
+    /// never does (no team, `uplinks: none`, from an uplink, or no healthy member).
+    public var uplink: Int16 = -1
 
     @inlinable
     public init(verdict: Verdict, vlan: VLANID = .untagged, ingressTagLength: Int = 0, pcp: UInt16 = 0, learn: Bool = false,
@@ -50,6 +55,12 @@ public enum TraceStep: Equatable, Sendable {
     case flooding(vlan: VLANID, reason: FloodReason)
     case forwarding(port: PortIndex)
     case transparent(portGroup: String)
+    /// A frame for the switch itself (a team beacon probe).
+    case consumed(what: String)
+    /// A guest's frame that goes outside leaves by team member `member` (port `port`).
+    case teamUplink(member: Int, port: PortIndex)
+    /// A frame from uplink `member` passed the team's reflection and receiver checks.
+    case teamAdmitted(member: Int)
     case dropped(DropReason)
 }
 
@@ -91,7 +102,8 @@ public func decide<T: TraceSink>(
     plan: SwitchPlan,
     table: MACTable,
     trace: inout T,
-    segmented: Bool = false
+    segmented: Bool = false,
+    team: TeamContext? = nil
 ) -> Decision {
     trace.record(.received(port: inPort, length: frame.count))
     guard let h = FrameHeader.parse(frame) else {
@@ -126,6 +138,20 @@ public func decide<T: TraceSink>(
         trace.record(.dropped(.reservedDestination))
         return Decision(verdict: .drop(.reservedDestination), vlan: vlan, ingressTagLength: tagLength, pcp: pcp)
     }
+    if port.isUplink {
+        // Beacon probes first: every member, standby or not, must hear them.
+        if h.destination == TeamFrames.beaconDestination && h.etherType == TeamFrames.beaconEtherType {
+            trace.record(.consumed(what: "team beacon probe"))
+            return Decision(verdict: .local, vlan: vlan, ingressTagLength: tagLength, pcp: pcp,
+                            source: h.source, destination: h.destination)
+        }
+        if let reason = teamAdmission(frame: frame, header: h, vlan: vlan, port: port, inPort: inPort,
+                                      plan: plan, table: table, team: team, trace: &trace) {
+            trace.record(.dropped(reason))
+            return Decision(verdict: .drop(reason), vlan: vlan, ingressTagLength: tagLength, pcp: pcp,
+                            source: h.source, destination: h.destination)
+        }
+    }
     trace.record(.learnRequested(vlan: vlan, mac: h.source, port: inPort, currentPort: table.lookup(vlan: vlan, mac: h.source)))
     var d = Decision(verdict: .flood, vlan: vlan, ingressTagLength: tagLength, pcp: pcp, learn: true,
                      source: h.source, destination: h.destination)
@@ -137,6 +163,26 @@ public func decide<T: TraceSink>(
         trace.record(.flooding(vlan: vlan, reason: d.floodReason!))
     } else if let out = table.lookup(vlan: vlan, mac: h.destination) {
         trace.record(.lookedUp(vlan: vlan, mac: h.destination, port: out))
+        if plan.hot[out].isUplink && !port.isUplink {
+            // Out to the physical network: by the member the team picks for this guest,
+            // whichever uplink the destination was learned on.
+            if !port.usesUplinks {
+                trace.record(.dropped(.uplinkIsolated))
+                d.verdict = .drop(.uplinkIsolated)
+                return d
+            }
+            d.uplink = Int16(team?.state.uplink(forGuestPort: inPort, header: h, frame: frame) ?? -1)
+            guard d.uplink >= 0 else {
+                trace.record(.dropped(.noHealthyUplink))
+                d.verdict = .drop(.noHealthyUplink)
+                return d
+            }
+            let p = plan.uplinkPorts[Int(d.uplink)]
+            trace.record(.teamUplink(member: Int(d.uplink), port: p))
+            trace.record(.forwarding(port: p))
+            d.verdict = .forward(p)
+            return d
+        }
         if out == inPort {
             trace.record(.dropped(.hairpin))
             d.verdict = .drop(.hairpin)
@@ -149,7 +195,50 @@ public func decide<T: TraceSink>(
         trace.record(.flooding(vlan: vlan, reason: .unknownUnicast))
         d.floodReason = .unknownUnicast
     }
+    if case .flood = d.verdict, plan.team != nil, port.usesUplinks {
+        d.uplink = Int16(team?.state.uplink(forGuestPort: inPort, header: h, frame: frame) ?? -1)
+        if d.uplink >= 0 { trace.record(.teamUplink(member: Int(d.uplink), port: plan.uplinkPorts[Int(d.uplink)])) }
+    }
     return d
+}
+
+/// The team's checks on a frame from an uplink (switch-independent teaming, see `TeamState`):
+/// returns the drop reason, or nil to admit it.
+///
+/// 1. Only members that carry traffic receive (standby and failed ones get the physical
+///    switch's floods too).
+/// 2. A source MAC learned on a guest port is our own frame reflected back, unless it is a
+///    GARP/RARP announcing a real move that is not our own echo (announcement lock).
+/// 3. Floods (broadcast, multicast, unknown unicast) are accepted from the VLAN's designated
+///    receiver only; a known unicast to a guest only from the member carrying that guest.
+/// 4. Never to another uplink, never to a port group with `uplinks: none`.
+@inline(__always)
+func teamAdmission<T: TraceSink>(frame: UnsafeRawBufferPointer, header h: FrameHeader, vlan: VLANID, port: HotPort,
+                                 inPort: PortIndex, plan: SwitchPlan, table: MACTable, team: TeamContext?,
+                                 trace: inout T) -> DropReason? {
+    let member = Int(port.teamMember)
+    let known = table.lookup(vlan: vlan, mac: h.destination)
+    if let q = known, !h.destination.isMulticast {
+        if q == inPort { return .hairpin }
+        if plan.hot[q].isUplink { return .uplinkToUplink }
+        if !plan.hot[q].usesUplinks { return .uplinkIsolated }
+    }
+    guard let t = team else { return nil }
+    var holding = false
+    for m in t.state.holders where Int(m) == member { holding = true }
+    if !holding { return .teamInactiveUplink }
+    if let q = table.lookup(vlan: vlan, mac: h.source), !plan.hot[q].isUplink {
+        let announcement = isAnnouncement(header: h, frame: frame)
+        if !announcement || t.locks.isLocked(vlan: vlan, mac: h.source, now: t.now) { return .teamReflectedSource }
+    }
+    if h.destination.isMulticast || known == nil {
+        if let r = t.state.designatedReceiver(vlan: vlan), r != member { return .teamNotDesignatedReceiver }
+    } else if let q = known,
+              let carrier = t.state.uplink(carrying: TeamMACEntry(vlan: vlan, mac: h.destination, port: q)), carrier != member {
+        return .teamNotDesignatedReceiver
+    }
+    trace.record(.teamAdmitted(member: member))
+    return nil
 }
 
 /// Whether `port` may receive a frame for `destination` under its security policy: with
@@ -168,14 +257,22 @@ public func egressRefusal(of destination: MACAddress, to port: HotPort) -> DropR
 @inline(__always)
 public func forEachEgress(of d: Decision, inPort: PortIndex, plan: SwitchPlan,
                           _ body: (PortIndex, EgressRewrite, DropReason?) -> Void) {
+    let from = plan.hot[inPort]
     @inline(__always) func offer(_ p: PortIndex) {
         let port = plan.hot[p]
+        // The team: a guest's frame leaves by its one chosen member, never by the others;
+        // from an uplink only to guests of port groups that use uplinks.
+        if port.isUplink {
+            if from.isUplink || port.teamMember != d.uplink { return }
+        } else if from.isUplink && !port.usesUplinks {
+            return
+        }
         if let rw = plan.egressRewrite(vlan: d.vlan, ingressTagLength: d.ingressTagLength, pcp: d.pcp, on: port) {
             body(p, rw, egressRefusal(of: d.destination, to: port))
         }
     }
     switch d.verdict {
-    case .drop: return
+    case .drop, .local: return
     case .forward(let p):
         offer(p)
         for q32 in plan.promiscuousSet(d.vlan) {

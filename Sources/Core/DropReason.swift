@@ -43,6 +43,22 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
     /// A GSO frame or one with a partial checksum for a port without offloads (counted on
     /// the egress port).
     case offloadNotSupported
+    /// A frame arrived on an uplink that carries no traffic right now (standby, failed, or
+    /// unused): its copies arrive on the active members too (NIC teaming).
+    case teamInactiveUplink
+    /// A flood (broadcast, multicast, unknown unicast) arrived on an uplink that is not the
+    /// VLAN's designated receiver, or a unicast on an uplink other than the one carrying its
+    /// destination guest: the physical switch sent the same frame to another member.
+    case teamNotDesignatedReceiver
+    /// A frame arrived on an uplink with a source MAC learned on a guest port: our own frame
+    /// reflected by the physical network (a gratuitous ARP/RARP for a moved MAC excepted).
+    case teamReflectedSource
+    /// Between an uplink and a port group with `uplinks: none` (either direction).
+    case uplinkIsolated
+    /// The destination is behind another uplink: uplinks never forward to each other.
+    case uplinkToUplink
+    /// The frame must leave by the team, and no uplink is healthy.
+    case noHealthyUplink
 
     public var description: String {
         switch self {
@@ -65,6 +81,12 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
         case .multicastStorm: return "storm-control-multicast"
         case .unknownUnicastStorm: return "storm-control-unknown-unicast"
         case .offloadNotSupported: return "offload-not-supported"
+        case .teamInactiveUplink: return "team-inactive-uplink"
+        case .teamNotDesignatedReceiver: return "team-not-designated-receiver"
+        case .teamReflectedSource: return "team-reflected-source"
+        case .uplinkIsolated: return "uplink-isolated"
+        case .uplinkToUplink: return "uplink-to-uplink"
+        case .noHealthyUplink: return "no-healthy-uplink"
         }
     }
 
@@ -90,6 +112,12 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
         case .multicastStorm: return "multicast over the storm-control rate"
         case .unknownUnicastStorm: return "unknown unicast over the storm-control rate"
         case .offloadNotSupported: return "segmentation offload frame for a port without offloads"
+        case .teamInactiveUplink: return "arrived on an uplink that is standby or down"
+        case .teamNotDesignatedReceiver: return "arrived on an uplink that is not the designated receiver (its copy arrives on another)"
+        case .teamReflectedSource: return "source MAC is a local guest's: our own frame reflected by the physical network"
+        case .uplinkIsolated: return "port group does not use uplinks (uplinks: none)"
+        case .uplinkToUplink: return "destination is behind an uplink (no uplink-to-uplink forwarding)"
+        case .noHealthyUplink: return "no healthy uplink to leave by"
         }
     }
 }

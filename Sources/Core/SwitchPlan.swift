@@ -44,13 +44,28 @@ public struct PortPlan: Hashable, Sendable {
     /// Forward IEEE reserved group frames (STP, LACP, LLDP…) within the port group instead
     /// of dropping them.
     public var l2Transparency: Bool
+    /// For an uplink port: its member number in the switch's team (the NIC's position in
+    /// `uplinks.nics`). nil for a guest port.
+    public var uplinkMember: Int?
+    /// For a guest port: false when its port group says `uplinks: none` (or the switch has
+    /// no uplinks); nothing it sends reaches an uplink, nothing from an uplink reaches it.
+    public var usesUplinks: Bool
 
     public init(name: String, portGroup: String, mode: PortMode, configuredMAC: MACAddress? = nil,
                 security: PortSecurity = PortSecurity(), macLimit: Int = PortPlan.defaultMACLimit,
-                storm: StormLimits = StormLimits(), l2Transparency: Bool = false) {
+                storm: StormLimits = StormLimits(), l2Transparency: Bool = false,
+                uplinkMember: Int? = nil, usesUplinks: Bool = true) {
         self.name = name; self.portGroup = portGroup; self.mode = mode; self.configuredMAC = configuredMAC
         self.security = security; self.macLimit = macLimit; self.storm = storm; self.l2Transparency = l2Transparency
+        self.uplinkMember = uplinkMember; self.usesUplinks = usesUplinks
     }
+
+    /// True for an uplink (a physical NIC of the switch's team).
+    public var isUplink: Bool { uplinkMember != nil }
+
+    /// The port-group label of uplink ports (not a valid port-group name, so never confused
+    /// with one).
+    public static let uplinkGroup = "(uplinks)"
 
     /// Default per-port learning limit: an eighth of the default table, so one guest
     /// flooding random source MACs can never fill the table by itself.
@@ -77,6 +92,12 @@ public struct HotPort: Sendable {
     public var isMirrorDestination: Bool
     /// Index of the port's group among the plan's groups (compare instead of strings).
     public var group: Int
+    /// Team member number of an uplink port; -1 for guest ports.
+    public var teamMember: Int16
+    /// A guest port whose frames may leave by the team (see `PortPlan.usesUplinks`); false
+    /// for uplinks themselves.
+    public var usesUplinks: Bool
+    @inlinable public var isUplink: Bool { teamMember >= 0 }
 }
 
 /// A MAC address pinned to a port: never aged, never evicted, never moved by learning.
@@ -135,10 +156,28 @@ public struct SwitchPlan: Sendable {
     /// Promiscuous members per VLAN, same layout as the flood sets.
     @usableFromInline let promiscuousStart: [Int32]
     @usableFromInline let promiscuousPorts: [Int32]
+    /// The switch's NIC team (nil for a guest-only switch).
+    public let team: TeamConfig?
+    /// Per team member, its port index.
+    public let uplinkPorts: [PortIndex]
+    /// Guest ports whose traffic may leave by the team.
+    public let carriedPorts: [PortIndex]
+    /// VLANs the uplinks carry (beacon probes go out on each).
+    public let uplinkVLANs: [VLANID]
 
     public init(name: String, ports: [PortPlan], mtu: Int = 1500, agingSeconds: Int = 300,
-                macLimit: Int = 8192, staticEntries: [StaticMACEntry] = [], mirrors: [MirrorPlan] = []) {
+                macLimit: Int = 8192, staticEntries: [StaticMACEntry] = [], mirrors: [MirrorPlan] = [],
+                team: TeamConfig? = nil) {
         self.name = name; self.ports = ports; self.mtu = mtu
+        var teamPorts: [(Int, PortIndex)] = []
+        for (i, p) in ports.enumerated() { if let m = p.uplinkMember { teamPorts.append((m, i)) } }
+        teamPorts.sort { $0.0 < $1.0 }
+        precondition(teamPorts.map(\.0) == Array(0..<teamPorts.count), "uplink members must be 0..<n")
+        precondition(team == nil || team!.memberCount == teamPorts.count, "team size differs from the uplink ports")
+        self.team = teamPorts.isEmpty ? nil : (team ?? TeamConfig(memberCount: teamPorts.count))
+        uplinkPorts = teamPorts.map(\.1)
+        carriedPorts = teamPorts.isEmpty ? [] : ports.indices.filter { !ports[$0].isUplink && ports[$0].usesUplinks }
+        uplinkVLANs = teamPorts.first.map { ports[$0.1].mode.memberVLANs.sorted { $0.rawValue < $1.rawValue } } ?? []
         self.agingSeconds = agingSeconds; self.macLimit = macLimit; self.staticEntries = staticEntries
         self.mirrors = mirrors
         var destination = Array(repeating: false, count: ports.count)
@@ -159,7 +198,8 @@ public struct SwitchPlan: Sendable {
             let group = groups.firstIndex(of: p.portGroup) ?? { groups.append(p.portGroup); return groups.count - 1 }()
             var h = HotPort(isTrunk: false, access: .untagged, native: nil, allowedBase: 0, configuredMAC: p.configuredMAC,
                             security: p.security, macLimit: p.macLimit, l2Transparency: p.l2Transparency,
-                            isMirrorDestination: destination[i], group: group)
+                            isMirrorDestination: destination[i], group: group,
+                            teamMember: Int16(p.uplinkMember ?? -1), usesUplinks: p.uplinkMember == nil && p.usesUplinks)
             switch p.mode {
             case .access(let v): h.access = v
             case .trunk(let allowed, let native):

@@ -66,6 +66,12 @@ public struct BeaconMonitor: Sendable {
         if now > lastHeard[i] { lastHeard[i] = now }
     }
 
+    /// Gives member `m` a fresh grace period (its link just came back up).
+    public mutating func reset(member m: Int, now: Int64) {
+        guard m >= 0 && m < memberCount else { return }
+        for v in vlans.indices { lastHeard[m * vlans.count + v] = now }
+    }
+
     /// True when member `m` missed `missLimit` probes on VLAN index `v`.
     @inlinable
     func missed(_ m: Int, _ v: Int, now: Int64) -> Bool {

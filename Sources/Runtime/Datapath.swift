@@ -19,20 +19,27 @@ public func monotonicNanoseconds() -> Int64 {
 
 /// Something a switch port can send frames to and receive frames from.
 ///
-/// Today every port is a TAP character device owned by the switch; AF_PACKET ports (NIC
-/// uplinks, QEMU guests' TAP netdevs) slot in behind the same three calls.
+/// A netns guest's port is a TAP character device owned by the switch; AF_PACKET ports
+/// (NIC uplinks, QEMU guests' TAP netdevs: `PacketPort`) sit behind the same calls.
 public protocol PortIO: AnyObject {
     /// A descriptor epoll can watch for readability.
     var pollFD: Int32 { get }
-    /// Bytes of virtio-net header before each frame read or written (0: plain frames).
+    /// Bytes of virtio-net header before each frame read (0: plain frames).
     var vnetHeaderSize: Int { get }
+    /// Bytes of virtio-net header before each frame written.
+    var txVNetHeaderSize: Int { get }
     func read(into: UnsafeMutableRawBufferPointer) -> IOResult
     func writev(_ iov: UnsafePointer<iovec>, count: Int32) -> IOResult
+    /// Reads and clears a pending socket error after epoll reported EPOLLERR (0: none).
+    func takePendingError() -> Int32
+    func close()
 }
 
 extension TAPDevice: PortIO {
     public var pollFD: Int32 { fd }
     public var vnetHeaderSize: Int { vnetHeader ? VNetHeader.size : 0 }
+    public var txVNetHeaderSize: Int { vnetHeaderSize }
+    public func takePendingError() -> Int32 { 0 }
 }
 
 /// The live state of one switch inside the datapath: its plan, MAC table, counters and the
@@ -51,9 +58,26 @@ public final class SwitchRuntime {
         counters = PortCounters(portCount: plan.ports.count)
         for e in plan.staticEntries { table.addStatic(vlan: e.vlan, mac: e.mac, port: e.port) }
         storm = StormControl(plan: plan)
+        uplinkErrors = Array(repeating: 0, count: plan.uplinkPorts.count)
+        if let config = plan.team {
+            team = TeamState.compute(config: config, health: Array(repeating: .up, count: config.memberCount),
+                                     carriedPorts: plan.carriedPorts, portCount: plan.ports.count)
+        }
         mirrorStamp = .allocate(capacity: max(1, plan.ports.count))
         mirrorStamp.initialize(repeating: 0, count: max(1, plan.ports.count))
     }
+
+    /// The NIC team's current state (nil without uplinks); replaced by the team monitor
+    /// under the datapath lock when a member's health changes.
+    public internal(set) var team: TeamState?
+    /// Recent GARP/RARP announcements (the team's reflection guard).
+    public let announcements = AnnouncementLock()
+    /// Beacon probing bookkeeping, when the team uses it (fed by the datapath, read by the
+    /// team monitor under the datapath lock).
+    var beacons: BeaconMonitor?
+    /// Set by the datapath when an uplink's socket reports an error (ENETDOWN, ENXIO: the
+    /// NIC went down or away); the team monitor reads and clears it.
+    var uplinkErrors: [Int32]
 
     /// Token buckets of the ports that have storm limits.
     let storm: StormControl
@@ -283,6 +307,7 @@ public final class Datapath {
             for i in 0..<n {
                 let data = events[i].data
                 if data == Datapath.wakeToken { wake.drain(); continue }
+                if events[i].events & Epoll.error != 0 { portError(switchIndex: Int(data >> 32), port: Int(data & 0xFFFF_FFFF)) }
                 service(switchIndex: Int(data >> 32), port: Int(data & 0xFFFF_FFFF), now: now, nowNanos: nowNanos)
             }
             if now - lastTick >= 1 {
@@ -293,19 +318,29 @@ public final class Datapath {
         }
     }
 
+    /// EPOLLERR on a port: read and clear the error (epoll reports it until then). On an
+    /// uplink it tells the team monitor (ENETDOWN: our NIC went down; ENXIO/ENODEV: gone).
+    private func portError(switchIndex: Int, port: Int) {
+        let sw = switches[switchIndex]
+        let err = sw.ports[port].takePendingError()
+        let member = Int(sw.plan.hot[port].teamMember)
+        if err != 0 && member >= 0 { sw.uplinkErrors[member] = err }
+    }
+
     /// Reads up to `batchPerPort` frames from one port and forwards each.
     private func service(switchIndex: Int, port: Int, now: Int64, nowNanos: Int64) {
         let sw = switches[switchIndex]
         let io = sw.ports[port]
         let header = io.vnetHeaderSize
         let rx = UnsafeMutableRawBufferPointer(start: buffer, count: bufferSize)
+        let team = sw.team.map { TeamContext(state: $0, locks: sw.announcements, now: now) }
         for _ in 0..<batchPerPort {
             switch io.read(into: rx) {
             case .bytes(let n):
                 guard n >= header else { continue }
                 let vnet = VNetHeader(header > 0 ? UnsafeRawPointer(buffer) : nil)
                 forward(UnsafeRawBufferPointer(start: buffer + header, count: n - header), vnet: vnet,
-                        sw: sw, switchIndex: switchIndex, inPort: port, now: now, nowNanos: nowNanos)
+                        sw: sw, switchIndex: switchIndex, inPort: port, now: now, nowNanos: nowNanos, team: team)
             case .wouldBlock, .failed:
                 return
             }
@@ -321,12 +356,25 @@ public final class Datapath {
     /// switch whole, its header adjusted when a tag moves the L3 offsets.
     @inline(__always)
     private func forward(_ frame: UnsafeRawBufferPointer, vnet: VNetHeader, sw: SwitchRuntime, switchIndex: Int,
-                         inPort: Int, now: Int64, nowNanos: Int64) {
+                         inPort: Int, now: Int64, nowNanos: Int64, team: TeamContext?) {
         let counters = sw.counters
         let plan = sw.plan
         counters.received(port: inPort, bytes: frame.count)
         var trace = NoTrace()
-        var d = decide(frame: frame, inPort: inPort, plan: plan, table: sw.table, trace: &trace, segmented: vnet.isGSO)
+        var d = decide(frame: frame, inPort: inPort, plan: plan, table: sw.table, trace: &trace, segmented: vnet.isGSO, team: team)
+        if case .local = d.verdict {
+            // A team beacon probe: bookkeeping only.
+            if sw.beacons != nil, let h = FrameHeader.parse(frame), let b = Beacon.parse(header: h, frame: frame) {
+                sw.beacons!.received(b, on: Int(plan.hot[inPort].teamMember), vlan: d.vlan, now: nowNanos / 1_000_000)
+            }
+            return
+        }
+        if team != nil && d.destination.isBroadcast && !plan.hot[inPort].isUplink,
+           let h = FrameHeader.parse(frame), isAnnouncement(header: h, frame: frame) {
+            // A local guest announces itself (GARP/RARP, e.g. after a migration): its echo
+            // from the physical network must not look like a move away.
+            sw.announcements.stamp(vlan: d.vlan, mac: d.source, now: now)
+        }
         if sw.storm.isActive, let why = d.floodReason, !sw.storm.admit(port: inPort, reason: why, nowNanos: nowNanos) {
             d.verdict = .drop(why == .broadcast ? .broadcastStorm : why == .multicast ? .multicastStorm : .unknownUnicastStorm)
         }
@@ -415,7 +463,7 @@ public final class Datapath {
     private func transmit(_ sw: SwitchRuntime, port: Int, pieces: Int, length: Int, vnet: VNetHeader) -> DropReason? {
         let io = sw.ports[port]
         let result: IOResult
-        if io.vnetHeaderSize > 0 {
+        if io.txVNetHeaderSize > 0 {
             result = io.writev(iov, count: Int32(pieces + 1))
         } else {
             // A port without offloads cannot take a GSO frame or a partial checksum.

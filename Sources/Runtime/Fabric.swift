@@ -26,7 +26,11 @@ public final class Fabric {
     let reloading = NSLock()
     private(set) var datapath: Datapath?
     private var control: ControlServer?
-    var taps: [[TAPDevice]] = []
+    /// Per switch, per port: the port's I/O (TAPs of netns guests, AF_PACKET on uplinks).
+    var ports: [[PortIO]] = []
+    /// Uplink NIC ports by NIC name (also in `ports`).
+    var uplinkPorts: [String: PacketPort] = [:]
+    private(set) var teamMonitor: TeamMonitor?
     var createdNamespaces: [String] = []
     /// Set when `down` begins, so streaming clients (capture) end.
     private(set) var isStopping = false
@@ -42,13 +46,17 @@ public final class Fabric {
     /// Features the topology format accepts whose runtime lands with a later issue.
     public static func unsupportedFeatures(of t: Topology) -> [String] {
         var out: [String] = []
-        for s in t.switches {
-            if s.uplinks != nil { out.append("switch '\(s.name)': uplinks are validated but not yet run by this version") }
-        }
         for g in t.guests where g.kind == .qemu {
             out.append("guest '\(g.name)': kind qemu needs the VM runner, which this version does not have yet")
         }
         return out
+    }
+
+    /// What only this host can tell about `t` (uplink NICs that do not exist), as located
+    /// errors. Empty when netlink is unavailable (then `up` reports its own error).
+    public static func hostProblems(of t: Topology) -> [TopologyDiagnostic] {
+        guard let nl = try? NetlinkSocket() else { return [] }
+        return t.hostProblems { (try? nl.linkExists(named: $0)) == true }
     }
 
     /// The host-side name of a NIC's TAP before it moves into its guest: `tp` + 8 hex digits
@@ -71,11 +79,16 @@ public final class Fabric {
                                   namespaces: topology.guests.filter { $0.kind == .netns }.map(\.name), links: [])
         try state.write()
         do {
-            try createGuests()
-            let runtimes = plans.enumerated().map { SwitchRuntime(plan: $0.element, ports: taps[$0.offset]) }
+            var byPort: [String: PortIO] = [:]
+            try openUplinks(into: &byPort)
+            try createGuests(into: &byPort)
+            ports = plans.map { plan in plan.ports.map { byPort[$0.name]! } }
+            let runtimes = plans.enumerated().map { SwitchRuntime(plan: $0.element, ports: ports[$0.offset]) }
             let dp = try Datapath(switches: runtimes)
             datapath = dp
+            try startTeams(dp)
             dp.start()
+            teamMonitor?.start()
             let server = try ControlServer(path: RunDirectory.socket(topology.name)) { [unowned self] req, fd in self.respond(to: req, fd: fd) }
             control = server
             server.start()
@@ -87,8 +100,39 @@ public final class Fabric {
         }
     }
 
-    /// Every name this topology needs must be free; all conflicts are reported at once.
-    private func preflight() throws { try preflight(topology.guests) }
+    /// Every name this topology needs must be free, and every uplink NIC must exist; all
+    /// problems are reported at once.
+    private func preflight() throws {
+        let nl = try NetlinkSocket()
+        let missing = topology.hostProblems { (try? nl.linkExists(named: $0)) == true }
+        if !missing.isEmpty { throw RuntimeError(missing.map(\.description).joined(separator: "\n")) }
+        try preflight(topology.guests)
+    }
+
+    /// Opens an AF_PACKET port on each uplink NIC (up, promiscuous, GRO off while we run).
+    private func openUplinks(into byPort: inout [String: PortIO]) throws {
+        let nl = try NetlinkSocket()
+        for s in topology.switches {
+            guard let u = s.uplinks else { continue }
+            for nic in u.nics {
+                try nl.setLinkUp(named: nic)
+                let port = try PacketPort(interface: nic, txVNetHeader: true, disableGRO: true)
+                uplinkPorts[nic] = port
+                byPort[nic] = port
+            }
+            log("switch \(s.name): uplinks \(u.nics.joined(separator: ", ")) (policy \(u.policy.rawValue), \(u.detection.rawValue)"
+                + (u.policy == .failoverOrder ? ", active \(u.active.joined(separator: ",")), standby \(u.standby.joined(separator: ","))" : "") + ")")
+        }
+    }
+
+    /// Starts watching the teams' health (link events, beacons).
+    private func startTeams(_ dp: Datapath) throws {
+        let teams = topology.switches.compactMap { s in
+            s.uplinks.map { u in (switchName: s.name, beaconProbing: u.detection == .beaconProbing, ports: u.nics.map { uplinkPorts[$0]! }) }
+        }
+        guard !teams.isEmpty else { return }
+        teamMonitor = try TeamMonitor(datapath: dp, topologyName: topology.name, uplinks: teams, log: log)
+    }
 
     /// `guests`' names must be free (also checked for the guests a reload adds).
     func preflight(_ guests: [GuestSpec]) throws {
@@ -106,20 +150,18 @@ public final class Fabric {
         if !problems.isEmpty { throw RuntimeError(problems.joined(separator: "\n")) }
     }
 
-    private func createGuests() throws {
+    private func createGuests(into byPort: inout [String: PortIO]) throws {
         let host = try NetlinkSocket()
-        var byPort: [String: TAPDevice] = [:]
         for g in topology.guests where g.kind == .netns {
             try createGuest(g, of: topology, host: host, into: &byPort)
         }
-        taps = plans.map { plan in plan.ports.map { byPort[$0.name]! } }
     }
 
     /// Creates one netns guest of `topology`: its namespace (recorded in `createdNamespaces`
     /// first, so a failure half way is cleaned up by `down`), and one TAP per NIC, moved
     /// inside and configured; the TAPs land in `byPort` (by port name) as they are made.
     /// Used by `up` and by a live reload for the guests it adds.
-    func createGuest(_ g: GuestSpec, of topology: Topology, host: NetlinkSocket, into byPort: inout [String: TAPDevice]) throws {
+    func createGuest(_ g: GuestSpec, of topology: Topology, host: NetlinkSocket, into byPort: inout [String: PortIO]) throws {
         try NetworkNamespace.create(g.name)
         createdNamespaces.append(g.name)
         let inside = try NetlinkSocket(namespace: g.name)
@@ -154,9 +196,12 @@ public final class Fabric {
         reloading.lock(); defer { reloading.unlock() }
         isStopping = true
         control?.stop(); control = nil
+        teamMonitor?.stop(); teamMonitor = nil
         datapath?.stop(); datapath = nil
-        for row in taps { for t in row { t.close() } }
-        taps = []
+        for row in ports { for t in row { t.close() } }
+        for p in uplinkPorts.values { p.close() }
+        ports = []
+        uplinkPorts = [:]
         for ns in createdNamespaces.reversed() {
             do { try NetworkNamespace.delete(ns) } catch { log("warning: cannot delete namespace \(ns): \(error)") }
         }
@@ -231,10 +276,15 @@ public final class Fabric {
         var rows: [PortsReport.PortRow] = []
         dp.withSnapshot {
             for sw in dp.switches where filter == nil || sw.plan.name == filter {
+                let team = teamMonitor?.describeLocked(sw) ?? [:]
                 for (i, p) in sw.plan.ports.enumerated() {
                     let c = sw.counters.snapshot(port: i)
-                    rows.append(.init(name: p.name, switch: sw.plan.name, portGroup: p.portGroup, kind: "guest",
-                                      vlanMode: p.mode.description, link: "up", macEntries: sw.table.count(port: i),
+                    let t = team[p.name]
+                    var link = "up"
+                    if p.isUplink { link = t.map { $0.role + ($0.reason.map { " (\($0))" } ?? "") } ?? "unknown" }
+                    rows.append(.init(name: p.name, switch: sw.plan.name, portGroup: p.portGroup, kind: p.isUplink ? "uplink" : "guest",
+                                      vlanMode: p.mode.description, link: link, team: t.map { .init(role: $0.role, reason: $0.reason, carries: $0.carries) },
+                                      macEntries: sw.table.count(port: i),
                                       macLimit: p.macLimit, macEvictions: sw.table.evictions(port: i),
                                       rxFrames: c.rxFrames, rxBytes: c.rxBytes, txFrames: c.txFrames, txBytes: c.txBytes,
                                       drops: Dictionary(uniqueKeysWithValues: c.drops.map { ($0.key.description, $0.value) })))

@@ -51,7 +51,9 @@ extension Fabric {
             guard s < dp.switches.count, dp.switches[s].plan.name == plan.name, dp.switches[s].plan.ports == plan.ports else {
                 throw RuntimeError("the topology was reloaded during the trace; run it again")
             }
-            return frames.map { traceFrame($0, inPort: inPort, plan: plan, table: dp.switches[s].table, now: now) }
+            let sw = dp.switches[s]
+            let team = sw.team.map { TeamContext(state: $0, locks: sw.announcements, now: now) }
+            return frames.map { traceFrame($0, inPort: inPort, plan: plan, table: sw.table, now: now, team: team) }
         }
         return TraceReport(switch: plan.name, inPort: portName, frames: traces)
     }

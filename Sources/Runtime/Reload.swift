@@ -84,6 +84,16 @@ extension Fabric {
         let unsupported = Fabric.unsupportedFeatures(of: new)
         if !unsupported.isEmpty { throw RuntimeError(unsupported.joined(separator: "\n")) }
         let old = topology
+        // Uplink NICs are opened once, by `up`: a reload keeps them as they are.
+        for sw in new.switches {
+            let before = old.switches.first { $0.name == sw.name }?.uplinks
+            if !sameUplinks(before, sw.uplinks) {
+                throw RuntimeError("\(path): the uplinks of switch '\(sw.name)' changed; a live reload does not change uplinks (run down and up)")
+            }
+        }
+        for sw in old.switches where sw.uplinks != nil && !new.switches.contains(where: { $0.name == sw.name }) {
+            throw RuntimeError("\(path): switch '\(sw.name)' has uplinks; a live reload does not remove them (run down and up)")
+        }
         let diff: TopologyDiff
         do { diff = try Topology.diff(from: old, to: new) } catch { throw RuntimeError("\(path): \(error)") }
         let report = ReloadReport(name: new.name, file: path, diff: diff)
@@ -96,16 +106,16 @@ extension Fabric {
 
         // The TAPs in use, by port name; those of removed and changed guests retire.
         let current = plans
-        var byPort: [String: TAPDevice] = [:]
-        for (s, plan) in current.enumerated() { for (p, port) in plan.ports.enumerated() { byPort[port.name] = taps[s][p] } }
+        var byPort: [String: PortIO] = [:]
+        for (s, plan) in current.enumerated() { for (p, port) in plan.ports.enumerated() { byPort[port.name] = ports[s][p] } }
         let destroy = old.guests.filter { diff.guestsToDestroy.contains($0.name) }
-        var retired: [TAPDevice] = []
+        var retired: [PortIO] = []
         for g in destroy { for nic in g.nics { if let t = byPort.removeValue(forKey: nic.portName) { retired.append(t) } } }
 
         // 1. Added guests, recorded in the state file before they exist.
         let namespacesBefore = createdNamespaces
         try writeState(file: path, namespaces: createdNamespaces + added.filter { $0.kind == .netns }.map(\.name))
-        var fresh: [String: TAPDevice] = [:]
+        var fresh: [String: PortIO] = [:]
         func undoAdded() {
             for t in fresh.values { t.close() }
             for ns in createdNamespaces where !namespacesBefore.contains(ns) { try? NetworkNamespace.delete(ns) }
@@ -138,7 +148,7 @@ extension Fabric {
             var failed: Set<String> = []
             let host = try NetlinkSocket()
             for g in new.guests where diff.guestsChanged.contains(g.name) && g.kind == .netns {
-                var made: [String: TAPDevice] = [:]
+                var made: [String: PortIO] = [:]
                 do {
                     try createGuest(g, of: new, host: host, into: &made)
                     byPort.merge(made) { a, _ in a }
@@ -177,11 +187,11 @@ extension Fabric {
 
     /// Compiles `t`, builds a switch runtime per plan over the TAPs in `ports`, and swaps it
     /// into the datapath; publishes `t`, its plans and TAPs in the same critical section.
-    private func swap(_ dp: Datapath, to t: Topology, ports: [String: TAPDevice]) throws {
+    private func swap(_ dp: Datapath, to t: Topology, ports: [String: PortIO]) throws {
         let plans = t.compile()
-        var rows: [[TAPDevice]] = []
+        var rows: [[PortIO]] = []
         for plan in plans {
-            var row: [TAPDevice] = []
+            var row: [PortIO] = []
             for p in plan.ports {
                 guard let tap = ports[p.name] else { throw RuntimeError("internal error: no TAP for port \(p.name)") }
                 row.append(tap)
@@ -190,9 +200,17 @@ extension Fabric {
         }
         let runtimes = zip(plans, rows).map { SwitchRuntime(plan: $0, ports: $1) }
         try dp.replaceSwitches(runtimes) {
+            teamMonitor?.reinstallLocked()
             view.withLock { _topology = t; _plans = plans }
         }
-        taps = rows
+        self.ports = rows
+    }
+
+    /// Same NICs, policy, lists and options (positions in the file do not matter).
+    private func sameUplinks(_ a: UplinkSpec?, _ b: UplinkSpec?) -> Bool {
+        guard var a, var b else { return a == nil && b == nil }
+        a.nicPositions = []; b.nicPositions = []
+        return a == b
     }
 
     /// Rewrites the instance's state file (what to clean up after a crash).

@@ -42,7 +42,10 @@ public struct PortsReport: Codable, Equatable {
         public var portGroup: String
         public var kind: String
         public var vlanMode: String
+        /// Guests: `up`. Uplinks: the team role (`active`, `standby`, `down (reason)`, `unused`).
         public var link: String
+        /// Uplinks only: role, down reason, and the guest ports whose traffic it carries.
+        public var team: TeamInfo?
         public var macEntries: Int
         /// The port's learning limit and how many of its entries were evicted.
         public var macLimit: Int
@@ -53,6 +56,11 @@ public struct PortsReport: Codable, Equatable {
         public var txBytes: UInt64
         /// Drop counters by reason name (only reasons that occurred).
         public var drops: [String: UInt64]
+    }
+    public struct TeamInfo: Codable, Equatable {
+        public var role: String
+        public var reason: String?
+        public var carries: [String]
     }
 }
 

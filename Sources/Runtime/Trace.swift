@@ -107,9 +107,10 @@ public func dropComment(_ reason: DropReason, frame: [UInt8]) -> String {
 
 /// Runs `decide` on a frame with a recording sink and explains every step. Changes nothing:
 /// the learn request is shown, never applied. Call with the datapath lock held.
-public func traceFrame(_ bytes: [UInt8], inPort: PortIndex, plan: SwitchPlan, table: MACTable, now: Int64) -> TraceReport.FrameTrace {
+public func traceFrame(_ bytes: [UInt8], inPort: PortIndex, plan: SwitchPlan, table: MACTable, now: Int64,
+                       team: TeamContext? = nil) -> TraceReport.FrameTrace {
     var rec = RecordingTrace()
-    let d = bytes.withUnsafeBytes { decide(frame: $0, inPort: inPort, plan: plan, table: table, trace: &rec) }
+    let d = bytes.withUnsafeBytes { decide(frame: $0, inPort: inPort, plan: plan, table: table, trace: &rec, team: team) }
     let name = { (p: PortIndex) in plan.ports[p].name }
     var steps: [TraceReport.Step] = []
     for step in rec.steps {
@@ -150,6 +151,12 @@ public func traceFrame(_ bytes: [UInt8], inPort: PortIndex, plan: SwitchPlan, ta
             steps.append(.init(stage: "output", detail: "forward to \(name(port))"))
         case .transparent(let group):
             steps.append(.init(stage: "output", detail: "reserved group address forwarded within port group \(group) (l2-transparency)"))
+        case .consumed(let what):
+            steps.append(.init(stage: "local", detail: "\(what): handled by the switch, not forwarded"))
+        case .teamUplink(let member, let port):
+            steps.append(.init(stage: "team", detail: "leaves the switch by uplink \(name(port)) (team member \(member))"))
+        case .teamAdmitted(let member):
+            steps.append(.init(stage: "team", detail: "accepted from uplink member \(member) (active, designated receiver, not a reflection)"))
         case .dropped(let r):
             steps.append(.init(stage: "drop", detail: dropComment(r, frame: bytes)))
         }
@@ -167,6 +174,7 @@ public func traceFrame(_ bytes: [UInt8], inPort: PortIndex, plan: SwitchPlan, ta
     case .forward: verdict = "forward"; reason = nil
     case .flood, .floodPortGroup: verdict = egress.isEmpty ? "drop" : "flood"; reason = egress.isEmpty ? DropReason.noEgressPort.description : nil
     case .drop(let r): verdict = "drop"; reason = r.description
+    case .local: verdict = "local"; reason = nil
     }
     return .init(summary: frameSummary(bytes), steps: steps, verdict: verdict, dropReason: reason, egress: egress)
 }

@@ -6,7 +6,12 @@ extension Topology {
     ///
     /// A switch's ports are the guest NICs attached to it, in guest order then NIC order;
     /// each `PortPlan` is named `GUEST.ethN` and takes its mode from its port group. Static MAC
-    /// entries and mirrors are resolved to port indexes. Uplink ports are added by the uplink feature.
+    /// entries and mirrors are resolved to port indexes.
+    ///
+    /// Uplinks come after the guest ports, one port per NIC named after it, in `nics` order
+    /// (team member i is the i-th NIC). An uplink is a trunk carrying every VLAN of the port
+    /// groups that use uplinks, tagged; the `none` domain (VLAN 0) travels untagged as its
+    /// native VLAN.
     public func compile() -> [SwitchPlan] {
         switches.map { sw in
             var ports: [PortPlan] = []
@@ -17,8 +22,27 @@ extension Topology {
                     ports.append(PortPlan(name: nic.portName, portGroup: group.name, mode: group.mode, configuredMAC: nic.mac,
                                           security: PortSecurity(promiscuous: sec.promiscuous, macChanges: sec.macChanges,
                                                                  forgedTransmits: sec.forgedTransmits),
-                                          macLimit: group.macLimit, storm: group.storm, l2Transparency: group.l2Transparency))
+                                          macLimit: group.macLimit, storm: group.storm, l2Transparency: group.l2Transparency,
+                                          usesUplinks: group.usesUplinks && sw.uplinks != nil))
                 }
+            }
+            var team: TeamConfig? = nil
+            if let u = sw.uplinks {
+                var carried = VLANSet()
+                var untagged = false
+                for g in sw.portGroups where g.usesUplinks {
+                    for v in g.mode.memberVLANs { if v.isUntaggedDomain { untagged = true } else { carried.insert(v) } }
+                }
+                let mode = PortMode.trunk(allowed: carried, native: untagged ? .untagged : nil)
+                for (i, nic) in u.nics.enumerated() {
+                    ports.append(PortPlan(name: nic, portGroup: PortPlan.uplinkGroup, mode: mode,
+                                          security: PortSecurity(promiscuous: false, macChanges: true, forgedTransmits: true),
+                                          macLimit: sw.macLimit, uplinkMember: i, usesUplinks: false))
+                }
+                let index = { (n: String) in u.nics.firstIndex(of: n)! }
+                team = TeamConfig(memberCount: u.nics.count, policy: TeamPolicy(rawValue: u.policy.rawValue) ?? .portID,
+                                  active: u.active.map(index), standby: u.standby.map(index),
+                                  failback: u.failback, notifySwitches: u.notifySwitches)
             }
             let statics: [StaticMACEntry] = sw.staticMACs.compactMap { s in
                 guard let index = ports.firstIndex(where: { $0.name == s.port }) else { return nil }
@@ -31,7 +55,7 @@ extension Topology {
                                   egress: m.direction != .in, destinations: destinations)
             }
             return SwitchPlan(name: sw.name, ports: ports, mtu: sw.mtu, agingSeconds: sw.agingSeconds,
-                              macLimit: sw.macLimit, staticEntries: statics, mirrors: mirrors)
+                              macLimit: sw.macLimit, staticEntries: statics, mirrors: mirrors, team: team)
         }
     }
 }

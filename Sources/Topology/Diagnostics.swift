@@ -3,17 +3,28 @@
 /// Rendered the way compilers do (`file:line:column: error: message`) so editors and CI logs
 /// can jump to it. Lines and columns are 1-based; columns count Unicode scalars (libyaml's unit).
 public struct TopologyDiagnostic: Error, Equatable, Sendable, CustomStringConvertible {
+    public enum Severity: String, Sendable { case error, warning }
     public var file: String
     public var line: Int
     public var column: Int
     public var message: String
+    /// Errors stop `up`; warnings are printed and the topology runs.
+    public var severity: Severity
 
-    public init(file: String, line: Int, column: Int, message: String) {
-        self.file = file; self.line = line; self.column = column; self.message = message
+    public init(file: String, line: Int, column: Int, message: String, severity: Severity = .error) {
+        self.file = file; self.line = line; self.column = column; self.message = message; self.severity = severity
     }
 
-    /// `file:line:column: error: message`
-    public var description: String { "\(file):\(line):\(column): error: \(message)" }
+    /// `file:line:column: error: message` (or `warning:`)
+    public var description: String { "\(file):\(line):\(column): \(severity.rawValue): \(message)" }
+}
+
+/// A public line:column (1-based) kept in the model for checks made after loading (e.g. an
+/// uplink NIC that does not exist on this host).
+public struct TextPosition: Hashable, Sendable {
+    public var line: Int
+    public var column: Int
+    public init(line: Int, column: Int) { self.line = line; self.column = column }
 }
 
 /// Every problem found in one topology file, in file order (line, then column).
@@ -38,8 +49,13 @@ struct SourceLocation: Hashable, Sendable {
 struct DiagnosticSink {
     let file: String
     private(set) var diagnostics: [TopologyDiagnostic] = []
+    private(set) var warnings: [TopologyDiagnostic] = []
 
     init(file: String) { self.file = file }
+
+    mutating func warning(_ message: String, at location: SourceLocation) {
+        warnings.append(TopologyDiagnostic(file: file, line: location.line, column: location.column, message: message, severity: .warning))
+    }
 
     mutating func error(_ message: String, at location: SourceLocation) {
         diagnostics.append(TopologyDiagnostic(file: file, line: location.line, column: location.column, message: message))

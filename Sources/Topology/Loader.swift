@@ -40,7 +40,10 @@ public enum TopologyLoader {
         case .document(nil):
             validator.error("empty topology: expected a mapping with 'name' and 'switches'", at: .start)
         case .document(let root?):
-            if let topology = validator.topology(root), !validator.sink.hasErrors { return topology }
+            if var topology = validator.topology(root), !validator.sink.hasErrors {
+                topology.warnings = validator.sink.warnings
+                return topology
+            }
         }
         throw TopologyErrors(diagnostics: validator.sink.sorted)
     }
@@ -292,6 +295,7 @@ struct Validator {
         let what = "'uplinks' of switch '\(switchName)'"
         guard let f = mapping(node, what, allowed: Self.uplinkKeys) else { return nil }
         var nics: [String] = []
+        var positions: [TextPosition] = []
         var ok = true
         if let n = require("nics", in: f, what, at: node.location), let items = list(n.value, "'nics' of uplinks") {
             if items.isEmpty { error("'nics' of uplinks is empty: list at least one interface", at: n.value.location); ok = false }
@@ -310,9 +314,11 @@ struct Validator {
                 seen[name] = item.location.line
                 owners[name] = (switchName, item.location.line)
                 nics.append(name)
+                positions.append(TextPosition(line: item.location.line, column: item.location.column))
             }
         } else { ok = false }
         var spec = UplinkSpec(nics: nics)
+        spec.nicPositions = positions
         var policyKnown = true
         if let p = f["policy"] {
             if let v = choice(p.value, "teaming policy", [TeamingPolicy.portID, .srcMAC, .ipHash, .failoverOrder]) {
@@ -324,6 +330,10 @@ struct Validator {
         if let d = f["detection"] {
             if let v = choice(d.value, "failure detection", [FailureDetection.linkStatus, .beaconProbing]) {
                 spec.detection = v
+                if v == .beaconProbing && !nics.isEmpty && nics.count < 3 {
+                    sink.warning("beacon probing with \(nics.count) NIC\(nics.count == 1 ? "" : "s"): at least 3 are needed to tell which path failed; with fewer, a silent failure is not isolated (link status still works)",
+                                 at: d.value.location)
+                }
             } else { ok = false }
         }
 

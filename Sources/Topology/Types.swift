@@ -168,6 +168,8 @@ public struct UplinkSpec: Sendable, Equatable {
     public var failback: Bool
     public var notifySwitches: Bool
     public var detection: FailureDetection
+    /// Where each NIC is named in the file (parallel to `nics`; empty when built in code).
+    public var nicPositions: [TextPosition] = []
 
     public init(nics: [String], policy: TeamingPolicy = .portID, active: [String]? = nil, standby: [String] = [],
                 failback: Bool = true, notifySwitches: Bool = true, detection: FailureDetection = .linkStatus) {
@@ -242,8 +244,25 @@ public struct Topology: Sendable {
     public var switches: [SwitchSpec]
     /// In file order.
     public var guests: [GuestSpec]
+    /// Things that run but deserve attention (e.g. beacon probing with fewer than 3 NICs).
+    public var warnings: [TopologyDiagnostic] = []
 
     public init(name: String, file: String, switches: [SwitchSpec], guests: [GuestSpec]) {
         self.name = name; self.file = file; self.switches = switches; self.guests = guests
+    }
+
+    /// Checks that need the host: every uplink NIC must exist (`linkExists`). Located
+    /// errors; `validate` and `up` run them before anything starts.
+    public func hostProblems(linkExists: (String) -> Bool) -> [TopologyDiagnostic] {
+        var out: [TopologyDiagnostic] = []
+        for s in switches {
+            guard let u = s.uplinks else { continue }
+            for (i, nic) in u.nics.enumerated() where !linkExists(nic) {
+                let at = i < u.nicPositions.count ? u.nicPositions[i] : TextPosition(line: 1, column: 1)
+                out.append(TopologyDiagnostic(file: file, line: at.line, column: at.column,
+                                              message: "uplink NIC '\(nic)' of switch '\(s.name)' does not exist on this host"))
+            }
+        }
+        return out
     }
 }

@@ -17,14 +17,25 @@ struct Tapestry: ParsableCommand {
     )
 }
 
-/// Loads and validates a topology file, printing located errors.
-func loadTopology(_ path: String) throws -> Topology {
+/// Loads and validates a topology file, printing located errors and warnings; with
+/// `hostChecks`, also what only this host can tell (uplink NICs that do not exist).
+func loadTopology(_ path: String, hostChecks: Bool = true, printWarnings: Bool = true) throws -> Topology {
+    let t: Topology
     do {
-        return try TopologyLoader.load(path: path)
+        t = try TopologyLoader.load(path: path)
     } catch let errors as TopologyErrors {
         FileHandle.standardError.write(Data((errors.description + "\n").utf8))
         throw ExitCode(1)
     }
+    if printWarnings { for w in t.warnings { FileHandle.standardError.write(Data((w.description + "\n").utf8)) } }
+    if hostChecks {
+        let problems = Fabric.hostProblems(of: t)
+        if !problems.isEmpty {
+            FileHandle.standardError.write(Data((problems.map(\.description).joined(separator: "\n") + "\n").utf8))
+            throw ExitCode(1)
+        }
+    }
+    return t
 }
 
 /// The instance a read command talks to: `--name`, or the only one running.
@@ -97,7 +108,7 @@ struct Up: ParsableCommand {
             // inherited pipe would keep whoever ran `up --detach` waiting for EOF forever.
             for fd in Int32(3)..<Int32(4096) { close(fd) }
         }
-        let t = try loadTopology(file)
+        let t = try loadTopology(file, printWarnings: !daemonChild)
         let unsupported = Fabric.unsupportedFeatures(of: t)
         if !unsupported.isEmpty { throw Failure(message: unsupported.joined(separator: "\n")) }
         guard geteuid() == 0 else { throw Failure(message: "'up' needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN for TAP devices and namespaces)") }
@@ -255,6 +266,9 @@ struct Ports: ParsableCommand {
             let drops = p.drops.isEmpty ? "0" : p.drops.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
             return [p.name, p.switch, p.portGroup, p.kind, p.vlanMode, p.link, "\(p.macEntries)/\(p.macLimit)", "\(p.macEvictions)", "\(p.rxFrames)", "\(p.rxBytes)", "\(p.txFrames)", "\(p.txBytes)", drops]
         }))
+        for p in r.ports { if let t = p.team {
+            print("uplink \(p.name) (\(p.switch)): \(t.role)\(t.reason.map { " (\($0))" } ?? ""); carries \(t.carries.isEmpty ? "no guest ports" : t.carries.joined(separator: ", "))")
+        } }
     }
 }
 

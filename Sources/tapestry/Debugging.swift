@@ -75,10 +75,9 @@ struct CaptureCommand: ParsableCommand {
         if let f = filter {
             do { bpf = try BPFFilter(f) } catch let e as CaptureError { throw Failure(message: e.message) }
         }
-        if let u = uplink { throw Failure(message: "no uplink '\(u)': this version runs no uplinks") }
         let instance = try resolveInstance(options.name)
         let fd: Int32
-        do { fd = try openControlStream(name: instance, ControlRequest(command: "capture", switch: switchName, vlan: vlan, port: port,
+        do { fd = try openControlStream(name: instance, ControlRequest(command: "capture", switch: switchName, vlan: vlan, port: port ?? uplink,
                                                                        portGroup: portGroup, direction: direction, drops: drops)) }
         catch let e as RuntimeError { throw Failure(message: e.description) }
         defer { close(fd) }

@@ -17,15 +17,20 @@ final class SocketPairPort: PortIO {
     let testEnd: Int32
     /// 10 to behave like a TAP with IFF_VNET_HDR (frames carry a virtio-net header).
     let vnetHeaderSize: Int
+    /// Like an AF_PACKET uplink: plain frames in, a vnet header on frames out.
+    let txVNetHeaderSize: Int
 
-    init(vnetHeaderSize: Int = 0) {
+    init(vnetHeaderSize: Int = 0, txVNetHeaderSize: Int? = nil) {
         self.vnetHeaderSize = vnetHeaderSize
+        self.txVNetHeaderSize = txVNetHeaderSize ?? vnetHeaderSize
         var fds: [Int32] = [0, 0]
         let rc = socketpair(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0, &fds)
         precondition(rc == 0)
         switchEnd = fds[0]; testEnd = fds[1]
     }
-    deinit { close(switchEnd); close(testEnd) }
+    deinit { Glibc.close(switchEnd); Glibc.close(testEnd) }
+    func close() {}
+    func takePendingError() -> Int32 { 0 }
 
     var pollFD: Int32 { switchEnd }
     func read(into buffer: UnsafeMutableRawBufferPointer) -> IOResult {

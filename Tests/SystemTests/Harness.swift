@@ -88,14 +88,16 @@ final class Capture {
     let guest: String
     let pidFile: String
 
-    init(in guest: String, filter: String = "", seconds: Int = 8) {
+    /// - `interface`: the interface in the namespace (default the guest's eth0).
+    /// - `direction`: tcpdump's `-Q` (`in`, `out`, `inout`).
+    init(in guest: String, interface: String = "eth0", direction: String = "inout", filter: String = "", seconds: Int = 8) {
         self.guest = guest
         let base = NSTemporaryDirectory() + "tapestry-cap-\(guest)-\(UInt32.random(in: 0...UInt32.max))"
         file = base + ".pcap"
         log = base + ".log"
         pidFile = base + ".pid"
         // `ip netns exec` execs `timeout`, so $! is timeout's pid; timeout passes signals on.
-        sh("(ip netns exec \(guest) timeout \(seconds) tcpdump -i eth0 --immediate-mode -U -nn -w \(file) '\(filter)' >\(log) 2>&1 & echo $! >\(pidFile))")
+        sh("(ip netns exec \(guest) timeout \(seconds) tcpdump -i \(interface) -Q \(direction) --immediate-mode -U -nn -w \(file) '\(filter)' >\(log) 2>&1 & echo $! >\(pidFile))")
         // Wait until tcpdump says it is listening, so no frame is missed.
         for _ in 0..<100 {
             if (try? String(contentsOfFile: log, encoding: .utf8))?.contains("listening on") == true { break }

@@ -99,7 +99,34 @@ import Testing
     #expect(sw.mirrors[0].direction == .both && sw.mirrors[1].direction == .in)
     #expect(sw.mirrors[0].sourcePortGroups == ["web"] && sw.mirrors[0].destinationPortGroup == "mon")
     #expect(sw.uplinks != nil)
-    #expect(t.compile()[0].ports.isEmpty)
+    // No guests: the plan holds only the uplink ports, one per NIC, in `nics` order.
+    let plan = t.compile()[0]
+    #expect(plan.ports.map(\.name) == up.nics && plan.ports.allSatisfy(\.isUplink))
+    #expect(plan.uplinkPorts == [0, 1] && plan.team?.memberCount == 2)
+}
+
+@Test func uplinksCarryTheVLANsOfTheGroupsThatUseThem() throws {
+    let t = try TopologyLoader.parse("""
+    name: t
+    switches:
+      sw0:
+        uplinks: {nics: [ens1, ens2, ens3], policy: failover-order, active: [ens2], standby: [ens3, ens1], failback: false}
+        port-groups:
+          web: {vlan: 10}
+          trunk: {vlan: {trunk: [20-22], native: 30}}
+          plain: {vlan: none}
+          lab: {vlan: 40, uplinks: none}
+    guests:
+      a: {kind: netns, nics: [{switch: sw0, port-group: web}]}
+      b: {kind: netns, nics: [{switch: sw0, port-group: lab}]}
+    """, file: "t.yaml")
+    let plan = t.compile()[0]
+    #expect(plan.ports.map(\.name) == ["a.eth0", "b.eth0", "ens1", "ens2", "ens3"])
+    #expect(plan.ports[2].mode == .trunk(allowed: VLANSet([10, 20, 21, 22, 30].map { VLANID($0) }), native: .untagged))
+    #expect(plan.carriedPorts == [0], "the uplinks: none guest is not carried")
+    let team = try #require(plan.team)
+    #expect(team.policy == .failoverOrder && team.active == [1] && team.standby == [2, 0] && !team.failback && team.notifySwitches)
+    #expect(t.switches[0].uplinks?.nicPositions.first == TextPosition(line: 4, column: 22))
 }
 
 @Test func ipv4CIDRParsingIsStrict() {

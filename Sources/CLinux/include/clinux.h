@@ -129,6 +129,12 @@ int cl_sysctl_write(const char *path, const char *value);
 /// Needs a TAP opened with IFF_VNET_HDR. Returns 0 or -errno.
 int cl_tap_set_offload(int fd, int tso);
 
+/// Generic receive offload of interface `ifname` (SIOCETHTOOL ETHTOOL_GGRO/SGRO): 1 on,
+/// 0 off, or -errno. An uplink turns GRO off so the AF_PACKET ring sees wire-sized frames
+/// (GRO merges them into up to 64 KiB super-frames that a guest could not take).
+int cl_ethtool_get_gro(const char *ifname);
+int cl_ethtool_set_gro(const char *ifname, int on);
+
 /// The fields of `struct virtio_net_hdr` the datapath adjusts when it pushes or pops a tag.
 #define CL_VNET_F_NEEDS_CSUM 1
 #define CL_VNET_GSO_NONE 0

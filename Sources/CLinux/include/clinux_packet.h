@@ -84,6 +84,17 @@ int clp_stats(int fd, uint64_t *packets, uint64_t *drops, uint64_t *freezes);
 /// munmap's the ring and closes the socket; sets ring->fd = -1. Idempotent; returns 0.
 int clp_close(struct clp_ring *ring);
 
+/// Opens a send-only AF_PACKET socket bound to `ifname` (non-blocking, close-on-exec).
+/// With `vnet_hdr` non-zero (PACKET_VNET_HDR) each frame sent starts with a 10-byte
+/// struct virtio_net_hdr, so GSO frames and partial checksums pass to the kernel, which
+/// segments / completes them (or hands them to the NIC's offloads). Returns the fd or -errno.
+int clp_open_tx(const char *ifname, int vnet_hdr);
+
+/// Reads and clears the socket's pending error (SO_ERROR): AF_PACKET reports ENETDOWN when
+/// its interface goes down or away, and epoll keeps reporting EPOLLERR until it is read.
+/// Returns the error (0: none) or -errno.
+int clp_take_error(int fd);
+
 #ifdef __cplusplus
 }
 #endif

@@ -115,6 +115,29 @@ int cnl_link_get_mac(struct rtnl_link *link, uint8_t mac[6]);
 /// `address` is in host byte order. Returns 0 or a negative NLE_* code.
 int cnl_addr_set_ipv4_local(struct rtnl_addr *addr, uint32_t address, int prefixlen);
 
+// MARK: - link events (RTNLGRP_LINK)
+
+/// One link change as the kernel announced it (RTM_NEWLINK / RTM_DELLINK).
+struct cnl_link_event {
+    int ifindex;
+    unsigned int flags;   ///< IFF_* (IFF_UP, IFF_LOWER_UP = carrier, IFF_RUNNING)
+    int deleted;          ///< 1 for RTM_DELLINK: the interface is gone
+    char name[16];        ///< IFLA_IFNAME when present, else empty
+};
+
+/// Opens a libnl socket subscribed to RTNLGRP_LINK (nl_socket_add_membership), non-blocking,
+/// sequence checks off (events are unsolicited). Returns 0 or a negative NLE_* code.
+int cnl_link_monitor_open(struct nl_sock **out);
+
+/// The socket's fd, for poll/epoll.
+int cnl_link_monitor_fd(struct nl_sock *sk);
+
+/// Reads what is queued (nl_recvmsgs_default through a callback) into `out`, at most `max`
+/// events; returns their count (0 when nothing was queued) or a negative NLE_* code.
+/// Events beyond `max` in one read are dropped: callers re-query link state when the
+/// count reaches `max`.
+int cnl_link_monitor_read(struct nl_sock *sk, struct cnl_link_event *out, int max);
+
 #ifdef __cplusplus
 }
 #endif
