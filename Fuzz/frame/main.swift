@@ -1,10 +1,12 @@
 // libFuzzer target "frame": FrameHeader.parse + decide + learn + forEachEgress + rewritten.
 //
-// Input: byte 0 picks the ingress port (byte % ports) and the plan (byte / ports % 2: MTU 1500
-// or a tiny MTU 68 so `oversize` is reachable with short inputs); the rest is the frame.
+// Input: byte 0 picks the plan (MTU 1500, a tiny MTU 68 so `oversize` is reachable with short
+// inputs, or one of two plans with a NIC team), the ingress port and the team members' health;
+// the rest is the frame.
 // Besides "does not trap", it checks properties that must hold for every frame:
 //   - decide is pure: NoTrace and RecordingTrace give the same Decision, the table is unchanged;
 //   - a flood never leaves by the ingress port; every egress port is a member of the VLAN;
+//   - with a team: never uplink to uplink, never more than one uplink, never from `uplinks: none`;
 //   - the rewritten frame has exactly `count - strip + (push ? 4 : 0)` bytes and re-parses.
 import Core
 import Model
@@ -25,10 +27,21 @@ private let statics = [
     StaticMACEntry(vlan: VLANID(20), mac: mac(0x02_00_00_00_14_01), port: 5),
 ]
 private let mirrors = [MirrorPlan(name: "span", sources: [0, 3], ingress: true, egress: true, destinations: [6])]
+/// The same ports plus a NIC team of two (failover-order or port-id, picked per input).
+private let uplinkMode = PortMode.trunk(allowed: VLANSet([10, 20, 100].map { VLANID($0) }), native: .untagged)
+private let teamPorts: [PortPlan] = ports + [
+    PortPlan(name: "nic0", portGroup: PortPlan.uplinkGroup, mode: uplinkMode, uplinkMember: 0, usesUplinks: false),
+    PortPlan(name: "nic1", portGroup: PortPlan.uplinkGroup, mode: uplinkMode, uplinkMember: 1, usesUplinks: false),
+]
 private let plans = [
     SwitchPlan(name: "sw1500", ports: ports, mtu: 1500, staticEntries: statics, mirrors: mirrors),
     SwitchPlan(name: "sw68", ports: ports, mtu: 68, staticEntries: statics, mirrors: mirrors),
+    SwitchPlan(name: "team", ports: teamPorts, mtu: 1500, staticEntries: statics, mirrors: mirrors,
+               team: TeamConfig(memberCount: 2, policy: .portID)),
+    SwitchPlan(name: "team-fo", ports: teamPorts, mtu: 1500, staticEntries: statics, mirrors: mirrors,
+               team: TeamConfig(memberCount: 2, policy: .failoverOrder, active: [0], standby: [1])),
 ]
+private let locks = AnnouncementLock()
 
 /// A small table (limit 4) so learning also exercises eviction; pre-seeded so lookups hit.
 private func makeTable(_ plan: SwitchPlan) -> MACTable {
@@ -45,20 +58,27 @@ private func check(_ ok: Bool, _ what: @autoclosure () -> String) {
     if !ok { fatalError("fuzz-frame invariant violated: \(what())") }
 }
 
-private func run(_ frame: [UInt8], inPort: PortIndex, plan: SwitchPlan, table: MACTable) {
+private func run(_ frame: [UInt8], inPort: PortIndex, plan: SwitchPlan, table: MACTable, team: TeamContext?) {
     let before = table.entries(now: 10)
     var rec = RecordingTrace()
     var none = NoTrace()
-    let d = frame.withUnsafeBytes { decide(frame: $0, inPort: inPort, plan: plan, table: table, trace: &rec) }
-    let d2 = frame.withUnsafeBytes { decide(frame: $0, inPort: inPort, plan: plan, table: table, trace: &none) }
+    let d = frame.withUnsafeBytes { decide(frame: $0, inPort: inPort, plan: plan, table: table, trace: &rec, team: team) }
+    let d2 = frame.withUnsafeBytes { decide(frame: $0, inPort: inPort, plan: plan, table: table, trace: &none, team: team) }
     check(d == d2, "NoTrace and RecordingTrace disagree: \(d) vs \(d2)")
     check(table.entries(now: 10) == before, "decide changed the MAC table")
     check(rec.steps.first == .received(port: inPort, length: frame.count), "first trace step is not .received")
     let header = frame.withUnsafeBytes { FrameHeader.parse($0) }
     if header == nil { check(d.verdict == .drop(.runt), "unparsable frame not dropped as runt: \(d)") }
 
+    var uplinksUsed = 0
     forEachEgress(of: d, inPort: inPort, plan: plan) { p, rw, _ in
         check(p >= 0 && p < plan.ports.count, "egress port \(p) out of range")
+        if plan.hot[p].isUplink {
+            uplinksUsed += 1
+            check(!plan.hot[inPort].isUplink, "uplink \(inPort) forwarded to uplink \(p)")
+            check(plan.hot[inPort].usesUplinks, "a port group with uplinks: none reached uplink \(p)")
+            check(uplinksUsed == 1, "a frame left by two uplinks")
+        }
         if case .flood = d.verdict { check(p != inPort, "flood left by the ingress port \(p)") }
         check(plan.ports[p].mode.isMember(d.vlan), "egress port \(p) not a member of VLAN \(d.vlan)")
         check(rw.strip == d.ingressTagLength, "strip \(rw.strip) != ingress tag length \(d.ingressTagLength)")
@@ -83,13 +103,21 @@ private func run(_ frame: [UInt8], inPort: PortIndex, plan: SwitchPlan, table: M
 public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     guard size >= 1 else { return 0 }
     let selector = Int(data[0])
-    let inPort = selector % ports.count
-    let plan = plans[(selector / ports.count) % plans.count]
+    let plan = plans[(selector / teamPorts.count) % plans.count]
+    let inPort = selector % plan.ports.count
     let frame = Array(UnsafeBufferPointer(start: data + 1, count: size - 1))
     let table = makeTable(plan)
-    run(frame, inPort: inPort, plan: plan, table: table)
+    var team: TeamContext? = nil
+    if let config = plan.team {
+        // Health from the selector's top bits: both up, one down, or none.
+        let pattern = selector >> 6
+        let health: [MemberHealth] = [pattern & 1 == 0 ? .up : .down(.noCarrier), pattern & 2 == 0 ? .up : .down(.beaconLost)]
+        team = TeamContext(state: TeamState.compute(config: config, health: health, carriedPorts: plan.carriedPorts,
+                                                    portCount: plan.ports.count), locks: locks, now: 10)
+    }
+    run(frame, inPort: inPort, plan: plan, table: table, team: team)
     // Second pass with the source learned: exercises hits, hairpins and moves.
-    run(frame, inPort: inPort, plan: plan, table: table)
+    run(frame, inPort: inPort, plan: plan, table: table, team: team)
     // Every rewrite of the raw bytes, including on runts (trace and capture use it on any frame).
     for strip in [0, 4] {
         _ = rewritten(frame, EgressRewrite(strip: strip, push: nil))
