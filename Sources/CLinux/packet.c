@@ -48,9 +48,10 @@ int clp_open(const char *ifname, const struct clp_config *cfg, struct clp_ring *
     int fd = socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return -errno;
 
-    int version = TPACKET_V3;
+    int version = c.version == 2 ? TPACKET_V2 : TPACKET_V3;
     if (setsockopt(fd, SOL_PACKET, PACKET_VERSION, &version, sizeof version) < 0)
         return clp_fail(fd, ring, -errno);
+    if (c.frame_size == 0 || c.frame_size > c.block_size) return clp_fail(fd, ring, -EINVAL);
 
     struct tpacket_req3 req;
     memset(&req, 0, sizeof req);
@@ -60,8 +61,15 @@ int clp_open(const char *ifname, const struct clp_config *cfg, struct clp_ring *
     req.tp_frame_nr = (unsigned int)(((uint64_t)c.block_size / c.frame_size) * c.block_count);
     req.tp_retire_blk_tov = c.retire_ms;
     req.tp_feature_req_word = 0;
-    if (setsockopt(fd, SOL_PACKET, PACKET_RX_RING, &req, sizeof req) < 0)
+    // V2 takes the leading struct tpacket_req part of tpacket_req3.
+    socklen_t req_len = version == TPACKET_V2 ? sizeof(struct tpacket_req) : sizeof req;
+    if (setsockopt(fd, SOL_PACKET, PACKET_RX_RING, &req, req_len) < 0)
         return clp_fail(fd, ring, -errno);
+    ring->version = (uint32_t)version;
+    ring->frame_size = c.frame_size;
+    ring->frames_per_block = c.block_size / c.frame_size;
+    ring->frame_count = req.tp_frame_nr;
+    ring->frame = 0;
 
     ring->map_len = (size_t)c.block_size * c.block_count;
     void *map = mmap(NULL, ring->map_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_LOCKED, fd, 0);
@@ -109,8 +117,62 @@ static inline void clp_release_block(struct clp_ring *r) {
     r->block = (r->block + 1 == r->block_count) ? 0 : r->block + 1;
 }
 
+// Copies a frame out of the ring into `buf`, putting a tag the kernel stripped back after
+// the MACs. Returns the bytes written; sets *truncated when the frame did not fit.
+static inline size_t clp_copy_frame(const uint8_t *src, size_t len, int vlan_valid, uint16_t tpid, uint16_t tci,
+                                    uint8_t *dst, size_t cap, int *truncated) {
+    size_t out = 0;
+    if (vlan_valid && len >= 12) {
+        uint8_t tag[4] = { (uint8_t)(tpid >> 8), (uint8_t)tpid, (uint8_t)(tci >> 8), (uint8_t)tci };
+        size_t n = cap < 12 ? cap : 12;
+        memcpy(dst, src, n);
+        out = n;
+        n = cap - out < 4 ? cap - out : 4;
+        memcpy(dst + out, tag, n);
+        out += n;
+        src += 12;
+        len -= 12;
+    }
+    size_t n = cap - out < len ? cap - out : len;
+    memcpy(dst + out, src, n);
+    if (n < len) *truncated = 1;
+    return out + n;
+}
+
+// TPACKET_V2: one slot per frame, status per slot.
+static long clp_ring_next_v2(struct clp_ring *r, void *buf, size_t cap) {
+    for (;;) {
+        uint32_t i = r->frame;
+        struct tpacket2_hdr *h = (struct tpacket2_hdr *)(r->map + (size_t)(i / r->frames_per_block) * r->block_size
+                                                         + (size_t)(i % r->frames_per_block) * r->frame_size);
+        // Acquire: the kernel's write of the frame is visible once we see USER.
+        uint32_t status = __atomic_load_n(&h->tp_status, __ATOMIC_ACQUIRE);
+        if (!(status & TP_STATUS_USER)) return -EAGAIN;
+        r->frame = i + 1 == r->frame_count ? 0 : i + 1;
+        int skip = 0;
+        if (!r->kernel_ignores_outgoing) {
+            const struct sockaddr_ll *sll =
+                (const struct sockaddr_ll *)((uint8_t *)h + TPACKET_ALIGN(sizeof(struct tpacket2_hdr)));
+            if (sll->sll_pkttype == PACKET_OUTGOING) { r->outgoing_skipped++; skip = 1; }
+        }
+        long out = 0;
+        if (!skip) {
+            int truncated = h->tp_len > h->tp_snaplen;
+            if (status & TP_STATUS_CSUMNOTREADY) r->csum_not_ready++;
+            uint16_t tpid = (status & TP_STATUS_VLAN_TPID_VALID) && h->tp_vlan_tpid != 0 ? h->tp_vlan_tpid : ETH_P_8021Q;
+            out = (long)clp_copy_frame((const uint8_t *)h + h->tp_mac, h->tp_snaplen, (status & TP_STATUS_VLAN_VALID) != 0,
+                                       tpid, h->tp_vlan_tci, buf, cap, &truncated);
+            if (truncated) r->truncated++;
+        }
+        // Release: our read of the slot happens before the kernel may refill it.
+        __atomic_store_n(&h->tp_status, TP_STATUS_KERNEL, __ATOMIC_RELEASE);
+        if (!skip) return out;
+    }
+}
+
 long clp_ring_next(struct clp_ring *r, void *buf, size_t cap) {
     if (r == NULL || r->fd < 0 || r->map == NULL) return -EBADF;
+    if (r->version == TPACKET_V2) return clp_ring_next_v2(r, buf, cap);
     for (;;) {
         if (!r->in_block) {
             struct tpacket_block_desc *bd = clp_block(r, r->block);
@@ -139,33 +201,12 @@ long clp_ring_next(struct clp_ring *r, void *buf, size_t cap) {
             }
         }
 
-        const uint8_t *src = (const uint8_t *)h + h->tp_mac;
-        size_t len = h->tp_snaplen;
         uint32_t status = h->tp_status;
         int truncated = h->tp_len > h->tp_snaplen;
         if (status & TP_STATUS_CSUMNOTREADY) r->csum_not_ready++;
-        uint8_t *dst = buf;
-        size_t out = 0;
-        if ((status & TP_STATUS_VLAN_VALID) && len >= 12) {
-            uint16_t tpid = (status & TP_STATUS_VLAN_TPID_VALID) && h->hv1.tp_vlan_tpid != 0
-                ? h->hv1.tp_vlan_tpid : ETH_P_8021Q;
-            uint8_t tag[4] = {
-                (uint8_t)(tpid >> 8), (uint8_t)tpid,
-                (uint8_t)(h->hv1.tp_vlan_tci >> 8), (uint8_t)h->hv1.tp_vlan_tci,
-            };
-            size_t n = cap < 12 ? cap : 12;
-            memcpy(dst, src, n);
-            out = n;
-            n = cap - out < 4 ? cap - out : 4;
-            memcpy(dst + out, tag, n);
-            out += n;
-            src += 12;
-            len -= 12;
-        }
-        size_t n = cap - out < len ? cap - out : len;
-        memcpy(dst + out, src, n);
-        if (n < len) truncated = 1;
-        out += n;
+        uint16_t tpid = (status & TP_STATUS_VLAN_TPID_VALID) && h->hv1.tp_vlan_tpid != 0 ? h->hv1.tp_vlan_tpid : ETH_P_8021Q;
+        size_t out = clp_copy_frame((const uint8_t *)h + h->tp_mac, h->tp_snaplen, (status & TP_STATUS_VLAN_VALID) != 0,
+                                    tpid, h->hv1.tp_vlan_tci, buf, cap, &truncated);
         if (truncated) r->truncated++;
         if (r->remaining == 0) clp_release_block(r);
         return (long)out;

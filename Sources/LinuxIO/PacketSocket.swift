@@ -35,11 +35,16 @@ public final class PacketSocket {
         /// Skip PACKET_IGNORE_OUTGOING and drop outgoing frames in `read` instead (what
         /// happens anyway on kernels before 4.20); for tests of that fallback.
         public var filterOutgoingInUserspace: Bool
+        /// TPACKET_V2 (one slot per frame, a wake-up per frame: no added latency) instead of
+        /// TPACKET_V3 (frames packed in blocks, handed over when a block fills or after
+        /// `retireMilliseconds`: a lone frame can wait up to that long). Switch ports use V2.
+        public var perFrameWakeups: Bool
 
         public init(blockSize: UInt32 = 128 * 1024, blockCount: UInt32 = 64,
                     frameSize: UInt32 = 2048, retireMilliseconds: UInt32 = 1,
-                    filterOutgoingInUserspace: Bool = false) {
+                    filterOutgoingInUserspace: Bool = false, perFrameWakeups: Bool = false) {
             self.filterOutgoingInUserspace = filterOutgoingInUserspace
+            self.perFrameWakeups = perFrameWakeups
             self.blockSize = blockSize
             self.blockCount = blockCount
             self.frameSize = frameSize
@@ -79,7 +84,8 @@ public final class PacketSocket {
         ring.initialize(to: clp_ring())
         var cfg = clp_config(block_size: configuration.blockSize, block_count: configuration.blockCount,
                              frame_size: configuration.frameSize, retire_ms: configuration.retireMilliseconds,
-                             filter_outgoing_in_userspace: configuration.filterOutgoingInUserspace ? 1 : 0)
+                             filter_outgoing_in_userspace: configuration.filterOutgoingInUserspace ? 1 : 0,
+                             version: configuration.perFrameWakeups ? 2 : 3)
         do {
             fd = try Syscall.require("open AF_PACKET ring", subject: "interface \(name)") {
                 clp_open(name, &cfg, ring)

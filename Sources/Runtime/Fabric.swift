@@ -116,7 +116,7 @@ public final class Fabric {
             guard let u = s.uplinks else { continue }
             for nic in u.nics {
                 try nl.setLinkUp(named: nic)
-                let port = try PacketPort(interface: nic, txVNetHeader: true, disableGRO: true)
+                let port = try PacketPort(interface: nic, txVNetHeader: true, disableGRO: true, mtu: s.mtu)
                 uplinkPorts[nic] = port
                 byPort[nic] = port
             }
@@ -217,6 +217,10 @@ public final class Fabric {
             throw RuntimeError("topology '\(name)' is already running (pid \(old.pid), from \(old.file)); stop it with 'tapestry down --name \(name)'")
         }
         var removed: [String] = []
+        for proc in old.processes ?? [] where proc.isAlive {
+            kill(proc.pid, SIGKILL)
+            removed.append("process \(proc.pid)")
+        }
         for ns in old.namespaces where NetworkNamespace.exists(ns) {
             try? NetworkNamespace.delete(ns); removed.append("namespace \(ns)")
         }

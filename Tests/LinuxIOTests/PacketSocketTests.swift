@@ -114,11 +114,12 @@ private func readFrames(_ port: PacketSocket, seconds: Double, _ take: ([UInt8])
 
     /// (1) The namespace's kernel ARPs for a neighbour that does not exist; the request
     /// arrives through the ring, signalled by epoll.
-    @Test(.enabled(if: Capabilities.isRoot, "needs root (CAP_NET_RAW, namespaces, veth)"))
-    func readsTheKernelsARPRequestThroughTheRing() throws {
+    /// Both ring layouts: V3 (blocks) and V2 (a slot and a wake-up per frame).
+    @Test(.enabled(if: Capabilities.isRoot, "needs root (CAP_NET_RAW, namespaces, veth)"), arguments: [false, true])
+    func readsTheKernelsARPRequestThroughTheRing(perFrameWakeups: Bool) throws {
         let f = try VethFixture()
         defer { f.remove() }
-        let port = try PacketSocket(interface: f.a)
+        let port = try PacketSocket(interface: f.a, configuration: .init(perFrameWakeups: perFrameWakeups))
         let ping = DispatchGroup()
         DispatchQueue.global().async(group: ping) { sh("ip netns exec \(f.ns) ping -c2 -i0.5 -W1 10.97.0.2") }
         defer { ping.wait() }
@@ -189,11 +190,11 @@ private func readFrames(_ port: PacketSocket, seconds: Double, _ take: ([UInt8])
 
     /// (3) The kernel strips the tag of a received frame into the ring header; `read` puts
     /// it back at offset 12 (802.1Q with priority, and an 802.1ad outer tag).
-    @Test(.enabled(if: Capabilities.isRoot, "needs root (CAP_NET_RAW, namespaces, veth)"))
-    func readPutsTheStrippedVLANTagBack() throws {
+    @Test(.enabled(if: Capabilities.isRoot, "needs root (CAP_NET_RAW, namespaces, veth)"), arguments: [false, true])
+    func readPutsTheStrippedVLANTagBack(perFrameWakeups: Bool) throws {
         let f = try VethFixture()
         defer { f.remove() }
-        let port = try PacketSocket(interface: f.a)
+        let port = try PacketSocket(interface: f.a, configuration: .init(perFrameWakeups: perFrameWakeups))
         let dst = [UInt8](repeating: 0xFF, count: 6)
         // 802.1Q, PCP 3, VID 20; then 802.1ad VID 100 over 802.1Q VID 7.
         let q = dst + nsSenderMAC + [0x81, 0x00, 0x60, 20] + experimental
@@ -250,13 +251,16 @@ private func readFrames(_ port: PacketSocket, seconds: Double, _ take: ([UInt8])
 
     /// (5) Bursts of 2000 frames are read completely, in order, across many small blocks
     /// and around the ring.
-    @Test(.enabled(if: Capabilities.isRoot, "needs root (CAP_NET_RAW, namespaces, veth)"))
-    func burstsAreReadCompletelyAcrossBlocks() throws {
+    /// V2: 4 KiB blocks of two 2 KiB slots, 2048 slots: the second 2000-frame burst wraps around.
+    @Test(.enabled(if: Capabilities.isRoot, "needs root (CAP_NET_RAW, namespaces, veth)"), arguments: [false, true])
+    func burstsAreReadCompletelyAcrossBlocks(perFrameWakeups: Bool) throws {
         let f = try VethFixture()
         defer { f.remove() }
         // 8 KiB blocks hold ~50 of these frames: 2000 frames span ~40 blocks of 64, so the
         // second burst wraps around the ring.
-        let port = try PacketSocket(interface: f.a, configuration: .init(blockSize: 8192, blockCount: 64, frameSize: 2048))
+        let port = try PacketSocket(interface: f.a, configuration: perFrameWakeups
+            ? .init(blockSize: 4096, blockCount: 1024, frameSize: 2048, perFrameWakeups: true)
+            : .init(blockSize: 8192, blockCount: 64, frameSize: 2048))
         let head = [UInt8](repeating: 0xFF, count: 6) + nsSenderMAC + experimental
         for burst in 0..<2 {
             let r = f.sendFromNamespace(headHex: hex(head), count: 2000)

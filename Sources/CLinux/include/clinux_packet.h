@@ -27,6 +27,12 @@ struct clp_config {
     /// Non-zero: do not set PACKET_IGNORE_OUTGOING; clp_ring_next filters PACKET_OUTGOING
     /// frames itself (the pre-4.20 fallback, selectable so it can be tested).
     uint32_t filter_outgoing_in_userspace;
+    /// 2: TPACKET_V2 — one fixed slot per frame, and the kernel wakes the reader for every
+    /// frame (low latency; what a switch port wants). 0 or 3: TPACKET_V3 — variable-size
+    /// frames packed in blocks; the reader is woken only when a block fills or its retire
+    /// timer (retire_ms, at least 1 ms) fires, so a lone frame may wait up to that long
+    /// (high throughput for capture-like use, up to +1 ms of latency).
+    uint32_t version;
 };
 
 /// The receive ring and its read cursor. Filled by clp_open, released by clp_close; the
@@ -43,6 +49,11 @@ struct clp_ring {
     uint32_t remaining;        ///< frames left in `block` while `in_block`
     uint32_t in_block;         ///< 1 while we own `block` (TP_STATUS_USER seen)
     uint8_t *next;             ///< the next tpacket3_hdr in `block`
+    uint32_t version;          ///< TPACKET_V2 or TPACKET_V3 (the ring's layout)
+    uint32_t frame_size;       ///< V2: slot size
+    uint32_t frames_per_block; ///< V2: slots per block
+    uint32_t frame_count;      ///< V2: slots in the ring
+    uint32_t frame;            ///< V2: index of the next slot to read
     uint64_t truncated;        ///< frames longer than the ring frame or the caller's buffer
     uint64_t csum_not_ready;   ///< frames with TP_STATUS_CSUMNOTREADY (checksum left to offload)
     uint64_t outgoing_skipped; ///< own/host-sent frames filtered in userspace (fallback path)
