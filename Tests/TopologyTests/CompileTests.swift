@@ -113,7 +113,8 @@ let topologiesDirectory = URL(fileURLWithPath: #filePath)
             let plans = t.compile()
             #expect(plans.count == t.switches.count, "\(f)")
             let nics = t.guests.reduce(0) { $0 + $1.nics.count }
-            #expect(plans.reduce(0) { $0 + $1.ports.count } == nics, "\(f)")
+            let uplinks = t.switches.reduce(0) { $0 + ($1.uplinks?.nics.count ?? 0) }
+            #expect(plans.reduce(0) { $0 + $1.ports.count } == nics + uplinks, "one port per guest NIC and per uplink: \(f)")
         } catch {
             Issue.record("\(f): \(error)")
         }
