@@ -14,6 +14,17 @@ import Model
 /// lookup is a multiply, a shift and usually one compare — no `Dictionary` (≈300
 /// instructions a lookup here) and no allocation after `init`.
 ///
+/// What the per-frame path reads of an entry (key, port, last seen, static flag) sits in one
+/// 24-byte `Slot` record, so a lookup or a refresh touches two cache lines (index, slot)
+/// rather than one per field; the LRU links, touched at most once a second per entry, live
+/// in arrays of their own.
+///
+/// ## The per-frame path
+/// `lookup` and the common case of `learn` (the source was already seen on this port within
+/// the same second: nothing to change) are `@inlinable` and read only immutable pointers,
+/// so they inline into the datapath with no call, no reference counting and no exclusivity
+/// checks; everything that changes the table is behind `learnSlowly`, out of line.
+///
 /// Each port threads its dynamic entries on an intrusive doubly linked list in least- to
 /// most-recently-seen order. That gives, in O(1):
 /// - refresh: move the entry to its port's tail;
@@ -42,17 +53,27 @@ public final class MACTable {
     /// Entries that changed port since creation.
     public private(set) var moves: UInt64 = 0
 
-    private let keys: UnsafeMutablePointer<UInt64>
-    private let ports: UnsafeMutablePointer<Int32>
-    private let lastSeen: UnsafeMutablePointer<Int64>
+    /// The hot part of one pool entry (24 bytes).
+    @usableFromInline struct Slot {
+        /// `vlan << 48 | mac`.
+        @usableFromInline var key: UInt64
+        /// Seconds; meaningless for static entries.
+        @usableFromInline var lastSeen: Int64
+        /// The port; -1 while the slot is free.
+        @usableFromInline var port: Int32
+        @usableFromInline var isStatic: Bool
+    }
+
+    @usableFromInline let slots: UnsafeMutablePointer<Slot>
     private let prev: UnsafeMutablePointer<Int32>
     private let next: UnsafeMutablePointer<Int32>
-    private let isStatic: UnsafeMutablePointer<Bool>
     private var freeHead: Int32
 
-    private let index: UnsafeMutablePointer<Int32>
-    private let indexMask: Int
-    private let indexShift: UInt64
+    /// Open-addressing index: slot numbers, `none` when empty.
+    @usableFromInline let index: UnsafeMutablePointer<Int32>
+    @usableFromInline let indexMask: Int
+    /// 64 − log2(index size): the Fibonacci hash keeps the top bits of the product.
+    @usableFromInline let indexShift: UInt64
 
     // Per-port LRU lists, grown on demand (control path only).
     private var head: [Int32]
@@ -60,7 +81,7 @@ public final class MACTable {
     private var perPort: [Int]
     private var portEvictions: [UInt64]
 
-    private static let none: Int32 = -1
+    @usableFromInline static var none: Int32 { -1 }
 
     /// - Parameters:
     ///   - limit: most dynamic entries (OVS default 8192).
@@ -70,13 +91,13 @@ public final class MACTable {
         precondition(limit > 0)
         self.limit = limit
         poolCapacity = limit + staticCapacity
-        keys = .allocate(capacity: poolCapacity)
-        ports = .allocate(capacity: poolCapacity)
-        lastSeen = .allocate(capacity: poolCapacity)
+        slots = .allocate(capacity: poolCapacity)
         prev = .allocate(capacity: poolCapacity)
         next = .allocate(capacity: poolCapacity)
-        isStatic = .allocate(capacity: poolCapacity)
-        for i in 0..<poolCapacity { next[i] = Int32(i + 1); isStatic[i] = false; ports[i] = -1 }
+        for i in 0..<poolCapacity {
+            next[i] = Int32(i + 1)
+            (slots + i).initialize(to: Slot(key: 0, lastSeen: 0, port: -1, isStatic: false))
+        }
         next[poolCapacity - 1] = MACTable.none
         freeHead = 0
         var size = 16
@@ -92,15 +113,14 @@ public final class MACTable {
     }
 
     deinit {
-        keys.deallocate(); ports.deallocate(); lastSeen.deallocate()
-        prev.deallocate(); next.deallocate(); isStatic.deallocate(); index.deallocate()
+        slots.deallocate(); prev.deallocate(); next.deallocate(); index.deallocate()
     }
 
-    @inline(__always)
-    private static func key(_ vlan: VLANID, _ mac: MACAddress) -> UInt64 { UInt64(vlan.rawValue) << 48 | mac.rawValue }
+    @inlinable @inline(__always)
+    static func key(_ vlan: VLANID, _ mac: MACAddress) -> UInt64 { UInt64(vlan.rawValue) << 48 | mac.rawValue }
 
-    @inline(__always)
-    private func home(_ key: UInt64) -> Int { Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> indexShift) }
+    @inlinable @inline(__always)
+    func home(_ key: UInt64) -> Int { Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> indexShift) }
 
     /// Index position holding `key`'s slot, or -1.
     @inline(__always)
@@ -109,24 +129,34 @@ public final class MACTable {
         while true {
             let s = index[i]
             if s == MACTable.none { return -1 }
-            if keys[Int(s)] == key { return i }
+            if slots[Int(s)].key == key { return i }
+            i = (i + 1) & indexMask
+        }
+    }
+
+    /// The slot holding `key`, or -1. Pointer reads only (see "The per-frame path").
+    @inlinable @inline(__always)
+    func slot(of key: UInt64) -> Int {
+        var i = home(key)
+        while true {
+            let s = Int(index[i])
+            if s < 0 || slots[s].key == key { return s }
             i = (i + 1) & indexMask
         }
     }
 
     /// The port `mac` was learned on in `vlan`, if any. No side effects.
-    @inline(__always)
+    @inlinable @inline(__always)
     public func lookup(vlan: VLANID, mac: MACAddress) -> PortIndex? {
-        let p = position(of: MACTable.key(vlan, mac))
-        return p < 0 ? nil : Int(ports[Int(index[p])])
+        let s = slot(of: MACTable.key(vlan, mac))
+        return s < 0 ? nil : Int(slots[s].port)
     }
 
     /// Seconds since the entry was last refreshed (0 for static entries), if present.
     public func age(vlan: VLANID, mac: MACAddress, now: Int64) -> Int64? {
-        let p = position(of: MACTable.key(vlan, mac))
-        guard p >= 0 else { return nil }
-        let s = Int(index[p])
-        return isStatic[s] ? 0 : now - lastSeen[s]
+        let s = slot(of: MACTable.key(vlan, mac))
+        guard s >= 0 else { return nil }
+        return slots[s].isStatic ? 0 : now - slots[s].lastSeen
     }
 
     /// What `learn` did.
@@ -145,25 +175,33 @@ public final class MACTable {
     /// `portLimit` is the port's own learning limit (MAC-flood protection): a port already
     /// holding that many entries makes room by evicting its own least recently seen entry,
     /// so a guest flooding random source MACs only ever churns its own share of the table.
-    @discardableResult
+    ///
+    /// Inlined: the common case, a known source seen again within the same second on the
+    /// same port, is already the most recent entry of its port as far as aging can tell, so
+    /// there is nothing to do (no LRU relink, no write); only that is checked here.
+    @inlinable @inline(__always) @discardableResult
     public func learn(vlan: VLANID, mac: MACAddress, port: PortIndex, now: Int64, portLimit: Int = .max) -> LearnOutcome {
         let key = MACTable.key(vlan, mac)
-        let p = position(of: key)
-        if p >= 0 {
-            let s = Int(index[p])
-            if isStatic[s] { return .staticEntry }
-            let old = Int(ports[s])
-            // Seen again within the same second on the same port: already the most recent
-            // entry of its port as far as aging can tell, so skip the LRU relink (the common
-            // case on the per-frame path).
-            if old == port && lastSeen[s] == now { return .refreshed }
-            lastSeen[s] = now
+        let s = slot(of: key)
+        if s >= 0 && Int(slots[s].port) == port && slots[s].lastSeen == now && !slots[s].isStatic { return .refreshed }
+        return learnSlowly(key: key, slot: s, port: port, now: now, portLimit: portLimit)
+    }
+
+    /// Everything `learn` does beyond the common case: refresh with relink, move, insert,
+    /// eviction. `s` is `slot(of: key)`.
+    @usableFromInline @inline(never)
+    func learnSlowly(key: UInt64, slot s: Int, port: PortIndex, now: Int64, portLimit: Int) -> LearnOutcome {
+        if s >= 0 {
+            if slots[s].isStatic { return .staticEntry }
+            let old = Int(slots[s].port)
+            if old == port && slots[s].lastSeen == now { return .refreshed }
+            slots[s].lastSeen = now
             if old == port {
                 unlink(s, from: old); append(s, to: port)
                 return .refreshed
             }
             unlink(s, from: old)
-            ports[s] = Int32(port)
+            slots[s].port = Int32(port)
             append(s, to: port)
             moves &+= 1
             return .moved(from: old)
@@ -192,10 +230,9 @@ public final class MACTable {
     @discardableResult
     public func addStatic(vlan: VLANID, mac: MACAddress, port: PortIndex) -> Bool {
         let key = MACTable.key(vlan, mac)
-        let p = position(of: key)
-        if p >= 0 {
-            let s = Int(index[p])
-            if isStatic[s] { ports[s] = Int32(port); return true }
+        let s = slot(of: key)
+        if s >= 0 {
+            if slots[s].isStatic { slots[s].port = Int32(port); return true }
             remove(slot: s)
         }
         guard staticCount < poolCapacity - limit, freeHead != MACTable.none else { return false }
@@ -209,7 +246,7 @@ public final class MACTable {
     public func expire(now: Int64, agingSeconds: Int64) -> Int {
         var removed = 0
         for port in 0..<head.count {
-            while head[port] != MACTable.none, now - lastSeen[Int(head[port])] > agingSeconds {
+            while head[port] != MACTable.none, now - slots[Int(head[port])].lastSeen > agingSeconds {
                 remove(slot: Int(head[port])); removed += 1
             }
         }
@@ -246,10 +283,9 @@ public final class MACTable {
         var out: [Entry] = []
         out.reserveCapacity(count + staticCount)
         for i in 0...indexMask where index[i] != MACTable.none {
-            let s = Int(index[i])
-            let k = keys[s]
-            out.append(Entry(vlan: VLANID(UInt16(k >> 48)), mac: MACAddress(rawValue: k), port: Int(ports[s]),
-                             age: isStatic[s] ? 0 : now - lastSeen[s], isStatic: isStatic[s]))
+            let e = slots[Int(index[i])]
+            out.append(Entry(vlan: VLANID(UInt16(e.key >> 48)), mac: MACAddress(rawValue: e.key), port: Int(e.port),
+                             age: e.isStatic ? 0 : now - e.lastSeen, isStatic: e.isStatic))
         }
         return out.sorted { ($0.vlan, $0.mac) < ($1.vlan, $1.mac) }
     }
@@ -265,7 +301,7 @@ public final class MACTable {
     private func insert(key: UInt64, port: PortIndex, now: Int64, isStatic stat: Bool) -> Int {
         let s = Int(freeHead)
         freeHead = next[s]
-        keys[s] = key; ports[s] = Int32(port); lastSeen[s] = now; isStatic[s] = stat
+        slots[s] = Slot(key: key, lastSeen: now, port: Int32(port), isStatic: stat)
         prev[s] = MACTable.none; next[s] = MACTable.none
         var i = home(key)
         while index[i] != MACTable.none { i = (i + 1) & indexMask }
@@ -274,21 +310,21 @@ public final class MACTable {
     }
 
     private func remove(slot s: Int) {
-        if isStatic[s] { staticCount -= 1 } else { unlink(s, from: Int(ports[s])); count -= 1 }
+        if slots[s].isStatic { staticCount -= 1 } else { unlink(s, from: Int(slots[s].port)); count -= 1 }
         // Backward-shift deletion keeps every probe chain unbroken without tombstones.
-        var i = position(of: keys[s])
+        var i = position(of: slots[s].key)
         var j = i
         while true {
             j = (j + 1) & indexMask
             let t = index[j]
             if t == MACTable.none { break }
-            let h = home(keys[Int(t)])
+            let h = home(slots[Int(t)].key)
             // Move t back into the hole at i unless its home lies cyclically in (i, j].
             let inRange = i <= j ? (h > i && h <= j) : (h > i || h <= j)
             if !inRange { index[i] = t; i = j }
         }
         index[i] = MACTable.none
-        isStatic[s] = false; ports[s] = -1
+        slots[s].isStatic = false; slots[s].port = -1
         next[s] = freeHead
         freeHead = Int32(s)
     }

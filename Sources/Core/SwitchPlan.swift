@@ -156,6 +156,8 @@ public struct SwitchPlan: Sendable {
     /// Promiscuous members per VLAN, same layout as the flood sets.
     @usableFromInline let promiscuousStart: [Int32]
     @usableFromInline let promiscuousPorts: [Int32]
+    /// True when any port is promiscuous (the per-frame path skips the set otherwise).
+    @usableFromInline let hasPromiscuousPorts: Bool
     /// The switch's NIC team (nil for a guest-only switch).
     public let team: TeamConfig?
     /// Per team member, its port index.
@@ -230,6 +232,7 @@ public struct SwitchPlan: Sendable {
         }
         pStart.append(Int32(pFlat.count))
         promiscuousStart = pStart; promiscuousPorts = pFlat
+        hasPromiscuousPorts = !pFlat.isEmpty
     }
 
     /// Longest frame accepted from a wire: MTU + Ethernet header + up to two tags.

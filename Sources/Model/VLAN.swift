@@ -12,8 +12,9 @@ public struct VLANID: Hashable, Comparable, Sendable, CustomStringConvertible {
         guard (1...4094).contains(value) else { return nil }
         self.rawValue = UInt16(value)
     }
-    /// The untagged domain (`vlan: none`).
-    public static let untagged = VLANID(0)
+    /// The untagged domain (`vlan: none`). Computed and inlinable so it folds to an
+    /// immediate instead of a lazy-global accessor call (see `MACAddress.zero`).
+    @inlinable public static var untagged: VLANID { VLANID(0) }
     @inlinable public var isUntaggedDomain: Bool { rawValue == 0 }
     public var description: String { rawValue == 0 ? "none" : String(rawValue) }
     public static func < (a: VLANID, b: VLANID) -> Bool { a.rawValue < b.rawValue }

@@ -360,8 +360,7 @@ public final class Datapath {
         let counters = sw.counters
         let plan = sw.plan
         counters.received(port: inPort, bytes: frame.count)
-        var trace = NoTrace()
-        var d = decide(frame: frame, inPort: inPort, plan: plan, table: sw.table, trace: &trace, segmented: vnet.isGSO, team: team)
+        var d = decide(frame: frame, inPort: inPort, plan: plan, table: sw.table, segmented: vnet.isGSO, team: team)
         if case .local = d.verdict {
             // A team beacon probe: bookkeeping only.
             if sw.beacons != nil, let h = FrameHeader.parse(frame), let b = Beacon.parse(header: h, frame: frame) {

@@ -24,6 +24,24 @@ import TestSupport
         #expect(MACAddress("01:80:c2:00:00:0e")!.isReservedBridgeGroup)
         #expect(!MACAddress("01:80:c2:00:00:10")!.isReservedBridgeGroup)
     }
+
+    /// The word-load readers (the frame parser's fast path) agree with the octets on the wire
+    /// at every alignment.
+    @Test func readsOctetsAtAnyOffset() {
+        let octets: [UInt8] = [0xfe, 0x52, 0x54, 0x00, 0xab, 0xcd, 0x01, 0x80, 0x7f, 0x00, 0xff, 0x11, 0x22, 0x33, 0x44, 0x55]
+        octets.withUnsafeBytes { raw in
+            for offset in 0...(octets.count - 8) {
+                var expected: UInt64 = 0
+                for i in 0..<6 { expected = expected << 8 | UInt64(octets[offset + i]) }
+                #expect(MACAddress(raw, at: offset).rawValue == expected)
+                #expect(MACAddress(loadingEightBytesOf: raw, at: offset).rawValue == expected)
+                var out = [UInt8](repeating: 0, count: 6)
+                out.withUnsafeMutableBytes { MACAddress(rawValue: expected).write(to: $0, at: 0) }
+                #expect(out == Array(octets[offset..<offset + 6]))
+            }
+            #expect(MACAddress(raw, at: octets.count - 6).rawValue == 0xff11_2233_4455)
+        }
+    }
 }
 
 @Suite struct VLANSetTests {
