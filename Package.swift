@@ -53,6 +53,10 @@ let package = Package(
             swiftSettings: v5
         ),
 
+        // VM runner: guest image, QEMU argv, QMP, supervision with restarts, console (issue #5).
+        .target(name: "CVMSpawn"),
+        .target(name: "VMRunner", dependencies: ["CVMSpawn", "Model"]),
+
         // Micro-benchmark of the forwarding core (Scripts/bench/micro.sh); counts mallocs.
         .target(name: "CMallocCounter"),
         .executableTarget(name: "tapestry-bench", dependencies: ["Core", "Model", "CMallocCounter"]),
@@ -67,5 +71,6 @@ let package = Package(
         .testTarget(name: "CaptureTests", dependencies: ["Capture", "CPcap", "Model", "TestSupport"], swiftSettings: v5),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Core", "Model", "Topology", "TestSupport"], swiftSettings: v5),
         .testTarget(name: "SystemTests", dependencies: ["TestSupport"], swiftSettings: v5),
+        .testTarget(name: "VMRunnerTests", dependencies: ["VMRunner", "Model", "TestSupport"]),
     ]
 )

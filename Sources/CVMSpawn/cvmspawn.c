@@ -1,0 +1,84 @@
+#define _GNU_SOURCE
+#include "cvmspawn.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+int cvm_spawn(const char *path, char *const argv[], char *const envp[],
+              int stdin_fd, int stdout_fd, int stderr_fd,
+              const int *inherit, int count, pid_t *pid) {
+    if (count < 0 || count > 64) return -EINVAL;
+    // Every source moves above every target first, so that dup2(source_i, 3 + i) can never
+    // overwrite a source still to be duplicated (a TAP fd 4 meant for 3, a log fd 3…).
+    int floor = 3 + count + 1;
+    int dups[64 + 3];
+    int sources[64 + 3];
+    int n = 0;
+    sources[n++] = stdin_fd;
+    sources[n++] = stdout_fd;
+    sources[n++] = stderr_fd;
+    for (int i = 0; i < count; i++) sources[n++] = inherit[i];
+    int rc = 0;
+    int made = 0;
+    for (; made < n; made++) {
+        if (sources[made] < 0) { dups[made] = -1; continue; }
+        dups[made] = fcntl(sources[made], F_DUPFD_CLOEXEC, floor);
+        if (dups[made] < 0) { rc = -errno; goto out; }
+    }
+
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    if ((rc = -posix_spawn_file_actions_init(&fa)) != 0) goto out;
+    if ((rc = -posix_spawnattr_init(&attr)) != 0) { posix_spawn_file_actions_destroy(&fa); goto out; }
+
+    if (dups[0] < 0) rc = -posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    else rc = -posix_spawn_file_actions_adddup2(&fa, dups[0], 0);
+    for (int target = 1; target <= 2 && !rc; target++) {
+        if (dups[target] < 0) rc = -posix_spawn_file_actions_addopen(&fa, target, "/dev/null", O_WRONLY, 0);
+        else rc = -posix_spawn_file_actions_adddup2(&fa, dups[target], target);
+    }
+    for (int i = 0; i < count && !rc; i++) rc = -posix_spawn_file_actions_adddup2(&fa, dups[3 + i], 3 + i);
+    // dup2 cleared close-on-exec on the targets; everything from 3 + count up is closed.
+    if (!rc) rc = -posix_spawn_file_actions_addclosefrom_np(&fa, 3 + count);
+
+    sigset_t empty, all;
+    sigemptyset(&empty);
+    sigfillset(&all);
+    if (!rc) rc = -posix_spawnattr_setsigmask(&attr, &empty);
+    if (!rc) rc = -posix_spawnattr_setsigdefault(&attr, &all);
+    if (!rc) rc = -posix_spawnattr_setpgroup(&attr, 0);
+    if (!rc) rc = -posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    if (!rc) rc = -posix_spawn(pid, path, &fa, &attr, argv, envp);
+
+    posix_spawnattr_destroy(&attr);
+    posix_spawn_file_actions_destroy(&fa);
+out:
+    for (int i = 0; i < made; i++) if (dups[i] >= 0) close(dups[i]);
+    return rc;
+}
+
+int cvm_pidfd_open(pid_t pid) {
+    long fd = syscall(SYS_pidfd_open, pid, 0);
+    return fd < 0 ? -errno : (int)fd;
+}
+
+int cvm_has_exited(pid_t pid) {
+    siginfo_t info;
+    memset(&info, 0, sizeof info);
+    int rc;
+    do rc = waitid(P_PID, (id_t)pid, &info, WEXITED | WNOHANG | WNOWAIT);
+    while (rc < 0 && errno == EINTR);
+    if (rc < 0) return -errno;
+    return info.si_pid != 0;
+}
+
+int cvm_pipe(int fds[2]) {
+    return pipe2(fds, O_CLOEXEC) == 0 ? 0 : -errno;
+}
