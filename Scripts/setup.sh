@@ -3,7 +3,7 @@
 # Debian packages only: libnl and libpcap to build; iproute2, ping, tcpdump, scapy, iperf3
 # for the demo and the system tests.
 set -euo pipefail
-packages=(libnl-3-dev libnl-route-3-dev libpcap-dev pkg-config iproute2 iputils-ping tcpdump tshark iperf3 python3-scapy procps ethtool)
+packages=(libnl-3-dev libnl-route-3-dev libpcap-dev pkg-config iproute2 iputils-ping tcpdump tshark iperf3 python3-scapy procps ethtool qemu-system-x86 cpio xz-utils zstd)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
