@@ -159,26 +159,32 @@ done
 install -m 0755 "$guest/init" "$root/init"
 install -m 0755 "$guest/poweroff-button" "$root/etc/acpi/PWRF/00000080"
 
-# virtio-net and its dependencies, in the documented load order; 8021q for VLAN
-# sub-interfaces; button + evdev so acpid sees the ACPI power button; pvpanic-mmio so a
-# guest panic makes QEMU exit with a failure status.
-wanted=(virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover
-        net_failover virtio_net 8021q button evdev pvpanic_mmio)
-: >"$root/etc/tapestry/modules"
-while read -r name path; do
-    case "$name" in
-        builtin) continue ;;
-        absent) say "module $path: not in $pkg (skipped)"; continue ;;
-    esac
-    # Decompressed here so the guest's insmod needs no decompressor.
-    case "$path" in
-        *.xz) xz -dc "$path" ;;
-        *.zst) zstd -dcq "$path" ;;
-        *.gz) gzip -dc "$path" ;;
-        *) cat "$path" ;;
-    esac >"$root/lib/modules/$name.ko"
-    echo "$name $name.ko" >>"$root/etc/tapestry/modules"
-done < <(python3 "$guest/imagetool.py" modules "$moddir" "${wanted[@]}")
+# Copies the modules NAME... (dependencies first) into the initramfs and lists them in LIST.
+add_modules() {
+    local list=$1; shift
+    : >"$list"
+    while read -r name path; do
+        case "$name" in
+            builtin) continue ;;
+            absent) say "module $path: not in $pkg (skipped)"; continue ;;
+        esac
+        # Decompressed here so the guest's insmod needs no decompressor.
+        case "$path" in
+            *.xz) xz -dc "$path" ;;
+            *.zst) zstd -dcq "$path" ;;
+            *.gz) gzip -dc "$path" ;;
+            *) cat "$path" ;;
+        esac >"$root/lib/modules/$name.ko"
+        echo "$name $name.ko" >>"$list"
+    done < <(python3 "$guest/imagetool.py" modules "$moddir" "$@")
+}
+# At boot: virtio-net and its dependencies, in the documented load order; button + evdev so
+# acpid sees the ACPI power button; pvpanic-mmio so a guest panic makes QEMU exit with a
+# failure status. On demand: 8021q (and garp, mrp, stp, llc), loaded by /init only when a
+# VLAN sub-interface is asked for: its five modules cost ~0.4 s of a TCG boot.
+add_modules "$root/etc/tapestry/modules" virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev \
+    virtio_pci failover net_failover virtio_net button evdev pvpanic_mmio
+add_modules "$root/etc/tapestry/modules-vlan" 8021q
 grep -q '^virtio_net ' "$root/etc/tapestry/modules" \
     || python3 "$guest/imagetool.py" modules "$moddir" virtio_net | grep -q '^builtin' \
     || die "$pkg has no virtio_net driver"
