@@ -46,10 +46,10 @@ let package = Package(
         .target(name: "Capture", dependencies: ["CPcap", "Model"], swiftSettings: v5),
 
         // Runtime: datapath loop, control socket, guests.
-        .target(name: "Runtime", dependencies: ["Model", "Core", "Topology", "LinuxIO", "Netlink", "CLinux"], swiftSettings: v5 + hotPath),
+        .target(name: "Runtime", dependencies: ["Model", "Core", "Topology", "LinuxIO", "Netlink", "CLinux", "VMRunner"], swiftSettings: v5 + hotPath),
         .executableTarget(
             name: "tapestry",
-            dependencies: ["Runtime", "Topology", "Capture", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["Runtime", "Topology", "Capture", "VMRunner", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: v5
         ),
 

@@ -4,6 +4,7 @@ import LinuxIO
 import Model
 import Netlink
 import Topology
+import VMRunner
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -31,6 +32,9 @@ public final class Fabric {
     /// Uplink NIC ports by NIC name (also in `ports`).
     var uplinkPorts: [String: PacketPort] = [:]
     private(set) var teamMonitor: TeamMonitor?
+    /// QEMU guests by name, and the TAPs whose fds the switch keeps for them (VMs.swift).
+    var vms: [String: VMSupervisor] = [:]
+    var vmTaps: [String: [TAPDevice]] = [:]
     var createdNamespaces: [String] = []
     /// Set when `down` begins, so streaming clients (capture) end.
     private(set) var isStopping = false
@@ -41,15 +45,6 @@ public final class Fabric {
         self._topology = topology
         self._plans = topology.compile()
         self.log = log
-    }
-
-    /// Features the topology format accepts whose runtime lands with a later issue.
-    public static func unsupportedFeatures(of t: Topology) -> [String] {
-        var out: [String] = []
-        for g in t.guests where g.kind == .qemu {
-            out.append("guest '\(g.name)': kind qemu needs the VM runner, which this version does not have yet")
-        }
-        return out
     }
 
     /// What only this host can tell about `t` (uplink NICs that do not exist), as located
@@ -77,6 +72,7 @@ public final class Fabric {
         var state = InstanceState(name: topology.name, file: topology.file, pid: getpid(),
                                   processStart: processStartTime(getpid()),
                                   namespaces: topology.guests.filter { $0.kind == .netns }.map(\.name), links: [])
+        state.vms = topology.guests.filter { $0.kind == .qemu }.map(\.name)
         try state.write()
         do {
             var byPort: [String: PortIO] = [:]
@@ -89,6 +85,7 @@ public final class Fabric {
             try startTeams(dp)
             dp.start()
             teamMonitor?.start()
+            try startVMs()
             let server = try ControlServer(path: RunDirectory.socket(topology.name)) { [unowned self] req, fd in self.respond(to: req, fd: fd) }
             control = server
             server.start()
@@ -152,8 +149,11 @@ public final class Fabric {
 
     private func createGuests(into byPort: inout [String: PortIO]) throws {
         let host = try NetlinkSocket()
-        for g in topology.guests where g.kind == .netns {
-            try createGuest(g, of: topology, host: host, into: &byPort)
+        for g in topology.guests {
+            switch g.kind {
+            case .netns: try createGuest(g, of: topology, host: host, into: &byPort)
+            case .qemu: try createVMPorts(g, of: topology, host: host, into: &byPort)
+            }
         }
     }
 
@@ -196,6 +196,7 @@ public final class Fabric {
         reloading.lock(); defer { reloading.unlock() }
         isStopping = true
         control?.stop(); control = nil
+        stopVMs()
         teamMonitor?.stop(); teamMonitor = nil
         datapath?.stop(); datapath = nil
         for row in ports { for t in row { t.close() } }
@@ -217,9 +218,8 @@ public final class Fabric {
             throw RuntimeError("topology '\(name)' is already running (pid \(old.pid), from \(old.file)); stop it with 'tapestry down --name \(name)'")
         }
         var removed: [String] = []
-        for proc in old.processes ?? [] where proc.isAlive {
-            kill(proc.pid, SIGKILL)
-            removed.append("process \(proc.pid)")
+        for vm in old.vms ?? [] {
+            if let pid = VMSupervisor.killStale(paths: vmPaths(topology: name, guest: vm)) { removed.append("VM \(vm) (QEMU pid \(pid))") }
         }
         for ns in old.namespaces where NetworkNamespace.exists(ns) {
             try? NetworkNamespace.delete(ns); removed.append("namespace \(ns)")
@@ -244,13 +244,14 @@ public final class Fabric {
             case "trace": return try enc.encode(trace(req))
             case "capture": return try streamCapture(req, fd: fd)
             case "reload": return try enc.encode(reload(req))
+            case "vm": return try enc.encode(vmCommand(req))
             case "down":
                 // The main thread waits for SIGTERM; tearing down from here would pull the
                 // socket out from under this very reply.
                 kill(getpid(), SIGTERM)
                 return try enc.encode(["stopping": topology.name])
             default:
-                return ControlServer.error("unknown command '\(req.command)' (expected status, ports, fdb, trace, capture, reload or down)")
+                return ControlServer.error("unknown command '\(req.command)' (expected status, ports, fdb, trace, capture, reload, vm or down)")
             }
         } catch {
             return ControlServer.error("\(error)")
@@ -268,7 +269,8 @@ public final class Fabric {
         }
         let guests: [StatusReport.GuestSummary] = topology.guests.map { g in
             .init(name: g.name, kind: g.kind.rawValue, namespace: g.kind == .netns ? g.name : nil,
-                  nics: g.nics.map { .init(port: $0.portName, interface: $0.interfaceName, mac: $0.mac.description, ip: $0.ip?.description) })
+                  nics: g.nics.map { .init(port: $0.portName, interface: $0.interfaceName, mac: $0.mac.description, ip: $0.ip?.description) },
+                  vm: vms[g.name]?.status)
         }
         return StatusReport(name: topology.name, file: topology.file, pid: getpid(),
                             uptimeSeconds: monotonicSeconds() - startedAt, switches: switches, guests: guests)

@@ -81,8 +81,6 @@ extension Fabric {
         do { new = try TopologyLoader.load(path: path) } catch let e as TopologyErrors {
             throw RuntimeError(e.description)
         }
-        let unsupported = Fabric.unsupportedFeatures(of: new)
-        if !unsupported.isEmpty { throw RuntimeError(unsupported.joined(separator: "\n")) }
         let old = topology
         // Uplink NICs are opened once, by `up`: a reload keeps them as they are.
         for sw in new.switches {
@@ -100,6 +98,13 @@ extension Fabric {
         guard !diff.isEmpty else {
             view.withLock { _topology.file = new.file }
             return report
+        }
+        // VMs are started by `up` only: a reload leaves them as they are.
+        let vmChanges = (old.guests + new.guests).filter {
+            $0.kind == .qemu && (diff.guestsAdded + diff.guestsRemoved + diff.guestsChanged).contains($0.name)
+        }.map(\.name)
+        if !vmChanges.isEmpty {
+            throw RuntimeError("\(path): a live reload does not add, remove or change QEMU guests (\(Set(vmChanges).sorted().joined(separator: ", "))); run down and up")
         }
         let added = new.guests.filter { diff.guestsAdded.contains($0.name) }
         try preflight(added)

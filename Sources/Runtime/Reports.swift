@@ -1,4 +1,5 @@
 import Foundation
+import VMRunner
 
 /// Replies of the control socket. Keys are encoded in snake_case; they are a stable
 /// interface (`--json`), documented in README.md.
@@ -25,6 +26,8 @@ public struct StatusReport: Codable, Equatable {
         public var kind: String
         public var namespace: String?
         public var nics: [NICSummary]
+        /// QEMU guests: state, pid, accel, uptime, restarts, console socket and log.
+        public var vm: VMStatus?
     }
     public struct NICSummary: Codable, Equatable {
         public var port: String
@@ -101,10 +104,13 @@ public struct ControlRequest: Codable, Equatable {
     public var frames: [String]?
     /// `reload`: absolute path of the topology file the daemon loads.
     public var file: String?
+    /// `vm`: list, start, stop or restart, and the VM's name.
+    public var action: String?
+    public var vm: String?
     public init(command: String, switch sw: String? = nil, vlan: String? = nil, port: String? = nil,
                 portGroup: String? = nil, direction: String? = nil, drops: Bool? = nil, frames: [String]? = nil,
-                file: String? = nil) {
-        self.file = file
+                file: String? = nil, action: String? = nil, vm: String? = nil) {
+        self.file = file; self.action = action; self.vm = vm
         self.command = command; self.switch = sw; self.vlan = vlan; self.port = port
         self.portGroup = portGroup; self.direction = direction; self.drops = drops; self.frames = frames
     }

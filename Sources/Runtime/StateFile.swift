@@ -33,16 +33,9 @@ public struct InstanceState: Codable, Equatable {
     public var namespaces: [String]
     /// Host-side links it creates (removed if they survive the process).
     public var links: [String]
-    /// Child processes it started (QEMU): killed if they outlive a crashed instance.
-    public var processes: [RecordedProcess]?
-
-    /// A process identified by pid and start time (a reused pid is not it).
-    public struct RecordedProcess: Codable, Equatable {
-        public var pid: Int32
-        public var start: UInt64
-        public init(pid: Int32, start: UInt64) { self.pid = pid; self.start = start }
-        public var isAlive: Bool { start != 0 && processStartTime(pid) == start }
-    }
+    /// Its QEMU guests: a QEMU that outlives a crashed instance is found by its pid file
+    /// (`VMSupervisor.killStale`) and killed, which also removes its TAPs.
+    public var vms: [String]?
 
     public func write() throws {
         let data = try JSONEncoder().encode(self)

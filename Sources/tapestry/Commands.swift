@@ -13,7 +13,7 @@ struct Tapestry: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tapestry",
         abstract: "A userspace virtual switch and network fabric for Linux.",
-        subcommands: [Up.self, Down.self, ReloadCommand.self, Validate.self, Status.self, Ports.self, FDB.self, Trace.self, CaptureCommand.self]
+        subcommands: [Up.self, Down.self, ReloadCommand.self, Validate.self, Status.self, Ports.self, FDB.self, Trace.self, CaptureCommand.self, VMCommand.self]
     )
 }
 
@@ -49,10 +49,10 @@ func resolveInstance(_ name: String?) throws -> String {
     }
 }
 
-func request<T: Decodable>(_ name: String?, _ req: ControlRequest, as type: T.Type) throws -> (T, Data) {
+func request<T: Decodable>(_ name: String?, _ req: ControlRequest, as type: T.Type, timeout: Int = 10) throws -> (T, Data) {
     let instance = try resolveInstance(name)
     do {
-        let data = try controlRequest(name: instance, req)
+        let data = try controlRequest(name: instance, req, timeout: timeout)
         return (try JSON.decoder().decode(T.self, from: data), data)
     } catch let e as RuntimeError {
         throw Failure(message: e.description)
@@ -92,7 +92,6 @@ struct Validate: ParsableCommand {
         let t = try loadTopology(file)
         let ports = t.guests.reduce(0) { $0 + $1.nics.count }
         print("\(file): topology '\(t.name)' is valid: \(t.switches.count) switch(es), \(t.guests.count) guest(s), \(ports) port(s)")
-        for note in Fabric.unsupportedFeatures(of: t) { print("note: \(note)") }
     }
 }
 
@@ -109,9 +108,13 @@ struct Up: ParsableCommand {
             for fd in Int32(3)..<Int32(4096) { close(fd) }
         }
         let t = try loadTopology(file, printWarnings: !daemonChild)
-        let unsupported = Fabric.unsupportedFeatures(of: t)
-        if !unsupported.isEmpty { throw Failure(message: unsupported.joined(separator: "\n")) }
         guard geteuid() == 0 else { throw Failure(message: "'up' needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN for TAP devices and namespaces)") }
+        if !daemonChild && t.guests.contains(where: { $0.kind == .qemu }) {
+            // Build the guest image here, in the foreground, with progress: a first build
+            // downloads the Debian kernel. The daemon then finds it cached.
+            do { _ = try Fabric.prepareGuestImage { print("tapestry: guest image: \($0)") } }
+            catch { throw Failure(message: "\(error)") }
+        }
         if detach && !daemonChild { return try spawnDetached(t) }
         try runForeground(t)
     }
@@ -181,7 +184,8 @@ struct Up: ParsableCommand {
         var pid: pid_t = 0
         let rc = posix_spawn(&pid, "/proc/self/exe", &fa, &attr, &cargs, environ)
         guard rc == 0 else { throw Failure(message: "cannot start the daemon: \(String(cString: strerror(rc)))") }
-        let deadline = Date().addingTimeInterval(120)
+        // VMs boot before the daemon answers (each within its boot timeout, in parallel).
+        let deadline = Date().addingTimeInterval(t.guests.contains { $0.kind == .qemu } ? 300 : 120)
         while Date() < deadline {
             var status: Int32 = 0
             if waitpid(pid, &status, WNOHANG) == pid {
@@ -199,7 +203,7 @@ struct Up: ParsableCommand {
             usleep(50_000)
         }
         kill(pid, SIGTERM)
-        throw Failure(message: "the daemon did not become ready within 120 s; see \(logPath)")
+        throw Failure(message: "the daemon did not become ready in time; see \(logPath)")
     }
 }
 
@@ -250,6 +254,11 @@ struct Status: ParsableCommand {
         print(table(["GUEST", "KIND", "PORT", "IF", "MAC", "IP"], s.guests.flatMap { g in
             g.nics.map { [g.name, g.kind, $0.port, $0.interface, $0.mac, $0.ip ?? "-"] }
         }).split(separator: "\n").map { "  " + $0 }.joined(separator: "\n"))
+        let vms = s.guests.compactMap(\.vm)
+        if !vms.isEmpty {
+            print("VMs:")
+            print(VMCommand.rows(vms).split(separator: "\n").map { "  " + $0 }.joined(separator: "\n"))
+        }
     }
 }
 

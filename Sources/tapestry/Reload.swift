@@ -13,8 +13,6 @@ struct ReloadCommand: ParsableCommand {
     func run() throws {
         // Validate here first: located errors, and nothing is sent.
         let t = try loadTopology(file)
-        let unsupported = Fabric.unsupportedFeatures(of: t)
-        if !unsupported.isEmpty { throw Failure(message: unsupported.joined(separator: "\n")) }
         let absolute = file.hasPrefix("/") ? file : FileManager.default.currentDirectoryPath + "/" + file
         let instance = try resolveInstance(options.name ?? (RunDirectory.knownInstances().contains(t.name) ? t.name : nil))
         let data: Data

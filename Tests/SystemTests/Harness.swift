@@ -23,6 +23,7 @@ enum Harness {
     static let python = "/usr/bin/python3"
     static var hasScapy: Bool { sh("\(python) -c 'import scapy.all'").succeeded }
 
+    static var hasQEMU: Bool { sh("command -v qemu-system-x86_64").succeeded }
     static var hasTshark: Bool { sh("command -v tshark && command -v capinfos").succeeded }
 
     @discardableResult

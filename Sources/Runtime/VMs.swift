@@ -1,0 +1,151 @@
+import Core
+import Foundation
+import LinuxIO
+import Model
+import Netlink
+import Topology
+import VMRunner
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// QEMU guests (`kind: qemu`): their switch ports, and their lifecycle through `VMSupervisor`.
+///
+/// ## Attachment (DESIGN.md "Attaching guests")
+/// For each NIC the switch creates a TAP **without** a vnet header and keeps its fd; QEMU gets
+/// a copy of that fd (`-netdev tap,fd=N`, by inheritance). The switch's port is an AF_PACKET
+/// `PacketPort` on the TAP's kernel netdev — the same port type as NIC uplinks. The netdev
+/// stays in the host namespace with IPv6 off and no address, so the host stack ignores it.
+/// Because the switch holds the TAP fd, the netdev (and so the port, its counters and MAC
+/// entries) outlives a QEMU crash: a restarted VM comes back on the same port with the same
+/// MAC. The VM's NIC has offloads off (plain wire-sized frames; TCG guests are not where
+/// speed comes from).
+///
+/// ## Files
+/// Control sockets and pid files under `/run/tapestry/TOPOLOGY.vms/`; console and QEMU logs
+/// under `/var/log/tapestry/TOPOLOGY/` (kept after `down`, for debugging).
+extension Fabric {
+    static func vmPaths(topology: String, guest: String) -> VMPaths {
+        VMPaths(name: guest, runDirectory: "\(RunDirectory.path)/\(topology).vms", logDirectory: "/var/log/tapestry/\(topology)")
+    }
+
+    /// Creates the TAP and AF_PACKET port of every NIC of qemu guest `g` (recorded in `vmTaps`
+    /// as they are made, so a failure half way is cleaned up by `down`).
+    func createVMPorts(_ g: GuestSpec, of topology: Topology, host: NetlinkSocket, into byPort: inout [String: PortIO]) throws {
+        for nic in g.nics {
+            let name = Fabric.hostTAPName(topology: topology.name, guest: g.name, nic: nic.index)
+            let tap = try TAPDevice(name: name, vnetHeader: false)
+            vmTaps[g.name, default: []].append(tap)
+            // Keep the host stack out: no IPv6 (no link-local address, no ND), no IPv4 address.
+            try? "1".write(toFile: "/proc/sys/net/ipv6/conf/\(name)/disable_ipv6", atomically: false, encoding: .utf8)
+            let mtu = topology.switches.first { $0.name == nic.switchName }?.mtu ?? 1500
+            guard let index = try host.linkIndex(named: name) else { throw RuntimeError("\(nic.portName): TAP \(name) vanished") }
+            try host.configureLink(index: index, mtu: mtu, up: true)
+            byPort[nic.portName] = try PacketPort(interface: name, txVNetHeader: false, disableGRO: false, mtu: mtu)
+        }
+    }
+
+    /// Builds the guest image if it is missing or stale (cached otherwise); `progress` gets
+    /// the build's messages.
+    public static func prepareGuestImage(progress: @escaping (String) -> Void) throws {
+        do { _ = try GuestImage.prepare(progress: progress) }
+        catch { throw RuntimeError("cannot prepare the guest image: \(error)") }
+    }
+
+    /// Builds (first use) the guest image, probes acceleration once, and boots every qemu
+    /// guest in parallel; returns when all printed READY. Throws (naming each VM that failed,
+    /// with its console's last lines) when any did not boot within the boot timeout.
+    func startVMs() throws {
+        let guests = topology.guests.filter { $0.kind == .qemu }
+        guard !guests.isEmpty else { return }
+        let image: GuestImage
+        do { image = try GuestImage.prepare(progress: { [log] in log("guest image: \($0)") }) }
+        catch { throw RuntimeError("cannot prepare the guest image: \(error)") }
+        let (accel, reason) = Accel.probe()
+        log("VMs run with \(accel == .kvm ? "KVM" : "TCG (software emulation)"): \(reason)")
+        var supervisors: [VMSupervisor] = []
+        for g in guests {
+            let nics = g.nics.enumerated().map { i, nic in
+                GuestNIC(mac: nic.mac, tapFD: vmTaps[g.name]![i].fd, addresses: nic.ip.map { [$0.description] } ?? [],
+                         mtu: topology.switches.first { $0.name == nic.switchName }?.mtu)
+            }
+            let spec = VMSpec(name: g.name, memoryMiB: g.memoryMiB, cpus: g.cpus, nics: nics)
+            let paths = Fabric.vmPaths(topology: topology.name, guest: g.name)
+            _ = VMSupervisor.killStale(paths: paths)
+            let policy = VMRunner.RestartPolicy(rawValue: g.restart.rawValue) ?? .never
+            let s = try VMSupervisor(spec: spec, image: image, accel: accel, paths: paths, restartPolicy: policy,
+                                     bootTimeout: Fabric.vmBootTimeout,
+                                     onRestart: { [weak self] s in self?.vmRestarted(s.spec.name) },
+                                     log: { [log] in log("vm \(g.name): \($0)") })
+            supervisors.append(s)
+            vms[g.name] = s
+        }
+        // Boot in parallel; collect every failure.
+        final class Failures: @unchecked Sendable { let lock = NSLock(); var list: [String] = [] }
+        let group = DispatchGroup()
+        let failures = Failures()
+        let started = Date()
+        for s in supervisors {
+            group.enter()
+            Thread.detachNewThread {
+                do { try s.start() } catch { failures.lock.withLock { failures.list.append("\(error)") } }
+                group.leave()
+            }
+        }
+        group.wait()
+        if !failures.list.isEmpty { throw RuntimeError(failures.list.joined(separator: "\n")) }
+        log("\(supervisors.count) VM(s) booted in \(String(format: "%.1f", Date().timeIntervalSince(started))) s")
+    }
+
+    /// Seconds a VM may take from QEMU's start to READY (TCG boots take ~5 s alone; several
+    /// VMs on two cores take longer).
+    static var vmBootTimeout: TimeInterval {
+        ProcessInfo.processInfo.environment["TAPESTRY_VM_BOOT_TIMEOUT"].flatMap(TimeInterval.init) ?? 90
+    }
+
+    /// Stops every VM (in parallel, gracefully: ACPI power button, then quit, then kill).
+    func stopVMs() {
+        let group = DispatchGroup()
+        for s in vms.values {
+            group.enter()
+            Thread.detachNewThread { s.stop(gracePeriod: 5); group.leave() }
+        }
+        group.wait()
+        if !vms.isEmpty { rmdir("\(RunDirectory.path)/\(topology.name).vms") }
+        vms = [:]
+        for taps in vmTaps.values { for t in taps { t.close() } }
+        vmTaps = [:]
+    }
+
+    /// A VM came back after a crash (or `vm restart`): forget what its ports had learned, so
+    /// nothing is sent on stale information; the same MAC is learned again from its first frame.
+    func vmRestarted(_ name: String) {
+        guard let dp = datapath else { return }
+        let prefix = name + "."
+        var flushed = 0
+        dp.withSnapshot {
+            for sw in dp.switches {
+                for (i, p) in sw.plan.ports.enumerated() where p.name.hasPrefix(prefix) { flushed += sw.table.flush(port: i) }
+            }
+        }
+        log("vm \(name): restarted on the same port(s); \(flushed) MAC entr\(flushed == 1 ? "y" : "ies") flushed")
+    }
+
+    /// `{"command":"vm","action":"list|start|stop|restart","vm":NAME}`.
+    func vmCommand(_ req: ControlRequest) throws -> [VMStatus] {
+        let action = req.action ?? "list"
+        if action == "list" { return vms.values.map(\.status).sorted { $0.name < $1.name } }
+        guard let name = req.vm, !name.isEmpty else { throw RuntimeError("vm \(action) needs a VM name") }
+        guard let s = vms[name] else {
+            let known = vms.keys.sorted()
+            throw RuntimeError("no VM '\(name)'" + (known.isEmpty ? " (this topology has none)" : " (VMs: \(known.joined(separator: ", ")))"))
+        }
+        switch action {
+        case "start": try s.start()
+        case "stop": s.stop()
+        case "restart": try s.restart()
+        default: throw RuntimeError("unknown vm action '\(action)' (expected list, start, stop or restart)")
+        }
+        return [s.status]
+    }
+}

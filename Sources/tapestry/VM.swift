@@ -1,0 +1,74 @@
+import ArgumentParser
+import Foundation
+import Runtime
+import VMRunner
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `tapestry vm list | console VM | start VM | stop VM | restart VM`.
+struct VMCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "vm",
+        abstract: "The VM runner: list QEMU guests, attach to a console, start, stop or restart one.",
+        subcommands: [List.self, ConsoleCommand.self, Start.self, Stop.self, Restart.self])
+
+    static func rows(_ list: [VMStatus]) -> String {
+        table(["VM", "STATE", "PID", "ACCEL", "UPTIME", "BOOT", "RESTARTS", "LAST EXIT", "CONSOLE LOG"], list.map { v in
+            [v.name, v.state.rawValue, v.pid.map(String.init) ?? "-", v.accel.rawValue,
+             v.uptime.map { String(format: "%.0fs", $0) } ?? "-", v.bootTime.map { String(format: "%.1fs", $0) } ?? "-",
+             "\(v.restarts)", v.lastExit.map { "\($0)" } ?? "-", v.consoleLog]
+        })
+    }
+
+    static func act(_ action: String, _ vm: String?, name: String?, json: Bool) throws {
+        let (list, data) = try request(name, ControlRequest(command: "vm", action: action, vm: vm), as: [VMStatus].self, timeout: 180)
+        if json { return printJSON(data) }
+        print(rows(list))
+    }
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Every QEMU guest: state, pid, acceleration, uptime, boot time, restarts.")
+        @OptionGroup var options: NameOption
+        @Flag(help: "Print JSON (stable keys).") var json = false
+        func run() throws { try VMCommand.act("list", nil, name: options.name, json: json) }
+    }
+
+    struct ConsoleCommand: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "console", abstract: "Attach this terminal to the VM's serial console (Ctrl-] detaches).")
+        @OptionGroup var options: NameOption
+        @Argument(help: "The VM (guest name).") var vm: String
+        func run() throws {
+            let (list, _) = try request(options.name, ControlRequest(command: "vm", action: "list"), as: [VMStatus].self)
+            guard let v = list.first(where: { $0.name == vm }) else {
+                throw Failure(message: "no VM '\(vm)'" + (list.isEmpty ? "" : " (VMs: \(list.map(\.name).joined(separator: ", ")))"))
+            }
+            do { try Console.attach(socketPath: v.consoleSocket, name: vm) }
+            catch { throw Failure(message: "cannot attach to \(vm)'s console (\(v.state.rawValue)): \(error); its log: \(v.consoleLog)") }
+        }
+    }
+
+    struct Start: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Boot a stopped VM (returns once it is up).")
+        @OptionGroup var options: NameOption
+        @Argument(help: "The VM (guest name).") var vm: String
+        @Flag(help: "Print JSON (stable keys).") var json = false
+        func run() throws { try VMCommand.act("start", vm, name: options.name, json: json) }
+    }
+
+    struct Stop: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Power a VM down (ACPI, then quit, then kill); it is not restarted.")
+        @OptionGroup var options: NameOption
+        @Argument(help: "The VM (guest name).") var vm: String
+        @Flag(help: "Print JSON (stable keys).") var json = false
+        func run() throws { try VMCommand.act("stop", vm, name: options.name, json: json) }
+    }
+
+    struct Restart: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Stop and start a VM; it comes back on the same ports with the same MACs.")
+        @OptionGroup var options: NameOption
+        @Argument(help: "The VM (guest name).") var vm: String
+        @Flag(help: "Print JSON (stable keys).") var json = false
+        func run() throws { try VMCommand.act("restart", vm, name: options.name, json: json) }
+    }
+}
