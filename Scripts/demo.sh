@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job: install what is needed, build, bring up Topologies/demo.yaml (five network
-# namespace guests on two VLANs and a trunk observer), show traffic flowing within a VLAN
-# and blocked across VLANs, then keep a ping running until Ctrl-C, which tears it all down.
+# namespace guests on two VLANs, a trunk observer and a QEMU VM; the first run also builds
+# the VM's guest image from Debian packages), show traffic flowing within a VLAN (to the VM
+# too) and blocked across VLANs, then keep a ping running until Ctrl-C, which tears it all down.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 topology=${1:-Topologies/demo.yaml}
@@ -28,6 +29,9 @@ if [ "$name" = demo ]; then
     sleep 1
     step "web1 -> web2 (same VLAN 10): should succeed"
     ip netns exec web1 ping -c 3 -i 0.3 -W 1 10.0.10.2
+    step "web1 -> app1 (the QEMU VM in VLAN 10): should succeed"
+    ip netns exec web1 ping -c 3 -i 0.3 -W 2 10.0.10.5
+    "$bin" vm list
     step "db2 -> web1 (VLAN 20 -> VLAN 10, same subnet): must fail"
     if ip netns exec db2 ping -c 3 -i 0.3 -W 1 10.0.10.1; then echo "UNEXPECTED: crossed VLANs" >&2; exit 1; else echo "(blocked by the switch, as it should be)"; fi
     step "db1 -> broadcast ARP in VLAN 20 (seen tagged on the trunk)"
