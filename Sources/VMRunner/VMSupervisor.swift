@@ -114,10 +114,14 @@ public final class VMSupervisor: @unchecked Sendable {
             cond.unlock()
             throw VMError.alreadyRunning(name: spec.name)
         }
+        // Claimed before spawning, so a concurrent start() fails and a concurrent stop() waits.
+        monitorRunning = true
+        state = .starting
         stopRequested = false
         lastError = nil
         bootError = nil
         restarts = 0
+        bootTime = nil
         cond.unlock()
 
         let child: Child
@@ -127,15 +131,14 @@ public final class VMSupervisor: @unchecked Sendable {
             cond.lock()
             state = .failed
             lastError = "\(error)"
+            monitorRunning = false
+            cond.broadcast()
             cond.unlock()
             throw error
         }
         cond.lock()
         pid = child.pid
         startedAt = child.startedAt
-        bootTime = nil
-        state = .starting
-        monitorRunning = true
         cond.unlock()
         let thread = Thread { [self] in monitor(first: child) }
         thread.name = "vm-\(spec.name)"
@@ -159,19 +162,24 @@ public final class VMSupervisor: @unchecked Sendable {
         let hasProcess = pid != nil
         cond.unlock()
 
+        // Each step waits only if its QMP command went through.
         if hasProcess && wasReady {
             do {
                 try QMPClient(path: paths.qmpSocket, timeout: 3).systemPowerdown()
+                if !waitForExit(seconds: gracePeriod) {
+                    log("VM \(spec.name): no power-off after \(Self.format(gracePeriod)) s; sending QMP quit")
+                }
             } catch {
                 log("VM \(spec.name): system_powerdown failed (\(error))")
             }
-            if !waitForExit(seconds: gracePeriod) {
-                log("VM \(spec.name): no power-off after \(Int(gracePeriod)) s; sending QMP quit")
-            }
         }
         if processAlive() {
-            do { try QMPClient(path: paths.qmpSocket, timeout: 3).quit() } catch { log("VM \(spec.name): QMP quit failed (\(error))") }
-            if !waitForExit(seconds: 5) { log("VM \(spec.name): still running after QMP quit; killing it") }
+            do {
+                try QMPClient(path: paths.qmpSocket, timeout: 3).quit()
+                if !waitForExit(seconds: 5) { log("VM \(spec.name): still running after QMP quit; killing it") }
+            } catch {
+                log("VM \(spec.name): QMP quit failed (\(error)); killing it")
+            }
         }
         // Last resort, and the wait for the monitor to finish (also covers a restart that was
         // spawning while the stop came in).
