@@ -40,4 +40,21 @@ public struct VMStatus: Codable, Sendable, Equatable {
     public var restartIn: Double?
     public var consoleSocket: String
     public var consoleLog: String
+
+    public init(name: String, state: VMState, pid: Int32? = nil, accel: Accel, uptime: Double? = nil, bootTime: Double? = nil,
+                restarts: Int = 0, lastExit: ProcessExit? = nil, lastError: String? = nil, restartIn: Double? = nil,
+                consoleSocket: String, consoleLog: String) {
+        self.name = name
+        self.state = state
+        self.pid = pid
+        self.accel = accel
+        self.uptime = uptime
+        self.bootTime = bootTime
+        self.restarts = restarts
+        self.lastExit = lastExit
+        self.lastError = lastError
+        self.restartIn = restartIn
+        self.consoleSocket = consoleSocket
+        self.consoleLog = consoleLog
+    }
 }
