@@ -115,7 +115,7 @@ public func decide<T: TraceSink>(
         return Decision(verdict: .drop(.runt))
     }
     trace.record(.parsed(h))
-    let port = plan.hot[inPort]
+    let port = plan.storage.hot[inPort]
     if port.isMirrorDestination {
         trace.record(.dropped(.mirrorDestinationPort))
         return Decision(verdict: .drop(.mirrorDestinationPort))
@@ -167,7 +167,7 @@ public func decide<T: TraceSink>(
         trace.record(.flooding(vlan: vlan, reason: d.floodReason!))
     } else if let out = table.lookup(vlan: vlan, mac: h.destination) {
         trace.record(.lookedUp(vlan: vlan, mac: h.destination, port: out))
-        if plan.hot[out].isUplink && !port.isUplink {
+        if plan.storage.hot[out].isUplink && !port.isUplink {
             // Out to the physical network: by the member the team picks for this guest,
             // whichever uplink the destination was learned on.
             if !port.usesUplinks {
@@ -181,7 +181,7 @@ public func decide<T: TraceSink>(
                 d.verdict = .drop(.noHealthyUplink)
                 return d
             }
-            let p = plan.uplinkPorts[Int(d.uplink)]
+            let p = plan.storage.uplinkPorts[Int(d.uplink)]
             trace.record(.teamUplink(member: Int(d.uplink), port: p))
             trace.record(.forwarding(port: p))
             d.verdict = .forward(p)
@@ -199,7 +199,7 @@ public func decide<T: TraceSink>(
         trace.record(.flooding(vlan: vlan, reason: .unknownUnicast))
         d.floodReason = .unknownUnicast
     }
-    if case .flood = d.verdict, plan.team != nil, port.usesUplinks {
+    if case .flood = d.verdict, plan.storage.team != nil, port.usesUplinks {
         d.uplink = Int16(team?.state.uplink(forGuestPort: inPort, header: h, frame: frame) ?? -1)
         if d.uplink >= 0 { trace.record(.teamUplink(member: Int(d.uplink), port: plan.uplinkPorts[Int(d.uplink)])) }
     }
@@ -237,14 +237,14 @@ func teamAdmission<T: TraceSink>(frame: UnsafeRawBufferPointer, header h: FrameH
     let known = table.lookup(vlan: vlan, mac: h.destination)
     if let q = known, !h.destination.isMulticast {
         if q == inPort { return .hairpin }
-        if plan.hot[q].isUplink { return .uplinkToUplink }
-        if !plan.hot[q].usesUplinks { return .uplinkIsolated }
+        if plan.storage.hot[q].isUplink { return .uplinkToUplink }
+        if !plan.storage.hot[q].usesUplinks { return .uplinkIsolated }
     }
     guard let t = team else { return nil }
     var holding = false
     for m in t.state.holders where Int(m) == member { holding = true }
     if !holding { return .teamInactiveUplink }
-    if let q = table.lookup(vlan: vlan, mac: h.source), !plan.hot[q].isUplink {
+    if let q = table.lookup(vlan: vlan, mac: h.source), !plan.storage.hot[q].isUplink {
         let announcement = isAnnouncement(header: h, frame: frame)
         if !announcement || t.locks.isLocked(vlan: vlan, mac: h.source, now: t.now) { return .teamReflectedSource }
     }
@@ -277,9 +277,9 @@ public func egressRefusal(of destination: MACAddress, to port: HotPort) -> DropR
 @inlinable @inline(__always)
 public func forEachEgress(of d: Decision, inPort: PortIndex, plan: SwitchPlan,
                           _ body: (PortIndex, EgressRewrite, DropReason?) -> Void) {
-    let from = plan.hot[inPort]
+    let from = plan.storage.hot[inPort]
     @inline(__always) func offer(_ p: PortIndex) {
-        let port = plan.hot[p]
+        let port = plan.storage.hot[p]
         // The team: a guest's frame leaves by its one chosen member, never by the others;
         // from an uplink only to guests of port groups that use uplinks.
         if port.isUplink {
@@ -296,22 +296,26 @@ public func forEachEgress(of d: Decision, inPort: PortIndex, plan: SwitchPlan,
     case .forward(let p):
         offer(p)
         // One predictable branch on switches without promiscuous ports (no slice built).
-        if plan.hasPromiscuousPorts {
-            for q32 in plan.promiscuousSet(d.vlan) {
-                let q = Int(q32)
+        if plan.storage.hasPromiscuousPorts {
+            let set = plan.storage.promiscuousPorts, start = plan.storage.promiscuousStart, v = Int(d.vlan.rawValue)
+            for i in Int(start[v])..<Int(start[v + 1]) {
+                let q = Int(set[i])
                 if q != inPort && q != p { offer(q) }
             }
         }
     case .flood:
-        for p32 in plan.floodSet(d.vlan) {
-            let p = Int(p32)
+        // Indexes into the flood set rather than `floodSet(_:)`'s slice: no reference
+        // counting on the per-frame path.
+        let set = plan.storage.floodPorts, start = plan.storage.floodStart, v = Int(d.vlan.rawValue)
+        for i in Int(start[v])..<Int(start[v + 1]) {
+            let p = Int(set[i])
             if p != inPort { offer(p) }
         }
     case .floodPortGroup:
-        let group = plan.hot[inPort].group
+        let group = plan.storage.hot[inPort].group
         for p32 in plan.floodSet(d.vlan) {
             let p = Int(p32)
-            if p != inPort && plan.hot[p].l2Transparency && plan.hot[p].group == group { offer(p) }
+            if p != inPort && plan.storage.hot[p].l2Transparency && plan.storage.hot[p].group == group { offer(p) }
         }
     }
 }
