@@ -76,7 +76,7 @@ extension Fabric {
             let s = try VMSupervisor(spec: spec, image: image, accel: accel, paths: paths, restartPolicy: policy,
                                      bootTimeout: Fabric.vmBootTimeout,
                                      onRestart: { [weak self] s in self?.vmRestarted(s.spec.name) },
-                                     log: { [log] in log("vm \(g.name): \($0)") })
+                                     log: { [log] in log($0) })
             supervisors.append(s)
             vms[g.name] = s
         }
