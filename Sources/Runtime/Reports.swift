@@ -1,5 +1,8 @@
 import Foundation
+// The control-request fuzzer (Scripts/fuzz.sh) compiles this file without the VMRunner module.
+#if canImport(VMRunner)
 import VMRunner
+#endif
 
 /// Replies of the control socket. Keys are encoded in snake_case; they are a stable
 /// interface (`--json`), documented in README.md.
@@ -26,8 +29,10 @@ public struct StatusReport: Codable, Equatable {
         public var kind: String
         public var namespace: String?
         public var nics: [NICSummary]
+        #if canImport(VMRunner)
         /// QEMU guests: state, pid, accel, uptime, restarts, console socket and log.
         public var vm: VMStatus?
+        #endif
     }
     public struct NICSummary: Codable, Equatable {
         public var port: String
