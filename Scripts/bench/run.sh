@@ -93,13 +93,18 @@ VSWITCHD_PID=""
 TAPESTRY_UP=0
 
 # ---------------------------------------------------------------- cleanup
+alive() { [ -n "$1" ] && [ -r "/proc/$1/stat" ] && [ "$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1)" != Z ]; }
 kill_pid() {  # kill_pid PID: TERM, wait up to 5 s, then KILL
   local p=$1 i
-  [ -n "$p" ] && kill -0 "$p" 2>/dev/null || return 0
+  alive "$p" || return 0
   kill "$p" 2>/dev/null || true
-  for i in $(seq 50); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.1; done
+  for i in $(seq 50); do alive "$p" || return 0; sleep 0.1; done
   kill -9 "$p" 2>/dev/null || true
 }
+descendants() { local c; for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do echo "$c"; descendants "$c"; done; }
+# kill_tree PID: the process and everything it started, children first (trafgen forks a
+# worker per CPU that outlives a killed parent until its interface goes away).
+kill_tree() { local d; for d in $(descendants "$1"); do kill_pid "$d"; done; kill_pid "$1"; }
 stop_iperf() { kill_pid "$IPERF_PID"; IPERF_PID=""; }
 down_bridge() {
   ip netns del bnbra 2>/dev/null || true
@@ -277,7 +282,7 @@ EOF
   rx1=$(stat_of "$NS_B" "$DEV_B" rx_packets); tx1=$(stat_of "$NS_A" "$DEV_A" tx_packets)
   dr1=$(stat_of "$NS_A" "$DEV_A" tx_dropped); t1=$(now)
   # SIGINT is ignored by background jobs of a non-interactive shell: use TERM (then KILL).
-  kill_pid "$gen"; wait "$gen" 2>/dev/null || true
+  kill_tree "$gen"; wait "$gen" 2>/dev/null || true
   stop_iperf; rm -f "$TMP/iperf.pid"
   record "$s" pps "$r" "$(echo "$rx0 $rx1 $t0 $t1" | awk '{ printf "%.3f", ($2 - $1) / ($4 - $3) / 1e6 }')"
   record "$s" gen "$r" "$(echo "$tx0 $tx1 $dr0 $dr1 $t0 $t1" | awk '{ printf "%.3f", (($2 - $1) + ($4 - $3)) / ($6 - $5) / 1e6 }')"

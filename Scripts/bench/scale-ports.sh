@@ -62,16 +62,21 @@ RES="$TMP/results.tsv"   # setup metric round value
 UP_BIG=0 UP_SMALL=0
 PIDS=()                  # processes this script started and has not reaped yet
 
+alive() { [ -n "$1" ] && [ -r "/proc/$1/stat" ] && [ "$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1)" != Z ]; }
 kill_pid() {  # TERM, wait up to 5 s, then KILL; only our own PIDs are ever passed
   local p=$1 i
-  [ -n "$p" ] && kill -0 "$p" 2>/dev/null || return 0
+  alive "$p" || return 0
   kill "$p" 2>/dev/null || true
-  for i in $(seq 50); do kill -0 "$p" 2>/dev/null || return 0; sleep 0.1; done
+  for i in $(seq 50); do alive "$p" || return 0; sleep 0.1; done
   kill -9 "$p" 2>/dev/null || true
 }
+descendants() { local c; for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do echo "$c"; descendants "$c"; done; }
+# The process and everything it started, children first: trafgen forks a worker per CPU,
+# and a worker outlives a killed parent (it kept flooding the next rounds before this).
+kill_tree() { local d; for d in $(descendants "$1"); do kill_pid "$d"; done; kill_pid "$1"; }
 cleanup() {
   set +e
-  for p in "${PIDS[@]}"; do kill_pid "$p"; done
+  for p in "${PIDS[@]}"; do kill_tree "$p"; done
   [ "$UP_BIG" = 1 ] && { "$TAPESTRY" down --name bspbig >/dev/null 2>&1 || log "down bspbig failed"; }
   [ "$UP_SMALL" = 1 ] && { "$TAPESTRY" down --name bspsmall >/dev/null 2>&1 || log "down bspsmall failed"; }
   local left
@@ -162,7 +167,7 @@ measure() {  # measure SETUP NS_A NS_B SWITCH_PID ROUND
     rx0=$(stat_of "$b" statistics/rx_packets); t0=$(now)
     sleep "$DUR"
     rx1=$(stat_of "$b" statistics/rx_packets); t1=$(now)
-    kill_pid "$gen"; wait "$gen" 2>/dev/null || true
+    kill_tree "$gen"; wait "$gen" 2>/dev/null || true
     record "$s" pps "$r" "$(echo "$rx0 $rx1 $t0 $t1" | awk '{ printf "%.3f", ($2 - $1) / ($4 - $3) / 1e6 }')"
   fi
   sleep 1
@@ -174,6 +179,10 @@ for r in $(seq "$ROUNDS"); do
   log "round $r/$ROUNDS: small (2 ports)"
   measure small bssa bssb "$PID_SMALL" "$r" || true
 done
+
+# Down before the report: the in-process benchmark below runs on a quiet machine.
+"$TAPESTRY" down --name bspbig >/dev/null && UP_BIG=0
+"$TAPESTRY" down --name bspsmall >/dev/null && UP_SMALL=0
 
 # ---------------------------------------------------------------- report
 echo "# Scale check: 256 ports / 4094 VLANs vs 2 ports / 1 VLAN"

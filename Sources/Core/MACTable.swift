@@ -19,12 +19,6 @@ import Model
 /// rather than one per field; the LRU links, touched at most once a second per entry, live
 /// in arrays of their own.
 ///
-/// ## The per-frame path
-/// `lookup` and the common case of `learn` (the source was already seen on this port within
-/// the same second: nothing to change) are `@inlinable` and read only immutable pointers,
-/// so they inline into the datapath with no call, no reference counting and no exclusivity
-/// checks; everything that changes the table is behind `learnSlowly`, out of line.
-///
 /// Each port threads its dynamic entries on an intrusive doubly linked list in least- to
 /// most-recently-seen order. That gives, in O(1):
 /// - refresh: move the entry to its port's tail;
@@ -32,6 +26,12 @@ import Model
 ///   seen entry of the port holding the most entries goes, so one port flooding random
 ///   source MACs can only evict its own entries once it holds the most;
 /// - **aging**: walk each port's list from the head while entries are older than the limit.
+///
+/// ## The per-frame path
+/// `lookup` and the common case of `learn` (the source was already seen on this port within
+/// the same second: nothing to change) are `@inlinable` and read only immutable pointers,
+/// so they inline into the datapath with no call, no reference counting and no exclusivity
+/// checks; everything that changes the table is behind `learnSlowly`, out of line.
 ///
 /// ## Complications
 /// - Moves: a known MAC seen on another port moves at once (a migrated or failed-over guest,

@@ -50,6 +50,19 @@ import TestSupport
         #expect(t.entries(now: 5).first { $0.mac == mac(9) }?.isStatic == true)
     }
 
+    /// `learn`'s inlined fast path (same port, same second: nothing to do) must not mistake a
+    /// static entry, stored with time 0, for a dynamic one seen this second.
+    @Test func fastPathLeavesStaticEntriesAlone() {
+        let t = MACTable(limit: 16)
+        #expect(t.addStatic(vlan: v10, mac: mac(9), port: 4))
+        #expect(t.learn(vlan: v10, mac: mac(9), port: 4, now: 0) == .staticEntry)
+        #expect(t.count == 0 && t.staticCount == 1)
+        #expect(t.learn(vlan: v10, mac: mac(1), port: 0, now: 7) == .learned)
+        #expect(t.learn(vlan: v10, mac: mac(1), port: 0, now: 7) == .refreshed)
+        #expect(t.age(vlan: v10, mac: mac(1), now: 9) == 2)
+        #expect(t.count == 1 && t.count(port: 0) == 1)
+    }
+
     @Test func fairEvictionTakesFromTheFullestPort() {
         let t = MACTable(limit: 8)
         // Port 0 holds 2 entries, port 1 floods 6 random sources: the table is full.
