@@ -48,27 +48,29 @@ struct VMCommand: ParsableCommand {
         }
     }
 
-    struct Start: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Boot a stopped VM (returns once it is up).")
+    /// What start, stop and restart take: the VM, `--name`, `--json`.
+    struct Target: ParsableArguments {
         @OptionGroup var options: NameOption
         @Argument(help: "The VM (guest name).") var vm: String
         @Flag(help: "Print JSON (stable keys).") var json = false
-        func run() throws { try VMCommand.act("start", vm, name: options.name, json: json) }
+        func act(_ action: String) throws { try VMCommand.act(action, vm, name: options.name, json: json) }
+    }
+
+    struct Start: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Boot a stopped VM (returns once it is up).")
+        @OptionGroup var target: Target
+        func run() throws { try target.act("start") }
     }
 
     struct Stop: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Power a VM down (ACPI, then quit, then kill); it is not restarted.")
-        @OptionGroup var options: NameOption
-        @Argument(help: "The VM (guest name).") var vm: String
-        @Flag(help: "Print JSON (stable keys).") var json = false
-        func run() throws { try VMCommand.act("stop", vm, name: options.name, json: json) }
+        @OptionGroup var target: Target
+        func run() throws { try target.act("stop") }
     }
 
     struct Restart: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Stop and start a VM; it comes back on the same ports with the same MACs.")
-        @OptionGroup var options: NameOption
-        @Argument(help: "The VM (guest name).") var vm: String
-        @Flag(help: "Print JSON (stable keys).") var json = false
-        func run() throws { try VMCommand.act("restart", vm, name: options.name, json: json) }
+        @OptionGroup var target: Target
+        func run() throws { try target.act("restart") }
     }
 }
