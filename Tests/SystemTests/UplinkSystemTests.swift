@@ -293,8 +293,19 @@ struct UplinkSystemTests {
         """
         let t = RunningTopology(name: "\(p)sm", yaml: yaml)
         try #require(t.up.succeeded, "up failed: \(t.up.stderr)")
+        // capture --uplink: a pcapng interface named after the NIC, with the pings on it.
+        let file = NSTemporaryDirectory() + "tapestry-\(p)-uplink.pcapng"
+        sh("('\(Harness.binary)' capture --name \(p)sm --uplink \(net.nics[0]) --duration 4s -w \(file) >/dev/null 2>&1 &)")
+        usleep(700_000)
         for g in names { #expect(t.ping(from: "\(p)\(g)", to: "10.64.0.200")) }
         let fdb = net.fdb()
+        // trace --in an uplink: an outside broadcast floods to the guests, never to the other NIC.
+        let trace = Harness.tapestry("trace --name \(p)sm --in \(net.nics[0]) --frame src=\(net.externalMAC),dst=ff:ff:ff:ff:ff:ff,type=arp")
+        #expect(trace.succeeded && trace.stdout.contains("team") && !trace.stdout.contains(net.nics[1] + " "), "the team decides, never the other NIC: \(trace.stdout)")
+        sleep(4)
+        let tshark = sh("tshark -r \(file) -T fields -e frame.interface_name -e icmp.type 2>/dev/null").stdout
+        unlink(file)
+        #expect(tshark.contains(net.nics[0]) && tshark.contains("\t8"), "the uplink capture has the echo requests on \(net.nics[0]): \(tshark.prefix(300))")
         let where_ = (1...names.count).map { fdb[Self.mac(64, $0)] }
         #expect(where_.allSatisfy { $0 == net.peer(0) || $0 == net.peer(1) }, "every guest MAC is on one NIC: \(fdb)")
         #expect(Set(where_.compactMap { $0 }).count == 2, "src-mac uses both NICs for six MACs: \(where_)")
