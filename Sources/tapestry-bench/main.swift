@@ -5,7 +5,11 @@
 //
 //   swift run -c release tapestry-bench [SCENARIO...] [--frames N] [--runs R]
 //
-// SCENARIO: forward, scale, lookup, learning, memory (default: all). Each throughput
+// SCENARIO: forward, scale, scale-trunks, lookup, learning, memory (default: all). `scale`
+// is `forward`'s traffic (access port to access port, known unicast) on a 256-port switch
+// whose trunks carry all 4094 VLANs: the cost of size alone; `scale-trunks` adds tagged
+// traffic between the trunks in 1190 more VLANs (a different mix, so more work per frame,
+// mostly mispredicted branches between the tagged and untagged paths). Each throughput
 // scenario runs R times (default 5) over N frames (default 20 000 000) and prints the
 // median and the best run. Numbers are for this machine and this run; there are no
 // thresholds anywhere: compare runs, not absolutes. For instruction counts, run one
@@ -27,14 +31,14 @@ do {
         switch a {
         case "--frames": frameTotal = Int(args.popFirst() ?? "") ?? frameTotal
         case "--runs": runs = max(1, Int(args.popFirst() ?? "") ?? runs)
-        case "forward", "scale", "lookup", "learning", "memory": scenarios.append(a)
+        case "forward", "scale", "scale-trunks", "lookup", "learning", "memory": scenarios.append(a)
         default:
             if let n = Int(a) { frameTotal = n; continue }   // the old `tapestry-bench N`
-            print("usage: tapestry-bench [forward|scale|lookup|learning|memory]... [--frames N] [--runs R]")
+            print("usage: tapestry-bench [forward|scale|scale-trunks|lookup|learning|memory]... [--frames N] [--runs R]")
             exit(2)
         }
     }
-    if scenarios.isEmpty { scenarios = ["forward", "scale", "lookup", "learning", "memory"] }
+    if scenarios.isEmpty { scenarios = ["forward", "scale", "scale-trunks", "lookup", "learning", "memory"] }
 }
 
 // MARK: - Helpers
@@ -106,18 +110,26 @@ struct Workload {
 
 struct Host { var vlan: VLANID; var port: Int; var tagged: Bool }
 
-struct ForwardResult { var rates: [Double]; var forwarded: Int; var egress: Int; var allocations: UInt64; var frames: Int }
+/// One throughput scenario: a switch, its table and its frames, and what the runs measured.
+final class Scenario {
+    let name: String, what: String
+    let plan: SwitchPlan, table: MACTable, workload: Workload
+    var rates: [Double] = []
+    var forwarded = 0, egress = 0, allocations: UInt64 = 0, frames = 0
+    init(_ name: String, _ what: String, _ plan: SwitchPlan, _ table: MACTable, _ workload: Workload) {
+        self.name = name; self.what = what; self.plan = plan; self.table = table; self.workload = workload
+    }
 
-/// decide + learn + egress walk: the datapath's per-frame work without the syscalls (what
-/// `Datapath.forward` does between its read and its writes).
-@MainActor func forwardBenchmark(plan: SwitchPlan, table: MACTable, workload w: Workload) -> ForwardResult {
-    var result = ForwardResult(rates: [], forwarded: 0, egress: 0, allocations: 0, frames: 0)
-    let mask = Workload.frameCount - 1
-    for run in 0..<runs {
+    /// One run of decide + learn + egress walk over `count` frames: the datapath's per-frame
+    /// work without the syscalls (what `Datapath.forward` does between its read and its
+    /// writes).
+    func run(frames count: Int) {
+        let plan = self.plan, table = self.table, w = workload
+        let mask = Workload.frameCount - 1
         var forwarded = 0, egress = 0
         let allocationsBefore = cmc_allocations()
         let time = seconds {
-            for n in 0..<frameTotal {
+            for n in 0..<count {
                 let f = n & mask
                 let inPort = w.inPorts[f]
                 let d = decide(frame: w.frame(f), inPort: inPort, plan: plan, table: table)
@@ -126,23 +138,25 @@ struct ForwardResult { var rates: [Double]; var forwarded: Int; var egress: Int;
                 forEachEgress(of: d, inPort: inPort, plan: plan) { _, _, _ in egress &+= 1 }
             }
         }
-        result.allocations += cmc_allocations() - allocationsBefore
-        result.frames += frameTotal
-        result.rates.append(Double(frameTotal) / time / 1e6)
-        if run == 0 { result.forwarded = forwarded; result.egress = egress }
+        allocations += cmc_allocations() - allocationsBefore
+        if frames == 0 { self.forwarded = forwarded; self.egress = egress }
+        frames += count
+        rates.append(Double(count) / time / 1e6)
     }
-    return result
-}
-
-@MainActor func report(_ name: String, _ r: ForwardResult, _ what: String) {
-    print("\(name): \(summary(r.rates)) Mframes/s on one core (\(what); \(frameTotal) frames × \(runs) runs; first run: \(r.forwarded) forwarded, \(r.egress) egress ports)")
-    print("\(name) heap allocations: \(r.allocations) in \(r.frames) frames (\(String(format: "%.6f", Double(r.allocations) / Double(r.frames))) per frame)")
 }
 
 let macCount = 10_000
-var forwardRates: [Double] = []
+var throughput: [Scenario] = []
 
 // MARK: - forward: 16 ports, one VLAN, 10 000 MACs
+
+/// A table holding every host (learned at time 0; the measured loop runs at time 1, so the
+/// first frame from each host also refreshes its entry's LRU position once).
+func learned(_ hosts: [Host], ports: Int) -> MACTable {
+    let table = MACTable(limit: 65_536, portCount: ports)
+    for (i, h) in hosts.enumerated() { table.learn(vlan: h.vlan, mac: address(i), port: h.port, now: 0) }
+    return table
+}
 
 /// 15 access ports in VLAN 10 and one trunk carrying it, 10 000 hosts on the access ports.
 func smallSwitch() -> (SwitchPlan, MACTable, Workload) {
@@ -154,27 +168,18 @@ func smallSwitch() -> (SwitchPlan, MACTable, Workload) {
     return (plan, learned(hosts, ports: ports), Workload(hosts: hosts))
 }
 
-/// A table holding every host (learned at time 0; the measured loop runs at time 1, so the
-/// first frame from each host also refreshes its entry's LRU position once).
-func learned(_ hosts: [Host], ports: Int) -> MACTable {
-    let table = MACTable(limit: 65_536, portCount: ports)
-    for (i, h) in hosts.enumerated() { table.learn(vlan: h.vlan, mac: address(i), port: h.port, now: 0) }
-    return table
-}
-
 if scenarios.contains("forward") {
     let (plan, table, w) = smallSwitch()
-    let r = forwardBenchmark(plan: plan, table: table, workload: w)
-    forwardRates = r.rates
-    report("decide+learn+egress", r, "16 ports, 1 VLAN, \(macCount) MACs, 64-byte frames")
+    throughput.append(Scenario("decide+learn+egress", "16 ports, 1 VLAN, \(macCount) MACs, 64-byte frames", plan, table, w))
 }
 
 // MARK: - scale: 256 ports, 4094 VLANs
 
-if scenarios.contains("scale") {
-    // 254 access ports, two per VLAN, 127 VLANs spread over 1-4063 (30 hosts each), and
-    // two trunks carrying 1-4094 with the other 2380 hosts: pairs of hosts (one per
-    // trunk) in 1190 VLANs spread over 1-3571, sending tagged frames to each other.
+/// 254 access ports, two per VLAN, 127 VLANs spread over 1-4033, and two trunks carrying
+/// 1-4094. `scale`: 10 000 hosts on the access ports (as in `forward`, one port to another
+/// of the same VLAN). `scale-trunks`: 7620 hosts on the access ports and 2380 behind the
+/// trunks, in pairs (one per trunk) in 1190 VLANs spread over 1-3571, tagged.
+func scaleScenario(trunkHosts: Bool) -> Scenario {
     let ports = 256, access = 254
     var all = VLANSet(); all.insert(range: 1...4094)
     func accessVLAN(_ p: Int) -> VLANID { VLANID(UInt16(1 + (p / 2) * 32)) }
@@ -182,13 +187,27 @@ if scenarios.contains("scale") {
         PortPlan(name: "p\($0)", portGroup: $0 < access ? "g\($0 / 2)" : "trunk",
                  mode: $0 < access ? .access(accessVLAN($0)) : .trunk(allowed: all, native: nil))
     }, macLimit: 65_536)
-    var hosts = (0..<access * 30).map { Host(vlan: accessVLAN($0 % access), port: $0 % access, tagged: false) }
+    var hosts = (0..<(trunkHosts ? access * 30 : macCount)).map { Host(vlan: accessVLAN($0 % access), port: $0 % access, tagged: false) }
     for k in 0..<(macCount - hosts.count) { hosts.append(Host(vlan: VLANID(UInt16(1 + (k / 2) * 3)), port: access + k % 2, tagged: true)) }
-    let r = forwardBenchmark(plan: plan, table: learned(hosts, ports: ports), workload: Workload(hosts: hosts))
-    report("scale decide+learn+egress", r, "256 ports: 254 access in 127 VLANs + 2 trunks 1-4094, \(hosts.count) MACs in \(Set(hosts.map(\.vlan)).count) VLANs")
-    if !forwardRates.isEmpty {
-        let median = { (a: [Double]) in a.sorted()[a.count / 2] }
-        print(String(format: "scale/forward median ratio: %.2f", median(r.rates) / median(forwardRates)))
+    let what = "256 ports: 254 access in 127 VLANs + 2 trunks 1-4094, \(hosts.count) MACs in \(Set(hosts.map(\.vlan)).count) VLANs"
+        + (trunkHosts ? ", 24% of frames tagged between the trunks" : "")
+    return Scenario(trunkHosts ? "scale-trunks" : "scale", what, plan, learned(hosts, ports: ports), Workload(hosts: hosts))
+}
+
+if scenarios.contains("scale") { throughput.append(scaleScenario(trunkHosts: false)) }
+if scenarios.contains("scale-trunks") { throughput.append(scaleScenario(trunkHosts: true)) }
+
+// Runs alternate between the scenarios (run 1 of each, then run 2 of each, …), so a change
+// in the machine's load hits them alike; a ratio is the median of the per-run ratios.
+for _ in 0..<runs { for s in throughput { s.run(frames: frameTotal) } }
+for s in throughput {
+    print("\(s.name): \(summary(s.rates)) Mframes/s on one core (\(s.what); \(frameTotal) frames × \(runs) runs; first run: \(s.forwarded) forwarded, \(s.egress) egress ports)")
+    print("\(s.name) heap allocations: \(s.allocations) in \(s.frames) frames (\(String(format: "%.6f", Double(s.allocations) / Double(s.frames))) per frame)")
+}
+if let base = throughput.first, base.name == "decide+learn+egress" {
+    for s in throughput.dropFirst() {
+        let ratios = zip(s.rates, base.rates).map { $0 / $1 }.sorted()
+        print(String(format: "\(s.name)/forward: median of per-run ratios %.2f (min %.2f, max %.2f)", ratios[ratios.count / 2], ratios.first!, ratios.last!))
     }
 }
 
