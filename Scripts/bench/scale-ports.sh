@@ -212,9 +212,9 @@ for m, label in metrics:
 EOF
 echo
 if [ -x "$BENCH" ]; then
-  echo "In-process (\`tapestry-bench forward scale --runs 5\`, decide + learn + egress, one core):"
+  echo "In-process (\`tapestry-bench forward scale scale-trunks --runs 5\`, decide + learn + egress, one core):"
   echo '```'
-  "$BENCH" forward scale --runs 5 | grep -v allocations
+  "$BENCH" forward scale scale-trunks --runs 5 | grep -v allocations
   echo '```'
 else
   echo "(no $BENCH: build it with swift build -c release --product tapestry-bench for the in-process numbers)"
