@@ -97,8 +97,9 @@ public struct RecordingTrace: TraceSink {
 /// `segmented` marks a GSO frame (TSO from a guest): longer than the MTU by design, so the
 /// oversize check does not apply; whoever delivers it cuts it into MTU-sized segments.
 ///
-/// `@inline(__always)`: its only callers inside Core are the non-generic datapath entry
-/// point below and nothing else, so the `NoTrace` specialisation is inlined there.
+/// `@inline(__always)`: its only caller inside Core is the non-generic datapath entry point
+/// below, where the `NoTrace` specialisation is thereby inlined (callers in other modules,
+/// such as trace with a `RecordingTrace`, run the generic body as before).
 @inline(__always)
 public func decide<T: TraceSink>(
     frame: UnsafeRawBufferPointer,
@@ -210,7 +211,7 @@ public func decide<T: TraceSink>(
 ///
 /// Non-generic on purpose. `decide<T>` is not `@inlinable`, so a caller in another module
 /// (the datapath, the benchmark) would run its unspecialised body, paying a witness-table
-/// call for every trace step and generic prologues (≈40% more instructions per frame,
+/// call for every trace step and generic prologues (≈30% more instructions per frame,
 /// callgrind on `tapestry-bench forward`). This wrapper is compiled inside Core, where
 /// `decide<NoTrace>` is specialised and inlined, and the trace steps vanish.
 public func decide(frame: UnsafeRawBufferPointer, inPort: PortIndex, plan: SwitchPlan, table: MACTable,
