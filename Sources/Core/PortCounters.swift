@@ -5,11 +5,15 @@
 /// indexed by `DropReason.rawValue`, so counting a drop is one add.
 public final class PortCounters {
     public let portCount: Int
-    @usableFromInline static let fixed = 4
-    @usableFromInline static let stride = fixed + DropReason.allCases.count
+    @inlinable static var fixed: Int { 4 }
+    /// Fields per port: the 4 frame/byte counters, then one per drop reason, rounded up to a
+    /// constant (a stored static computed from `allCases` cost an accessor call per counted
+    /// frame). `init` checks it still covers every reason.
+    @inlinable static var stride: Int { 48 }
     @usableFromInline let values: UnsafeMutablePointer<UInt64>
 
     public init(portCount: Int) {
+        precondition(PortCounters.fixed + DropReason.allCases.count <= PortCounters.stride, "PortCounters.stride too small")
         self.portCount = portCount
         values = .allocate(capacity: max(1, portCount * PortCounters.stride))
         values.initialize(repeating: 0, count: max(1, portCount * PortCounters.stride))
