@@ -1,3 +1,4 @@
+import CLinux
 import Core
 import Foundation
 import LinuxIO
@@ -73,6 +74,7 @@ public final class Fabric {
                                   processStart: processStartTime(getpid()),
                                   namespaces: topology.guests.filter { $0.kind == .netns }.map(\.name), links: [])
         state.vms = topology.guests.filter { $0.kind == .qemu }.map(\.name)
+        state.groOff = topology.switches.flatMap { $0.uplinks?.nics ?? [] }.filter { cl_ethtool_get_gro($0) == 1 }
         try state.write()
         do {
             var byPort: [String: PortIO] = [:]
@@ -224,6 +226,7 @@ public final class Fabric {
         for ns in old.namespaces where NetworkNamespace.exists(ns) {
             try? NetworkNamespace.delete(ns); removed.append("namespace \(ns)")
         }
+        for nic in old.groOff ?? [] where cl_ethtool_set_gro(nic, 1) == 0 { removed.append("GRO on \(nic) turned back on") }
         if let nl = try? NetlinkSocket() {
             for l in old.links where (try? nl.linkExists(named: l)) == true { try? nl.deleteLink(named: l); removed.append("link \(l)") }
         }

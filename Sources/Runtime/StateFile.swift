@@ -36,6 +36,9 @@ public struct InstanceState: Codable, Equatable {
     /// Its QEMU guests: a QEMU that outlives a crashed instance is found by its pid file
     /// (`VMSupervisor.killStale`) and killed, which also removes its TAPs.
     public var vms: [String]?
+    /// Uplink NICs whose GRO was on and that this instance turns off while it runs: a crash
+    /// leaves them off, so the next `up` or `down` turns GRO back on.
+    public var groOff: [String]?
 
     public func write() throws {
         let data = try JSONEncoder().encode(self)

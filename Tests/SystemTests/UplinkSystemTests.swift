@@ -87,6 +87,15 @@ final class PhysicalNetwork {
     func upstream(_ command: String) -> CommandResult { sh("ip netns exec \(upstream) \(command)") }
 }
 
+/// The daemon pid of a running topology, from its state file.
+enum InstanceStatePID {
+    static func read(_ name: String) -> Int32? {
+        guard let data = FileManager.default.contents(atPath: "/run/tapestry/\(name).state"),
+              let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return nil }
+        return (obj["pid"] as? NSNumber)?.int32Value
+    }
+}
+
 /// Largest run of lost echo requests in `ping` output, in sequence numbers.
 func longestLoss(_ pingOutput: String, sent: Int) -> Int {
     var got = Set<Int>()
@@ -291,8 +300,16 @@ struct UplinkSystemTests {
         guests:
         \(Self.guests(p, names, group: "lan", subnet: 64, from: 1))
         """
+        // GRO on the first NIC: off while the switch runs, back on after it is gone (even
+        // after a crash).
+        sh("ethtool -K \(net.nics[0]) gro on")
+        func gro() -> String { sh("ethtool -k \(net.nics[0]) | grep generic-receive-offload").stdout }
         let t = RunningTopology(name: "\(p)sm", yaml: yaml)
         try #require(t.up.succeeded, "up failed: \(t.up.stderr)")
+        #expect(gro().contains(": off"), "GRO off while the uplink runs: \(gro())")
+        defer {
+            #expect(gro().contains(": on"), "GRO restored after the crash: \(gro())")
+        }
         // capture --uplink: a pcapng interface named after the NIC, with the pings on it.
         let file = NSTemporaryDirectory() + "tapestry-\(p)-uplink.pcapng"
         sh("('\(Harness.binary)' capture --name \(p)sm --uplink \(net.nics[0]) --duration 4s -w \(file) >/dev/null 2>&1 &)")
@@ -309,6 +326,10 @@ struct UplinkSystemTests {
         let where_ = (1...names.count).map { fdb[Self.mac(64, $0)] }
         #expect(where_.allSatisfy { $0 == net.peer(0) || $0 == net.peer(1) }, "every guest MAC is on one NIC: \(fdb)")
         #expect(Set(where_.compactMap { $0 }).count == 2, "src-mac uses both NICs for six MACs: \(where_)")
+        // A crash (kill -9): the next `down` cleans up, GRO included.
+        if let pid = InstanceStatePID.read("\(p)sm") { kill(pid, SIGKILL); usleep(300_000) }
+        let down = Harness.tapestry("down --name \(p)sm")
+        #expect(down.stdout.contains("GRO on \(net.nics[0]) turned back on"), "\(down.stdout) \(down.stderr)")
     }
 
     /// Bad input: an uplink NIC that does not exist is a located error and starts nothing;
