@@ -143,6 +143,9 @@ public func decide<T: TraceSink>(
         trace.record(.dropped(.reservedDestination))
         return Decision(verdict: .drop(.reservedDestination), vlan: vlan, ingressTagLength: tagLength, pcp: pcp)
     }
+    // For a frame from an uplink: where its (unicast) destination is, looked up once for the
+    // team's checks and the forwarding below.
+    var uplinkDestination: PortIndex? = nil
     if port.isUplink {
         // Beacon probes first: every member, standby or not, must hear them.
         if h.destination == TeamFrames.beaconDestination && h.etherType == TeamFrames.beaconEtherType {
@@ -150,7 +153,8 @@ public func decide<T: TraceSink>(
             return Decision(verdict: .local, vlan: vlan, ingressTagLength: tagLength, pcp: pcp,
                             source: h.source, destination: h.destination)
         }
-        if let reason = teamAdmission(frame: frame, header: h, vlan: vlan, port: port, inPort: inPort,
+        uplinkDestination = h.destination.isMulticast ? nil : table.lookup(vlan: vlan, mac: h.destination)
+        if let reason = teamAdmission(frame: frame, header: h, vlan: vlan, port: port, inPort: inPort, destinationPort: uplinkDestination,
                                       plan: plan, table: table, team: team, trace: &trace) {
             trace.record(.dropped(reason))
             return Decision(verdict: .drop(reason), vlan: vlan, ingressTagLength: tagLength, pcp: pcp,
@@ -166,7 +170,7 @@ public func decide<T: TraceSink>(
     } else if h.destination.isMulticast {
         d.floodReason = h.destination.isBroadcast ? .broadcast : .multicast
         trace.record(.flooding(vlan: vlan, reason: d.floodReason!))
-    } else if let out = table.lookup(vlan: vlan, mac: h.destination) {
+    } else if let out = port.isUplink ? uplinkDestination : table.lookup(vlan: vlan, mac: h.destination) {
         trace.record(.lookedUp(vlan: vlan, mac: h.destination, port: out))
         if plan.storage.hot[out].isUplink && !port.isUplink {
             // Out to the physical network: by the member the team picks for this guest,
@@ -230,21 +234,20 @@ public func decide(frame: UnsafeRawBufferPointer, inPort: PortIndex, plan: Switc
 /// 3. Floods (broadcast, multicast, unknown unicast) are accepted from the VLAN's designated
 ///    receiver only; a known unicast to a guest only from the member carrying that guest.
 /// 4. Never to another uplink, never to a port group with `uplinks: none`.
+///
+/// `known`: the port of the (unicast) destination in the MAC table, nil for multicast or a miss.
 @inline(__always)
 func teamAdmission<T: TraceSink>(frame: UnsafeRawBufferPointer, header h: FrameHeader, vlan: VLANID, port: HotPort,
-                                 inPort: PortIndex, plan: SwitchPlan, table: MACTable, team: TeamContext?,
-                                 trace: inout T) -> DropReason? {
+                                 inPort: PortIndex, destinationPort known: PortIndex?, plan: SwitchPlan, table: MACTable,
+                                 team: TeamContext?, trace: inout T) -> DropReason? {
     let member = Int(port.teamMember)
-    let known = table.lookup(vlan: vlan, mac: h.destination)
-    if let q = known, !h.destination.isMulticast {
+    if let q = known {
         if q == inPort { return .hairpin }
         if plan.storage.hot[q].isUplink { return .uplinkToUplink }
         if !plan.storage.hot[q].usesUplinks { return .uplinkIsolated }
     }
     guard let t = team else { return nil }
-    var holding = false
-    for m in t.state.holders where Int(m) == member { holding = true }
-    if !holding { return .teamInactiveUplink }
+    if !t.state.holders.contains(Int16(member)) { return .teamInactiveUplink }
     if let q = table.lookup(vlan: vlan, mac: h.source), !plan.storage.hot[q].isUplink {
         let announcement = isAnnouncement(header: h, frame: frame)
         if !announcement || t.locks.isLocked(vlan: vlan, mac: h.source, now: t.now) { return .teamReflectedSource }
