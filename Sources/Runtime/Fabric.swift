@@ -58,9 +58,7 @@ public final class Fabric {
     /// The host-side name of a NIC's TAP before it moves into its guest: `tp` + 8 hex digits
     /// of FNV-1a over "topology/guest/index" (≤ 15 bytes, stable, unlikely to collide).
     public static func hostTAPName(topology: String, guest: String, nic: Int) -> String {
-        var h: UInt32 = 0x811C_9DC5
-        for b in "\(topology)/\(guest)/\(nic)".utf8 { h = (h ^ UInt32(b)) &* 0x0100_0193 }
-        let hex = String(h, radix: 16)
+        let hex = String(fnv1a32("\(topology)/\(guest)/\(nic)"), radix: 16)
         return "tp" + String(repeating: "0", count: 8 - hex.count) + hex
     }
 
@@ -102,8 +100,7 @@ public final class Fabric {
     /// Every name this topology needs must be free, and every uplink NIC must exist; all
     /// problems are reported at once.
     private func preflight() throws {
-        let nl = try NetlinkSocket()
-        let missing = topology.hostProblems { (try? nl.linkExists(named: $0)) == true }
+        let missing = Fabric.hostProblems(of: topology)
         if !missing.isEmpty { throw RuntimeError(missing.map(\.description).joined(separator: "\n")) }
         try preflight(topology.guests)
     }
@@ -181,7 +178,7 @@ public final class Fabric {
             guard let index = try inside.linkIndex(named: tap.name) else {
                 throw RuntimeError("\(nic.portName): link \(tap.name) did not arrive in namespace \(g.name)")
             }
-            let mtu = topology.switches.first { $0.name == nic.switchName }?.mtu ?? 1500
+            let mtu = topology.mtu(of: nic)
             try inside.configureLink(index: index, name: nic.interfaceName, mac: nic.mac, mtu: mtu, up: true)
             if let ip = nic.ip {
                 try inside.addIPv4Address(index: index, address: ip.address, prefixLength: ip.prefixLength)
@@ -324,4 +321,16 @@ public final class Fabric {
         }
         return FDBReport(entries: out, ports: ports)
     }
+}
+
+/// 32-bit FNV-1a of `text`'s UTF-8: short stable names and ids (TAP names, team ids).
+func fnv1a32(_ text: String) -> UInt32 {
+    var h: UInt32 = 0x811C_9DC5
+    for b in text.utf8 { h = (h ^ UInt32(b)) &* 0x0100_0193 }
+    return h
+}
+
+extension Topology {
+    /// The MTU of the switch a NIC attaches to.
+    func mtu(of nic: NICSpec) -> Int { switches.first { $0.name == nic.switchName }?.mtu ?? 1500 }
 }

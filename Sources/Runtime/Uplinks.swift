@@ -157,13 +157,11 @@ final class TeamMonitor {
             var members: [Member] = []
             for p in u.ports {
                 let attrs = try nl.linkAttributes(named: p.name)
-                let state = try nl.linkState(named: p.name)
                 members.append(Member(name: p.name, ifindex: p.ifindex, mac: attrs?.mac ?? .zero, port: p,
-                                      link: TeamMonitor.health(up: state?.up ?? false, carrier: state?.carrier ?? false, exists: state != nil)))
+                                      link: TeamMonitor.health(of: p.name, nl)))
             }
-            var h: UInt32 = 0x811C_9DC5
-            for b in "\(topologyName)/\(u.switchName)".utf8 { h = (h ^ UInt32(b)) &* 0x0100_0193 }
-            teams.append(Team(switchName: u.switchName, teamID: h, beaconProbing: u.beaconProbing, members: members))
+            teams.append(Team(switchName: u.switchName, teamID: fnv1a32("\(topologyName)/\(u.switchName)"),
+                              beaconProbing: u.beaconProbing, members: members))
         }
         self.teams = teams
         let now = monotonicNanoseconds() / 1_000_000
@@ -178,20 +176,20 @@ final class TeamMonitor {
         for t in teams {
             for m in t.members where !m.link.isUp { log("uplink \(m.name) of switch \(t.switchName): \(TeamMonitor.describe(m.link)) at start") }
         }
-        update(now: now, reason: "start")
+        update(now: now)
     }
 
     deinit { if let s = socket { nl_socket_free(s) } }
 
-    static func health(up: Bool, carrier: Bool, exists: Bool) -> MemberHealth {
-        if !exists || !up { return .down(.administrativelyDown) }
+    static func health(up: Bool, carrier: Bool) -> MemberHealth {
+        if !up { return .down(.administrativelyDown) }
         return carrier ? .up : .down(.noCarrier)
     }
 
     /// A NIC's health as netlink reports it now.
     static func health(of name: String, _ nl: NetlinkSocket) -> MemberHealth {
         guard let s = try? nl.linkState(named: name) else { return .down(.administrativelyDown) }
-        return health(up: s.up, carrier: s.carrier, exists: true)
+        return health(up: s.up, carrier: s.carrier)
     }
 
     static func describe(_ h: MemberHealth) -> String {
@@ -233,7 +231,7 @@ final class TeamMonitor {
                     for t in teams {
                         for j in t.members.indices where t.members[j].ifindex == e.ifindex {
                             let h = e.deleted != 0 ? MemberHealth.down(.administrativelyDown)
-                                : TeamMonitor.health(up: e.flags & CNL_IFF_UP != 0, carrier: e.flags & CNL_IFF_LOWER_UP != 0, exists: true)
+                                : TeamMonitor.health(up: e.flags & CNL_IFF_UP != 0, carrier: e.flags & CNL_IFF_LOWER_UP != 0)
                             if h != t.members[j].link {
                                 log("uplink \(t.members[j].name) of switch \(t.switchName): link \(TeamMonitor.describe(h))")
                                 t.members[j].link = h
@@ -249,7 +247,7 @@ final class TeamMonitor {
                 sendBeacons()
                 changed = true      // re-evaluate beacon health once a second
             }
-            if changed || hasUplinkErrors() { update(now: now, reason: "link") }
+            if changed || hasUplinkErrors() { update(now: now) }
         }
     }
 
@@ -307,7 +305,7 @@ final class TeamMonitor {
 
     /// Recomputes each team's state from member health; on a change swaps it in and sends
     /// notify-switches RARPs for the MACs whose uplink changed.
-    private func update(now: Int64, reason: String) {
+    private func update(now: Int64) {
         var messages: [String] = []
         datapath.withSnapshot {
             for t in teams {

@@ -38,7 +38,7 @@ extension Fabric {
             vmTaps[g.name, default: []].append(tap)
             // Keep the host stack out: no IPv6 (no link-local address, no ND), no IPv4 address.
             try? "1".write(toFile: "/proc/sys/net/ipv6/conf/\(name)/disable_ipv6", atomically: false, encoding: .utf8)
-            let mtu = topology.switches.first { $0.name == nic.switchName }?.mtu ?? 1500
+            let mtu = topology.mtu(of: nic)
             guard let index = try host.linkIndex(named: name) else { throw RuntimeError("\(nic.portName): TAP \(name) vanished") }
             try host.configureLink(index: index, mtu: mtu, up: true)
             byPort[nic.portName] = try PacketPort(interface: name, txVNetHeader: false, disableGRO: false, mtu: mtu)
@@ -67,7 +67,7 @@ extension Fabric {
         for g in guests {
             let nics = g.nics.enumerated().map { i, nic in
                 GuestNIC(mac: nic.mac, tapFD: vmTaps[g.name]![i].fd, addresses: nic.ip.map { [$0.description] } ?? [],
-                         mtu: topology.switches.first { $0.name == nic.switchName }?.mtu)
+                         mtu: topology.mtu(of: nic))
             }
             let spec = VMSpec(name: g.name, memoryMiB: g.memoryMiB, cpus: g.cpus, nics: nics)
             let paths = Fabric.vmPaths(topology: topology.name, guest: g.name)
