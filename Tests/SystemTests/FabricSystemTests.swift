@@ -135,9 +135,7 @@ struct FabricSystemTests {
             let guests = ["a1", "a2", "a3", "b1", "c1", "t1"].map { "\(p)\($0)" }
             #expect(Set(guests).isSubset(of: Harness.namespaces()))
             #expect(ourLinks().isEmpty, "TAPs live inside the guests, under their host names nowhere")
-            let status = Harness.tapestry("status --name \(p)lab --json")
-            let obj = try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [String: Any]
-            let pid = try #require((obj?["pid"] as? NSNumber)?.int32Value, "status reports the daemon pid: \(status.stdout)")
+            let pid = try #require(lab.daemonPID(), "status reports the daemon pid")
             #expect(isRunning(pid))
 
             // Crash: kill -9 the daemon. Its namespaces stay behind…
@@ -189,8 +187,7 @@ struct FabricSystemTests {
         """
         let lab = RunningTopology(name: "\(p)sig", yaml: yaml)
         try #require(lab.up.succeeded, "\(lab.up.stderr)")
-        let status = Harness.tapestry("status --name \(p)sig --json").stdout
-        let pid = try #require(((try JSONSerialization.jsonObject(with: Data(status.utf8)) as? [String: Any])?["pid"] as? NSNumber)?.int32Value)
+        let pid = try #require(lab.daemonPID())
         kill(pid, SIGTERM)
         for _ in 0..<200 where isRunning(pid) { usleep(50_000) }
         #expect(!isRunning(pid))

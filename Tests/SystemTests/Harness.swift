@@ -63,6 +63,13 @@ final class RunningTopology {
         exec(guest, "ping -c \(count) -i 0.2 -W 1 \(ip)").succeeded
     }
 
+    /// The daemon's pid, as `tapestry status --json` reports it.
+    func daemonPID() -> Int32? {
+        let status = Harness.tapestry("status --name \(name) --json").stdout
+        let obj = try? JSONSerialization.jsonObject(with: Data(status.utf8)) as? [String: Any]
+        return (obj?["pid"] as? NSNumber)?.int32Value
+    }
+
     /// Per-port counters from `tapestry ports --json`.
     func ports() -> [[String: Any]] {
         let r = Harness.tapestry("ports --name \(name) --json")

@@ -87,15 +87,6 @@ final class PhysicalNetwork {
     func upstream(_ command: String) -> CommandResult { sh("ip netns exec \(upstream) \(command)") }
 }
 
-/// The daemon pid of a running topology, from its state file.
-enum InstanceStatePID {
-    static func read(_ name: String) -> Int32? {
-        guard let data = FileManager.default.contents(atPath: "/run/tapestry/\(name).state"),
-              let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return nil }
-        return (obj["pid"] as? NSNumber)?.int32Value
-    }
-}
-
 /// Largest run of lost echo requests in `ping` output, in sequence numbers.
 func longestLoss(_ pingOutput: String, sent: Int) -> Int {
     var got = Set<Int>()
@@ -327,7 +318,9 @@ struct UplinkSystemTests {
         #expect(where_.allSatisfy { $0 == net.peer(0) || $0 == net.peer(1) }, "every guest MAC is on one NIC: \(fdb)")
         #expect(Set(where_.compactMap { $0 }).count == 2, "src-mac uses both NICs for six MACs: \(where_)")
         // A crash (kill -9): the next `down` cleans up, GRO included.
-        if let pid = InstanceStatePID.read("\(p)sm") { kill(pid, SIGKILL); usleep(300_000) }
+        let pid = try #require(t.daemonPID())
+        kill(pid, SIGKILL)
+        for _ in 0..<100 where isRunning(pid) { usleep(50_000) }
         let down = Harness.tapestry("down --name \(p)sm")
         #expect(down.stdout.contains("GRO on \(net.nics[0]) turned back on"), "\(down.stdout) \(down.stderr)")
     }
