@@ -13,23 +13,11 @@
 # everything is removed on exit (trap EXIT). OVS daemons are private (temp db/run dir) and
 # stopped by PID. Environment: BENCH_VLAN=none|10 (Tapestry port group, default none),
 # BENCH_SETUPS="bridge ovs tapestry" (subset to run), TAPESTRY=path (binary to use instead
-# of .build/release/tapestry).
+# of the release build of this tree, which the script (re)builds every run).
 set -euo pipefail
 
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
-QUICK=0
-ROUNDS=3
-DUR=10
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --quick) QUICK=1; ROUNDS=1; DUR=3 ;;
-    --rounds) ROUNDS="$2"; shift ;;
-    -h|--help) sed -n 2,17p "$0"; exit 0 ;;
-    *) echo "usage: $0 [--quick] [--rounds N]" >&2; exit 2 ;;
-  esac
-  shift
-done
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_args 16 "$@"
 VLAN=${BENCH_VLAN:-none}
 PING_COUNT=200
 [ "$QUICK" = 1 ] && PING_COUNT=100
@@ -62,14 +50,13 @@ command -v iperf3 >/dev/null && command -v ping >/dev/null && command -v jq >/de
   { echo "run.sh: iperf3, ping and jq are required" >&2; exit 1; }
 
 SETUPS=(${BENCH_SETUPS:-bridge ovs tapestry})
-TAPESTRY="${TAPESTRY:-$ROOT/.build/release/tapestry}"
-BUILD_NOTE=""
-if [[ " ${SETUPS[*]} " == *" tapestry "* ]] && [ ! -x "$TAPESTRY" ]; then
-  log "no release build: running swift build -c release --product tapestry"
-  BUILD_NOTE="(built with swift build -c release --product tapestry by this run)"
-  (cd "$ROOT" && swift build -c release --product tapestry) >&2 ||
-    { echo "run.sh: release build failed" >&2; exit 1; }
+BUILD_NOTE="(given by TAPESTRY=)"
+if [ -z "${TAPESTRY:-}" ] && [[ " ${SETUPS[*]} " == *" tapestry "* ]]; then
+  log "building the release tapestry (swift build -c release; incremental)"
+  TAPESTRY=$(release_binary tapestry)
+  BUILD_NOTE="(release build of this tree, commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$ROOT" diff --quiet HEAD -- Sources Package.swift 2>/dev/null || echo ', with uncommitted changes'))"
 fi
+TAPESTRY="${TAPESTRY:-$ROOT/.build/release/tapestry}"
 
 # Refuse to start over names that already exist (ours or anyone's).
 for ns in bnbra bnbrb bnova bnovb bnta bntb; do
@@ -93,18 +80,6 @@ VSWITCHD_PID=""
 TAPESTRY_UP=0
 
 # ---------------------------------------------------------------- cleanup
-alive() { [ -n "$1" ] && [ -r "/proc/$1/stat" ] && [ "$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1)" != Z ]; }
-kill_pid() {  # kill_pid PID: TERM, wait up to 5 s, then KILL
-  local p=$1 i
-  alive "$p" || return 0
-  kill "$p" 2>/dev/null || true
-  for i in $(seq 50); do alive "$p" || return 0; sleep 0.1; done
-  kill -9 "$p" 2>/dev/null || true
-}
-descendants() { local c; for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do echo "$c"; descendants "$c"; done; }
-# kill_tree PID: the process and everything it started, children first (trafgen forks a
-# worker per CPU that outlives a killed parent until its interface goes away).
-kill_tree() { local d; for d in $(descendants "$1"); do kill_pid "$d"; done; kill_pid "$1"; }
 stop_iperf() { kill_pid "$IPERF_PID"; IPERF_PID=""; }
 down_bridge() {
   ip netns del bnbra 2>/dev/null || true
@@ -225,13 +200,11 @@ down_setup() {
 }
 
 # ---------------------------------------------------------------- metrics
-record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$RES"; }
 cpu_ticks() {  # utime+stime of the whole process (all threads), in clock ticks
   [ -n "$1" ] || { echo ""; return; }
   awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
 }
 stat_of() { ip netns exec "$1" cat "/sys/class/net/$2/statistics/$3"; }
-now() { date +%s.%N; }
 
 measure() {  # measure SETUP ROUND
   local s=$1 r=$2 out t0 t1 c0 c1 p

@@ -20,32 +20,16 @@
 # Root only. Every name starts with "bsp"/"bss"; the script refuses to start over existing
 # ones, and on exit (trap) brings both topologies down (`tapestry down` removes their
 # namespaces and TAPs), kills only the processes it started (by PID) and checks that no
-# namespace or link with its prefixes is left. Environment: TAPESTRY=path (default
-# .build/release/tapestry), TAPESTRY_BENCH=path (default .build/release/tapestry-bench).
+# namespace or link with its prefixes is left. Environment: TAPESTRY=path, TAPESTRY_BENCH=path
+# (default: release builds of this tree, (re)built by every run).
 set -euo pipefail
 
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
-QUICK=0
-ROUNDS=3
-DUR=10
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --quick) QUICK=1; ROUNDS=1; DUR=3 ;;
-    --rounds) ROUNDS="$2"; shift ;;
-    -h|--help) sed -n 2,24p "$0"; exit 0 ;;
-    *) echo "usage: $0 [--quick] [--rounds N]" >&2; exit 2 ;;
-  esac
-  shift
-done
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_args 24 "$@"
 [ "$(id -u)" = 0 ] || { echo "scale-ports: must run as root" >&2; exit 1; }
 for c in iperf3 jq ping; do command -v $c >/dev/null || { echo "scale-ports: $c is required" >&2; exit 1; }; done
-TAPESTRY="${TAPESTRY:-$ROOT/.build/release/tapestry}"
-BENCH="${TAPESTRY_BENCH:-$ROOT/.build/release/tapestry-bench}"
-if [ ! -x "$TAPESTRY" ]; then
-  echo "scale-ports: building release tapestry" >&2
-  (cd "$ROOT" && swift build -c release --product tapestry) >&2
-fi
+TAPESTRY="${TAPESTRY:-$(release_binary tapestry)}"
+BENCH="${TAPESTRY_BENCH:-$(release_binary tapestry-bench)}"
 IP_A=10.78.0.1
 IP_B=10.78.0.2
 TCK=$(getconf CLK_TCK)
@@ -64,18 +48,6 @@ RES="$TMP/results.tsv"   # setup metric round value
 UP_BIG=0 UP_SMALL=0
 PIDS=()                  # processes this script started and has not reaped yet
 
-alive() { [ -n "$1" ] && [ -r "/proc/$1/stat" ] && [ "$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1)" != Z ]; }
-kill_pid() {  # TERM, wait up to 5 s, then KILL; only our own PIDs are ever passed
-  local p=$1 i
-  alive "$p" || return 0
-  kill "$p" 2>/dev/null || true
-  for i in $(seq 50); do alive "$p" || return 0; sleep 0.1; done
-  kill -9 "$p" 2>/dev/null || true
-}
-descendants() { local c; for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do echo "$c"; descendants "$c"; done; }
-# The process and everything it started, children first: trafgen forks a worker per CPU,
-# and a worker outlives a killed parent (it kept flooding the next rounds before this).
-kill_tree() { local d; for d in $(descendants "$1"); do kill_pid "$d"; done; kill_pid "$1"; }
 cleanup() {
   set +e
   for p in "${PIDS[@]}"; do kill_tree "$p"; done
@@ -140,10 +112,8 @@ for ns in bspa bspb bssa bssb; do ip -n $ns link set lo up; done
 sleep 3
 
 # ---------------------------------------------------------------- measurement
-record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$RES"; }
 cpu_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
 stat_of() { ip netns exec "$1" cat "/sys/class/net/eth0/$2"; }
-now() { date +%s.%N; }
 
 measure() {  # measure SETUP NS_A NS_B SWITCH_PID ROUND
   local s=$1 a=$2 b=$3 pid=$4 r=$5 out t0 t1 c0 c1 srv gen rx0 rx1

@@ -1,0 +1,48 @@
+# Shared by Scripts/bench/run.sh and scale-ports.sh (sourced, not run).
+#
+# bench_args USAGE_LAST_LINE "$@": --quick (1 round, 3 s runs), --rounds N, -h (prints the
+# calling script's header comment, lines 2..USAGE_LAST_LINE). Sets HERE, ROOT, QUICK,
+# ROUNDS, DUR.
+bench_args() {
+  local help_end=$1; shift
+  HERE=$(cd "$(dirname "${BASH_SOURCE[1]}")" && pwd)
+  ROOT=$(cd "$HERE/../.." && pwd)
+  QUICK=0
+  ROUNDS=3
+  DUR=10
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --quick) QUICK=1; ROUNDS=1; DUR=3 ;;
+      --rounds) ROUNDS="$2"; shift ;;
+      -h|--help) sed -n "2,${help_end}p" "$0"; exit 0 ;;
+      *) echo "usage: $0 [--quick] [--rounds N]" >&2; exit 2 ;;
+    esac
+    shift
+  done
+}
+
+# release_binary PRODUCT: builds the release PRODUCT (incremental: quick when up to date)
+# and prints its path. Always built, so a benchmark never measures a stale binary; to
+# measure another build, the scripts take an explicit path (TAPESTRY=…) instead.
+release_binary() {
+  (cd "$ROOT" && swift build -c release --product "$1") >&2 || { echo "bench: release build of $1 failed" >&2; exit 1; }
+  echo "$ROOT/.build/release/$1"
+}
+
+# Processes: only PIDs the calling script started are ever passed.
+alive() { [ -n "$1" ] && [ -r "/proc/$1/stat" ] && [ "$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1)" != Z ]; }
+kill_pid() {  # kill_pid PID: TERM, wait up to 5 s, then KILL
+  local p=$1 i
+  alive "$p" || return 0
+  kill "$p" 2>/dev/null || true
+  for i in $(seq 50); do alive "$p" || return 0; sleep 0.1; done
+  kill -9 "$p" 2>/dev/null || true
+}
+descendants() { local c; for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do echo "$c"; descendants "$c"; done; }
+# kill_tree PID: the process and everything it started, children first (trafgen forks a
+# worker per CPU that outlives a killed parent and kept flooding later rounds).
+kill_tree() { local d; for d in $(descendants "$1"); do kill_pid "$d"; done; kill_pid "$1"; }
+
+# Results: one `setup metric round value` line per measurement in $RES.
+record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$RES"; }
+now() { date +%s.%N; }
