@@ -52,14 +52,14 @@ long cl_writev(int fd, const struct iovec *iov, int count) {
 
 // MARK: - TAP
 
-int cl_tap_open(const char *name, int vnet_hdr, char out_name[16]) {
+int cl_tap_open(const char *name, int vnet_hdr, int multi_queue, char out_name[16]) {
     struct ifreq ifr;
     memset(&ifr, 0, sizeof ifr);
     if (name != NULL) {
         if (strlen(name) >= IFNAMSIZ) return -ENAMETOOLONG;
         strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
     }
-    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | (vnet_hdr ? IFF_VNET_HDR : 0);
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | (vnet_hdr ? IFF_VNET_HDR : 0) | (multi_queue ? IFF_MULTI_QUEUE : 0);
     int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) return -errno;
     if (ioctl(fd, TUNSETIFF, &ifr) < 0) {

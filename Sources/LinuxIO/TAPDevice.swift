@@ -5,18 +5,29 @@ import Musl
 #endif
 import CLinux
 
-/// The character-device end of a Linux TAP interface: one fd that reads and writes whole
-/// Ethernet frames of the netdev with the same name.
+/// The character-device end of a Linux TAP interface: one fd per queue that reads and
+/// writes whole Ethernet frames of the netdev with the same name.
 ///
-/// The switch owns the fd; the netdev may be moved into a guest's namespace (as `eth0`)
+/// The switch owns the fds; the netdev may be moved into a guest's namespace (as `eth0`)
 /// and keeps working — see DESIGN.md "Attaching guests". The device is non-persistent: the
-/// netdev disappears when the fd closes. The fd is non-blocking, so reads and writes return
-/// `.wouldBlock` instead of sleeping; wait for readability with `Epoll`.
+/// netdev disappears when the last fd closes. The fds are non-blocking, so reads and writes
+/// return `.wouldBlock` instead of sleeping; wait for readability with `Epoll`.
 ///
-/// Not thread-safe for `close()` racing with I/O: one owner (a datapath thread) at a time.
+/// A multiqueue TAP (`queues > 1`, IFF_MULTI_QUEUE) has one fd per queue. The kernel puts
+/// each frame the guest sends on one queue by flow (and remembers, per flow, the queue a
+/// frame *to* the guest was written on, so a reply comes back on the queue its request
+/// went in by): each datapath thread reads its own queues and writes through its own.
+///
+/// Not thread-safe for `close()` racing with I/O: one owner at a time per queue.
 public final class TAPDevice {
-    /// The open /dev/net/tun fd, or -1 after `close()`.
-    public private(set) var fd: Int32
+    /// The queue fds (`fds[0]` is `fd`); -1 after `close()`.
+    public var fds: [Int32] { Array(UnsafeBufferPointer(start: queueFDs, count: queueCount)) }
+    /// The first queue's fd, or -1 after `close()`.
+    public var fd: Int32 { queueFDs[0] }
+    /// How many queue fds this TAP has.
+    public let queueCount: Int
+    /// The fds by queue (a raw buffer: no reference counting on the per-frame path).
+    @usableFromInline let queueFDs: UnsafeMutablePointer<Int32>
     /// The netdev's name as the kernel assigned it.
     public let name: String
     /// Whether each frame is preceded by a `virtio_net_hdr` (`IFF_VNET_HDR`).
@@ -28,21 +39,40 @@ public final class TAPDevice {
     /// Creates (or attaches to) the TAP netdev `name`.
     ///
     /// Wraps `cl_tap_open`: open("/dev/net/tun", O_RDWR|O_NONBLOCK|O_CLOEXEC) and
-    /// ioctl(TUNSETIFF, IFF_TAP|IFF_NO_PI[|IFF_VNET_HDR]). Needs CAP_NET_ADMIN.
-    /// - Parameter name: at most 15 bytes; empty lets the kernel pick `tapN`.
+    /// ioctl(TUNSETIFF, IFF_TAP|IFF_NO_PI[|IFF_VNET_HDR][|IFF_MULTI_QUEUE]), once per queue.
+    /// Needs CAP_NET_ADMIN.
+    /// - Parameters:
+    ///   - name: at most 15 bytes; empty lets the kernel pick `tapN`.
+    ///   - queues: 1 (a plain TAP) to 256 (IFF_MULTI_QUEUE with that many queue fds).
     /// - Throws: `SystemError`: EPERM without CAP_NET_ADMIN, ENAMETOOLONG, EBUSY if another
     ///   fd holds that TAP, EINVAL if a non-TAP link has that name.
-    public init(name: String, vnetHeader: Bool = false) throws {
+    public init(name: String, vnetHeader: Bool = false, queues: Int = 1) throws {
+        precondition((1...256).contains(queues), "a TAP has 1 to 256 queues")
         var kernelName = [CChar](repeating: 0, count: 16)
-        let fd = try Syscall.require("open /dev/net/tun", subject: "tap \(name)") {
-            cl_tap_open(name, vnetHeader ? 1 : 0, &kernelName)
+        let multi: Int32 = queues > 1 ? 1 : 0
+        let first = try Syscall.require("open /dev/net/tun", subject: "tap \(name)") {
+            cl_tap_open(name, vnetHeader ? 1 : 0, multi, &kernelName)
         }
-        self.fd = fd
-        self.name = kernelName.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        let kernel = kernelName.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        var fds = [first]
+        while fds.count < queues {
+            do {
+                fds.append(try Syscall.require("open /dev/net/tun", subject: "tap \(kernel) queue \(fds.count)") {
+                    cl_tap_open(kernel, vnetHeader ? 1 : 0, 1, nil)
+                })
+            } catch {
+                for f in fds { _ = Glibc.close(f) }
+                throw error
+            }
+        }
+        queueCount = queues
+        queueFDs = .allocate(capacity: queues)
+        queueFDs.initialize(from: fds, count: queues)
+        self.name = kernel
         self.vnetHeader = vnetHeader
     }
 
-    deinit { close() }
+    deinit { close(); queueFDs.deallocate() }
 
     /// Turns on checksum offload and TSO for the TAP (wraps `cl_tap_set_offload`, ioctl
     /// TUNSETOFFLOAD). Needs `vnetHeader`. The guest-side netdev then sends 64 KiB GSO
@@ -55,8 +85,12 @@ public final class TAPDevice {
     /// length, `.wouldBlock` when no frame is queued, or `.failed(errno)`; a frame longer
     /// than the buffer is truncated by the kernel. `.failed(EBADF)` after `close()`.
     @inlinable
-    public func read(into buffer: UnsafeMutableRawBufferPointer) -> IOResult {
-        let fd = self.fd
+    public func read(into buffer: UnsafeMutableRawBufferPointer) -> IOResult { read(queue: 0, into: buffer) }
+
+    /// Reads one frame from queue `queue` (see `read(into:)`).
+    @inlinable
+    public func read(queue: Int, into buffer: UnsafeMutableRawBufferPointer) -> IOResult {
+        let fd = queueFDs[queue]
         guard fd >= 0 else { return .failed(EBADF) }
         return Syscall.io { cl_read(fd, buffer.baseAddress, UInt(buffer.count)) }
     }
@@ -75,17 +109,23 @@ public final class TAPDevice {
     /// Writes one frame gathered from `count` pieces (wraps writev(2)): e.g. a vnet header,
     /// a pushed VLAN tag and the payload without copying them together.
     @inlinable
-    public func writev(_ iov: UnsafePointer<iovec>, count: Int32) -> IOResult {
-        let fd = self.fd
+    public func writev(_ iov: UnsafePointer<iovec>, count: Int32) -> IOResult { writev(queue: 0, iov, count: count) }
+
+    /// Writes one frame through queue `queue`'s fd (see `writev(_:count:)`); any queue
+    /// delivers it to the guest the same way.
+    @inlinable
+    public func writev(queue: Int, _ iov: UnsafePointer<iovec>, count: Int32) -> IOResult {
+        let fd = queueFDs[queue]
         guard fd >= 0 else { return .failed(EBADF) }
         return Syscall.io { cl_writev(fd, iov, count) }
     }
 
-    /// Closes the fd (the netdev disappears unless another fd holds it). Idempotent.
+    /// Closes every queue fd (the netdev disappears unless another fd holds it). Idempotent.
     public func close() {
-        guard fd >= 0 else { return }
-        // Linux releases the fd even when close reports EINTR: never retry close.
-        _ = Glibc.close(fd)
-        fd = -1
+        for i in 0..<queueCount where queueFDs[i] >= 0 {
+            // Linux releases the fd even when close reports EINTR: never retry close.
+            _ = Glibc.close(queueFDs[i])
+            queueFDs[i] = -1
+        }
     }
 }

@@ -19,24 +19,43 @@ public func monotonicNanoseconds() -> Int64 {
 
 /// Something a switch port can send frames to and receive frames from.
 ///
-/// A netns guest's port is a TAP character device owned by the switch; AF_PACKET ports
-/// (NIC uplinks, QEMU guests' TAP netdevs: `PacketPort`) sit behind the same calls.
+/// A netns guest's port is a TAP character device owned by the switch (one fd per queue);
+/// AF_PACKET ports (NIC uplinks, QEMU guests' TAP netdevs: `PacketPort`) sit behind the
+/// same calls with a single queue.
 public protocol PortIO: AnyObject {
-    /// A descriptor epoll can watch for readability.
-    var pollFD: Int32 { get }
+    /// Receive queues (each read by one datapath thread); 1 unless multiqueue.
+    var queueCount: Int { get }
+    /// A descriptor epoll can watch for readability of queue `queue`.
+    func pollFD(queue: Int) -> Int32
     /// Bytes of virtio-net header before each frame read (0: plain frames).
     var vnetHeaderSize: Int { get }
     /// Bytes of virtio-net header before each frame written.
     var txVNetHeaderSize: Int { get }
-    func read(into: UnsafeMutableRawBufferPointer) -> IOResult
-    func writev(_ iov: UnsafePointer<iovec>, count: Int32) -> IOResult
+    /// Reads one frame from queue `queue`.
+    func read(queue: Int, into: UnsafeMutableRawBufferPointer) -> IOResult
+    /// Writes one frame through queue `queue` (any queue reaches the same link).
+    func writev(queue: Int, _ iov: UnsafePointer<iovec>, count: Int32) -> IOResult
     /// Reads and clears a pending socket error after epoll reported EPOLLERR (0: none).
     func takePendingError() -> Int32
     func close()
 }
 
+/// Single-queue ports implement the queue-less calls; the queue is ignored.
+public protocol SingleQueuePortIO: PortIO {
+    var pollFD: Int32 { get }
+    func read(into: UnsafeMutableRawBufferPointer) -> IOResult
+    func writev(_ iov: UnsafePointer<iovec>, count: Int32) -> IOResult
+}
+
+extension SingleQueuePortIO {
+    public var queueCount: Int { 1 }
+    public func pollFD(queue: Int) -> Int32 { pollFD }
+    @inline(__always) public func read(queue: Int, into buffer: UnsafeMutableRawBufferPointer) -> IOResult { read(into: buffer) }
+    @inline(__always) public func writev(queue: Int, _ iov: UnsafePointer<iovec>, count: Int32) -> IOResult { writev(iov, count: count) }
+}
+
 extension TAPDevice: PortIO {
-    public var pollFD: Int32 { fd }
+    public func pollFD(queue: Int) -> Int32 { fds[queue] }
     public var vnetHeaderSize: Int { vnetHeader ? VNetHeader.size : 0 }
     public var txVNetHeaderSize: Int { vnetHeaderSize }
     public func takePendingError() -> Int32 { 0 }
@@ -125,37 +144,40 @@ final class StormControl {
     }
 }
 
-/// The forwarding loop: one thread, epoll over every port, frames processed in batches.
+/// The forwarding loop: worker threads (one per core by default), each with its own epoll
+/// over its share of the port queues, processing frames in batches.
 ///
 /// ```
-///   epoll_wait ──▶ for each readable port: read until EAGAIN (≤ batch)
-///                     │ decide() ─▶ learn (side effect) ─▶ forEachEgress ─▶ writev(iovec)
-///                     ▼
-///                  control tick (≥ 1 s): MAC aging
+///   epoll_wait ─▶ per readable queue: read ≤ 64 frames                      (no lock)
+///                   ─▶ decide, learn, count; build the transmit list         (lock)
+///                      (per egress port: iovecs over the received frame)
+///                   ─▶ writev each entry through this worker's queue         (no lock)
+///                   ─▶ count the outcomes, egress captures                   (lock)
+///                control tick (≥ 1 s, worker 0): MAC aging                  (lock)
 /// ```
-/// Ownership: the datapath thread owns the MAC tables and counters. It holds `lock` for the
-/// duration of each batch (never per frame); the control socket takes the same lock to read
-/// a consistent snapshot. The per-frame path allocates nothing: the receive buffer, the
-/// iovec array and the tag scratch space are allocated once here.
+/// Ownership: the MAC tables, counters, storm buckets, team bookkeeping, mirror stamps and
+/// capture rings are read and written only under `lock`, the datapath lock. A worker takes
+/// it to decide a batch and again to account for the batch's transmits, never across a
+/// system call: deciding costs ~100 ns a frame, the kernel's work in read/write several
+/// µs, so workers contend little and their I/O runs in parallel. The control side takes
+/// the lock for consistent snapshots. A queue fd is read only by the worker whose epoll
+/// has it (queue q of a port belongs to worker q mod threads; single-queue ports — AF_PACKET
+/// uplinks and VM ports — to worker 0); a worker writes to any port through its own queue
+/// of that port (worker index mod the port's queues). Each worker holds its `ioLock` for
+/// a whole batch; `replaceSwitches` takes every worker's `ioLock` before `lock`, so no
+/// read or write ever uses a port a reload removed. Lock order: `ioLock`, then `lock`.
+/// The per-frame path allocates nothing: each worker's receive area, transmit list and
+/// scratch space are allocated once.
 public final class Datapath {
-    /// Replaced only by `replaceSwitches`, under `lock`.
+    /// Replaced only by `replaceSwitches`, under `lock` and every worker's `ioLock`.
     public private(set) var switches: [SwitchRuntime]
     /// Bumped by every `replaceSwitches`: epoll events fetched before a swap are stale.
     private var generation: UInt64 = 0
-    private let epoll: Epoll
-    private let wake: EventFD
     private let lock = NSLock()
-    private var thread: Thread?
+    private let workers: [DatapathWorker]
     private let done = DispatchSemaphore(value: 0)
+    private var started = false
     private var stopping = false
-
-    /// Receive buffer: one frame at a time, up to 64 KiB (largest TAP frame).
-    private let bufferSize = 65536 + 64
-    private let buffer: UnsafeMutableRawPointer
-    private let iov: UnsafeMutablePointer<iovec>
-    private let tagScratch: UnsafeMutablePointer<UInt8>
-    /// A virtio-net header rewritten for a tag push/pop, or zeroed for a plain frame.
-    private let vnetScratch: UnsafeMutablePointer<UInt8>
     private static let wakeToken: UInt64 = .max
     /// Running capture sessions; changed only under `lock` (`addCapture`/`removeCapture`).
     private var captures: [CaptureSession] = []
@@ -163,48 +185,80 @@ public final class Datapath {
     private var capturing = false
     /// Numbers frames for mirror de-duplication (`SwitchRuntime.mirrorStamp`).
     private var mirrorSerial: UInt64 = 0
-    /// How long to spin after a busy batch before blocking (`TAPESTRY_BUSY_POLL_US`, default
-    /// 0 = off): trades CPU for latency; measure with Scripts/bench/run.sh before turning on.
-    private let busyPollNanoseconds: Int64 = Int64(ProcessInfo.processInfo.environment["TAPESTRY_BUSY_POLL_US"].flatMap { Int($0) } ?? 0) * 1000
-    /// Frames read from one port per wake-up before moving on (fairness between ports).
-    private let batchPerPort = 64
+    /// How long a worker spins after a batch with work before it sleeps in epoll_wait
+    /// (poll mode; 0 = off). README "Datapath threads and poll mode".
+    private let busyPollNanoseconds: Int64
 
-    public init(switches: [SwitchRuntime]) throws {
+    /// Worker threads.
+    public var threadCount: Int { workers.count }
+    /// The busy-poll window in microseconds (0: off).
+    public var busyPollMicroseconds: Int { Int(busyPollNanoseconds / 1000) }
+
+    /// Datapath threads when the environment does not say: one per core, at most 4.
+    /// `TAPESTRY_DATAPATH_THREADS` (1–64) overrides it.
+    public static func configuredThreads(environment: [String: String] = ProcessInfo.processInfo.environment) -> Int {
+        if let v = environment["TAPESTRY_DATAPATH_THREADS"].flatMap({ Int($0) }), (1...64).contains(v) { return v }
+        return max(1, min(4, ProcessInfo.processInfo.activeProcessorCount))
+    }
+
+    /// The busy-poll window from `TAPESTRY_BUSY_POLL_US` (microseconds, 0–1 000 000; default 0).
+    public static func configuredBusyPoll(environment: [String: String] = ProcessInfo.processInfo.environment) -> Int {
+        guard let v = environment["TAPESTRY_BUSY_POLL_US"].flatMap({ Int($0) }) else { return 0 }
+        return min(max(v, 0), 1_000_000)
+    }
+
+    /// - Parameters:
+    ///   - threads: worker threads; a port's queue q is read by worker q mod threads.
+    ///   - busyPollMicroseconds: spin this long after a batch with work before sleeping.
+    public init(switches: [SwitchRuntime], threads: Int = 1, busyPollMicroseconds: Int = 0) throws {
+        precondition(threads >= 1)
         self.switches = switches
-        epoll = try Epoll()
-        wake = try EventFD()
-        buffer = .allocate(byteCount: bufferSize, alignment: 64)
-        iov = .allocate(capacity: 4)
-        tagScratch = .allocate(capacity: 4)
-        vnetScratch = .allocate(capacity: VNetHeader.size)
-        try epoll.add(wake.fd, data: Datapath.wakeToken)
-        for (s, sw) in switches.enumerated() {
-            for (p, port) in sw.ports.enumerated() {
-                try epoll.add(port.pollFD, data: UInt64(s) << 32 | UInt64(p))
+        busyPollNanoseconds = Int64(busyPollMicroseconds) * 1000
+        workers = try (0..<threads).map { try DatapathWorker(index: $0) }
+        for w in workers {
+            try w.epoll.add(w.wake.fd, data: Datapath.wakeToken)
+            for (fd, data) in Datapath.registrations(switches, worker: w.index, of: threads) {
+                try w.epoll.add(fd, data: data)
             }
         }
     }
 
-    deinit {
-        buffer.deallocate(); iov.deallocate(); tagScratch.deallocate(); vnetScratch.deallocate()
+    /// The epoll registrations of worker `w`: fd → (switch, queue, port).
+    private static func registrations(_ list: [SwitchRuntime], worker w: Int, of threads: Int) -> [Int32: UInt64] {
+        var out: [Int32: UInt64] = [:]
+        for (s, sw) in list.enumerated() {
+            for (p, port) in sw.ports.enumerated() {
+                var q = w
+                while q < port.queueCount {
+                    out[port.pollFD(queue: q)] = UInt64(s) << 48 | UInt64(q) << 32 | UInt64(p)
+                    q += threads
+                }
+            }
+        }
+        return out
     }
 
-    /// Starts the forwarding thread.
+    /// Starts the worker threads.
     public func start() {
-        let t = Thread { [unowned self] in self.run() }
-        t.name = "tapestry-datapath"
-        t.stackSize = 1 << 20
-        thread = t
-        t.start()
+        guard !started else { return }
+        started = true
+        for w in workers {
+            let t = Thread { [unowned self] in self.run(w) }
+            t.name = "tapestry-dp\(w.index)"
+            t.stackSize = 1 << 20
+            w.thread = t
+            t.start()
+        }
     }
 
-    /// Stops the thread and waits for it to finish its batch.
+    /// Stops the threads and waits for each to finish its batch.
     public func stop() {
-        guard thread != nil else { return }
+        guard started else { return }
         lock.lock(); stopping = true; lock.unlock()
-        wake.signal()
-        done.wait()
-        thread = nil
+        for w in workers { w.wake.signal() }
+        for _ in workers { done.wait() }
+        for w in workers { w.thread = nil }
+        started = false
     }
 
     /// Starts feeding a capture session.
@@ -217,7 +271,7 @@ public final class Datapath {
         lock.lock(); captures.removeAll { $0 === session }; capturing = !captures.isEmpty; lock.unlock()
     }
 
-    /// Runs `body` while the datapath is between batches (control-path reads).
+    /// Runs `body` while no worker is deciding or accounting a batch (control-path reads).
     public func withSnapshot<T>(_ body: () throws -> T) rethrows -> T {
         lock.lock(); defer { lock.unlock() }
         return try body()
@@ -227,33 +281,38 @@ public final class Datapath {
 
     /// Swaps in a new set of switches between two batches (live reload).
     ///
-    /// Under the batch lock: the epoll registrations follow the new layout (fds of ports that
-    /// went away are removed, new ones added, ports whose (switch, port) index moved are
-    /// re-registered with their new data); each new switch takes over the MAC entries and
-    /// counters of the ports it shares (same name, same I/O object) with the old switch of
-    /// the same name (`SwitchRuntime.carryOver`); capture sessions whose switch layout
-    /// changed are ended. If a new fd cannot be added, nothing changes.
-    /// `body`, if given, runs in the same critical section after the swap (the caller
-    /// publishes its own view of the plans there, so readers never see a mix).
+    /// Under every worker's I/O lock and the datapath lock: the epoll registrations follow
+    /// the new layout (fds of ports that went away are removed, new ones added, ports whose
+    /// (switch, port) index moved are re-registered with their new data); each new switch
+    /// takes over the MAC entries and counters of the ports it shares (same name, same I/O
+    /// object) with the old switch of the same name (`SwitchRuntime.carryOver`); capture
+    /// sessions whose switch layout changed are ended. If a new fd cannot be added, nothing
+    /// changes. `body`, if given, runs in the same critical section after the swap (the
+    /// caller publishes its own view of the plans there, so readers never see a mix).
+    /// When this returns, no worker uses a port that is not in `new`: the caller may close
+    /// the others.
     public func replaceSwitches(_ new: [SwitchRuntime], then body: () -> Void = {}) throws {
-        lock.lock(); defer { lock.unlock() }
-        func registrations(_ list: [SwitchRuntime]) -> [Int32: UInt64] {
-            var out: [Int32: UInt64] = [:]
-            for (s, sw) in list.enumerated() {
-                for (p, port) in sw.ports.enumerated() { out[port.pollFD] = UInt64(s) << 32 | UInt64(p) }
+        for w in workers { w.ioLock.lock() }
+        lock.lock()
+        defer { lock.unlock(); for w in workers.reversed() { w.ioLock.unlock() } }
+        let n = workers.count
+        let before = workers.map { Datapath.registrations(switches, worker: $0.index, of: n) }
+        let after = workers.map { Datapath.registrations(new, worker: $0.index, of: n) }
+        var added: [(Epoll, Int32)] = []
+        for w in workers {
+            for (fd, data) in after[w.index] where before[w.index][fd] == nil {
+                do { try w.epoll.add(fd, data: data); added.append((w.epoll, fd)) } catch {
+                    for (e, f) in added { try? e.remove(f) }
+                    throw error
+                }
             }
-            return out
         }
-        let before = registrations(switches), after = registrations(new)
-        var added: [Int32] = []
-        for (fd, data) in after where before[fd] == nil {
-            do { try epoll.add(fd, data: data); added.append(fd) } catch {
-                for f in added { try? epoll.remove(f) }
-                throw error
+        for w in workers {
+            for (fd, data) in after[w.index] {
+                if let old = before[w.index][fd], old != data { try? w.epoll.modify(fd, events: Epoll.readable, data: data) }
             }
+            for fd in before[w.index].keys where after[w.index][fd] == nil { try? w.epoll.remove(fd) }
         }
-        for (fd, data) in after { if let old = before[fd], old != data { try? epoll.modify(fd, events: Epoll.readable, data: data) } }
-        for fd in before.keys where after[fd] == nil { try? epoll.remove(fd) }
 
         let now = monotonicSeconds()
         for sw in new {
@@ -274,52 +333,61 @@ public final class Datapath {
     /// Call inside `withSnapshot`.
     public func feeds(_ session: CaptureSession) -> Bool { captures.contains { $0 === session } }
 
-    private func run() {
+    // MARK: - Workers
+
+    private func run(_ w: DatapathWorker) {
         let maxEvents = 64
         let events = UnsafeMutableBufferPointer<EpollEvent>.allocate(capacity: maxEvents)
         defer { events.deallocate(); done.signal() }
         var lastTick = monotonicSeconds()
-        var seen = generation
+        lock.lock(); var seen = generation; lock.unlock()
         var hadWork = false
         while true {
-            // Adaptive busy poll: right after a batch with work, spin on a non-blocking wait
-            // for up to `busyPollNanoseconds` before sleeping in the kernel; a frame that
-            // arrives meanwhile skips the wake-up latency (README "Datapath").
+            // Poll mode: right after a batch with work, spin on a non-blocking wait for up
+            // to `busyPollNanoseconds` before sleeping in the kernel; a frame that arrives
+            // meanwhile skips the thread wake-up (README "Datapath threads and poll mode").
             var n = 0
             if busyPollNanoseconds > 0 && hadWork {
                 let until = monotonicNanoseconds() + busyPollNanoseconds
-                repeat { n = (try? epoll.wait(into: events, timeoutMilliseconds: 0)) ?? 0 } while n == 0 && monotonicNanoseconds() < until
+                repeat { n = (try? w.epoll.wait(into: events, timeoutMilliseconds: 0)) ?? 0 } while n == 0 && monotonicNanoseconds() < until
             }
-            if n == 0 { n = (try? epoll.wait(into: events, timeoutMilliseconds: 1000)) ?? 0 }
+            if n == 0 { n = (try? w.epoll.wait(into: events, timeoutMilliseconds: 1000)) ?? 0 }
             hadWork = n > 0
+            w.ioLock.lock()
             lock.lock()
-            if stopping { lock.unlock(); return }
+            if stopping { lock.unlock(); w.ioLock.unlock(); return }
             if generation != seen {
                 // The switches were replaced while this thread waited: these events carry
                 // old (switch, port) indexes. Drop them; level-triggered epoll reports the
                 // still-readable fds again under their new indexes.
                 seen = generation
-                lock.unlock()
+                lock.unlock(); w.ioLock.unlock()
                 continue
             }
             let nowNanos = monotonicNanoseconds()
             let now = nowNanos / 1_000_000_000
-            for i in 0..<n {
-                let data = events[i].data
-                if data == Datapath.wakeToken { wake.drain(); continue }
-                if events[i].events & Epoll.error != 0 { portError(switchIndex: Int(data >> 32), port: Int(data & 0xFFFF_FFFF)) }
-                service(switchIndex: Int(data >> 32), port: Int(data & 0xFFFF_FFFF), now: now, nowNanos: nowNanos)
-            }
-            if now - lastTick >= 1 {
+            if w.index == 0 && now - lastTick >= 1 {
                 lastTick = now
                 for sw in switches { sw.table.expire(now: now, agingSeconds: Int64(sw.plan.agingSeconds)) }
             }
+            for i in 0..<n where events[i].events & Epoll.error != 0 && events[i].data != Datapath.wakeToken {
+                let data = events[i].data
+                portError(switchIndex: Int(data >> 48), port: Int(data & 0xFFFF_FFFF))
+            }
             lock.unlock()
+            for i in 0..<n {
+                let data = events[i].data
+                if data == Datapath.wakeToken { w.wake.drain(); continue }
+                service(w, switchIndex: Int(data >> 48), queue: Int((data >> 32) & 0xFFFF), port: Int(data & 0xFFFF_FFFF),
+                        now: now, nowNanos: nowNanos)
+            }
+            w.ioLock.unlock()
         }
     }
 
     /// EPOLLERR on a port: read and clear the error (epoll reports it until then). On an
     /// uplink it tells the team monitor (ENETDOWN: our NIC went down; ENXIO/ENODEV: gone).
+    /// Under `lock`.
     private func portError(switchIndex: Int, port: Int) {
         let sw = switches[switchIndex]
         let err = sw.ports[port].takePendingError()
@@ -327,36 +395,61 @@ public final class Datapath {
         if err != 0 && member >= 0 { sw.uplinkErrors[member] = err }
     }
 
-    /// Reads up to `batchPerPort` frames from one port and forwards each.
-    private func service(switchIndex: Int, port: Int, now: Int64, nowNanos: Int64) {
+    /// One batch from one port queue: read up to 64 frames, decide them under the lock,
+    /// transmit without it, account under it. Called with `w.ioLock` held.
+    private func service(_ w: DatapathWorker, switchIndex: Int, queue: Int, port: Int, now: Int64, nowNanos: Int64) {
         let sw = switches[switchIndex]
         let io = sw.ports[port]
-        let header = io.vnetHeaderSize
-        let rx = UnsafeMutableRawBufferPointer(start: buffer, count: bufferSize)
-        let team = sw.team.map { TeamContext(state: $0, locks: sw.announcements, now: now) }
-        for _ in 0..<batchPerPort {
-            switch io.read(into: rx) {
+        var count = 0, offset = 0
+        read: while count < DatapathWorker.batch && offset + DatapathWorker.frameMax <= DatapathWorker.areaSize {
+            switch io.read(queue: queue, into: UnsafeMutableRawBufferPointer(start: w.area + offset, count: DatapathWorker.frameMax)) {
             case .bytes(let n):
-                guard n >= header else { continue }
-                let vnet = VNetHeader(header > 0 ? UnsafeRawPointer(buffer) : nil)
-                forward(UnsafeRawBufferPointer(start: buffer + header, count: n - header), vnet: vnet,
-                        sw: sw, switchIndex: switchIndex, inPort: port, now: now, nowNanos: nowNanos, team: team)
+                w.rxOffset[count] = offset
+                w.rxLength[count] = n
+                count += 1
+                offset += (n + 63) & ~63
             case .wouldBlock, .failed:
-                return
+                break read
             }
         }
+        guard count > 0 else { return }
+        let header = io.vnetHeaderSize
+        // Room for any one frame: every port once plus a mirror copy each.
+        let reserve = 2 * sw.plan.ports.count + 2
+        lock.lock()
+        let team = sw.team.map { TeamContext(state: $0, locks: sw.announcements, now: now) }
+        for i in 0..<count {
+            let n = w.rxLength[i]
+            guard n >= header else { continue }
+            if w.txCount > 0 && w.txCount + reserve > DatapathWorker.txCapacity { flush(w, sw, switchIndex: switchIndex) }
+            let start = w.area + w.rxOffset[i]
+            let vnet = VNetHeader(header > 0 ? UnsafeRawPointer(start) : nil)
+            classify(UnsafeRawBufferPointer(start: start + header, count: n - header), vnet: vnet, worker: w,
+                     sw: sw, switchIndex: switchIndex, inPort: port, now: now, nowNanos: nowNanos, team: team)
+        }
+        if w.txCount > 0 { flush(w, sw, switchIndex: switchIndex) }
+        lock.unlock()
     }
 
-    /// The per-frame path: decide, learn, transmit (plus mirror and capture copies when
-    /// configured). Allocates nothing.
+    /// Sends the transmit list without the lock, then accounts for it. Called and returns
+    /// with `lock` held.
+    private func flush(_ w: DatapathWorker, _ sw: SwitchRuntime, switchIndex: Int) {
+        lock.unlock()
+        transmit(w, sw)
+        lock.lock()
+        account(w, sw, switchIndex: switchIndex)
+    }
+
+    /// The per-frame decision: decide, learn, count, and put each copy the frame leaves as
+    /// on the worker's transmit list (plus mirror copies). Under `lock`; allocates nothing.
     ///
-    /// The frame goes out as an iovec: `iov[0]` is the virtio-net header (for ports that
-    /// take one), `iov[1...]` the frame as 1–3 pieces (MACs, pushed tag, rest), so neither a
-    /// tag push nor a pop copies the payload. A GSO frame (TSO from a guest) crosses the
-    /// switch whole, its header adjusted when a tag moves the L3 offsets.
+    /// Each copy is an iovec: `[0]` the virtio-net header (for ports that take one),
+    /// `[1...]` the frame as 1–3 pieces (MACs, pushed tag, rest), so neither a tag push nor
+    /// a pop copies the payload. A GSO frame (TSO from a guest) crosses the switch whole,
+    /// its header adjusted when a tag moves the L3 offsets.
     @inline(__always)
-    private func forward(_ frame: UnsafeRawBufferPointer, vnet: VNetHeader, sw: SwitchRuntime, switchIndex: Int,
-                         inPort: Int, now: Int64, nowNanos: Int64, team: TeamContext?) {
+    private func classify(_ frame: UnsafeRawBufferPointer, vnet: VNetHeader, worker w: DatapathWorker, sw: SwitchRuntime,
+                          switchIndex: Int, inPort: Int, now: Int64, nowNanos: Int64, team: TeamContext?) {
         let counters = sw.counters
         let plan = sw.plan
         counters.received(port: inPort, bytes: frame.count)
@@ -378,21 +471,19 @@ public final class Datapath {
             d.verdict = .drop(why == .broadcast ? .broadcastStorm : why == .multicast ? .multicastStorm : .unknownUnicastStorm)
         }
         let base = UnsafeMutableRawPointer(mutating: frame.baseAddress!)
-        setHeader(vnet, delta: 0)
-        iov[1] = iovec(iov_base: base, iov_len: frame.count)
         if plan.hasMirrors {
             mirrorSerial &+= 1
             for dst in plan.mirrorOnIngress[inPort] where sw.mirrorStamp[dst] != mirrorSerial {
                 sw.mirrorStamp[dst] = mirrorSerial
-                transmit(sw, port: dst, pieces: 1, length: frame.count, vnet: vnet)
+                w.append(port: dst, frame: base, count: frame.count, vnet: vnet, rewrite: nil, vlan: d.vlan, captured: false, after: -1)
             }
         }
         if case .drop(let reason) = d.verdict {
             counters.dropped(port: inPort, reason: reason)
-            if capturing { capture(switchIndex, port: inPort, point: .ingress, vlan: nil, reason: reason, pieces: 1) }
+            if capturing { captureIngress(w, switchIndex, port: inPort, frame: frame, vlan: nil, reason: reason) }
             return
         }
-        if capturing { capture(switchIndex, port: inPort, point: .ingress, vlan: d.vlan, reason: nil, pieces: 1) }
+        if capturing { captureIngress(w, switchIndex, port: inPort, frame: frame, vlan: d.vlan, reason: nil) }
         if d.learn {
             sw.table.learn(vlan: d.vlan, mac: d.source, port: inPort, now: now, portLimit: plan.hot[inPort].macLimit)
         }
@@ -403,90 +494,200 @@ public final class Datapath {
                 counters.dropped(port: p, reason: r)
                 return
             }
-            var pieces = 1
-            var length = frame.count
-            if rw.isIdentity {
-                setHeader(vnet, delta: 0)
-                iov[1] = iovec(iov_base: base, iov_len: frame.count)
-            } else {
-                iov[1] = iovec(iov_base: base, iov_len: 12)
-                if let tag = rw.push {
-                    tagScratch[0] = UInt8(tag.tpid >> 8); tagScratch[1] = UInt8(tag.tpid & 0xFF)
-                    tagScratch[2] = UInt8(tag.tci >> 8); tagScratch[3] = UInt8(tag.tci & 0xFF)
-                    iov[2] = iovec(iov_base: UnsafeMutableRawPointer(tagScratch), iov_len: 4)
-                    pieces = 2
-                    length += 4
-                }
-                iov[pieces + 1] = iovec(iov_base: base + 12 + rw.strip, iov_len: frame.count - 12 - rw.strip)
-                pieces += 1
-                length -= rw.strip
-                setHeader(vnet, delta: (rw.push == nil ? 0 : 4) - rw.strip)
-            }
-            let reason = transmit(sw, port: p, pieces: pieces, length: length, vnet: vnet)
-            if capturing { capture(switchIndex, port: p, point: .egress, vlan: d.vlan, reason: reason, pieces: pieces) }
-            if plan.hasMirrors, reason == nil {
+            let k = w.append(port: p, frame: base, count: frame.count, vnet: vnet, rewrite: rw, vlan: d.vlan, captured: true, after: -1)
+            if plan.hasMirrors {
                 // A frame between two monitored ports reaches each destination once (the
-                // copy as first seen), not once per source port it touched.
+                // copy as first seen), not once per source port it touched; a copy is sent
+                // only if the frame itself was.
                 for dst in plan.mirrorOnEgress[p] where sw.mirrorStamp[dst] != mirrorSerial {
                     sw.mirrorStamp[dst] = mirrorSerial
-                    transmit(sw, port: dst, pieces: pieces, length: length, vnet: vnet)
+                    w.append(port: dst, frame: base, count: frame.count, vnet: vnet, rewrite: rw, vlan: d.vlan, captured: false, after: k)
                 }
             }
         }
         if !sentAny, case .flood = d.verdict { counters.dropped(port: inPort, reason: .noEgressPort) }
     }
 
-    /// Points `iov[0]` at the vnet header for the frame about to be sent: the received one,
-    /// or a copy whose checksum and header offsets move by `delta` bytes (a tag pushed: +4,
-    /// popped: -4).
-    @inline(__always)
-    private func setHeader(_ vnet: VNetHeader, delta: Int) {
-        guard let h = vnet.raw else {
-            // From a port without vnet header: a plain frame, fully checksummed.
-            vnetScratch.initialize(repeating: 0, count: VNetHeader.size)
-            iov[0] = iovec(iov_base: UnsafeMutableRawPointer(vnetScratch), iov_len: VNetHeader.size)
-            return
-        }
-        if delta == 0 {
-            iov[0] = iovec(iov_base: UnsafeMutableRawPointer(mutating: h), iov_len: VNetHeader.size)
-        } else {
-            UnsafeMutableRawPointer(vnetScratch).copyMemory(from: h, byteCount: VNetHeader.size)
-            VNetHeader.shift(UnsafeMutableRawPointer(vnetScratch), by: delta)
-            iov[0] = iovec(iov_base: UnsafeMutableRawPointer(vnetScratch), iov_len: VNetHeader.size)
-        }
-    }
-
-    /// Writes the frame in `iov[1...pieces]` (with the vnet header `iov[0]` when the port
-    /// takes one) and counts the outcome; returns the drop reason when it was not sent.
-    @inline(__always) @discardableResult
-    private func transmit(_ sw: SwitchRuntime, port: Int, pieces: Int, length: Int, vnet: VNetHeader) -> DropReason? {
-        let io = sw.ports[port]
-        let result: IOResult
-        if io.txVNetHeaderSize > 0 {
-            result = io.writev(iov, count: Int32(pieces + 1))
-        } else {
-            // A port without offloads cannot take a GSO frame or a partial checksum.
-            if vnet.needsOffload {
-                sw.counters.dropped(port: port, reason: .offloadNotSupported)
-                return .offloadNotSupported
+    /// Writes every entry of the transmit list (no lock; `w.ioLock` held).
+    private func transmit(_ w: DatapathWorker, _ sw: SwitchRuntime) {
+        for k in 0..<w.txCount {
+            let e = w.tx[k]
+            if e.after >= 0 && w.tx[Int(e.after)].outcome != TxEntry.sent { w.tx[k].outcome = TxEntry.skipped; continue }
+            let io = sw.ports[Int(e.port)]
+            let iov = w.txIOV + 4 * k
+            let queue = w.index % io.queueCount
+            let result: IOResult
+            if io.txVNetHeaderSize > 0 {
+                result = io.writev(queue: queue, iov, count: e.pieces + 1)
+            } else if e.needsOffload {
+                // A port without offloads cannot take a GSO frame or a partial checksum.
+                w.tx[k].outcome = Int16(DropReason.offloadNotSupported.rawValue)
+                continue
+            } else {
+                result = io.writev(queue: queue, iov + 1, count: e.pieces)
             }
-            result = io.writev(iov + 1, count: Int32(pieces))
-        }
-        switch result {
-        case .bytes: sw.counters.sent(port: port, bytes: length); return nil
-        case .wouldBlock: sw.counters.dropped(port: port, reason: .transmitQueueFull); return .transmitQueueFull
-        case .failed: sw.counters.dropped(port: port, reason: .transmitError); return .transmitError
+            switch result {
+            case .bytes: w.tx[k].outcome = TxEntry.sent
+            case .wouldBlock: w.tx[k].outcome = Int16(DropReason.transmitQueueFull.rawValue)
+            case .failed: w.tx[k].outcome = Int16(DropReason.transmitError.rawValue)
+            }
         }
     }
 
-    /// Offers the frame in `iov[1...pieces]` to every capture session that wants it.
-    private func capture(_ switchIndex: Int, port: Int, point: CapturePoint, vlan: VLANID?, reason: DropReason?, pieces: Int) {
+    /// Counts the transmit list's outcomes and offers the sent (or refused) copies to the
+    /// capture sessions; empties the list. Under `lock`.
+    private func account(_ w: DatapathWorker, _ sw: SwitchRuntime, switchIndex: Int) {
+        let counters = sw.counters
+        for k in 0..<w.txCount {
+            let e = w.tx[k]
+            let reason: DropReason?
+            switch e.outcome {
+            case TxEntry.sent: counters.sent(port: Int(e.port), bytes: Int(e.length)); reason = nil
+            case TxEntry.skipped, TxEntry.pending: continue
+            default:
+                let r = DropReason(rawValue: UInt8(e.outcome))!
+                counters.dropped(port: Int(e.port), reason: r)
+                reason = r
+            }
+            if capturing && e.captured {
+                capture(switchIndex, port: Int(e.port), point: .egress, vlan: e.vlan, reason: reason,
+                        segments: w.txIOV + 4 * k + 1, pieces: Int(e.pieces))
+            }
+        }
+        w.txCount = 0
+    }
+
+    private func captureIngress(_ w: DatapathWorker, _ switchIndex: Int, port: Int, frame: UnsafeRawBufferPointer, vlan: VLANID?, reason: DropReason?) {
+        w.rxIOV[0] = iovec(iov_base: UnsafeMutableRawPointer(mutating: frame.baseAddress!), iov_len: frame.count)
+        capture(switchIndex, port: port, point: .ingress, vlan: vlan, reason: reason, segments: w.rxIOV, pieces: 1)
+    }
+
+    /// Offers a frame given as iovec pieces to every capture session that wants it.
+    private func capture(_ switchIndex: Int, port: Int, point: CapturePoint, vlan: VLANID?, reason: DropReason?,
+                         segments: UnsafePointer<iovec>, pieces: Int) {
         var now: UInt64 = 0
         for s in captures where s.selection.switchIndex == switchIndex
             && s.wants(port: port, point: point, vlan: vlan, dropped: reason != nil) {
             if now == 0 { now = realtimeNanoseconds() }
-            s.record(port: port, point: point, reason: reason, segments: iov + 1, count: pieces, now: now)
+            s.record(port: port, point: point, reason: reason, segments: segments, count: pieces, now: now)
         }
+    }
+}
+
+/// One frame copy on a worker's transmit list.
+struct TxEntry {
+    static let pending: Int16 = -1
+    static let sent: Int16 = -2
+    static let skipped: Int16 = -3
+    var port: Int32
+    /// Frame pieces after the vnet header iovec (1–3).
+    var pieces: Int32
+    /// Bytes on the wire (counted as sent).
+    var length: Int32
+    /// -1, or the entry that must have been sent for this one to go (an egress mirror copy).
+    var after: Int32
+    /// The frame's VLAN (for capture filters).
+    var vlan: VLANID
+    /// The frame's own egress (capture sessions see it), not a mirror copy.
+    var captured: Bool
+    /// GSO or partial checksum: only ports with a vnet header can take it.
+    var needsOffload: Bool
+    /// `pending`, `sent`, `skipped`, or a `DropReason` raw value.
+    var outcome: Int16
+}
+
+/// What one datapath thread owns: its epoll (its share of the port queues), wake-up fd,
+/// receive area, transmit list and scratch space, all allocated once.
+final class DatapathWorker {
+    let index: Int
+    let epoll: Epoll
+    let wake: EventFD
+    /// Held for a whole batch (see `Datapath`).
+    let ioLock = NSLock()
+    var thread: Thread?
+
+    /// Largest read: a 64 KiB GSO frame plus its vnet header.
+    static let frameMax = 65536 + 64
+    /// The batch's frames back to back (64-byte aligned); a read needs `frameMax` free.
+    static let areaSize = (1 << 20) + frameMax
+    /// Frames read from one queue per wake-up before moving on (fairness between ports).
+    static let batch = 64
+    /// Frame copies on the transmit list before it is flushed.
+    static let txCapacity = 4096
+
+    let area: UnsafeMutableRawPointer
+    let rxOffset: UnsafeMutablePointer<Int>
+    let rxLength: UnsafeMutablePointer<Int>
+    /// 4 per entry: vnet header, then up to 3 frame pieces.
+    let txIOV: UnsafeMutablePointer<iovec>
+    /// 16 bytes per entry: a rewritten (or zero) vnet header at 0, a pushed tag at 12.
+    let txScratch: UnsafeMutableRawPointer
+    let tx: UnsafeMutablePointer<TxEntry>
+    var txCount = 0
+    /// One iovec for ingress captures.
+    let rxIOV: UnsafeMutablePointer<iovec>
+
+    init(index: Int) throws {
+        self.index = index
+        epoll = try Epoll()
+        wake = try EventFD()
+        area = .allocate(byteCount: DatapathWorker.areaSize, alignment: 64)
+        rxOffset = .allocate(capacity: DatapathWorker.batch)
+        rxLength = .allocate(capacity: DatapathWorker.batch)
+        txIOV = .allocate(capacity: 4 * DatapathWorker.txCapacity)
+        txScratch = .allocate(byteCount: 16 * DatapathWorker.txCapacity, alignment: 16)
+        tx = .allocate(capacity: DatapathWorker.txCapacity)
+        rxIOV = .allocate(capacity: 1)
+    }
+
+    deinit {
+        area.deallocate(); rxOffset.deallocate(); rxLength.deallocate()
+        txIOV.deallocate(); txScratch.deallocate(); tx.deallocate(); rxIOV.deallocate()
+    }
+
+    /// Puts one copy of `frame` (rewritten by `rewrite`, nil = as received) for `port` on
+    /// the transmit list; returns its index.
+    @inline(__always) @discardableResult
+    func append(port: Int, frame base: UnsafeMutableRawPointer, count: Int, vnet: VNetHeader, rewrite: EgressRewrite?,
+                vlan: VLANID, captured: Bool, after: Int32) -> Int32 {
+        let k = txCount
+        txCount = k + 1
+        let iov = txIOV + 4 * k
+        let scratch = txScratch + 16 * k
+        var pieces = 1, length = count, delta = 0
+        if let rw = rewrite, !rw.isIdentity {
+            iov[1] = iovec(iov_base: base, iov_len: 12)
+            if let tag = rw.push {
+                scratch.storeBytes(of: tag.tpid.bigEndian, toByteOffset: 12, as: UInt16.self)
+                scratch.storeBytes(of: tag.tci.bigEndian, toByteOffset: 14, as: UInt16.self)
+                iov[2] = iovec(iov_base: scratch + 12, iov_len: 4)
+                pieces = 2
+                length += 4
+                delta = 4
+            }
+            iov[pieces + 1] = iovec(iov_base: base + 12 + rw.strip, iov_len: count - 12 - rw.strip)
+            pieces += 1
+            length -= rw.strip
+            delta -= rw.strip
+        } else {
+            iov[1] = iovec(iov_base: base, iov_len: count)
+        }
+        if let h = vnet.raw {
+            if delta == 0 {
+                iov[0] = iovec(iov_base: UnsafeMutableRawPointer(mutating: h), iov_len: VNetHeader.size)
+            } else {
+                scratch.copyMemory(from: h, byteCount: VNetHeader.size)
+                VNetHeader.shift(scratch, by: delta)
+                iov[0] = iovec(iov_base: scratch, iov_len: VNetHeader.size)
+            }
+        } else {
+            // From a port without vnet header: a plain frame, fully checksummed.
+            scratch.initializeMemory(as: UInt8.self, repeating: 0, count: VNetHeader.size)
+            iov[0] = iovec(iov_base: scratch, iov_len: VNetHeader.size)
+        }
+        tx[k] = TxEntry(port: Int32(port), pieces: Int32(pieces), length: Int32(length), after: after, vlan: vlan,
+                        captured: captured, needsOffload: vnet.needsOffload, outcome: TxEntry.pending)
+        return Int32(k)
     }
 }
 

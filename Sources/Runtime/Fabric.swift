@@ -41,6 +41,8 @@ public final class Fabric {
     private(set) var isStopping = false
     private let startedAt = monotonicSeconds()
     let log: (String) -> Void
+    /// Datapath worker threads; also the queues of each netns guest's TAP (one per worker).
+    let datapathThreads = Datapath.configuredThreads()
 
     public init(topology: Topology, log: @escaping (String) -> Void) {
         self._topology = topology
@@ -80,7 +82,9 @@ public final class Fabric {
             try createGuests(into: &byPort)
             ports = plans.map { plan in plan.ports.map { byPort[$0.name]! } }
             let runtimes = plans.enumerated().map { SwitchRuntime(plan: $0.element, ports: ports[$0.offset]) }
-            let dp = try Datapath(switches: runtimes)
+            let dp = try Datapath(switches: runtimes, threads: datapathThreads, busyPollMicroseconds: Datapath.configuredBusyPoll())
+            log("datapath: \(dp.threadCount) thread\(dp.threadCount == 1 ? "" : "s")"
+                + (dp.busyPollMicroseconds > 0 ? ", poll mode (spins \(dp.busyPollMicroseconds) µs after work)" : ""))
             datapath = dp
             try startTeams(dp)
             dp.start()
@@ -171,7 +175,7 @@ public final class Fabric {
             let name = Fabric.hostTAPName(topology: topology.name, guest: g.name, nic: nic.index)
             // vnet header + TSO/checksum offload: the guest's TCP moves as 64 KiB GSO frames
             // through the switch instead of 1500-byte ones (README "Datapath").
-            let tap = try TAPDevice(name: name, vnetHeader: true)
+            let tap = try TAPDevice(name: name, vnetHeader: true, queues: datapathThreads)
             try tap.enableOffloads()
             byPort[nic.portName] = tap
             try host.moveLink(named: tap.name, toNamespaceFD: nsfd)

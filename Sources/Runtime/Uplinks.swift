@@ -20,7 +20,7 @@ import Glibc
 ///
 /// With `disableGRO`, GRO is turned off on the NIC while the port is open (and restored by
 /// `close`): GRO would hand the ring 64 KiB super-frames that no guest could take.
-public final class PacketPort: PortIO {
+public final class PacketPort: SingleQueuePortIO {
     public let name: String
     let rx: PacketSocket
     private var txFD: Int32

@@ -12,7 +12,7 @@ import Glibc
 /// A switch port backed by a datagram socket pair: the datapath owns one end, the test the
 /// other. Datagrams keep frame boundaries, so frames go in and come out exactly as on a TAP,
 /// without root.
-final class SocketPairPort: PortIO {
+final class SocketPairPort: SingleQueuePortIO {
     let switchEnd: Int32
     let testEnd: Int32
     /// 10 to behave like a TAP with IFF_VNET_HDR (frames carry a virtio-net header).

@@ -39,7 +39,10 @@ long cl_writev(int fd, const struct iovec *iov, int count);
 /// `out_name` (may be NULL). Returns -errno on failure (-EPERM without CAP_NET_ADMIN,
 /// -ENAMETOOLONG for a long name, -EBUSY/-EINVAL if the name is taken by another link).
 /// The netdev exists while the fd is open (non-persistent) and vanishes on close.
-int cl_tap_open(const char *name, int vnet_hdr, char out_name[16]);
+/// With `multi_queue` non-zero the device is IFF_MULTI_QUEUE: each further call with the
+/// same name (and the same flags) attaches one more queue fd (up to 256), and the netdev
+/// lives while any queue fd is open.
+int cl_tap_open(const char *name, int vnet_hdr, int multi_queue, char out_name[16]);
 
 /// Size of `struct virtio_net_hdr` that precedes each frame on an IFF_VNET_HDR TAP
 /// (10 bytes, the kernel default before TUNSETVNETHDRSZ).
