@@ -1,19 +1,27 @@
 #!/usr/bin/env python3
 """Turn run.sh's raw samples (setup, metric, round, value; tab-separated) into the markdown
-table of medians and ratios. Extra args: SETUP=REASON (REASON non-empty: the setup is n/a)."""
+table of medians and ratios. Extra args: SETUP=REASON (REASON non-empty: the setup is n/a),
+--poll-us=N (the tapestry-poll setup's TAPESTRY_BUSY_POLL_US, for the note under the table)."""
 import statistics
 import sys
 
-SETUPS = [("bridge", "Linux bridge"), ("ovs", "OVS userspace"), ("tapestry", "Tapestry")]
+SETUPS = [("bridge", "Linux bridge"), ("ovs", "OVS userspace"), ("copier", "C copier (reference)"),
+          ("tapestry", "Tapestry"), ("tapestry-poll", "Tapestry (poll)")]
+# (numerator, denominator) setups of the ratio columns.
+RATIOS = [("tapestry", "bridge"), ("tapestry", "ovs"), ("tapestry-poll", "bridge"), ("tapestry-poll", "ovs")]
 METRICS = [
     ("tcp1", "TCP 1 stream (Gb/s, higher is better)", "{:.2f}"),
     ("tcp2", "TCP 2 streams (Gb/s, higher is better)", "{:.2f}"),
     ("rtt", "ping RTT avg (µs, lower is better)", "{:.0f}"),
-    ("pps", "64B frames forwarded (Mpps, higher is better)", "{:.3f}"),
-    ("gen", "64B frames offered by the generator (Mpps)", "{:.3f}"),
+    ("pps", "64B frames forwarded, 1 flow (Mpps, higher is better)", "{:.3f}"),
+    ("gen", "64B frames offered by the generator, 1 flow (Mpps)", "{:.3f}"),
+    ("pps16", "64B frames forwarded, 16 flows (Mpps, higher is better)", "{:.3f}"),
+    ("gen16", "64B frames offered by the generator, 16 flows (Mpps)", "{:.3f}"),
     ("cpu1", "switch CPU during TCP 1 stream (% of a core)", "{:.0f}"),
     ("cpu2", "switch CPU during TCP 2 streams (% of a core)", "{:.0f}"),
+    ("cpuping", "switch CPU during ping RTT test (% of a core)", "{:.0f}"),
 ]
+SHORT = {"bridge": "bridge", "ovs": "OVS", "tapestry": "Tapestry", "tapestry-poll": "Tapestry (poll)"}
 
 samples = {}
 with open(sys.argv[1]) as f:
@@ -26,10 +34,14 @@ with open(sys.argv[1]) as f:
         except ValueError:
             pass
 notes = {}
+poll_us = 20000
 for arg in sys.argv[2:]:
     k, _, v = arg.partition("=")
-    if v:
+    if k == "--poll-us":
+        poll_us = int(v)
+    elif v:
         notes[k] = v
+poll_ms = poll_us / 1000
 
 
 def median(setup, metric):
@@ -43,7 +55,7 @@ def ratio(a, b):
     return "{:.2f}×".format(a / b)
 
 
-header = ["metric"] + [name for _, name in SETUPS] + ["Tapestry/bridge", "Tapestry/OVS"]
+header = ["metric"] + [name for _, name in SETUPS] + [f"{SHORT[a]}/{SHORT[b]}" for a, b in RATIOS]
 print("| " + " | ".join(header) + " |")
 print("|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|")
 for key, label, fmt in METRICS:
@@ -55,15 +67,19 @@ for key, label, fmt in METRICS:
         if m is None:
             row.append("n/a" + ("¹" if s in notes else ""))
         else:
-            n = len(samples[(s, key)])
             row.append(fmt.format(m))
-    row.append(ratio(vals["tapestry"], vals["bridge"]))
-    row.append(ratio(vals["tapestry"], vals["ovs"]))
+    row += [ratio(vals[a], vals[b]) for a, b in RATIOS]
     print("| " + " | ".join(row) + " |")
 print()
 rounds = {s: len(samples.get((s, "rtt"), [])) for s, _ in SETUPS}
 print("Rounds measured: " + ", ".join(f"{name} {rounds[s]}" for s, name in SETUPS) +
       ". CPU is n/a for the kernel bridge (no switch process).")
+print("\nThe C copier (Scripts/bench/tapcopy.c, a reference, not part of Tapestry) does nothing but "
+      "one read and one write per frame between two TAPs: it is the floor of any userspace switch "
+      "built that way on this machine (single-threaded: a switch that serves its ports from "
+      "several threads can beat it on TCP). Tapestry (poll) is the same Tapestry topology with "
+      f"TAPESTRY_BUSY_POLL_US={poll_us} (after a batch with work the datapath spins up to "
+      f"{poll_ms:g} ms before sleeping), which trades CPU while idle for latency.")
 for s, name in SETUPS:
     if s in notes:
         print(f"\n¹ {name}: n/a — {notes[s]}")
