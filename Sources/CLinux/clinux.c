@@ -264,3 +264,11 @@ int cl_ethtool_set_gro(const char *ifname, int on) {
     struct ethtool_value v = { .cmd = ETHTOOL_SGRO, .data = on ? 1 : 0 };
     return cl_ethtool(ifname, &v);
 }
+
+// MARK: - threads
+
+#include <sys/prctl.h>
+
+int cl_set_thread_name(const char *name) {
+    return prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0) == 0 ? 0 : -errno;
+}

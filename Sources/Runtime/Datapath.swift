@@ -244,7 +244,6 @@ public final class Datapath {
         started = true
         for w in workers {
             let t = Thread { [unowned self] in self.run(w) }
-            t.name = "tapestry-dp\(w.index)"
             t.stackSize = 1 << 20
             w.thread = t
             t.start()
@@ -336,6 +335,8 @@ public final class Datapath {
     // MARK: - Workers
 
     private func run(_ w: DatapathWorker) {
+        // Named for `top -H` / `ps -L` (Foundation's Thread.name does not reach the kernel).
+        _ = cl_set_thread_name("tapestry-dp\(w.index)")
         let maxEvents = 64
         let events = UnsafeMutableBufferPointer<EpollEvent>.allocate(capacity: maxEvents)
         defer { events.deallocate(); done.signal() }

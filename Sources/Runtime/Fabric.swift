@@ -277,7 +277,9 @@ public final class Fabric {
                   vm: vms[g.name]?.status)
         }
         return StatusReport(name: topology.name, file: topology.file, pid: getpid(),
-                            uptimeSeconds: monotonicSeconds() - startedAt, switches: switches, guests: guests)
+                            uptimeSeconds: monotonicSeconds() - startedAt,
+                            datapathThreads: datapath?.threadCount, busyPollMicroseconds: datapath?.busyPollMicroseconds,
+                            switches: switches, guests: guests)
     }
 
     func ports(switch filter: String?) throws -> PortsReport {

@@ -12,6 +12,10 @@ public struct StatusReport: Codable, Equatable {
     public var file: String
     public var pid: Int32
     public var uptimeSeconds: Int64
+    /// Datapath worker threads (each netns guest's TAP has as many queues).
+    public var datapathThreads: Int?
+    /// Poll mode: how long a worker spins after work before sleeping (0: off).
+    public var busyPollMicroseconds: Int?
     public var switches: [SwitchSummary]
     public var guests: [GuestSummary]
 

@@ -247,6 +247,10 @@ struct Status: ParsableCommand {
         let (s, data) = try request(options.name, ControlRequest(command: "status"), as: StatusReport.self)
         if json { return printJSON(data) }
         print("topology \(s.name) (\(s.file)), pid \(s.pid), up \(s.uptimeSeconds)s")
+        if let t = s.datapathThreads {
+            let poll = (s.busyPollMicroseconds ?? 0) > 0 ? ", poll mode \(s.busyPollMicroseconds!) µs" : ""
+            print("datapath: \(t) thread\(t == 1 ? "" : "s")\(poll)")
+        }
         for sw in s.switches {
             print("switch \(sw.name): mtu \(sw.mtu), \(sw.ports) port(s), vlans \(sw.vlans.joined(separator: ",")), mac table \(sw.macEntries)/\(sw.macLimit) (aging \(sw.agingSeconds)s)")
         }

@@ -177,6 +177,48 @@ struct FabricSystemTests {
         #expect(lab.drops(port: "\(p)a2.eth0", reason: "oversize") == 0 && lab.drops(port: "\(p)a1.eth0", reason: "oversize") == 0)
     }
 
+    @Test(.enabled(if: sh("command -v iperf3").succeeded, "needs iperf3"))
+    func flowsSpreadOverTheTAPQueuesAndEveryWorkerForwards() throws {
+        let p = Self.id()
+        let lab = RunningTopology(name: "\(p)lab", yaml: Self.vlanLab(p))
+        try #require(lab.up.succeeded, "up failed: \(lab.up.stderr)")
+        let status = try JSONSerialization.jsonObject(with: Data(Harness.tapestry("status --name \(p)lab --json").stdout.utf8)) as? [String: Any]
+        let threads = (status?["datapath_threads"] as? NSNumber)?.intValue ?? 0
+        #expect(threads == min(4, ProcessInfo.processInfo.activeProcessorCount), "one datapath thread per core (at most 4)")
+        // Each netns guest's TAP has one queue per datapath thread.
+        let link = lab.exec("\(p)a1", "ip -d link show eth0").stdout
+        #expect(threads == 1 ? !link.contains("multi_queue") : link.contains("multi_queue numqueues \(threads) "), "\(link)")
+        guard threads > 1, let pid = lab.daemonPID() else {
+            print("flowsSpreadOverTheTAPQueuesAndEveryWorkerForwards: one core, one datapath thread: nothing to spread")
+            return
+        }
+        // 16 UDP flows: the kernel hashes each to a queue, so (but for a 2·2⁻¹⁶ chance) both
+        // workers get some; each must spend CPU forwarding them.
+        func workerTicks() -> [String: Int] {
+            var out: [String: Int] = [:]
+            for t in (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? [] {
+                let comm = (try? String(contentsOfFile: "/proc/\(pid)/task/\(t)/comm", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+                guard comm.hasPrefix("tapestry-dp"), let stat = try? String(contentsOfFile: "/proc/\(pid)/task/\(t)/stat", encoding: .utf8),
+                      let close = stat.lastIndex(of: ")") else { continue }
+                let f = stat[stat.index(after: close)...].split(separator: " ")
+                out[comm] = (Int(f[11]) ?? 0) + (Int(f[12]) ?? 0)    // utime + stime
+            }
+            return out
+        }
+        let before = workerTicks()
+        #expect(before.count == threads, "one named thread per worker: \(before)")
+        sh("ip netns exec \(p)a2 iperf3 -s -1 -D -p 5298")
+        usleep(300_000)
+        let client = lab.exec("\(p)a1", "iperf3 -c 10.1.0.2 -p 5298 -u -b 40M -l 1000 -P 16 -t 3 -J", timeout: 60)
+        #expect(client.succeeded, "\(client.stderr)")
+        let after = workerTicks()
+        for (name, ticks) in after {
+            #expect(ticks > before[name] ?? 0, "worker \(name) forwarded some of the 16 flows: before \(before), after \(after)")
+        }
+        let received = lab.ports().first { $0["name"] as? String == "\(p)a2.eth0" }
+        #expect(((received?["tx_frames"] as? NSNumber)?.intValue ?? 0) > 10_000, "the flows reached a2 through the switch")
+    }
+
     @Test func sigtermTearsDown() throws {
         let p = Self.id()
         let yaml = """

@@ -120,11 +120,6 @@ int cl_netns_open(const char *name);
 /// Writes `value` to /proc/sys/`path` (e.g. "net/ipv6/conf/tap0/disable_ipv6"). 0 or -errno.
 int cl_sysctl_write(const char *path, const char *value);
 
-#ifdef __cplusplus
-}
-#endif
-#endif
-
 /// TUNSETOFFLOAD: tell the kernel which offloads our side of the TAP accepts (TUN_F_CSUM,
 /// TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN when `tso` is non-zero; 0 turns them off). The
 /// guest-facing netdev then advertises checksum offload and TSO, so the guest's TCP stack
@@ -145,3 +140,12 @@ int cl_ethtool_set_gro(const char *ifname, int on);
 // AF_PACKET ring helpers (PacketSocket); this header is the module's umbrella, so it
 // includes them for Swift.
 #include "clinux_packet.h"
+
+/// Names the calling thread for ps/top (prctl(PR_SET_NAME); at most 15 bytes kept).
+/// Returns 0 or -errno.
+int cl_set_thread_name(const char *name);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
