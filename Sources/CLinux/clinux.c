@@ -14,6 +14,7 @@
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
@@ -35,9 +36,12 @@ int cl_set_cloexec(int fd) {
     return 0;
 }
 
+// The raw system calls, not glibc's read/writev: those are thread-cancellation points and
+// wrap every call in __pthread_enable/disable_asynccancel (~3% of the datapath's CPU in a
+// 64-byte profile). Tapestry never cancels threads.
 long cl_read(int fd, void *buf, unsigned long len) {
-    ssize_t n = read(fd, buf, len);
-    return n < 0 ? -errno : (long)n;
+    long n = syscall(SYS_read, fd, buf, len);
+    return n < 0 ? -errno : n;
 }
 
 long cl_write(int fd, const void *buf, unsigned long len) {
@@ -46,8 +50,8 @@ long cl_write(int fd, const void *buf, unsigned long len) {
 }
 
 long cl_writev(int fd, const struct iovec *iov, int count) {
-    ssize_t n = writev(fd, iov, count);
-    return n < 0 ? -errno : (long)n;
+    long n = syscall(SYS_writev, fd, iov, count);
+    return n < 0 ? -errno : n;
 }
 
 // MARK: - TAP

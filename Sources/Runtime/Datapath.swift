@@ -419,6 +419,8 @@ public final class Datapath {
         let reserve = 2 * sw.plan.ports.count + 2
         lock.lock()
         let team = sw.team.map { TeamContext(state: $0, locks: sw.announcements, now: now) }
+        // Loaded once per batch: each load of a class reference costs a retain/release pair.
+        let plan = sw.plan, counters = sw.counters, table = sw.table
         for i in 0..<count {
             let n = w.rxLength[i]
             guard n >= header else { continue }
@@ -426,7 +428,8 @@ public final class Datapath {
             let start = w.area + w.rxOffset[i]
             let vnet = VNetHeader(header > 0 ? UnsafeRawPointer(start) : nil)
             classify(UnsafeRawBufferPointer(start: start + header, count: n - header), vnet: vnet, worker: w,
-                     sw: sw, switchIndex: switchIndex, inPort: port, now: now, nowNanos: nowNanos, team: team)
+                     sw: sw, plan: plan, counters: counters, table: table, switchIndex: switchIndex, inPort: port,
+                     now: now, nowNanos: nowNanos, team: team)
         }
         if w.txCount > 0 { flush(w, sw, switchIndex: switchIndex) }
         lock.unlock()
@@ -450,11 +453,10 @@ public final class Datapath {
     /// its header adjusted when a tag moves the L3 offsets.
     @inline(__always)
     private func classify(_ frame: UnsafeRawBufferPointer, vnet: VNetHeader, worker w: DatapathWorker, sw: SwitchRuntime,
+                          plan: SwitchPlan, counters: PortCounters, table: MACTable,
                           switchIndex: Int, inPort: Int, now: Int64, nowNanos: Int64, team: TeamContext?) {
-        let counters = sw.counters
-        let plan = sw.plan
         counters.received(port: inPort, bytes: frame.count)
-        var d = decide(frame: frame, inPort: inPort, plan: plan, table: sw.table, segmented: vnet.isGSO, team: team)
+        var d = decide(frame: frame, inPort: inPort, plan: plan, table: table, segmented: vnet.isGSO, team: team)
         if case .local = d.verdict {
             // A team beacon probe: bookkeeping only.
             if sw.beacons != nil, let h = FrameHeader.parse(frame), let b = Beacon.parse(header: h, frame: frame) {
@@ -486,7 +488,7 @@ public final class Datapath {
         }
         if capturing { captureIngress(w, switchIndex, port: inPort, frame: frame, vlan: d.vlan, reason: nil) }
         if d.learn {
-            sw.table.learn(vlan: d.vlan, mac: d.source, port: inPort, now: now, portLimit: plan.hot[inPort].macLimit)
+            table.learn(vlan: d.vlan, mac: d.source, port: inPort, now: now, portLimit: plan.hot[inPort].macLimit)
         }
         var sentAny = false
         forEachEgress(of: d, inPort: inPort, plan: plan) { p, rw, refused in
