@@ -75,11 +75,12 @@ rounds = {s: len(samples.get((s, "rtt"), [])) for s, _ in SETUPS}
 print("Rounds measured: " + ", ".join(f"{name} {rounds[s]}" for s, name in SETUPS) +
       ". CPU is n/a for the kernel bridge (no switch process).")
 print("\nThe C copier (Scripts/bench/tapcopy.c, a reference, not part of Tapestry) does nothing but "
-      "one read and one write per frame between two TAPs: it is the floor of any userspace switch "
-      "built that way on this machine (single-threaded: a switch that serves its ports from "
-      "several threads can beat it on TCP). Tapestry (poll) is the same Tapestry topology with "
-      f"TAPESTRY_BUSY_POLL_US={poll_us} (after a batch with work the datapath spins up to "
-      f"{poll_ms:g} ms before sleeping), which trades CPU while idle for latency.")
+      "one read and one write per frame between two TAPs, on one thread: the kernel's share of the "
+      "work alone, so about the best a switch that moves frames through TAP fds that way can do on "
+      "this machine. Tapestry (poll) is the same Tapestry topology with "
+      f"TAPESTRY_BUSY_POLL_US={poll_us} (after a batch with work each datapath "
+      f"thread spins up to {poll_ms:g} ms before sleeping), which trades CPU for latency (see the "
+      "CPU during the ping test).")
 for s, name in SETUPS:
     if s in notes:
         print(f"\n¹ {name}: n/a — {notes[s]}")
