@@ -155,6 +155,8 @@ public struct SwitchPlan: Sendable {
         @usableFromInline let mirrorOnEgress: [[PortIndex]]
         /// True when any mirror exists (one branch on the per-frame path otherwise).
         @usableFromInline let hasMirrors: Bool
+        /// The most egress-mirror destinations of any one port.
+        @usableFromInline let mirrorFanout: Int
         @usableFromInline let floodStart: [Int32]
         @usableFromInline let floodPorts: [Int32]
         /// Per port, the plain-value view the per-frame path reads.
@@ -223,6 +225,7 @@ public struct SwitchPlan: Sendable {
             mirrorOnIngress = onIngress
             mirrorOnEgress = onEgress
             hasMirrors = !mirrors.isEmpty
+            mirrorFanout = onEgress.map(\.count).max() ?? 0
             var members = Array(repeating: [Int32](), count: 4096)
             for (i, p) in ports.enumerated() where !destination[i] {
                 for v in p.mode.memberVLANs { members[Int(v.rawValue)].append(Int32(i)) }
@@ -271,6 +274,8 @@ public struct SwitchPlan: Sendable {
     @inlinable public var mirrorOnEgress: [[PortIndex]] { storage.mirrorOnEgress }
     /// True when any mirror exists (one branch on the per-frame path otherwise).
     @inlinable public var hasMirrors: Bool { storage.hasMirrors }
+    /// The most egress-mirror destinations of any one port (sizes the datapath's room per frame).
+    @inlinable public var mirrorFanout: Int { storage.mirrorFanout }
     /// Per port, the plain-value view the per-frame path reads.
     @inlinable public var hot: [HotPort] { storage.hot }
     /// The switch's NIC team (nil for a guest-only switch).

@@ -26,6 +26,8 @@ public final class TAPDevice {
     public var fd: Int32 { queueFDs[0] }
     /// How many queue fds this TAP has.
     public let queueCount: Int
+    /// The fd of queue `queue` (for epoll), or -1 after `close()`.
+    public func pollFD(queue: Int) -> Int32 { queueFDs[queue] }
     /// The fds by queue (a raw buffer: no reference counting on the per-frame path).
     @usableFromInline let queueFDs: UnsafeMutablePointer<Int32>
     /// The netdev's name as the kernel assigned it.
@@ -45,7 +47,9 @@ public final class TAPDevice {
     ///   - name: at most 15 bytes; empty lets the kernel pick `tapN`.
     ///   - queues: 1 (a plain TAP) to 256 (IFF_MULTI_QUEUE with that many queue fds).
     /// - Throws: `SystemError`: EPERM without CAP_NET_ADMIN, ENAMETOOLONG, EBUSY if another
-    ///   fd holds that TAP, EINVAL if a non-TAP link has that name.
+    ///   fd holds that (single-queue) TAP, EINVAL if a non-TAP link has that name. A
+    ///   multiqueue TAP that already exists under `name` is joined, not refused: callers
+    ///   check that the name is free first (Tapestry's preflight does).
     public init(name: String, vnetHeader: Bool = false, queues: Int = 1) throws {
         precondition((1...256).contains(queues), "a TAP has 1 to 256 queues")
         var kernelName = [CChar](repeating: 0, count: 16)
@@ -90,6 +94,7 @@ public final class TAPDevice {
     /// Reads one frame from queue `queue` (see `read(into:)`).
     @inlinable
     public func read(queue: Int, into buffer: UnsafeMutableRawBufferPointer) -> IOResult {
+        assert(queue < queueCount)
         let fd = queueFDs[queue]
         guard fd >= 0 else { return .failed(EBADF) }
         return Syscall.io { cl_read(fd, buffer.baseAddress, UInt(buffer.count)) }
@@ -115,6 +120,7 @@ public final class TAPDevice {
     /// delivers it to the guest the same way.
     @inlinable
     public func writev(queue: Int, _ iov: UnsafePointer<iovec>, count: Int32) -> IOResult {
+        assert(queue < queueCount)
         let fd = queueFDs[queue]
         guard fd >= 0 else { return .failed(EBADF) }
         return Syscall.io { cl_writev(fd, iov, count) }

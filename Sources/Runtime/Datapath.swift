@@ -3,6 +3,7 @@ import Foundation
 import LinuxIO
 import Model
 import CLinux
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -55,7 +56,6 @@ extension SingleQueuePortIO {
 }
 
 extension TAPDevice: PortIO {
-    public func pollFD(queue: Int) -> Int32 { fds[queue] }
     public var vnetHeaderSize: Int { vnetHeader ? VNetHeader.size : 0 }
     public var txVNetHeaderSize: Int { vnetHeaderSize }
     public func takePendingError() -> Int32 { 0 }
@@ -136,8 +136,10 @@ final class StormControl {
         let rate = rates[i]
         if rate == 0 { return true }
         let cap = rate * 1_000_000_000
-        if last[i] != 0 { tokens[i] = min(cap, tokens[i] + (nowNanos - last[i]) * rate) }
-        last[i] = nowNanos
+        // Workers read the clock before waiting for the lock, so times may arrive slightly out
+        // of order: never refill backwards.
+        if last[i] != 0 && nowNanos > last[i] { tokens[i] = min(cap, tokens[i] + (nowNanos - last[i]) * rate) }
+        last[i] = max(last[i], nowNanos)
         guard tokens[i] >= 1_000_000_000 else { return false }
         tokens[i] -= 1_000_000_000
         return true
@@ -178,6 +180,10 @@ public final class Datapath {
     private let done = DispatchSemaphore(value: 0)
     private var started = false
     private var stopping = false
+    /// Set while `replaceSwitches` waits for the workers' I/O locks: a worker does not start
+    /// another batch meanwhile (NSLock is not fair; a busy worker would take its lock again
+    /// at once and stall the reload, and with it the workers already paused).
+    private let reloadPending = Atomic<Bool>(false)
     private static let wakeToken: UInt64 = .max
     /// Running capture sessions; changed only under `lock` (`addCapture`/`removeCapture`).
     private var captures: [CaptureSession] = []
@@ -191,6 +197,8 @@ public final class Datapath {
 
     /// Worker threads.
     public var threadCount: Int { workers.count }
+    /// Frames each worker has read since start. Call inside `withSnapshot`.
+    public var framesPerWorker: [UInt64] { workers.map(\.frames) }
     /// The busy-poll window in microseconds (0: off).
     public var busyPollMicroseconds: Int { Int(busyPollNanoseconds / 1000) }
 
@@ -242,6 +250,7 @@ public final class Datapath {
     public func start() {
         guard !started else { return }
         started = true
+        lock.lock(); stopping = false; lock.unlock()
         for w in workers {
             let t = Thread { [unowned self] in self.run(w) }
             t.stackSize = 1 << 20
@@ -291,9 +300,14 @@ public final class Datapath {
     /// When this returns, no worker uses a port that is not in `new`: the caller may close
     /// the others.
     public func replaceSwitches(_ new: [SwitchRuntime], then body: () -> Void = {}) throws {
+        reloadPending.store(true, ordering: .sequentiallyConsistent)
         for w in workers { w.ioLock.lock() }
         lock.lock()
-        defer { lock.unlock(); for w in workers.reversed() { w.ioLock.unlock() } }
+        defer {
+            lock.unlock()
+            for w in workers.reversed() { w.ioLock.unlock() }
+            reloadPending.store(false, ordering: .sequentiallyConsistent)
+        }
         let n = workers.count
         let before = workers.map { Datapath.registrations(switches, worker: $0.index, of: n) }
         let after = workers.map { Datapath.registrations(new, worker: $0.index, of: n) }
@@ -354,6 +368,7 @@ public final class Datapath {
             }
             if n == 0 { n = (try? w.epoll.wait(into: events, timeoutMilliseconds: 1000)) ?? 0 }
             hadWork = n > 0
+            while reloadPending.load(ordering: .sequentiallyConsistent) { usleep(100) }
             w.ioLock.lock()
             lock.lock()
             if stopping { lock.unlock(); w.ioLock.unlock(); return }
@@ -415,16 +430,22 @@ public final class Datapath {
         }
         guard count > 0 else { return }
         let header = io.vnetHeaderSize
-        // Room for any one frame: every port once plus a mirror copy each.
-        let reserve = 2 * sw.plan.ports.count + 2
         lock.lock()
-        let team = sw.team.map { TeamContext(state: $0, locks: sw.announcements, now: now) }
+        w.frames &+= UInt64(count)
+        var team = sw.team.map { TeamContext(state: $0, locks: sw.announcements, now: now) }
         // Loaded once per batch: each load of a class reference costs a retain/release pair.
         let plan = sw.plan, counters = sw.counters, table = sw.table
+        // Room for any one frame: every port once, plus its mirror copies.
+        let reserve = plan.ports.count * (plan.hasMirrors ? 1 + plan.mirrorFanout : 1) + 1
         for i in 0..<count {
             let n = w.rxLength[i]
             guard n >= header else { continue }
-            if w.txCount > 0 && w.txCount + reserve > DatapathWorker.txCapacity { flush(w, sw, switchIndex: switchIndex) }
+            if w.txCount > 0 && w.txCount + reserve > DatapathWorker.txCapacity {
+                flush(w, sw, switchIndex: switchIndex)
+                // The lock was let go: the team monitor may have swapped the team state.
+                team = sw.team.map { TeamContext(state: $0, locks: sw.announcements, now: now) }
+            }
+            w.frameStart = Int32(w.txCount)
             let start = w.area + w.rxOffset[i]
             let vnet = VNetHeader(header > 0 ? UnsafeRawPointer(start) : nil)
             classify(UnsafeRawBufferPointer(start: start + header, count: n - header), vnet: vnet, worker: w,
@@ -478,7 +499,9 @@ public final class Datapath {
             mirrorSerial &+= 1
             for dst in plan.mirrorOnIngress[inPort] where sw.mirrorStamp[dst] != mirrorSerial {
                 sw.mirrorStamp[dst] = mirrorSerial
-                w.append(port: dst, frame: base, count: frame.count, vnet: vnet, rewrite: nil, vlan: d.vlan, captured: false, after: -1)
+                if w.append(port: dst, frame: base, count: frame.count, vnet: vnet, rewrite: nil, vlan: d.vlan, captured: false, after: -1) < 0 {
+                    counters.dropped(port: dst, reason: .transmitQueueFull)
+                }
             }
         }
         if case .drop(let reason) = d.verdict {
@@ -498,13 +521,18 @@ public final class Datapath {
                 return
             }
             let k = w.append(port: p, frame: base, count: frame.count, vnet: vnet, rewrite: rw, vlan: d.vlan, captured: true, after: -1)
+            guard k >= 0 else {
+                counters.dropped(port: p, reason: .transmitQueueFull)
+                return
+            }
             if plan.hasMirrors {
                 // A frame between two monitored ports reaches each destination once (the
-                // copy as first seen), not once per source port it touched; a copy is sent
-                // only if the frame itself was.
+                // copy as first seen), not once per source port it touched. A copy goes only
+                // if the frame itself was sent, so each egress gets a candidate copy and
+                // `transmit` sends the first whose frame went out (an ingress copy already
+                // stamped the destination: none).
                 for dst in plan.mirrorOnEgress[p] where sw.mirrorStamp[dst] != mirrorSerial {
-                    sw.mirrorStamp[dst] = mirrorSerial
-                    w.append(port: dst, frame: base, count: frame.count, vnet: vnet, rewrite: rw, vlan: d.vlan, captured: false, after: k)
+                    _ = w.append(port: dst, frame: base, count: frame.count, vnet: vnet, rewrite: rw, vlan: d.vlan, captured: false, after: k)
                 }
             }
         }
@@ -515,7 +543,14 @@ public final class Datapath {
     private func transmit(_ w: DatapathWorker, _ sw: SwitchRuntime) {
         for k in 0..<w.txCount {
             let e = w.tx[k]
-            if e.after >= 0 && w.tx[Int(e.after)].outcome != TxEntry.sent { w.tx[k].outcome = TxEntry.skipped; continue }
+            if e.after >= 0 {
+                // An egress mirror copy: only if its frame went out, and only the first such
+                // copy of this frame for this destination.
+                if w.tx[Int(e.after)].outcome != TxEntry.sent || w.mirrorCopySent(to: e.port, before: k, from: Int(e.frameStart)) {
+                    w.tx[k].outcome = TxEntry.skipped
+                    continue
+                }
+            }
             let io = sw.ports[Int(e.port)]
             let iov = w.txIOV + 4 * k
             let queue = w.index % io.queueCount
@@ -589,6 +624,8 @@ struct TxEntry {
     var length: Int32
     /// -1, or the entry that must have been sent for this one to go (an egress mirror copy).
     var after: Int32
+    /// The first entry of this entry's frame (entries of one frame are contiguous).
+    var frameStart: Int32
     /// The frame's VLAN (for capture filters).
     var vlan: VLANID
     /// The frame's own egress (capture sessions see it), not a mirror copy.
@@ -627,6 +664,10 @@ final class DatapathWorker {
     let txScratch: UnsafeMutableRawPointer
     let tx: UnsafeMutablePointer<TxEntry>
     var txCount = 0
+    /// Frames this worker read (changed and read under the datapath lock).
+    var frames: UInt64 = 0
+    /// Where the current frame's entries begin.
+    var frameStart: Int32 = 0
     /// One iovec for ingress captures.
     let rxIOV: UnsafeMutablePointer<iovec>
 
@@ -649,11 +690,13 @@ final class DatapathWorker {
     }
 
     /// Puts one copy of `frame` (rewritten by `rewrite`, nil = as received) for `port` on
-    /// the transmit list; returns its index.
-    @inline(__always) @discardableResult
+    /// the transmit list; returns its index, or -1 when the list is full (a frame with more
+    /// copies than the list holds: a switch of thousands of ports; the caller counts it).
+    @inline(__always)
     func append(port: Int, frame base: UnsafeMutableRawPointer, count: Int, vnet: VNetHeader, rewrite: EgressRewrite?,
                 vlan: VLANID, captured: Bool, after: Int32) -> Int32 {
         let k = txCount
+        guard k < DatapathWorker.txCapacity else { return -1 }
         txCount = k + 1
         let iov = txIOV + 4 * k
         let scratch = txScratch + 16 * k
@@ -688,9 +731,16 @@ final class DatapathWorker {
             scratch.initializeMemory(as: UInt8.self, repeating: 0, count: VNetHeader.size)
             iov[0] = iovec(iov_base: scratch, iov_len: VNetHeader.size)
         }
-        tx[k] = TxEntry(port: Int32(port), pieces: Int32(pieces), length: Int32(length), after: after, vlan: vlan,
-                        captured: captured, needsOffload: vnet.needsOffload, outcome: TxEntry.pending)
+        tx[k] = TxEntry(port: Int32(port), pieces: Int32(pieces), length: Int32(length), after: after, frameStart: frameStart,
+                        vlan: vlan, captured: captured, needsOffload: vnet.needsOffload, outcome: TxEntry.pending)
         return Int32(k)
+    }
+
+    /// Whether an egress mirror copy of the same frame (entries `from..<before`) already
+    /// went to `port`.
+    func mirrorCopySent(to port: Int32, before k: Int, from start: Int) -> Bool {
+        for j in start..<k where tx[j].after >= 0 && tx[j].port == port && tx[j].outcome == TxEntry.sent { return true }
+        return false
     }
 }
 

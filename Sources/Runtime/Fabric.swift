@@ -279,6 +279,7 @@ public final class Fabric {
         return StatusReport(name: topology.name, file: topology.file, pid: getpid(),
                             uptimeSeconds: monotonicSeconds() - startedAt,
                             datapathThreads: datapath?.threadCount, busyPollMicroseconds: datapath?.busyPollMicroseconds,
+                            datapathFrames: datapath.map { dp in dp.withSnapshot { dp.framesPerWorker } },
                             switches: switches, guests: guests)
     }
 

@@ -16,6 +16,8 @@ public struct StatusReport: Codable, Equatable {
     public var datapathThreads: Int?
     /// Poll mode: how long a worker spins after work before sleeping (0: off).
     public var busyPollMicroseconds: Int?
+    /// Frames each datapath thread has read (how the load spreads over them).
+    public var datapathFrames: [UInt64]?
     public var switches: [SwitchSummary]
     public var guests: [GuestSummary]
 

@@ -249,7 +249,8 @@ struct Status: ParsableCommand {
         print("topology \(s.name) (\(s.file)), pid \(s.pid), up \(s.uptimeSeconds)s")
         if let t = s.datapathThreads {
             let poll = (s.busyPollMicroseconds ?? 0) > 0 ? ", poll mode \(s.busyPollMicroseconds!) µs" : ""
-            print("datapath: \(t) thread\(t == 1 ? "" : "s")\(poll)")
+            let frames = s.datapathFrames.map { " (frames read: " + $0.map(String.init).joined(separator: ", ") + ")" } ?? ""
+            print("datapath: \(t) thread\(t == 1 ? "" : "s")\(poll)\(frames)")
         }
         for sw in s.switches {
             print("switch \(sw.name): mtu \(sw.mtu), \(sw.ports) port(s), vlans \(sw.vlans.joined(separator: ",")), mac table \(sw.macEntries)/\(sw.macLimit) (aging \(sw.agingSeconds)s)")

@@ -12,7 +12,7 @@ import Glibc
 /// A switch port backed by a datagram socket pair: the datapath owns one end, the test the
 /// other. Datagrams keep frame boundaries, so frames go in and come out exactly as on a TAP,
 /// without root.
-final class SocketPairPort: SingleQueuePortIO {
+class SocketPairPort: SingleQueuePortIO {
     let switchEnd: Int32
     let testEnd: Int32
     /// 10 to behave like a TAP with IFF_VNET_HDR (frames carry a virtio-net header).
@@ -182,6 +182,11 @@ final class SocketPairPort: SingleQueuePortIO {
     }
 }
 
+/// A port whose every write fails (a vanished netdev).
+final class FailingPort: SocketPairPort {
+    override func writev(_ iov: UnsafePointer<iovec>, count: Int32) -> IOResult { .failed(EIO) }
+}
+
 @Suite(.serialized) struct MirrorAndCaptureTests {
     /// web ports 0 and 1 are mirrored (both directions) to port 2.
     let plan = SwitchPlan(name: "sw0", ports: [
@@ -205,6 +210,35 @@ final class SocketPairPort: SingleQueuePortIO {
         let drops = dp.withSnapshot { dp.switches[0].counters.snapshot(port: 2).drops }
         #expect(drops == [.mirrorDestinationPort: 1])
         #expect(dp.withSnapshot { dp.switches[0].table.lookup(vlan: VLANID(10), mac: mac(9)) } == nil, "a mirror destination never learns")
+    }
+
+    @Test func anEgressMirrorCopyFollowsTheFirstEgressThatWasSent() throws {
+        // x floods to a and b; both are egress-mirrored to m. a's write fails: m must still
+        // get one copy (through b), and only one.
+        let plan = SwitchPlan(name: "sw0", ports: [
+            PortPlan(name: "x.eth0", portGroup: "web", mode: .access(VLANID(10))),
+            PortPlan(name: "a.eth0", portGroup: "web", mode: .access(VLANID(10))),
+            PortPlan(name: "b.eth0", portGroup: "web", mode: .access(VLANID(10))),
+            PortPlan(name: "m.eth0", portGroup: "monitor", mode: .access(VLANID(10))),
+        ], mirrors: [MirrorPlan(name: "span0", sources: [1, 2], ingress: false, egress: true, destinations: [3])])
+        let p = [SocketPairPort(), FailingPort(), SocketPairPort(), SocketPairPort()]
+        let dp = try Datapath(switches: [SwitchRuntime(plan: plan, ports: p)])
+        dp.start()
+        defer { dp.stop() }
+        let frame = FrameBuilder(dst: .broadcast, src: mac(1)).bytes
+        p[0].inject(frame)
+        #expect(p[2].received() == [frame])
+        #expect(p[3].received() == [frame], "one copy, through b")
+        let aDrops = dp.withSnapshot { dp.switches[0].counters.snapshot(port: 1).drops }
+        #expect(aDrops == [.transmitError: 1])
+        // Both egresses sent: still one copy.
+        let q = [SocketPairPort(), SocketPairPort(), SocketPairPort(), SocketPairPort()]
+        let dp2 = try Datapath(switches: [SwitchRuntime(plan: plan, ports: q)])
+        dp2.start()
+        defer { dp2.stop() }
+        q[0].inject(frame)
+        #expect(q[1].received() == [frame] && q[2].received() == [frame])
+        #expect(q[3].received() == [frame], "de-duplicated")
     }
 
     @Test func captureSeesIngressEgressAndDropsAndCountsRingOverflow() throws {

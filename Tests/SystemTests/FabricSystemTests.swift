@@ -188,35 +188,34 @@ struct FabricSystemTests {
         // Each netns guest's TAP has one queue per datapath thread.
         let link = lab.exec("\(p)a1", "ip -d link show eth0").stdout
         #expect(threads == 1 ? !link.contains("multi_queue") : link.contains("multi_queue numqueues \(threads) "), "\(link)")
-        guard threads > 1, let pid = lab.daemonPID() else {
+        guard threads > 1 else {
             print("flowsSpreadOverTheTAPQueuesAndEveryWorkerForwards: one core, one datapath thread: nothing to spread")
             return
         }
         // 16 UDP flows: the kernel hashes each to a queue, so (but for a 2·2⁻¹⁶ chance) both
-        // workers get some; each must spend CPU forwarding them.
-        func workerTicks() -> [String: Int] {
-            var out: [String: Int] = [:]
-            for t in (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? [] {
-                let comm = (try? String(contentsOfFile: "/proc/\(pid)/task/\(t)/comm", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
-                guard comm.hasPrefix("tapestry-dp"), let stat = try? String(contentsOfFile: "/proc/\(pid)/task/\(t)/stat", encoding: .utf8),
-                      let close = stat.lastIndex(of: ")") else { continue }
-                let f = stat[stat.index(after: close)...].split(separator: " ")
-                out[comm] = (Int(f[11]) ?? 0) + (Int(f[12]) ?? 0)    // utime + stime
-            }
-            return out
+        // workers read some of them (status counts the frames each worker read).
+        func framesPerWorker() -> [Int] {
+            let s = try? JSONSerialization.jsonObject(with: Data(Harness.tapestry("status --name \(p)lab --json").stdout.utf8)) as? [String: Any]
+            return (s?["datapath_frames"] as? [NSNumber])?.map(\.intValue) ?? []
         }
-        let before = workerTicks()
-        #expect(before.count == threads, "one named thread per worker: \(before)")
-        sh("ip netns exec \(p)a2 iperf3 -s -1 -D -p 5298")
-        usleep(300_000)
-        let client = lab.exec("\(p)a1", "iperf3 -c 10.1.0.2 -p 5298 -u -b 40M -l 1000 -P 16 -t 3 -J", timeout: 60)
+        let before = framesPerWorker()
+        #expect(before.count == threads, "a frame count per worker: \(before)")
+        // 16 × 2 Mbit/s of 1000-byte datagrams: light, but thousands of frames.
+        func run() -> CommandResult {
+            sh("ip netns exec \(p)a2 iperf3 -s -1 -D -p 5298")
+            usleep(300_000)
+            return lab.exec("\(p)a1", "iperf3 -c 10.1.0.2 -p 5298 -u -b 2M -l 1000 -P 16 -t 3 -J", timeout: 60)
+        }
+        var client = run()
+        for _ in 0..<2 where !client.succeeded { client = run() }   // the server may start late
         #expect(client.succeeded, "\(client.stderr)")
-        let after = workerTicks()
-        for (name, ticks) in after {
-            #expect(ticks > before[name] ?? 0, "worker \(name) forwarded some of the 16 flows: before \(before), after \(after)")
+        let after = framesPerWorker()
+        #expect(after.count == threads)
+        for w in 0..<min(before.count, after.count) {
+            #expect(after[w] - before[w] > 100, "worker \(w) forwarded some of the 16 flows: before \(before), after \(after)")
         }
         let received = lab.ports().first { $0["name"] as? String == "\(p)a2.eth0" }
-        #expect(((received?["tx_frames"] as? NSNumber)?.intValue ?? 0) > 10_000, "the flows reached a2 through the switch")
+        #expect(((received?["tx_frames"] as? NSNumber)?.intValue ?? 0) > 5_000, "the flows reached a2 through the switch")
     }
 
     @Test func sigtermTearsDown() throws {
