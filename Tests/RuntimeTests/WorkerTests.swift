@@ -72,6 +72,34 @@ final class MultiQueuePort: PortIO {
         #expect(p[1].received().map(\.queue) == [0])
     }
 
+    @Test func threadsAndPollWindowComeFromTheEnvironment() {
+        let cores = max(1, min(4, ProcessInfo.processInfo.activeProcessorCount))
+        #expect(Datapath.configuredThreads(environment: [:]) == cores, "one per core, at most 4")
+        #expect(Datapath.configuredThreads(environment: ["TAPESTRY_DATAPATH_THREADS": "3"]) == 3)
+        #expect(Datapath.configuredThreads(environment: ["TAPESTRY_DATAPATH_THREADS": "0"]) == cores, "out of range: the default")
+        #expect(Datapath.configuredThreads(environment: ["TAPESTRY_DATAPATH_THREADS": "many"]) == cores)
+        #expect(Datapath.configuredBusyPoll(environment: [:]) == 0, "poll mode is off by default")
+        #expect(Datapath.configuredBusyPoll(environment: ["TAPESTRY_BUSY_POLL_US": "250"]) == 250)
+        #expect(Datapath.configuredBusyPoll(environment: ["TAPESTRY_BUSY_POLL_US": "-5"]) == 0)
+        #expect(Datapath.configuredBusyPoll(environment: ["TAPESTRY_BUSY_POLL_US": "99999999"]) == 1_000_000)
+    }
+
+    @Test func pollModeForwardsAndStops() throws {
+        let p = (0..<2).map { _ in MultiQueuePort(queues: 2) }
+        let dp = try Datapath(switches: [SwitchRuntime(plan: SwitchPlan(name: "sw0", ports: Array(plan.ports.prefix(2))), ports: p)],
+                              threads: 2, busyPollMicroseconds: 200_000)
+        #expect(dp.busyPollMicroseconds == 200_000)
+        dp.start()
+        for i in 0..<20 {
+            p[0].queues[i % 2].inject(FrameBuilder(dst: .broadcast, src: mac(1)).bytes)
+            #expect(p[1].received().count == 1, "frame \(i) forwarded while the workers spin")
+        }
+        let started = Date()
+        dp.stop()   // while both workers are inside their 200 ms spin
+        // A liveness check, not a speed one: a spin that ignored the stop would never return.
+        #expect(Date().timeIntervalSince(started) < 10, "stop ends the spin")
+    }
+
     @Test func concurrentWorkersCountEveryFrameOnce() throws {
         // One guest sends on both queues of its TAP at once, so both workers read from the
         // same port and write to the same port: the shared counters (updated only under the
