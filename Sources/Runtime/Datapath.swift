@@ -78,6 +78,7 @@ public final class SwitchRuntime {
         for e in plan.staticEntries { table.addStatic(vlan: e.vlan, mac: e.mac, port: e.port) }
         storm = StormControl(plan: plan)
         uplinkErrors = Array(repeating: 0, count: plan.uplinkPorts.count)
+        hasTeam = plan.team != nil
         if let config = plan.team {
             team = TeamState.compute(config: config, health: Array(repeating: .up, count: config.memberCount),
                                      carriedPorts: plan.carriedPorts, portCount: plan.ports.count)
@@ -89,6 +90,8 @@ public final class SwitchRuntime {
     /// The NIC team's current state (nil without uplinks); replaced by the team monitor
     /// under the datapath lock when a member's health changes.
     public internal(set) var team: TeamState?
+    /// The switch has uplinks (a team); fixed for the runtime's life.
+    let hasTeam: Bool
     /// Recent GARP/RARP announcements (the team's reflection guard).
     public let announcements = AnnouncementLock()
     /// Beacon probing bookkeeping, when the team uses it (fed by the datapath, read by the
@@ -437,7 +440,8 @@ public final class Datapath {
         let header = io.vnetHeaderSize
         lock.lock()
         w.frames &+= UInt64(count)
-        var team = sw.team.map { TeamContext(state: $0, locks: sw.announcements, now: now) }
+        // Without uplinks there is no team: skip copying the optional state (~150 instructions).
+        var team = sw.hasTeam ? sw.team.map { TeamContext(state: $0, locks: sw.announcements, now: now) } : nil
         // Loaded once per batch: each load of a class reference costs a retain/release pair.
         let plan = sw.plan, counters = sw.counters, table = sw.table
         // Room for any one frame: every port once, plus its mirror copies.
@@ -448,7 +452,7 @@ public final class Datapath {
             if w.txCount > 0 && w.txCount + reserve > DatapathWorker.txCapacity {
                 flush(w, sw, switchIndex: switchIndex)
                 // The lock was let go: the team monitor may have swapped the team state.
-                team = sw.team.map { TeamContext(state: $0, locks: sw.announcements, now: now) }
+                if sw.hasTeam { team = sw.team.map { TeamContext(state: $0, locks: sw.announcements, now: now) } }
             }
             w.frameStart = Int32(w.txCount)
             let start = w.area + w.rxOffset[i]
@@ -518,17 +522,25 @@ public final class Datapath {
         if d.learn {
             table.learn(vlan: d.vlan, mac: d.source, port: inPort, now: now, portLimit: plan.hot[inPort].macLimit)
         }
-        var sentAny = false
+        // The walk only records the egress ports (a closure that captures nothing but a
+        // buffer: the transmit work inside it cost ~15 retain/release pairs per frame).
+        let items = w.egress
+        var count = 0
         forEachEgress(of: d, inPort: inPort, plan: plan) { p, rw, refused in
-            sentAny = true
-            if let r = refused {
+            if count < DatapathWorker.txCapacity { items[count] = EgressItem(port: Int32(p), rewrite: rw, refused: refused) }
+            count += 1
+        }
+        for i in 0..<min(count, DatapathWorker.txCapacity) {
+            let item = items[i]
+            let p = Int(item.port)
+            if let r = item.refused {
                 counters.dropped(port: p, reason: r)
-                return
+                continue
             }
-            let k = w.append(port: p, frame: base, count: frame.count, vnet: vnet, rewrite: rw, vlan: d.vlan, captured: true, after: -1)
+            let k = w.append(port: p, frame: base, count: frame.count, vnet: vnet, rewrite: item.rewrite, vlan: d.vlan, captured: true, after: -1)
             guard k >= 0 else {
                 counters.dropped(port: p, reason: .transmitQueueFull)
-                return
+                continue
             }
             if plan.hasMirrors {
                 // A frame between two monitored ports reaches each destination once (the
@@ -537,10 +549,13 @@ public final class Datapath {
                 // `transmit` sends the first whose frame went out (an ingress copy already
                 // stamped the destination: none).
                 for dst in plan.mirrorOnEgress[p] where sw.mirrorStamp[dst] != mirrorSerial {
-                    _ = w.append(port: dst, frame: base, count: frame.count, vnet: vnet, rewrite: rw, vlan: d.vlan, captured: false, after: k)
+                    _ = w.append(port: dst, frame: base, count: frame.count, vnet: vnet, rewrite: item.rewrite, vlan: d.vlan, captured: false, after: k)
                 }
             }
         }
+        // Ports beyond the list (a switch of more than 4096 ports): counted, never lost silently.
+        if count > DatapathWorker.txCapacity { counters.dropped(port: inPort, reason: .transmitQueueFull) }
+        let sentAny = count > 0
         if !sentAny, case .flood = d.verdict { counters.dropped(port: inPort, reason: .noEgressPort) }
     }
 
@@ -617,6 +632,13 @@ public final class Datapath {
     }
 }
 
+/// One port a decided frame leaves by (collected by the egress walk).
+struct EgressItem {
+    var port: Int32
+    var rewrite: EgressRewrite
+    var refused: DropReason?
+}
+
 /// One frame copy on a worker's transmit list.
 struct TxEntry {
     static let pending: Int16 = -1
@@ -675,6 +697,8 @@ final class DatapathWorker {
     var frameStart: Int32 = 0
     /// One iovec for ingress captures.
     let rxIOV: UnsafeMutablePointer<iovec>
+    /// The egress walk's output for the frame being decided (one per port, at most).
+    let egress: UnsafeMutablePointer<EgressItem>
 
     init(index: Int) throws {
         self.index = index
@@ -687,11 +711,12 @@ final class DatapathWorker {
         txScratch = .allocate(byteCount: 16 * DatapathWorker.txCapacity, alignment: 16)
         tx = .allocate(capacity: DatapathWorker.txCapacity)
         rxIOV = .allocate(capacity: 1)
+        egress = .allocate(capacity: DatapathWorker.txCapacity)
     }
 
     deinit {
         area.deallocate(); rxOffset.deallocate(); rxLength.deallocate()
-        txIOV.deallocate(); txScratch.deallocate(); tx.deallocate(); rxIOV.deallocate()
+        txIOV.deallocate(); txScratch.deallocate(); tx.deallocate(); rxIOV.deallocate(); egress.deallocate()
     }
 
     /// Puts one copy of `frame` (rewritten by `rewrite`, nil = as received) for `port` on
