@@ -20,8 +20,6 @@ import CLinux
 ///
 /// Not thread-safe for `close()` racing with I/O: one owner at a time per queue.
 public final class TAPDevice {
-    /// The queue fds (`fds[0]` is `fd`); -1 after `close()`.
-    public var fds: [Int32] { Array(UnsafeBufferPointer(start: queueFDs, count: queueCount)) }
     /// The first queue's fd, or -1 after `close()`.
     public var fd: Int32 { queueFDs[0] }
     /// How many queue fds this TAP has.

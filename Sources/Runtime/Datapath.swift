@@ -257,7 +257,6 @@ public final class Datapath {
         for w in workers {
             let t = Thread { [unowned self] in self.run(w) }
             t.stackSize = 1 << 20
-            w.thread = t
             t.start()
         }
     }
@@ -268,7 +267,6 @@ public final class Datapath {
         lock.lock(); stopping = true; lock.unlock()
         for w in workers { w.wake.signal() }
         for _ in workers { done.wait() }
-        for w in workers { w.thread = nil }
         started = false
     }
 
@@ -671,7 +669,6 @@ final class DatapathWorker {
     let wake: EventFD
     /// Held for a whole batch (see `Datapath`).
     let ioLock = NSLock()
-    var thread: Thread?
 
     /// Largest read: a 64 KiB GSO frame plus its vnet header.
     static let frameMax = 65536 + 64
