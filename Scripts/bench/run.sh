@@ -171,6 +171,13 @@ up_bridge() {
   NS_A=bnbra NS_B=bnbrb DEV_A=eth0 DEV_B=eth0 SW_PID=""
 }
 
+# tap_into_ns TAP NS IP: a TAP whose fd a switch process holds becomes NS's interface (it
+# keeps its name there) with IP/24, up, and NS's loopback up.
+tap_into_ns() {
+  ip netns add "$2" && ip link set "$1" netns "$2" &&
+    ip -n "$2" addr add "$3/24" dev "$1" && ip -n "$2" link set "$1" up && ip -n "$2" link set lo up
+}
+
 ovsc() { ovs-vsctl --db=unix:"$TMP/ovs/db.sock" "$@"; }
 up_ovs() {
   local d="$TMP/ovs" i
@@ -191,14 +198,9 @@ up_ovs() {
     -- add-port bnovs0 bnovta -- set Interface bnovta type=tap \
     -- add-port bnovs0 bnovtb -- set Interface bnovtb type=tap || return 1
   for i in $(seq 50); do ip link show bnovtb >/dev/null 2>&1 && break; sleep 0.1; done
-  ip netns add bnova || return 1
-  ip netns add bnovb || return 1
-  # OVS keeps the tap fd and follows the device into the namespace (netnsid); the
-  # device keeps its name there.
-  ip link set bnovta netns bnova || return 1
-  ip link set bnovtb netns bnovb || return 1
-  ip -n bnova addr add $IP_A/24 dev bnovta && ip -n bnova link set bnovta up && ip -n bnova link set lo up || return 1
-  ip -n bnovb addr add $IP_B/24 dev bnovtb && ip -n bnovb link set bnovtb up && ip -n bnovb link set lo up || return 1
+  # OVS keeps the tap fd and follows the device into the namespace (netnsid).
+  tap_into_ns bnovta bnova $IP_A || return 1
+  tap_into_ns bnovtb bnovb $IP_B || return 1
   NS_A=bnova NS_B=bnovb DEV_A=bnovta DEV_B=bnovtb SW_PID=$VSWITCHD_PID
 }
 
@@ -209,13 +211,9 @@ up_copier() {
   COPIER_PID=$!
   for i in $(seq 50); do grep -q '^ready' "$TMP/copier.out" && break; alive "$COPIER_PID" || break; sleep 0.1; done
   grep -q '^ready' "$TMP/copier.out" || { echo "tapcopy did not start: $(tail -1 "$TMP/copier.out")"; return 1; }
-  ip netns add bncpa || return 1
-  ip netns add bncpb || return 1
   # As with OVS: the copier keeps the TAP fds, which follow the devices into the namespaces.
-  ip link set bncpa netns bncpa || return 1
-  ip link set bncpb netns bncpb || return 1
-  ip -n bncpa addr add $IP_A/24 dev bncpa && ip -n bncpa link set bncpa up && ip -n bncpa link set lo up || return 1
-  ip -n bncpb addr add $IP_B/24 dev bncpb && ip -n bncpb link set bncpb up && ip -n bncpb link set lo up || return 1
+  tap_into_ns bncpa bncpa $IP_A || return 1
+  tap_into_ns bncpb bncpb $IP_B || return 1
   NS_A=bncpa NS_B=bncpb DEV_A=bncpa DEV_B=bncpb SW_PID=$COPIER_PID
 }
 
