@@ -195,7 +195,7 @@ public final class Datapath {
     /// Numbers frames for mirror de-duplication (`SwitchRuntime.mirrorStamp`).
     private var mirrorSerial: UInt64 = 0
     /// How long a worker spins after a batch with work before it sleeps in epoll_wait
-    /// (poll mode; 0 = off). README "Datapath threads and poll mode".
+    /// (poll mode; 0 = off). README, Architecture: "Poll mode".
     private let busyPollNanoseconds: Int64
 
     /// Worker threads.
@@ -241,7 +241,7 @@ public final class Datapath {
             for (p, port) in sw.ports.enumerated() {
                 var q = w
                 while q < port.queueCount {
-                    out[port.pollFD(queue: q)] = UInt64(s) << 48 | UInt64(q) << 32 | UInt64(p)
+                    out[port.pollFD(queue: q)] = QueueKey(switchIndex: s, queue: q, port: p).data
                     q += threads
                 }
             }
@@ -361,7 +361,7 @@ public final class Datapath {
         while true {
             // Poll mode: right after a batch with work, spin on a non-blocking wait for up
             // to `busyPollNanoseconds` before sleeping in the kernel; a frame that arrives
-            // meanwhile skips the thread wake-up (README "Datapath threads and poll mode").
+            // meanwhile skips the thread wake-up (README, Architecture: "Poll mode").
             var n = 0
             if busyPollNanoseconds > 0 && hadWork {
                 let until = monotonicNanoseconds() + busyPollNanoseconds
@@ -393,15 +393,14 @@ public final class Datapath {
                 for sw in switches { sw.table.expire(now: now, agingSeconds: Int64(sw.plan.agingSeconds)) }
             }
             for i in 0..<n where events[i].events & Epoll.error != 0 && events[i].data != Datapath.wakeToken {
-                let data = events[i].data
-                portError(switchIndex: Int(data >> 48), port: Int(data & 0xFFFF_FFFF))
+                let key = QueueKey(events[i].data)
+                portError(switchIndex: key.switchIndex, port: key.port)
             }
             lock.unlock()
             for i in 0..<n {
-                let data = events[i].data
-                if data == Datapath.wakeToken { w.wake.drain(); continue }
-                service(w, switchIndex: Int(data >> 48), queue: Int((data >> 32) & 0xFFFF), port: Int(data & 0xFFFF_FFFF),
-                        now: now, nowNanos: nowNanos)
+                if events[i].data == Datapath.wakeToken { w.wake.drain(); continue }
+                let key = QueueKey(events[i].data)
+                service(w, switchIndex: key.switchIndex, queue: key.queue, port: key.port, now: now, nowNanos: nowNanos)
             }
             w.ioLock.unlock()
         }
@@ -628,6 +627,17 @@ public final class Datapath {
             s.record(port: port, point: point, reason: reason, segments: segments, count: pieces, now: now)
         }
     }
+}
+
+/// What a port queue's epoll registration carries: switch (16 bits), queue (16), port (32).
+/// Never equal to the wake-up token (all ones).
+struct QueueKey {
+    let switchIndex: Int, queue: Int, port: Int
+    init(switchIndex: Int, queue: Int, port: Int) { self.switchIndex = switchIndex; self.queue = queue; self.port = port }
+    init(_ data: UInt64) {
+        switchIndex = Int(data >> 48); queue = Int((data >> 32) & 0xFFFF); port = Int(data & 0xFFFF_FFFF)
+    }
+    var data: UInt64 { UInt64(switchIndex) << 48 | UInt64(queue) << 32 | UInt64(port) }
 }
 
 /// One port a decided frame leaves by (collected by the egress walk).
