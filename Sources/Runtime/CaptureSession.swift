@@ -1,5 +1,6 @@
 import Core
 import Foundation
+import LinuxIO
 import Model
 #if canImport(Glibc)
 import Glibc
@@ -114,10 +115,3 @@ public final class CaptureSession {
     }
 }
 
-/// Wall-clock nanoseconds for capture timestamps (read only when a capture is running).
-@inline(__always)
-func realtimeNanoseconds() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_REALTIME, &ts)
-    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
-}

@@ -1,4 +1,5 @@
 import Foundation
+import LinuxIO
 #if canImport(Glibc)
 import Glibc
 #endif

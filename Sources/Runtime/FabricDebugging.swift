@@ -1,5 +1,6 @@
 import Core
 import Foundation
+import LinuxIO
 import Model
 #if canImport(Glibc)
 import Glibc

@@ -1,4 +1,5 @@
 import Foundation
+import LinuxIO
 // The control-request fuzzer (Scripts/fuzz.sh) compiles this file without the VMRunner module.
 #if canImport(VMRunner)
 import VMRunner

@@ -1,4 +1,5 @@
 import Foundation
+import LinuxIO
 
 /// Where a running topology keeps its files: `/run/tapestry/NAME.{sock,state,log}`.
 ///

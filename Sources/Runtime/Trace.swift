@@ -1,5 +1,6 @@
 import Core
 import Foundation
+import LinuxIO
 import Model
 
 /// Builds a frame from a description such as `src=02:00:00:00:0a:01,dst=ff:ff:ff:ff:ff:ff,vlan=20,type=arp`
