@@ -46,7 +46,7 @@ let package = Package(
         .target(name: "Capture", dependencies: ["CPcap", "Model"], swiftSettings: v5),
 
         // Runtime: datapath loop, control socket, guests.
-        .target(name: "Runtime", dependencies: ["Model", "Core", "Topology", "LinuxIO", "Netlink", "CLinux", "VMRunner"], swiftSettings: v5 + hotPath),
+        .target(name: "Runtime", dependencies: ["Model", "Core", "Topology", "LinuxIO", "Netlink", "VMRunner"], swiftSettings: v5 + hotPath),
         .executableTarget(
             name: "tapestry",
             dependencies: ["Runtime", "Topology", "Capture", "VMRunner", .product(name: "ArgumentParser", package: "swift-argument-parser")],

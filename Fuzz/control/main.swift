@@ -25,7 +25,7 @@ private let encoder = JSON.encoder()
 
 private func trace(_ bytes: [UInt8], table: MACTable) {
     for inPort in plan.ports.indices {
-        let t = traceFrame(bytes, inPort: inPort, plan: plan, table: table, now: 5)
+        let t = traceFrame(bytes, inPort: inPort, plan: plan, context: DecisionContext(table: table, now: .seconds(5)))
         check(!t.steps.isEmpty, "trace without steps")
         _ = try? encoder.encode(t)
     }
@@ -35,7 +35,7 @@ private func trace(_ bytes: [UInt8], table: MACTable) {
 public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let raw = Data(bytes: data, count: size)
     let table = MACTable(limit: 8, staticCapacity: 2, portCount: plan.ports.count)
-    table.learn(vlan: VLANID(10), mac: MACAddress(rawValue: 0x02_00_00_00_0a_02), port: 0, now: 1)
+    table.learn(vlan: VLANID(10), mac: MACAddress(rawValue: 0x02_00_00_00_0a_02), port: 0, now: .seconds(1))
     if let request = try? decoder.decode(ControlRequest.self, from: raw) {
         // Round trip: what we decoded encodes and decodes to the same request.
         if let again = try? encoder.encode(request) {

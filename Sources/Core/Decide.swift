@@ -1,5 +1,11 @@
 import Model
 
+/// A frame for the switch itself: consumed, not forwarded, not a drop.
+public enum LocalFrame: Equatable, Sendable {
+    /// A NIC team's beacon probe (nil when it is addressed like one but does not parse).
+    case teamBeacon(Beacon?)
+}
+
 /// What happens to a frame.
 public enum Verdict: Equatable, Sendable {
     /// Out of exactly one port (known unicast destination).
@@ -10,36 +16,48 @@ public enum Verdict: Equatable, Sendable {
     /// of the other ports of the same port group in the VLAN.
     case floodPortGroup
     /// For the switch itself (a NIC team's beacon probe): not forwarded, not a drop.
-    case local
+    case local(LocalFrame)
     case drop(DropReason)
 }
 
 /// The forwarding decision for one frame: a small value, no I/O, no side effects.
 ///
-/// Learning is *requested*, not done: the datapath applies it (`MACTable.learn`), `trace`
-/// shows it and discards it, so tracing never changes state (OVS `allow_side_effects`).
+/// Every per-frame policy is decided here, so `trace` (which runs the same `decide` and the
+/// same `collectEgress`) can never disagree with forwarding. Side effects are *requested*,
+/// not done: the datapath applies them (`learn` → `MACTable.learn`, `takesStormToken` →
+/// `StormControl.take`, `announces` → `AnnouncementLock.stamp`, a `.local` beacon →
+/// `BeaconMonitor.received`); `trace` shows them and applies none (OVS `allow_side_effects`).
 public struct Decision: Equatable, Sendable {
     public var verdict: Verdict
     /// The VLAN the frame was classified into (meaningless for early drops).
     public var vlan: VLANID
     /// Bytes of outer tag consumed at ingress (0 or 4): egress strips them.
     public var ingressTagLength: Int
-    /// Priority bits carried from the ingress tag to egress tags.
-    public var pcp: UInt16
-    /// True when the caller should learn (vlan, source MAC) on the ingress port.
+    /// PCP and DEI of the ingress tag (`VLANTag.priorityBits`), relayed into egress tags.
+    public var priority: UInt16
+    /// The datapath learns (vlan, source) on the ingress port. Never set on a drop.
     public var learn: Bool
     public var source: MACAddress
     public var destination: MACAddress
-    /// Why the frame floods, for storm control (nil unless it floods).
+    /// Why the frame floods (nil unless it floods): its storm-control class.
     public var floodReason: FloodReason?
     /// The team member (uplink) a guest's frame leaves by when it goes outside; -1 when it
     /// never does (no team, `uplinks: none`, from an uplink, or no healthy member).
     public var uplink: Int16 = -1
+    /// The datapath spends one storm-control token of class `floodReason` on the ingress port.
+    public var takesStormToken = false
+    /// A local guest announces itself (gratuitous ARP or RARP) towards a team: the datapath
+    /// stamps the announcement lock, so the echo from the physical network is not taken
+    /// for a move away.
+    public var announces = false
+    /// What the frame's virtio-net header leaves to the receiver (egress refuses or, later,
+    /// segments it for ports without offloads).
+    public var offload: FrameOffload = .none
 
     @inlinable
-    public init(verdict: Verdict, vlan: VLANID = .untagged, ingressTagLength: Int = 0, pcp: UInt16 = 0, learn: Bool = false,
+    public init(verdict: Verdict, vlan: VLANID = .untagged, ingressTagLength: Int = 0, priority: UInt16 = 0, learn: Bool = false,
                 source: MACAddress = .zero, destination: MACAddress = .zero, floodReason: FloodReason? = nil) {
-        self.verdict = verdict; self.vlan = vlan; self.ingressTagLength = ingressTagLength; self.pcp = pcp; self.learn = learn
+        self.verdict = verdict; self.vlan = vlan; self.ingressTagLength = ingressTagLength; self.priority = priority; self.learn = learn
         self.source = source; self.destination = destination; self.floodReason = floodReason
     }
 }
@@ -53,6 +71,9 @@ public enum TraceStep: Equatable, Sendable {
     case learnRequested(vlan: VLANID, mac: MACAddress, port: PortIndex, currentPort: PortIndex?)
     case lookedUp(vlan: VLANID, mac: MACAddress, port: PortIndex?)
     case flooding(vlan: VLANID, reason: FloodReason)
+    /// Storm control's answer for a flooded frame as of now (`framesLeft`: whole frames in
+    /// the port's bucket of that class before this one).
+    case stormControl(reason: FloodReason, admitted: Bool, framesLeft: Int64, ratePerSecond: Int64)
     case forwarding(port: PortIndex)
     case transparent(portGroup: String)
     /// A frame for the switch itself (a team beacon probe).
@@ -61,6 +82,8 @@ public enum TraceStep: Equatable, Sendable {
     case teamUplink(member: Int, port: PortIndex)
     /// A frame from uplink `member` passed the team's reflection and receiver checks.
     case teamAdmitted(member: Int)
+    /// A local guest's gratuitous ARP/RARP: the team's announcement lock will be stamped.
+    case announcement(vlan: VLANID, mac: MACAddress)
     case dropped(DropReason)
 }
 
@@ -89,13 +112,33 @@ public struct RecordingTrace: TraceSink {
     public mutating func record(_ step: @autoclosure () -> TraceStep) { steps.append(step()) }
 }
 
+/// What `decide` reads besides the frame and the plan: the switch's live state, as of one
+/// instant. The datapath builds one per batch under its lock; `trace` builds one the same way.
+public struct DecisionContext {
+    public var table: MACTable
+    /// The NIC team's state (nil for a switch without uplinks).
+    public var team: TeamContext?
+    /// Storm-control buckets (nil, or inactive, when no port has a limit).
+    public var storm: StormControl?
+    /// Ports whose device went away (nil when all are up): they get no copies.
+    public var links: PortLinks?
+    public var now: MonotonicInstant
+    @inlinable
+    public init(table: MACTable, team: TeamContext? = nil, storm: StormControl? = nil, links: PortLinks? = nil,
+                now: MonotonicInstant = MonotonicInstant(nanoseconds: 0)) {
+        self.table = table; self.team = team; self.storm = storm; self.links = links; self.now = now
+    }
+}
+
 /// Decides what the switch does with `frame` arriving on `inPort`.
 ///
-/// Reads like OVS's `xlate_normal`: parse → size → source check → VLAN classification →
-/// reserved destination → learn request → lookup → forward / flood / drop(reason).
-/// Pure: reads the plan and the MAC table, writes nothing (the trace sink is the caller's).
-/// `segmented` marks a GSO frame (TSO from a guest): longer than the MTU by design, so the
-/// oversize check does not apply; whoever delivers it cuts it into MTU-sized segments.
+/// Reads like OVS's `xlate_normal`: parse (once) → mirror destination? → size → source
+/// check → VLAN classification → reserved destination → team admission (from an uplink) →
+/// lookup → forward / flood / drop(reason) → storm control → learn request. Pure: reads the
+/// plan and `context`, writes nothing (the trace sink is the caller's). `offload` says what
+/// the frame's virtio-net header left undone: a GSO frame is longer than the MTU by design,
+/// so the oversize check does not apply; egress refuses (or segments) it for ports that
+/// cannot take it.
 ///
 /// `@inline(__always)`: its only caller inside Core is the non-generic datapath entry point
 /// below, where the `NoTrace` specialisation is thereby inlined (callers in other modules,
@@ -103,12 +146,11 @@ public struct RecordingTrace: TraceSink {
 @inline(__always)
 public func decide<T: TraceSink>(
     frame: UnsafeRawBufferPointer,
+    offload: FrameOffload = .none,
     inPort: PortIndex,
     plan: SwitchPlan,
-    table: MACTable,
-    trace: inout T,
-    segmented: Bool = false,
-    team: TeamContext? = nil
+    context: DecisionContext,
+    trace: inout T
 ) -> Decision {
     trace.record(.received(port: inPort, length: frame.count))
     guard let h = FrameHeader.parse(frame) else {
@@ -121,7 +163,7 @@ public func decide<T: TraceSink>(
         trace.record(.dropped(.mirrorDestinationPort))
         return Decision(verdict: .drop(.mirrorDestinationPort))
     }
-    if !segmented && frame.count > plan.maximumFrameLength(tags: h.tagCount) {
+    if !offload.isGSO && frame.count > plan.maximumFrameLength(tags: h.tagCount) {
         trace.record(.dropped(.oversize))
         return Decision(verdict: .drop(.oversize))
     }
@@ -135,14 +177,20 @@ public func decide<T: TraceSink>(
     }
     let cls = plan.ingressClass(of: h, on: port)
     trace.record(.classified(cls, mode: plan.ports[inPort].mode))
-    guard case let .member(vlan, tagLength, pcp) = cls else {
+    guard case let .member(vlan, tagLength, priority) = cls else {
         if case let .drop(r) = cls { return Decision(verdict: .drop(r)) }
         return Decision(verdict: .drop(.runt))
     }
-    if h.destination.isReservedBridgeGroup && !port.l2Transparency {
-        trace.record(.dropped(.reservedDestination))
-        return Decision(verdict: .drop(.reservedDestination), vlan: vlan, ingressTagLength: tagLength, pcp: pcp)
+    var d = Decision(verdict: .flood, vlan: vlan, ingressTagLength: tagLength, priority: priority,
+                     source: h.source, destination: h.destination)
+    d.offload = offload
+    @inline(__always) func dropped(_ r: DropReason) -> Decision {
+        trace.record(.dropped(r))
+        d.verdict = .drop(r)
+        return d
     }
+    if h.destination.isReservedBridgeGroup && !port.l2Transparency { return dropped(.reservedDestination) }
+    let table = context.table
     // For a frame from an uplink: where its (unicast) destination is, looked up once for the
     // team's checks and the forwarding below.
     var uplinkDestination: PortIndex? = nil
@@ -150,20 +198,15 @@ public func decide<T: TraceSink>(
         // Beacon probes first: every member, standby or not, must hear them.
         if h.destination == TeamFrames.beaconDestination && h.etherType == TeamFrames.beaconEtherType {
             trace.record(.consumed(what: "team beacon probe"))
-            return Decision(verdict: .local, vlan: vlan, ingressTagLength: tagLength, pcp: pcp,
-                            source: h.source, destination: h.destination)
+            d.verdict = .local(.teamBeacon(Beacon.parse(header: h, frame: frame)))
+            return d
         }
         uplinkDestination = h.destination.isMulticast ? nil : table.lookup(vlan: vlan, mac: h.destination)
         if let reason = teamAdmission(frame: frame, header: h, vlan: vlan, port: port, inPort: inPort, destinationPort: uplinkDestination,
-                                      plan: plan, table: table, team: team, trace: &trace) {
-            trace.record(.dropped(reason))
-            return Decision(verdict: .drop(reason), vlan: vlan, ingressTagLength: tagLength, pcp: pcp,
-                            source: h.source, destination: h.destination)
+                                      plan: plan, table: table, team: context.team, trace: &trace) {
+            return dropped(reason)
         }
     }
-    trace.record(.learnRequested(vlan: vlan, mac: h.source, port: inPort, currentPort: table.lookup(vlan: vlan, mac: h.source)))
-    var d = Decision(verdict: .flood, vlan: vlan, ingressTagLength: tagLength, pcp: pcp, learn: true,
-                     source: h.source, destination: h.destination)
     if h.destination.isReservedBridgeGroup {
         trace.record(.transparent(portGroup: plan.ports[inPort].portGroup))
         d.verdict = .floodPortGroup
@@ -175,26 +218,15 @@ public func decide<T: TraceSink>(
         if plan.storage.hot[out].isUplink && !port.isUplink {
             // Out to the physical network: by the member the team picks for this guest,
             // whichever uplink the destination was learned on.
-            if !port.usesUplinks {
-                trace.record(.dropped(.uplinkIsolated))
-                d.verdict = .drop(.uplinkIsolated)
-                return d
-            }
-            d.uplink = Int16(team?.state.uplink(forGuestPort: inPort, header: h, frame: frame) ?? -1)
-            guard d.uplink >= 0 else {
-                trace.record(.dropped(.noHealthyUplink))
-                d.verdict = .drop(.noHealthyUplink)
-                return d
-            }
+            if !port.usesUplinks { return dropped(.uplinkIsolated) }
+            d.uplink = Int16(context.team?.state.uplink(forGuestPort: inPort, header: h, frame: frame) ?? -1)
+            guard d.uplink >= 0 else { return dropped(.noHealthyUplink) }
             let p = plan.storage.uplinkPorts[Int(d.uplink)]
             trace.record(.teamUplink(member: Int(d.uplink), port: p))
             trace.record(.forwarding(port: p))
             d.verdict = .forward(p)
-            return d
-        }
-        if out == inPort {
-            trace.record(.dropped(.hairpin))
-            d.verdict = .drop(.hairpin)
+        } else if out == inPort {
+            return dropped(.hairpin)
         } else {
             trace.record(.forwarding(port: out))
             d.verdict = .forward(out)
@@ -204,10 +236,23 @@ public func decide<T: TraceSink>(
         trace.record(.flooding(vlan: vlan, reason: .unknownUnicast))
         d.floodReason = .unknownUnicast
     }
+    if let why = d.floodReason, let storm = context.storm, storm.isActive, let rate = storm.rate(port: inPort, reason: why) {
+        let admitted = storm.wouldAdmit(port: inPort, reason: why, now: context.now)
+        trace.record(.stormControl(reason: why, admitted: admitted,
+                                   framesLeft: storm.frames(port: inPort, reason: why, now: context.now) ?? 0, ratePerSecond: rate))
+        guard admitted else { return dropped(why.stormDrop) }
+        d.takesStormToken = true
+    }
     if case .flood = d.verdict, plan.storage.team != nil, port.usesUplinks {
-        d.uplink = Int16(team?.state.uplink(forGuestPort: inPort, header: h, frame: frame) ?? -1)
+        d.uplink = Int16(context.team?.state.uplink(forGuestPort: inPort, header: h, frame: frame) ?? -1)
         if d.uplink >= 0 { trace.record(.teamUplink(member: Int(d.uplink), port: plan.uplinkPorts[Int(d.uplink)])) }
     }
+    if plan.storage.team != nil && !port.isUplink && h.destination.isBroadcast && isAnnouncement(header: h, frame: frame) {
+        trace.record(.announcement(vlan: vlan, mac: h.source))
+        d.announces = true
+    }
+    trace.record(.learnRequested(vlan: vlan, mac: h.source, port: inPort, currentPort: table.lookup(vlan: vlan, mac: h.source)))
+    d.learn = true
     return d
 }
 
@@ -218,10 +263,24 @@ public func decide<T: TraceSink>(
 /// call for every trace step and generic prologues (≈30% more instructions per frame,
 /// callgrind on `tapestry-bench forward`). This wrapper is compiled inside Core, where
 /// `decide<NoTrace>` is specialised and inlined, and the trace steps vanish.
+public func decide(frame: UnsafeRawBufferPointer, offload: FrameOffload = .none, inPort: PortIndex, plan: SwitchPlan,
+                   context: DecisionContext) -> Decision {
+    var trace = NoTrace()
+    return decide(frame: frame, offload: offload, inPort: inPort, plan: plan, context: context, trace: &trace)
+}
+
+/// `decide` over a MAC table and an optional team, without storm control (tests and tools).
 public func decide(frame: UnsafeRawBufferPointer, inPort: PortIndex, plan: SwitchPlan, table: MACTable,
                    segmented: Bool = false, team: TeamContext? = nil) -> Decision {
-    var trace = NoTrace()
-    return decide(frame: frame, inPort: inPort, plan: plan, table: table, trace: &trace, segmented: segmented, team: team)
+    decide(frame: frame, offload: FrameOffload(isGSO: segmented), inPort: inPort, plan: plan,
+           context: DecisionContext(table: table, team: team, now: team?.now ?? MonotonicInstant(nanoseconds: 0)))
+}
+
+/// `decide` with a recording sink over a MAC table and an optional team (tests).
+public func decide<T: TraceSink>(frame: UnsafeRawBufferPointer, inPort: PortIndex, plan: SwitchPlan, table: MACTable,
+                                 trace: inout T, segmented: Bool = false, team: TeamContext? = nil) -> Decision {
+    decide(frame: frame, offload: FrameOffload(isGSO: segmented), inPort: inPort, plan: plan,
+           context: DecisionContext(table: table, team: team, now: team?.now ?? MonotonicInstant(nanoseconds: 0)), trace: &trace)
 }
 
 /// The team's checks on a frame from an uplink (switch-independent teaming, see `TeamState`):
@@ -262,64 +321,3 @@ func teamAdmission<T: TraceSink>(frame: UnsafeRawBufferPointer, header h: FrameH
     return nil
 }
 
-/// Whether `port` may receive a frame for `destination` under its security policy: with
-/// `mac-changes` rejected (and not promiscuous), unicast goes only to the configured MAC.
-@inlinable @inline(__always)
-public func egressRefusal(of destination: MACAddress, to port: HotPort) -> DropReason? {
-    guard let own = port.configuredMAC, !port.security.macChanges, !port.security.promiscuous,
-          !destination.isMulticast, destination != own else { return nil }
-    return .macChangeRejected
-}
-
-/// Calls `body` for each port a decided frame leaves by, with the rewrite it needs, or the
-/// reason the port's policy refuses it (the caller counts that as a drop on that port).
-/// Flooding skips the ingress port; a forward to a port outside the VLAN yields nothing;
-/// promiscuous ports of the VLAN also get forwarded unicast.
-///
-/// `@inlinable`: the datapath's `body` (the writes) is then inlined into this walk in the
-/// caller's module, instead of being called through a closure context per egress port.
-@inlinable @inline(__always)
-public func forEachEgress(of d: Decision, inPort: PortIndex, plan: SwitchPlan,
-                          _ body: (PortIndex, EgressRewrite, DropReason?) -> Void) {
-    let from = plan.storage.hot[inPort]
-    @inline(__always) func offer(_ p: PortIndex) {
-        let port = plan.storage.hot[p]
-        // The team: a guest's frame leaves by its one chosen member, never by the others;
-        // from an uplink only to guests of port groups that use uplinks.
-        if port.isUplink {
-            if from.isUplink || port.teamMember != d.uplink { return }
-        } else if from.isUplink && !port.usesUplinks {
-            return
-        }
-        if let rw = plan.egressRewrite(vlan: d.vlan, ingressTagLength: d.ingressTagLength, pcp: d.pcp, on: port) {
-            body(p, rw, egressRefusal(of: d.destination, to: port))
-        }
-    }
-    switch d.verdict {
-    case .drop, .local: return
-    case .forward(let p):
-        offer(p)
-        // One predictable branch on switches without promiscuous ports (no slice built).
-        if plan.storage.hasPromiscuousPorts {
-            let set = plan.storage.promiscuousPorts, start = plan.storage.promiscuousStart, v = Int(d.vlan.rawValue)
-            for i in Int(start[v])..<Int(start[v + 1]) {
-                let q = Int(set[i])
-                if q != inPort && q != p { offer(q) }
-            }
-        }
-    case .flood:
-        // Indexes into the flood set rather than `floodSet(_:)`'s slice: no reference
-        // counting on the per-frame path.
-        let set = plan.storage.floodPorts, start = plan.storage.floodStart, v = Int(d.vlan.rawValue)
-        for i in Int(start[v])..<Int(start[v + 1]) {
-            let p = Int(set[i])
-            if p != inPort { offer(p) }
-        }
-    case .floodPortGroup:
-        let group = plan.storage.hot[inPort].group
-        for p32 in plan.floodSet(d.vlan) {
-            let p = Int(p32)
-            if p != inPort && plan.storage.hot[p].l2Transparency && plan.storage.hot[p].group == group { offer(p) }
-        }
-    }
-}

@@ -152,11 +152,11 @@ public final class MACTable {
         return s < 0 ? nil : Int(slots[s].port)
     }
 
-    /// Seconds since the entry was last refreshed (0 for static entries), if present.
-    public func age(vlan: VLANID, mac: MACAddress, now: Int64) -> Int64? {
+    /// Time since the entry was last refreshed (whole seconds; zero for static entries), if present.
+    public func age(vlan: VLANID, mac: MACAddress, now: MonotonicInstant) -> Duration? {
         let s = slot(of: MACTable.key(vlan, mac))
         guard s >= 0 else { return nil }
-        return slots[s].isStatic ? 0 : now - slots[s].lastSeen
+        return slots[s].isStatic ? .zero : .seconds(now.seconds - slots[s].lastSeen)
     }
 
     /// What `learn` did.
@@ -170,7 +170,7 @@ public final class MACTable {
         case staticEntry
     }
 
-    /// Records that `mac` was seen as a source on `port` in `vlan` at `now` (seconds).
+    /// Records that `mac` was seen as a source on `port` in `vlan` at `now` (kept to the second).
     ///
     /// `portLimit` is the port's own learning limit (MAC-flood protection): a port already
     /// holding that many entries makes room by evicting its own least recently seen entry,
@@ -180,7 +180,8 @@ public final class MACTable {
     /// same port, is already the most recent entry of its port as far as aging can tell, so
     /// there is nothing to do (no LRU relink, no write); only that is checked here.
     @inlinable @inline(__always) @discardableResult
-    public func learn(vlan: VLANID, mac: MACAddress, port: PortIndex, now: Int64, portLimit: Int = .max) -> LearnOutcome {
+    public func learn(vlan: VLANID, mac: MACAddress, port: PortIndex, now instant: MonotonicInstant, portLimit: Int = .max) -> LearnOutcome {
+        let now = instant.seconds
         let key = MACTable.key(vlan, mac)
         let s = slot(of: key)
         if s >= 0 && Int(slots[s].port) == port && slots[s].lastSeen == now && !slots[s].isStatic { return .refreshed }
@@ -241,9 +242,11 @@ public final class MACTable {
         return true
     }
 
-    /// Removes dynamic entries last seen more than `agingSeconds` before `now`; returns how many.
+    /// Removes dynamic entries last seen more than `aging` before `now` (to the second);
+    /// returns how many.
     @discardableResult
-    public func expire(now: Int64, agingSeconds: Int64) -> Int {
+    public func expire(now instant: MonotonicInstant, aging: Duration) -> Int {
+        let now = instant.seconds, agingSeconds = aging.secondsCount
         var removed = 0
         for port in 0..<head.count {
             while head[port] != MACTable.none, now - slots[Int(head[port])].lastSeen > agingSeconds {
@@ -273,21 +276,51 @@ public final class MACTable {
         public var vlan: VLANID
         public var mac: MACAddress
         public var port: PortIndex
-        /// Seconds since last seen (0 for static).
-        public var age: Int64
+        /// Time since last seen, in whole seconds (zero for static entries).
+        public var age: Duration
         public var isStatic: Bool
+        public init(vlan: VLANID, mac: MACAddress, port: PortIndex, age: Duration, isStatic: Bool) {
+            self.vlan = vlan; self.mac = mac; self.port = port; self.age = age; self.isStatic = isStatic
+        }
     }
 
-    /// A copy of every entry, sorted by VLAN then MAC. Control path only (allocates).
-    public func entries(now: Int64) -> [Entry] {
+    /// A copy of every entry, sorted by VLAN then MAC. Allocates, and takes time in
+    /// proportion to the table: for tests and tools. Under the datapath lock use
+    /// `copyEntries(from:into:now:)`, which works in bounded chunks.
+    public func entries(now: MonotonicInstant) -> [Entry] {
         var out: [Entry] = []
         out.reserveCapacity(count + staticCount)
-        for i in 0...indexMask where index[i] != MACTable.none {
-            let e = slots[Int(index[i])]
-            out.append(Entry(vlan: VLANID(UInt16(e.key >> 48)), mac: MACAddress(rawValue: e.key), port: Int(e.port),
-                             age: e.isStatic ? 0 : now - e.lastSeen, isStatic: e.isStatic))
+        var cursor = 0
+        let chunk = UnsafeMutableBufferPointer<Entry>.allocate(capacity: 1024)
+        defer { chunk.deallocate() }
+        while true {
+            let n = copyEntries(from: &cursor, into: chunk, now: now)
+            if n == 0 { break }
+            out.append(contentsOf: chunk[0..<n])
         }
         return out.sorted { ($0.vlan, $0.mac) < ($1.vlan, $1.mac) }
+    }
+
+    /// Copies up to `buffer.count` entries, continuing from `cursor` (start at 0), and
+    /// advances `cursor`; returns how many were copied (0 when the walk is over).
+    ///
+    /// Bounded work per call, so a caller under the datapath lock can release it between
+    /// chunks (the lock's hold time then does not grow with the table). Between two calls
+    /// the table may change: an entry that moved within the index may be missed or seen
+    /// twice (callers that need a set deduplicate by (VLAN, MAC)). Allocates nothing.
+    public func copyEntries(from cursor: inout Int, into buffer: UnsafeMutableBufferPointer<Entry>, now: MonotonicInstant) -> Int {
+        var n = 0
+        let t = now.seconds
+        while cursor <= indexMask && n < buffer.count {
+            let i = index[cursor]
+            cursor += 1
+            guard i != MACTable.none else { continue }
+            let e = slots[Int(i)]
+            buffer[n] = Entry(vlan: VLANID(UInt16(e.key >> 48)), mac: MACAddress(rawValue: e.key), port: Int(e.port),
+                              age: e.isStatic ? .zero : .seconds(t - e.lastSeen), isStatic: e.isStatic)
+            n += 1
+        }
+        return n
     }
 
     // MARK: - Internals

@@ -7,3 +7,28 @@ extension PortCounters {
         for i in 0..<PortCounters.stride { values[to + i] = other.values[from + i] }
     }
 }
+
+extension PortCounters {
+    /// Copies every counter into `raw` (`portCount × stride` values); false when `raw` is too
+    /// small. Allocates nothing (for snapshots under the datapath lock).
+    public func copyAll(into raw: UnsafeMutableBufferPointer<UInt64>) -> Bool {
+        let n = portCount * PortCounters.stride
+        guard raw.count >= n, let base = raw.baseAddress else { return false }
+        base.update(from: values, count: n)
+        return true
+    }
+
+    /// Values per port in `copyAll`'s layout.
+    public static var valuesPerPort: Int { stride }
+
+    /// One port's counters from a `copyAll` copy.
+    public static func snapshot(port: Int, of raw: UnsafeBufferPointer<UInt64>) -> Snapshot {
+        let b = port * stride
+        var drops: [DropReason: UInt64] = [:]
+        for r in DropReason.allCases {
+            let v = raw[b + fixed + Int(r.rawValue)]
+            if v > 0 { drops[r] = v }
+        }
+        return Snapshot(rxFrames: raw[b], rxBytes: raw[b + 1], txFrames: raw[b + 2], txBytes: raw[b + 3], drops: drops)
+    }
+}

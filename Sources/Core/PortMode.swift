@@ -52,8 +52,10 @@ public enum PortMode: Hashable, Sendable, CustomStringConvertible {
 
 /// The result of classifying an ingress frame into a VLAN.
 public enum IngressClass: Equatable, Sendable {
-    /// The frame belongs to `vlan`; `tagLength` bytes of outer tag (0 or 4) were consumed.
-    case member(vlan: VLANID, tagLength: Int, pcp: UInt16)
+    /// The frame belongs to `vlan`; `tagLength` bytes of outer tag (0 or 4) were consumed;
+    /// `priority` is the ingress tag's PCP and DEI (`VLANTag.priorityBits`, 0 when untagged),
+    /// relayed into any tag the frame leaves with.
+    case member(vlan: VLANID, tagLength: Int, priority: UInt16)
     case drop(DropReason)
 }
 
@@ -80,32 +82,32 @@ public func ingressClass(of header: FrameHeader, trunk: Bool, access: VLANID, na
                          allows: (VLANID) -> Bool) -> IngressClass {
     guard trunk else {
         if header.outerTag != nil { return .drop(.taggedOnAccessPort) }
-        return .member(vlan: access, tagLength: 0, pcp: 0)
+        return .member(vlan: access, tagLength: 0, priority: 0)
     }
     guard let tag = header.outerTag else {
         guard let n = native else { return .drop(.untaggedOnTrunk) }
-        return .member(vlan: n, tagLength: 0, pcp: 0)
+        return .member(vlan: n, tagLength: 0, priority: 0)
     }
     guard tag.tpid == EtherType.vlan else { return .drop(.serviceTagNotSupported) }
     if tag.vid == 0 {
         guard let n = native else { return .drop(.untaggedOnTrunk) }
-        return .member(vlan: n, tagLength: 4, pcp: tag.pcp)
+        return .member(vlan: n, tagLength: 4, priority: tag.priorityBits)
     }
     let vlan = VLANID(tag.vid)
     if tag.vid == 0xFFF { return .drop(.vlanNotAllowed) }
     guard allows(vlan) || native == vlan else { return .drop(.vlanNotAllowed) }
-    return .member(vlan: vlan, tagLength: 4, pcp: tag.pcp)
+    return .member(vlan: vlan, tagLength: 4, priority: tag.priorityBits)
 }
 
 /// How a frame of `vlan` leaves a port with `mode`, given how it arrived; `nil` when the port
 /// is not a member of `vlan`.
 @inlinable
-public func egressRewrite(vlan: VLANID, ingressTagLength: Int, pcp: UInt16, on mode: PortMode) -> EgressRewrite? {
+public func egressRewrite(vlan: VLANID, ingressTagLength: Int, priority: UInt16, on mode: PortMode) -> EgressRewrite? {
     switch mode {
     case .access(let v):
-        return egressRewrite(vlan: vlan, ingressTagLength: ingressTagLength, pcp: pcp, trunk: false, access: v, native: nil) { _ in false }
+        return egressRewrite(vlan: vlan, ingressTagLength: ingressTagLength, priority: priority, trunk: false, access: v, native: nil) { _ in false }
     case .trunk(let allowed, let native):
-        return egressRewrite(vlan: vlan, ingressTagLength: ingressTagLength, pcp: pcp, trunk: true, access: .untagged, native: native) {
+        return egressRewrite(vlan: vlan, ingressTagLength: ingressTagLength, priority: priority, trunk: true, access: .untagged, native: native) {
             allowed.contains($0)
         }
     }
@@ -113,7 +115,7 @@ public func egressRewrite(vlan: VLANID, ingressTagLength: Int, pcp: UInt16, on m
 
 /// The egress rule over plain values (see `ingressClass(of:trunk:access:native:allows:)`).
 @inlinable @inline(__always)
-public func egressRewrite(vlan: VLANID, ingressTagLength: Int, pcp: UInt16, trunk: Bool, access: VLANID,
+public func egressRewrite(vlan: VLANID, ingressTagLength: Int, priority: UInt16, trunk: Bool, access: VLANID,
                           native: VLANID?, allows: (VLANID) -> Bool) -> EgressRewrite? {
     guard trunk else {
         guard access == vlan else { return nil }
@@ -121,5 +123,5 @@ public func egressRewrite(vlan: VLANID, ingressTagLength: Int, pcp: UInt16, trun
     }
     if native == vlan { return EgressRewrite(strip: ingressTagLength, push: nil) }
     guard allows(vlan) else { return nil }
-    return EgressRewrite(strip: ingressTagLength, push: VLANTag(tpid: EtherType.vlan, tci: pcp << 13 | vlan.rawValue))
+    return EgressRewrite(strip: ingressTagLength, push: VLANTag(tpid: EtherType.vlan, tci: priority << 12 | vlan.rawValue))
 }

@@ -50,14 +50,19 @@ public struct PortPlan: Hashable, Sendable {
     /// For a guest port: false when its port group says `uplinks: none` (or the switch has
     /// no uplinks); nothing it sends reaches an uplink, nothing from an uplink reaches it.
     public var usesUplinks: Bool
+    /// The port's transmit side takes a virtio-net header, so GSO frames and partial
+    /// checksums pass whole (a TAP with `IFF_VNET_HDR`, an AF_PACKET socket with
+    /// `PACKET_VNET_HDR`, a vhost-user virtqueue). Without it such a frame is refused
+    /// (`offload-not-supported`) at egress.
+    public var acceptsOffloads: Bool
 
     public init(name: String, portGroup: String, mode: PortMode, configuredMAC: MACAddress? = nil,
                 security: PortSecurity = PortSecurity(), macLimit: Int = PortPlan.defaultMACLimit,
                 storm: StormLimits = StormLimits(), l2Transparency: Bool = false,
-                uplinkMember: Int? = nil, usesUplinks: Bool = true) {
+                uplinkMember: Int? = nil, usesUplinks: Bool = true, acceptsOffloads: Bool = false) {
         self.name = name; self.portGroup = portGroup; self.mode = mode; self.configuredMAC = configuredMAC
         self.security = security; self.macLimit = macLimit; self.storm = storm; self.l2Transparency = l2Transparency
-        self.uplinkMember = uplinkMember; self.usesUplinks = usesUplinks
+        self.uplinkMember = uplinkMember; self.usesUplinks = usesUplinks; self.acceptsOffloads = acceptsOffloads
     }
 
     /// True for an uplink (a physical NIC of the switch's team).
@@ -97,6 +102,8 @@ public struct HotPort: Sendable {
     /// A guest port whose frames may leave by the team (see `PortPlan.usesUplinks`); false
     /// for uplinks themselves.
     public var usesUplinks: Bool
+    /// See `PortPlan.acceptsOffloads`.
+    public var acceptsOffloads: Bool
     @inlinable public var isUplink: Bool { teamMember >= 0 }
 }
 
@@ -141,8 +148,8 @@ public struct SwitchPlan: Sendable {
         @usableFromInline let ports: [PortPlan]
         /// Largest L3 payload (the switch MTU).
         @usableFromInline let mtu: Int
-        /// Dynamic entries older than this are removed (seconds).
-        @usableFromInline let agingSeconds: Int
+        /// Dynamic entries unused this long are removed.
+        @usableFromInline let aging: Duration
         /// Most entries the MAC table holds; beyond it, fair eviction.
         @usableFromInline let macLimit: Int
         @usableFromInline let staticEntries: [StaticMACEntry]
@@ -178,7 +185,7 @@ public struct SwitchPlan: Sendable {
         @usableFromInline let uplinkVLANs: [VLANID]
 
 
-        init(name: String, ports: [PortPlan], mtu: Int, agingSeconds: Int, macLimit: Int,
+        init(name: String, ports: [PortPlan], mtu: Int, aging: Duration, macLimit: Int,
              staticEntries: [StaticMACEntry], mirrors: [MirrorPlan], team: TeamConfig?) {
             self.name = name; self.ports = ports; self.mtu = mtu
             var teamPorts: [(Int, PortIndex)] = []
@@ -190,7 +197,7 @@ public struct SwitchPlan: Sendable {
             uplinkPorts = teamPorts.map(\.1)
             carriedPorts = teamPorts.isEmpty ? [] : ports.indices.filter { !ports[$0].isUplink && ports[$0].usesUplinks }
             uplinkVLANs = teamPorts.first.map { ports[$0.1].mode.memberVLANs.sorted { $0.rawValue < $1.rawValue } } ?? []
-            self.agingSeconds = agingSeconds; self.macLimit = macLimit; self.staticEntries = staticEntries
+            self.aging = aging; self.macLimit = macLimit; self.staticEntries = staticEntries
             self.mirrors = mirrors
             var destination = Array(repeating: false, count: ports.count)
             var onIngress = Array(repeating: [PortIndex](), count: ports.count)
@@ -211,7 +218,8 @@ public struct SwitchPlan: Sendable {
                 var h = HotPort(isTrunk: false, access: .untagged, native: nil, allowedBase: 0, configuredMAC: p.configuredMAC,
                                 security: p.security, macLimit: p.macLimit, l2Transparency: p.l2Transparency,
                                 isMirrorDestination: destination[i], group: group,
-                                teamMember: Int16(p.uplinkMember ?? -1), usesUplinks: p.uplinkMember == nil && p.usesUplinks)
+                                teamMember: Int16(p.uplinkMember ?? -1), usesUplinks: p.uplinkMember == nil && p.usesUplinks,
+                                acceptsOffloads: p.acceptsOffloads)
                 switch p.mode {
                 case .access(let v): h.access = v
                 case .trunk(let allowed, let native):
@@ -249,10 +257,14 @@ public struct SwitchPlan: Sendable {
 
     @usableFromInline let storage: Storage
 
-    public init(name: String, ports: [PortPlan], mtu: Int = 1500, agingSeconds: Int = 300,
+    /// True when `other` is this very plan (not merely an equal one): the same compiled
+    /// object, so the same switch runtime generation.
+    public func isSame(_ other: SwitchPlan) -> Bool { storage === other.storage }
+
+    public init(name: String, ports: [PortPlan], mtu: Int = 1500, aging: Duration = .seconds(300),
                 macLimit: Int = 8192, staticEntries: [StaticMACEntry] = [], mirrors: [MirrorPlan] = [],
                 team: TeamConfig? = nil) {
-        storage = Storage(name: name, ports: ports, mtu: mtu, agingSeconds: agingSeconds, macLimit: macLimit,
+        storage = Storage(name: name, ports: ports, mtu: mtu, aging: aging, macLimit: macLimit,
                           staticEntries: staticEntries, mirrors: mirrors, team: team)
     }
 
@@ -260,8 +272,8 @@ public struct SwitchPlan: Sendable {
     @inlinable public var ports: [PortPlan] { storage.ports }
     /// Largest L3 payload (the switch MTU).
     @inlinable public var mtu: Int { storage.mtu }
-    /// Dynamic entries older than this are removed (seconds).
-    @inlinable public var agingSeconds: Int { storage.agingSeconds }
+    /// Dynamic entries unused this long are removed.
+    @inlinable public var aging: Duration { storage.aging }
     /// Most entries the MAC table holds; beyond it, fair eviction.
     @inlinable public var macLimit: Int { storage.macLimit }
     @inlinable public var staticEntries: [StaticMACEntry] { storage.staticEntries }
@@ -312,8 +324,8 @@ public struct SwitchPlan: Sendable {
 
     /// Egress rewrite toward `port` (the plain-value fast path).
     @inlinable @inline(__always)
-    public func egressRewrite(vlan: VLANID, ingressTagLength: Int, pcp: UInt16, on port: HotPort) -> EgressRewrite? {
-        Core.egressRewrite(vlan: vlan, ingressTagLength: ingressTagLength, pcp: pcp, trunk: port.isTrunk,
+    public func egressRewrite(vlan: VLANID, ingressTagLength: Int, priority: UInt16, on port: HotPort) -> EgressRewrite? {
+        Core.egressRewrite(vlan: vlan, ingressTagLength: ingressTagLength, priority: priority, trunk: port.isTrunk,
                            access: port.access, native: port.native) { trunk(port, allows: $0) }
     }
 

@@ -54,7 +54,7 @@ import Model
 ///    which announces that the MAC really moved (a guest migrated to another host). The
 ///    caller must not treat *our own* announcements as moves: like OVS's grat-ARP lock it
 ///    passes `announcementLocked` for a MAC the switch or the guest announced recently
-///    (`TeamState.announcementLockSeconds`).
+///    (`TeamState.announcementLock`).
 ///
 /// ## Threads
 /// `TeamState` is an immutable value: the control tick computes a new one when health or
@@ -182,7 +182,9 @@ public struct TeamState: Equatable, Sendable {
 
     /// OVS's grat-ARP lock (`GRAT_ARP_LOCK_TIME`, 5 s): after the switch or a guest announced
     /// a MAC, a GARP/RARP for it arriving on an uplink is our own echo, not a move.
-    public static let announcementLockSeconds: Int64 = 5
+    public static let announcementLock: Duration = .seconds(5)
+    /// `announcementLock` in nanoseconds, for the per-frame comparison.
+    @inlinable public static var announcementLockNanoseconds: Int64 { 5_000_000_000 }
 
     /// Computes the team's state for the current health.
     ///
@@ -286,7 +288,7 @@ public struct TeamState: Equatable, Sendable {
     /// - `sourceLearnedOnGuestPort`: the MAC table has (vlan, source) on a guest port.
     /// - `isGratuitousARPOrRARP`: `isAnnouncement(header:frame:)`.
     /// - `announcementLocked`: the switch (notify-switches) or the guest itself announced
-    ///   the source within `announcementLockSeconds`: a GARP/RARP is then our own echo.
+    ///   the source within `announcementLock`: a GARP/RARP is then our own echo.
     @inlinable
     public func admission(ingressUplink: Int, vlan: VLANID, destination: MACAddress, sourceLearnedOnGuestPort: Bool,
                           isGratuitousARPOrRARP: Bool, announcementLocked: Bool = false) -> TeamAdmission {

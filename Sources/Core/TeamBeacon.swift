@@ -27,25 +27,28 @@ public struct BeaconMonitor: Sendable {
     public let memberCount: Int
     /// The monitored VLANs (every VLAN the switch carries on its uplinks).
     public let vlans: [VLANID]
-    /// Probe interval, in the caller's clock units (milliseconds by convention: 1000).
-    public let interval: Int64
+    /// Probe interval (one second, VMware's).
+    public let interval: Duration
     /// Missed intervals before a member is down.
     public let missLimit: Int64
     /// Per VLAN number, its index in `vlans`, or -1.
     @usableFromInline let vlanIndex: [Int16]
     /// `lastHeard[member * vlans.count + vlanIndex]`: when the member last received a probe
-    /// from another member on that VLAN.
+    /// from another member on that VLAN (monotonic nanoseconds).
     @usableFromInline var lastHeard: [Int64]
+    /// `missLimit × interval` in nanoseconds.
+    @usableFromInline let missNanoseconds: Int64
 
     /// All members count as having heard a probe at `now` (a grace period of `missLimit`
     /// intervals after start).
-    public init(teamID: UInt32, memberCount: Int, vlans: [VLANID], now: Int64, interval: Int64 = 1000, missLimit: Int64 = 3) {
+    public init(teamID: UInt32, memberCount: Int, vlans: [VLANID], now: MonotonicInstant, interval: Duration = .seconds(1), missLimit: Int64 = 3) {
         self.teamID = teamID; self.memberCount = memberCount; self.vlans = vlans
         self.interval = interval; self.missLimit = missLimit
+        missNanoseconds = missLimit * interval.nanosecondsCount
         var index = Array(repeating: Int16(-1), count: 4096)
         for (i, v) in vlans.enumerated() { index[Int(v.rawValue)] = Int16(i) }
         vlanIndex = index
-        lastHeard = Array(repeating: now, count: memberCount * vlans.count)
+        lastHeard = Array(repeating: now.nanoseconds, count: memberCount * vlans.count)
     }
 
     /// Beacon probing cannot isolate a single failure with fewer than three members.
@@ -57,7 +60,8 @@ public struct BeaconMonitor: Sendable {
 
     /// Records a probe that member `member` received on `vlan`. Per frame, no allocation.
     @inlinable
-    public mutating func received(_ beacon: Beacon, on member: Int, vlan: VLANID, now: Int64) {
+    public mutating func received(_ beacon: Beacon, on member: Int, vlan: VLANID, now instant: MonotonicInstant) {
+        let now = instant.nanoseconds
         guard beacon.teamID == teamID, beacon.sender != member, member >= 0, member < memberCount,
               beacon.sender >= 0, beacon.sender < memberCount else { return }
         let v = Int(vlanIndex[Int(vlan.rawValue)])
@@ -67,20 +71,20 @@ public struct BeaconMonitor: Sendable {
     }
 
     /// Gives member `m` a fresh grace period (its link just came back up).
-    public mutating func reset(member m: Int, now: Int64) {
+    public mutating func reset(member m: Int, now: MonotonicInstant) {
         guard m >= 0 && m < memberCount else { return }
-        for v in vlans.indices { lastHeard[m * vlans.count + v] = now }
+        for v in vlans.indices { lastHeard[m * vlans.count + v] = now.nanoseconds }
     }
 
     /// True when member `m` missed `missLimit` probes on VLAN index `v`.
     @inlinable
-    func missed(_ m: Int, _ v: Int, now: Int64) -> Bool {
-        now - lastHeard[m * vlans.count + v] >= missLimit * interval
+    func missed(_ m: Int, _ v: Int, now: MonotonicInstant) -> Bool {
+        now.nanoseconds - lastHeard[m * vlans.count + v] >= missNanoseconds
     }
 
     /// Per member: `.up`, or `.down(.beaconLost)` when it missed `missLimit` probes on some
     /// VLAN on which another member still hears probes. Control tick.
-    public func health(now: Int64) -> [MemberHealth] {
+    public func health(now: MonotonicInstant) -> [MemberHealth] {
         var out = Array(repeating: MemberHealth.up, count: memberCount)
         for v in vlans.indices {
             let hearing = (0..<memberCount).filter { !missed($0, v, now: now) }

@@ -1,3 +1,4 @@
+import Model
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -18,4 +19,9 @@ public func realtimeNanoseconds() -> UInt64 {
     var ts = timespec()
     clock_gettime(CLOCK_REALTIME, &ts)
     return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}
+
+extension MonotonicInstant {
+    /// The monotonic clock now (`clock_gettime(CLOCK_MONOTONIC)`).
+    @inline(__always) public static var now: MonotonicInstant { MonotonicInstant(nanoseconds: monotonicNanoseconds()) }
 }

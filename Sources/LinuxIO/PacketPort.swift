@@ -52,6 +52,14 @@ public final class PacketPort: SingleQueuePortIO {
     public var vnetHeaderSize: Int { 0 }
     public var ifindex: Int32 { rx.ifindex }
 
+    /// Whether the netdev this port is bound to still exists (`if_indextoname(3)`): an
+    /// AF_PACKET socket whose device was deleted reports ENETDOWN once, like a link that
+    /// merely went down.
+    public var deviceExists: Bool {
+        var name = [CChar](repeating: 0, count: Int(IF_NAMESIZE) + 1)
+        return if_indextoname(UInt32(rx.ifindex), &name) != nil
+    }
+
     @inline(__always)
     public func read(into buffer: UnsafeMutableRawBufferPointer) -> IOResult { rx.read(into: buffer) }
 
@@ -92,4 +100,15 @@ public final class PacketPort: SingleQueuePortIO {
         if txFD >= 0 { Glibc.close(txFD); txFD = -1 }
         if restoreGRO == true { _ = cl_ethtool_set_gro(name, 1); restoreGRO = nil }
     }
+}
+
+/// Generic receive offload on a NIC (`ETHTOOL_GGRO` / `ETHTOOL_SGRO`).
+public enum GenericReceiveOffload {
+    /// Whether GRO is on for `interface`; nil when ethtool cannot tell.
+    public static func isEnabled(_ interface: String) -> Bool? {
+        switch cl_ethtool_get_gro(interface) { case 1: return true; case 0: return false; default: return nil }
+    }
+    /// Turns GRO on or off; true on success.
+    @discardableResult
+    public static func set(_ interface: String, enabled: Bool) -> Bool { cl_ethtool_set_gro(interface, enabled ? 1 : 0) == 0 }
 }

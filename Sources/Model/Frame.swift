@@ -24,6 +24,11 @@ public struct VLANTag: Equatable, Sendable {
     @inlinable public init(tpid: UInt16, tci: UInt16) { self.tpid = tpid; self.tci = tci }
     @inlinable public var vid: UInt16 { tci & 0x0FFF }
     @inlinable public var pcp: UInt16 { tci >> 13 }
+    /// The Drop Eligible Indicator (802.1Q-2018 §6.9.3), bit 12 of the TCI.
+    @inlinable public var dei: Bool { tci & 0x1000 != 0 }
+    /// PCP and DEI together (the TCI's top four bits, `tci >> 12`): what a switch relays
+    /// when it re-tags a frame (802.1Q §6.9.3: priority and drop eligibility travel with it).
+    @inlinable public var priorityBits: UInt16 { tci >> 12 }
 }
 
 /// The Ethernet header of a frame, parsed in place from a raw buffer.

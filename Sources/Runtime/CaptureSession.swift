@@ -1,6 +1,5 @@
 import Core
 import Foundation
-import LinuxIO
 import Model
 #if canImport(Glibc)
 import Glibc

@@ -1,5 +1,4 @@
 import Foundation
-import LinuxIO
 #if canImport(Glibc)
 import Glibc
 #endif

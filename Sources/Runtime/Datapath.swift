@@ -2,132 +2,80 @@ import Core
 import Foundation
 import LinuxIO
 import Model
-import CLinux
 import Synchronization
-#if canImport(Glibc)
-import Glibc
-#endif
 
-
-/// The live state of one switch inside the datapath: its plan, MAC table, counters and the
-/// I/O of each port (indexed like `plan.ports`).
-public final class SwitchRuntime {
-    public let plan: SwitchPlan
-    public let table: MACTable
-    public let counters: PortCounters
-    let ports: [PortIO]
-
-    public init(plan: SwitchPlan, ports: [PortIO]) {
-        precondition(plan.ports.count == ports.count)
-        self.plan = plan
-        self.ports = ports
-        table = MACTable(limit: plan.macLimit, staticCapacity: max(16, plan.staticEntries.count), portCount: plan.ports.count)
-        counters = PortCounters(portCount: plan.ports.count)
-        for e in plan.staticEntries { table.addStatic(vlan: e.vlan, mac: e.mac, port: e.port) }
-        storm = StormControl(plan: plan)
-        uplinkErrors = Array(repeating: 0, count: plan.uplinkPorts.count)
-        hasTeam = plan.team != nil
-        if let config = plan.team {
-            team = TeamState.compute(config: config, health: Array(repeating: .up, count: config.memberCount),
-                                     carriedPorts: plan.carriedPorts, portCount: plan.ports.count)
-        }
-        mirrorStamp = .allocate(capacity: max(1, plan.ports.count))
-        mirrorStamp.initialize(repeating: 0, count: max(1, plan.ports.count))
-    }
-
-    /// The NIC team's current state (nil without uplinks); replaced by the team monitor
-    /// under the datapath lock when a member's health changes.
-    public internal(set) var team: TeamState?
-    /// The switch has uplinks (a team); fixed for the runtime's life.
-    let hasTeam: Bool
-    /// Recent GARP/RARP announcements (the team's reflection guard).
-    public let announcements = AnnouncementLock()
-    /// Beacon probing bookkeeping, when the team uses it (fed by the datapath, read by the
-    /// team monitor under the datapath lock).
-    var beacons: BeaconMonitor?
-    /// Set by the datapath when an uplink's socket reports an error (ENETDOWN, ENXIO: the
-    /// NIC went down or away); the team monitor reads and clears it.
-    var uplinkErrors: [Int32]
-
-    /// Token buckets of the ports that have storm limits.
-    let storm: StormControl
-    /// Per port: the serial of the last frame mirrored to it (mirror copies once per frame).
-    let mirrorStamp: UnsafeMutablePointer<UInt64>
-    deinit { mirrorStamp.deallocate() }
-}
-
-/// Storm control: one token bucket per port and traffic class (broadcast, multicast,
-/// unknown unicast), each refilled at the port's rate with one second of burst.
+/// Proof that the datapath lock is held.
 ///
-/// Tokens are kept in nano-frames (1 frame = 10⁹), so refilling is integer arithmetic on
-/// the batch's monotonic time: `tokens += elapsed_ns × rate`, capped at `rate × 10⁹`.
-final class StormControl {
-    private let rates: [Int64]                      // ports × 3, 0 = unlimited
-    private let tokens: UnsafeMutablePointer<Int64>
-    private let last: UnsafeMutablePointer<Int64>
-    let isActive: Bool
-
-    init(plan: SwitchPlan) {
-        var r: [Int64] = []
-        for p in plan.ports {
-            r += [p.storm.broadcast, p.storm.multicast, p.storm.unknownUnicast].map { Int64($0 ?? 0) }
-        }
-        rates = r
-        isActive = r.contains { $0 > 0 }
-        tokens = .allocate(capacity: max(1, r.count))
-        last = .allocate(capacity: max(1, r.count))
-        for i in 0..<r.count { tokens[i] = r[i] * 1_000_000_000; last[i] = 0 }
+/// A `DatapathLock` exists only inside `Datapath.withLock`'s body (it is noncopyable and
+/// handed out borrowed, so it cannot be kept), and every accessor of a switch's mutable
+/// state (`SwitchRuntime.table(_:)`, `counters(_:)`, …) asks for one: code that reads or
+/// changes forwarding state holds the lock by construction. The contract that comes with
+/// it: **no system call, no blocking and no allocation that grows with the state while
+/// holding it** — build frames and lists under the lock, send and log after it.
+public struct DatapathLock: ~Copyable {
+    @usableFromInline unowned(unsafe) let datapath: Datapath
+    @usableFromInline init(_ datapath: Datapath) { self.datapath = datapath }
+    /// The running switches, in plan order.
+    public var switches: [SwitchRuntime] { datapath.switches }
+    /// Copies the frames each worker has read since start into `out` (sized to the thread
+    /// count beforehand; no allocation here).
+    public func copyFramesPerWorker(into out: inout [UInt64]) {
+        for (i, w) in datapath.workers.enumerated() where i < out.count { out[i] = w.frames }
     }
-    deinit { tokens.deallocate(); last.deallocate() }
-
-    /// Takes one frame's token for `port` and `reason`; false when over the rate.
-    @inline(__always)
-    func admit(port: Int, reason: FloodReason, nowNanos: Int64) -> Bool {
-        let i = port * 3 + (reason == .broadcast ? 0 : reason == .multicast ? 1 : 2)
-        let rate = rates[i]
-        if rate == 0 { return true }
-        let cap = rate * 1_000_000_000
-        // Workers read the clock before waiting for the lock, so times may arrive slightly out
-        // of order: never refill backwards.
-        if last[i] != 0 && nowNanos > last[i] { tokens[i] = min(cap, tokens[i] + (nowNanos - last[i]) * rate) }
-        last[i] = max(last[i], nowNanos)
-        guard tokens[i] >= 1_000_000_000 else { return false }
-        tokens[i] -= 1_000_000_000
-        return true
-    }
+    /// Per worker, the longest it waited for the datapath lock since the last `resetLockWaits`.
+    public var longestLockWaits: [Duration] { datapath.workers.map { .nanoseconds($0.longestLockWait) } }
+    /// Batches decided, sent and accounted since start, all workers together.
+    public var batchesCompleted: UInt64 { datapath.workers.reduce(0) { $0 &+ $1.batches } }
+    /// Starts measuring the longest lock waits afresh.
+    public func resetLockWaits() { for w in datapath.workers { w.longestLockWait = 0 } }
+    /// True while `session` is fed frames (a reload that changed its ports ends it).
+    public func feeds(_ session: CaptureSession) -> Bool { datapath.captures.contains { $0 === session } }
 }
 
 /// The forwarding loop: worker threads (one per core by default), each with its own epoll
 /// over its share of the port queues, processing frames in batches.
 ///
 /// ```
-///   epoll_wait ─▶ per readable queue: read ≤ 64 frames                      (no lock)
-///                   ─▶ decide, learn, count; build the transmit list         (lock)
-///                      (per egress port: iovecs over the received frame)
-///                   ─▶ writev each entry through this worker's queue         (no lock)
+///   epoll_wait ─▶ port errors: read and clear them                          (no lock)
+///             ─▶ per readable queue: read ≤ 64 frames                       (no lock)
+///                   ─▶ per frame: decide (Core), apply its effects (learn, storm
+///                      token, announcement, beacon), collect its egress copies
+///                      (Core), put them on the transmit list                 (lock)
+///                   ─▶ writev each entry through this worker's queue,
+///                      flush each port written                               (no lock)
 ///                   ─▶ count the outcomes, egress captures                   (lock)
 ///                control tick (≥ 1 s, worker 0): MAC aging                  (lock)
 /// ```
-/// Ownership: the MAC tables, counters, storm buckets, team bookkeeping, mirror stamps and
-/// capture rings are read and written only under `lock`, the datapath lock. A worker takes
-/// it to decide a batch and again to account for the batch's transmits, never across a
-/// system call: deciding costs ~100 ns a frame, the kernel's work in read/write several
-/// µs, so workers contend little and their I/O runs in parallel. The control side takes
-/// the lock for consistent snapshots. A queue fd is read only by the worker whose epoll
-/// has it (queue q of a port belongs to worker q mod threads; single-queue ports — AF_PACKET
-/// uplinks and VM ports — to worker 0); a worker writes to any port through its own queue
-/// of that port (worker index mod the port's queues). Each worker holds its `ioLock` for
-/// a whole batch; `replaceSwitches` takes every worker's `ioLock` before `lock`, so no
-/// read or write ever uses a port a reload removed. Lock order: `ioLock`, then `lock`.
-/// The per-frame path allocates nothing: each worker's receive area, transmit list and
-/// scratch space are allocated once.
+/// Every per-frame policy is Core's (`decide`, `collectEgress`); this loop only moves bytes
+/// and applies the decisions' requested effects, so `trace` sees what forwarding does.
+///
+/// Ownership: the MAC tables, counters, storm buckets, team state, link states and capture
+/// rings are read and written only under `lock`, the datapath lock, reached through a
+/// `DatapathLock` value. A worker takes it to decide a batch and again to account for the
+/// batch's transmits, never across a system call: deciding costs ~100 ns a frame, the
+/// kernel's work in read/write several µs, so workers contend little and their I/O runs in
+/// parallel. The control side takes the lock for consistent snapshots. A queue fd is read
+/// only by the worker whose epoll has it (queue q of a port belongs to worker q mod
+/// threads; single-queue ports — AF_PACKET uplinks and VM ports — to worker 0); a worker
+/// writes to any port through its own queue of that port (worker index mod the port's
+/// queues). Each worker holds its `ioLock` for a whole batch; `replaceSwitches` takes every
+/// worker's `ioLock` before `lock`, so no read or write ever uses a port a reload removed.
+/// Lock order: `ioLock`, then `lock`. The per-frame path allocates nothing: each worker's
+/// receive area, transmit list and egress list are allocated once.
+///
+/// A port whose device goes away (EPOLLERR on a TAP whose netdev was deleted, a read that
+/// finds the device gone, an AF_PACKET guest port whose netdev vanished) is marked down
+/// (`PortLinks`), its MAC entries flushed, and every worker stops polling it; the rest keeps
+/// forwarding. Uplink errors go to the team monitor instead (failover).
 public final class Datapath {
     /// Replaced only by `replaceSwitches`, under `lock` and every worker's `ioLock`.
-    public private(set) var switches: [SwitchRuntime]
+    fileprivate(set) var switches: [SwitchRuntime]
     /// Bumped by every `replaceSwitches`: epoll events fetched before a swap are stale.
     private var generation: UInt64 = 0
+    /// Bumped whenever a port goes down: workers drop that port's queues from their epoll.
+    private var linkGeneration: UInt64 = 0
     private let lock = NSLock()
-    private let workers: [DatapathWorker]
+    fileprivate let workers: [DatapathWorker]
     private let done = DispatchSemaphore(value: 0)
     private var started = false
     private var stopping = false
@@ -137,19 +85,22 @@ public final class Datapath {
     private let reloadPending = Atomic<Bool>(false)
     private static let wakeToken: UInt64 = .max
     /// Running capture sessions; changed only under `lock` (`addCapture`/`removeCapture`).
-    private var captures: [CaptureSession] = []
+    fileprivate var captures: [CaptureSession] = []
     /// One predictable branch per frame when nobody captures.
     private var capturing = false
-    /// Numbers frames for mirror de-duplication (`SwitchRuntime.mirrorStamp`).
-    private var mirrorSerial: UInt64 = 0
     /// How long a worker spins after a batch with work before it sleeps in epoll_wait
     /// (poll mode; 0 = off). README, Architecture: "Poll mode".
     private let busyPollNanoseconds: Int64
+    /// Told (outside the lock) when a port goes down: switch name, port name, reason.
+    public var onPortDown: ((String, String, PortDownReason) -> Void)?
+    /// The clock the workers read once per batch (the monotonic clock; tests inject their own
+    /// so that storm buckets and ages are reproducible).
+    private let clock: () -> MonotonicInstant
 
     /// Worker threads.
     public var threadCount: Int { workers.count }
-    /// Frames each worker has read since start. Call inside `withSnapshot`.
-    public var framesPerWorker: [UInt64] { workers.map(\.frames) }
+    /// The datapath's "now" (what the next batch would read): trace and reports use it.
+    public func now() -> MonotonicInstant { clock() }
     /// The busy-poll window in microseconds (0: off).
     public var busyPollMicroseconds: Int { Int(busyPollNanoseconds / 1000) }
 
@@ -169,9 +120,12 @@ public final class Datapath {
     /// - Parameters:
     ///   - threads: worker threads; a port's queue q is read by worker q mod threads.
     ///   - busyPollMicroseconds: spin this long after a batch with work before sleeping.
-    public init(switches: [SwitchRuntime], threads: Int = 1, busyPollMicroseconds: Int = 0) throws {
+    ///   - clock: what workers read as "now" once per batch.
+    public init(switches: [SwitchRuntime], threads: Int = 1, busyPollMicroseconds: Int = 0,
+                clock: @escaping () -> MonotonicInstant = { .now }) throws {
         precondition(threads >= 1)
         self.switches = switches
+        self.clock = clock
         busyPollNanoseconds = Int64(busyPollMicroseconds) * 1000
         workers = try (0..<threads).map { try DatapathWorker(index: $0) }
         for w in workers {
@@ -182,11 +136,12 @@ public final class Datapath {
         }
     }
 
-    /// The epoll registrations of worker `w`: fd → (switch, queue, port).
+    /// The epoll registrations of worker `w`: fd → (switch, queue, port), for every port
+    /// that is up.
     private static func registrations(_ list: [SwitchRuntime], worker w: Int, of threads: Int) -> [Int32: UInt64] {
         var out: [Int32: UInt64] = [:]
         for (s, sw) in list.enumerated() {
-            for (p, port) in sw.ports.enumerated() {
+            for (p, port) in sw.ports.enumerated() where !sw.links.isDown(p) {
                 var q = w
                 while q < port.queueCount {
                     out[port.pollFD(queue: q)] = QueueKey(switchIndex: s, queue: q, port: p).data
@@ -228,27 +183,50 @@ public final class Datapath {
         lock.lock(); captures.removeAll { $0 === session }; capturing = !captures.isEmpty; lock.unlock()
     }
 
-    /// Runs `body` while no worker is deciding or accounting a batch (control-path reads).
-    public func withSnapshot<T>(_ body: () throws -> T) rethrows -> T {
+    /// Runs `body` while no worker is deciding or accounting a batch, with the proof that
+    /// the lock is held. Keep `body` short: no system calls, no logging (see `DatapathLock`).
+    public func withLock<T>(_ body: (borrowing DatapathLock) throws -> T) rethrows -> T {
         lock.lock(); defer { lock.unlock() }
-        return try body()
+        let held = DatapathLock(self)
+        return try body(held)
+    }
+
+    /// Marks port `port` of switch `switchName` down (its device left the guest, say) and
+    /// stops polling it; the port's MAC entries are flushed. No-op if it is already down.
+    public func setPortDown(switch switchName: String, port: String, reason: PortDownReason) {
+        let changed: Bool = withLock { _ in
+            guard let sw = switches.first(where: { $0.plan.name == switchName }), let p = sw.plan.portIndex(named: port) else { return false }
+            return markDown(sw, port: p, reason: reason)
+        }
+        if changed {
+            for w in workers { w.wake.signal() }
+            onPortDown?(switchName, port, reason)
+        }
+    }
+
+    /// Under `lock`.
+    private func markDown(_ sw: SwitchRuntime, port: Int, reason: PortDownReason) -> Bool {
+        guard sw.links.setDown(port, reason) else { return false }
+        sw.table.flush(port: port)
+        linkGeneration &+= 1
+        return true
     }
 
     // MARK: - Live reload
 
     /// Swaps in a new set of switches between two batches (live reload).
     ///
-    /// Under every worker's I/O lock and the datapath lock: the epoll registrations follow
-    /// the new layout (fds of ports that went away are removed, new ones added, ports whose
-    /// (switch, port) index moved are re-registered with their new data); each new switch
-    /// takes over the MAC entries and counters of the ports it shares (same name, same I/O
-    /// object) with the old switch of the same name (`SwitchRuntime.carryOver`); capture
-    /// sessions whose switch layout changed are ended. If a new fd cannot be added, nothing
-    /// changes. `body`, if given, runs in the same critical section after the swap (the
-    /// caller publishes its own view of the plans there, so readers never see a mix).
-    /// When this returns, no worker uses a port that is not in `new`: the caller may close
-    /// the others.
-    public func replaceSwitches(_ new: [SwitchRuntime], then body: () -> Void = {}) throws {
+    /// Under every worker's I/O lock and the datapath lock: each new switch takes over the
+    /// MAC entries, counters and link states of the ports it shares (same name, same I/O
+    /// object) with the old switch of the same name (`SwitchRuntime.carryOver`); the epoll
+    /// registrations follow the new layout (fds of ports that went away or are down are
+    /// removed, new ones added, ports whose (switch, port) index moved are re-registered
+    /// with their new data); capture sessions whose switch layout changed are ended. If a
+    /// new fd cannot be added, nothing changes. `body`, if given, runs in the same critical
+    /// section after the swap (the caller publishes its own view of the plans there, so
+    /// readers never see a mix). When this returns, no worker uses a port that is not in
+    /// `new`: the caller may close the others.
+    public func replaceSwitches(_ new: [SwitchRuntime], then body: (borrowing DatapathLock) -> Void = { _ in }) throws {
         reloadPending.store(true, ordering: .sequentiallyConsistent)
         for w in workers { w.ioLock.lock() }
         lock.lock()
@@ -256,6 +234,11 @@ public final class Datapath {
             lock.unlock()
             for w in workers.reversed() { w.ioLock.unlock() }
             reloadPending.store(false, ordering: .sequentiallyConsistent)
+        }
+        let held = DatapathLock(self)
+        let now = clock()
+        for sw in new {
+            if let old = switches.first(where: { $0.plan.name == sw.plan.name }) { sw.carryOver(from: old, now: now, held) }
         }
         let n = workers.count
         let before = workers.map { Datapath.registrations(switches, worker: $0.index, of: n) }
@@ -275,11 +258,6 @@ public final class Datapath {
             }
             for fd in before[w.index].keys where after[w.index][fd] == nil { try? w.epoll.remove(fd) }
         }
-
-        let now = monotonicSeconds()
-        for sw in new {
-            if let old = switches.first(where: { $0.plan.name == sw.plan.name }) { sw.carryOver(from: old, now: now) }
-        }
         captures.removeAll { c in
             let i = c.selection.switchIndex
             guard i < switches.count, i < new.count else { return true }
@@ -288,24 +266,24 @@ public final class Datapath {
         capturing = !captures.isEmpty
         switches = new
         generation &+= 1
-        body()
+        body(held)
     }
-
-    /// True while `session` is fed frames (a reload that changed its switch's ports ends it).
-    /// Call inside `withSnapshot`.
-    public func feeds(_ session: CaptureSession) -> Bool { captures.contains { $0 === session } }
 
     // MARK: - Workers
 
     private func run(_ w: DatapathWorker) {
-        // Named for `top -H` / `ps -L` (Foundation's Thread.name does not reach the kernel).
-        _ = cl_set_thread_name("tapestry-dp\(w.index)")
+        ThreadControl.setName("tapestry-dp\(w.index)")
         let maxEvents = 64
         let events = UnsafeMutableBufferPointer<EpollEvent>.allocate(capacity: maxEvents)
-        defer { events.deallocate(); done.signal() }
-        var lastTick = monotonicSeconds()
-        lock.lock(); var seen = generation; lock.unlock()
+        let errors = UnsafeMutableBufferPointer<(key: UInt64, error: Int32)>.allocate(capacity: maxEvents)
+        defer { events.deallocate(); errors.deallocate(); done.signal() }
+        var lastTick = clock()
+        lock.lock(); var seen = generation; var seenLinks = linkGeneration; lock.unlock()
         var hadWork = false
+        var downed: [(String, String, PortDownReason)] = []
+        downed.reserveCapacity(maxEvents)
+        var unpoll: [Int32] = []
+        unpoll.reserveCapacity(256)
         while true {
             // Poll mode: right after a batch with work, spin on a non-blocking wait for up
             // to `busyPollNanoseconds` before sleeping in the kernel; a frame that arrives
@@ -317,59 +295,110 @@ public final class Datapath {
                     n = (try? w.epoll.wait(into: events, timeoutMilliseconds: 0)) ?? 0
                     // A guest's task woken on this CPU (the pinger getting its reply) runs at
                     // once instead of waiting for the scheduler to preempt the spin.
-                    if n == 0 { sched_yield() }
+                    if n == 0 { ThreadControl.yield() }
                 } while n == 0 && monotonicNanoseconds() < until
             }
             if n == 0 { n = (try? w.epoll.wait(into: events, timeoutMilliseconds: 1000)) ?? 0 }
             hadWork = n > 0
-            while reloadPending.load(ordering: .sequentiallyConsistent) { usleep(100) }
+            while reloadPending.load(ordering: .sequentiallyConsistent) { ThreadControl.sleep(microseconds: 100) }
             w.ioLock.lock()
+            // Port errors: read and clear them before the datapath lock (system calls).
+            var errorCount = 0
+            for i in 0..<n where events[i].events & (Epoll.error | Epoll.hangUp) != 0 && events[i].data != Datapath.wakeToken {
+                errors[errorCount] = (events[i].data, pendingError(QueueKey(events[i].data)))
+                errorCount += 1
+            }
+            let waitStart = monotonicNanoseconds()
             lock.lock()
+            w.noteLockWait(since: waitStart)
             if stopping { lock.unlock(); w.ioLock.unlock(); return }
             if generation != seen {
                 // The switches were replaced while this thread waited: these events carry
                 // old (switch, port) indexes. Drop them; level-triggered epoll reports the
                 // still-readable fds again under their new indexes.
                 seen = generation
+                seenLinks = linkGeneration
                 lock.unlock(); w.ioLock.unlock()
                 continue
             }
-            let nowNanos = monotonicNanoseconds()
-            let now = nowNanos / 1_000_000_000
-            if w.index == 0 && now - lastTick >= 1 {
+            let now = clock()
+            if w.index == 0 && now.nanoseconds - lastTick.nanoseconds >= 1_000_000_000 {
                 lastTick = now
-                for sw in switches { sw.table.expire(now: now, agingSeconds: Int64(sw.plan.agingSeconds)) }
+                for sw in switches { sw.table.expire(now: now, aging: sw.plan.aging) }
             }
-            for i in 0..<n where events[i].events & Epoll.error != 0 && events[i].data != Datapath.wakeToken {
-                let key = QueueKey(events[i].data)
-                portError(switchIndex: key.switchIndex, port: key.port)
+            for i in 0..<errorCount {
+                let key = QueueKey(errors[i].key)
+                if let d = portError(switchIndex: key.switchIndex, port: key.port, error: errors[i].error) { downed.append(d) }
+            }
+            if linkGeneration != seenLinks {
+                seenLinks = linkGeneration
+                for sw in switches where sw.links.downCount > 0 {
+                    for (p, port) in sw.ports.enumerated() where sw.links.isDown(p) {
+                        var q = w.index
+                        while q < port.queueCount { unpoll.append(port.pollFD(queue: q)); q += workers.count }
+                    }
+                }
             }
             lock.unlock()
+            for fd in unpoll { try? w.epoll.remove(fd) }
+            if !unpoll.isEmpty { unpoll.removeAll(keepingCapacity: true); w.ioLock.unlock(); reportDown(&downed); continue }
             for i in 0..<n {
-                if events[i].data == Datapath.wakeToken { w.wake.drain(); continue }
+                if events[i].data == Datapath.wakeToken { _ = w.wake.drain(); continue }
+                if events[i].events & (Epoll.error | Epoll.hangUp) != 0 { continue }
                 let key = QueueKey(events[i].data)
-                service(w, switchIndex: key.switchIndex, queue: key.queue, port: key.port, now: now, nowNanos: nowNanos)
+                if let d = service(w, switchIndex: key.switchIndex, queue: key.queue, port: key.port) { downed.append(d) }
             }
             w.ioLock.unlock()
+            reportDown(&downed)
         }
     }
 
-    /// EPOLLERR on a port: read and clear the error (epoll reports it until then). On an
-    /// uplink it tells the team monitor (ENETDOWN: our NIC went down; ENXIO/ENODEV: gone).
-    /// Under `lock`.
-    private func portError(switchIndex: Int, port: Int) {
+    /// Tells `onPortDown` about ports that went down (outside every lock).
+    private func reportDown(_ list: inout [(String, String, PortDownReason)]) {
+        guard !list.isEmpty else { return }
+        for (s, p, r) in list { onPortDown?(s, p, r) }
+        list.removeAll(keepingCapacity: true)
+        // The other workers drop the port's queues from their epoll on their next round.
+        for w in workers { w.wake.signal() }
+    }
+
+    /// The pending error of the port behind `key` (a system call: no datapath lock). The
+    /// switch list cannot change meanwhile (this worker's I/O lock is held).
+    private func pendingError(_ key: QueueKey) -> Int32 {
+        guard key.switchIndex < switches.count, key.port < switches[key.switchIndex].ports.count else { return 0 }
+        let io = switches[key.switchIndex].ports[key.port]
+        let e = io.takePendingError()
+        // A guest's AF_PACKET port whose netdev went away reports ENETDOWN once: tell that
+        // apart from a link that is merely down.
+        if e == ENETDOWN, let pp = io as? PacketPort, !pp.deviceExists { return ENODEV }
+        return e
+    }
+
+    /// EPOLLERR/EPOLLHUP on a port, with the error it reported. On an uplink it tells the
+    /// team monitor (ENETDOWN: our NIC went down; ENXIO/ENODEV: gone); a guest port whose
+    /// device is gone goes down. Under `lock`; returns what to report.
+    private func portError(switchIndex: Int, port: Int, error err: Int32) -> (String, String, PortDownReason)? {
         let sw = switches[switchIndex]
-        let err = sw.ports[port].takePendingError()
         let member = Int(sw.plan.hot[port].teamMember)
-        if err != 0 && member >= 0 { sw.uplinkErrors[member] = err }
+        if member >= 0 {
+            if err != 0 { sw.uplinkErrors[member] = err }
+            return nil
+        }
+        // A TAP whose netdev was deleted reports EPOLLERR with no socket error; a guest's
+        // AF_PACKET port, ENODEV (see `pendingError`). ENETDOWN alone: the link is down, not gone.
+        guard err == 0 || err == ENODEV || err == ENXIO else { return nil }
+        guard markDown(sw, port: port, reason: .deviceGone) else { return nil }
+        return (sw.plan.name, sw.plan.ports[port].name, .deviceGone)
     }
 
     /// One batch from one port queue: read up to 64 frames, decide them under the lock,
-    /// transmit without it, account under it. Called with `w.ioLock` held.
-    private func service(_ w: DatapathWorker, switchIndex: Int, queue: Int, port: Int, now: Int64, nowNanos: Int64) {
+    /// transmit without it, account under it. Called with `w.ioLock` held. Returns a port
+    /// that went down (its device vanished under the read).
+    private func service(_ w: DatapathWorker, switchIndex: Int, queue: Int, port: Int) -> (String, String, PortDownReason)? {
         let sw = switches[switchIndex]
         let io = sw.ports[port]
         var count = 0, offset = 0
+        var gone = false
         read: while count < DatapathWorker.batch && offset + DatapathWorker.frameMax <= DatapathWorker.areaSize {
             switch io.read(queue: queue, into: UnsafeMutableRawBufferPointer(start: w.area + offset, count: DatapathWorker.frameMax)) {
             case .bytes(let n):
@@ -377,163 +406,109 @@ public final class Datapath {
                 w.rxLength[count] = n
                 count += 1
                 offset += (n + 63) & ~63
-            case .wouldBlock, .failed:
+            case .wouldBlock:
+                break read
+            case .failed(let e):
+                // EBADFD: a TAP whose netdev was deleted; ENXIO/ENODEV: the device is gone.
+                gone = e == EBADFD || e == ENXIO || e == ENODEV
                 break read
             }
         }
-        guard count > 0 else { return }
+        var downed: (String, String, PortDownReason)? = nil
+        guard count > 0 || gone else { return nil }
         let header = io.vnetHeaderSize
+        let waitStart = monotonicNanoseconds()
         lock.lock()
+        w.noteLockWait(since: waitStart)
+        if gone && sw.plan.hot[port].teamMember < 0 && markDown(sw, port: port, reason: .deviceGone) {
+            downed = (sw.plan.name, sw.plan.ports[port].name, .deviceGone)
+        }
+        let now = clock()
         w.frames &+= UInt64(count)
-        // Without uplinks there is no team: skip copying the optional state (~150 instructions).
-        var team = sw.hasTeam ? sw.team.map { TeamContext(state: $0, locks: sw.announcements, now: now) } : nil
+        w.egress.prepare(portCount: sw.plan.ports.count)
+        w.tx.prepare(portCount: sw.plan.ports.count)
         // Loaded once per batch: each load of a class reference costs a retain/release pair.
-        let plan = sw.plan, counters = sw.counters, table = sw.table
+        let plan = sw.plan, counters = sw.counters
+        var context = sw.context(now: now)
         // Room for any one frame: every port once, plus its mirror copies.
         let reserve = plan.ports.count * (plan.hasMirrors ? 1 + plan.mirrorFanout : 1) + 1
         for i in 0..<count {
             let n = w.rxLength[i]
             guard n >= header else { continue }
-            if w.txCount > 0 && w.txCount + reserve > DatapathWorker.txCapacity {
+            if w.tx.count > 0 && w.tx.count + reserve > TransmitList.capacity {
                 flush(w, sw, switchIndex: switchIndex)
                 // The lock was let go: the team monitor may have swapped the team state.
-                if sw.hasTeam { team = sw.team.map { TeamContext(state: $0, locks: sw.announcements, now: now) } }
+                context = sw.context(now: now)
             }
-            w.frameStart = Int32(w.txCount)
+            w.tx.frameStart = Int32(w.tx.count)
             let start = w.area + w.rxOffset[i]
             let vnet = VNetHeader(header > 0 ? UnsafeRawPointer(start) : nil)
-            classify(UnsafeRawBufferPointer(start: start + header, count: n - header), vnet: vnet, worker: w,
-                     sw: sw, plan: plan, counters: counters, table: table, switchIndex: switchIndex, inPort: port,
-                     now: now, nowNanos: nowNanos, team: team)
+            forward(UnsafeRawBufferPointer(start: start + header, count: n - header), vnet: vnet, worker: w,
+                    sw: sw, plan: plan, counters: counters, context: context, switchIndex: switchIndex, inPort: port)
         }
-        if w.txCount > 0 { flush(w, sw, switchIndex: switchIndex) }
+        if w.tx.count > 0 { flush(w, sw, switchIndex: switchIndex) }
+        w.batches &+= 1
         lock.unlock()
+        return downed
     }
 
     /// Sends the transmit list without the lock, then accounts for it. Called and returns
     /// with `lock` held.
     private func flush(_ w: DatapathWorker, _ sw: SwitchRuntime, switchIndex: Int) {
         lock.unlock()
-        transmit(w, sw)
+        w.tx.transmit(through: sw, worker: w.index)
+        let waitStart = monotonicNanoseconds()
         lock.lock()
+        w.noteLockWait(since: waitStart)
         account(w, sw, switchIndex: switchIndex)
     }
 
-    /// The per-frame decision: decide, learn, count, and put each copy the frame leaves as
-    /// on the worker's transmit list (plus mirror copies). Under `lock`; allocates nothing.
-    ///
-    /// Each copy is an iovec: `[0]` the virtio-net header (for ports that take one),
-    /// `[1...]` the frame as 1–3 pieces (MACs, pushed tag, rest), so neither a tag push nor
-    /// a pop copies the payload. A GSO frame (TSO from a guest) crosses the switch whole,
-    /// its header adjusted when a tag moves the L3 offsets.
+    /// One frame: Core decides (`decide`, `collectEgress`); this applies the decision's
+    /// effects and puts each copy on the transmit list. Under `lock`; allocates nothing.
     @inline(__always)
-    private func classify(_ frame: UnsafeRawBufferPointer, vnet: VNetHeader, worker w: DatapathWorker, sw: SwitchRuntime,
-                          plan: SwitchPlan, counters: PortCounters, table: MACTable,
-                          switchIndex: Int, inPort: Int, now: Int64, nowNanos: Int64, team: TeamContext?) {
+    private func forward(_ frame: UnsafeRawBufferPointer, vnet: VNetHeader, worker w: DatapathWorker, sw: SwitchRuntime,
+                         plan: SwitchPlan, counters: PortCounters, context: DecisionContext, switchIndex: Int, inPort: Int) {
         counters.received(port: inPort, bytes: frame.count)
-        var d = decide(frame: frame, inPort: inPort, plan: plan, table: table, segmented: vnet.isGSO, team: team)
-        if case .local = d.verdict {
-            // A team beacon probe: bookkeeping only.
-            if sw.beacons != nil, let h = FrameHeader.parse(frame), let b = Beacon.parse(header: h, frame: frame) {
-                sw.beacons!.received(b, on: Int(plan.hot[inPort].teamMember), vlan: d.vlan, now: nowNanos / 1_000_000)
-            }
+        let d = decide(frame: frame, offload: vnet.offload, inPort: inPort, plan: plan, context: context)
+        // The decision's requested effects.
+        if case .local(.teamBeacon(let b)) = d.verdict {
+            if sw.beacons != nil, let b { sw.beacons!.received(b, on: Int(plan.hot[inPort].teamMember), vlan: d.vlan, now: context.now) }
             return
         }
-        if team != nil && d.destination.isBroadcast && !plan.hot[inPort].isUplink,
-           let h = FrameHeader.parse(frame), isAnnouncement(header: h, frame: frame) {
-            // A local guest announces itself (GARP/RARP, e.g. after a migration): its echo
-            // from the physical network must not look like a move away.
-            sw.announcements.stamp(vlan: d.vlan, mac: d.source, now: now)
+        if d.takesStormToken, let why = d.floodReason { context.storm?.take(port: inPort, reason: why, now: context.now) }
+        if d.announces { sw.announcements.stamp(vlan: d.vlan, mac: d.source, now: context.now) }
+        if d.learn {
+            context.table.learn(vlan: d.vlan, mac: d.source, port: inPort, now: context.now, portLimit: plan.hot[inPort].macLimit)
         }
-        if sw.storm.isActive, let why = d.floodReason, !sw.storm.admit(port: inPort, reason: why, nowNanos: nowNanos) {
-            d.verdict = .drop(why == .broadcast ? .broadcastStorm : why == .multicast ? .multicastStorm : .unknownUnicastStorm)
-        }
-        let base = UnsafeMutableRawPointer(mutating: frame.baseAddress!)
-        if plan.hasMirrors {
-            mirrorSerial &+= 1
-            for dst in plan.mirrorOnIngress[inPort] where sw.mirrorStamp[dst] != mirrorSerial {
-                sw.mirrorStamp[dst] = mirrorSerial
-                if w.append(port: dst, frame: base, count: frame.count, vnet: vnet, rewrite: nil, vlan: d.vlan, captured: false, after: -1) < 0 {
-                    counters.dropped(port: dst, reason: .transmitQueueFull)
-                }
-            }
-        }
+        let egress = w.egress
+        let ingressDrop = collectEgress(of: d, inPort: inPort, plan: plan, context: context, into: egress)
         if case .drop(let reason) = d.verdict {
             counters.dropped(port: inPort, reason: reason)
             if capturing { captureIngress(w, switchIndex, port: inPort, frame: frame, vlan: nil, reason: reason) }
-            return
+        } else {
+            if capturing { captureIngress(w, switchIndex, port: inPort, frame: frame, vlan: d.vlan, reason: nil) }
+            if let r = ingressDrop { counters.dropped(port: inPort, reason: r) }
         }
-        if capturing { captureIngress(w, switchIndex, port: inPort, frame: frame, vlan: d.vlan, reason: nil) }
-        if d.learn {
-            table.learn(vlan: d.vlan, mac: d.source, port: inPort, now: now, portLimit: plan.hot[inPort].macLimit)
-        }
-        // The walk only records the egress ports (a closure that captures nothing but a
-        // buffer: the transmit work inside it cost ~15 retain/release pairs per frame).
-        let items = w.egress
-        var count = 0
-        forEachEgress(of: d, inPort: inPort, plan: plan) { p, rw, refused in
-            if count < DatapathWorker.txCapacity { items[count] = EgressItem(port: Int32(p), rewrite: rw, refused: refused) }
-            count += 1
-        }
-        for i in 0..<min(count, DatapathWorker.txCapacity) {
-            let item = items[i]
+        let base = UnsafeMutableRawPointer(mutating: frame.baseAddress!)
+        for i in 0..<egress.count {
+            let item = egress[i]
             let p = Int(item.port)
-            if let r = item.refused {
-                counters.dropped(port: p, reason: r)
+            var k: Int32 = -1
+            switch item.kind {
+            case .refused:
+                counters.dropped(port: p, reason: item.refusal)
                 continue
+            case .output:
+                k = w.tx.append(port: p, frame: base, count: frame.count, vnet: vnet, rewrite: item.rewrite, vlan: d.vlan, captured: true, after: -1)
+            case .mirrorIngress:
+                k = w.tx.append(port: p, frame: base, count: frame.count, vnet: vnet, rewrite: item.rewrite, vlan: d.vlan, captured: false, after: -1)
+            case .mirrorEgress:
+                let of = w.txIndex[Int(item.after)]
+                guard of >= 0 else { continue }
+                k = w.tx.append(port: p, frame: base, count: frame.count, vnet: vnet, rewrite: item.rewrite, vlan: d.vlan, captured: false, after: of)
             }
-            let k = w.append(port: p, frame: base, count: frame.count, vnet: vnet, rewrite: item.rewrite, vlan: d.vlan, captured: true, after: -1)
-            guard k >= 0 else {
-                counters.dropped(port: p, reason: .transmitQueueFull)
-                continue
-            }
-            if plan.hasMirrors {
-                // A frame between two monitored ports reaches each destination once (the
-                // copy as first seen), not once per source port it touched. A copy goes only
-                // if the frame itself was sent, so each egress gets a candidate copy and
-                // `transmit` sends the first whose frame went out (an ingress copy already
-                // stamped the destination: none).
-                for dst in plan.mirrorOnEgress[p] where sw.mirrorStamp[dst] != mirrorSerial {
-                    _ = w.append(port: dst, frame: base, count: frame.count, vnet: vnet, rewrite: item.rewrite, vlan: d.vlan, captured: false, after: k)
-                }
-            }
-        }
-        // Ports beyond the list (a switch of more than 4096 ports): counted, never lost silently.
-        if count > DatapathWorker.txCapacity { counters.dropped(port: inPort, reason: .transmitQueueFull) }
-        let sentAny = count > 0
-        if !sentAny, case .flood = d.verdict { counters.dropped(port: inPort, reason: .noEgressPort) }
-    }
-
-    /// Writes every entry of the transmit list (no lock; `w.ioLock` held).
-    private func transmit(_ w: DatapathWorker, _ sw: SwitchRuntime) {
-        for k in 0..<w.txCount {
-            let e = w.tx[k]
-            if e.after >= 0 {
-                // An egress mirror copy: only if its frame went out, and only the first such
-                // copy of this frame for this destination.
-                if w.tx[Int(e.after)].outcome != TxEntry.sent || w.mirrorCopySent(to: e.port, before: k, from: Int(e.frameStart)) {
-                    w.tx[k].outcome = TxEntry.skipped
-                    continue
-                }
-            }
-            let io = sw.ports[Int(e.port)]
-            let iov = w.txIOV + 4 * k
-            let queue = w.index % io.queueCount
-            let result: IOResult
-            if io.txVNetHeaderSize > 0 {
-                result = io.writev(queue: queue, iov, count: e.pieces + 1)
-            } else if e.needsOffload {
-                // A port without offloads cannot take a GSO frame or a partial checksum.
-                w.tx[k].outcome = Int16(DropReason.offloadNotSupported.rawValue)
-                continue
-            } else {
-                result = io.writev(queue: queue, iov + 1, count: e.pieces)
-            }
-            switch result {
-            case .bytes: w.tx[k].outcome = TxEntry.sent
-            case .wouldBlock: w.tx[k].outcome = Int16(DropReason.transmitQueueFull.rawValue)
-            case .failed: w.tx[k].outcome = Int16(DropReason.transmitError.rawValue)
-            }
+            w.txIndex[i] = k
+            if k < 0 { counters.dropped(port: p, reason: .transmitQueueFull) }
         }
     }
 
@@ -541,8 +516,9 @@ public final class Datapath {
     /// capture sessions; empties the list. Under `lock`.
     private func account(_ w: DatapathWorker, _ sw: SwitchRuntime, switchIndex: Int) {
         let counters = sw.counters
-        for k in 0..<w.txCount {
-            let e = w.tx[k]
+        let tx = w.tx
+        for k in 0..<tx.count {
+            let e = tx.entries[k]
             let reason: DropReason?
             switch e.outcome {
             case TxEntry.sent: counters.sent(port: Int(e.port), bytes: Int(e.length)); reason = nil
@@ -554,10 +530,10 @@ public final class Datapath {
             }
             if capturing && e.captured {
                 capture(switchIndex, port: Int(e.port), point: .egress, vlan: e.vlan, reason: reason,
-                        segments: w.txIOV + 4 * k + 1, pieces: Int(e.pieces))
+                        segments: tx.iov + 4 * k + 1, pieces: Int(e.pieces))
             }
         }
-        w.txCount = 0
+        tx.count = 0
     }
 
     private func captureIngress(_ w: DatapathWorker, _ switchIndex: Int, port: Int, frame: UnsafeRawBufferPointer, vlan: VLANID?, reason: DropReason?) {
@@ -577,6 +553,17 @@ public final class Datapath {
     }
 }
 
+/// The monotonic clock now.
+@inline(__always)
+func monotonicNow() -> MonotonicInstant { .now }
+
+extension VNetHeader {
+    /// What the header leaves to the receiver (none for a port without a header).
+    @inline(__always) var offload: FrameOffload {
+        raw == nil ? .none : FrameOffload(isGSO: isGSO, needsChecksum: needsOffload && !isGSO)
+    }
+}
+
 /// What a port queue's epoll registration carries: switch (16 bits), queue (16), port (32).
 /// Never equal to the wake-up token (all ones).
 struct QueueKey {
@@ -588,39 +575,8 @@ struct QueueKey {
     var data: UInt64 { UInt64(switchIndex) << 48 | UInt64(queue) << 32 | UInt64(port) }
 }
 
-/// One port a decided frame leaves by (collected by the egress walk).
-struct EgressItem {
-    var port: Int32
-    var rewrite: EgressRewrite
-    var refused: DropReason?
-}
-
-/// One frame copy on a worker's transmit list.
-struct TxEntry {
-    static let pending: Int16 = -1
-    static let sent: Int16 = -2
-    static let skipped: Int16 = -3
-    var port: Int32
-    /// Frame pieces after the vnet header iovec (1–3).
-    var pieces: Int32
-    /// Bytes on the wire (counted as sent).
-    var length: Int32
-    /// -1, or the entry that must have been sent for this one to go (an egress mirror copy).
-    var after: Int32
-    /// The first entry of this entry's frame (entries of one frame are contiguous).
-    var frameStart: Int32
-    /// The frame's VLAN (for capture filters).
-    var vlan: VLANID
-    /// The frame's own egress (capture sessions see it), not a mirror copy.
-    var captured: Bool
-    /// GSO or partial checksum: only ports with a vnet header can take it.
-    var needsOffload: Bool
-    /// `pending`, `sent`, `skipped`, or a `DropReason` raw value.
-    var outcome: Int16
-}
-
 /// What one datapath thread owns: its epoll (its share of the port queues), wake-up fd,
-/// receive area, transmit list and scratch space, all allocated once.
+/// receive area, transmit and egress lists, all allocated once.
 final class DatapathWorker {
     let index: Int
     let epoll: Epoll
@@ -634,26 +590,23 @@ final class DatapathWorker {
     static let areaSize = (1 << 20) + frameMax
     /// Frames read from one queue per wake-up before moving on (fairness between ports).
     static let batch = 64
-    /// Frame copies on the transmit list before it is flushed.
-    static let txCapacity = 4096
 
     let area: UnsafeMutableRawPointer
     let rxOffset: UnsafeMutablePointer<Int>
     let rxLength: UnsafeMutablePointer<Int>
-    /// 4 per entry: vnet header, then up to 3 frame pieces.
-    let txIOV: UnsafeMutablePointer<iovec>
-    /// 16 bytes per entry: a rewritten (or zero) vnet header at 0, a pushed tag at 12.
-    let txScratch: UnsafeMutableRawPointer
-    let tx: UnsafeMutablePointer<TxEntry>
-    var txCount = 0
+    let tx = TransmitList()
+    /// The current frame's copies, as Core collected them.
+    let egress = EgressList(capacity: TransmitList.capacity)
+    /// Per egress item of the current frame, its transmit-list entry (-1: none).
+    let txIndex: UnsafeMutablePointer<Int32>
     /// Frames this worker read (changed and read under the datapath lock).
     var frames: UInt64 = 0
-    /// Where the current frame's entries begin.
-    var frameStart: Int32 = 0
+    /// Batches this worker decided, sent and accounted (under the datapath lock).
+    var batches: UInt64 = 0
+    /// The longest this worker waited for the datapath lock (nanoseconds; under the lock).
+    var longestLockWait: Int64 = 0
     /// One iovec for ingress captures.
     let rxIOV: UnsafeMutablePointer<iovec>
-    /// The egress walk's output for the frame being decided (one per port, at most).
-    let egress: UnsafeMutablePointer<EgressItem>
 
     init(index: Int) throws {
         self.index = index
@@ -662,70 +615,16 @@ final class DatapathWorker {
         area = .allocate(byteCount: DatapathWorker.areaSize, alignment: 64)
         rxOffset = .allocate(capacity: DatapathWorker.batch)
         rxLength = .allocate(capacity: DatapathWorker.batch)
-        txIOV = .allocate(capacity: 4 * DatapathWorker.txCapacity)
-        txScratch = .allocate(byteCount: 16 * DatapathWorker.txCapacity, alignment: 16)
-        tx = .allocate(capacity: DatapathWorker.txCapacity)
+        txIndex = .allocate(capacity: TransmitList.capacity)
         rxIOV = .allocate(capacity: 1)
-        egress = .allocate(capacity: DatapathWorker.txCapacity)
     }
 
-    deinit {
-        area.deallocate(); rxOffset.deallocate(); rxLength.deallocate()
-        txIOV.deallocate(); txScratch.deallocate(); tx.deallocate(); rxIOV.deallocate(); egress.deallocate()
-    }
+    deinit { area.deallocate(); rxOffset.deallocate(); rxLength.deallocate(); txIndex.deallocate(); rxIOV.deallocate() }
 
-    /// Puts one copy of `frame` (rewritten by `rewrite`, nil = as received) for `port` on
-    /// the transmit list; returns its index, or -1 when the list is full (a frame with more
-    /// copies than the list holds: a switch of thousands of ports; the caller counts it).
+    /// Records a wait for the datapath lock that began at `start` (call right after taking it).
     @inline(__always)
-    func append(port: Int, frame base: UnsafeMutableRawPointer, count: Int, vnet: VNetHeader, rewrite: EgressRewrite?,
-                vlan: VLANID, captured: Bool, after: Int32) -> Int32 {
-        let k = txCount
-        guard k < DatapathWorker.txCapacity else { return -1 }
-        txCount = k + 1
-        let iov = txIOV + 4 * k
-        let scratch = txScratch + 16 * k
-        var pieces = 1, length = count, delta = 0
-        if let rw = rewrite, !rw.isIdentity {
-            iov[1] = iovec(iov_base: base, iov_len: 12)
-            if let tag = rw.push {
-                scratch.storeBytes(of: tag.tpid.bigEndian, toByteOffset: 12, as: UInt16.self)
-                scratch.storeBytes(of: tag.tci.bigEndian, toByteOffset: 14, as: UInt16.self)
-                iov[2] = iovec(iov_base: scratch + 12, iov_len: 4)
-                pieces = 2
-                length += 4
-                delta = 4
-            }
-            iov[pieces + 1] = iovec(iov_base: base + 12 + rw.strip, iov_len: count - 12 - rw.strip)
-            pieces += 1
-            length -= rw.strip
-            delta -= rw.strip
-        } else {
-            iov[1] = iovec(iov_base: base, iov_len: count)
-        }
-        if let h = vnet.raw {
-            if delta == 0 {
-                iov[0] = iovec(iov_base: UnsafeMutableRawPointer(mutating: h), iov_len: VNetHeader.size)
-            } else {
-                scratch.copyMemory(from: h, byteCount: VNetHeader.size)
-                VNetHeader.shift(scratch, by: delta)
-                iov[0] = iovec(iov_base: scratch, iov_len: VNetHeader.size)
-            }
-        } else {
-            // From a port without vnet header: a plain frame, fully checksummed.
-            scratch.initializeMemory(as: UInt8.self, repeating: 0, count: VNetHeader.size)
-            iov[0] = iovec(iov_base: scratch, iov_len: VNetHeader.size)
-        }
-        tx[k] = TxEntry(port: Int32(port), pieces: Int32(pieces), length: Int32(length), after: after, frameStart: frameStart,
-                        vlan: vlan, captured: captured, needsOffload: vnet.needsOffload, outcome: TxEntry.pending)
-        return Int32(k)
-    }
-
-    /// Whether an egress mirror copy of the same frame (entries `from..<before`) already
-    /// went to `port`.
-    func mirrorCopySent(to port: Int32, before k: Int, from start: Int) -> Bool {
-        for j in start..<k where tx[j].after >= 0 && tx[j].port == port && tx[j].outcome == TxEntry.sent { return true }
-        return false
+    func noteLockWait(since start: Int64) {
+        let waited = monotonicNanoseconds() - start
+        if waited > longestLockWait { longestLockWait = waited }
     }
 }
-

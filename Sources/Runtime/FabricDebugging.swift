@@ -1,6 +1,5 @@
 import Core
 import Foundation
-import LinuxIO
 import Model
 #if canImport(Glibc)
 import Glibc
@@ -46,15 +45,18 @@ extension Fabric {
             return b
         }
         guard let dp = datapath else { throw RuntimeError("not forwarding") }
-        let now = monotonicSeconds()
-        let traces = try dp.withSnapshot {
+        let now = dp.now()
+        // Trace runs the datapath's own decision against the live state, under the lock.
+        // (It allocates its report there: a request bounded by the frames it carries.)
+        let traces = try dp.withLock { lock in
             // A reload may have replaced the switches since `plans` was read.
-            guard s < dp.switches.count, dp.switches[s].plan.name == plan.name, dp.switches[s].plan.ports == plan.ports else {
+            let list = lock.switches
+            guard s < list.count, list[s].plan.name == plan.name, list[s].plan.ports == plan.ports else {
                 throw RuntimeError("the topology was reloaded during the trace; run it again")
             }
-            let sw = dp.switches[s]
-            let team = sw.team.map { TeamContext(state: $0, locks: sw.announcements, now: now) }
-            return frames.map { traceFrame($0, inPort: inPort, plan: plan, table: sw.table, now: now, team: team) }
+            let sw = list[s]
+            let context = sw.context(now: now, lock)
+            return frames.map { traceFrame($0, inPort: inPort, plan: sw.plan, context: context) }
         }
         return TraceReport(switch: plan.name, inPort: portName, frames: traces)
     }
@@ -106,7 +108,7 @@ extension Fabric {
                 var b: UInt8 = 0
                 if recv(fd, &b, 1, Int32(MSG_DONTWAIT)) <= 0 { break }
             }
-            let (records, lost, fed) = dp.withSnapshot { (session.drain(), session.lost, dp.feeds(session)) }
+            let (records, lost, fed) = dp.withLock { lock in (session.drain(), session.lost, lock.feeds(session)) }
             // A reload that changed this switch's ports ended the session.
             guard !records.isEmpty else { if fed { continue } else { break } }
             var out = Data()

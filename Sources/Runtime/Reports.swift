@@ -1,5 +1,4 @@
 import Foundation
-import LinuxIO
 // The control-request fuzzer (Scripts/fuzz.sh) compiles this file without the VMRunner module.
 #if canImport(VMRunner)
 import VMRunner
@@ -140,6 +139,35 @@ public struct TraceReport: Codable, Equatable {
         public var verdict: String
         public var dropReason: String?
         public var egress: [Egress]
+        /// Mirror (SPAN) copies the frame would make.
+        public var mirrors: [MirrorCopy]
+        /// Ports that would get the frame but refuse it, with the reason counted there.
+        public var refused: [Refusal]
+        /// Storm control's answer as of now (nil: the frame does not flood, or no limit applies).
+        public var storm: Storm?
+        /// The uplink (team member) a frame leaving the switch goes by (nil: none).
+        public var uplink: String?
+    }
+    public struct MirrorCopy: Codable, Equatable {
+        /// The mirror destination port.
+        public var port: String
+        /// "ingress": a copy of the frame as received; "egress": a copy of what leaves by `of`.
+        public var point: String
+        /// For an egress copy: the port whose output it copies.
+        public var of: String?
+        /// True for an egress copy: it goes only if that output is sent (copy if sent).
+        public var ifSent: Bool
+    }
+    public struct Refusal: Codable, Equatable {
+        public var port: String
+        public var reason: String
+    }
+    public struct Storm: Codable, Equatable {
+        /// broadcast, multicast or unknown-unicast.
+        public var `class`: String
+        public var admitted: Bool
+        public var framesLeft: Int64
+        public var ratePerSecond: Int64
     }
     public struct Step: Codable, Equatable {
         /// ingress, parse, vlan, learn, lookup, output, drop.

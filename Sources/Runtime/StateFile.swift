@@ -1,5 +1,4 @@
 import Foundation
-import LinuxIO
 
 /// Where a running topology keeps its files: `/run/tapestry/NAME.{sock,state,log}`.
 ///

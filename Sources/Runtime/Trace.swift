@@ -1,6 +1,5 @@
 import Core
 import Foundation
-import LinuxIO
 import Model
 
 /// Builds a frame from a description such as `src=02:00:00:00:0a:01,dst=ff:ff:ff:ff:ff:ff,vlan=20,type=arp`
@@ -73,7 +72,7 @@ extension Array where Element == UInt8 {
 public func frameSummary(_ bytes: [UInt8]) -> String {
     guard let h = bytes.withUnsafeBytes({ FrameHeader.parse($0) }) else { return "runt frame, \(bytes.count) bytes" }
     var parts = ["\(h.source) > \(h.destination)"]
-    for tag in [h.outerTag, h.innerTag].compactMap({ $0 }) { parts.append("\(tagName(tag.tpid)) vlan \(tag.vid)" + (tag.pcp > 0 ? " pcp \(tag.pcp)" : "")) }
+    for tag in [h.outerTag, h.innerTag].compactMap({ $0 }) { parts.append(tagDescription(tag)) }
     parts.append(typeDescription(h.etherType))
     parts.append("\(bytes.count) bytes")
     return parts.joined(separator: ", ")
@@ -106,28 +105,35 @@ public func dropComment(_ reason: DropReason, frame: [UInt8]) -> String {
     return text
 }
 
-/// Runs `decide` on a frame with a recording sink and explains every step. Changes nothing:
-/// the learn request is shown, never applied. Call with the datapath lock held.
-public func traceFrame(_ bytes: [UInt8], inPort: PortIndex, plan: SwitchPlan, table: MACTable, now: Int64,
-                       team: TeamContext? = nil) -> TraceReport.FrameTrace {
+/// Runs the datapath's own decision on a frame — `decide`, then `collectEgress` — with a
+/// recording sink, and explains every step: VLAN classification, team admission, lookup,
+/// storm control as of now, each output with its tag, refusals, mirror copies (an egress
+/// copy "if sent") and the team uplink. Changes nothing: the learn request, the storm token
+/// and the announcement stamp are shown, never applied. `context` is the switch's live
+/// state (`SwitchRuntime.context(now:_:)`, under the datapath lock).
+public func traceFrame(_ bytes: [UInt8], offload: FrameOffload = .none, inPort: PortIndex, plan: SwitchPlan,
+                       context: DecisionContext) -> TraceReport.FrameTrace {
     var rec = RecordingTrace()
-    let d = bytes.withUnsafeBytes { decide(frame: $0, inPort: inPort, plan: plan, table: table, trace: &rec, team: team) }
+    let d = bytes.withUnsafeBytes { decide(frame: $0, offload: offload, inPort: inPort, plan: plan, context: context, trace: &rec) }
     let name = { (p: PortIndex) in plan.ports[p].name }
     var steps: [TraceReport.Step] = []
+    var storm: TraceReport.Storm? = nil
+    var uplink: String? = nil
     for step in rec.steps {
         switch step {
         case .received(let port, let length):
             let p = plan.ports[port]
             steps.append(.init(stage: "ingress", detail: "port \(p.name) (group \(p.portGroup), \(p.mode)), \(length) bytes"))
         case .parsed(let h):
-            let tags = [h.outerTag, h.innerTag].compactMap { $0 }.map { "\(tagName($0.tpid)) vlan \($0.vid)" }
+            let tags = [h.outerTag, h.innerTag].compactMap { $0 }.map(tagDescription)
             steps.append(.init(stage: "parse", detail: "dst \(h.destination), src \(h.source), " +
                                (tags.isEmpty ? "untagged" : "tags: " + tags.joined(separator: ", ")) +
                                ", " + typeDescription(h.etherType)))
         case .classified(let cls, let mode):
             switch cls {
-            case .member(let vlan, let tagLength, _):
-                steps.append(.init(stage: "vlan", detail: "VLAN \(vlan) (\(tagLength > 0 ? "tagged" : "untagged") frame on \(mode))"))
+            case .member(let vlan, let tagLength, let priority):
+                let prio = priority == 0 ? "" : ", pcp \(priority >> 1)\(priority & 1 == 1 ? " dei" : "") kept"
+                steps.append(.init(stage: "vlan", detail: "VLAN \(vlan) (\(tagLength > 0 ? "tagged" : "untagged") frame on \(mode))\(prio)"))
             case .drop(let r):
                 steps.append(.init(stage: "vlan", detail: "\(dropComment(r, frame: bytes)) on \(mode)"))
             }
@@ -141,13 +147,18 @@ public func traceFrame(_ bytes: [UInt8], inPort: PortIndex, plan: SwitchPlan, ta
             steps.append(.init(stage: "learn", detail: "would learn \(mac) in VLAN \(vlan) on \(name(port)): \(what); not applied by trace"))
         case .lookedUp(let vlan, let mac, let port):
             if let p = port {
-                let age = table.age(vlan: vlan, mac: mac, now: now).map { ", age \($0)s" } ?? ""
+                let age = context.table.age(vlan: vlan, mac: mac, now: context.now).map { ", age \($0.secondsCount)s" } ?? ""
                 steps.append(.init(stage: "lookup", detail: "\(mac) in VLAN \(vlan): hit on \(name(p))\(age)"))
             } else {
                 steps.append(.init(stage: "lookup", detail: "\(mac) in VLAN \(vlan): miss"))
             }
         case .flooding(let vlan, let reason):
             steps.append(.init(stage: "output", detail: "flood in VLAN \(vlan) (\(reason.rawValue))"))
+        case .stormControl(let reason, let admitted, let left, let rate):
+            let cls = reason == .unknownUnicast ? "unknown-unicast" : reason.rawValue
+            storm = .init(class: cls, admitted: admitted, framesLeft: left, ratePerSecond: rate)
+            steps.append(.init(stage: "storm", detail: "\(cls) limit \(rate)/s, \(left) frame\(left == 1 ? "" : "s") left in the bucket now: "
+                               + (admitted ? "admitted (one token would be spent; not by trace)" : "over the rate")))
         case .forwarding(let port):
             steps.append(.init(stage: "output", detail: "forward to \(name(port))"))
         case .transparent(let group):
@@ -155,29 +166,61 @@ public func traceFrame(_ bytes: [UInt8], inPort: PortIndex, plan: SwitchPlan, ta
         case .consumed(let what):
             steps.append(.init(stage: "local", detail: "\(what): handled by the switch, not forwarded"))
         case .teamUplink(let member, let port):
+            uplink = name(port)
             steps.append(.init(stage: "team", detail: "leaves the switch by uplink \(name(port)) (team member \(member))"))
         case .teamAdmitted(let member):
             steps.append(.init(stage: "team", detail: "accepted from uplink member \(member) (active, designated receiver, not a reflection)"))
+        case .announcement(let vlan, let mac):
+            steps.append(.init(stage: "team", detail: "gratuitous ARP/RARP from a local guest: \(mac) in VLAN \(vlan) would be stamped in the announcement lock"))
         case .dropped(let r):
             steps.append(.init(stage: "drop", detail: dropComment(r, frame: bytes)))
         }
     }
+    let list = EgressList(capacity: max(16, plan.ports.count * (1 + plan.mirrorFanout) + 1))
+    list.prepare(portCount: plan.ports.count)
+    let ingressDrop = collectEgress(of: d, inPort: inPort, plan: plan, context: context, into: list)
     var egress: [TraceReport.Egress] = []
-    forEachEgress(of: d, inPort: inPort, plan: plan) { p, rw, refused in
-        if let r = refused {
-            steps.append(.init(stage: "output", detail: "not to \(name(p)): \(r.explanation)"))
-        } else {
-            egress.append(.init(port: name(p), tag: rw.push.map { "vlan \($0.vid)" } ?? "untagged"))
+    var mirrors: [TraceReport.MirrorCopy] = []
+    var refused: [TraceReport.Refusal] = []
+    for i in 0..<list.count {
+        let item = list[i]
+        let p = Int(item.port)
+        switch item.kind {
+        case .output:
+            egress.append(.init(port: name(p), tag: item.rewrite.push.map(egressTagText) ?? "untagged"))
+        case .refused:
+            refused.append(.init(port: name(p), reason: item.refusal.description))
+            steps.append(.init(stage: "output", detail: "not to \(name(p)): \(item.refusal.explanation)"))
+        case .mirrorIngress:
+            mirrors.append(.init(port: name(p), point: "ingress", of: nil, ifSent: false))
+            steps.append(.init(stage: "mirror", detail: "copy to \(name(p)) as received on \(name(inPort))"))
+        case .mirrorEgress:
+            let of = name(Int(list[Int(item.after)].port))
+            mirrors.append(.init(port: name(p), point: "egress", of: of, ifSent: true))
+            steps.append(.init(stage: "mirror", detail: "copy to \(name(p)) of what leaves by \(of), if sent"
+                               + (item.rewrite.push.map { " (\(tagDescription($0)))" } ?? "")))
         }
     }
     let verdict: String, reason: String?
     switch d.verdict {
     case .forward: verdict = "forward"; reason = nil
-    case .flood, .floodPortGroup: verdict = egress.isEmpty ? "drop" : "flood"; reason = egress.isEmpty ? DropReason.noEgressPort.description : nil
+    case .flood, .floodPortGroup:
+        if ingressDrop == .noEgressPort { verdict = "drop"; reason = DropReason.noEgressPort.description }
+        else { verdict = "flood"; reason = nil }
     case .drop(let r): verdict = "drop"; reason = r.description
     case .local: verdict = "local"; reason = nil
     }
-    return .init(summary: frameSummary(bytes), steps: steps, verdict: verdict, dropReason: reason, egress: egress)
+    if let r = ingressDrop { steps.append(.init(stage: "drop", detail: r.explanation)) }
+    return .init(summary: frameSummary(bytes), steps: steps, verdict: verdict, dropReason: reason, egress: egress,
+                 mirrors: mirrors, refused: refused, storm: storm, uplink: uplink)
+}
+
+/// `802.1Q vlan 10`, with its priority bits when set (`pcp 3 dei`).
+func tagDescription(_ tag: VLANTag) -> String { "\(tagName(tag.tpid)) " + egressTagText(tag) }
+
+/// `vlan 10`, with its priority bits when set: `vlan 10 pcp 3 dei` (trace's egress `tag`).
+func egressTagText(_ tag: VLANTag) -> String {
+    "vlan \(tag.vid)" + (tag.pcp > 0 || tag.dei ? " pcp \(tag.pcp)\(tag.dei ? " dei" : "")" : "")
 }
 
 /// `dropComment` for a reason as carried on the capture stream (its raw value).

@@ -52,11 +52,11 @@ extension Fabric {
         catch { throw RuntimeError("cannot prepare the guest image: \(error)") }
     }
 
-    /// Builds (first use) the guest image, probes acceleration once, and boots every qemu
-    /// guest in parallel; returns when all printed READY. Throws (naming each VM that failed,
-    /// with its console's last lines) when any did not boot within the boot timeout.
-    func startVMs() throws {
-        let guests = topology.guests.filter { $0.kind == .qemu }
+    /// Builds (first use) the guest image, probes acceleration once, and boots `guests` (qemu
+    /// guests of `topology` whose ports exist) in parallel; returns when all printed READY.
+    /// Throws (naming each VM that failed, with its console's last lines) when any did not
+    /// boot within the boot timeout.
+    func startVMs(_ guests: [GuestSpec], of topology: Topology) throws {
         guard !guests.isEmpty else { return }
         let image: GuestImage
         do { image = try GuestImage.prepare(progress: { [log] in log("guest image: \($0)") }) }
@@ -65,8 +65,9 @@ extension Fabric {
         log("VMs run with \(accel == .kvm ? "KVM" : "TCG (software emulation)"): \(reason)")
         var supervisors: [VMSupervisor] = []
         for g in guests {
+            guard let taps = vmTaps[g.name], taps.count == g.nics.count else { continue }
             let nics = g.nics.enumerated().map { i, nic in
-                GuestNIC(mac: nic.mac, tapFD: vmTaps[g.name]![i].fd, addresses: nic.ip.map { [$0.description] } ?? [],
+                GuestNIC(mac: nic.mac, tapFD: taps[i].fd, addresses: nic.ip.map { [$0.description] } ?? [],
                          mtu: topology.mtu(of: nic))
             }
             let spec = VMSpec(name: g.name, memoryMiB: g.memoryMiB, cpus: g.cpus, nics: nics)
@@ -103,18 +104,18 @@ extension Fabric {
         ProcessInfo.processInfo.environment["TAPESTRY_VM_BOOT_TIMEOUT"].flatMap(TimeInterval.init) ?? 90
     }
 
-    /// Stops every VM (in parallel, gracefully: ACPI power button, then quit, then kill).
-    func stopVMs() {
+    /// Stops the VMs named `names` (in parallel, gracefully: ACPI power button, then quit,
+    /// then kill) and closes their TAPs.
+    func stopVMs(_ names: [String]) {
         let group = DispatchGroup()
-        for s in vms.values {
+        for n in Set(names) {
+            guard let s = vms.removeValue(forKey: n) else { continue }
             group.enter()
             Thread.detachNewThread { s.stop(gracePeriod: 5); group.leave() }
         }
         group.wait()
-        if !vms.isEmpty { rmdir("\(RunDirectory.path)/\(topology.name).vms") }
-        vms = [:]
-        for taps in vmTaps.values { for t in taps { t.close() } }
-        vmTaps = [:]
+        for n in Set(names) { for t in vmTaps.removeValue(forKey: n) ?? [] { t.close() } }
+        if vms.isEmpty && vmTaps.isEmpty { rmdir("\(RunDirectory.path)/\(topology.name).vms") }
     }
 
     /// A VM came back after a crash (or `vm restart`): forget what its ports had learned, so
@@ -122,11 +123,12 @@ extension Fabric {
     func vmRestarted(_ name: String) {
         guard let dp = datapath else { return }
         let prefix = name + "."
-        var flushed = 0
-        dp.withSnapshot {
-            for sw in dp.switches {
-                for (i, p) in sw.plan.ports.enumerated() where p.name.hasPrefix(prefix) { flushed += sw.table.flush(port: i) }
+        let flushed = dp.withLock { lock in
+            var n = 0
+            for sw in lock.switches {
+                for (i, p) in sw.plan.ports.enumerated() where p.name.hasPrefix(prefix) { n += sw.table(lock).flush(port: i) }
             }
+            return n
         }
         log("vm \(name): restarted on the same port(s); \(flushed) MAC entr\(flushed == 1 ? "y" : "ies") flushed")
     }

@@ -23,7 +23,10 @@ extension Topology {
                                           security: PortSecurity(promiscuous: sec.promiscuous, macChanges: sec.macChanges,
                                                                  forgedTransmits: sec.forgedTransmits),
                                           macLimit: group.macLimit, storm: group.storm, l2Transparency: group.l2Transparency,
-                                          usesUplinks: group.usesUplinks && sw.uplinks != nil))
+                                          usesUplinks: group.usesUplinks && sw.uplinks != nil,
+                                          // A netns guest's TAP has a virtio-net header; a VM's
+                                          // port (AF_PACKET on its TAP) sends plain frames.
+                                          acceptsOffloads: guest.kind == .netns))
                 }
             }
             var team: TeamConfig? = nil
@@ -37,7 +40,7 @@ extension Topology {
                 for (i, nic) in u.nics.enumerated() {
                     ports.append(PortPlan(name: nic, portGroup: PortPlan.uplinkGroup, mode: mode,
                                           security: PortSecurity(promiscuous: false, macChanges: true, forgedTransmits: true),
-                                          macLimit: sw.macLimit, uplinkMember: i, usesUplinks: false))
+                                          macLimit: sw.macLimit, uplinkMember: i, usesUplinks: false, acceptsOffloads: true))
                 }
                 let index = { (n: String) in u.nics.firstIndex(of: n)! }
                 team = TeamConfig(memberCount: u.nics.count, policy: TeamPolicy(rawValue: u.policy.rawValue) ?? .portID,
@@ -54,7 +57,7 @@ extension Topology {
                 return MirrorPlan(name: m.name, sources: sources, ingress: m.direction != .out,
                                   egress: m.direction != .in, destinations: destinations)
             }
-            return SwitchPlan(name: sw.name, ports: ports, mtu: sw.mtu, agingSeconds: sw.agingSeconds,
+            return SwitchPlan(name: sw.name, ports: ports, mtu: sw.mtu, aging: .seconds(sw.agingSeconds),
                               macLimit: sw.macLimit, staticEntries: statics, mirrors: mirrors, team: team)
         }
     }

@@ -114,28 +114,37 @@ struct Host { var vlan: VLANID; var port: Int; var tagged: Bool }
 final class Scenario {
     let name: String, what: String
     let plan: SwitchPlan, table: MACTable, workload: Workload
+    let storm: StormControl
+    let list = EgressList()
     var rates: [Double] = []
     var forwarded = 0, egress = 0, allocations: UInt64 = 0, frames = 0
     init(_ name: String, _ what: String, _ plan: SwitchPlan, _ table: MACTable, _ workload: Workload) {
         self.name = name; self.what = what; self.plan = plan; self.table = table; self.workload = workload
+        storm = StormControl(plan: plan)
     }
 
     /// One run of decide + learn + egress walk over `count` frames: the datapath's per-frame
     /// work without the syscalls (what `Datapath.forward` does between its read and its
     /// writes).
     func run(frames count: Int) {
-        let plan = self.plan, table = self.table, w = workload
+        let plan = self.plan, w = workload
         let mask = Workload.frameCount - 1
         var forwarded = 0, egress = 0
+        let list = self.list
+        list.prepare(portCount: plan.ports.count)
+        // The clock reads one second after the table was filled, as the datapath's once per batch.
+        let context = DecisionContext(table: table, storm: storm.isActive ? storm : nil, now: .seconds(1))
         let allocationsBefore = cmc_allocations()
         let time = seconds {
             for n in 0..<count {
                 let f = n & mask
                 let inPort = w.inPorts[f]
-                let d = decide(frame: w.frame(f), inPort: inPort, plan: plan, table: table)
-                if d.learn { table.learn(vlan: d.vlan, mac: d.source, port: inPort, now: 1, portLimit: 65_536) }
+                let d = decide(frame: w.frame(f), inPort: inPort, plan: plan, context: context)
+                if d.takesStormToken, let why = d.floodReason { context.storm?.take(port: inPort, reason: why, now: context.now) }
+                if d.learn { context.table.learn(vlan: d.vlan, mac: d.source, port: inPort, now: context.now, portLimit: 65_536) }
                 if case .forward = d.verdict { forwarded &+= 1 }
-                forEachEgress(of: d, inPort: inPort, plan: plan) { _, _, _ in egress &+= 1 }
+                _ = collectEgress(of: d, inPort: inPort, plan: plan, context: context, into: list)
+                egress &+= list.count
             }
         }
         allocations += cmc_allocations() - allocationsBefore
@@ -154,7 +163,7 @@ var throughput: [Scenario] = []
 /// first frame from each host also refreshes its entry's LRU position once).
 func learned(_ hosts: [Host], ports: Int) -> MACTable {
     let table = MACTable(limit: 65_536, portCount: ports)
-    for (i, h) in hosts.enumerated() { table.learn(vlan: h.vlan, mac: address(i), port: h.port, now: 0) }
+    for (i, h) in hosts.enumerated() { table.learn(vlan: h.vlan, mac: address(i), port: h.port, now: .seconds(0)) }
     return table
 }
 
@@ -235,7 +244,7 @@ if scenarios.contains("learning") {
     var rates: [Double] = []
     for _ in 0..<runs {
         let fresh = MACTable(limit: 1_048_576, portCount: 16)
-        let t = seconds { for i in 0..<1_000_000 { fresh.learn(vlan: VLANID(10), mac: address(i), port: i & 15, now: 0) } }
+        let t = seconds { for i in 0..<1_000_000 { fresh.learn(vlan: VLANID(10), mac: address(i), port: i & 15, now: .seconds(0)) } }
         rates.append(1e6 / t / 1e6)
     }
     print("learning rate: \(summary(rates)) M new addresses/s (1 000 000 addresses into an empty table)")
@@ -244,7 +253,7 @@ if scenarios.contains("learning") {
 if scenarios.contains("memory") {
     let before = residentBytes()
     let million = MACTable(limit: 1_000_000, portCount: 16)
-    for i in 0..<1_000_000 { million.learn(vlan: VLANID(UInt16(1 + i % 4094)), mac: address(i), port: i & 15, now: 0) }
+    for i in 0..<1_000_000 { million.learn(vlan: VLANID(UInt16(1 + i % 4094)), mac: address(i), port: i & 15, now: .seconds(0)) }
     let after = residentBytes()
     print("1 000 000 MAC entries: \(String(format: "%.1f", Double(after - before) / 1_048_576)) MiB resident (\(million.count) entries)")
 }

@@ -8,34 +8,34 @@ import TestSupport
 
     @Test func learnsPerVLAN() {
         let t = MACTable(limit: 16)
-        #expect(t.learn(vlan: v10, mac: mac(1), port: 0, now: 0) == .learned)
+        #expect(t.learn(vlan: v10, mac: mac(1), port: 0, now: .seconds(0)) == .learned)
         #expect(t.lookup(vlan: v10, mac: mac(1)) == 0)
         #expect(t.lookup(vlan: v20, mac: mac(1)) == nil, "same MAC in another VLAN is another entry")
-        #expect(t.learn(vlan: v20, mac: mac(1), port: 3, now: 0) == .learned)
+        #expect(t.learn(vlan: v20, mac: mac(1), port: 3, now: .seconds(0)) == .learned)
         #expect(t.lookup(vlan: v20, mac: mac(1)) == 3 && t.lookup(vlan: v10, mac: mac(1)) == 0)
-        #expect(t.learn(vlan: v10, mac: mac(1), port: 0, now: 5) == .refreshed)
+        #expect(t.learn(vlan: v10, mac: mac(1), port: 0, now: .seconds(5)) == .refreshed)
         #expect(t.count == 2)
     }
 
     @Test func agingWithManualClock() {
         let t = MACTable(limit: 16)
-        t.learn(vlan: v10, mac: mac(1), port: 0, now: 100)
-        t.learn(vlan: v10, mac: mac(2), port: 1, now: 200)
-        #expect(t.expire(now: 399, agingSeconds: 300) == 0)
-        #expect(t.age(vlan: v10, mac: mac(1), now: 399) == 299)
-        #expect(t.expire(now: 401, agingSeconds: 300) == 1)
+        t.learn(vlan: v10, mac: mac(1), port: 0, now: .seconds(100))
+        t.learn(vlan: v10, mac: mac(2), port: 1, now: .seconds(200))
+        #expect(t.expire(now: .seconds(399), aging: .seconds(300)) == 0)
+        #expect(t.age(vlan: v10, mac: mac(1), now: .seconds(399)) == .seconds(299))
+        #expect(t.expire(now: .seconds(401), aging: .seconds(300)) == 1)
         #expect(t.lookup(vlan: v10, mac: mac(1)) == nil && t.lookup(vlan: v10, mac: mac(2)) == 1)
         // A refresh restarts the clock.
-        t.learn(vlan: v10, mac: mac(2), port: 1, now: 450)
-        #expect(t.expire(now: 600, agingSeconds: 300) == 0)
-        #expect(t.expire(now: 751, agingSeconds: 300) == 1)
+        t.learn(vlan: v10, mac: mac(2), port: 1, now: .seconds(450))
+        #expect(t.expire(now: .seconds(600), aging: .seconds(300)) == 0)
+        #expect(t.expire(now: .seconds(751), aging: .seconds(300)) == 1)
         #expect(t.count == 0)
     }
 
     @Test func movesAtOnce() {
         let t = MACTable(limit: 16)
-        t.learn(vlan: v10, mac: mac(1), port: 0, now: 0)
-        #expect(t.learn(vlan: v10, mac: mac(1), port: 2, now: 1) == .moved(from: 0))
+        t.learn(vlan: v10, mac: mac(1), port: 0, now: .seconds(0))
+        #expect(t.learn(vlan: v10, mac: mac(1), port: 2, now: .seconds(1)) == .moved(from: 0))
         #expect(t.lookup(vlan: v10, mac: mac(1)) == 2)
         #expect(t.count(port: 0) == 0 && t.count(port: 2) == 1 && t.moves == 1)
     }
@@ -43,11 +43,11 @@ import TestSupport
     @Test func staticEntriesNeitherMoveNorAge() {
         let t = MACTable(limit: 16)
         #expect(t.addStatic(vlan: v10, mac: mac(9), port: 4))
-        #expect(t.learn(vlan: v10, mac: mac(9), port: 1, now: 0) == .staticEntry)
+        #expect(t.learn(vlan: v10, mac: mac(9), port: 1, now: .seconds(0)) == .staticEntry)
         #expect(t.lookup(vlan: v10, mac: mac(9)) == 4)
-        #expect(t.expire(now: 1_000_000, agingSeconds: 300) == 0)
+        #expect(t.expire(now: .seconds(1_000_000), aging: .seconds(300)) == 0)
         #expect(t.lookup(vlan: v10, mac: mac(9)) == 4)
-        #expect(t.entries(now: 5).first { $0.mac == mac(9) }?.isStatic == true)
+        #expect(t.entries(now: .seconds(5)).first { $0.mac == mac(9) }?.isStatic == true)
     }
 
     /// `learn`'s inlined fast path (same port, same second: nothing to do) must not mistake a
@@ -55,50 +55,50 @@ import TestSupport
     @Test func fastPathLeavesStaticEntriesAlone() {
         let t = MACTable(limit: 16)
         #expect(t.addStatic(vlan: v10, mac: mac(9), port: 4))
-        #expect(t.learn(vlan: v10, mac: mac(9), port: 4, now: 0) == .staticEntry)
+        #expect(t.learn(vlan: v10, mac: mac(9), port: 4, now: .seconds(0)) == .staticEntry)
         #expect(t.count == 0 && t.staticCount == 1)
-        #expect(t.learn(vlan: v10, mac: mac(1), port: 0, now: 7) == .learned)
-        #expect(t.learn(vlan: v10, mac: mac(1), port: 0, now: 7) == .refreshed)
-        #expect(t.age(vlan: v10, mac: mac(1), now: 9) == 2)
+        #expect(t.learn(vlan: v10, mac: mac(1), port: 0, now: .seconds(7)) == .learned)
+        #expect(t.learn(vlan: v10, mac: mac(1), port: 0, now: .seconds(7)) == .refreshed)
+        #expect(t.age(vlan: v10, mac: mac(1), now: .seconds(9)) == .seconds(2))
         #expect(t.count == 1 && t.count(port: 0) == 1)
     }
 
     @Test func fairEvictionTakesFromTheFullestPort() {
         let t = MACTable(limit: 8)
         // Port 0 holds 2 entries, port 1 floods 6 random sources: the table is full.
-        t.learn(vlan: v10, mac: mac(1), port: 0, now: 0)
-        t.learn(vlan: v10, mac: mac(2), port: 0, now: 1)
-        for i in 0..<6 { t.learn(vlan: v10, mac: mac(100 + UInt64(i)), port: 1, now: 2 + Int64(i)) }
+        t.learn(vlan: v10, mac: mac(1), port: 0, now: .seconds(0))
+        t.learn(vlan: v10, mac: mac(2), port: 0, now: .seconds(1))
+        for i in 0..<6 { t.learn(vlan: v10, mac: mac(100 + UInt64(i)), port: 1, now: .seconds(2 + Int64(i))) }
         #expect(t.count == 8)
         // Port 1 keeps learning: only its own oldest entries go.
         for i in 6..<50 {
-            let outcome = t.learn(vlan: v10, mac: mac(100 + UInt64(i)), port: 1, now: 10 + Int64(i))
+            let outcome = t.learn(vlan: v10, mac: mac(100 + UInt64(i)), port: 1, now: .seconds(10 + Int64(i)))
             #expect(outcome == .learnedAfterEviction(evictedPort: 1))
         }
         #expect(t.lookup(vlan: v10, mac: mac(1)) == 0 && t.lookup(vlan: v10, mac: mac(2)) == 0)
         #expect(t.count == 8 && t.count(port: 1) == 6 && t.evictions == 44)
         #expect(t.lookup(vlan: v10, mac: mac(149)) == 1 && t.lookup(vlan: v10, mac: mac(100)) == nil)
         // A newcomer on port 2 evicts from port 1 (the fullest), not port 0.
-        #expect(t.learn(vlan: v10, mac: mac(7), port: 2, now: 100) == .learnedAfterEviction(evictedPort: 1))
+        #expect(t.learn(vlan: v10, mac: mac(7), port: 2, now: .seconds(100)) == .learnedAfterEviction(evictedPort: 1))
         #expect(t.count(port: 0) == 2)
     }
 
     @Test func evictionPrefersLeastRecentlySeen() {
         let t = MACTable(limit: 3)
-        t.learn(vlan: v10, mac: mac(1), port: 0, now: 0)
-        t.learn(vlan: v10, mac: mac(2), port: 0, now: 1)
-        t.learn(vlan: v10, mac: mac(3), port: 0, now: 2)
-        t.learn(vlan: v10, mac: mac(1), port: 0, now: 3)   // refresh: mac 2 is now the oldest
-        t.learn(vlan: v10, mac: mac(4), port: 0, now: 4)
+        t.learn(vlan: v10, mac: mac(1), port: 0, now: .seconds(0))
+        t.learn(vlan: v10, mac: mac(2), port: 0, now: .seconds(1))
+        t.learn(vlan: v10, mac: mac(3), port: 0, now: .seconds(2))
+        t.learn(vlan: v10, mac: mac(1), port: 0, now: .seconds(3))   // refresh: mac 2 is now the oldest
+        t.learn(vlan: v10, mac: mac(4), port: 0, now: .seconds(4))
         #expect(t.lookup(vlan: v10, mac: mac(2)) == nil)
         #expect(t.lookup(vlan: v10, mac: mac(1)) == 0 && t.lookup(vlan: v10, mac: mac(3)) == 0)
     }
 
     @Test func flushRemovesAPortsEntries() {
         let t = MACTable(limit: 16)
-        t.learn(vlan: v10, mac: mac(1), port: 0, now: 0)
-        t.learn(vlan: v20, mac: mac(2), port: 0, now: 0)
-        t.learn(vlan: v10, mac: mac(3), port: 1, now: 0)
+        t.learn(vlan: v10, mac: mac(1), port: 0, now: .seconds(0))
+        t.learn(vlan: v20, mac: mac(2), port: 0, now: .seconds(0))
+        t.learn(vlan: v10, mac: mac(3), port: 1, now: .seconds(0))
         #expect(t.flush(port: 0) == 2)
         #expect(t.count == 1 && t.lookup(vlan: v10, mac: mac(3)) == 1)
     }
@@ -120,10 +120,10 @@ import TestSupport
                 // Eviction picks a victim we cannot predict cheaply here: keep below the limit.
                 continue
             }
-            t.learn(vlan: v, mac: m, port: port, now: now)
+            t.learn(vlan: v, mac: m, port: port, now: .seconds(now))
             model[key] = (port, now)
             if rng.next() % 50 == 0 {
-                t.expire(now: now, agingSeconds: 30)
+                t.expire(now: .seconds(now), aging: .seconds(30))
                 model = model.filter { now - $0.value.seen <= 30 }
             }
         }
@@ -131,7 +131,7 @@ import TestSupport
         for (key, e) in model {
             #expect(t.lookup(vlan: VLANID(UInt16(key >> 48)), mac: MACAddress(rawValue: key)) == e.port)
         }
-        #expect(t.entries(now: now).count == model.count)
+        #expect(t.entries(now: .seconds(now)).count == model.count)
     }
 }
 

@@ -44,7 +44,7 @@ import TestSupport
 
     @Test func promiscuousPortSeesKnownUnicastOfItsVLANOnly() {
         let table = MACTable(limit: 64)
-        table.learn(vlan: VLANID(10), mac: Self.b, port: 1, now: 0)
+        table.learn(vlan: VLANID(10), mac: Self.b, port: 1, now: .seconds(0))
         let (verdict, out) = outcome(FrameBuilder(dst: Self.b, src: Self.a).bytes, from: 0, plan: Self.plan(), table: table)
         #expect(verdict == .forward(1))
         #expect(Set(out.keys) == ["b", "promisc"], "the VLAN 20 promiscuous port sees nothing of VLAN 10")
@@ -62,8 +62,8 @@ import TestSupport
 
     @Test func perPortLimitEvictsOnlyTheFloodersOwnEntries() {
         let t = MACTable(limit: 8192)
-        for i in 0..<10 { t.learn(vlan: VLANID(10), mac: mac(UInt64(i)), port: 0, now: 0, portLimit: 100) }
-        for i in 0..<5000 { t.learn(vlan: VLANID(10), mac: mac(0x10000 + UInt64(i)), port: 1, now: 1, portLimit: 100) }
+        for i in 0..<10 { t.learn(vlan: VLANID(10), mac: mac(UInt64(i)), port: 0, now: .seconds(0), portLimit: 100) }
+        for i in 0..<5000 { t.learn(vlan: VLANID(10), mac: mac(0x10000 + UInt64(i)), port: 1, now: .seconds(1), portLimit: 100) }
         #expect(t.count(port: 1) == 100 && t.evictions(port: 1) == 4900)
         #expect(t.count(port: 0) == 10 && t.evictions(port: 0) == 0)
         for i in 0..<10 { #expect(t.lookup(vlan: VLANID(10), mac: mac(UInt64(i))) == 0) }

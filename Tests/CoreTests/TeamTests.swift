@@ -378,47 +378,47 @@ private func arpFrame(src: MACAddress, sha: MACAddress, spa: [UInt8], tpa: [UInt
     func probe(_ sender: Int, team: UInt32 = 7) -> Beacon { Beacon(teamID: team, sender: sender, sequence: 0) }
 
     @Test func missingThreeProbesMarksDownAndAProbeBringsItBack() {
-        var m = BeaconMonitor(teamID: 7, memberCount: 3, vlans: [v10, v20], now: 0)
+        var m = BeaconMonitor(teamID: 7, memberCount: 3, vlans: [v10, v20], now: .milliseconds(0))
         #expect(m.warning == nil)
         // Every second: members 1 and 2 hear each other on both VLANs; member 0 hears nothing.
         for t in stride(from: Int64(1000), through: 5000, by: 1000) {
             for v in [v10, v20] {
-                m.received(probe(2), on: 1, vlan: v, now: t)
-                m.received(probe(1), on: 2, vlan: v, now: t)
-                m.received(probe(0), on: 0, vlan: v, now: t)       // its own probe proves nothing
-                m.received(probe(1, team: 8), on: 0, vlan: v, now: t)   // another team's neither
+                m.received(probe(2), on: 1, vlan: v, now: .milliseconds(t))
+                m.received(probe(1), on: 2, vlan: v, now: .milliseconds(t))
+                m.received(probe(0), on: 0, vlan: v, now: .milliseconds(t))       // its own probe proves nothing
+                m.received(probe(1, team: 8), on: 0, vlan: v, now: .milliseconds(t))   // another team's neither
             }
             let expected: [MemberHealth] = t < 3000 ? [.up, .up, .up] : [.down(.beaconLost), .up, .up]
-            #expect(m.health(now: t) == expected, "at \(t) ms")
+            #expect(m.health(now: .milliseconds(t)) == expected, "at \(t) ms")
         }
-        #expect(m.health(now: 2999) == [.up, .up, .up])
+        #expect(m.health(now: .milliseconds(2999)) == [.up, .up, .up])
         // Member 0 hears member 1 on VLAN 10 only: still down (VLAN 20 is broken for it).
-        m.received(probe(1), on: 0, vlan: v10, now: 5500)
-        #expect(m.health(now: 5500)[0] == .down(.beaconLost))
-        m.received(probe(2), on: 0, vlan: v20, now: 5600)
-        #expect(m.health(now: 5600) == [.up, .up, .up])
+        m.received(probe(1), on: 0, vlan: v10, now: .milliseconds(5500))
+        #expect(m.health(now: .milliseconds(5500))[0] == .down(.beaconLost))
+        m.received(probe(2), on: 0, vlan: v20, now: .milliseconds(5600))
+        #expect(m.health(now: .milliseconds(5600)) == [.up, .up, .up])
         // A VLAN the monitor does not watch is ignored.
-        m.received(probe(1), on: 0, vlan: VLANID(30), now: 9000)
-        m.received(probe(2), on: 1, vlan: v10, now: 9000)
-        m.received(probe(2), on: 1, vlan: v20, now: 9000)
-        #expect(m.health(now: 9000)[0] == .down(.beaconLost))
+        m.received(probe(1), on: 0, vlan: VLANID(30), now: .milliseconds(9000))
+        m.received(probe(2), on: 1, vlan: v10, now: .milliseconds(9000))
+        m.received(probe(2), on: 1, vlan: v20, now: .milliseconds(9000))
+        #expect(m.health(now: .milliseconds(9000))[0] == .down(.beaconLost))
     }
 
     @Test func fewerThanThreeUplinksWarnsAndBlamesNobody() {
-        let two = BeaconMonitor(teamID: 1, memberCount: 2, vlans: [v10], now: 0)
+        let two = BeaconMonitor(teamID: 1, memberCount: 2, vlans: [v10], now: .milliseconds(0))
         #expect(two.warning != nil)
-        #expect(BeaconMonitor(teamID: 1, memberCount: 1, vlans: [v10], now: 0).warning != nil)
+        #expect(BeaconMonitor(teamID: 1, memberCount: 1, vlans: [v10], now: .milliseconds(0)).warning != nil)
         // With two members a broken path silences both: nobody can be blamed.
-        #expect(two.health(now: 10_000) == [.up, .up])
+        #expect(two.health(now: .milliseconds(10_000)) == [.up, .up])
         // Everybody silent in a bigger team: not isolated either.
-        #expect(BeaconMonitor(teamID: 1, memberCount: 3, vlans: [v10], now: 0).health(now: 10_000) == [.up, .up, .up])
+        #expect(BeaconMonitor(teamID: 1, memberCount: 3, vlans: [v10], now: .milliseconds(0)).health(now: .milliseconds(10_000)) == [.up, .up, .up])
     }
 
     @Test func beaconHealthFeedsTheTeam() {
-        var m = BeaconMonitor(teamID: 7, memberCount: 3, vlans: [v10], now: 0)
-        m.received(probe(2), on: 1, vlan: v10, now: 3000)
-        m.received(probe(1), on: 2, vlan: v10, now: 3000)
-        let s = state(TeamConfig(memberCount: 3, policy: .failoverOrder, active: [0]), m.health(now: 3000))
+        var m = BeaconMonitor(teamID: 7, memberCount: 3, vlans: [v10], now: .milliseconds(0))
+        m.received(probe(2), on: 1, vlan: v10, now: .milliseconds(3000))
+        m.received(probe(1), on: 2, vlan: v10, now: .milliseconds(3000))
+        let s = state(TeamConfig(memberCount: 3, policy: .failoverOrder, active: [0]), m.health(now: .milliseconds(3000)))
         #expect(s.uplink(forGuestPort: 0, source: mac(1)) == 1)
     }
 }

@@ -28,8 +28,8 @@ import Testing
         let new = SwitchPlan(name: "sw0", ports: [Self.port("b.eth0", 10), Self.port("a.eth0", 10), Self.port("d.eth0", 10)])
         try dp.replaceSwitches([SwitchRuntime(plan: new, ports: [b, a, d])])
 
-        let (entries, counters) = dp.withSnapshot {
-            (dp.switches[0].table.entries(now: monotonicSeconds()), (0..<3).map { dp.switches[0].counters.snapshot(port: $0) })
+        let (entries, counters) = dp.withLock { l in
+            (l.switches[0].table(l).entries(now: .now), (0..<3).map { l.switches[0].counters(l).snapshot(port: $0) })
         }
         #expect(Set(entries.map { "\($0.mac)/\($0.port)" }) == ["\(mac(0xA))/1", "\(mac(0xB))/0"], "entries follow their ports' new indexes")
         #expect(counters[0].rxFrames == 1 && counters[0].txFrames == 1, "b kept its counters")
@@ -53,7 +53,7 @@ import Testing
         a.inject(FrameBuilder(dst: .broadcast, src: mac(0xA)).type(EtherType.arp).bytes)
         #expect(b.received().count == 1)
         try dp.replaceSwitches([SwitchRuntime(plan: SwitchPlan(name: "sw0", ports: [Self.port("a.eth0", 20), Self.port("b.eth0", 10)]), ports: [a, b])])
-        #expect(dp.withSnapshot { dp.switches[0].table.count } == 0, "a is no longer in VLAN 10: its VLAN 10 entry is gone")
+        #expect(dp.withLock { l in l.switches[0].table(l).count } == 0, "a is no longer in VLAN 10: its VLAN 10 entry is gone")
         a.inject(FrameBuilder(dst: .broadcast, src: mac(0xA)).type(EtherType.arp).bytes)
         #expect(b.received(waitingMilliseconds: 100).isEmpty, "VLAN 20 does not reach b")
     }

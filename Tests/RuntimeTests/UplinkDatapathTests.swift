@@ -10,12 +10,12 @@ import TestSupport
 @Suite(.serialized) struct UplinkDatapathTests {
     static let v10 = VLANID(10)
     let plan = SwitchPlan(name: "sw0", ports: [
-        PortPlan(name: "a.eth0", portGroup: "lan", mode: .access(v10), configuredMAC: mac(0xA)),
-        PortPlan(name: "b.eth0", portGroup: "lan", mode: .access(v10), configuredMAC: mac(0xB)),
+        PortPlan(name: "a.eth0", portGroup: "lan", mode: .access(v10), configuredMAC: mac(0xA), acceptsOffloads: true),
+        PortPlan(name: "b.eth0", portGroup: "lan", mode: .access(v10), configuredMAC: mac(0xB), acceptsOffloads: true),
         PortPlan(name: "u0", portGroup: PortPlan.uplinkGroup, mode: .trunk(allowed: VLANSet([v10]), native: .untagged),
-                 security: PortSecurity(promiscuous: false, macChanges: true, forgedTransmits: true), uplinkMember: 0, usesUplinks: false),
+                 security: PortSecurity(promiscuous: false, macChanges: true, forgedTransmits: true), uplinkMember: 0, usesUplinks: false, acceptsOffloads: true),
         PortPlan(name: "u1", portGroup: PortPlan.uplinkGroup, mode: .trunk(allowed: VLANSet([v10]), native: .untagged),
-                 security: PortSecurity(promiscuous: false, macChanges: true, forgedTransmits: true), uplinkMember: 1, usesUplinks: false),
+                 security: PortSecurity(promiscuous: false, macChanges: true, forgedTransmits: true), uplinkMember: 1, usesUplinks: false, acceptsOffloads: true),
     ], team: TeamConfig(memberCount: 2, policy: .failoverOrder, active: [0], standby: [1]))
 
     func ports() -> [SocketPairPort] {
@@ -52,12 +52,12 @@ import TestSupport
         // The standby receives nothing: its copy of the flood is dropped and counted.
         p[3].inject(frame)
         #expect(p[0].received(waitingMilliseconds: 50).isEmpty)
-        #expect(dp.withSnapshot { dp.switches[0].counters.snapshot(port: 3).drops } == [.teamInactiveUplink: 1])
+        #expect(dp.withLock { l in l.switches[0].counters(l).snapshot(port: 3).drops } == [.teamInactiveUplink: 1])
         // A reflection of a guest's own frame is dropped.
         p[0].inject(zero + FrameBuilder(dst: .broadcast, src: mac(0xA)).bytes)
         _ = p[1].received(); _ = p[2].received()
         p[2].inject(FrameBuilder(dst: .broadcast, src: mac(0xA)).tagged(10).bytes)
         #expect(p[1].received(waitingMilliseconds: 50).isEmpty)
-        #expect(dp.withSnapshot { dp.switches[0].counters.snapshot(port: 2).drops } == [.teamReflectedSource: 1])
+        #expect(dp.withLock { l in l.switches[0].counters(l).snapshot(port: 2).drops } == [.teamReflectedSource: 1])
     }
 }

@@ -58,7 +58,7 @@ final class MultiQueuePort: PortIO {
         #expect(reply.map(\.frame) == [FrameBuilder(dst: a, src: b).bytes])
         #expect(reply.map(\.queue) == [1], "worker 1 writes through its own queue")
         #expect(p[2].received(waitingMilliseconds: 50).isEmpty, "known unicast is not flooded")
-        let entries = dp.withSnapshot { dp.switches[0].table.entries(now: monotonicSeconds()) }
+        let entries = dp.withLock { l in l.switches[0].table(l).entries(now: .now) }
         #expect(Set(entries.map { "\($0.mac)/\($0.port)" }) == ["\(a)/0", "\(b)/1"])
     }
 
@@ -140,8 +140,8 @@ final class MultiQueuePort: PortIO {
         let expected = UInt64(2 * perQueue)
         let deadline = Date().addingTimeInterval(20)
         func settled() -> Bool {
-            dp.withSnapshot {
-                let cs = dp.switches[0].counters
+            dp.withLock { l in
+                let cs = l.switches[0].counters(l)
                 let out = cs.snapshot(port: 2)
                 return cs.snapshot(port: 0).rxFrames == expected && out.txFrames + out.drops.values.reduce(0, +) == expected
             }
@@ -150,7 +150,7 @@ final class MultiQueuePort: PortIO {
         usleep(50_000)
         stop.set()
         receiver.wait()
-        let (from, to) = dp.withSnapshot { (dp.switches[0].counters.snapshot(port: 0), dp.switches[0].counters.snapshot(port: 2)) }
+        let (from, to) = dp.withLock { l in (l.switches[0].counters(l).snapshot(port: 0), l.switches[0].counters(l).snapshot(port: 2)) }
         #expect(from.rxFrames == expected, "every frame read once: \(from)")
         #expect(to.txFrames + to.drops.values.reduce(0, +) == expected, "every frame sent or counted as dropped once: \(to)")
         #expect(to.txFrames == UInt64(drained), "the counters match what arrived")

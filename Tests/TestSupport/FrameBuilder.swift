@@ -11,8 +11,8 @@ public struct FrameBuilder {
     public init(dst: MACAddress, src: MACAddress) { destination = dst; source = src }
 
     /// Adds an 802.1Q tag (or another TPID) outside any tags already added... innermost last.
-    public func tagged(_ vid: UInt16, tpid: UInt16 = EtherType.vlan, pcp: UInt16 = 0) -> FrameBuilder {
-        var b = self; b.tags.append(VLANTag(tpid: tpid, tci: pcp << 13 | vid)); return b
+    public func tagged(_ vid: UInt16, tpid: UInt16 = EtherType.vlan, pcp: UInt16 = 0, dei: Bool = false) -> FrameBuilder {
+        var b = self; b.tags.append(VLANTag(tpid: tpid, tci: pcp << 13 | (dei ? 0x1000 : 0) | vid)); return b
     }
     public func type(_ t: UInt16) -> FrameBuilder { var b = self; b.etherType = t; return b }
     public func payload(_ n: Int) -> FrameBuilder { var b = self; b.payloadLength = n; return b }
@@ -28,3 +28,22 @@ public struct FrameBuilder {
 
 /// A shorthand for test MACs: `mac(1)` is 02:00:00:00:00:01.
 public func mac(_ n: UInt64) -> MACAddress { MACAddress(rawValue: 0x0200_0000_0000 | n) }
+
+import Core
+
+/// The egress half of a decision as a list of (port, rewrite, refusal) — outputs and
+/// refusals, mirror copies left out — for table-driven tests (over `collectEgress`).
+public func forEachEgress(of d: Decision, inPort: PortIndex, plan: SwitchPlan, context: DecisionContext? = nil,
+                          _ body: (PortIndex, EgressRewrite, DropReason?) -> Void) {
+    let list = EgressList()
+    list.prepare(portCount: plan.ports.count)
+    _ = collectEgress(of: d, inPort: inPort, plan: plan, context: context ?? DecisionContext(table: MACTable()), into: list)
+    for i in 0..<list.count {
+        let item = list[i]
+        switch item.kind {
+        case .output: body(Int(item.port), item.rewrite, nil)
+        case .refused: body(Int(item.port), item.rewrite, item.refusal)
+        case .mirrorIngress, .mirrorEgress: continue
+        }
+    }
+}

@@ -1,0 +1,206 @@
+import Model
+
+/// One copy of a decided frame: where it goes and how (collected by `collectEgress`).
+public struct EgressItem: Sendable {
+    public enum Kind: UInt8, Sendable {
+        /// The frame itself, out of `port`, rewritten by `rewrite`.
+        case output
+        /// `port` would get the frame (or a mirror copy of it), but refuses it: `refusal` is
+        /// counted as a drop on `port`.
+        case refused
+        /// A mirror (SPAN) copy of the frame as it was received, to mirror destination `port`.
+        case mirrorIngress
+        /// A mirror copy of what leaves by output item `after`, to destination `port`: sent
+        /// only if that output is sent ("copy if sent"); when several outputs of one frame
+        /// offer a copy to the same destination, only the first one sent goes.
+        case mirrorEgress
+    }
+    public var port: Int32
+    public var kind: Kind
+    /// Why `port` refuses the copy (`.refused` only).
+    public var refusal: DropReason
+    /// `.mirrorEgress`: the index (in the same list) of the output it copies; -1 otherwise.
+    public var after: Int32
+    /// How the copy leaves (identity for an ingress mirror copy: the frame as received).
+    public var rewrite: EgressRewrite
+    @inlinable init(port: Int, kind: Kind, refusal: DropReason = .runt, after: Int32 = -1, rewrite: EgressRewrite) {
+        self.port = Int32(port); self.kind = kind; self.refusal = refusal; self.after = after; self.rewrite = rewrite
+    }
+}
+
+/// The copies of one frame, in the order they are to be sent: a fixed buffer reused for
+/// every frame (the datapath keeps one per worker, `trace` makes its own), so collecting
+/// allocates nothing.
+///
+/// It also keeps, per port, the serial of the last frame that sent the port an ingress
+/// mirror copy: each mirror destination gets at most one copy of a frame, however many of
+/// its monitored ports the frame touches (the copy as first seen).
+public final class EgressList {
+    /// Copies one frame may have before the rest are counted as `transmit-queue-full`.
+    public let capacity: Int
+    @usableFromInline let items: UnsafeMutablePointer<EgressItem>
+    @usableFromInline var used = 0
+    @usableFromInline var dropped = 0
+    @usableFromInline var stamps: UnsafeMutablePointer<UInt32>
+    @usableFromInline var stampCapacity: Int
+    @usableFromInline var serial: UInt32 = 0
+
+    public init(capacity: Int = 4096) {
+        self.capacity = capacity
+        items = .allocate(capacity: capacity)
+        stampCapacity = 64
+        stamps = .allocate(capacity: stampCapacity)
+        stamps.initialize(repeating: 0, count: stampCapacity)
+    }
+    deinit { items.deallocate(); stamps.deallocate() }
+
+    /// Copies collected for the current frame.
+    @inlinable public var count: Int { used }
+    /// Copies that did not fit (the caller counts them on the ingress port).
+    @inlinable public var overflow: Int { dropped }
+    @inlinable public subscript(i: Int) -> EgressItem { items[i] }
+
+    /// Makes room for a switch of `portCount` ports. Allocates only when a bigger switch
+    /// than any before appears; call once per batch, outside the per-frame loop.
+    public func prepare(portCount: Int) {
+        guard portCount > stampCapacity else { return }
+        stamps.deallocate()
+        stampCapacity = max(portCount, stampCapacity * 2)
+        stamps = .allocate(capacity: stampCapacity)
+        stamps.initialize(repeating: 0, count: stampCapacity)
+        serial = 0
+    }
+
+    /// Starts a new frame.
+    @inlinable @inline(__always)
+    func begin() {
+        used = 0; dropped = 0
+        serial &+= 1
+        if serial == 0 {
+            stamps.update(repeating: 0, count: stampCapacity)
+            serial = 1
+        }
+    }
+
+    @inlinable @inline(__always)
+    func append(_ item: EgressItem) {
+        if used < capacity { items[used] = item; used += 1 } else { dropped += 1 }
+    }
+
+    /// True the first time `port` is stamped for the current frame.
+    @inlinable @inline(__always)
+    func stamp(_ port: Int) -> Bool {
+        guard port < stampCapacity else { return true }
+        if stamps[port] == serial { return false }
+        stamps[port] = serial
+        return true
+    }
+
+    @inlinable @inline(__always)
+    func isStamped(_ port: Int) -> Bool { port < stampCapacity && stamps[port] == serial }
+}
+
+/// Whether `port` may receive a frame for `destination` under its security policy: with
+/// `mac-changes` rejected (and not promiscuous), unicast goes only to the configured MAC.
+@inlinable @inline(__always)
+public func egressRefusal(of destination: MACAddress, to port: HotPort) -> DropReason? {
+    guard let own = port.configuredMAC, !port.security.macChanges, !port.security.promiscuous,
+          !destination.isMulticast, destination != own else { return nil }
+    return .macChangeRejected
+}
+
+/// Collects into `list` every copy decided frame `d` leaves the switch as: outputs with
+/// their rewrite, ports whose policy refuses it, and mirror copies; returns a drop for the
+/// ingress port when there is one to count (`no-egress-port`: a flood reached no port;
+/// `transmit-queue-full`: more copies than the list holds).
+///
+/// The egress half of the decision, pure like `decide` (the mirror stamps in `list` are
+/// scratch space), and shared by the datapath and `trace`:
+/// - A flood goes to every other member port of the VLAN; a forward to one port, plus the
+///   promiscuous ports of the VLAN. A port outside the VLAN gets nothing.
+/// - The team: a guest's frame leaves by its one chosen member (`d.uplink`), never by the
+///   others; a frame from an uplink goes only to guests of port groups that use uplinks.
+/// - A port whose device is gone (`context.links`) gets nothing.
+/// - A port refuses unicast for another MAC (`mac-changes` rejected), and a GSO frame or a
+///   partial checksum when it cannot take offloads (`offload-not-supported`).
+/// - Mirrors (SPAN): a copy of the frame as received to each destination of the ingress
+///   port's ingress mirrors, whatever the verdict (dropped frames too, as a SPAN port sees
+///   them); for each output, a copy of it as sent to the destinations of that port's egress
+///   mirrors, sent only if the output is ("copy if sent"). A destination gets at most one
+///   copy of a frame (the ingress copy first).
+@inlinable
+public func collectEgress(of d: Decision, inPort: PortIndex, plan: SwitchPlan, context: DecisionContext,
+                          into list: EgressList) -> DropReason? {
+    list.begin()
+    let storage = plan.storage
+    // Ports whose device is gone get nothing (one branch when every port is up).
+    let links = context.links.flatMap { $0.downCount > 0 ? $0 : nil }
+    if case .local = d.verdict { return nil }
+    let offload = d.offload.needsOffload
+    if storage.hasMirrors {
+        for dst in storage.mirrorOnIngress[inPort] where links?.isDown(dst) != true && list.stamp(dst) {
+            if offload && !storage.hot[dst].acceptsOffloads {
+                list.append(EgressItem(port: dst, kind: .refused, refusal: .offloadNotSupported, rewrite: EgressRewrite(strip: 0, push: nil)))
+            } else {
+                list.append(EgressItem(port: dst, kind: .mirrorIngress, rewrite: EgressRewrite(strip: 0, push: nil)))
+            }
+        }
+    }
+    let mirrorsEnd = list.count
+    let from = storage.hot[inPort]
+    @inline(__always) func offer(_ p: Int) {
+        if let l = links, l.isDown(p) { return }
+        let port = storage.hot[p]
+        if port.isUplink {
+            if from.isUplink || port.teamMember != d.uplink { return }
+        } else if from.isUplink && !port.usesUplinks {
+            return
+        }
+        guard let rw = plan.egressRewrite(vlan: d.vlan, ingressTagLength: d.ingressTagLength, priority: d.priority, on: port) else { return }
+        if let r = egressRefusal(of: d.destination, to: port) {
+            list.append(EgressItem(port: p, kind: .refused, refusal: r, rewrite: rw))
+        } else if offload && !port.acceptsOffloads {
+            list.append(EgressItem(port: p, kind: .refused, refusal: .offloadNotSupported, rewrite: rw))
+        } else {
+            let k = Int32(list.count)
+            list.append(EgressItem(port: p, kind: .output, rewrite: rw))
+            if storage.hasMirrors && list.count == Int(k) + 1 {
+                for dst in storage.mirrorOnEgress[p] where !list.isStamped(dst) && links?.isDown(dst) != true {
+                    if offload && !storage.hot[dst].acceptsOffloads { continue }
+                    list.append(EgressItem(port: dst, kind: .mirrorEgress, after: k, rewrite: rw))
+                }
+            }
+        }
+    }
+    switch d.verdict {
+    case .drop, .local:
+        return nil
+    case .forward(let p):
+        offer(p)
+        // One predictable branch on switches without promiscuous ports.
+        if storage.hasPromiscuousPorts {
+            let set = storage.promiscuousPorts, start = storage.promiscuousStart, v = Int(d.vlan.rawValue)
+            for i in Int(start[v])..<Int(start[v + 1]) {
+                let q = Int(set[i])
+                if q != inPort && q != p { offer(q) }
+            }
+        }
+    case .flood:
+        // Indexes into the flood set rather than `floodSet(_:)`'s slice: no reference
+        // counting on the per-frame path.
+        let set = storage.floodPorts, start = storage.floodStart, v = Int(d.vlan.rawValue)
+        for i in Int(start[v])..<Int(start[v + 1]) {
+            let p = Int(set[i])
+            if p != inPort { offer(p) }
+        }
+    case .floodPortGroup:
+        let group = storage.hot[inPort].group
+        for p32 in plan.floodSet(d.vlan) {
+            let p = Int(p32)
+            if p != inPort && storage.hot[p].l2Transparency && storage.hot[p].group == group { offer(p) }
+        }
+    }
+    if list.overflow > 0 { return .transmitQueueFull }
+    if list.count == mirrorsEnd, case .flood = d.verdict { return .noEgressPort }
+    return nil
+}

@@ -1,0 +1,257 @@
+import Core
+import Foundation
+import LinuxIO
+import Model
+import Runtime
+import Synchronization
+import Testing
+import TestSupport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A port that lives in memory: frames the test injects are read by the datapath, frames
+/// the datapath writes are kept in order. Writes never fail, so what reaches a port is
+/// exactly what the decision said (no transmit drops to tell apart).
+final class MemoryPort: SingleQueuePortIO, @unchecked Sendable {
+    let wake: EventFD
+    let vnetHeaderSize: Int
+    var txVNetHeaderSize: Int { vnetHeaderSize }
+    private let lock = NSLock()
+    private var inbox: [[UInt8]] = []
+    private var outbox: [[UInt8]] = []
+
+    init(vnetHeaderSize: Int) throws {
+        wake = try EventFD()
+        self.vnetHeaderSize = vnetHeaderSize
+    }
+    var pollFD: Int32 { wake.fd }
+    func takePendingError() -> Int32 { 0 }
+    func close() {}
+
+    func inject(_ frame: [UInt8]) {
+        lock.withLock { inbox.append(frame) }
+        wake.signal()
+    }
+    func read(into buffer: UnsafeMutableRawBufferPointer) -> IOResult {
+        lock.withLock {
+            guard !inbox.isEmpty else { _ = wake.drain(); return .wouldBlock }
+            let f = inbox.removeFirst()
+            buffer.copyBytes(from: f)
+            if inbox.isEmpty { _ = wake.drain() }
+            return .bytes(f.count)
+        }
+    }
+    func writev(_ iov: UnsafePointer<iovec>, count: Int32) -> IOResult {
+        var bytes: [UInt8] = []
+        for i in 0..<Int(count) {
+            bytes.append(contentsOf: UnsafeRawBufferPointer(start: iov[i].iov_base, count: iov[i].iov_len))
+        }
+        lock.withLock { outbox.append(bytes) }
+        return .bytes(bytes.count)
+    }
+    /// Frames written since the last call (each without its vnet header).
+    func takeWritten() -> [[UInt8]] {
+        lock.withLock {
+            defer { outbox.removeAll() }
+            return outbox.map { Array($0.dropFirst(vnetHeaderSize)) }
+        }
+    }
+}
+
+/// SplitMix64: a small seeded generator, so a failing case can be replayed from its seed.
+struct SeededRandom: RandomNumberGenerator {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+/// `trace` and forwarding agree, on random switches and random frames.
+///
+/// Random switches — access, untagged and trunk ports, the security trio, storm limits,
+/// mirrors in every direction, promiscuous ports, a NIC team, ports with and without
+/// offloads — receive random frames (unicast to known and unknown MACs, broadcast,
+/// multicast, reserved groups, wrong tags, priority tags with DEI, GSO and partial
+/// checksums) on random ports, one at a time. Before each frame is injected, `traceFrame`
+/// runs on the same live state under the datapath lock, with the datapath's injected clock
+/// at the same instant; then the datapath forwards the frame through in-memory ports that
+/// never fail a write. Both must give the same verdict (with the same drop reason), the
+/// same egress ports with the same tags, and the same mirror copies.
+@Suite(.serialized) struct TraceAgreesWithForwardingTests {
+    final class ManualClock: @unchecked Sendable {
+        let nanoseconds = Atomic<Int64>(1_000_000_000)
+        var now: MonotonicInstant { MonotonicInstant(nanoseconds: nanoseconds.load(ordering: .sequentiallyConsistent)) }
+        func advance(milliseconds: Int64) { nanoseconds.add(milliseconds * 1_000_000, ordering: .sequentiallyConsistent) }
+    }
+
+    static let vlans: [UInt16] = [10, 20, 30]
+
+    /// A random switch: 4–9 guest ports, maybe two uplinks, maybe mirrors.
+    static func randomPlan(_ rng: inout SeededRandom, macs: [MACAddress]) -> (SwitchPlan, [Bool]) {
+        let guests = Int.random(in: 4...9, using: &rng)
+        let withTeam = Bool.random(using: &rng)
+        var ports: [PortPlan] = []
+        var offloads: [Bool] = []
+        for i in 0..<guests {
+            let mode: PortMode
+            switch Int.random(in: 0..<4, using: &rng) {
+            case 0: mode = .access(.untagged)
+            case 1, 2: mode = .access(VLANID(vlans.randomElement(using: &rng)!))
+            default:
+                var allowed = VLANSet(vlans.filter { _ in Bool.random(using: &rng) }.map(VLANID.init))
+                if allowed.isEmpty { allowed.insert(VLANID(10)) }
+                let native: VLANID? = [nil, .untagged, VLANID(10), VLANID(20)].randomElement(using: &rng)!
+                mode = .trunk(allowed: allowed, native: native)
+            }
+            let security = PortSecurity(promiscuous: Int.random(in: 0..<6, using: &rng) == 0,
+                                        macChanges: Bool.random(using: &rng), forgedTransmits: Bool.random(using: &rng))
+            let storm = Bool.random(using: &rng)
+                ? StormLimits(broadcast: Int.random(in: 1...4, using: &rng), multicast: Int.random(in: 1...4, using: &rng),
+                              unknownUnicast: Int.random(in: 1...4, using: &rng))
+                : StormLimits()
+            let accepts = Bool.random(using: &rng)
+            offloads.append(accepts)
+            ports.append(PortPlan(name: "g\(i).eth0", portGroup: "pg\(Int.random(in: 0..<3, using: &rng))", mode: mode,
+                                  configuredMAC: Bool.random(using: &rng) ? macs[i] : nil, security: security,
+                                  macLimit: 64, storm: storm, l2Transparency: Int.random(in: 0..<4, using: &rng) == 0,
+                                  usesUplinks: withTeam && Int.random(in: 0..<4, using: &rng) != 0, acceptsOffloads: accepts))
+        }
+        var team: TeamConfig? = nil
+        if withTeam {
+            var carried = VLANSet(vlans.map(VLANID.init))
+            carried.insert(VLANID(10))
+            for m in 0..<2 {
+                ports.append(PortPlan(name: "nic\(m)", portGroup: PortPlan.uplinkGroup, mode: .trunk(allowed: carried, native: .untagged),
+                                      security: PortSecurity(promiscuous: false, macChanges: true, forgedTransmits: true),
+                                      uplinkMember: m, usesUplinks: false, acceptsOffloads: true))
+                offloads.append(true)
+            }
+            team = TeamConfig(memberCount: 2, policy: [TeamPolicy.portID, .srcMAC, .failoverOrder].randomElement(using: &rng)!)
+        }
+        var mirrors: [MirrorPlan] = []
+        if Int.random(in: 0..<4, using: &rng) != 0 {
+            // Destinations are guest ports that are not sources; a destination is never a source.
+            let dst = [guests - 1]
+            let sources = (0..<(guests - 1)).filter { _ in Bool.random(using: &rng) }
+            if !sources.isEmpty {
+                let dir = Int.random(in: 0..<3, using: &rng)
+                mirrors.append(MirrorPlan(name: "m0", sources: sources, ingress: dir != 1, egress: dir != 0, destinations: dst))
+            }
+        }
+        return (SwitchPlan(name: "sw0", ports: ports, mtu: 1500, macLimit: 256, mirrors: mirrors, team: team), offloads)
+    }
+
+    /// A random frame for port `p` of `plan`, with its virtio-net header when the port has one.
+    static func randomFrame(_ rng: inout SeededRandom, plan: SwitchPlan, port p: Int, vnet: Bool, macs: [MACAddress]) -> (bytes: [UInt8], header: [UInt8], offload: FrameOffload) {
+        let dstChoices: [MACAddress] = macs + [.broadcast, MACAddress(rawValue: 0x0100_5E00_0001), MACAddress(rawValue: 0x0180_C200_0000),
+                                              MACAddress(rawValue: 0x0200_0000_EEEE)]
+        var src = macs.randomElement(using: &rng)!
+        if Int.random(in: 0..<30, using: &rng) == 0 { src = .broadcast }
+        var b = FrameBuilder(dst: dstChoices.randomElement(using: &rng)!, src: src)
+        if Int.random(in: 0..<8, using: &rng) == 0 { b = b.type(EtherType.arp) }
+        // Tags: what the port expects most of the time, something else sometimes.
+        let mode = plan.ports[p].mode
+        switch (mode, Int.random(in: 0..<5, using: &rng)) {
+        case (.trunk(let allowed, _), 0...2):
+            let v = Array(allowed).randomElement(using: &rng)!
+            b = b.tagged(v.rawValue, pcp: UInt16.random(in: 0...7, using: &rng), dei: Bool.random(using: &rng))
+        case (_, 3): b = b.tagged(vlans.randomElement(using: &rng)!, pcp: 3, dei: true)
+        case (_, 4) where Bool.random(using: &rng): b = b.tagged(0, pcp: 5, dei: Bool.random(using: &rng))   // priority tag
+        default: break
+        }
+        var offload = FrameOffload.none
+        var header: [UInt8] = []
+        if vnet {
+            switch Int.random(in: 0..<4, using: &rng) {
+            case 0: offload = FrameOffload(isGSO: true); b = b.payload(3000)
+                header = [1, 1, 54, 0, 0xA8, 0x05, 34, 0, 16, 0]
+            case 1: offload = FrameOffload(needsChecksum: true); header = [1, 0, 0, 0, 0, 0, 34, 0, 16, 0]
+            default: header = [UInt8](repeating: 0, count: 10)
+            }
+        }
+        return (b.bytes, header, offload)
+    }
+
+    /// A frame's outer tag as trace writes an egress tag (`vlan 10 pcp 3 dei`, `untagged`).
+    static func tagText(_ frame: [UInt8]) -> String {
+        let h = frame.withUnsafeBytes { FrameHeader.parse($0) }
+        return h?.outerTag.map { "vlan \($0.vid)" + ($0.pcp > 0 || $0.dei ? " pcp \($0.pcp)\($0.dei ? " dei" : "")" : "") } ?? "untagged"
+    }
+
+    @Test(arguments: Array(0..<16))
+    func traceAndForwardingAgree(_ round: Int) throws {
+        let seed = UInt64(0x7A9E_5700 + round)
+        var rng = SeededRandom(state: seed)
+        let macs = (1...10).map { mac(UInt64($0)) }
+        let (plan, offloads) = Self.randomPlan(&rng, macs: macs)
+        let ports = try offloads.map { try MemoryPort(vnetHeaderSize: $0 ? 10 : 0) }
+        let clock = ManualClock()
+        let dp = try Datapath(switches: [SwitchRuntime(plan: plan, ports: ports)], clock: { clock.now })
+        dp.start()
+        defer { dp.stop() }
+        var compared = 0, mirrored = 0, stormDrops = 0, forwards = 0
+        for step in 0..<150 {
+            clock.advance(milliseconds: Int64.random(in: 0...150, using: &rng))
+            let p = Int.random(in: 0..<plan.ports.count, using: &rng)
+            let f = Self.randomFrame(&rng, plan: plan, port: p, vnet: offloads[p], macs: macs)
+            let batchesBefore = dp.withLock { $0.batchesCompleted }
+            let trace = dp.withLock { l in
+                traceFrame(f.bytes, offload: f.offload, inPort: p, plan: plan, context: l.switches[0].context(now: clock.now, l))
+            }
+            let countersBefore = dp.withLock { l in (0..<plan.ports.count).map { l.switches[0].counters(l).snapshot(port: $0) } }
+            ports[p].inject(f.header + f.bytes)
+            let deadline = Date().addingTimeInterval(5)
+            while dp.withLock({ $0.batchesCompleted }) == batchesBefore && Date() < deadline { usleep(200) }
+            let countersAfter = dp.withLock { l in (0..<plan.ports.count).map { l.switches[0].counters(l).snapshot(port: $0) } }
+            let context = "seed \(seed) step \(step): \(trace.summary) in on \(plan.ports[p].name)"
+
+            // Verdict: a drop is counted on the ingress port under the reason trace gave.
+            let newDrops = countersAfter[p].drops.filter { $0.value > (countersBefore[p].drops[$0.key] ?? 0) }.map(\.key.description)
+            if trace.verdict == "drop" {
+                #expect(newDrops == [trace.dropReason ?? "?"], "\(context): trace dropped (\(trace.dropReason ?? "?")), datapath counted \(newDrops)")
+                if trace.dropReason?.hasPrefix("storm-control") == true { stormDrops += 1 }
+            } else {
+                #expect(newDrops.isEmpty, "\(context): trace said \(trace.verdict), datapath dropped \(newDrops)")
+            }
+            if trace.verdict == "forward" { forwards += 1 }
+
+            // Egress and mirror copies: what each port got, as (port, tag) and as copies.
+            let received = Self.tagText(f.bytes)
+            var predicted: [String: [String]] = [:]
+            for e in trace.egress { predicted[e.port, default: []].append(e.tag) }
+            var mirrorSeen: Set<String> = []
+            for m in trace.mirrors where !mirrorSeen.contains(m.port) {
+                mirrorSeen.insert(m.port)   // an egress copy "if sent": the first candidate goes (writes never fail)
+                if m.point == "ingress" {
+                    predicted[m.port, default: []].append("copy " + received)
+                } else {
+                    let tag = trace.egress.first { $0.port == m.of }?.tag ?? "?"
+                    predicted[m.port, default: []].append("copy " + tag)
+                }
+                mirrored += 1
+            }
+            var actual: [String: [String]] = [:]
+            let mirrorDestinations = Set(plan.mirrors.flatMap(\.destinations))
+            for (i, port) in ports.enumerated() {
+                for frame in port.takeWritten() {
+                    let tag = Self.tagText(frame)
+                    if mirrorDestinations.contains(i) {
+                        actual[plan.ports[i].name, default: []].append("copy " + tag)
+                    } else {
+                        actual[plan.ports[i].name, default: []].append(tag)
+                    }
+                }
+            }
+            #expect(actual.mapValues { $0.sorted() } == predicted.mapValues { $0.sorted() },
+                    "\(context): trace predicted \(predicted), the datapath sent \(actual)")
+            compared += 1
+        }
+        #expect(compared == 150)
+        print("agreement seed \(seed): \(plan.ports.count) ports, \(plan.mirrors.count) mirror(s), team \(plan.team != nil): \(forwards) forwards, \(stormDrops) storm drops, \(mirrored) mirror copies compared")
+    }
+}
