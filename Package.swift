@@ -57,6 +57,9 @@ let package = Package(
         .target(name: "CVMSpawn"),
         .target(name: "VMRunner", dependencies: ["CVMSpawn", "Model"]),
 
+        // Observability (issue 21): IPFIX flow export, Prometheus metrics, LLDP, topology graph.
+        .target(name: "Observability", dependencies: ["Model", "Topology"], swiftSettings: v5 + hotPath),
+
         // Micro-benchmark of the forwarding core (Scripts/bench/micro.sh); counts mallocs.
         .target(name: "CMallocCounter"),
         .executableTarget(name: "tapestry-bench", dependencies: ["Core", "Model", "CMallocCounter"]),
@@ -72,5 +75,6 @@ let package = Package(
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Core", "Model", "Topology", "TestSupport"], swiftSettings: v5),
         .testTarget(name: "SystemTests", dependencies: ["TestSupport"], swiftSettings: v5),
         .testTarget(name: "VMRunnerTests", dependencies: ["VMRunner", "Model", "TestSupport"]),
+        .testTarget(name: "ObservabilityTests", dependencies: ["Observability", "Model", "Topology", "LinuxIO", "TestSupport"], swiftSettings: v5),
     ]
 )
