@@ -49,7 +49,7 @@ let package = Package(
         .target(name: "Runtime", dependencies: ["Model", "Core", "Topology", "LinuxIO", "Netlink", "CLinux", "VMRunner"], swiftSettings: v5 + hotPath),
         .executableTarget(
             name: "tapestry",
-            dependencies: ["Runtime", "Topology", "Capture", "VMRunner", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["Runtime", "Topology", "Capture", "VMRunner", "Observability", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: v5
         ),
 
@@ -58,7 +58,7 @@ let package = Package(
         .target(name: "VMRunner", dependencies: ["CVMSpawn", "Model"]),
 
         // Observability (issue 21): IPFIX flow export, Prometheus metrics, LLDP, topology graph.
-        .target(name: "Observability", dependencies: ["Model", "Topology"], swiftSettings: v5 + hotPath),
+        .target(name: "Observability", dependencies: ["Model", "Core", "Topology"], swiftSettings: v5 + hotPath),
 
         // Micro-benchmark of the forwarding core (Scripts/bench/micro.sh); counts mallocs.
         .target(name: "CMallocCounter"),
