@@ -63,6 +63,8 @@ let package = Package(
         // Micro-benchmark of the forwarding core (Scripts/bench/micro.sh); counts mallocs.
         .target(name: "CMallocCounter"),
         .executableTarget(name: "tapestry-bench", dependencies: ["Core", "Model", "CMallocCounter"]),
+        // Micro-benchmark of the flow table, IPFIX encoding and metrics rendering (issue 21).
+        .executableTarget(name: "observability-bench", dependencies: ["Observability", "Model", "CMallocCounter"]),
 
         // Tests: one target per library target, plus shared fakes.
         .target(name: "TestSupport", dependencies: ["Model", "Core"], path: "Tests/TestSupport"),

@@ -17,3 +17,5 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 command -v swift >/dev/null || { echo "setup: swift is not on PATH (Swift 6 toolchain required)" >&2; exit 1; }
+# Wireshark extcap wrapper (tshark -D lists tapestry:NAME/PORT); it finds the binary when run.
+if [ "$(id -u)" -eq 0 ]; then "$(dirname "$0")/install-extcap.sh" >/dev/null || echo "setup: Wireshark extcap not installed" >&2; fi
