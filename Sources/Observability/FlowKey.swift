@@ -17,7 +17,9 @@ import Model
 /// (the `icmpTypeCodeIPv4`/`icmpTypeCodeIPv6` encoding of RFC 7012 §5.4.24/§5.4.25); for a
 /// non-first fragment both ports are 0, because the transport header is not in the fragment.
 public struct FlowKey: Hashable, Sendable {
+    /// The packed words (layout above); read them through the named accessors.
     public var w0: UInt64, w1: UInt64, w2: UInt64, w3: UInt64
+    /// The addresses (layout above).
     public var w4: UInt64, w5: UInt64, w6: UInt64, w7: UInt64
 
     @inlinable
@@ -35,12 +37,15 @@ public struct FlowKey: Hashable, Sendable {
         case ipv6 = 6
     }
 
+    /// `sourceMacAddress` (IE 56).
     public var sourceMAC: MACAddress { MACAddress(rawValue: w0 >> 16) }
+    /// `destinationMacAddress` (IE 80).
     public var destinationMAC: MACAddress { MACAddress(rawValue: w1 >> 16) }
     /// The EtherType after any VLAN tags (`ethernetType`, IE 256).
     public var etherType: UInt16 { UInt16(truncatingIfNeeded: w0) }
     /// The switch's VLAN of the frame (0: the untagged domain, `vlan: none`).
     public var vlan: VLANID { VLANID(UInt16(truncatingIfNeeded: w1 >> 4) & 0xFFF) }
+    /// L2, IPv4 or IPv6: which template the record uses.
     public var family: Family { Family(rawValue: UInt8(truncatingIfNeeded: w1 & 0xF)) ?? .l2 }
     /// Stable interface ID of the port the frame came in on (`ingressInterface`, IE 10).
     public var ingressInterface: UInt32 { UInt32(truncatingIfNeeded: w2 >> 32) }
@@ -48,14 +53,17 @@ public struct FlowKey: Hashable, Sendable {
     public var egressInterface: UInt32 { UInt32(truncatingIfNeeded: w2) }
     /// IP protocol number (`protocolIdentifier`, IE 4); 0 for L2 flows.
     public var protocolIdentifier: UInt8 { UInt8(truncatingIfNeeded: w3 >> 32) }
+    /// `sourceTransportPort` (IE 7); 0 for ICMP, non-first fragments and other protocols.
     public var sourcePort: UInt16 { UInt16(truncatingIfNeeded: w3 >> 16) }
     /// Destination port, or ICMP type × 256 + code.
     public var destinationPort: UInt16 { UInt16(truncatingIfNeeded: w3) }
     /// IPv4 source address (first octet most significant); meaningful for `.ipv4` only.
     public var sourceIPv4: UInt32 { UInt32(truncatingIfNeeded: w5) }
+    /// IPv4 destination address; meaningful for `.ipv4` only.
     public var destinationIPv4: UInt32 { UInt32(truncatingIfNeeded: w7) }
     /// IPv6 source address as (high, low) 64-bit halves, network order.
     public var sourceIPv6: (UInt64, UInt64) { (w4, w5) }
+    /// IPv6 destination address as (high, low) halves; meaningful for `.ipv6` only.
     public var destinationIPv6: (UInt64, UInt64) { (w6, w7) }
     /// True for ICMP (IPv4, protocol 1) and ICMPv6 (protocol 58) flows.
     public var isICMP: Bool {

@@ -11,6 +11,7 @@ public struct FlowRecord: Equatable, Sendable {
         /// The exporter is shutting down (or was told to flush).
         case forcedEnd = 4
     }
+    /// The flow (addresses, ports, MACs, VLAN, interfaces).
     public var key: FlowKey
     /// Frames accounted since the last record of this flow (`packetDeltaCount`, IE 2).
     public var packets: UInt64
@@ -19,6 +20,7 @@ public struct FlowRecord: Equatable, Sendable {
     /// First and last frame of this record, Unix epoch milliseconds (IEs 152, 153).
     public var startMilliseconds: UInt64
     public var endMilliseconds: UInt64
+    /// `flowEndReason` (IE 136).
     public var reason: EndReason
 
     public init(key: FlowKey, packets: UInt64, octets: UInt64, startMilliseconds: UInt64, endMilliseconds: UInt64, reason: EndReason) {

@@ -65,17 +65,22 @@ public enum IPFIX {
 
     /// One field of a template: element and length in bytes (65535: variable length, §7).
     public struct FieldSpecifier: Equatable, Sendable {
+        /// The information element.
         public var element: Element
+        /// Bytes of the field in each record, or `IPFIX.variableLength`.
         public var length: UInt16
         public init(_ element: Element, _ length: UInt16) { self.element = element; self.length = length }
     }
 
     /// A template record (§3.4.1) or, with `scopeCount > 0`, an options template (§3.4.2.2).
     public struct Template: Equatable, Sendable {
+        /// Template ID (≥ 256), the set ID of its data sets.
         public var id: UInt16
+        /// Fields in record order.
         public var fields: [FieldSpecifier]
         /// The first `scopeCount` fields are scope fields (options templates only).
         public var scopeCount: Int
+        /// True for an options template (sent in set 3).
         public var isOptions: Bool { scopeCount > 0 }
         /// Bytes of one data record (fixed-length templates only).
         public var recordLength: Int { fields.reduce(0) { $0 + Int($1.length) } }
@@ -96,16 +101,24 @@ public enum IPFIX {
     static let v6: [FieldSpecifier] = [.init(.sourceIPv6Address, 16), .init(.destinationIPv6Address, 16), .init(.protocolIdentifier, 1)]
     static let ports: [FieldSpecifier] = [.init(.sourceTransportPort, 2), .init(.destinationTransportPort, 2)]
 
+    /// Template 256: IPv4 flows other than ICMP.
     public static let ipv4Transport = Template(id: 256, fields: l2Part + v4 + ports + counters, scopeCount: 0)
+    /// Template 257: ICMP flows.
     public static let ipv4ICMP = Template(id: 257, fields: l2Part + v4 + [.init(.icmpTypeCodeIPv4, 2)] + counters, scopeCount: 0)
+    /// Template 258: IPv6 flows other than ICMPv6.
     public static let ipv6Transport = Template(id: 258, fields: l2Part + v6 + ports + counters, scopeCount: 0)
+    /// Template 259: ICMPv6 flows.
     public static let ipv6ICMP = Template(id: 259, fields: l2Part + v6 + [.init(.icmpTypeCodeIPv6, 2)] + counters, scopeCount: 0)
+    /// Template 260: non-IP (L2) flows.
     public static let l2 = Template(id: 260, fields: l2Part + [.init(.ethernetType, 2)] + counters, scopeCount: 0)
+    /// Options template 261: interface ID → port name.
     public static let interfaceNames = Template(id: 261, fields: [.init(.ingressInterface, 4), .init(.interfaceName, variableLength)], scopeCount: 1)
+    /// Options template 262: the 1-in-N sampling of the observation domain.
     public static let sampling = Template(id: 262, fields: [.init(.observationDomainId, 4),
                                                             .init(.samplingPacketInterval, 4), .init(.samplingPacketSpace, 4)], scopeCount: 1)
     /// Every template, in the order they are announced.
     public static let dataTemplates = [ipv4Transport, ipv4ICMP, ipv6Transport, ipv6ICMP, l2]
+    /// The options templates, in the order they are announced.
     public static let optionsTemplates = [interfaceNames, sampling]
 
     /// The template a record is encoded with.
@@ -128,7 +141,9 @@ public enum IPFIX {
 /// Keeps the per-observation-domain sequence number (§3.1: data records sent so far,
 /// options data records included, modulo 2³²). Control path: allocates freely.
 public struct IPFIXEncoder: Sendable {
+    /// Observation Domain ID in every header (RFC 7011 §3.1).
     public let observationDomain: UInt32
+    /// Largest message in bytes.
     public let maxMessageSize: Int
     /// Data records (flow and options) encoded so far, modulo 2³².
     public private(set) var sequenceNumber: UInt32 = 0

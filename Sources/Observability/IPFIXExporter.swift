@@ -4,7 +4,9 @@ import Glibc
 
 /// A UDP address of a collector or a listener: `HOST:PORT`, `[IPv6]:PORT`.
 public struct SocketEndpoint: Equatable, Sendable, CustomStringConvertible {
+    /// A host name or a numeric IPv4/IPv6 address (without brackets).
     public var host: String
+    /// 1…65535.
     public var port: UInt16
 
     /// Errors of `SocketEndpoint.parse` and `resolve`.
@@ -87,8 +89,11 @@ public final class IPFIXExporter {
         public var lastErrno: Int32 = 0
     }
 
+    /// Where messages go.
     public let collector: SocketEndpoint
+    /// Milliseconds between template announcements.
     public let templateRefresh: UInt64
+    /// What was sent and what failed so far.
     public private(set) var counters = Counters()
     private var encoder: IPFIXEncoder
     private var fd: Int32

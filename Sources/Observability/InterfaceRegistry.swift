@@ -13,7 +13,9 @@
 /// in the topology, so reloads cannot grow it without bound. Not thread-safe: the control
 /// thread owns it and hands the datapath plain `[UInt32]` tables indexed by port index.
 public struct InterfaceRegistry: Sendable {
+    /// Port name (`SWITCH/PORT`) → stable ID.
     public private(set) var idByName: [String: UInt32] = [:]
+    /// Stable ID → port name.
     public private(set) var nameByID: [UInt32: String] = [:]
     /// Most names held.
     public let limit: Int

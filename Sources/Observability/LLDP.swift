@@ -19,6 +19,7 @@ public enum LLDP {
     public static let nearestBridge = MACAddress(rawValue: 0x0180_C200_000E)
     /// Nearest non-TPMR bridge 01:80:c2:00:00:03 and nearest customer bridge 01:80:c2:00:00:00.
     public static let nearestNonTPMRBridge = MACAddress(rawValue: 0x0180_C200_0003)
+    /// Nearest customer bridge 01:80:c2:00:00:00.
     public static let nearestCustomerBridge = MACAddress(rawValue: 0x0180_C200_0000)
     /// IEEE 802.1 organizationally specific TLVs (Annex D).
     public static let ieee8021OUI: UInt32 = 0x0080C2
@@ -146,21 +147,31 @@ func hex(_ bytes: [UInt8]) -> String {
 /// System Capabilities TLV (§8.5.8): bit 0 other, 1 repeater, 2 MAC bridge, 3 WLAN AP,
 /// 4 router, 5 telephone, 6 DOCSIS, 7 station only, 8 C-VLAN component, 9 S-VLAN, 10 TPMR.
 public struct LLDPCapabilities: Equatable, Sendable {
+    /// Capabilities the system has (bit mask above).
     public var system: UInt16
+    /// Capabilities enabled now.
     public var enabled: UInt16
     public init(system: UInt16, enabled: UInt16) { self.system = system; self.enabled = enabled }
+    /// MAC bridge (bit 2).
     public static let bridge: UInt16 = 1 << 2
+    /// Router (bit 4).
     public static let router: UInt16 = 1 << 4
+    /// Station only (bit 7).
     public static let station: UInt16 = 1 << 7
 }
 
 /// Management Address TLV (§8.5.9): an address (IANA family 1 IPv4, 2 IPv6, 6 802 MAC…),
 /// the interface numbering (2 ifIndex, 3 system port number) and an optional OID.
 public struct LLDPManagementAddress: Equatable, Sendable, CustomStringConvertible {
+    /// IANA address family number (1 IPv4, 2 IPv6, 6 MAC).
     public var family: UInt8
+    /// The address bytes (1…31).
     public var address: [UInt8]
+    /// Interface numbering subtype: 1 unknown, 2 ifIndex, 3 system port number.
     public var interfaceSubtype: UInt8
+    /// The interface number (e.g. the ifIndex).
     public var interfaceNumber: UInt32
+    /// An object identifier (BER), usually empty.
     public var oid: [UInt8]
 
     public init(family: UInt8, address: [UInt8], interfaceSubtype: UInt8 = 2, interfaceNumber: UInt32 = 0, oid: [UInt8] = []) {
@@ -189,13 +200,19 @@ public struct LLDPManagementAddress: Equatable, Sendable, CustomStringConvertibl
 
 /// One LLDPDU: the mandatory TLVs and the optional ones Tapestry reads and sends.
 public struct LLDPDU: Equatable, Sendable {
+    /// Chassis ID TLV (1): identifies the system.
     public var chassisID: LLDPIdentifier
+    /// Port ID TLV (2): identifies the sending port.
     public var portID: LLDPIdentifier
     /// Seconds the receiver keeps this information; 0 means "forget me" (shutdown, §9.2.7.7.3).
     public var ttl: UInt16
+    /// Port Description TLV (4), e.g. ifDescr.
     public var portDescription: String?
+    /// System Name TLV (5), e.g. the host name.
     public var systemName: String?
+    /// System Description TLV (6).
     public var systemDescription: String?
+    /// System Capabilities TLV (7).
     public var capabilities: LLDPCapabilities?
     /// At most `maxManagementAddresses` are kept.
     public var managementAddresses: [LLDPManagementAddress]

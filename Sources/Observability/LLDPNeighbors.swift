@@ -8,7 +8,9 @@ public enum LLDPMode: String, CaseIterable, Sendable {
     /// Neither; LLDP frames from the uplink are still consumed, not forwarded to guests.
     case off
 
+    /// Neighbours are recorded.
     public var receives: Bool { self == .listen || self == .both }
+    /// Our LLDPDUs are sent.
     public var transmits: Bool { self == .advertise || self == .both }
 }
 
@@ -16,6 +18,7 @@ public enum LLDPMode: String, CaseIterable, Sendable {
 public struct LLDPNeighbor: Equatable, Sendable {
     /// The uplink (NIC name) it was heard on.
     public var port: String
+    /// The latest LLDPDU.
     public var du: LLDPDU
     /// Monotonic milliseconds of the first and the latest LLDPDU.
     public var firstSeen: UInt64
@@ -33,7 +36,9 @@ public struct LLDPNeighbor: Equatable, Sendable {
 /// beyond that is refused and counted in `tooManyNeighbors` (a hub or a flood of forged
 /// LLDPDUs cannot grow the table). Not thread-safe: one owner, the LLDP agent.
 public struct LLDPNeighborTable: Sendable {
+    /// Most neighbours kept per uplink.
     public let maxPerPort: Int
+    /// Most neighbours kept overall.
     public let maxTotal: Int
     private var entries: [String: [LLDPNeighbor]] = [:]
     private var total = 0
@@ -102,6 +107,7 @@ public struct LLDPNeighborTable: Sendable {
     public func neighbors(on port: String) -> [LLDPNeighbor] { entries[port] ?? [] }
     /// Every neighbour, by port name then age.
     public var all: [LLDPNeighbor] { entries.keys.sorted().flatMap { entries[$0]! } }
+    /// Neighbours held.
     public var count: Int { total }
 }
 
@@ -109,6 +115,7 @@ public struct LLDPNeighborTable: Sendable {
 /// (802.1AB msgTxInterval, default 30 s), and soon after something changed (a link came up),
 /// at most once a second (`txFast` credit of 802.1AB §9.2.5 kept simple).
 public struct LLDPTransmitSchedule: Sendable {
+    /// Milliseconds between LLDPDUs (msgTxInterval).
     public let interval: UInt64
     private var next: UInt64 = 0
     private var lastSent: UInt64?

@@ -24,7 +24,9 @@ import Glibc
 public final class MetricsServer {
     /// Resource bounds of the server.
     public struct Limits: Sendable {
+        /// Connections served at once.
         public var maxClients: Int
+        /// Request line and headers, bytes.
         public var maxRequestBytes: Int
         /// Milliseconds from accept to the last byte of the response.
         public var deadline: Int
@@ -45,6 +47,7 @@ public final class MetricsServer {
         public var timedOut: UInt64 = 0
     }
 
+    /// The bounds it enforces.
     public let limits: Limits
     /// The port the server listens on (the given one, or the kernel's pick for port 0).
     public let port: UInt16

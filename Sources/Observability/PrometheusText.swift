@@ -32,20 +32,26 @@ public struct MetricFamily: Equatable, Sendable {
         /// Label pairs in output order. Names match `[a-zA-Z_][a-zA-Z0-9_]*` and do not start
         /// with `__`; values are any UTF-8 (escaped on output).
         public var labels: [Label]
+        /// The sample value.
         public var value: MetricValue
         public init(_ labels: [Label] = [], _ value: MetricValue) { self.labels = labels; self.value = value }
     }
     /// A label name and value.
     public struct Label: Equatable, Sendable {
+        /// `[a-zA-Z_][a-zA-Z0-9_]*`.
         public var name: String
+        /// Any UTF-8 (escaped on output).
         public var value: String
         public init(_ name: String, _ value: String) { self.name = name; self.value = value }
     }
 
     /// Matches `[a-zA-Z_:][a-zA-Z0-9_:]*`; counters end in `_total` (checked by `validate`).
     public var name: String
+    /// One line of help (escaped on output).
     public var help: String
+    /// counter or gauge.
     public var type: MetricType
+    /// The family's lines.
     public var samples: [Sample]
 
     public init(name: String, help: String, type: MetricType, samples: [Sample]) {

@@ -5,7 +5,9 @@
 /// metric families built and rendered, on the metrics server's thread. So a scrape holds the
 /// datapath for one copy, never for formatting or for a slow client.
 public struct MetricsSnapshot: Equatable, Sendable {
+    /// One switch port's counters (as `tapestry ports` shows them).
     public struct Port: Equatable, Sendable {
+        /// The switch it belongs to.
         public var `switch`: String
         /// `GUEST.ethN` or the uplink NIC's name.
         public var name: String
@@ -13,9 +15,11 @@ public struct MetricsSnapshot: Equatable, Sendable {
         public var portGroup: String
         /// `guest` or `uplink`.
         public var kind: String
+        /// Frames and bytes received from / sent to the port, from the switch's side.
         public var rxFrames: UInt64, rxBytes: UInt64, txFrames: UInt64, txBytes: UInt64
         /// Drop counters by reason name (`DropReason` description), only those that occurred.
         public var drops: [(reason: String, count: UInt64)]
+        /// MAC-table entries learned on the port, its limit, entries evicted.
         public var macEntries: Int, macLimit: Int, macEvictions: UInt64
 
         public init(switch sw: String, name: String, portGroup: String, kind: String, rxFrames: UInt64 = 0, rxBytes: UInt64 = 0,
@@ -33,24 +37,33 @@ public struct MetricsSnapshot: Equatable, Sendable {
                 && a.macEntries == b.macEntries && a.macLimit == b.macLimit && a.macEvictions == b.macEvictions
         }
     }
+    /// One switch's MAC table.
     public struct Switch: Equatable, Sendable {
+        /// The switch's name.
         public var name: String
+        /// Dynamic entries, the table limit, entries evicted.
         public var macEntries: Int, macLimit: Int, macEvictions: UInt64
         public init(name: String, macEntries: Int, macLimit: Int, macEvictions: UInt64) {
             self.name = name; self.macEntries = macEntries; self.macLimit = macLimit; self.macEvictions = macEvictions
         }
     }
+    /// One uplink NIC's team role.
     public struct Uplink: Equatable, Sendable {
+        /// The switch it belongs to.
         public var `switch`: String
+        /// The NIC's name.
         public var nic: String
         /// `active`, `standby`, `down` or `unused` (`tapestry ports`' role without its reason).
         public var role: String
         public init(switch sw: String, nic: String, role: String) { self.switch = sw; self.nic = nic; self.role = role }
     }
+    /// One QEMU guest.
     public struct VM: Equatable, Sendable {
+        /// The guest's name.
         public var name: String
         /// `starting`, `running`, `stopping`, `backing-off`, `stopped` or `failed`.
         public var state: String
+        /// Restarts by the VM runner.
         public var restarts: Int
         public init(name: String, state: String, restarts: Int) { self.name = name; self.state = state; self.restarts = restarts }
     }
