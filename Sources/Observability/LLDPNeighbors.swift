@@ -135,3 +135,42 @@ public struct LLDPTransmitSchedule: Sendable {
         next = min(next, max(now, (lastSent ?? 0) + 1000))
     }
 }
+
+/// One row of `tapestry neighbors --json` (keys snake_case through the control socket's
+/// JSON encoder: `uplink`, `chassis_id`, `chassis_id_type`, `port_id`, `port_id_type`,
+/// `system_name`, `system_description`, `port_description`, `management_addresses`,
+/// `port_vlan`, `capabilities`, `ttl_seconds`, `age_seconds`, `expires_in_seconds`).
+public struct LLDPNeighborRow: Codable, Equatable, Sendable {
+    public var uplink: String
+    /// The Chassis ID as text (MAC, IP, or the string) and its subtype name (`mac`, `local`…).
+    public var chassisId: String
+    public var chassisIdType: String
+    public var portId: String
+    public var portIdType: String
+    public var systemName: String?
+    public var systemDescription: String?
+    public var portDescription: String?
+    public var managementAddresses: [String]
+    public var portVlan: Int?
+    /// Enabled capabilities by name (`bridge`, `router`, `station`, …).
+    public var capabilities: [String]
+    public var ttlSeconds: Int
+    public var ageSeconds: Int
+    public var expiresInSeconds: Int
+
+    /// The row for `n` at `now` (monotonic milliseconds, the table's clock).
+    public init(_ n: LLDPNeighbor, now: UInt64) {
+        uplink = n.port
+        chassisId = n.du.chassisID.description; chassisIdType = n.du.chassisID.subtypeName
+        portId = n.du.portID.description; portIdType = n.du.portID.subtypeName
+        systemName = n.du.systemName; systemDescription = n.du.systemDescription; portDescription = n.du.portDescription
+        managementAddresses = n.du.managementAddresses.map(\.description)
+        portVlan = n.du.portVLAN.map(Int.init)
+        let names = ["other", "repeater", "bridge", "wlan-ap", "router", "telephone", "docsis", "station", "c-vlan", "s-vlan", "tpmr"]
+        let enabled = n.du.capabilities?.enabled ?? 0
+        capabilities = names.indices.filter { enabled & (1 << UInt16($0)) != 0 }.map { names[$0] }
+        ttlSeconds = Int(n.du.ttl)
+        ageSeconds = Int((now >= n.firstSeen ? now - n.firstSeen : 0) / 1000)
+        expiresInSeconds = Int((n.expires > now ? n.expires - now : 0) / 1000)
+    }
+}

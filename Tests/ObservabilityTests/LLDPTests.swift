@@ -237,3 +237,17 @@ import TestSupport
         #expect(gone)
     }
 }
+
+@Suite struct LLDPNeighborRowTests {
+    @Test func rowShowsWhatTheNeighbourSaid() throws {
+        var du = LLDPTests.ours
+        du.portVLAN = 20
+        var t = LLDPNeighborTable()
+        t.receive(du, on: "eth1", now: 5_000)
+        let row = LLDPNeighborRow(try #require(t.neighbors(on: "eth1").first), now: 65_000)
+        #expect(row.uplink == "eth1" && row.chassisId == "hv1" && row.chassisIdType == "local")
+        #expect(row.portId == "eth1" && row.portIdType == "ifname" && row.portVlan == 20)
+        #expect(row.managementAddresses == ["192.0.2.9"] && row.capabilities == ["bridge"])
+        #expect(row.ttlSeconds == 121 && row.ageSeconds == 60 && row.expiresInSeconds == 61)
+    }
+}
