@@ -49,7 +49,7 @@ let package = Package(
         .target(name: "Runtime", dependencies: ["Model", "Core", "Topology", "LinuxIO", "Netlink", "VMRunner"], swiftSettings: v5 + hotPath),
         .executableTarget(
             name: "tapestry",
-            dependencies: ["Runtime", "Topology", "Capture", "VMRunner", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["Runtime", "Topology", "Capture", "VMRunner", "Observability", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: v5
         ),
 
@@ -57,9 +57,14 @@ let package = Package(
         .target(name: "CVMSpawn"),
         .target(name: "VMRunner", dependencies: ["CVMSpawn", "Model"]),
 
+        // Observability (issue 21): IPFIX flow export, Prometheus metrics, LLDP, topology graph.
+        .target(name: "Observability", dependencies: ["Model", "Core", "Topology"], swiftSettings: v5 + hotPath),
+
         // Micro-benchmark of the forwarding core (Scripts/bench/micro.sh); counts mallocs.
         .target(name: "CMallocCounter"),
         .executableTarget(name: "tapestry-bench", dependencies: ["Core", "Model", "CMallocCounter"]),
+        // Micro-benchmark of the flow table, IPFIX encoding and metrics rendering (issue 21).
+        .executableTarget(name: "observability-bench", dependencies: ["Observability", "Model", "CMallocCounter"]),
 
         // Tests: one target per library target, plus shared fakes.
         .target(name: "TestSupport", dependencies: ["Model", "Core"], path: "Tests/TestSupport"),
@@ -72,5 +77,6 @@ let package = Package(
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Core", "Model", "Topology", "TestSupport"], swiftSettings: v5),
         .testTarget(name: "SystemTests", dependencies: ["TestSupport"], swiftSettings: v5),
         .testTarget(name: "VMRunnerTests", dependencies: ["VMRunner", "Model", "TestSupport"]),
+        .testTarget(name: "ObservabilityTests", dependencies: ["Observability", "Model", "Topology", "LinuxIO", "TestSupport"], swiftSettings: v5),
     ]
 )

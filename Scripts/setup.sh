@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what Tapestry needs on a Debian machine (idempotent; fast when all is present).
 # Debian packages only: libnl and libpcap to build; iproute2, ping, tcpdump, scapy, iperf3
-# for the demo and the system tests.
+# for the demo and the system tests; nfdump, prometheus (promtool), lldpd, graphviz (dot) for
+# the observability tests (issue 21: each exporter is checked by the real tool).
 set -euo pipefail
-packages=(libnl-3-dev libnl-route-3-dev libpcap-dev pkg-config iproute2 iputils-ping tcpdump tshark iperf3 python3-scapy procps ethtool qemu-system-x86 cpio xz-utils zstd)
+packages=(libnl-3-dev libnl-route-3-dev libpcap-dev pkg-config iproute2 iputils-ping tcpdump tshark iperf3 python3-scapy procps ethtool qemu-system-x86 cpio xz-utils zstd nfdump prometheus lldpd graphviz curl)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -16,3 +17,5 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 command -v swift >/dev/null || { echo "setup: swift is not on PATH (Swift 6 toolchain required)" >&2; exit 1; }
+# Wireshark extcap wrapper (tshark -D lists tapestry:NAME/PORT); it finds the binary when run.
+if [ "$(id -u)" -eq 0 ]; then "$(dirname "$0")/install-extcap.sh" >/dev/null || echo "setup: Wireshark extcap not installed" >&2; fi
