@@ -57,6 +57,11 @@ let package = Package(
         .target(name: "CVMSpawn"),
         .target(name: "VMRunner", dependencies: ["CVMSpawn", "Model"]),
 
+        // Fabric store: etcd client (JSON gateway, OpenSSL TLS), membership, HA and migration
+        // bookkeeping (issue #19). Foundation and its C shim only; the datapath never waits on it.
+        .target(name: "CFabric", linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]),
+        .target(name: "FabricStore", dependencies: ["CFabric"], swiftSettings: v5),
+
         // Micro-benchmark of the forwarding core (Scripts/bench/micro.sh); counts mallocs.
         .target(name: "CMallocCounter"),
         .executableTarget(name: "tapestry-bench", dependencies: ["Core", "Model", "CMallocCounter"]),
@@ -71,6 +76,7 @@ let package = Package(
         .testTarget(name: "CaptureTests", dependencies: ["Capture", "CPcap", "Model", "TestSupport"], swiftSettings: v5),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Core", "Model", "Topology", "TestSupport"], swiftSettings: v5),
         .testTarget(name: "SystemTests", dependencies: ["TestSupport"], swiftSettings: v5),
+        .testTarget(name: "FabricStoreTests", dependencies: ["FabricStore", "TestSupport"], swiftSettings: v5),
         .testTarget(name: "VMRunnerTests", dependencies: ["VMRunner", "Model", "TestSupport"]),
     ]
 )
