@@ -129,4 +129,97 @@ import TestSupport
         }
         #expect(Deadline.now() - t0 < 1.5)
     }
+
+    /// etcd with `--client-cert-auth` and certificates made here with openssl: the right
+    /// client certificate works; no certificate, a certificate from another CA, a client
+    /// that does not trust the server's CA, and plain http all fail, by the deadline.
+    @Test func tlsWithClientCertificates() throws {
+        if let r = Self.skipReason { print("EtcdClientSystemTests skipped: \(r)"); return }
+        let etcd = try EtcdCluster(tag: "tls", tls: true)
+        defer { etcd.shutdown() }
+        let c = try #require(etcd.certificates)
+        #expect(etcd.endpoints[0].hasPrefix("https://127.0.0.1:"))
+        let good = try EtcdClient(EtcdConfiguration(endpoints: etcd.endpoints, tls: TLSFiles(ca: c.ca, cert: c.clientCert, key: c.clientKey)))
+        try good.put("/tls/k", Array("secret".utf8))
+        #expect(try good.get("/tls/k")?.value == Array("secret".utf8))
+        let lease = try good.grantLease(ttl: 3)
+        #expect(try good.keepAlive(lease.id) == 3)
+        // Cost of one TLS call (a new connection and handshake each).
+        let t0 = Deadline.now()
+        for _ in 0..<20 { _ = try good.get("/tls/k") }
+        print("TLS: 20 gets in \(String(format: "%.0f", (Deadline.now() - t0) * 1000)) ms (one handshake each)")
+
+        func failure(_ files: TLSFiles, endpoints: [String]? = nil) -> String? {
+            do {
+                let client = try EtcdClient(EtcdConfiguration(endpoints: endpoints ?? etcd.endpoints, tls: files, attemptTimeout: 0.5, requestTimeout: 1))
+                _ = try client.get("/tls/k")
+                return nil
+            } catch {
+                return "\(error)"
+            }
+        }
+        let noCert = try #require(failure(TLSFiles(ca: c.ca)), "etcd accepted a client without a certificate")
+        print("no client certificate: \(noCert)")
+        let stranger = try #require(failure(TLSFiles(ca: c.ca, cert: c.strangerCert, key: c.strangerKey)), "etcd accepted a certificate of another CA")
+        print("stranger certificate: \(stranger)")
+        let untrusted = try #require(failure(TLSFiles(ca: c.strangerCA, cert: c.clientCert, key: c.clientKey)), "the client accepted a server certificate of an untrusted CA")
+        #expect(untrusted.contains("certificate"))
+        // Certificate and key that do not belong together, or one without the other.
+        #expect(throws: EtcdError.self) { try TLSContext(TLSFiles(ca: c.ca, cert: c.clientCert, key: c.strangerKey)) }
+        #expect(throws: EtcdError.self) { try TLSContext(TLSFiles(ca: c.ca, cert: c.clientCert)) }
+        #expect(throws: EtcdError.self) { try TLSContext(TLSFiles(ca: c.clientKey)) }
+        // Plain http to the TLS port: no valid answer.
+        let plain = try EtcdClient(EtcdConfiguration(endpoints: etcd.endpoints.map { $0.replacingOccurrences(of: "https", with: "http") }, attemptTimeout: 0.5, requestTimeout: 1))
+        #expect(throws: EtcdError.self) { try plain.get("/tls/k") }
+    }
+
+    /// A 3-member cluster: with one member killed (the one the client last used) calls still
+    /// succeed through the others; with two killed (no quorum) and with all three killed,
+    /// every call fails within its deadline; restarted, the data is still there.
+    @Test func threeMemberClusterFailover() throws {
+        if let r = Self.skipReason { print("EtcdClientSystemTests skipped: \(r)"); return }
+        let etcd = try EtcdCluster(tag: "fo", members: 3)
+        defer { etcd.shutdown() }
+        let client = try EtcdClient(EtcdConfiguration(endpoints: etcd.endpoints, attemptTimeout: 1, requestTimeout: 3))
+        try client.put("/fo/a", [1])
+        etcd.kill(member: 0)
+        var t0 = Deadline.now()
+        try client.put("/fo/b", [2])
+        print("failover: first put after killing member 0 took \(String(format: "%.0f", (Deadline.now() - t0) * 1000)) ms")
+        // A leader election may be running: allow a few tries within 10 s.
+        var served = false
+        for _ in 0..<10 where !served {
+            served = (try? client.txn([.present("/fo/a")], success: [.range(key: "/fo/", prefix: true)]))?.succeeded == true
+            if !served { usleep(500_000) }
+        }
+        #expect(served)
+        #expect(try client.range(prefix: "/fo/").kvs.count == 2)
+
+        etcd.kill(member: 1)
+        t0 = Deadline.now()
+        #expect(throws: EtcdError.self) { try client.put("/fo/c", [3], timeout: 2) }
+        #expect(Deadline.now() - t0 < 3.5)
+        etcd.kill(member: 2)
+        for call in 0..<3 {
+            t0 = Deadline.now()
+            do {
+                switch call {
+                case 0: _ = try client.get("/fo/a", timeout: 1.5)
+                case 1: _ = try client.keepAlive(12345, timeout: 1.5)
+                default: _ = try client.txn([], success: [.put(key: "/fo/d", value: [4], lease: 0)], timeout: 1.5)
+                }
+                Issue.record("call \(call) succeeded with every member dead")
+            } catch EtcdError.unavailable(let reasons) {
+                #expect(reasons.count == 3)
+            }
+            #expect(Deadline.now() - t0 < 2.5)
+        }
+        try etcd.restart(members: [0, 1, 2])
+        var back: Int?
+        for _ in 0..<20 where back == nil {
+            back = try? client.range(prefix: "/fo/").kvs.count
+            if back == nil { usleep(250_000) }
+        }
+        #expect(back == 2)
+    }
 }
