@@ -21,6 +21,9 @@ final class StreamConnection {
 
     private init(fd: Int32) { self.fd = fd }
 
+    /// Takes ownership of a connected stream socket (tests use one end of a socketpair).
+    static func adopting(_ fd: Int32) -> StreamConnection { StreamConnection(fd: fd) }
+
     deinit { close() }
 
     /// Frees TLS state and closes the socket (again: nothing).

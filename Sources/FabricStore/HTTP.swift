@@ -44,6 +44,7 @@ enum HTTP1 {
             headEnd = findCRLFCRLF(buffer, from: max(0, scanned - 3))
             scanned = buffer.count
         }
+        if headEnd! > maxHead { throw TransportError("HTTP response head over \(maxHead) bytes") }
         let head = try parseHead(Array(buffer[0..<headEnd!]))
         try onHead(head)
         buffer.removeFirst(headEnd! + 4)
