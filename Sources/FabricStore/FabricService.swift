@@ -120,6 +120,11 @@ public final class FabricService: @unchecked Sendable {
     private var registration: Int64 = 0
     private var running: Set<String> = []
     private var migrating: Set<String> = []
+    /// Guests stopped on purpose here (the runtime's `guestStopped`, an isolation power-off
+    /// of a `restart: never` guest), with the store revision at that time (-1: not known yet,
+    /// set from the next snapshot): reconciliation does not start them again unless their
+    /// placement changes after that revision (e.g. HA or a migration moves them here anew).
+    private var declined: [String: Int64] = [:]
     private var isolation: IsolationMonitor
     private var monitor: FailoverMonitor
     private var lastSnapshot: FabricSnapshot?
@@ -206,14 +211,19 @@ public final class FabricService: @unchecked Sendable {
 
     // MARK: What the runtime reports
 
-    /// The runtime started `guest` here (outside the service's own start callback).
+    /// The runtime started `guest` here (outside the service's own start callback, e.g.
+    /// `tapestry vm start`).
     public func guestStarted(_ guest: String) {
-        lock.lock(); running.insert(guest); withheld[guest] = nil; lock.unlock()
+        lock.lock(); running.insert(guest); withheld[guest] = nil; declined[guest] = nil; lock.unlock()
     }
 
-    /// `guest` no longer runs here (stopped, failed to start).
+    /// `guest` no longer runs here (stopped on purpose, or failed to start): the service
+    /// does not start it again by itself while its placement stays as it is.
     public func guestStopped(_ guest: String) {
-        lock.lock(); running.remove(guest); lock.unlock()
+        lock.lock()
+        running.remove(guest)
+        declined[guest] = lastSnapshot?.revision ?? -1
+        lock.unlock()
     }
 
     /// Guests the service believes run here, sorted.
@@ -375,7 +385,12 @@ public final class FabricService: @unchecked Sendable {
         var victims: [String] = []
         if case .isolated(let powerOff) = action, powerOff {
             victims = running.filter { spec.guests[$0]?.kind == .qemu }.sorted()
-            for v in victims { running.remove(v) }
+            for v in victims {
+                running.remove(v)
+                // HA restarts the others (here too, once this host is back and nobody took
+                // them); a `restart: never` guest stays off, as in VMware HA.
+                if spec.guests[v]?.isRestartedByHA == false { declined[v] = lastSnapshot?.revision ?? -1 }
+            }
         }
         lock.unlock()
         switch action {
@@ -443,9 +458,12 @@ public final class FabricService: @unchecked Sendable {
     private func reconcile(_ snapshot: FabricSnapshot) {
         lock.lock()
         let held = migrating
-        let toStart = snapshot.placements.filter {
-            $0.value.record.host == host && !running.contains($0.key) && !held.contains($0.key)
-                && spec.guests[$0.key].map { $0.kind != .external } == true
+        for (g, rev) in declined where rev < 0 { declined[g] = snapshot.revision }
+        let toStart = snapshot.placements.filter { (guest, p) in
+            guard p.record.host == host, !running.contains(guest), !held.contains(guest),
+                  let g = spec.guests[guest], g.kind != .external else { return false }
+            if let since = declined[guest], p.modRevision <= since { return false }
+            return true
         }.map(\.key).sorted()
         var toStop: [(String, String)] = []
         for g in running where !held.contains(g) {
@@ -462,7 +480,7 @@ public final class FabricService: @unchecked Sendable {
         }
         for g in toStart where !isStopping {
             if callbacks.startGuest(g) {
-                lock.lock(); running.insert(g); withheld[g] = nil; unplaceable[g] = nil; lock.unlock()
+                lock.lock(); running.insert(g); withheld[g] = nil; unplaceable[g] = nil; declined[g] = nil; lock.unlock()
                 callbacks.log("fabric: started \(g) (etcd places it on \(host))")
             } else {
                 callbacks.log("fabric: could not start \(g), which etcd places on \(host)")
