@@ -464,13 +464,20 @@ public final class FabricService: @unchecked Sendable {
                   let g = spec.guests[guest], g.kind != .external else { return false }
             if let since = declined[guest], p.modRevision <= since { return false }
             return true
-        }.map(\.key).sorted()
+        }.map(\.key) + withheld.keys.filter { g in
+            // Withheld at start-up because etcd was unreachable, and placed nowhere since.
+            snapshot.placements[g] == nil && spec.guests[g]?.host == host && !running.contains(g) && !held.contains(g)
+        }
+        for (g, _) in withheld {
+            if let p = snapshot.placements[g], p.record.host != host {
+                withheld[g] = "placed on host \(p.record.host) (\(p.record.reason.rawValue)\(p.record.from.map { " from \($0)" } ?? ""))"
+            }
+        }
         var toStop: [(String, String)] = []
         for g in running where !held.contains(g) {
             if let p = snapshot.placements[g], p.record.host != host, snapshot.isAlive(p.record.host) { toStop.append((g, p.record.host)) }
         }
         for (g, _) in toStop { running.remove(g) }
-        let unplaced = running.filter { snapshot.placements[$0] == nil && !held.contains($0) }.sorted()
         let published = snapshot.members[host]?.record.guests ?? []
         lock.unlock()
 
@@ -478,7 +485,7 @@ public final class FabricService: @unchecked Sendable {
             callbacks.log("fabric: stopping \(g): etcd places it on host \(other)")
             callbacks.stopGuests([g], .placedElsewhere(other))
         }
-        for g in toStart where !isStopping {
+        for g in toStart.sorted() where !isStopping {
             if callbacks.startGuest(g) {
                 lock.lock(); running.insert(g); withheld[g] = nil; unplaceable[g] = nil; declined[g] = nil; lock.unlock()
                 callbacks.log("fabric: started \(g) (etcd places it on \(host))")
@@ -486,6 +493,9 @@ public final class FabricService: @unchecked Sendable {
                 callbacks.log("fabric: could not start \(g), which etcd places on \(host)")
             }
         }
+        lock.lock()
+        let unplaced = running.filter { snapshot.placements[$0] == nil && !migrating.contains($0) }.sorted()
+        lock.unlock()
         if !unplaced.isEmpty { _ = try? store.ensurePlacements(unplaced, on: host, timeout: options.requestTimeout) }
         if runningGuests != published.sorted() {
             if (try? publishMember()) == false {

@@ -1,4 +1,5 @@
 import Foundation
+import Testing
 import TestSupport
 @testable import FabricStore
 
@@ -60,3 +61,8 @@ enum ServiceFixture {
         return nil
     }
 }
+
+/// Every test that runs real etcd members, as one serialized suite: they do not compete
+/// with each other for the two cores (lease TTLs of 3 s are tight on a loaded machine),
+/// while the rest of the project's tests still run beside them.
+@Suite(.serialized) enum EtcdSystemTests {}
