@@ -234,12 +234,12 @@ public final class EtcdClient: @unchecked Sendable {
                     if head.status != 200 { throw TransportError("watch: HTTP \(head.status)") }
                 }, onBody: { bytes in
                     pending.append(contentsOf: bytes)
+                    if pending.count > configuration.maxResponseBytes { throw TransportError("watch message over \(configuration.maxResponseBytes) bytes") }
                     // The gateway writes one JSON object per message, each followed by "\n".
                     while let nl = pending.firstIndex(of: 10) {
                         let line = Array(pending[..<nl])
                         pending.removeFirst(nl + 1)
                         if line.allSatisfy({ $0 == 32 || $0 == 13 }) { continue }
-                        guard pending.count <= configuration.maxResponseBytes else { throw TransportError("watch message too large") }
                         guard let obj = (try? JSONSerialization.jsonObject(with: Data(line))) as? [String: Any] else {
                             throw EtcdError.malformedResponse("watch message is not JSON")
                         }

@@ -201,10 +201,13 @@ public final class FabricService: @unchecked Sendable {
         stopping = true
         lock.broadcast()
         while threadsRunning > 0 { lock.wait() }
-        let lease = self.lease, guests = Array(running)
+        let lease = self.lease
         lock.unlock()
         if release && lease != 0 {
-            do { try store.release(host: host, guests: guests, lease: lease, timeout: options.requestTimeout) }
+            do {
+                try store.release(host: host, lease: lease, timeout: options.requestTimeout)
+                lock.lock(); self.lease = 0; lock.unlock()
+            }
             catch { callbacks.log("fabric: could not release host \(host) in etcd (its lease expires in \(options.leaseTTL) s): \(error)") }
         }
     }

@@ -142,16 +142,14 @@ public final class FabricStore: @unchecked Sendable {
         throw MigrationRefusal.changedMeanwhile(guest: plan.guest)
     }
 
-    /// A clean shutdown of `host` (`tapestry down`): deletes the placements of the guests it
-    /// runs (they stop with it, so HA must not restart them; the next `up` records them
-    /// again) and its registration, then revokes its lease.
-    public func release(host: String, guests: [String], lease: Int64, timeout: Double? = nil) throws {
-        // Each placement is deleted only while it still names this host (a guarded txn each).
-        for g in guests {
-            let key = keys.placement(g)
-            if let kv = try client.get(key, timeout: timeout), let rec = decodeRecord(PlacementRecord.self, kv.value), rec.host == host {
-                _ = try client.txn([.unchanged(key, since: kv.modRevision)], success: [.delete(key: key, prefix: false)], timeout: timeout)
-            }
+    /// A clean shutdown of `host` (`tapestry down`): deletes every placement that names it
+    /// (its guests stop with it, or were stopped before, so HA must not restart them; the next
+    /// `up` records them again) and its registration, then revokes its lease. Each delete is
+    /// guarded by the placement's mod revision, so a placement changed meanwhile stays.
+    public func release(host: String, lease: Int64, timeout: Double? = nil) throws {
+        for kv in try client.range(prefix: keys.placementPrefix, timeout: timeout).kvs {
+            guard let rec = decodeRecord(PlacementRecord.self, kv.value), rec.host == host else { continue }
+            _ = try client.txn([.unchanged(kv.key, since: kv.modRevision)], success: [.delete(key: kv.key, prefix: false)], timeout: timeout)
         }
         _ = try client.txn([EtcdCompare(keys.member(host), .equal, .lease(lease))],
                            success: [.delete(key: keys.member(host), prefix: false)], timeout: timeout)

@@ -300,6 +300,29 @@ extension EtcdSystemTests {
             #expect(r1.all.isEmpty && r2.all.isEmpty, "reconciliation acted: \(r1.all) \(r2.all)")
             // h2's published member record lists the guest it runs now.
             #expect(ServiceFixture.wait(3) { (try? store.snapshot().members["h2"]?.record.guests) == ["vm2"] } != nil)
+
+            // h3 runs another topology file: reported, and refused as a destination.
+            var other = spec
+            other.topologyHash = FabricSpec.hash(of: Array("name: mig\nchanged: true\n".utf8))
+            let h3 = try FabricService(spec: other, host: "h3", store: FabricStore(client: try ServiceFixture.client(etcd.endpoints), topology: "mig"),
+                                       options: ServiceFixture.options(), callbacks: Recorder("mig/h3").callbacks)
+            _ = try h3.start()
+            defer { h3.stop(release: true) }
+            #expect(ServiceFixture.wait(3) { h1.status.hosts.first { $0.name == "h3" }.map { $0.alive && !$0.sameTopology } == true } != nil)
+            #expect(ServiceFixture.wait(2) { r1.log.contains { $0.contains("different topology file") && $0.contains("h3") } } != nil)
+            if case .differentTopology(let host, _, _) = refusal("vm1", "h3") { #expect(host == "h3") }
+            else { Issue.record("migration to a host with another topology file not refused") }
+
+            // A clean shutdown of h1 removes its registration and every placement naming it,
+            // also of a guest it had stopped: no survivor restarts anything.
+            h1.guestStopped("big")
+            h1.stop(release: true)
+            let released = try store.snapshot()
+            #expect(released.members["h1"] == nil)
+            #expect(!released.placements.values.contains { $0.record.host == "h1" })
+            #expect(released.placements["vm2"]?.record.host == "h2")
+            usleep(3_000_000)   // > grace: a restart would have happened
+            #expect(r2.of("start").isEmpty)
         }
     }
 }
