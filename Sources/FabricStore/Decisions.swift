@@ -6,9 +6,11 @@
 public struct HostCapacity: Sendable, Equatable {
     /// Limits (nil: not limited).
     public var cpus: Int?
+    /// MiB of memory guests may reserve (nil: not limited).
     public var memoryMiB: Int?
     /// Reserved by guests placed there.
     public var usedCPUs: Int
+    /// MiB reserved by guests placed there.
     public var usedMemoryMiB: Int
 
     /// Whether a guest reserving `cpus` and `memoryMiB` fits in what is left.
@@ -33,6 +35,7 @@ public struct HostCapacity: Sendable, Equatable {
     }
 }
 
+/// Where guests run and whether they fit: pure functions over the spec and a snapshot.
 public enum Placement {
     /// Where each guest of the spec is to run: its etcd placement when there is one, else
     /// the host its topology entry names.
@@ -108,9 +111,13 @@ public enum Placement {
 /// One HA restart decided: move `guest` from dead host `from` to `to`, replacing the
 /// placement last modified at `placementRevision`.
 public struct FailoverRestart: Sendable, Equatable {
+    /// The guest to restart.
     public var guest: String
+    /// Its dead host.
     public var from: String
+    /// The surviving host chosen to run it.
     public var to: String
+    /// The placement's mod revision the decision was made from.
     public var placementRevision: Int64
 }
 
@@ -148,6 +155,7 @@ public struct FailoverMonitor: Sendable {
     /// Monotonic seconds at which each dead host was first seen dead.
     public private(set) var deadSince: [String: Double] = [:]
 
+    /// A monitor for host `me` that waits `grace` seconds after first seeing a host dead.
     public init(me: String, grace: Double) { self.me = me; self.grace = grace }
 
     /// Observes a snapshot taken at monotonic time `now` while this host holds `myLease`.
@@ -197,6 +205,7 @@ public struct StartupPlan: Sendable, Equatable {
     public var withheld: [String: String]
 }
 
+/// What a host starts when it comes up.
 public enum Startup {
     /// A returning host's plan (VMware HA: a host that comes back must not power on the
     /// guests that were restarted elsewhere).

@@ -3,8 +3,11 @@ import Foundation
 /// One etcd member's client URL, parsed: `http://HOST:PORT` or `https://HOST:PORT` (IPv6 in
 /// brackets; port default 2379).
 public struct EtcdEndpoint: Sendable, Equatable, CustomStringConvertible {
+    /// https (TLS) or http.
     public var secure: Bool
+    /// Host name or address literal (IPv6 without brackets).
     public var host: String
+    /// TCP port.
     public var port: UInt16
     /// "host:port" for the Host header (IPv6 in brackets).
     public var authority: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
@@ -46,6 +49,7 @@ public struct EtcdConfiguration: Sendable {
     /// process's own (a host with `netns:` whose daemon runs outside it).
     public var namespace: String?
 
+    /// The endpoints and TLS files of the topology's `etcd:`, with deadlines in seconds and the response limit in bytes.
     public init(endpoints: [String], tls: TLSFiles? = nil, attemptTimeout: Double = 1.0, requestTimeout: Double = 2.5,
                 maxResponseBytes: Int = 8 << 20, namespace: String? = nil) {
         self.endpoints = endpoints; self.tls = tls; self.attemptTimeout = attemptTimeout
@@ -77,7 +81,9 @@ public struct EtcdConfiguration: Sendable {
 /// poll per half second this is a few connections a second, and a failed member never
 /// leaves a stale pooled connection behind. Thread-safe: calls may run concurrently.
 public final class EtcdClient: @unchecked Sendable {
+    /// The configuration it was made with.
     public let configuration: EtcdConfiguration
+    /// The parsed endpoints, in the order given.
     public let endpoints: [EtcdEndpoint]
     let tls: TLSContext?
     private let lock = NSLock()

@@ -33,7 +33,9 @@ public enum EtcdError: Error, CustomStringConvertible, Equatable {
 /// One key-value pair as etcd stores it (mvccpb.KeyValue). Keys are this module's own
 /// ASCII paths, so they are strings; values are bytes.
 public struct KeyValue: Sendable, Equatable {
+    /// The key (UTF-8).
     public var key: String
+    /// The value bytes.
     public var value: [UInt8]
     /// Revision of the last creation of this key.
     public var createRevision: Int64
@@ -44,6 +46,7 @@ public struct KeyValue: Sendable, Equatable {
     /// The lease the key is attached to (0 = none).
     public var lease: Int64
 
+    /// A pair; revisions and lease default to 0 (as for a missing key).
     public init(key: String, value: [UInt8], createRevision: Int64 = 0, modRevision: Int64 = 0, version: Int64 = 0, lease: Int64 = 0) {
         self.key = key; self.value = value; self.createRevision = createRevision
         self.modRevision = modRevision; self.version = version; self.lease = lease
@@ -65,10 +68,14 @@ public struct EtcdCompare: Sendable, Equatable {
     public enum Relation: String, Sendable {
         case equal = "EQUAL", greater = "GREATER", less = "LESS", notEqual = "NOT_EQUAL"
     }
+    /// The key compared.
     public var key: String
+    /// How the key's target relates to the value.
     public var relation: Relation
+    /// What is compared, with the value.
     public var target: Target
 
+    /// `key`'s `target` in `relation` to the value it carries (etcd's Compare).
     public init(_ key: String, _ relation: Relation, _ target: Target) {
         self.key = key; self.relation = relation; self.target = target
     }
@@ -102,27 +109,35 @@ public enum EtcdOperationResult: Sendable, Equatable {
 /// A transaction's outcome: whether the comparisons held (success ops ran) or not (failure
 /// ops ran), the store revision after it, and the results of the ops that ran.
 public struct EtcdTxnResult: Sendable, Equatable {
+    /// Whether every comparison held (the success operations ran).
     public var succeeded: Bool
+    /// The store revision after the transaction.
     public var revision: Int64
+    /// One result per operation that ran, in order.
     public var results: [EtcdOperationResult]
 }
 
 /// A range read: the pairs and the store revision it was read at.
 public struct EtcdRange: Sendable, Equatable {
+    /// The pairs, in key order.
     public var kvs: [KeyValue]
+    /// The store revision the read saw.
     public var revision: Int64
 }
 
 /// A granted lease: its ID and the TTL etcd granted (seconds; etcd raises a TTL below its
 /// minimum, 1.5 × election timeout, to that minimum).
 public struct EtcdLease: Sendable, Equatable {
+    /// The lease ID.
     public var id: Int64
+    /// Seconds granted.
     public var ttl: Int64
 }
 
 /// One change seen by a watch (mvccpb.Event).
 public struct EtcdEvent: Sendable, Equatable {
     public enum Kind: Sendable { case put, delete }
+    /// A put or a delete.
     public var kind: Kind
     /// The pair after the change (for a delete: the key and its mod revision only).
     public var kv: KeyValue

@@ -20,14 +20,22 @@ import Foundation
 public struct FabricKeys: Sendable, Equatable {
     /// The topology's name (`name:` of the file).
     public let topology: String
+    /// The keys of topology `topology`.
     public init(topology: String) { self.topology = topology }
 
+    /// `/tapestry/v1/TOPOLOGY/`: every key of the topology starts with it.
     public var root: String { "/tapestry/v1/\(topology)/" }
+    /// Prefix of the membership records.
     public var membersPrefix: String { root + "members/" }
+    /// Prefix of the placements.
     public var placementPrefix: String { root + "placement/" }
+    /// Prefix of the HA claim records.
     public var claimsPrefix: String { root + "claims/" }
+    /// The membership key of `host`.
     public func member(_ host: String) -> String { membersPrefix + host }
+    /// The placement key of `guest`.
     public func placement(_ guest: String) -> String { placementPrefix + guest }
+    /// The claim key of `guest`.
     public func claim(_ guest: String) -> String { claimsPrefix + guest }
 
     /// The last path component of `key` if it lies directly under `prefix`.
@@ -40,6 +48,7 @@ public struct FabricKeys: Sendable, Equatable {
 
 /// A host's membership record, kept under its lease: what the other hosts need to know.
 public struct MemberRecord: Codable, Sendable, Equatable {
+    /// The host's name (`hosts:` key).
     public var host: String
     /// The host's underlay (VTEP) address.
     public var underlay: String
@@ -52,6 +61,7 @@ public struct MemberRecord: Codable, Sendable, Equatable {
     /// When the daemon registered (Unix seconds).
     public var startedAt: Double
 
+    /// A record; `guests` is stored sorted.
     public init(host: String, underlay: String, pid: Int32, topologyHash: String, guests: [String], startedAt: Double) {
         self.host = host; self.underlay = underlay; self.pid = pid; self.topologyHash = topologyHash
         self.guests = guests.sorted(); self.startedAt = startedAt
@@ -75,14 +85,18 @@ public enum PlacementReason: String, Codable, Sendable {
 
 /// Where one guest runs: the fabric's desired state for it.
 public struct PlacementRecord: Codable, Sendable, Equatable {
+    /// The guest's name.
     public var guest: String
+    /// The host that runs it.
     public var host: String
+    /// Why it is there.
     public var reason: PlacementReason
     /// The previous host (failover, migration).
     public var from: String?
     /// When it was recorded (Unix seconds).
     public var at: Double
 
+    /// A placement recorded at Unix time `at`.
     public init(guest: String, host: String, reason: PlacementReason, from: String? = nil, at: Double) {
         self.guest = guest; self.host = host; self.reason = reason; self.from = from; self.at = at
     }
@@ -90,6 +104,7 @@ public struct PlacementRecord: Codable, Sendable, Equatable {
 
 /// The record of one HA restart decision.
 public struct ClaimRecord: Codable, Sendable, Equatable {
+    /// The guest restarted.
     public var guest: String
     /// The dead host.
     public var from: String
@@ -102,6 +117,7 @@ public struct ClaimRecord: Codable, Sendable, Equatable {
     /// The placement's mod revision that the claim replaced (compare-and-swap witness).
     public var replacedRevision: Int64
 
+    /// A claim record.
     public init(guest: String, from: String, to: String, by: String, at: Double, replacedRevision: Int64) {
         self.guest = guest; self.from = from; self.to = to; self.by = by; self.at = at; self.replacedRevision = replacedRevision
     }
@@ -115,13 +131,16 @@ public struct ClaimRecord: Codable, Sendable, Equatable {
 /// A host of the topology (`hosts: {H: {underlay, netns?, cpus?, memory?}}`, issue #17), as
 /// far as placement cares.
 public struct FabricHost: Sendable, Equatable {
+    /// The host's name.
     public var name: String
+    /// Its underlay (VTEP) address.
     public var underlay: String
     /// Virtual CPUs guests may reserve here; nil: not limited.
     public var cpus: Int?
     /// MiB of memory guests may reserve here; nil: not limited.
     public var memoryMiB: Int?
 
+    /// A host; nil limits mean unlimited.
     public init(name: String, underlay: String, cpus: Int? = nil, memoryMiB: Int? = nil) {
         self.name = name; self.underlay = underlay; self.cpus = cpus; self.memoryMiB = memoryMiB
     }
@@ -145,7 +164,9 @@ public enum FabricRestart: String, Sendable {
 
 /// A guest of the topology, as far as placement cares.
 public struct FabricGuest: Sendable, Equatable {
+    /// The guest's name.
     public var name: String
+    /// QEMU, netns or external.
     public var kind: FabricGuestKind
     /// The host the topology file puts it on (`host:`).
     public var host: String
@@ -153,8 +174,10 @@ public struct FabricGuest: Sendable, Equatable {
     public var cpus: Int
     /// MiB of memory it reserves (0 for netns guests).
     public var memoryMiB: Int
+    /// Its restart policy.
     public var restart: FabricRestart
 
+    /// A guest; netns guests reserve 0 CPUs and 0 MiB.
     public init(name: String, kind: FabricGuestKind, host: String, cpus: Int = 0, memoryMiB: Int = 0, restart: FabricRestart = .never) {
         self.name = name; self.kind = kind; self.host = host; self.cpus = cpus; self.memoryMiB = memoryMiB; self.restart = restart
     }
@@ -170,9 +193,12 @@ public struct FabricSpec: Sendable, Equatable {
     public var topology: String
     /// `FabricSpec.hash(of:)` of the topology file's bytes.
     public var topologyHash: String
+    /// The hosts, by name.
     public var hosts: [String: FabricHost]
+    /// The guests, by name.
     public var guests: [String: FabricGuest]
 
+    /// A spec; duplicate names keep the first.
     public init(topology: String, topologyHash: String, hosts: [FabricHost], guests: [FabricGuest]) {
         self.topology = topology; self.topologyHash = topologyHash
         self.hosts = Dictionary(hosts.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
@@ -195,21 +221,30 @@ public struct FabricSnapshot: Sendable, Equatable {
     /// A live host's record with the lease that keeps it and the key's create revision
     /// (which identifies one registration: a host that re-registers gets a new one).
     public struct Member: Sendable, Equatable {
+        /// The decoded record.
         public var record: MemberRecord
+        /// The lease that keeps it.
         public var lease: Int64
+        /// The key's create revision (one per registration).
         public var createRevision: Int64
     }
     /// A placement with its key's mod revision (the compare-and-swap witness).
     public struct Placement: Sendable, Equatable {
+        /// The decoded record.
         public var record: PlacementRecord
+        /// The key's mod revision.
         public var modRevision: Int64
     }
+    /// The store revision of the read.
     public var revision: Int64
+    /// Live hosts' registrations, by host.
     public var members: [String: Member]
+    /// Placements, by guest.
     public var placements: [String: Placement]
     /// Keys whose value could not be decoded (skipped, reported).
     public var malformedKeys: [String]
 
+    /// A snapshot (tests build their own).
     public init(revision: Int64, members: [String: Member], placements: [String: Placement], malformedKeys: [String] = []) {
         self.revision = revision; self.members = members; self.placements = placements; self.malformedKeys = malformedKeys
     }

@@ -22,6 +22,7 @@ public struct FabricOptions: Sendable {
     /// Seconds each etcd call of the service may take.
     public var requestTimeout: Double = 1
 
+    /// The defaults: TTL 3 s, renewal every 1 s, poll every 0.5 s, grace 3 s, no isolation addresses, response none.
     public init() {}
 }
 
@@ -53,6 +54,7 @@ public struct FabricCallbacks: Sendable {
     /// One line per event worth logging.
     public var log: @Sendable (String) -> Void
 
+    /// The three callbacks.
     public init(startGuest: @escaping @Sendable (String) -> Bool, stopGuests: @escaping @Sendable ([String], GuestStopReason) -> Void,
                 log: @escaping @Sendable (String) -> Void) {
         self.startGuest = startGuest; self.stopGuests = stopGuests; self.log = log
@@ -61,21 +63,32 @@ public struct FabricCallbacks: Sendable {
 
 /// The fabric as one host sees it, for `tapestry status`.
 public struct FabricStatus: Sendable, Equatable {
+    /// One host of the topology as etcd last showed it.
     public struct Host: Sendable, Equatable {
+        /// Its name.
         public var name: String
+        /// Whether it holds a registration.
         public var alive: Bool
+        /// Its underlay address (registered, else declared).
         public var underlay: String?
+        /// Its daemon's pid, when registered.
         public var pid: Int32?
+        /// Its topology file's hash, when registered.
         public var topologyHash: String?
         /// Whether it runs the same topology file as this host.
         public var sameTopology: Bool
         /// Guests etcd places on it.
         public var guests: [String]
     }
+    /// This host.
     public var host: String
+    /// Whether this host holds a registration now.
     public var registered: Bool
+    /// Its lease ID (0: none).
     public var lease: Int64
+    /// Whether it is isolated (lease lost, no isolation address answers).
     public var isolated: Bool
+    /// Every host of the topology, by name.
     public var hosts: [Host]
     /// Guests of dead hosts that fit nowhere, with why.
     public var unplaceable: [String: String]
@@ -88,6 +101,19 @@ public struct FabricStatus: Sendable, Equatable {
 /// One host's membership in the fabric, and HA: registers the host under a lease and keeps
 /// it alive, reads the fabric every `pollInterval`, restarts dead hosts' guests through
 /// claimed transactions, starts what etcd places here, and applies the isolation response.
+///
+/// ## Timeline of a host failure (defaults: TTL 3 s, renewal 1 s, poll 0.5 s, grace 3 s)
+/// ```
+///  h1 renews        h1 dies    h1's lease expires   survivors see it     grace over: one survivor's
+///  its lease                   (etcd deletes its    (next poll,          claim transaction wins,
+///     │                        member key)          ≤ 0.5 s later)       the chosen host starts it
+///  ───●────────────────✕──────────────●────────────────────●──────────────────────●──────────▶
+///     t                        t + TTL             ≤ t + TTL + 0.5 s     ≤ t + TTL + 0.5 s + grace
+///
+///  if h1 is only cut off:      lease lost → ICMP to isolation addresses (≤ 0.5 s) → none answers:
+///  (its renewals fail)         isolated; with power-off, its QEMU guests are stopped at about
+///                              t + TTL + 1.5 s, before any survivor may start them
+/// ```
 ///
 /// ## Threads
 /// Two threads, so a slow fabric read never delays a renewal: `tapestry-lease` renews the
@@ -106,10 +132,15 @@ public struct FabricStatus: Sendable, Equatable {
 /// service.stop(release: true)           // on `down`
 /// ```
 public final class FabricService: @unchecked Sendable {
+    /// The topology, as placement sees it.
     public let spec: FabricSpec
+    /// This host's name.
     public let host: String
+    /// This host's underlay address.
     public let underlay: String
+    /// The etcd records this service reads and writes.
     public let store: FabricStore
+    /// Timing and HA settings.
     public let options: FabricOptions
     let callbacks: FabricCallbacks
     let probe: @Sendable ([String], Double) -> Bool

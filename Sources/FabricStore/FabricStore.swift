@@ -4,9 +4,12 @@ import Foundation
 /// transactions that make HA and migration safe. Stateless apart from the client; every
 /// call is bounded by the client's deadlines and throws `EtcdError` (mostly `unavailable`).
 public final class FabricStore: @unchecked Sendable {
+    /// The etcd client.
     public let client: EtcdClient
+    /// The topology's key layout.
     public let keys: FabricKeys
 
+    /// The records of topology `topology` through `client`.
     public init(client: EtcdClient, topology: String) {
         self.client = client
         self.keys = FabricKeys(topology: topology)

@@ -46,6 +46,7 @@ public struct IsolationMonitor: Sendable, Equatable {
         case recovered
     }
 
+    /// A monitor for a lease of `ttl` seconds last renewed at monotonic time `renewedAt`.
     public init(ttl: Double, renewedAt: Double) { self.ttl = ttl; self.lastRenewal = renewedAt }
 
     /// A renewal sent at `sendTime` succeeded: the episode (if any) ends.
@@ -81,7 +82,9 @@ public struct IsolationMonitor: Sendable, Equatable {
 /// IPPROTO_ICMP; net.ipv4.ping_group_range) when allowed, else a raw socket (CAP_NET_RAW).
 /// Sockets are made inside `namespace` (/run/netns/NAME) when given.
 public struct ICMPProbe: Sendable {
+    /// Network namespace file to probe from (nil: the process's own).
     public var namespace: String?
+    /// A probe from `namespace`.
     public init(namespace: String? = nil) { self.namespace = namespace }
 
     /// The first address that answered within `timeout` seconds (nil: none), and one reason

@@ -39,8 +39,11 @@ public enum MigrationRefusal: Error, Equatable, CustomStringConvertible {
 
 /// A migration that passed its checks: what the commit compares against.
 public struct MigrationPlan: Sendable, Equatable {
+    /// The guest to move.
     public var guest: String
+    /// The host it runs on.
     public var from: String
+    /// The destination host.
     public var to: String
     /// Destination's underlay address (where QEMU's `-incoming` listens).
     public var destinationUnderlay: String
@@ -50,6 +53,7 @@ public struct MigrationPlan: Sendable, Equatable {
     public var destinationRegistration: Int64
 }
 
+/// The checks of `tapestry vm migrate`.
 public enum Migration {
     /// Checks `tapestry vm migrate guest --to destination` run on host `source` against the
     /// spec and a fresh snapshot. Refuses an unknown guest or host, a guest that is not QEMU,
