@@ -57,8 +57,12 @@ let package = Package(
         .target(name: "CVMSpawn"),
         .target(name: "VMRunner", dependencies: ["CVMSpawn", "Model"]),
 
-        // Observability (issue 21): IPFIX flow export, Prometheus metrics, LLDP, topology graph.
+        // Observability: IPFIX flow export, Prometheus metrics, LLDP, topology graph.
         .target(name: "Observability", dependencies: ["Model", "Core", "Topology"], swiftSettings: v5 + hotPath),
+        // Fabric store: etcd client (JSON gateway, OpenSSL TLS), membership, HA and migration
+        // bookkeeping. Foundation and its C shim only; the datapath never waits on it.
+        .target(name: "CFabric", linkerSettings: [.linkedLibrary("ssl"), .linkedLibrary("crypto")]),
+        .target(name: "FabricStore", dependencies: ["CFabric"], swiftSettings: v5),
 
         // Micro-benchmark of the forwarding core (Scripts/bench/micro.sh); counts mallocs.
         .target(name: "CMallocCounter"),
@@ -76,6 +80,7 @@ let package = Package(
         .testTarget(name: "CaptureTests", dependencies: ["Capture", "CPcap", "Model", "TestSupport"], swiftSettings: v5),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Core", "Model", "Topology", "TestSupport"], swiftSettings: v5),
         .testTarget(name: "SystemTests", dependencies: ["TestSupport"], swiftSettings: v5),
+        .testTarget(name: "FabricStoreTests", dependencies: ["FabricStore", "TestSupport"], swiftSettings: v5),
         .testTarget(name: "VMRunnerTests", dependencies: ["VMRunner", "Model", "TestSupport"]),
         .testTarget(name: "ObservabilityTests", dependencies: ["Observability", "Model", "Topology", "LinuxIO", "TestSupport"], swiftSettings: v5),
     ]

@@ -2,9 +2,11 @@
 # Installs what Tapestry needs on a Debian machine (idempotent; fast when all is present).
 # Debian packages only: libnl and libpcap to build; iproute2, ping, tcpdump, scapy, iperf3
 # for the demo and the system tests; nfdump, prometheus (promtool), lldpd, graphviz (dot) for
-# the observability tests (issue 21: each exporter is checked by the real tool).
+# the observability tests (each exporter is checked by the real tool); libssl-dev (the fabric
+# store's TLS) and etcd-server (the fabric store's tests start their own etcd members; no
+# service is enabled).
 set -euo pipefail
-packages=(libnl-3-dev libnl-route-3-dev libpcap-dev pkg-config iproute2 iputils-ping tcpdump tshark iperf3 python3-scapy procps ethtool qemu-system-x86 cpio xz-utils zstd nfdump prometheus lldpd graphviz curl)
+packages=(libnl-3-dev libnl-route-3-dev libpcap-dev pkg-config iproute2 iputils-ping tcpdump tshark iperf3 python3-scapy procps ethtool qemu-system-x86 cpio xz-utils zstd nfdump prometheus lldpd graphviz curl libssl-dev etcd-server)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
