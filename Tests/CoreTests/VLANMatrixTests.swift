@@ -135,3 +135,44 @@ let matrix: [MatrixCase] = [
         #expect(d.verdict == .drop(.mirrorDestinationPort) && !d.learn)
     }
 }
+
+/// 802.1Q DEI (drop eligible indicator) travels with the priority on every re-tag: a tagged
+/// frame, a priority-tagged frame, and towards an uplink or a mirror the same way.
+@Suite struct DropEligibilityTests {
+    static func egressTags(_ frame: [UInt8], from port: String) -> [String: VLANTag?] {
+        let plan = VLANMatrix.plan
+        let inPort = plan.portIndex(named: port)!
+        let d = frame.withUnsafeBytes { decide(frame: $0, inPort: inPort, plan: plan, table: MACTable(limit: 64)) }
+        var out: [String: VLANTag?] = [:]
+        forEachEgress(of: d, inPort: inPort, plan: plan) { p, rw, _ in
+            out[plan.ports[p].name] = rewritten(frame, rw).withUnsafeBytes { FrameHeader.parse($0) }?.outerTag
+        }
+        return out
+    }
+
+    @Test func deiAndPCPAreRelayedFromTrunkToTrunk() {
+        // VLAN 20, PCP 3, DEI 1 from one trunk leaves the other trunks as PCP 3, DEI 1.
+        let f = FrameBuilder(dst: .broadcast, src: mac(1)).tagged(20, pcp: 3, dei: true).bytes
+        let out = Self.egressTags(f, from: "t1020")
+        for port in ["tn10", "t20"] {
+            let tag = out[port] ?? nil
+            #expect(tag?.vid == 20 && tag?.pcp == 3 && tag?.dei == true, "\(port): \(String(describing: tag))")
+        }
+        #expect((out["a20"] ?? nil) == nil, "the access port gets it untagged")
+    }
+
+    @Test func aPriorityTagKeepsItsDEI() {
+        // A priority tag (VID 0) with DEI on the trunk with native 10: VLAN 10, re-tagged
+        // towards the other trunk with the same PCP and DEI.
+        let f = FrameBuilder(dst: .broadcast, src: mac(1)).tagged(0, pcp: 5, dei: true).bytes
+        let out = Self.egressTags(f, from: "tn10")
+        let tag = out["t1020"] ?? nil
+        #expect(tag?.vid == 10 && tag?.pcp == 5 && tag?.dei == true, "\(String(describing: tag))")
+    }
+
+    @Test func untaggedFramesGetNoDEI() {
+        let f = FrameBuilder(dst: .broadcast, src: mac(1)).bytes
+        let tag = Self.egressTags(f, from: "a10")["t1020"] ?? nil
+        #expect(tag?.vid == 10 && tag?.pcp == 0 && tag?.dei == false)
+    }
+}
