@@ -156,6 +156,7 @@ public final class Fabric {
             switch g.kind {
             case .netns: try createGuest(g, of: topology, host: host, into: &byPort)
             case .qemu: try createVMPorts(g, of: topology, host: host, into: &byPort)
+            case .vhostUser: throw RuntimeError("guest \(g.name): kind vhost-user is not supported by this runtime yet")
             }
         }
     }

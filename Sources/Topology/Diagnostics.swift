@@ -63,9 +63,20 @@ struct DiagnosticSink {
 
     var hasErrors: Bool { !diagnostics.isEmpty }
 
+    /// Appends `text` to the last error's message (a detail only the caller knows).
+    mutating func annotateLast(_ text: String) {
+        guard !diagnostics.isEmpty else { return }
+        diagnostics[diagnostics.count - 1].message += text
+    }
+
+    /// Warnings in file order.
+    var sortedWarnings: [TopologyDiagnostic] { Self.inFileOrder(warnings) }
+
     /// Diagnostics in file order; equal positions keep the order they were found in.
-    var sorted: [TopologyDiagnostic] {
-        diagnostics.enumerated().sorted { a, b in
+    var sorted: [TopologyDiagnostic] { Self.inFileOrder(diagnostics) }
+
+    static func inFileOrder(_ list: [TopologyDiagnostic]) -> [TopologyDiagnostic] {
+        list.enumerated().sorted { a, b in
             (a.element.line, a.element.column, a.offset) < (b.element.line, b.element.column, b.offset)
         }.map(\.element)
     }
