@@ -195,7 +195,9 @@ extension Validator {
                             at: nicLocations[nic.portName] ?? .start)
                     continue
                 }
-                let domain = domains.find(domains.node(nic.switchName, vlan, host: g.host))
+                // A private VLAN's secondaries share the primary's subnet and MAC learning.
+                let domainVLAN = byName[nic.switchName]?.privateVLANRole(of: vlan)?.primary ?? vlan
+                let domain = domains.find(domains.node(nic.switchName, domainVLAN, host: g.host))
                 for p in nic.addresses {
                     if let (other, at) = seen[domain]?[p.address] {
                         error("address \(p.address) of \(nic.portName) is already used by \(other) (line \(at.line)) in the same L2 domain (VLAN \(vlan) of switch '\(nic.switchName)'\(domains.overlay.isEmpty && byName.count == 1 ? "" : " and whatever is linked to it"))",
