@@ -232,11 +232,11 @@ extension Validator {
                 sourcePositions["etcd.tls.\(key)"] = TextPosition(line: field.value.location.line, column: field.value.location.column)
                 switch key { case "ca": spec.ca = s; case "cert": spec.cert = s; default: spec.key = s }
             }
-            if (spec.cert == nil) != (spec.key == nil) {
+            if (m["cert"] == nil) != (m["key"] == nil) {
                 error("'cert' and 'key' of etcd tls go together: a client certificate needs its key", at: t.value.location)
                 ok = false
             }
-            if spec.ca == nil && spec.cert == nil && spec.key == nil {
+            if m.known.isEmpty {
                 error("'tls' of etcd is empty: give 'ca', and 'cert' with 'key' for client authentication", at: t.value.location)
                 ok = false
             }
