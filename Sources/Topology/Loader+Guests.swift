@@ -40,7 +40,10 @@ extension Validator {
                 }
                 var sock = VhostUserSocketSpec()
                 if let s = f["socket"] {
-                    if let v = socketSpec(s.value, guest: name) { sock = v } else { ok = false }
+                    // Keep what did parse (the mode), so the NICs are checked against it.
+                    let (v, valid) = socketSpec(s.value, guest: name)
+                    sock = v
+                    if !valid { ok = false }
                 }
                 g.socket = sock
             } else if let s = f["socket"] {
@@ -369,9 +372,9 @@ extension Validator {
     }
 
     /// `socket:` of a vhost-user guest.
-    mutating func socketSpec(_ node: SourceNode, guest: String) -> VhostUserSocketSpec? {
+    mutating func socketSpec(_ node: SourceNode, guest: String) -> (VhostUserSocketSpec, Bool) {
         let what = "'socket' of guest '\(guest)'"
-        guard let f = mapping(node, what, allowed: Keys.socket.names) else { return nil }
+        guard let f = mapping(node, what, allowed: Keys.socket.names) else { return (VhostUserSocketSpec(), false) }
         var s = VhostUserSocketSpec(), ok = true
         if let m = f["mode"] {
             if let v = choice(m.value, "socket mode", VhostUserMode.allCases) { s.mode = v } else { ok = false }
@@ -411,6 +414,6 @@ extension Validator {
                 ok = false
             }
         }
-        return ok ? s : nil
+        return (s, ok)
     }
 }
