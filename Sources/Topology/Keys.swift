@@ -174,7 +174,7 @@ enum Keys {
     static let shapingRate = KeyTable(title: "shaping direction", keys: [
         KeyDoc(name: "average", shape: .ref("rate"), required: true, description: "Long-term rate, 1kbit..1tbit."),
         KeyDoc(name: "peak", shape: .ref("rate"), description: "Rate during a burst, at least average (default: average)."),
-        KeyDoc(name: "burst", shape: .ref("byte-size"), description: "Bytes that may pass at peak; at least the largest frame (65593 bytes with offloads, MTU+18 without); default 64 KiB + 57 = the minimum with offloads. At most 1 GiB."),
+        KeyDoc(name: "burst", shape: .ref("byte-size"), description: "Bytes that may pass at peak; at least the largest frame a port of the group carries (65593 bytes with offloads, MTU+18 when every NIC has offloads: false), which is also the default. At most 1 GiB."),
     ])
     static let mirror = KeyTable(title: "mirror", keys: [
         KeyDoc(name: "name", shape: name(31), required: true, description: "Unique on the switch."),
