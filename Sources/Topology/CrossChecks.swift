@@ -19,7 +19,7 @@ struct L2Domains {
     let hostIndex: [String: Int]
     let overlay: Set<String>
 
-    init(switches: [SwitchSpec], links: [LinkSpec], hosts: [HostSpec], guests: [GuestSpec]) {
+    init(switches: [SwitchSpec], hosts: [HostSpec]) {
         switchIndex = Dictionary(switches.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { a, _ in a })
         hostIndex = Dictionary(hosts.enumerated().map { ($1.name, $0 + 1) }, uniquingKeysWith: { a, _ in a })
         overlay = Set(switches.filter { $0.overlay != nil }.map(\.name))
@@ -221,7 +221,7 @@ extension Validator {
 
     /// VNI ranges of two switches must not overlap; remote VTEPs are not hosts; an overlay
     /// has someone to talk to.
-    mutating func checkOverlays(_ switches: [SwitchSpec], hosts: [HostSpec]) {
+    mutating func checkOverlays(_ switches: [SwitchSpec], hosts: [HostSpec], guests: [GuestSpec], links: [LinkSpec]) {
         let withOverlay = switches.compactMap { s in s.overlay.map { (s.name, $0) } }.sorted { $0.1.vniBase < $1.1.vniBase }
         for (prev, next) in zip(withOverlay, withOverlay.dropFirst()) where next.1.vniBase <= prev.1.vniBase + 4094 {
             error("VNI range \(next.1.vniBase)..\(next.1.vniBase + 4094) of switch '\(next.0)' overlaps \(prev.1.vniBase)..\(prev.1.vniBase + 4094) of switch '\(prev.0)': each switch uses its base and the 4094 VNIs after it",
@@ -232,6 +232,22 @@ extension Validator {
             for (i, v) in o.remoteVTEPs.enumerated() {
                 if let h = underlays[v.address] {
                     error("remote VTEP \(v.address) is the underlay of host '\(h)': hosts of the topology get their tunnels without being listed",
+                          at: remoteVTEPLocations[name]?[safe: i] ?? .start)
+                }
+            }
+            // A tunnel joins two addresses of one family: every host running the switch and
+            // every remote VTEP must share the first host's family.
+            var running = Set<String>()
+            for g in guests { if let h = g.host, g.nics.contains(where: { $0.switchName == name }) { running.insert(h) } }
+            for l in links { if let h = l.host, l.end(on: name) != nil { running.insert(h) } }
+            let runners = hosts.filter { running.contains($0.name) }
+            if let first = runners.first {
+                for h in runners.dropFirst() where h.underlay.family != first.underlay.family {
+                    error("hosts '\(first.name)' (IPv\(first.underlay.family)) and '\(h.name)' (IPv\(h.underlay.family)) both run switch '\(name)', but a VXLAN tunnel joins two addresses of one family",
+                          at: hostLocations[h.name] ?? .start)
+                }
+                for (i, v) in o.remoteVTEPs.enumerated() where v.address.family != first.underlay.family {
+                    error("remote VTEP \(v.address) is IPv\(v.address.family), but the hosts running switch '\(name)' have IPv\(first.underlay.family) underlays",
                           at: remoteVTEPLocations[name]?[safe: i] ?? .start)
                 }
             }

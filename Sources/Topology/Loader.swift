@@ -177,8 +177,9 @@ struct Validator {
         if let f = top["datapath"] { datapath = datapathSpec(f.value, "'datapath'") ?? DatapathSpec() }
 
         var hosts: [HostSpec] = []
-        let hostsField = top["hosts"]
-        if let f = hostsField, !f.value.isNull { hosts = hostSpecs(f.value) }
+        // An empty `hosts:` counts as absent, like an empty `guests:`.
+        let hostsField = top["hosts"].flatMap { $0.value.isNull ? nil : $0 }
+        if let f = hostsField { hosts = hostSpecs(f.value) }
 
         var switches: [SwitchSpec] = []
         var pendingStatics: [String: [PendingStatic]] = [:]
@@ -241,10 +242,10 @@ struct Validator {
         resolveMulticast(&switches, pending: pendingMulticast, guests: guests, links: links)
         checkPrivateVLANUse(switches)
         switches = checkShaping(switches, guests: guests, links: links)
-        var domains = L2Domains(switches: switches, links: links, hosts: hosts, guests: guests)
+        var domains = L2Domains(switches: switches, hosts: hosts)
         checkLinkLoops(links, switches: switches, domains: &domains)
         checkAddresses(guests, switches: switches, domains: &domains)
-        checkOverlays(switches, hosts: hosts)
+        checkOverlays(switches, hosts: hosts, guests: guests, links: links)
         checkPortNames(switches, guests: guests, links: links, hosts: hosts)
         checkHostCapacity(hosts, guests: guests)
         checkFlowExports(switches)

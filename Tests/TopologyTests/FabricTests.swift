@@ -9,11 +9,11 @@ let twoHosts = """
 name: fab
 hosts:
   h1: {underlay: 10.70.0.1}
-  h2: {underlay: "2001:db8::2", netns: fab-h2}
+  h2: {underlay: 10.70.0.2, netns: fab-h2}
   h3: {underlay: 10.70.0.3}
 switches:
   sw0:
-    overlay: {vni: 5000, remote-vteps: [10.70.0.9, {address: "2001:db8::9", vlans: [none, 10, 20-22]}]}
+    overlay: {vni: 5000, remote-vteps: [10.70.0.9, {address: 10.70.0.8, vlans: [none, 10, 20-22]}]}
     port-groups: {v10: {vlan: 10}}
   sw1:
     port-groups: {v10: {vlan: 10}}
@@ -26,11 +26,12 @@ guests:
 @Test func hostsAndOverlayParse() throws {
     let t = try TopologyLoader.parse(twoHosts, file: "t")
     #expect(t.hosts.map(\.name) == ["h1", "h2", "h3"])
-    #expect(t.hosts[1].underlay == IPAddress("2001:db8::2") && t.hosts[1].netns == "fab-h2")
+    #expect(t.hosts[1].underlay == IPAddress("10.70.0.2") && t.hosts[1].netns == "fab-h2")
     let o = try #require(t.switches[0].overlay)
     #expect(o.vniBase == 5000 && o.port == 4789 && o.vni(for: .untagged) == 5000 && o.vni(for: VLANID(4094)) == 9094)
     #expect(o.vlan(forVNI: 5010) == VLANID(10) && o.vlan(forVNI: 4999) == nil && o.vlan(forVNI: 9095) == nil)
-    #expect(o.remoteVTEPs.map(\.portName) == ["vtep-10.70.0.9", "vtep-2001-db8--9"])
+    #expect(o.remoteVTEPs.map(\.portName) == ["vtep-10.70.0.9", "vtep-10.70.0.8"])
+    #expect(RemoteVTEPSpec(address: IPAddress("2001:db8::9")!).portName == "vtep-2001-db8--9")
     var vlans = VLANSet([.untagged, VLANID(10)]); vlans.insert(range: 20...22)
     #expect(o.remoteVTEPs[1].vlans == vlans && o.remoteVTEPs[0].vlans == nil)
     // sw1 has no overlay: the same address on two hosts is two separate networks.
@@ -41,8 +42,8 @@ guests:
     let t = try TopologyLoader.parse(twoHosts, file: "t")
     let h1 = try t.part(forHost: "h1")
     #expect(h1.topology.guests.map(\.name) == ["a"] && h1.topology.switches.map(\.name) == ["sw0", "sw1"])
-    #expect(h1.tunnels.map(\.portName) == ["h2", "vtep-10.70.0.9", "vtep-2001-db8--9"], "h3 runs no part of sw0: no tunnel to it")
-    #expect(h1.tunnels[0].peer == .host("h2") && h1.tunnels[0].remote == IPAddress("2001:db8::2"))
+    #expect(h1.tunnels.map(\.portName) == ["h2", "vtep-10.70.0.9", "vtep-10.70.0.8"], "h3 runs no part of sw0: no tunnel to it")
+    #expect(h1.tunnels[0].peer == .host("h2") && h1.tunnels[0].remote == IPAddress("10.70.0.2"))
     #expect(h1.tunnels.allSatisfy { $0.vniBase == 5000 && $0.udpPort == 4789 })
     let h3 = try t.part(forHost: "h3")
     #expect(h3.topology.guests.isEmpty && h3.topology.switches.isEmpty && h3.tunnels.isEmpty)
@@ -65,7 +66,7 @@ guests:
         _ = try t.localHost(among: [IPAddress("10.70.0.1")!, IPAddress("10.70.0.3")!])
     }
     #expect(throws: HostSelectionError("no host of 'fab' has its underlay address on this machine (h1 10.70.0.1, h3 10.70.0.3); hosts with netns (h2) are chosen with --host: pass --host HOST")) {
-        _ = try t.localHost(among: [IPAddress("2001:db8::2")!])
+        _ = try t.localHost(among: [IPAddress("10.70.0.2")!])
     }
     let single = try TopologyLoader.parse("name: one\nswitches: {sw0: {port-groups: {w: {vlan: 1}}}}\n", file: "t")
     #expect(try single.localHost(among: []) == nil)
@@ -76,7 +77,9 @@ guests:
     #expect(t.underlayWarnings(forHost: "h1", underlayMTU: 1550).isEmpty)
     #expect(t.underlayWarnings(forHost: "h1", underlayMTU: 1500).map(\.description) == [
         "t.yaml:3:3: warning: switch 'sw0' has MTU 1500, but host 'h1''s underlay MTU is 1500: VXLAN over IPv4 needs 1550; larger frames are dropped, never fragmented (RFC 7348 §4.3)"])
-    #expect(t.underlayWarnings(forHost: "h2", underlayMTU: 1550).first?.message.contains("VXLAN over IPv6 needs 1570") == true)
+    let v6 = try TopologyLoader.parse(twoHosts.replacingOccurrences(of: "10.70.0.", with: "2001:db8::"), file: "t.yaml")
+    #expect(v6.underlayWarnings(forHost: "h2", underlayMTU: 1550).first?.message.contains("VXLAN over IPv6 needs 1570") == true)
+    #expect(try v6.part(forHost: "h1").tunnels.map(\.portName) == ["h2", "vtep-2001-db8--9", "vtep-2001-db8--8"])
 }
 
 @Test func fabricErrorsAreLocated() {
@@ -109,6 +112,9 @@ guests:
         ("name: fab\nswitches:\n  sw0:\n    overlay: {vni: 5000, remote-vteps: [10.0.0.9]}\n    uplinks: {nics: [vtep-10.0.0.9]}\n    port-groups: {v: {vlan: 1}}\n",
          ["t.yaml:4:41: error: port name 'vtep-10.0.0.9' of the tunnel to remote VTEP 10.0.0.9 on switch 'sw0' is already the name of uplink NIC 'vtep-10.0.0.9' (line 5)"]),
         (base + "hosts: {h1: {underlay: 10.0.0.1, netns: a/b}}\n", ["t.yaml:5:41: error: invalid netns name 'a/b': 1..63 letters, digits, '_', '-' or '.', not '.' or '..'"]),
+        ("name: fab\nhosts: {h1: {underlay: 10.0.0.1}, h2: {underlay: \"2001:db8::2\"}}\nswitches:\n  sw0:\n    overlay: {vni: 5000, remote-vteps: [\"2001:db8::9\"]}\n    port-groups: {v: {vlan: 1}}\nguests:\n  a: {kind: netns, host: h1, nics: [{switch: sw0, port-group: v}]}\n  b: {kind: netns, host: h2, nics: [{switch: sw0, port-group: v}]}\n",
+         ["t.yaml:2:35: error: hosts 'h1' (IPv4) and 'h2' (IPv6) both run switch 'sw0', but a VXLAN tunnel joins two addresses of one family",
+          "t.yaml:5:41: error: remote VTEP 2001:db8::9 is IPv6, but the hosts running switch 'sw0' have IPv4 underlays"]),
     ]
     for (yaml, expected) in cases { #expect(diagnostics(yaml: yaml) == expected, "\(yaml)") }
 }
