@@ -157,10 +157,9 @@ extension Validator {
     /// checked against the domains the earlier links made (a link never loops with itself:
     /// flooding never leaves through the port a frame came in on).
     mutating func checkLinkLoops(_ links: [LinkSpec], switches: [SwitchSpec], domains: inout L2Domains) {
-        let byName = Dictionary(switches.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         for (i, link) in links.enumerated() {
-            guard let a = byName[link.ends[0].switchName]?.portGroup(named: link.ends[0].portGroup),
-                  let b = byName[link.ends[1].switchName]?.portGroup(named: link.ends[1].portGroup) else { continue }
+            guard let a = validGroups[link.ends[0].switchName]?[link.ends[0].portGroup],
+                  let b = validGroups[link.ends[1].switchName]?[link.ends[1].portGroup] else { continue }
             let edges = L2Domains.edges(a.mode, b.mode)
             let nodes = edges.map { (domains.node(link.ends[0].switchName, $0.0, host: link.host),
                                      domains.node(link.ends[1].switchName, $0.1, host: link.host), $0.0, $0.1) }
@@ -181,11 +180,17 @@ extension Validator {
     /// Addresses: no two NICs with the same address in one L2 domain; an address on a trunk
     /// NIC without a native VLAN is on an interface whose frames the switch drops.
     mutating func checkAddresses(_ guests: [GuestSpec], switches: [SwitchSpec], domains: inout L2Domains) {
-        let byName = Dictionary(switches.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        // Each private VLAN ID → its primary, per switch.
+        var primaries: [String: [VLANID: VLANID]] = [:]
+        for s in switches {
+            for p in s.privateVLANs {
+                for v in [p.primary] + (p.isolated.map { [$0] } ?? []) + p.community { primaries[s.name, default: [:]][v] = p.primary }
+            }
+        }
         var seen: [Int: [IPAddress: (String, SourceLocation)]] = [:]
         for g in guests {
             for nic in g.nics where !nic.addresses.isEmpty || nic.dhcp {
-                guard let mode = byName[nic.switchName]?.portGroup(named: nic.portGroup)?.mode else { continue }
+                guard let mode = validGroups[nic.switchName]?[nic.portGroup]?.mode else { continue }
                 let vlan: VLANID
                 switch mode {
                 case .access(let v): vlan = v
@@ -196,11 +201,11 @@ extension Validator {
                     continue
                 }
                 // A private VLAN's secondaries share the primary's subnet and MAC learning.
-                let domainVLAN = byName[nic.switchName]?.privateVLANRole(of: vlan)?.primary ?? vlan
+                let domainVLAN = primaries[nic.switchName]?[vlan] ?? vlan
                 let domain = domains.find(domains.node(nic.switchName, domainVLAN, host: g.host))
                 for p in nic.addresses {
                     if let (other, at) = seen[domain]?[p.address] {
-                        error("address \(p.address) of \(nic.portName) is already used by \(other) (line \(at.line)) in the same L2 domain (VLAN \(vlan) of switch '\(nic.switchName)'\(domains.overlay.isEmpty && byName.count == 1 ? "" : " and whatever is linked to it"))",
+                        error("address \(p.address) of \(nic.portName) is already used by \(other) (line \(at.line)) in the same L2 domain (VLAN \(vlan) of switch '\(nic.switchName)'\(domains.overlay.isEmpty && switches.count == 1 ? "" : " and whatever is linked to it"))",
                               at: nicNodes[nic.portName].map { addressLocation($0, p) } ?? .start)
                     } else {
                         seen[domain, default: [:]][p.address] = (nic.portName, nicLocations[nic.portName] ?? .start)

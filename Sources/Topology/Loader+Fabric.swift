@@ -101,7 +101,7 @@ extension Validator {
                     unresolved("switch", swName, "", declared: declaredSwitches, at: end.location)
                     ok = false; continue
                 }
-                guard sw.portGroup(named: pgName) != nil else {
+                guard validGroups[sw.name]?[pgName] != nil else {
                     unresolved("port group", pgName, " on switch '\(swName)'", declared: declaredPortGroups[swName] ?? [], at: end.location)
                     ok = false; continue
                 }

@@ -108,7 +108,7 @@ extension Validator {
         var group = ""
         if let p = require("port-group", in: f, what, at: node.location), let name = text(p.value, "'port-group'") {
             if let sw {
-                if sw.portGroup(named: name) == nil {
+                if validGroups[sw.name]?[name] == nil {
                     unresolved("port group", name, " on switch '\(sw.name)'", declared: declaredPortGroups[sw.name] ?? [], at: p.value.location)
                     ok = false
                 } else { group = name }

@@ -129,6 +129,10 @@ struct Validator {
     /// Every host key, valid or not.
     var declaredHosts: [String] = []
 
+    /// The valid port groups of each valid switch, by name (filled once the switches are
+    /// read), so every lookup by name is O(1).
+    var validGroups: [String: [String: PortGroupSpec]] = [:]
+
     /// Where things were written, for cross checks made after the walk.
     var nicLocations: [String: SourceLocation] = [:]
     var nicNodes: [String: SourceNode] = [:]
@@ -152,7 +156,7 @@ struct Validator {
 
     /// `"; did you mean 'x'?"` or `""`, within the suggestion budget.
     mutating func hint(_ word: String, among candidates: [String]) -> String {
-        guard suggestionsLeft > 0, word.utf8.count <= 64, candidates.count <= 4096 else { return "" }
+        guard suggestionsLeft > 0, word.utf8.count <= 64, candidates.count <= 1024 else { return "" }
         suggestionsLeft -= 1
         return didYouMean(word, among: candidates)
     }
@@ -203,6 +207,8 @@ struct Validator {
             }
         }
 
+        for s in switches { validGroups[s.name] = Dictionary(s.portGroups.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a }) }
+
         var guests: [GuestSpec] = []
         if let f = top["guests"], !f.value.isNull, let entries = namedEntries(f.value, "'guests'") {
             declaredGuests = Set(entries.map(\.name))
@@ -236,8 +242,12 @@ struct Validator {
 
         // Cross checks over what validated.
         checkDuplicateMACs(guests)
-        for i in switches.indices {
-            switches[i].staticMACs = resolveStatics(pendingStatics[switches[i].name] ?? [], on: switches[i], guests: guests)
+        var nicsBySwitch: [String: [NICSpec]] = [:]
+        for g in guests { for nic in g.nics { nicsBySwitch[nic.switchName, default: []].append(nic) } }
+        let validGuests = Set(guests.map(\.name))
+        for i in switches.indices where !(pendingStatics[switches[i].name] ?? []).isEmpty {
+            switches[i].staticMACs = resolveStatics(pendingStatics[switches[i].name] ?? [], on: switches[i],
+                                                    nics: nicsBySwitch[switches[i].name] ?? [], validGuests: validGuests)
         }
         resolveMulticast(&switches, pending: pendingMulticast, guests: guests, links: links)
         checkPrivateVLANUse(switches)
@@ -629,15 +639,14 @@ struct Validator {
         return (MirrorSpec(name: name, sourcePortGroups: sources, direction: direction, destinationPortGroup: destination), nameNode)
     }
 
-    mutating func resolveStatics(_ pending: [PendingStatic], on sw: SwitchSpec, guests: [GuestSpec]) -> [StaticMACSpec] {
+    /// Resolves a switch's static MAC entries against its guest ports (`nics`: the NICs on
+    /// the switch).
+    mutating func resolveStatics(_ pending: [PendingStatic], on sw: SwitchSpec, nics: [NICSpec], validGuests: Set<String>) -> [StaticMACSpec] {
         var ports: [String: PortMode] = [:]
         var portNames: [String] = []
-        let groups = Dictionary(sw.portGroups.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        let validGuests = Set(guests.map(\.name))
-        for g in guests {
-            for nic in g.nics where nic.switchName == sw.name {
-                if let pg = groups[nic.portGroup] { ports[nic.portName] = pg.mode; portNames.append(nic.portName) }
-            }
+        let groups = validGroups[sw.name] ?? [:]
+        for nic in nics {
+            if let pg = groups[nic.portGroup] { ports[nic.portName] = pg.mode; portNames.append(nic.portName) }
         }
         var out: [StaticMACSpec] = []
         var seen: [VLANID: [MACAddress: Int]] = [:]
