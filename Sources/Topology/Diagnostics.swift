@@ -51,14 +51,23 @@ struct DiagnosticSink {
     private(set) var diagnostics: [TopologyDiagnostic] = []
     private(set) var warnings: [TopologyDiagnostic] = []
 
+    /// Longest message kept (`TopologyLimits.maxMessageLength`); longer ones are cut.
+    var maxMessageLength = 1_024
+
     init(file: String) { self.file = file }
 
     mutating func warning(_ message: String, at location: SourceLocation) {
-        warnings.append(TopologyDiagnostic(file: file, line: location.line, column: location.column, message: message, severity: .warning))
+        warnings.append(TopologyDiagnostic(file: file, line: location.line, column: location.column, message: cut(message), severity: .warning))
     }
 
     mutating func error(_ message: String, at location: SourceLocation) {
-        diagnostics.append(TopologyDiagnostic(file: file, line: location.line, column: location.column, message: message))
+        diagnostics.append(TopologyDiagnostic(file: file, line: location.line, column: location.column, message: cut(message)))
+    }
+
+    /// `message`, or its first `maxMessageLength` characters and a note that it was cut.
+    private func cut(_ message: String) -> String {
+        guard message.utf8.count > maxMessageLength else { return message }
+        return String(message.prefix(maxMessageLength)) + "… (cut)"
     }
 
     var hasErrors: Bool { !diagnostics.isEmpty }

@@ -27,6 +27,11 @@ public struct TopologyLimits: Sendable, Equatable {
     public var maxDepth = 32
     /// Most aliases (`*name`) in one file.
     public var maxAliases = 1_000
+    /// Longest scalar, in bytes (the longest a topology needs is a path, 4 096).
+    public var maxScalarBytes = 8_192
+    /// Longest diagnostic message, in characters: a message quotes the value it is about, and
+    /// an aliased long value must not multiply into megabytes of output.
+    public var maxMessageLength = 1_024
     /// Most switches.
     public var maxSwitches = 256
     /// Most port groups on one switch.

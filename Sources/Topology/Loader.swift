@@ -96,6 +96,7 @@ struct Validator {
 
     init(file: String, limits: TopologyLimits = .standard) {
         sink = DiagnosticSink(file: file); self.limits = limits; suggestionsLeft = limits.maxSuggestions
+        sink.maxMessageLength = limits.maxMessageLength
     }
 
     mutating func error(_ message: String, at location: SourceLocation) { sink.error(message, at: location) }

@@ -136,6 +136,9 @@ private struct EventComposer {
                 }
             case YAML_SCALAR_EVENT:
                 let s = event.data.scalar
+                if Int(s.length) > limits.maxScalarBytes {
+                    return .syntaxError(message: "a scalar of \(s.length) bytes; a topology file's scalars have at most \(limits.maxScalarBytes)", location: mark)
+                }
                 let value = string(s.value, Int(s.length))
                 let isNull = s.style == YAML_PLAIN_SCALAR_STYLE && (value.isEmpty || value == "~" || value == "null")
                 if let error = add(SourceNode(kind: .scalar(value), location: mark, isNull: isNull), weight: 1,

@@ -186,3 +186,14 @@ func validateInChild(_ name: String, writing body: (FileHandle) throws -> Void) 
     #expect(r3.status == 0, "\(r3.output.prefix(500))")
     #expect(r3.maxRSSKiB < 300 * 1024 && r3.seconds < 30)
 }
+
+@Test func longValuesCannotMultiplyIntoHugeOutput() {
+    // An 8 000-byte kind aliased 900 times: 900 errors, each message cut to about 1 KiB.
+    var yaml = "name: lab\nswitches: {sw0: {port-groups: {w: {vlan: 1}}}}\nk: &k " + String(repeating: "v", count: 8000) + "\nguests:\n"
+    for i in 0..<900 { yaml += "  g\(i): {kind: *k, nics: [{switch: sw0, port-group: w}]}\n" }
+    let d = diagnostics(yaml: yaml).filter { $0.contains("invalid guest kind") }
+    #expect(d.count == 900)
+    #expect(d.allSatisfy { $0.utf8.count < 1_100 && $0.hasSuffix("… (cut)") })
+    #expect(diagnostics(yaml: "name: " + String(repeating: "a", count: 8193) + "\n")
+            == ["t.yaml:1:7: error: a scalar of 8193 bytes; a topology file's scalars have at most 8192"])
+}
