@@ -106,14 +106,14 @@ enum Keys {
                description: "Port groups by name ([a-z0-9][a-z0-9-]*, at most 31 characters); at least one."),
         KeyDoc(name: "mirrors", shape: .anyOf([.null, .list(.object(mirror), minItems: 0, maxItems: 64)]), description: "Port mirrors (SPAN)."),
         KeyDoc(name: "overlay", shape: .object(overlay), description: "VXLAN across hosts and remote VTEPs: VLAN V travels as VNI vni+V."),
-        KeyDoc(name: "private-vlans", shape: .map(keyPattern: "^[1-9][0-9]{0,3}$", maxKeyLength: 4, value: .object(privateVLAN), minEntries: 0),
+        KeyDoc(name: "private-vlans", shape: .anyOf([.null, .map(keyPattern: "^[1-9][0-9]{0,3}$", maxKeyLength: 4, value: .anyOf([.null, .object(privateVLAN)]), minEntries: 0)]),
                description: "Private VLANs by primary VLAN number."),
         KeyDoc(name: "multicast-snooping", shape: .ref("boolean"), description: "IGMP/MLD snooping (default false: multicast floods)."),
         KeyDoc(name: "multicast-querier", shape: .ref("boolean"), description: "Send IGMP/MLD general queries (default false); needs multicast-snooping."),
         KeyDoc(name: "multicast-querier-source", shape: .ref("ip-address"), description: "The IGMP querier's IPv4 source (default 0.0.0.0, as Linux does)."),
         KeyDoc(name: "multicast-membership-interval", shape: .ref("duration"), description: "Group membership interval, 10s..3600s (default 260s, RFC 3376 §8.4)."),
-        KeyDoc(name: "multicast-router-ports", shape: .list(.ref("port-name"), minItems: 0, maxItems: 4096), description: "Ports that are always multicast-router ports."),
-        KeyDoc(name: "multicast-static-groups", shape: .list(.object(staticGroup), minItems: 0, maxItems: 4096), description: "Group memberships that never age."),
+        KeyDoc(name: "multicast-router-ports", shape: .anyOf([.null, .list(.ref("port-name"), minItems: 0, maxItems: 4096)]), description: "Ports that are always multicast-router ports."),
+        KeyDoc(name: "multicast-static-groups", shape: .anyOf([.null, .list(.object(staticGroup), minItems: 0, maxItems: 4096)]), description: "Group memberships that never age."),
         KeyDoc(name: "flow-export", shape: .object(flowExport), description: "IPFIX flow export (RFC 7011)."),
     ])
 
@@ -188,7 +188,7 @@ enum Keys {
     static let overlay = KeyTable(title: "overlay", keys: [
         KeyDoc(name: "vni", shape: integer(1...Int(OverlaySpec.maxVNIBase)), required: true,
                description: "The base VNI: vlan none travels as it, VLAN V as vni+V; vni+4094 must fit in 24 bits. Ranges of two switches must not overlap."),
-        KeyDoc(name: "remote-vteps", shape: .list(.anyOf([.ref("ip-address"), .object(remoteVTEP)]), minItems: 0, maxItems: 1024),
+        KeyDoc(name: "remote-vteps", shape: .anyOf([.null, .list(.anyOf([.ref("ip-address"), .object(remoteVTEP)]), minItems: 0, maxItems: 1024)]),
                description: "VTEPs that are not Tapestry hosts (a Linux vxlan device, Open vSwitch, a hardware switch)."),
         KeyDoc(name: "port", shape: integer(1...65535), description: "UDP port (default 4789)."),
     ])
@@ -223,7 +223,7 @@ enum Keys {
         KeyDoc(name: "restart", shape: .enumeration(["never", "on-failure", "always"]), description: "qemu only (default never)."),
         KeyDoc(name: "gateway", shape: .anyOf([.ref("ip-address"), .list(.ref("ip-address"), minItems: 1, maxItems: 2)]),
                description: "Default gateway: one address, or a list of at most one IPv4 and one IPv6; each on one of the guest's subnets."),
-        KeyDoc(name: "routes", shape: .list(.object(route), minItems: 0, maxItems: 256), description: "Static routes."),
+        KeyDoc(name: "routes", shape: .anyOf([.null, .list(.object(route), minItems: 0, maxItems: 256)]), description: "Static routes."),
         KeyDoc(name: "socket", shape: .object(socket), description: "vhost-user only: the sockets' mode and permissions."),
         KeyDoc(name: "nics", shape: .list(.object(nic), minItems: 1, maxItems: 8), required: true, description: "1..8 NICs; NIC N is port GUEST.ethN."),
     ])
@@ -277,7 +277,7 @@ enum Keys {
         KeyDoc(name: "key", shape: .string(pattern: "^/", maxLength: 4096), description: "Client key (with cert)."),
     ])
     static let ha = KeyTable(title: "ha", keys: [
-        KeyDoc(name: "isolation-addresses", shape: .list(.ref("ip-address"), minItems: 0, maxItems: 8),
+        KeyDoc(name: "isolation-addresses", shape: .anyOf([.null, .list(.ref("ip-address"), minItems: 0, maxItems: 8)]),
                description: "Addresses a host pings to tell isolation from an etcd outage."),
         KeyDoc(name: "isolation-response", shape: .enumeration(IsolationResponse.allCases.map(\.rawValue)), description: "none (default) or power-off."),
     ])

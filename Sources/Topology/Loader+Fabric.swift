@@ -135,6 +135,7 @@ extension Validator {
             ], host: host))
             linkLocations.append(item.location)
         }
+        if out.count < items.count { someLinkFailed = true }
         return out
     }
 

@@ -158,7 +158,10 @@ extension Validator {
             func known(_ node: SourceNode, _ me: inout Validator) -> String? {
                 guard let s = me.text(node, "a port") else { return nil }
                 if modes[s] != nil || uplinkNames.contains(s) { return s }
+                // Root errors only: a port of a guest, uplink or link that failed its own checks.
                 if let dot = s.lastIndex(of: "."), me.declaredGuests.contains(String(s[..<dot])), !validGuests.contains(String(s[..<dot])) { return nil }
+                if me.declaredUplinks[sw.name]?.contains(s) == true { return nil }
+                if s.hasPrefix("link-") && me.someLinkFailed { return nil }
                 me.error("unknown port '\(s)' on switch '\(sw.name)': expected GUEST.ethN, an uplink NIC or link-SWITCH" + me.hint(s, among: names), at: node.location)
                 return nil
             }

@@ -129,6 +129,10 @@ struct Validator {
     var declaredGuests: Set<String> = []
     /// Every host key, valid or not.
     var declaredHosts: [String] = []
+    /// Every uplink NIC named per switch, valid or not.
+    var declaredUplinks: [String: Set<String>] = [:]
+    /// True when some entry of `links:` did not validate (its port names are unknown).
+    var someLinkFailed = false
 
     /// The valid port groups of each valid switch, by name (filled once the switches are
     /// read), so every lookup by name is O(1).
@@ -510,6 +514,7 @@ struct Validator {
             if tooMany(items.count, limits.maxUplinkNICs, "'nics' of uplinks", firstBeyond: items.dropFirst(limits.maxUplinkNICs).first?.location) { return nil }
             var seen: [String: Int] = [:]
             for item in items {
+                if let s = item.scalar { declaredUplinks[switchName, default: []].insert(s) }
                 guard let name = interfaceName(item, "an uplink NIC") else { ok = false; continue }
                 if let line = seen[name] {
                     error("duplicate uplink NIC '\(name)' (first listed at line \(line))", at: item.location)

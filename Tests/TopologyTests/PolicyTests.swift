@@ -201,3 +201,22 @@ import Testing
     let ww = try TopologyLoader.parse(base + "  d: {kind: vhost-user, socket: {permissions: \"0666\"}, nics: [{switch: sw0, port-group: w, mac: \"02:00:00:00:00:01\"}]}\n", file: "t")
     #expect(ww.warnings.map(\.message) == ["permissions 0666 let any local user connect a frontend to guest 'd''s ports"])
 }
+
+/// Root errors only, for the multicast port references too: an uplink NIC or a link that
+/// failed its own checks is not "unknown" where a router port names it.
+@Test func routerPortsOfInvalidUplinksOrLinksAreNotReportedAgain() {
+    let yaml = """
+    name: lab
+    switches:
+      sw0:
+        uplinks: {nics: [eth1], policy: round-robin}
+        multicast-snooping: true
+        multicast-router-ports: [eth1, link-sw9]
+        port-groups: {v: {vlan: 1}}
+    links: [{between: [sw0/v, sw9/v]}]
+    """
+    #expect(diagnostics(yaml: yaml) == [
+        "t.yaml:4:37: error: invalid teaming policy 'round-robin': expected port-id, src-mac, ip-hash or failover-order",
+        "t.yaml:8:27: error: unknown switch 'sw9'; did you mean 'sw0'?",
+    ])
+}
