@@ -1,4 +1,4 @@
-// libFuzzer target "topology": TopologyLoader.parse (Yams compose + validation), then
+// libFuzzer target "topology": TopologyLoader.parse (bounded libyaml composition + validation), then
 // compile() on success, then one broadcast and one tagged frame through `decide` from every
 // port of every compiled plan: a topology that passes validation must never make the
 // datapath trap. Errors must carry a diagnostic (the loader reports every problem).
@@ -29,6 +29,14 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         return 0
     } catch {
         fatalError("fuzz-topology: parse threw a non-TopologyErrors error: \(error)")
+    }
+    // Pure functions over a valid topology: a diff with itself is empty; every host's part
+    // is computable and its tunnels belong to its switches.
+    check((try? Topology.diff(from: topology, to: topology))?.isEmpty == true, "diff of a topology with itself is not empty")
+    for h in topology.hosts {
+        guard let part = try? topology.part(forHost: h.name) else { fatalError("fuzz-topology: part(forHost: \(h.name)) threw") }
+        let names = Set(part.topology.switches.map(\.name))
+        check(part.tunnels.allSatisfy { names.contains($0.switchName) }, "a tunnel of host \(h.name) is on a switch it does not run")
     }
     let plans = topology.compile()
     check(plans.count == topology.switches.count, "compile() returned \(plans.count) plans for \(topology.switches.count) switches")

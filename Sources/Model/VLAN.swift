@@ -30,9 +30,15 @@ public struct VLANSet: Hashable, Sendable, Sequence {
         self.init()
         for id in ids { insert(id) }
     }
-    /// Inserts a closed range of VLAN numbers.
+    /// Inserts a closed range of VLAN numbers (0…4095), a 64-bit word at a time.
     public mutating func insert(range: ClosedRange<UInt16>) {
-        for v in range { insert(VLANID(v)) }
+        let low = Int(Swift.min(range.lowerBound, 4095)), high = Int(Swift.min(range.upperBound, 4095))
+        guard low <= high else { return }
+        for w in (low >> 6)...(high >> 6) {
+            let first = w == low >> 6 ? low & 63 : 0, last = w == high >> 6 ? high & 63 : 63
+            let bits = last - first == 63 ? UInt64.max : ((1 << UInt64(last - first + 1)) - 1) << UInt64(first)
+            words[w] |= bits
+        }
     }
     public mutating func insert(_ id: VLANID) {
         words[Int(id.rawValue >> 6)] |= 1 << UInt64(id.rawValue & 63)

@@ -86,6 +86,7 @@ extension Fabric {
                 switch g.kind {
                 case .netns: try createGuest(g, of: new, host: host, into: &fresh)
                 case .qemu: freshVMTaps.append(g.name); try createVMPorts(g, of: new, host: host, into: &fresh)
+                case .vhostUser: throw RuntimeError("guest \(g.name): kind vhost-user is not available in this build")
                 }
             }
             for nic in nicsAdded {
@@ -136,6 +137,7 @@ extension Fabric {
                     switch g.kind {
                     case .netns: try createGuest(g, of: new, host: host, into: &made)
                     case .qemu: try createVMPorts(g, of: new, host: host, into: &made)
+                    case .vhostUser: throw RuntimeError("guest \(g.name): kind vhost-user is not available in this build")
                     }
                     byPort.merge(made) { a, _ in a }
                 } catch {

@@ -48,7 +48,7 @@ extension Fabric {
                 for nic in g.nics where (try? inside.linkExists(named: nic.interfaceName)) == false {
                     dp.setPortDown(switch: nic.switchName, port: nic.portName, reason: .deviceMoved)
                 }
-            case .qemu:
+            case .qemu, .vhostUser:
                 for nic in g.nics {
                     if let p = ports[nic.portName] as? PacketPort, !p.deviceExists {
                         dp.setPortDown(switch: nic.switchName, port: nic.portName, reason: .deviceGone)

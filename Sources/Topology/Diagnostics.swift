@@ -51,21 +51,41 @@ struct DiagnosticSink {
     private(set) var diagnostics: [TopologyDiagnostic] = []
     private(set) var warnings: [TopologyDiagnostic] = []
 
+    /// Longest message kept (`TopologyLimits.maxMessageLength`); longer ones are cut.
+    var maxMessageLength = 1_024
+
     init(file: String) { self.file = file }
 
     mutating func warning(_ message: String, at location: SourceLocation) {
-        warnings.append(TopologyDiagnostic(file: file, line: location.line, column: location.column, message: message, severity: .warning))
+        warnings.append(TopologyDiagnostic(file: file, line: location.line, column: location.column, message: cut(message), severity: .warning))
     }
 
     mutating func error(_ message: String, at location: SourceLocation) {
-        diagnostics.append(TopologyDiagnostic(file: file, line: location.line, column: location.column, message: message))
+        diagnostics.append(TopologyDiagnostic(file: file, line: location.line, column: location.column, message: cut(message)))
+    }
+
+    /// `message`, or its first `maxMessageLength` characters and a note that it was cut.
+    private func cut(_ message: String) -> String {
+        guard message.utf8.count > maxMessageLength else { return message }
+        return String(message.prefix(maxMessageLength)) + "… (cut)"
     }
 
     var hasErrors: Bool { !diagnostics.isEmpty }
 
+    /// Appends `text` to the last error's message (a detail only the caller knows).
+    mutating func annotateLast(_ text: String) {
+        guard !diagnostics.isEmpty else { return }
+        diagnostics[diagnostics.count - 1].message += text
+    }
+
+    /// Warnings in file order.
+    var sortedWarnings: [TopologyDiagnostic] { Self.inFileOrder(warnings) }
+
     /// Diagnostics in file order; equal positions keep the order they were found in.
-    var sorted: [TopologyDiagnostic] {
-        diagnostics.enumerated().sorted { a, b in
+    var sorted: [TopologyDiagnostic] { Self.inFileOrder(diagnostics) }
+
+    static func inFileOrder(_ list: [TopologyDiagnostic]) -> [TopologyDiagnostic] {
+        list.enumerated().sorted { a, b in
             (a.element.line, a.element.column, a.offset) < (b.element.line, b.element.column, b.offset)
         }.map(\.element)
     }

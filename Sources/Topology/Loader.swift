@@ -5,43 +5,53 @@ import Model
 /// Reads topology files: YAML text → source tree → validated `Topology`.
 ///
 /// ```
-///   text ──Yams.compose──▶ SourceNode tree ──Validator──▶ Topology ──compile()──▶ [SwitchPlan]
-///        (syntax errors)   (text + line:col)  (all errors, in file order)
+///   text ──size cap──▶ libyaml events ──composer (nodes, depth, aliases)──▶ SourceNode tree
+///        ──Validator──▶ Topology ──compile()──▶ [SwitchPlan]
+///          (all errors, in file order)
 /// ```
+/// Host checks (`Topology.hostProblems`) are a separate step, so a file written for another
+/// machine can be validated here.
 public enum TopologyLoader {
     /// Loads and validates the file at `path`.
+    ///
+    /// Reads at most `limits.maxFileBytes + 1` bytes, so an oversized file is refused without
+    /// being read whole.
     /// - Throws: `TopologyErrors`, also when the file cannot be read (reported at 1:1).
-    public static func load(path: String) throws -> Topology {
-        let text: String
+    public static func load(path: String, limits: TopologyLimits = .standard) throws -> Topology {
+        let data: Data
         do {
-            let data = try Data(contentsOf: URL(fileURLWithPath: path))
-            guard let s = String(data: data, encoding: .utf8) else {
-                throw TopologyErrors(diagnostics: [
-                    TopologyDiagnostic(file: path, line: 1, column: 1, message: "cannot read topology: not valid UTF-8")])
-            }
-            text = s
-        } catch let e as TopologyErrors {
-            throw e
+            let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))
+            defer { try? handle.close() }
+            data = try handle.read(upToCount: limits.maxFileBytes + 1) ?? Data()
         } catch {
             let reason = (error as NSError).localizedDescription
             throw TopologyErrors(diagnostics: [
                 TopologyDiagnostic(file: path, line: 1, column: 1, message: "cannot read \(path): \(reason)")])
         }
-        return try parse(text, file: path)
+        if data.count > limits.maxFileBytes {
+            throw TopologyErrors(diagnostics: [
+                TopologyDiagnostic(file: path, line: 1, column: 1,
+                                   message: "the file is larger than \(limits.maxFileBytes) bytes (\(limits.maxFileBytes / 1024) KiB), the most a topology file may have")])
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw TopologyErrors(diagnostics: [
+                TopologyDiagnostic(file: path, line: 1, column: 1, message: "cannot read topology: not valid UTF-8")])
+        }
+        return try parse(text, file: path, limits: limits)
     }
 
     /// Parses and validates YAML `text`; `file` names it in diagnostics.
     /// - Throws: `TopologyErrors` with every problem found, in file order.
-    public static func parse(_ text: String, file: String) throws -> Topology {
-        var validator = Validator(file: file)
-        switch composeSource(text) {
+    public static func parse(_ text: String, file: String, limits: TopologyLimits = .standard) throws -> Topology {
+        var validator = Validator(file: file, limits: limits)
+        switch composeSource(text, limits: limits) {
         case .syntaxError(let message, let location):
             validator.error(message, at: location)
         case .document(nil):
             validator.error("empty topology: expected a mapping with 'name' and 'switches'", at: .start)
         case .document(let root?):
             if var topology = validator.topology(root), !validator.sink.hasErrors {
-                topology.warnings = validator.sink.warnings
+                topology.warnings = validator.sink.sortedWarnings
                 return topology
             }
         }
@@ -71,30 +81,201 @@ extension Topology {
 /// Walks the source tree, builds the model and records every error it finds on the way.
 ///
 /// It keeps going after an error wherever the structure allows: a bad value drops only that
-/// value (defaults stand in), a bad entry drops only that entry. Cross references (NIC →
-/// switch / port group, static MAC → port, mirror → port groups) are checked against what did
-/// validate, so one typo does not cascade into a page of errors.
+/// value (defaults stand in), a bad entry drops only that entry.
+///
+/// **Root errors only.** Cross references (NIC → switch / port group / host, static MAC →
+/// port, mirror → port groups, link → switch / port group, …) are resolved against every
+/// name that was *declared*, valid or not: a reference to a port group whose own value is
+/// wrong (`vlan: 010`) is not reported again as "unknown port group", only the root error is.
+/// A name that was never declared is unknown, with a "did you mean" among the declared ones.
 struct Validator {
     var sink: DiagnosticSink
+    let limits: TopologyLimits
+    /// "Did you mean" suggestions left (`TopologyLimits.maxSuggestions`).
+    var suggestionsLeft: Int
 
-    init(file: String) { sink = DiagnosticSink(file: file) }
+    init(file: String, limits: TopologyLimits = .standard) {
+        sink = DiagnosticSink(file: file); self.limits = limits; suggestionsLeft = limits.maxSuggestions
+        sink.maxMessageLength = limits.maxMessageLength
+    }
 
     mutating func error(_ message: String, at location: SourceLocation) { sink.error(message, at: location) }
+    mutating func warning(_ message: String, at location: SourceLocation) { sink.warning(message, at: location) }
 
-    static let topLevelKeys = ["name", "switches", "guests"]
-    static let switchKeys = ["mtu", "mac-table", "uplinks", "port-groups", "mirrors"]
-    static let macTableKeys = ["aging", "limit", "static"]
-    static let staticKeys = ["mac", "vlan", "port"]
-    static let uplinkKeys = ["nics", "policy", "active", "standby", "failback", "notify-switches", "detection"]
-    static let portGroupKeys = ["vlan", "uplinks", "security", "mac-limit", "storm-control", "l2-transparency"]
-    static let stormKeys = ["broadcast", "multicast", "unknown-unicast"]
-    static let trunkKeys = ["trunk", "native"]
-    static let securityKeys = ["promiscuous", "mac-changes", "forged-transmits"]
-    static let mirrorKeys = ["name", "source", "direction", "destination"]
-    static let destinationKeys = ["port-group"]
-    static let guestKeys = ["kind", "memory", "cpus", "restart", "nics"]
+    // Allowed keys, from the key tables the JSON Schema is generated from.
+    static let topLevelKeys = Keys.topLevel.names
+    static let switchKeys = Keys.switch_.names
+    static let macTableKeys = Keys.macTable.names
+    static let staticKeys = Keys.staticMAC.names
+    static let uplinkKeys = Keys.uplinks.names
+    static let portGroupKeys = Keys.portGroup.names
+    static let stormKeys = Keys.storm.names
+    static let trunkKeys = Keys.trunk.names
+    static let securityKeys = Keys.security.names
+    static let mirrorKeys = Keys.mirror.names
+    static let destinationKeys = Keys.mirrorDestination.names
+    static let guestKeys = Keys.guest.names
     static let qemuOnlyKeys = ["memory", "cpus", "restart"]
-    static let nicKeys = ["switch", "port-group", "mac", "ip"]
+    static let nicKeys = Keys.nic.names
+
+    // MARK: Declared names (for root-error-only cross references)
+
+    /// Every switch key of `switches:`, valid or not.
+    var declaredSwitches: [String] = []
+    var declaredSwitchSet: Set<String> = []
+    /// Every port-group key per switch, valid or not.
+    var declaredPortGroups: [String: [String]] = [:]
+    /// Every guest key, valid or not.
+    var declaredGuests: Set<String> = []
+    /// Every host key, valid or not.
+    var declaredHosts: [String] = []
+    /// Every uplink NIC named per switch, valid or not.
+    var declaredUplinks: [String: Set<String>] = [:]
+    /// True when some entry of `links:` did not validate (its port names are unknown).
+    var someLinkFailed = false
+
+    /// The valid port groups of each valid switch, by name (filled once the switches are
+    /// read), so every lookup by name is O(1).
+    var validGroups: [String: [String: PortGroupSpec]] = [:]
+
+    /// Where things were written, for cross checks made after the walk.
+    var nicLocations: [String: SourceLocation] = [:]
+    var nicNodes: [String: SourceNode] = [:]
+    var guestLocations: [String: SourceLocation] = [:]
+    var portGroupLocations: [String: SourceLocation] = [:]   // "switch/group"
+    var shapingLocations: [String: SourceLocation] = [:]     // "switch/group"
+    var switchLocations: [String: SourceLocation] = [:]
+    var hostLocations: [String: SourceLocation] = [:]
+    var linkLocations: [SourceLocation] = []
+    var remoteVTEPLocations: [String: [SourceLocation]] = [:]
+    var overlayLocations: [String: SourceLocation] = [:]
+    var flowExportLocations: [String: SourceLocation] = [:]
+    var sourcePositions: [String: TextPosition] = [:]
+
+    /// A reference that resolves to nothing valid: reported only when `name` was never
+    /// declared (a declared but invalid target has its own error already).
+    mutating func unresolved(_ kind: String, _ name: String, _ context: String, declared: [String], at location: SourceLocation) {
+        if declared.contains(name) { return }
+        error("unknown \(kind) '\(name)'\(context)" + hint(name, among: declared), at: location)
+    }
+
+    /// `"; did you mean 'x'?"` or `""`, within the suggestion budget.
+    mutating func hint(_ word: String, among candidates: [String]) -> String {
+        guard suggestionsLeft > 0, word.utf8.count <= 64, candidates.count <= 1024 else { return "" }
+        suggestionsLeft -= 1
+        return didYouMean(word, among: candidates)
+    }
+
+    /// Reports more than `max` entries of a list or mapping at the first one beyond.
+    mutating func tooMany(_ count: Int, _ max: Int, _ what: String, firstBeyond: SourceLocation?) -> Bool {
+        guard count > max else { return false }
+        error("\(what): \(count) entries, at most \(max)", at: firstBeyond ?? .start)
+        return true
+    }
+
+    // MARK: Top level
+
+    mutating func topology(_ root: SourceNode) -> Topology? {
+        guard let top = mapping(root, "the topology", allowed: Self.topLevelKeys) else { return nil }
+        var name = ""
+        if let f = require("name", in: top, "the topology", at: root.location), let s = text(f.value, "'name'") {
+            if self.name(s, "topology name", maxLength: 12, letterFirst: true, at: f.value.location) { name = s }
+        }
+
+        var datapath = DatapathSpec()
+        if let f = top["datapath"] { datapath = datapathSpec(f.value, "'datapath'") ?? DatapathSpec() }
+
+        var hosts: [HostSpec] = []
+        // An empty `hosts:` counts as absent, like an empty `guests:`.
+        let hostsField = top["hosts"].flatMap { $0.value.isNull ? nil : $0 }
+        if let f = hostsField { hosts = hostSpecs(f.value) }
+
+        var switches: [SwitchSpec] = []
+        var pendingStatics: [String: [PendingStatic]] = [:]
+        var pendingMulticast: [String: PendingMulticast] = [:]
+        var uplinkOwners: [String: (switchName: String, line: Int)] = [:]
+        if let f = require("switches", in: top, "the topology", at: root.location) {
+            if f.value.isNull {
+                error("'switches' is empty: declare at least one switch", at: f.value.location)
+            } else if let entries = namedEntries(f.value, "'switches'") {
+                if entries.isEmpty { error("'switches' is empty: declare at least one switch", at: f.value.location) }
+                declaredSwitches = entries.map(\.name)
+                declaredSwitchSet = Set(declaredSwitches)
+                if !tooMany(entries.count, limits.maxSwitches, "'switches'", firstBeyond: entries.dropFirst(limits.maxSwitches).first?.key.location) {
+                    for e in entries {
+                        guard self.name(e.name, "switch name", maxLength: 15, at: e.key.location) else { continue }
+                        switchLocations[e.name] = e.key.location
+                        let (sw, statics, multicast) = switchSpec(e.name, e.key, e.value, uplinkOwners: &uplinkOwners)
+                        if let sw { switches.append(sw); pendingStatics[sw.name] = statics; pendingMulticast[sw.name] = multicast }
+                    }
+                }
+            }
+        }
+
+        for s in switches { validGroups[s.name] = Dictionary(s.portGroups.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a }) }
+
+        var guests: [GuestSpec] = []
+        if let f = top["guests"], !f.value.isNull, let entries = namedEntries(f.value, "'guests'") {
+            declaredGuests = Set(entries.map(\.name))
+            if !tooMany(entries.count, limits.maxGuests, "'guests'", firstBeyond: entries.dropFirst(limits.maxGuests).first?.key.location) {
+                let switchIndex = Dictionary(switches.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+                let hostNames = Set(hosts.map(\.name))
+                for e in entries {
+                    guard self.name(e.name, "guest name", maxLength: 15, at: e.key.location) else { continue }
+                    guestLocations[e.name] = e.key.location
+                    if let g = guest(e.name, e.key, e.value, topologyName: name, switches: switchIndex,
+                                     hostsDeclared: hostsField != nil, validHosts: hostNames) { guests.append(g) }
+                }
+            }
+        }
+
+        var links: [LinkSpec] = []
+        if let f = top["links"], !f.value.isNull {
+            links = linkSpecs(f.value, switches: switches, hostsDeclared: hostsField != nil, validHosts: Set(hosts.map(\.name)))
+        }
+
+        var etcd: EtcdSpec? = nil
+        if let f = top["etcd"] {
+            etcd = etcdSpec(f.value)
+            if hostsField == nil { error("'etcd' holds the state of a multi-host fabric: it needs a top-level 'hosts'", at: f.key.location) }
+        }
+        var ha: HASpec? = nil
+        if let f = top["ha"] {
+            ha = haSpec(f.value)
+            if top["etcd"] == nil { error("'ha' decides restarts through etcd: it needs a top-level 'etcd'", at: f.key.location) }
+        }
+
+        // Cross checks over what validated.
+        checkDuplicateMACs(guests)
+        var nicsBySwitch: [String: [NICSpec]] = [:]
+        for g in guests { for nic in g.nics { nicsBySwitch[nic.switchName, default: []].append(nic) } }
+        let validGuests = Set(guests.map(\.name))
+        for i in switches.indices where !(pendingStatics[switches[i].name] ?? []).isEmpty {
+            switches[i].staticMACs = resolveStatics(pendingStatics[switches[i].name] ?? [], on: switches[i],
+                                                    nics: nicsBySwitch[switches[i].name] ?? [], validGuests: validGuests)
+        }
+        resolveMulticast(&switches, pending: pendingMulticast, guests: guests, links: links)
+        checkPrivateVLANUse(switches)
+        switches = checkShaping(switches, guests: guests, links: links)
+        var domains = L2Domains(switches: switches, hosts: hosts)
+        checkLinkLoops(links, switches: switches, domains: &domains)
+        checkAddresses(guests, switches: switches, domains: &domains)
+        checkOverlays(switches, hosts: hosts, guests: guests, links: links)
+        checkPortNames(switches, guests: guests, links: links, hosts: hosts)
+        checkHostCapacity(hosts, guests: guests)
+        checkFlowExports(switches)
+
+        var t = Topology(name: name, file: sink.file, switches: switches, guests: guests)
+        t.links = links
+        t.hosts = hosts
+        t.datapath = datapath
+        t.etcd = etcd
+        t.ha = ha
+        t.sourcePositions = sourcePositions
+        return t
+    }
+
+    // MARK: Switches
 
     /// A static MAC entry waiting for the guest ports to exist.
     struct PendingStatic {
@@ -106,50 +287,11 @@ struct Validator {
         var location: SourceLocation
     }
 
-    mutating func topology(_ root: SourceNode) -> Topology? {
-        guard let top = mapping(root, "the topology", allowed: Self.topLevelKeys) else { return nil }
-        var name = ""
-        if let f = require("name", in: top, "the topology", at: root.location), let s = text(f.value, "'name'") {
-            if self.name(s, "topology name", maxLength: 12, letterFirst: true, at: f.value.location) { name = s }
-        }
-
-        var switches: [SwitchSpec] = []
-        var pendingStatics: [String: [PendingStatic]] = [:]
-        var uplinkOwners: [String: (switchName: String, line: Int)] = [:]
-        if let f = require("switches", in: top, "the topology", at: root.location) {
-            if f.value.isNull {
-                error("'switches' is empty: declare at least one switch", at: f.value.location)
-            } else if let entries = namedEntries(f.value, "'switches'") {
-                if entries.isEmpty { error("'switches' is empty: declare at least one switch", at: f.value.location) }
-                for e in entries {
-                    guard self.name(e.name, "switch name", maxLength: 15, at: e.key.location) else { continue }
-                    let (sw, statics) = switchSpec(e.name, e.key, e.value, uplinkOwners: &uplinkOwners)
-                    if let sw { switches.append(sw); pendingStatics[sw.name] = statics }
-                }
-            }
-        }
-
-        var guests: [GuestSpec] = []
-        if let f = top["guests"], !f.value.isNull, let entries = namedEntries(f.value, "'guests'") {
-            for e in entries {
-                guard self.name(e.name, "guest name", maxLength: 15, at: e.key.location) else { continue }
-                if let g = guest(e.name, e.key, e.value, topologyName: name, switches: switches) { guests.append(g) }
-            }
-        }
-
-        checkDuplicateMACs(guests)
-        for i in switches.indices {
-            switches[i].staticMACs = resolveStatics(pendingStatics[switches[i].name] ?? [], on: switches[i], guests: guests)
-        }
-        return Topology(name: name, file: sink.file, switches: switches, guests: guests)
-    }
-
-    // MARK: Switches
-
     mutating func switchSpec(_ name: String, _ key: SourceNode, _ node: SourceNode,
-                             uplinkOwners: inout [String: (switchName: String, line: Int)]) -> (SwitchSpec?, [PendingStatic]) {
+                             uplinkOwners: inout [String: (switchName: String, line: Int)])
+        -> (SwitchSpec?, [PendingStatic], PendingMulticast) {
         let what = "switch '\(name)'"
-        guard let fields = mapping(node, what, allowed: Self.switchKeys) else { return (nil, []) }
+        guard let fields = mapping(node, what, allowed: Self.switchKeys) else { return (nil, [], PendingMulticast()) }
         var sw = SwitchSpec(name: name, portGroups: [])
         if let f = fields["mtu"], let v = integer(f.value, "mtu", in: 68...9216) { sw.mtu = v }
 
@@ -158,16 +300,26 @@ struct Validator {
             if let a = mt["aging"], let v = duration(a.value, "mac-table aging", in: 1...1_000_000) { sw.agingSeconds = v }
             if let l = mt["limit"], let v = integer(l.value, "mac-table limit", in: 16...1_048_576) { sw.macLimit = v }
             if let s = mt["static"], !s.value.isNull, let items = list(s.value, "'static' of \(what)") {
-                for item in items { if let p = pendingStatic(item, what) { statics.append(p) } }
+                if !tooMany(items.count, limits.maxStaticMACs, "'static' of \(what)", firstBeyond: items.dropFirst(limits.maxStaticMACs).first?.location) {
+                    for item in items { if let p = pendingStatic(item, what) { statics.append(p) } }
+                }
             }
         }
+
+        // Private VLANs first: port groups' {private: ID} refer to them.
+        if let f = fields["private-vlans"], !f.value.isNull { sw.privateVLANs = privateVLANs(f.value, of: name) }
 
         if let f = require("port-groups", in: fields, what, at: key.location),
            let entries = namedEntries(f.value, "'port-groups' of \(what)") {
             if entries.isEmpty { error("'port-groups' of \(what) is empty: declare at least one port group", at: f.value.location) }
-            for e in entries {
-                guard self.name(e.name, "port group name", maxLength: 31, at: e.key.location) else { continue }
-                if let pg = portGroup(e.name, e.key, e.value, of: name) { sw.portGroups.append(pg) }
+            declaredPortGroups[name] = entries.map(\.name)
+            if !tooMany(entries.count, limits.maxPortGroups, "'port-groups' of \(what)",
+                        firstBeyond: entries.dropFirst(limits.maxPortGroups).first?.key.location) {
+                for e in entries {
+                    guard self.name(e.name, "port group name", maxLength: 31, at: e.key.location) else { continue }
+                    portGroupLocations["\(name)/\(e.name)"] = e.key.location
+                    if let pg = portGroup(e.name, e.key, e.value, of: sw) { sw.portGroups.append(pg) }
+                }
             }
         }
 
@@ -175,17 +327,29 @@ struct Validator {
 
         if let f = fields["mirrors"], !f.value.isNull, let items = list(f.value, "'mirrors' of \(what)") {
             var seen: [String: Int] = [:]
-            for item in items {
-                guard let (m, nameNode) = mirror(item, on: sw) else { continue }
-                if let line = seen[m.name] {
-                    error("duplicate mirror name '\(m.name)' on \(what) (first defined at line \(line))", at: nameNode.location)
-                    continue
+            if !tooMany(items.count, limits.maxMirrors, "'mirrors' of \(what)", firstBeyond: items.dropFirst(limits.maxMirrors).first?.location) {
+                for item in items {
+                    guard let (m, nameNode) = mirror(item, on: sw) else { continue }
+                    if let line = seen[m.name] {
+                        error("duplicate mirror name '\(m.name)' on \(what) (first defined at line \(line))", at: nameNode.location)
+                        continue
+                    }
+                    seen[m.name] = nameNode.location.line
+                    sw.mirrors.append(m)
                 }
-                seen[m.name] = nameNode.location.line
-                sw.mirrors.append(m)
             }
         }
-        return (sw, statics)
+
+        if let f = fields["overlay"] {
+            overlayLocations[name] = f.key.location
+            sw.overlay = overlaySpec(f.value, of: name)
+        }
+        let multicast = multicastSpec(fields, of: name, into: &sw)
+        if let f = fields["flow-export"] {
+            flowExportLocations[name] = f.key.location
+            sw.flowExport = flowExportSpec(f.value, of: name)
+        }
+        return (sw, statics, multicast)
     }
 
     mutating func pendingStatic(_ node: SourceNode, _ what: String) -> PendingStatic? {
@@ -205,13 +369,13 @@ struct Validator {
                              portNode: portField.value, location: node.location)
     }
 
-    mutating func portGroup(_ name: String, _ key: SourceNode, _ node: SourceNode, of switchName: String) -> PortGroupSpec? {
+    mutating func portGroup(_ name: String, _ key: SourceNode, _ node: SourceNode, of sw: SwitchSpec) -> PortGroupSpec? {
         let what = "port group '\(name)'"
         guard let f = mapping(node, what, allowed: Self.portGroupKeys) else { return nil }
         var pg = PortGroupSpec(name: name, mode: .access(.untagged))
         var ok = true
         if let v = require("vlan", in: f, what, at: key.location) {
-            if let mode = portMode(v.value, what) { pg.mode = mode } else { ok = false }
+            if let (mode, privateID) = portMode(v.value, what, on: sw) { pg.mode = mode; pg.privateVLAN = privateID } else { ok = false }
         } else { ok = false }
         if let u = f["uplinks"], let s = text(u.value, "'uplinks' of a port group") {
             if s == "none" { pg.usesUplinks = false } else {
@@ -234,60 +398,108 @@ struct Validator {
             pg.storm.unknownUnicast = limits["unknown-unicast"].flatMap { integer($0.value, "'unknown-unicast' rate", in: range, unit: " fps") }
         }
         if let t = f["l2-transparency"], let b = boolean(t.value, "'l2-transparency'") { pg.l2Transparency = b }
+        if let s = f["shaping"] {
+            shapingLocations["\(sw.name)/\(name)"] = s.key.location
+            if let spec = shapingSpec(s.value, what) { pg.shaping = spec } else { ok = false }
+        }
         return ok ? pg : nil
     }
 
-    /// `vlan:` — a number (access), `none` (untagged domain) or `{trunk: [...], native: N|none}`.
-    mutating func portMode(_ node: SourceNode, _ what: String) -> PortMode? {
+    /// `vlan:` — a number (access), `none` (untagged domain), `{trunk: [...], native: N|drop-untagged}`
+    /// or `{private: ID}`. Returns the mode and, for a private VLAN port, its ID.
+    mutating func portMode(_ node: SourceNode, _ what: String, on sw: SwitchSpec) -> (PortMode, VLANID?)? {
         switch node.kind {
         case .scalar(let s):
             if node.isNull && s.isEmpty { error("missing value for 'vlan' of \(what)", at: node.location); return nil }
-            if s == "none" { return .access(.untagged) }
+            if s == "none" { return (.access(.untagged), nil) }
             guard s.utf8.allSatisfy({ (48...57).contains($0) }) else {
-                error("invalid VLAN '\(s)': expected a number 1..4094, none, or {trunk: [...], native: ...}", at: node.location)
+                error("invalid VLAN '\(s)': expected a number 1..4094, none, {trunk: [...], native: ...} or {private: ID}", at: node.location)
                 return nil
             }
-            return vlanNumber(s, at: node.location).map { .access($0) }
+            guard let v = vlanNumber(s, at: node.location) else { return nil }
+            if let role = sw.privateVLANRole(of: v) {
+                let kind: String
+                switch role { case .promiscuous: kind = "the primary"; case .isolated: kind = "the isolated VLAN"; case .community: kind = "a community VLAN" }
+                error("VLAN \(v) is \(kind) of a private VLAN of switch '\(sw.name)': write vlan: {private: \(v)}", at: node.location)
+                return nil
+            }
+            return (.access(v), nil)
         case .sequence:
             error("expected a VLAN number, none or a mapping {trunk: [...]} for 'vlan' of \(what), found a list", at: node.location)
             return nil
-        case .mapping:
+        case .mapping(let pairs):
+            if pairs.contains(where: { $0.key.scalar == "private" }) {
+                guard let f = mapping(node, "'vlan' of \(what)", allowed: Keys.privateVLANRef.names),
+                      let p = require("private", in: f, "'vlan' of \(what)", at: node.location),
+                      let s = text(p.value, "'private'"), let v = vlanNumber(s, at: p.value.location) else { return nil }
+                guard sw.privateVLANRole(of: v) != nil else {
+                    let known = sw.privateVLANs.flatMap { [$0.primary] + ($0.isolated.map { [$0] } ?? []) + $0.community }.map(\.description)
+                    error("VLAN \(v) is not a private VLAN of switch '\(sw.name)'"
+                          + (known.isEmpty ? ": declare it under 'private-vlans'" : " (its private VLANs: \(known.joined(separator: ", ")))"),
+                          at: p.value.location)
+                    return nil
+                }
+                return (.access(v), v)
+            }
             guard let f = mapping(node, "'vlan' of \(what)", allowed: Self.trunkKeys) else { return nil }
             var native: VLANID? = nil
             var ok = true
-            if let n = f["native"] {
-                if let id = vlanOrNone(n.value, "'native'") { native = id.isUntaggedDomain ? nil : id } else { ok = false }
-            }
+            if let n = f["native"], let s = text(n.value, "'native'") {
+                switch s {
+                case "drop-untagged": native = nil
+                case "none":
+                    warning("'native: none' is deprecated: on a trunk it means untagged frames are dropped, while 'vlan: none' is the untagged domain; write 'native: drop-untagged'",
+                            at: n.value.location)
+                default:
+                    if let v = vlanNumber(s, at: n.value.location) {
+                        if sw.privateVLANRole(of: v) != nil {
+                            error("VLAN \(v) is a private VLAN of switch '\(sw.name)' and cannot be a trunk's native VLAN", at: n.value.location)
+                            ok = false
+                        }
+                        native = v
+                    } else { ok = false }
+                }
+            } else if f["native"] != nil { ok = false }
             guard let t = require("trunk", in: f, "'vlan' of \(what)", at: node.location),
                   let items = list(t.value, "'trunk'") else { return nil }
             if items.isEmpty {
                 error("empty trunk list: list the VLANs the trunk carries (an empty list does not mean all)", at: t.value.location)
                 return nil
             }
-            var allowed = VLANSet()
-            for item in items {
-                guard let s = text(item, "a trunk VLAN") else { ok = false; continue }
-                let parts = s.split(separator: "-", omittingEmptySubsequences: false)
-                if parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty {
-                    guard let a = vlanNumber(String(parts[0]), at: item.location),
-                          let b = vlanNumber(String(parts[1]), at: item.location) else { ok = false; continue }
-                    guard a <= b else {
-                        error("invalid VLAN range '\(s)': the start is greater than the end", at: item.location)
-                        ok = false; continue
-                    }
-                    allowed.insert(range: a.rawValue...b.rawValue)
-                } else if s.contains("-") {
-                    error("invalid VLAN range '\(s)': expected FIRST-LAST like 100-199", at: item.location)
-                    ok = false
-                } else if s == "none" {
-                    error("'none' cannot be in a trunk list; use native: none for untagged frames", at: item.location)
-                    ok = false
-                } else if let v = vlanNumber(s, at: item.location) {
-                    allowed.insert(v)
-                } else { ok = false }
-            }
-            return ok ? .trunk(allowed: allowed, native: native) : nil
+            if tooMany(items.count, limits.maxTrunkEntries, "trunk list", firstBeyond: items.dropFirst(limits.maxTrunkEntries).first?.location) { return nil }
+            guard let allowed = vlanList(items, what: "trunk", allowNone: false) else { return nil }
+            return ok ? (.trunk(allowed: allowed, native: native), nil) : nil
         }
+    }
+
+    /// VLAN numbers and ranges `a-b` (and `none` when `allowNone`, as the untagged domain).
+    mutating func vlanList(_ items: [SourceNode], what: String, allowNone: Bool) -> VLANSet? {
+        var allowed = VLANSet()
+        var ok = true
+        for item in items {
+            guard let s = text(item, "a \(what) VLAN") else { ok = false; continue }
+            let parts = s.split(separator: "-", omittingEmptySubsequences: false)
+            if parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty {
+                guard let a = vlanNumber(String(parts[0]), at: item.location),
+                      let b = vlanNumber(String(parts[1]), at: item.location) else { ok = false; continue }
+                guard a <= b else {
+                    error("invalid VLAN range '\(s)': the start is greater than the end", at: item.location)
+                    ok = false; continue
+                }
+                allowed.insert(range: a.rawValue...b.rawValue)
+            } else if s.contains("-") {
+                error("invalid VLAN range '\(s)': expected FIRST-LAST like 100-199", at: item.location)
+                ok = false
+            } else if s == "none" {
+                if allowNone { allowed.insert(.untagged) } else {
+                    error("'none' cannot be in a trunk list; untagged frames belong to 'native'", at: item.location)
+                    ok = false
+                }
+            } else if let v = vlanNumber(s, at: item.location) {
+                allowed.insert(v)
+            } else { ok = false }
+        }
+        return ok ? allowed : nil
     }
 
     mutating func uplinks(_ node: SourceNode, of switchName: String,
@@ -299,8 +511,10 @@ struct Validator {
         var ok = true
         if let n = require("nics", in: f, what, at: node.location), let items = list(n.value, "'nics' of uplinks") {
             if items.isEmpty { error("'nics' of uplinks is empty: list at least one interface", at: n.value.location); ok = false }
+            if tooMany(items.count, limits.maxUplinkNICs, "'nics' of uplinks", firstBeyond: items.dropFirst(limits.maxUplinkNICs).first?.location) { return nil }
             var seen: [String: Int] = [:]
             for item in items {
+                if let s = item.scalar { declaredUplinks[switchName, default: []].insert(s) }
                 guard let name = interfaceName(item, "an uplink NIC") else { ok = false; continue }
                 if let line = seen[name] {
                     error("duplicate uplink NIC '\(name)' (first listed at line \(line))", at: item.location)
@@ -317,6 +531,7 @@ struct Validator {
                 positions.append(TextPosition(line: item.location.line, column: item.location.column))
             }
         } else { ok = false }
+        let nicSet = Set(nics)
         var spec = UplinkSpec(nics: nics)
         spec.nicPositions = positions
         var policyKnown = true
@@ -331,10 +546,13 @@ struct Validator {
             if let v = choice(d.value, "failure detection", [FailureDetection.linkStatus, .beaconProbing]) {
                 spec.detection = v
                 if v == .beaconProbing && !nics.isEmpty && nics.count < 3 {
-                    sink.warning("beacon probing with \(nics.count) NIC\(nics.count == 1 ? "" : "s"): at least 3 are needed to tell which path failed; with fewer, a silent failure is not isolated (link status still works)",
-                                 at: d.value.location)
+                    warning("beacon probing with \(nics.count) NIC\(nics.count == 1 ? "" : "s"): at least 3 are needed to tell which path failed; with fewer, a silent failure is not isolated (link status still works)",
+                            at: d.value.location)
                 }
             } else { ok = false }
+        }
+        if let l = f["lldp"] {
+            if let v = choice(l.value, "LLDP mode", LLDPMode.allCases) { spec.lldp = v } else { ok = false }
         }
 
         // active / standby: failover-order only; disjoint subsets of nics.
@@ -348,11 +566,12 @@ struct Validator {
                 ok = false; continue
             }
             guard let items = list(field.value, "'\(key)'") else { ok = false; continue }
+            if tooMany(items.count, limits.maxUplinkNICs, "'\(key)'", firstBeyond: items.dropFirst(limits.maxUplinkNICs).first?.location) { ok = false; continue }
             var names: [String] = []
             for item in items {
                 guard let name = text(item, "a NIC in '\(key)'") else { ok = false; continue }
-                guard nics.contains(name) else {
-                    error("'\(name)' in '\(key)' is not one of the uplink nics" + didYouMean(name, among: nics), at: item.location)
+                guard nicSet.contains(name) else {
+                    error("'\(name)' in '\(key)' is not one of the uplink nics" + hint(name, among: nics), at: item.location)
                     ok = false; continue
                 }
                 if let prev = listed[name] {
@@ -367,8 +586,8 @@ struct Validator {
         if spec.policy == .failoverOrder {
             switch (lists["active"], lists["standby"]) {
             case let (a?, s?): spec.active = a; spec.standby = s
-            case let (a?, nil): spec.active = a; spec.standby = nics.filter { !a.contains($0) }
-            case let (nil, s?): spec.standby = s; spec.active = nics.filter { !s.contains($0) }
+            case let (a?, nil): let set = Set(a); spec.active = a; spec.standby = nics.filter { !set.contains($0) }
+            case let (nil, s?): let set = Set(s); spec.standby = s; spec.active = nics.filter { !set.contains($0) }
             case (nil, nil): spec.active = nics; spec.standby = []
             }
             if ok && spec.active.isEmpty {
@@ -384,7 +603,8 @@ struct Validator {
     mutating func mirror(_ node: SourceNode, on sw: SwitchSpec) -> (MirrorSpec, SourceNode)? {
         let what = "mirror of switch '\(sw.name)'"
         guard let f = mapping(node, what, allowed: Self.mirrorKeys) else { return nil }
-        let groups = sw.portGroups.map(\.name)
+        let groups = Set(sw.portGroups.map(\.name))
+        let declared = declaredPortGroups[sw.name] ?? []
         var ok = true
         var name = "", nameNode = node
         if let n = require("name", in: f, what, at: node.location), let s = text(n.value, "'name' of a mirror") {
@@ -393,13 +613,14 @@ struct Validator {
         var sources: [String] = []
         if let s = require("source", in: f, what, at: node.location), let items = list(s.value, "'source' of a mirror") {
             if items.isEmpty { error("'source' of a mirror is empty: list at least one port group", at: s.value.location); ok = false }
+            var seen = Set<String>()
             for item in items {
                 guard let g = text(item, "a source port group") else { ok = false; continue }
                 guard groups.contains(g) else {
-                    error("unknown port group '\(g)' on switch '\(sw.name)'" + didYouMean(g, among: groups), at: item.location)
+                    unresolved("port group", g, " on switch '\(sw.name)'", declared: declared, at: item.location)
                     ok = false; continue
                 }
-                if !sources.contains(g) { sources.append(g) }
+                if seen.insert(g).inserted { sources.append(g) }
             }
         } else { ok = false }
         var direction = MirrorDirection.both
@@ -412,7 +633,7 @@ struct Validator {
             if let g = require("port-group", in: dm, "'destination' of a mirror", at: d.value.location),
                let s = text(g.value, "'port-group'") {
                 if !groups.contains(s) {
-                    error("unknown port group '\(s)' on switch '\(sw.name)'" + didYouMean(s, among: groups), at: g.value.location)
+                    unresolved("port group", s, " on switch '\(sw.name)'", declared: declared, at: g.value.location)
                     ok = false
                 } else if sources.contains(s) {
                     error("mirror destination '\(s)' is also a source; a mirror cannot copy into its own source", at: g.value.location)
@@ -424,129 +645,23 @@ struct Validator {
         return (MirrorSpec(name: name, sourcePortGroups: sources, direction: direction, destinationPortGroup: destination), nameNode)
     }
 
-    // MARK: Guests
-
-    /// Where each NIC's MAC came from, for duplicate reports.
-    var nicLocations: [String: SourceLocation] = [:]
-
-    mutating func guest(_ name: String, _ key: SourceNode, _ node: SourceNode, topologyName: String,
-                        switches: [SwitchSpec]) -> GuestSpec? {
-        let what = "guest '\(name)'"
-        guard let f = mapping(node, what, allowed: Self.guestKeys) else { return nil }
-        var g = GuestSpec(name: name, kind: .netns, memoryMiB: 256, cpus: 1, restart: .never, nics: [])
-        var ok = true
-        if let k = require("kind", in: f, what, at: key.location),
-           let kind = choice(k.value, "guest kind", [GuestKind.netns, .qemu]) {
-            g.kind = kind
-            if kind == .netns {
-                for q in Self.qemuOnlyKeys {
-                    if let field = f[q] {
-                        error("'\(q)' applies only to guests of kind qemu (\(what) is kind netns)", at: field.key.location)
-                        ok = false
-                    }
-                }
-            } else {
-                if let m = f["memory"] {
-                    if let v = size(m.value, "memory", inMiB: 64...65536) { g.memoryMiB = v } else { ok = false }
-                }
-                if let c = f["cpus"] {
-                    if let v = integer(c.value, "cpus", in: 1...16) { g.cpus = v } else { ok = false }
-                }
-                if let r = f["restart"] {
-                    if let v = choice(r.value, "restart policy", [RestartPolicy.never, .onFailure, .always]) { g.restart = v } else { ok = false }
-                }
-            }
-        } else { ok = false }
-
-        if let n = require("nics", in: f, what, at: key.location), let items = list(n.value, "'nics' of \(what)") {
-            if items.isEmpty { error("'nics' of \(what) is empty: a guest needs at least one NIC", at: n.value.location); ok = false }
-            if items.count > 8 { error("\(what) has \(items.count) NICs, at most 8", at: items[8].location); ok = false }
-            for (i, item) in items.enumerated() {
-                if let nic = nic(i, item, guest: name, topologyName: topologyName, switches: switches) {
-                    g.nics.append(nic)
-                } else { ok = false }
-            }
-        } else { ok = false }
-        return ok ? g : nil
-    }
-
-    mutating func nic(_ index: Int, _ node: SourceNode, guest: String, topologyName: String,
-                      switches: [SwitchSpec]) -> NICSpec? {
-        let what = "NIC \(index) of guest '\(guest)'"
-        guard let f = mapping(node, what, allowed: Self.nicKeys) else { return nil }
-        var ok = true
-        var sw: SwitchSpec? = nil
-        if let s = require("switch", in: f, what, at: node.location), let name = text(s.value, "'switch'") {
-            sw = switches.first { $0.name == name }
-            if sw == nil {
-                error("unknown switch '\(name)'" + didYouMean(name, among: switches.map(\.name)), at: s.value.location)
-                ok = false
-            }
-        } else { ok = false }
-        var group = ""
-        if let p = require("port-group", in: f, what, at: node.location), let name = text(p.value, "'port-group'") {
-            if let sw {
-                if sw.portGroup(named: name) == nil {
-                    let names = sw.portGroups.map(\.name)
-                    error("unknown port group '\(name)' on switch '\(sw.name)'" + didYouMean(name, among: names), at: p.value.location)
-                    ok = false
-                } else { group = name }
-            }
-        } else { ok = false }
-        var mac = Topology.derivedMAC(topology: topologyName, guest: guest, nicIndex: index)
-        var declared = false
-        var macLocation = node.location
-        if let m = f["mac"] {
-            if let v = unicastMAC(m.value, "a NIC's MAC") { mac = v; declared = true; macLocation = m.value.location } else { ok = false }
-        }
-        var ip: IPv4CIDR? = nil
-        if let a = f["ip"], let s = text(a.value, "'ip'") {
-            if let v = IPv4CIDR(s) { ip = v } else {
-                error("invalid IPv4 address '\(s)': expected a.b.c.d/len like 10.0.10.1/24 (octets 0..255 without leading zeros, len 0..32)",
-                      at: a.value.location)
-                ok = false
-            }
-        } else if f["ip"] != nil { ok = false }
-        guard ok, let sw else { return nil }
-        let port = "\(guest).eth\(index)"
-        nicLocations[port] = macLocation
-        return NICSpec(index: index, switchName: sw.name, portGroup: group, mac: mac, macDeclared: declared,
-                       ip: ip, portName: port, interfaceName: "eth\(index)")
-    }
-
-    // MARK: Cross checks
-
-    /// The same MAC on two ports of one switch would make learning flap between them.
-    mutating func checkDuplicateMACs(_ guests: [GuestSpec]) {
-        var seen: [String: [MACAddress: String]] = [:]
-        for g in guests {
-            for nic in g.nics {
-                let here = nicLocations[nic.portName] ?? .start
-                if let other = seen[nic.switchName]?[nic.mac] {
-                    let line = nicLocations[other]?.line ?? 0
-                    error("MAC \(nic.mac) of \(nic.portName) is already used by \(other) (line \(line)) on switch '\(nic.switchName)'",
-                          at: here)
-                } else {
-                    seen[nic.switchName, default: [:]][nic.mac] = nic.portName
-                }
-            }
-        }
-    }
-
-    mutating func resolveStatics(_ pending: [PendingStatic], on sw: SwitchSpec, guests: [GuestSpec]) -> [StaticMACSpec] {
+    /// Resolves a switch's static MAC entries against its guest ports (`nics`: the NICs on
+    /// the switch).
+    mutating func resolveStatics(_ pending: [PendingStatic], on sw: SwitchSpec, nics: [NICSpec], validGuests: Set<String>) -> [StaticMACSpec] {
         var ports: [String: PortMode] = [:]
         var portNames: [String] = []
-        for g in guests {
-            for nic in g.nics where nic.switchName == sw.name {
-                if let pg = sw.portGroup(named: nic.portGroup) { ports[nic.portName] = pg.mode; portNames.append(nic.portName) }
-            }
+        let groups = validGroups[sw.name] ?? [:]
+        for nic in nics {
+            if let pg = groups[nic.portGroup] { ports[nic.portName] = pg.mode; portNames.append(nic.portName) }
         }
         var out: [StaticMACSpec] = []
         var seen: [VLANID: [MACAddress: Int]] = [:]
         for p in pending {
             guard let mode = ports[p.port] else {
-                error("unknown port '\(p.port)' on switch '\(sw.name)': expected a guest port GUEST.ethN"
-                      + didYouMean(p.port, among: portNames), at: p.portNode.location)
+                if !declaredPortOf(p.port, validGuests: validGuests) {
+                    error("unknown port '\(p.port)' on switch '\(sw.name)': expected a guest port GUEST.ethN"
+                          + hint(p.port, among: portNames), at: p.portNode.location)
+                }
                 continue
             }
             let vlan: VLANID
@@ -570,5 +685,13 @@ struct Validator {
             out.append(StaticMACSpec(mac: p.mac, vlan: vlan, port: p.port))
         }
         return out
+    }
+
+    /// True when `port` (`GUEST.ethN`) names a NIC of a declared guest that did not validate:
+    /// its own error is the root one.
+    func declaredPortOf(_ port: String, validGuests: Set<String>) -> Bool {
+        guard let dot = port.lastIndex(of: ".") else { return false }
+        let guest = String(port[..<dot])
+        return declaredGuests.contains(guest) && !validGuests.contains(guest)
     }
 }

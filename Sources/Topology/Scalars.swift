@@ -21,7 +21,8 @@ extension Validator {
                 continue
             }
             if !allowed.contains(k) {
-                let guess = suggestion(for: k, among: allowed)
+                var guess: String? = nil
+                if suggestionsLeft > 0, k.utf8.count <= 64 { suggestionsLeft -= 1; guess = suggestion(for: k, among: allowed) }
                 if let guess { out.suggested.insert(guess) }
                 error("unknown key '\(k)' in \(what)" + (guess.map { "; did you mean '\($0)'?" } ?? ""), at: key.location)
                 continue
@@ -102,6 +103,8 @@ extension Validator {
     }
 
     /// Parses decimal digits, reporting non-digits and leading zeros. Huge values saturate.
+    mutating func decimalValue(_ s: String, _ what: String, at location: SourceLocation) -> Int? { decimal(s, what, at: location) }
+
     private mutating func decimal(_ s: String, _ what: String, at location: SourceLocation) -> Int? {
         guard !s.isEmpty, s.utf8.allSatisfy({ (48...57).contains($0) }) else {
             error("expected a decimal integer for \(what), found '\(s)'", at: location)
@@ -133,7 +136,7 @@ extension Validator {
         guard let s = text(node, what) else { return nil }
         if let v = E(rawValue: s) { return v }
         let names = cases.map(\.rawValue)
-        error("invalid \(what) '\(s)': expected \(alternatives(names))" + didYouMean(s, among: names), at: node.location)
+        error("invalid \(what) '\(s)': expected \(alternatives(names))" + hint(s, among: names), at: node.location)
         return nil
     }
 
@@ -261,4 +264,79 @@ extension Validator {
 func alternatives(_ names: [String]) -> String {
     guard names.count > 1 else { return names.first ?? "" }
     return names.dropLast().joined(separator: ", ") + " or " + names.last!
+}
+
+extension Validator {
+    /// A busy-poll window: `0`, `50us`, `2ms`, `1s`, or plain microseconds; in microseconds.
+    mutating func microseconds(_ node: SourceNode, _ what: String, in range: ClosedRange<Int>) -> Int? {
+        guard let s = text(node, what) else { return nil }
+        var digits = Substring(s), scale = 1
+        if s.hasSuffix("us") { digits = digits.dropLast(2) } else if s.hasSuffix("ms") { digits = digits.dropLast(2); scale = 1000 } else if s.hasSuffix("s") { digits = digits.dropLast(); scale = 1_000_000 }
+        guard !digits.isEmpty, digits.utf8.allSatisfy({ (48...57).contains($0) }) else {
+            error("expected a duration like 0, 50us, 1ms or 1s for \(what), found '\(s)'", at: node.location)
+            return nil
+        }
+        guard let n = decimalValue(String(digits), what, at: node.location) else { return nil }
+        let (us, overflow) = n.multipliedReportingOverflow(by: scale)
+        guard !overflow, range.contains(us) else {
+            error("\(what) \(s) is out of range 0..1s", at: node.location)
+            return nil
+        }
+        return us
+    }
+
+    /// A rate in bits per second: `500kbit`, `50mbit`, `1gbit`, `1tbit` or `64000bit`
+    /// (decimal prefixes, any case, as tc reads them); 1 kbit/s … 1 tbit/s.
+    mutating func rate(_ node: SourceNode, _ what: String) -> UInt64? {
+        guard let s = text(node, what) else { return nil }
+        let lower = s.lowercased()
+        if lower.hasSuffix("bps") || lower.hasSuffix("b/s") {
+            error("invalid \(what) rate '\(s)': write bits per second as kbit, mbit or gbit (tc reads kbps as kilobytes per second)", at: node.location)
+            return nil
+        }
+        var digits = Substring(lower), scale: UInt64 = 1
+        if lower.hasSuffix("bit") {
+            digits = digits.dropLast(3)
+            switch digits.last {
+            case "k": scale = 1_000; digits = digits.dropLast()
+            case "m": scale = 1_000_000; digits = digits.dropLast()
+            case "g": scale = 1_000_000_000; digits = digits.dropLast()
+            case "t": scale = 1_000_000_000_000; digits = digits.dropLast()
+            default: break
+            }
+        } else { digits = "" }
+        guard !digits.isEmpty, digits.utf8.allSatisfy({ (48...57).contains($0) }) else {
+            error("expected a rate like 500kbit, 50mbit or 1gbit for \(what), found '\(s)'", at: node.location)
+            return nil
+        }
+        guard let n = decimalValue(String(digits), what, at: node.location) else { return nil }
+        let (bits, overflow) = UInt64(n).multipliedReportingOverflow(by: scale)
+        guard !overflow, (1_000...1_000_000_000_000).contains(bits) else {
+            error("\(what) rate \(s) is out of range 1kbit..1tbit", at: node.location)
+            return nil
+        }
+        return bits
+    }
+
+    /// A size in bytes: plain bytes, or `KiB`, `MiB`, `GiB`.
+    mutating func byteSize(_ node: SourceNode, _ what: String, in range: ClosedRange<Int>) -> Int? {
+        guard let s = text(node, what) else { return nil }
+        var digits = Substring(s), scale = 1
+        for (unit, factor) in [("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30)] where s.hasSuffix(unit) {
+            digits = digits.dropLast(3); scale = factor
+        }
+        guard !digits.isEmpty, digits.utf8.allSatisfy({ (48...57).contains($0) }) else {
+            error("expected a size like 64KiB, 1MiB or plain bytes for \(what), found '\(s)'"
+                  + (s.hasSuffix("KB") || s.hasSuffix("kB") || s.hasSuffix("MB") || s.hasSuffix("K") || s.hasSuffix("M") ? " (binary units only: KiB, MiB, GiB)" : ""),
+                  at: node.location)
+            return nil
+        }
+        guard let n = decimalValue(String(digits), what, at: node.location) else { return nil }
+        let (bytes, overflow) = n.multipliedReportingOverflow(by: scale)
+        guard !overflow, range.contains(bytes) else {
+            error("\(what) \(s) is out of range \(range.lowerBound)..\(range.upperBound) bytes", at: node.location)
+            return nil
+        }
+        return bytes
+    }
 }

@@ -37,6 +37,15 @@ public struct IPv4CIDR: Hashable, Sendable, CustomStringConvertible {
 
     /// `10.0.10.1/24`
     public var description: String { "\(addressString)/\(prefixLength)" }
+
+    /// The IPv4 prefix as the family-neutral `IPPrefix`.
+    public var prefix: IPPrefix { IPPrefix(address: .v4(IPv4Address(rawValue: address)), prefixLength: prefixLength) }
+
+    /// The IPv4 `prefix`; `nil` for IPv6.
+    public init?(_ prefix: IPPrefix) {
+        guard case .v4(let a) = prefix.address else { return nil }
+        self.init(address: a.rawValue, prefixLength: prefix.prefixLength)
+    }
 }
 
 /// A decimal number of at most 3 digits without a leading zero (IPv4 octets and prefixes).
@@ -47,11 +56,24 @@ private func strictDecimal(_ s: Substring) -> Int? {
 }
 
 /// How a guest runs.
-public enum GuestKind: String, Sendable {
+public enum GuestKind: String, Sendable, CaseIterable {
     /// A network namespace named after the guest; its NICs are TAP netdevs moved inside.
     case netns
     /// A QEMU virtual machine booted from the default guest image.
     case qemu
+    /// A frontend Tapestry does not start (a libvirt VM, a DPDK application): each NIC is a
+    /// vhost-user socket `/run/tapestry/NAME.vhost/GUEST.ethN.sock` the switch serves (or,
+    /// in client mode, a socket it connects to). Issue 18.
+    case vhostUser = "vhost-user"
+}
+
+/// How a NIC's frames reach the switch (issue 18).
+public enum NICBackend: String, Sendable, CaseIterable {
+    /// A TAP device: the kernel netdev (netns guests), or QEMU's `-netdev tap`.
+    case tap
+    /// A vhost-user socket: the guest's virtqueues in shared memory (QEMU's default here,
+    /// and every NIC of a `vhost-user` guest).
+    case vhostUser = "vhost-user"
 }
 
 /// What the VM runner does when a QEMU guest's process exits.
@@ -71,36 +93,119 @@ public struct NICSpec: Sendable, Equatable {
     public var mac: MACAddress
     /// True when the file gave `mac:`; false when it was derived.
     public var macDeclared: Bool
-    public var ip: IPv4CIDR?
+    /// Static addresses (`ip:`), IPv4 and IPv6, in file order; each with the host bits of
+    /// an interface address (`10.0.10.1/24`, `2001:db8::5/64`).
+    public var addresses: [IPPrefix]
+    /// True for `ip: dhcp` (alone or in the list): the guest runs a DHCPv4 client on the NIC.
+    public var dhcp: Bool
     /// The switch port's name, `GUEST.ethN`.
     public var portName: String
     /// The interface name inside the guest, `ethN`.
     public var interfaceName: String
+    /// `tap` or `vhost-user`: `tap` for netns guests, `vhost-user` for vhost-user guests, the
+    /// file's `backend:` (default `vhost-user`) for QEMU guests.
+    public var backend: NICBackend
+    /// False for `offloads: false`: the guest's checksum and TSO offloads stay off (a guest
+    /// driver that misbehaves with them). Issue 13.
+    public var offloads: Bool
+    /// For a NIC of a `vhost-user` guest in client mode: the frontend's socket to connect to.
+    public var socketPath: String?
 
     public init(index: Int, switchName: String, portGroup: String, mac: MACAddress, macDeclared: Bool,
                 ip: IPv4CIDR?, portName: String, interfaceName: String) {
+        self.init(index: index, switchName: switchName, portGroup: portGroup, mac: mac, macDeclared: macDeclared,
+                  addresses: ip.map { [$0.prefix] } ?? [], portName: portName, interfaceName: interfaceName)
+    }
+
+    public init(index: Int, switchName: String, portGroup: String, mac: MACAddress, macDeclared: Bool,
+                addresses: [IPPrefix], dhcp: Bool = false, portName: String, interfaceName: String,
+                backend: NICBackend = .tap, offloads: Bool = true, socketPath: String? = nil) {
         self.index = index; self.switchName = switchName; self.portGroup = portGroup
-        self.mac = mac; self.macDeclared = macDeclared; self.ip = ip
+        self.mac = mac; self.macDeclared = macDeclared; self.addresses = addresses; self.dhcp = dhcp
         self.portName = portName; self.interfaceName = interfaceName
+        self.backend = backend; self.offloads = offloads; self.socketPath = socketPath
+    }
+
+    /// The first IPv4 address of `addresses`, for code written when a NIC had one IPv4
+    /// address at most. New code reads `addresses` (and `dhcp`).
+    public var ip: IPv4CIDR? { addresses.lazy.compactMap { IPv4CIDR($0) }.first }
+}
+
+/// A guest's default gateway of one family (`gateway:`), with the NIC it is reached on.
+public struct GatewaySpec: Sendable, Equatable {
+    /// An address on one of the NIC's subnets (or, for IPv6, possibly link-local).
+    public var address: IPAddress
+    /// Index into the guest's `nics` of the NIC whose subnet holds `address`.
+    public var nic: Int
+    public init(address: IPAddress, nic: Int) { self.address = address; self.nic = nic }
+}
+
+/// A static route of a guest (`routes: [{to, via}]`).
+public struct RouteSpec: Sendable, Equatable {
+    /// The destination network (host bits zero; `0.0.0.0/0` or `::/0` is a default route).
+    public var to: IPPrefix
+    /// The next hop, on one of the guest's subnets, of the same family as `to`.
+    public var via: IPAddress
+    /// Index into the guest's `nics` of the NIC whose subnet holds `via`.
+    public var nic: Int
+    public init(to: IPPrefix, via: IPAddress, nic: Int) { self.to = to; self.via = via; self.nic = nic }
+}
+
+/// Server or client end of a vhost-user socket.
+public enum VhostUserMode: String, Sendable, CaseIterable {
+    /// The switch listens on `/run/tapestry/NAME.vhost/GUEST.ethN.sock` (the default).
+    case server
+    /// The switch connects to the frontend's socket (`socket-path:` on each NIC), and
+    /// reconnects when it goes away.
+    case client
+}
+
+/// The sockets of a `vhost-user` guest (`socket:`): who may connect to them.
+public struct VhostUserSocketSpec: Sendable, Equatable {
+    public var mode: VhostUserMode
+    /// The server socket's owner, a user name or numeric uid; `nil`: root.
+    public var owner: String?
+    /// The server socket's group, a group name or numeric gid; `nil`: root's group.
+    public var group: String?
+    /// The server socket's permission bits (`permissions: "0660"`, always octal); `nil`: 0600.
+    public var permissions: Int?
+    public init(mode: VhostUserMode = .server, owner: String? = nil, group: String? = nil, permissions: Int? = nil) {
+        self.mode = mode; self.owner = owner; self.group = group; self.permissions = permissions
     }
 }
 
-/// A guest: a network namespace or a QEMU VM, with its NICs.
+/// A guest: a network namespace, a QEMU VM or a vhost-user frontend, with its NICs.
 public struct GuestSpec: Sendable, Equatable {
     public var name: String
     public var kind: GuestKind
-    /// VM memory (qemu); 256 for netns guests, where it means nothing.
+    /// VM memory (qemu); 256 for other kinds, where it means nothing.
     public var memoryMiB: Int
-    /// VM CPUs (qemu); 1 for netns guests.
+    /// VM CPUs (qemu); 1 for other kinds.
     public var cpus: Int
-    /// VM restart policy (qemu); `.never` for netns guests.
+    /// VM restart policy (qemu); `.never` for other kinds.
     public var restart: RestartPolicy
     public var nics: [NICSpec]
+    /// The host that runs the guest (`host:`); `nil` in a file without `hosts:`.
+    public var host: String?
+    /// Default gateways, at most one per family, IPv4 first.
+    public var gateways: [GatewaySpec]
+    /// Static routes, in file order.
+    public var routes: [RouteSpec]
+    /// For `kind: vhost-user`: its sockets' mode and permissions; `nil` for other kinds.
+    public var socket: VhostUserSocketSpec?
 
-    public init(name: String, kind: GuestKind, memoryMiB: Int, cpus: Int, restart: RestartPolicy, nics: [NICSpec]) {
+    public init(name: String, kind: GuestKind, memoryMiB: Int, cpus: Int, restart: RestartPolicy, nics: [NICSpec],
+                host: String? = nil, gateways: [GatewaySpec] = [], routes: [RouteSpec] = [],
+                socket: VhostUserSocketSpec? = nil) {
         self.name = name; self.kind = kind; self.memoryMiB = memoryMiB; self.cpus = cpus
-        self.restart = restart; self.nics = nics
+        self.restart = restart; self.nics = nics; self.host = host; self.gateways = gateways
+        self.routes = routes; self.socket = socket
     }
+
+    /// The IPv4 default gateway, if any.
+    public var gateway4: GatewaySpec? { gateways.first { !$0.address.isIPv6 } }
+    /// The IPv6 default gateway, if any.
+    public var gateway6: GatewaySpec? { gateways.first { $0.address.isIPv6 } }
 }
 
 /// VMware's security trio of a port group; all default to `false` (reject).
@@ -130,11 +235,19 @@ public struct PortGroupSpec: Sendable, Equatable {
     public var storm: StormLimits
     /// Forward STP/LACP/LLDP (01:80:c2:00:00:0x) within the group (`l2-transparency`).
     public var l2Transparency: Bool
+    /// Traffic shaping (`shaping:`), per direction; `nil` directions are unshaped.
+    public var shaping: ShapingSpec
+    /// For `vlan: {private: ID}`: the private VLAN ID (a primary: promiscuous port; or one of
+    /// its secondaries: isolated or community port, see `SwitchSpec.privateVLANRole(of:)`).
+    /// `mode` is then `.access(ID)`, the VLAN the port's frames are classified into.
+    public var privateVLAN: VLANID?
 
     public init(name: String, mode: PortMode, usesUplinks: Bool = true, security: SecuritySpec = SecuritySpec(),
-                macLimit: Int = PortPlan.defaultMACLimit, storm: StormLimits = StormLimits(), l2Transparency: Bool = false) {
+                macLimit: Int = PortPlan.defaultMACLimit, storm: StormLimits = StormLimits(), l2Transparency: Bool = false,
+                shaping: ShapingSpec = ShapingSpec(), privateVLAN: VLANID? = nil) {
         self.name = name; self.mode = mode; self.usesUplinks = usesUplinks; self.security = security
         self.macLimit = macLimit; self.storm = storm; self.l2Transparency = l2Transparency
+        self.shaping = shaping; self.privateVLAN = privateVLAN
     }
 }
 
@@ -168,13 +281,16 @@ public struct UplinkSpec: Sendable, Equatable {
     public var failback: Bool
     public var notifySwitches: Bool
     public var detection: FailureDetection
+    /// LLDP on every NIC of the team (`lldp:`, default `listen`). Issue 21.
+    public var lldp: LLDPMode
     /// Where each NIC is named in the file (parallel to `nics`; empty when built in code).
     public var nicPositions: [TextPosition] = []
 
     public init(nics: [String], policy: TeamingPolicy = .portID, active: [String]? = nil, standby: [String] = [],
-                failback: Bool = true, notifySwitches: Bool = true, detection: FailureDetection = .linkStatus) {
+                failback: Bool = true, notifySwitches: Bool = true, detection: FailureDetection = .linkStatus,
+                lldp: LLDPMode = .listen) {
         self.nics = nics; self.policy = policy; self.active = active ?? nics; self.standby = standby
-        self.failback = failback; self.notifySwitches = notifySwitches; self.detection = detection
+        self.failback = failback; self.notifySwitches = notifySwitches; self.detection = detection; self.lldp = lldp
     }
 }
 
@@ -222,20 +338,40 @@ public struct SwitchSpec: Sendable, Equatable {
     public var uplinks: UplinkSpec?
     public var mirrors: [MirrorSpec]
     public var staticMACs: [StaticMACSpec]
+    /// VXLAN overlay across hosts and remote VTEPs (`overlay:`). Issue 17.
+    public var overlay: OverlaySpec?
+    /// Private VLANs (`private-vlans:`), by primary, in file order. Issue 20.
+    public var privateVLANs: [PrivateVLANSpec]
+    /// IGMP/MLD snooping and the querier (`multicast-*` keys). Issue 20.
+    public var multicast: MulticastSpec
+    /// IPFIX flow export (`flow-export:`). Issue 21.
+    public var flowExport: FlowExportSpec?
 
     public init(name: String, mtu: Int = 1500, agingSeconds: Int = 300, macLimit: Int = 8192,
                 portGroups: [PortGroupSpec], uplinks: UplinkSpec? = nil, mirrors: [MirrorSpec] = [],
-                staticMACs: [StaticMACSpec] = []) {
+                staticMACs: [StaticMACSpec] = [], overlay: OverlaySpec? = nil, privateVLANs: [PrivateVLANSpec] = [],
+                multicast: MulticastSpec = MulticastSpec(), flowExport: FlowExportSpec? = nil) {
         self.name = name; self.mtu = mtu; self.agingSeconds = agingSeconds; self.macLimit = macLimit
         self.portGroups = portGroups; self.uplinks = uplinks; self.mirrors = mirrors; self.staticMACs = staticMACs
+        self.overlay = overlay; self.privateVLANs = privateVLANs; self.multicast = multicast; self.flowExport = flowExport
     }
 
     /// The port group called `name`, if any.
     public func portGroup(named name: String) -> PortGroupSpec? { portGroups.first { $0.name == name } }
+
+    /// What `vlan` is in this switch's private VLANs, if anything.
+    public func privateVLANRole(of vlan: VLANID) -> PrivateVLANRole? {
+        for p in privateVLANs {
+            if p.primary == vlan { return .promiscuous(primary: p.primary) }
+            if p.isolated == vlan { return .isolated(primary: p.primary, secondary: vlan) }
+            if p.community.contains(vlan) { return .community(primary: p.primary, secondary: vlan) }
+        }
+        return nil
+    }
 }
 
 /// A validated topology file: what `tapestry up` builds.
-public struct Topology: Sendable {
+public struct Topology: Sendable, Equatable {
     /// The instance name (`name:`).
     public var name: String
     /// The path or label the file was loaded from; diagnostics use it.
@@ -244,6 +380,16 @@ public struct Topology: Sendable {
     public var switches: [SwitchSpec]
     /// In file order.
     public var guests: [GuestSpec]
+    /// Patch links between switches (`links:`), in file order. Issue 16.
+    public var links: [LinkSpec] = []
+    /// The hosts of a multi-host fabric (`hosts:`), in file order; empty for one host. Issue 17.
+    public var hosts: [HostSpec] = []
+    /// File-wide datapath settings (`datapath:`); see `datapath(forHost:)`. Issue 15.
+    public var datapath = DatapathSpec()
+    /// Where the fabric's shared state lives (`etcd:`). Issue 19.
+    public var etcd: EtcdSpec?
+    /// Host-failure handling (`ha:`). Issue 19.
+    public var ha: HASpec?
     /// Things that run but deserve attention (e.g. beacon probing with fewer than 3 NICs).
     public var warnings: [TopologyDiagnostic] = []
 
@@ -252,17 +398,50 @@ public struct Topology: Sendable {
     }
 
     /// Checks that need the host: every uplink NIC must exist (`linkExists`). Located
-    /// errors; `validate` and `up` run them before anything starts.
+    /// errors; `validate` and `up` run them before anything starts. A separate step from
+    /// loading, so `validate --no-host-checks` can check a file written for another machine.
     public func hostProblems(linkExists: (String) -> Bool) -> [TopologyDiagnostic] {
+        hostProblems(linkExists: linkExists, userExists: { _ in true }, groupExists: { _ in true }, fileExists: { _ in true })
+    }
+
+    /// Every check that needs the host: uplink NICs (`linkExists`), the owners and groups of
+    /// vhost-user sockets (`userExists`, `groupExists`: a name or a numeric id as written),
+    /// and the etcd TLS files (`fileExists`). Located errors.
+    public func hostProblems(linkExists: (String) -> Bool, userExists: (String) -> Bool,
+                             groupExists: (String) -> Bool, fileExists: (String) -> Bool) -> [TopologyDiagnostic] {
         var out: [TopologyDiagnostic] = []
+        func at(_ p: TextPosition?) -> TextPosition { p ?? TextPosition(line: 1, column: 1) }
+        func add(_ p: TextPosition?, _ message: String) {
+            let p = at(p)
+            out.append(TopologyDiagnostic(file: file, line: p.line, column: p.column, message: message))
+        }
         for s in switches {
             guard let u = s.uplinks else { continue }
             for (i, nic) in u.nics.enumerated() where !linkExists(nic) {
-                let at = i < u.nicPositions.count ? u.nicPositions[i] : TextPosition(line: 1, column: 1)
-                out.append(TopologyDiagnostic(file: file, line: at.line, column: at.column,
-                                              message: "uplink NIC '\(nic)' of switch '\(s.name)' does not exist on this host"))
+                add(i < u.nicPositions.count ? u.nicPositions[i] : nil,
+                    "uplink NIC '\(nic)' of switch '\(s.name)' does not exist on this host")
+            }
+        }
+        for g in guests {
+            guard let sock = g.socket else { continue }
+            if let o = sock.owner, !userExists(o) {
+                add(sourcePositions["guest.\(g.name).owner"], "user '\(o)' (owner of the vhost-user sockets of guest '\(g.name)') does not exist on this host")
+            }
+            if let gr = sock.group, !groupExists(gr) {
+                add(sourcePositions["guest.\(g.name).group"], "group '\(gr)' (of the vhost-user sockets of guest '\(g.name)') does not exist on this host")
+            }
+        }
+        if let tls = etcd?.tls {
+            for (key, path) in [("ca", tls.ca), ("cert", tls.cert), ("key", tls.key)] {
+                if let path, !fileExists(path) {
+                    add(sourcePositions["etcd.tls.\(key)"], "etcd TLS file '\(path)' ('\(key)') does not exist on this host")
+                }
             }
         }
         return out
     }
+
+    /// Where some values were written, for the checks made after loading (`hostProblems`).
+    /// Keys: `guest.NAME.owner`, `guest.NAME.group`, `etcd.tls.ca|cert|key`, `host.NAME`.
+    public var sourcePositions: [String: TextPosition] = [:]
 }

@@ -1,4 +1,8 @@
-import Yams
+// Yams' C target: libyaml's event parser. Topology reaches it through the Yams product it
+// depends on (SwiftPM puts CYaml's module map on the path of every target that depends on
+// Yams), because composing has to be bounded while it happens, and Yams' `compose` is not:
+// see `composeSource`.
+import CYaml
 
 /// A YAML node reduced to what validation needs: its kind, its source text and where it is.
 ///
@@ -43,114 +47,199 @@ struct SourceFields {
     subscript(key: String) -> SourceField? { known[key] }
 }
 
-/// Result of reading YAML text: a root node, or the syntax error that stopped the parser.
+/// Result of reading YAML text: a root node, or the error that stopped reading (a syntax
+/// error, or a limit of `TopologyLimits`).
 enum Composition {
     case document(SourceNode?)
     case syntaxError(message: String, location: SourceLocation)
 }
 
-/// Composes `text` with Yams (libyaml) into `SourceNode`s.
+/// Composes `text` into `SourceNode`s from libyaml's parse events, within `limits`.
 ///
-/// Yams rejects a mapping with duplicate keys outright, which would hide every other error and
-/// point at the first key rather than the repeated one. So on that error the first occurrence
-/// is renamed in a private copy of the text (its first character replaced by a private-use
-/// scalar: same length, so every other node keeps its line and column) and composition is
-/// retried; the original key text is restored in the resulting tree, and `Validator` reports
-/// the duplicate at the second occurrence like any other error.
-func composeSource(_ text: String) -> Composition {
-    var scalars = Array(text.unicodeScalars)
-    var renamed: [SourceLocation: String] = [:]
-    var attempt = 0
-    while true {
-        let current = String(String.UnicodeScalarView(scalars))
-        do {
-            let root = try Yams.compose(yaml: current)
-            return .document(root.map { convert($0, renamed: renamed) })
-        } catch let error as YamlError {
-            switch error {
-            case .duplicatedKeysInMapping(let duplicates, let context):
-                let loc = SourceLocation(line: context.mark.line, column: context.mark.column)
-                guard attempt < 1000, let original = duplicates.sorted().first, original != "<uncovertable>",
-                      renameKey(at: loc, in: &scalars, marker: attempt) else {
-                    let key = duplicates.sorted().first.flatMap { $0 == "<uncovertable>" ? nil : "'\($0)'" }
-                    return .syntaxError(message: "duplicate key \(key ?? "(a list or mapping used as a key)") in a mapping",
-                                        location: loc)
+/// Why not `Yams.compose`: it has no bounds, and its cost is not linear in the input.
+/// - An alias becomes the anchored `Node` value. That shares storage, so composing nine
+///   anchors of ten aliases each is cheap, but every walk of the tree (our conversion, the
+///   validator) then visits 10⁹ nodes: the 448-byte "billion laughs" file grew `validate` to
+///   4–7 GB (issue 14).
+/// - Duplicate keys are found by hashing whole key nodes (an aliased key hashes its whole
+///   expansion) and reported by throwing, which hid every other error; working around that
+///   meant composing the file again once per duplicate (quadratic).
+/// - It builds the whole tree before anything can count it: a 50 MB trunk list of 17 M
+///   entries took 3.8 GB.
+///
+/// Here every limit is checked as the events arrive, so memory stays proportional to what was
+/// accepted: the byte size first (before libyaml sees the text), then the nesting depth, the
+/// number of aliases and the number of nodes, where an alias counts as many nodes as the tree
+/// it stands for (its expansion is counted, never built: the alias shares the anchored node's
+/// storage). Duplicate keys are kept and reported by the validator, in one pass.
+func composeSource(_ text: String, limits: TopologyLimits = .standard) -> Composition {
+    var text = text
+    let size = text.utf8.count
+    if size > limits.maxFileBytes {
+        return .syntaxError(message: "the file is \(size) bytes; a topology file may have at most \(limits.maxFileBytes) bytes (\(limits.maxFileBytes / 1024) KiB)",
+                            location: .start)
+    }
+    return text.withUTF8 { buffer in
+        var composer = EventComposer(limits: limits, text: buffer)
+        return composer.run()
+    }
+}
+
+/// Builds `SourceNode`s from libyaml events without recursion (an explicit stack), counting
+/// nodes, depth and aliases as it goes.
+private struct EventComposer {
+    let limits: TopologyLimits
+    let text: UnsafeBufferPointer<UInt8>
+
+    /// A collection being composed.
+    struct Open {
+        var location: SourceLocation
+        var anchor: String?
+        var isMapping: Bool
+        var items: [SourceNode] = []
+        var pairs: [(key: SourceNode, value: SourceNode)] = []
+        var pendingKey: SourceNode? = nil
+        /// Nodes in this collection's expansion so far, itself included.
+        var weight = 1
+    }
+
+    var stack: [Open] = []
+    /// Completed anchored nodes and the number of nodes each stands for.
+    var anchors: [String: (node: SourceNode, weight: Int)] = [:]
+    var nodes = 0
+    var aliases = 0
+    var root: SourceNode? = nil
+    var documents = 0
+
+    init(limits: TopologyLimits, text: UnsafeBufferPointer<UInt8>) { self.limits = limits; self.text = text }
+
+    mutating func run() -> Composition {
+        var parser = yaml_parser_t()
+        guard yaml_parser_initialize(&parser) == 1 else {
+            return .syntaxError(message: "invalid YAML: the parser could not start (out of memory)", location: .start)
+        }
+        defer { yaml_parser_delete(&parser) }
+        yaml_parser_set_encoding(&parser, YAML_UTF8_ENCODING)
+        yaml_parser_set_input_string(&parser, text.baseAddress, text.count)
+        var event = yaml_event_t()
+        while true {
+            guard yaml_parser_parse(&parser, &event) == 1 else { return parserError(parser) }
+            defer { yaml_event_delete(&event) }
+            let mark = SourceLocation(line: event.start_mark.line + 1, column: event.start_mark.column + 1)
+            switch event.type {
+            case YAML_STREAM_END_EVENT:
+                return .document(root)
+            case YAML_DOCUMENT_START_EVENT:
+                documents += 1
+                if documents > 1 {
+                    return .syntaxError(message: "a topology file holds one YAML document; found a second one here", location: mark)
                 }
-                renamed[loc] = original
-                attempt += 1
+            case YAML_SCALAR_EVENT:
+                let s = event.data.scalar
+                if Int(s.length) > limits.maxScalarBytes {
+                    return .syntaxError(message: "a scalar of \(s.length) bytes; a topology file's scalars have at most \(limits.maxScalarBytes)", location: mark)
+                }
+                let value = string(s.value, Int(s.length))
+                let isNull = s.style == YAML_PLAIN_SCALAR_STYLE && (value.isEmpty || value == "~" || value == "null")
+                if let error = add(SourceNode(kind: .scalar(value), location: mark, isNull: isNull), weight: 1,
+                                   anchor: cString(s.anchor), at: mark) { return error }
+            case YAML_ALIAS_EVENT:
+                let name = cString(event.data.alias.anchor) ?? ""
+                aliases += 1
+                if aliases > limits.maxAliases {
+                    return .syntaxError(message: "more than \(limits.maxAliases) aliases; a topology file may use at most \(limits.maxAliases)", location: mark)
+                }
+                guard let target = anchors[name] else {
+                    return .syntaxError(message: "invalid YAML: found undefined alias '\(name)'", location: mark)
+                }
+                // The alias shares the anchored node's storage; only its size is counted.
+                var node = target.node
+                node.location = mark
+                if let error = add(node, weight: target.weight, anchor: nil, at: mark, alias: name) { return error }
+            case YAML_SEQUENCE_START_EVENT, YAML_MAPPING_START_EVENT:
+                if stack.count >= limits.maxDepth {
+                    return .syntaxError(message: "lists and mappings nested deeper than \(limits.maxDepth) levels; a topology file may nest at most \(limits.maxDepth)",
+                                        location: mark)
+                }
+                if let error = count(1, at: mark, alias: nil) { return error }
+                let isMapping = event.type == YAML_MAPPING_START_EVENT
+                let anchor = isMapping ? cString(event.data.mapping_start.anchor) : cString(event.data.sequence_start.anchor)
+                stack.append(Open(location: mark, anchor: anchor, isMapping: isMapping))
+            case YAML_SEQUENCE_END_EVENT, YAML_MAPPING_END_EVENT:
+                let open = stack.removeLast()
+                let kind: SourceNode.Kind = open.isMapping ? .mapping(open.pairs) : .sequence(open.items)
+                // Already counted at the start event: attach without counting again.
+                if let error = add(SourceNode(kind: kind, location: open.location, isNull: false), weight: open.weight,
+                                   anchor: open.anchor, at: open.location, counted: true) { return error }
             default:
-                let (message, loc) = describe(error, text: current)
-                return .syntaxError(message: message, location: loc)
+                break   // stream start, document end
             }
-        } catch {
-            return .syntaxError(message: "invalid YAML: \(error)", location: .start)
         }
     }
-}
 
-/// Replaces the first character of the key starting at `location` with a private-use scalar.
-private func renameKey(at location: SourceLocation, in scalars: inout [Unicode.Scalar], marker: Int) -> Bool {
-    guard let start = offset(of: location, in: scalars) else { return false }
-    var i = start
-    if i < scalars.count, scalars[i] == "\"" || scalars[i] == "'" { i += 1 }
-    guard i < scalars.count, !isLineBreak(scalars[i]), scalars[i] != "\"", scalars[i] != "'" else { return false }
-    if i == start, ["{", "[", "?", "&", "*", "!", "|", ">"].contains(scalars[i]) { return false }
-    scalars[i] = Unicode.Scalar(0xE000 + UInt32(marker % 6000))!
-    return true
-}
-
-private func isLineBreak(_ s: Unicode.Scalar) -> Bool {
-    s == "\n" || s == "\r" || s == "\u{85}" || s == "\u{2028}" || s == "\u{2029}"
-}
-
-/// Index of a 1-based line/column (columns in Unicode scalars, as libyaml counts them).
-private func offset(of location: SourceLocation, in scalars: [Unicode.Scalar]) -> Int? {
-    var line = 1, i = 0
-    while line < location.line {
-        guard i < scalars.count else { return nil }
-        if scalars[i] == "\r", i + 1 < scalars.count, scalars[i + 1] == "\n" { i += 1 }
-        if isLineBreak(scalars[i]) { line += 1 }
-        i += 1
+    /// Adds `n` nodes to the total, failing once it passes the limit.
+    mutating func count(_ n: Int, at mark: SourceLocation, alias: String?) -> Composition? {
+        nodes += n
+        guard nodes > limits.maxNodes else { return nil }
+        if let alias {
+            return .syntaxError(message: "alias '*\(alias)' stands for \(n) nodes, which takes the file past \(limits.maxNodes) YAML nodes (an alias counts as a copy of what it refers to); a topology file may have at most \(limits.maxNodes)",
+                                location: mark)
+        }
+        return .syntaxError(message: "more than \(limits.maxNodes) YAML nodes; a topology file may have at most \(limits.maxNodes)", location: mark)
     }
-    let target = i + location.column - 1
-    return target < scalars.count ? target : nil
-}
 
-private func convert(_ node: Node, renamed: [SourceLocation: String]) -> SourceNode {
-    let loc = node.mark.map { SourceLocation(line: $0.line, column: $0.column) } ?? .start
-    switch node {
-    case .scalar(let s):
-        let text = renamed[loc] ?? s.string
-        let isNull = s.style == .plain && (text.isEmpty || text == "~" || text == "null")
-        return SourceNode(kind: .scalar(text), location: loc, isNull: isNull)
-    case .mapping(let m):
-        let pairs = m.map { (key: convert($0.key, renamed: renamed), value: convert($0.value, renamed: renamed)) }
-        return SourceNode(kind: .mapping(pairs), location: loc, isNull: false)
-    case .sequence(let s):
-        return SourceNode(kind: .sequence(s.map { convert($0, renamed: renamed) }), location: loc, isNull: false)
-    case .alias:
-        // Yams resolves aliases to the anchored node while composing; an unresolved one is empty.
-        return SourceNode(kind: .scalar(""), location: loc, isNull: true)
+    /// Attaches a completed node to the collection being composed (or makes it the root).
+    mutating func add(_ node: SourceNode, weight: Int, anchor: String?, at mark: SourceLocation,
+                      alias: String? = nil, counted: Bool = false) -> Composition? {
+        if !counted, let error = count(weight, at: mark, alias: alias) { return error }
+        if let anchor { anchors[anchor] = (node, weight) }
+        guard !stack.isEmpty else { root = node; return nil }
+        let top = stack.count - 1
+        stack[top].weight += weight
+        if stack[top].isMapping {
+            if let key = stack[top].pendingKey {
+                stack[top].pairs.append((key, node))
+                stack[top].pendingKey = nil
+            } else {
+                stack[top].pendingKey = node
+            }
+        } else {
+            stack[top].items.append(node)
+        }
+        return nil
     }
-}
 
-private func describe(_ error: YamlError, text: String) -> (String, SourceLocation) {
-    func loc(_ m: Mark) -> SourceLocation { SourceLocation(line: m.line, column: m.column) }
-    func msg(_ context: YamlError.Context?, _ problem: String) -> String {
-        "invalid YAML: \(problem)" + (context.map { " (\($0.text) at line \($0.mark.line), column \($0.mark.column))" } ?? "")
+    func string(_ p: UnsafeMutablePointer<yaml_char_t>?, _ length: Int) -> String {
+        guard let p, length > 0 else { return "" }
+        return String(decoding: UnsafeBufferPointer(start: p, count: length), as: UTF8.self)
     }
-    switch error {
-    case let .scanner(context, problem, mark, _): return (msg(context, problem), loc(mark))
-    case let .parser(context, problem, mark, _): return (msg(context, problem), loc(mark))
-    case let .composer(context, problem, mark, _): return (msg(context, problem), loc(mark))
-    case let .reader(problem, offset, _, _):
-        guard let offset else { return ("invalid YAML: \(problem)", .start) }
-        // The reader's offset counts bytes of the UTF-8 input.
-        let prefix = text.utf8.prefix(offset)
-        let before = String(decoding: prefix, as: UTF8.self)
-        let lines = before.split(separator: "\n", omittingEmptySubsequences: false)
-        return ("invalid YAML: \(problem)", SourceLocation(line: lines.count, column: (lines.last?.unicodeScalars.count ?? 0) + 1))
-    default:
-        return ("invalid YAML: \(error)", .start)
+
+    func cString(_ p: UnsafeMutablePointer<yaml_char_t>?) -> String? {
+        guard let p else { return nil }
+        return String(cString: p)
+    }
+
+    /// A libyaml error as a located message (the format Yams used: the problem, then the
+    /// context and where it began).
+    func parserError(_ parser: yaml_parser_t) -> Composition {
+        let problem = parser.problem.map { String(cString: $0) } ?? "unknown error"
+        switch parser.error {
+        case YAML_MEMORY_ERROR:
+            return .syntaxError(message: "invalid YAML: out of memory", location: .start)
+        case YAML_READER_ERROR:
+            // The offset counts bytes of the UTF-8 input; columns count Unicode scalars.
+            let offset = min(parser.problem_offset, text.count)
+            let before = String(decoding: UnsafeBufferPointer(rebasing: text[0..<offset]), as: UTF8.self)
+            let lines = before.split(separator: "\n", omittingEmptySubsequences: false)
+            return .syntaxError(message: "invalid YAML: \(problem)",
+                                location: SourceLocation(line: lines.count, column: (lines.last?.unicodeScalars.count ?? 0) + 1))
+        default:
+            let mark = SourceLocation(line: parser.problem_mark.line + 1, column: parser.problem_mark.column + 1)
+            var message = "invalid YAML: \(problem)"
+            if let context = parser.context {
+                message += " (\(String(cString: context)) at line \(parser.context_mark.line + 1), column \(parser.context_mark.column + 1))"
+            }
+            return .syntaxError(message: message, location: mark)
+        }
     }
 }

@@ -44,7 +44,7 @@ let errorCases: [(String, String)] = [
     ("bad-range.yaml", "5:37: error: invalid VLAN range '200-100': the start is greater than the end"),
     ("multicast-mac.yaml", "10:45: error: MAC address 01:00:5e:00:00:01 is a multicast address (low bit of the first octet set); a NIC's MAC must be unicast"),
     ("bad-mac.yaml", "12:14: error: invalid MAC address '02:00:00:00:0a': expected six two-digit hex octets like 02:00:00:00:0a:01"),
-    ("bad-cidr.yaml", "10:44: error: invalid IPv4 address '10.0.010.1/24': expected a.b.c.d/len like 10.0.10.1/24 (octets 0..255 without leading zeros, len 0..32)"),
+    ("bad-cidr.yaml", "10:44: error: invalid IPv4 address '10.0.010.1/24': expected a.b.c.d/len like 10.0.10.1/24 (octets 0..255 without leading zeros, len 1..32)"),
     ("unknown-switch.yaml", "10:18: error: unknown switch 'sw1'; did you mean 'sw0'?"),
     ("unknown-port-group.yaml", "11:35: error: unknown port group 'wbe' on switch 'sw0'; did you mean 'web'?"),
     ("duplicate-mac.yaml", "14:45: error: MAC 02:00:00:00:0a:01 of web2.eth0 is already used by web1.eth0 (line 10) on switch 'sw0'"),
@@ -82,12 +82,12 @@ func fixtureReportsExactlyOneError(file: String, expected: String) throws {
         "many-errors.yaml:5:24: error: expected a duration like 300s, 5m or 1h for mac-table aging, found '10d'",
         "many-errors.yaml:7:23: error: unknown key 'securty' in port group 'web'; did you mean 'security'?",
         "many-errors.yaml:8:34: error: VLAN 5000 is out of range 1..4094",
-        "many-errors.yaml:11:11: error: invalid guest kind 'vm': expected netns or qemu",
+        "many-errors.yaml:11:11: error: invalid guest kind 'vm': expected netns, qemu or vhost-user",
         "many-errors.yaml:13:45: error: MAC address ff:ff:ff:ff:ff:ff is the broadcast address; a NIC's MAC must be unicast",
         "many-errors.yaml:16:11: error: cpus 0 is out of range 1..16",
         "many-errors.yaml:17:14: error: invalid restart policy 'sometimes': expected never, on-failure or always",
         "many-errors.yaml:19:35: error: unknown port group 'dbs' on switch 'sw0'",
-        "many-errors.yaml:19:44: error: invalid IPv4 address '10.0.0.1/33': expected a.b.c.d/len like 10.0.10.1/24 (octets 0..255 without leading zeros, len 0..32)",
+        "many-errors.yaml:19:44: error: invalid IPv4 address '10.0.0.1/33': expected a.b.c.d/len like 10.0.10.1/24 (octets 0..255 without leading zeros, len 1..32)",
     ])
     do {
         _ = try TopologyLoader.parse(try fixture("many-errors.yaml"), file: "many-errors.yaml")
@@ -136,7 +136,7 @@ let base = "name: lab\nswitches:\n  sw0:\n    port-groups:\n      web: {vlan: 10
         (base + "      t: {vlan: {trunk: 10}}\n", "6:25: error: expected a list for 'trunk', found a scalar"),
         (base + "      t: {vlan: {tronk: [10]}}\n",
          "6:18: error: unknown key 'tronk' in 'vlan' of port group 't'; did you mean 'trunk'?"),
-        (base + "      t: {vlan: ten}\n", "6:17: error: invalid VLAN 'ten': expected a number 1..4094, none, or {trunk: [...], native: ...}"),
+        (base + "      t: {vlan: ten}\n", "6:17: error: invalid VLAN 'ten': expected a number 1..4094, none, {trunk: [...], native: ...} or {private: ID}"),
         (base + "      t: {uplinks: none}\n", "6:7: error: missing required key 'vlan' in port group 't'"),
         (base + "      t: {vlan: }\n", "6:17: error: missing value for 'vlan' of port group 't'"),
         (base + "      mon: {vlan: {trunk: [10]}}\n    mirrors:\n      - {name: m0, source: [web], direction: sideways, destination: {port-group: mon}}\n",
