@@ -103,14 +103,10 @@ fi
 say "build done in $((SECONDS - START)) s"
 
 # ---- run --------------------------------------------------------------------------------
-<<<<<<< HEAD
-declare -A EXTRA=([frame]="-max_len=2048" [topology]="-max_len=8192" [pcap]="-max_len=4096" [control]="-max_len=2048" [observability]="-max_len=1600")
-=======
-# topology: resource limits, not only crashes (issue 14): an input that makes the loader take
+# topology: resource limits, not only crashes an input that makes the loader take
 # more than 512 MB or 5 s is a finding, like a crash (the loader's bounds, Topologies/README.md
 # "Limits", keep any input far below both).
-declare -A EXTRA=([frame]="-max_len=2048" [topology]="-max_len=65536 -rss_limit_mb=512 -timeout=5" [pcap]="-max_len=4096" [control]="-max_len=2048")
->>>>>>> topology
+declare -A EXTRA=([frame]="-max_len=2048" [topology]="-max_len=65536 -rss_limit_mb=512 -timeout=5" [pcap]="-max_len=4096" [control]="-max_len=2048" [observability]="-max_len=1600")
 run() {
     local t=$1 dir=$B/run/$1
     rm -rf "$dir"; mkdir -p "$dir/corpus" "$dir/artifacts"

@@ -40,7 +40,9 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     }
     let plans = topology.compile()
     check(plans.count == topology.switches.count, "compile() returned \(plans.count) plans for \(topology.switches.count) switches")
+    let egress = EgressList(capacity: 8192)
     for plan in plans {
+        egress.prepare(portCount: plan.ports.count)
         _ = plan.usedVLANs
         let table = MACTable(limit: max(1, min(plan.macLimit, 64)), staticCapacity: 16, portCount: plan.ports.count)
         for s in plan.staticEntries { _ = table.addStatic(vlan: s.vlan, mac: s.mac, port: s.port) }
@@ -49,9 +51,11 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
             for frame in probeFrames {
                 var none = NoTrace()
                 let d = frame.withUnsafeBytes { decide(frame: $0, inPort: port, plan: plan, table: table, trace: &none) }
-                forEachEgress(of: d, inPort: port, plan: plan) { p, rw, _ in
+                _ = collectEgress(of: d, inPort: port, plan: plan, context: DecisionContext(table: table), into: egress)
+                for i in 0..<egress.count {
+                    let p = Int(egress[i].port)
                     check(plan.ports.indices.contains(p), "egress port \(p) out of range")
-                    _ = rewritten(frame, rw)
+                    _ = rewritten(frame, egress[i].rewrite)
                 }
             }
         }

@@ -1,9 +1,10 @@
 import Model
 
 /// A frame for the switch itself: consumed, not forwarded, not a drop.
-public enum LocalFrame: Equatable, Sendable {
-    /// A NIC team's beacon probe (nil when it is addressed like one but does not parse).
-    case teamBeacon(Beacon?)
+public enum LocalFrame: UInt8, Equatable, Sendable {
+    /// A NIC team's beacon probe (`Beacon.parse(frame:)` reads it: rare frames, so its
+    /// payload is not carried in every decision).
+    case teamBeacon
 }
 
 /// What happens to a frame.
@@ -158,7 +159,7 @@ public func decide<T: TraceSink>(
         return Decision(verdict: .drop(.runt))
     }
     trace.record(.parsed(h))
-    let port = plan.storage.hot[inPort]
+    let port = plan.storage.hotPorts[inPort]
     if port.isMirrorDestination {
         trace.record(.dropped(.mirrorDestinationPort))
         return Decision(verdict: .drop(.mirrorDestinationPort))
@@ -184,12 +185,7 @@ public func decide<T: TraceSink>(
     var d = Decision(verdict: .flood, vlan: vlan, ingressTagLength: tagLength, priority: priority,
                      source: h.source, destination: h.destination)
     d.offload = offload
-    @inline(__always) func dropped(_ r: DropReason) -> Decision {
-        trace.record(.dropped(r))
-        d.verdict = .drop(r)
-        return d
-    }
-    if h.destination.isReservedBridgeGroup && !port.l2Transparency { return dropped(.reservedDestination) }
+    if h.destination.isReservedBridgeGroup && !port.l2Transparency { trace.record(.dropped(.reservedDestination)); d.verdict = .drop(.reservedDestination); return d }
     let table = context.table
     // For a frame from an uplink: where its (unicast) destination is, looked up once for the
     // team's checks and the forwarding below.
@@ -198,13 +194,13 @@ public func decide<T: TraceSink>(
         // Beacon probes first: every member, standby or not, must hear them.
         if h.destination == TeamFrames.beaconDestination && h.etherType == TeamFrames.beaconEtherType {
             trace.record(.consumed(what: "team beacon probe"))
-            d.verdict = .local(.teamBeacon(Beacon.parse(header: h, frame: frame)))
+            d.verdict = .local(.teamBeacon)
             return d
         }
         uplinkDestination = h.destination.isMulticast ? nil : table.lookup(vlan: vlan, mac: h.destination)
         if let reason = teamAdmission(frame: frame, header: h, vlan: vlan, port: port, inPort: inPort, destinationPort: uplinkDestination,
                                       plan: plan, table: table, team: context.team, trace: &trace) {
-            return dropped(reason)
+            trace.record(.dropped(reason)); d.verdict = .drop(reason); return d
         }
     }
     if h.destination.isReservedBridgeGroup {
@@ -215,18 +211,18 @@ public func decide<T: TraceSink>(
         trace.record(.flooding(vlan: vlan, reason: d.floodReason!))
     } else if let out = port.isUplink ? uplinkDestination : table.lookup(vlan: vlan, mac: h.destination) {
         trace.record(.lookedUp(vlan: vlan, mac: h.destination, port: out))
-        if plan.storage.hot[out].isUplink && !port.isUplink {
+        if plan.storage.hotPorts[out].isUplink && !port.isUplink {
             // Out to the physical network: by the member the team picks for this guest,
             // whichever uplink the destination was learned on.
-            if !port.usesUplinks { return dropped(.uplinkIsolated) }
+            if !port.usesUplinks { trace.record(.dropped(.uplinkIsolated)); d.verdict = .drop(.uplinkIsolated); return d }
             d.uplink = Int16(context.team?.state.uplink(forGuestPort: inPort, header: h, frame: frame) ?? -1)
-            guard d.uplink >= 0 else { return dropped(.noHealthyUplink) }
+            guard d.uplink >= 0 else { trace.record(.dropped(.noHealthyUplink)); d.verdict = .drop(.noHealthyUplink); return d }
             let p = plan.storage.uplinkPorts[Int(d.uplink)]
             trace.record(.teamUplink(member: Int(d.uplink), port: p))
             trace.record(.forwarding(port: p))
             d.verdict = .forward(p)
         } else if out == inPort {
-            return dropped(.hairpin)
+            trace.record(.dropped(.hairpin)); d.verdict = .drop(.hairpin); return d
         } else {
             trace.record(.forwarding(port: out))
             d.verdict = .forward(out)
@@ -240,7 +236,7 @@ public func decide<T: TraceSink>(
         let admitted = storm.wouldAdmit(port: inPort, reason: why, now: context.now)
         trace.record(.stormControl(reason: why, admitted: admitted,
                                    framesLeft: storm.frames(port: inPort, reason: why, now: context.now) ?? 0, ratePerSecond: rate))
-        guard admitted else { return dropped(why.stormDrop) }
+        guard admitted else { trace.record(.dropped(why.stormDrop)); d.verdict = .drop(why.stormDrop); return d }
         d.takesStormToken = true
     }
     if case .flood = d.verdict, plan.storage.team != nil, port.usesUplinks {
@@ -302,12 +298,12 @@ func teamAdmission<T: TraceSink>(frame: UnsafeRawBufferPointer, header h: FrameH
     let member = Int(port.teamMember)
     if let q = known {
         if q == inPort { return .hairpin }
-        if plan.storage.hot[q].isUplink { return .uplinkToUplink }
-        if !plan.storage.hot[q].usesUplinks { return .uplinkIsolated }
+        if plan.storage.hotPorts[q].isUplink { return .uplinkToUplink }
+        if !plan.storage.hotPorts[q].usesUplinks { return .uplinkIsolated }
     }
     guard let t = team else { return nil }
     if !t.state.holders.contains(Int16(member)) { return .teamInactiveUplink }
-    if let q = table.lookup(vlan: vlan, mac: h.source), !plan.storage.hot[q].isUplink {
+    if let q = table.lookup(vlan: vlan, mac: h.source), !plan.storage.hotPorts[q].isUplink {
         let announcement = isAnnouncement(header: h, frame: frame)
         if !announcement || t.locks.isLocked(vlan: vlan, mac: h.source, now: t.now) { return .teamReflectedSource }
     }

@@ -24,7 +24,7 @@ public struct EgressItem: Sendable {
     /// How the copy leaves (identity for an ingress mirror copy: the frame as received).
     public var rewrite: EgressRewrite
     @inlinable init(port: Int, kind: Kind, refusal: DropReason = .runt, after: Int32 = -1, rewrite: EgressRewrite) {
-        self.port = Int32(port); self.kind = kind; self.refusal = refusal; self.after = after; self.rewrite = rewrite
+        self.port = Int32(truncatingIfNeeded: port); self.kind = kind; self.refusal = refusal; self.after = after; self.rewrite = rewrite
     }
 }
 
@@ -71,10 +71,9 @@ public final class EgressList {
         serial = 0
     }
 
-    /// Starts a new frame.
+    /// Starts a new frame's mirror stamps.
     @inlinable @inline(__always)
-    func begin() {
-        used = 0; dropped = 0
+    func nextFrame() {
         serial &+= 1
         if serial == 0 {
             stamps.update(repeating: 0, count: stampCapacity)
@@ -131,58 +130,36 @@ public func egressRefusal(of destination: MACAddress, to port: HotPort) -> DropR
 @inlinable
 public func collectEgress(of d: Decision, inPort: PortIndex, plan: SwitchPlan, context: DecisionContext,
                           into list: EgressList) -> DropReason? {
-    list.begin()
+    list.used = 0; list.dropped = 0
     let storage = plan.storage
+    if case .drop = d.verdict, !storage.hasMirrors { return nil }
+    if case .local = d.verdict { return nil }
     // Ports whose device is gone get nothing (one branch when every port is up).
     let links = context.links.flatMap { $0.downCount > 0 ? $0 : nil }
-    if case .local = d.verdict { return nil }
     let offload = d.offload.needsOffload
     if storage.hasMirrors {
+        list.nextFrame()
         for dst in storage.mirrorOnIngress[inPort] where links?.isDown(dst) != true && list.stamp(dst) {
-            if offload && !storage.hot[dst].acceptsOffloads {
+            if offload && !storage.hotPorts[dst].acceptsOffloads {
                 list.append(EgressItem(port: dst, kind: .refused, refusal: .offloadNotSupported, rewrite: EgressRewrite(strip: 0, push: nil)))
             } else {
                 list.append(EgressItem(port: dst, kind: .mirrorIngress, rewrite: EgressRewrite(strip: 0, push: nil)))
             }
         }
     }
-    let mirrorsEnd = list.count
-    let from = storage.hot[inPort]
-    @inline(__always) func offer(_ p: Int) {
-        if let l = links, l.isDown(p) { return }
-        let port = storage.hot[p]
-        if port.isUplink {
-            if from.isUplink || port.teamMember != d.uplink { return }
-        } else if from.isUplink && !port.usesUplinks {
-            return
-        }
-        guard let rw = plan.egressRewrite(vlan: d.vlan, ingressTagLength: d.ingressTagLength, priority: d.priority, on: port) else { return }
-        if let r = egressRefusal(of: d.destination, to: port) {
-            list.append(EgressItem(port: p, kind: .refused, refusal: r, rewrite: rw))
-        } else if offload && !port.acceptsOffloads {
-            list.append(EgressItem(port: p, kind: .refused, refusal: .offloadNotSupported, rewrite: rw))
-        } else {
-            let k = Int32(list.count)
-            list.append(EgressItem(port: p, kind: .output, rewrite: rw))
-            if storage.hasMirrors && list.count == Int(k) + 1 {
-                for dst in storage.mirrorOnEgress[p] where !list.isStamped(dst) && links?.isDown(dst) != true {
-                    if offload && !storage.hot[dst].acceptsOffloads { continue }
-                    list.append(EgressItem(port: dst, kind: .mirrorEgress, after: k, rewrite: rw))
-                }
-            }
-        }
-    }
+    let mirrorsEnd = list.used
+    let from = storage.hotPorts[inPort].isUplink
     switch d.verdict {
     case .drop, .local:
         return nil
     case .forward(let p):
-        offer(p)
+        offerEgress(p, of: d, from: from, plan: plan, links: links, offload: offload, into: list)
         // One predictable branch on switches without promiscuous ports.
         if storage.hasPromiscuousPorts {
             let set = storage.promiscuousPorts, start = storage.promiscuousStart, v = Int(d.vlan.rawValue)
             for i in Int(start[v])..<Int(start[v + 1]) {
                 let q = Int(set[i])
-                if q != inPort && q != p { offer(q) }
+                if q != inPort && q != p { offerEgress(q, of: d, from: from, plan: plan, links: links, offload: offload, into: list) }
             }
         }
     case .flood:
@@ -191,16 +168,50 @@ public func collectEgress(of d: Decision, inPort: PortIndex, plan: SwitchPlan, c
         let set = storage.floodPorts, start = storage.floodStart, v = Int(d.vlan.rawValue)
         for i in Int(start[v])..<Int(start[v + 1]) {
             let p = Int(set[i])
-            if p != inPort { offer(p) }
+            if p != inPort { offerEgress(p, of: d, from: from, plan: plan, links: links, offload: offload, into: list) }
         }
+        if list.dropped > 0 { return .transmitQueueFull }
+        if list.used == mirrorsEnd { return .noEgressPort }
+        return nil
     case .floodPortGroup:
-        let group = storage.hot[inPort].group
+        let group = storage.hotPorts[inPort].group
         for p32 in plan.floodSet(d.vlan) {
             let p = Int(p32)
-            if p != inPort && storage.hot[p].l2Transparency && storage.hot[p].group == group { offer(p) }
+            if p != inPort && storage.hotPorts[p].l2Transparency && storage.hotPorts[p].group == group {
+                offerEgress(p, of: d, from: from, plan: plan, links: links, offload: offload, into: list)
+            }
         }
     }
-    if list.overflow > 0 { return .transmitQueueFull }
-    if list.count == mirrorsEnd, case .flood = d.verdict { return .noEgressPort }
-    return nil
+    return list.dropped > 0 ? .transmitQueueFull : nil
+}
+
+/// One port `collectEgress` offers decided frame `d` to: nothing when the team or a VLAN
+/// keeps it away, else an output (with its egress mirror copies) or a refusal.
+@inlinable @inline(__always)
+func offerEgress(_ p: Int, of d: Decision, from fromUplink: Bool, plan: SwitchPlan, links: PortLinks?, offload: Bool, into list: EgressList) {
+    if let l = links, l.isDown(p) { return }
+    let storage = plan.storage
+    let port = storage.hotPorts[p]
+    // The team: a guest's frame leaves by its one chosen member, never by the others; from
+    // an uplink only to guests of port groups that use uplinks.
+    if port.isUplink {
+        if fromUplink || port.teamMember != d.uplink { return }
+    } else if fromUplink && !port.usesUplinks {
+        return
+    }
+    guard let rw = plan.egressRewrite(vlan: d.vlan, ingressTagLength: d.ingressTagLength, priority: d.priority, on: port) else { return }
+    if let r = egressRefusal(of: d.destination, to: port) {
+        list.append(EgressItem(port: p, kind: .refused, refusal: r, rewrite: rw))
+    } else if offload && !port.acceptsOffloads {
+        list.append(EgressItem(port: p, kind: .refused, refusal: .offloadNotSupported, rewrite: rw))
+    } else {
+        let k = Int32(truncatingIfNeeded: list.used)
+        list.append(EgressItem(port: p, kind: .output, rewrite: rw))
+        if storage.hasMirrors && list.used == Int(k) + 1 {
+            for dst in storage.mirrorOnEgress[p] where !list.isStamped(dst) && links?.isDown(dst) != true {
+                if offload && !storage.hotPorts[dst].acceptsOffloads { continue }
+                list.append(EgressItem(port: dst, kind: .mirrorEgress, after: k, rewrite: rw))
+            }
+        }
+    }
 }

@@ -143,7 +143,7 @@ public struct SwitchPlan: Sendable {
     /// (≈6% of the datapath's CPU under 64-byte load, perf). Behind one reference a copy is
     /// one retain, and the per-frame code reads `storage`'s `let`s in place. All fields are
     /// immutable `let`s of Sendable types, so sharing the object across threads is safe.
-    @usableFromInline final class Storage: Sendable {
+    @usableFromInline final class Storage: @unchecked Sendable {
         @usableFromInline let name: String
         @usableFromInline let ports: [PortPlan]
         /// Largest L3 payload (the switch MTU).
@@ -168,6 +168,11 @@ public struct SwitchPlan: Sendable {
         @usableFromInline let floodPorts: [Int32]
         /// Per port, the plain-value view the per-frame path reads.
         @usableFromInline let hot: [HotPort]
+        /// `hot`'s elements in memory of their own, written once in `init` and never again
+        /// (hence `@unchecked Sendable`): the per-frame path reads a field at a time, with no
+        /// bounds check, retain or copy of the whole 64-byte record (port indexes come from
+        /// the plan itself).
+        @usableFromInline let hotPorts: UnsafeMutablePointer<HotPort>
         /// Trunk VLAN bitmaps, 64 words per trunk port (see `HotPort.allowedBase`).
         @usableFromInline let allowedWords: [UInt64]
         /// Promiscuous members per VLAN, same layout as the flood sets.
@@ -184,6 +189,8 @@ public struct SwitchPlan: Sendable {
         /// VLANs the uplinks carry (beacon probes go out on each).
         @usableFromInline let uplinkVLANs: [VLANID]
 
+
+        deinit { hotPorts.deinitialize(count: hot.count); hotPorts.deallocate() }
 
         init(name: String, ports: [PortPlan], mtu: Int, aging: Duration, macLimit: Int,
              staticEntries: [StaticMACEntry], mirrors: [MirrorPlan], team: TeamConfig?) {
@@ -229,6 +236,8 @@ public struct SwitchPlan: Sendable {
                 hotPorts.append(h)
             }
             hot = hotPorts
+            self.hotPorts = .allocate(capacity: max(1, hotPorts.count))
+            self.hotPorts.initialize(from: hotPorts, count: hotPorts.count)
             allowedWords = words
             mirrorOnIngress = onIngress
             mirrorOnEgress = onEgress

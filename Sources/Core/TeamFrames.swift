@@ -85,6 +85,13 @@ public struct Beacon: Equatable, Sendable {
         self.teamID = teamID; self.sender = sender; self.sequence = sequence
     }
 
+    /// Parses the beacon in a whole frame; nil for any other frame. No allocation.
+    @inlinable
+    public static func parse(frame: UnsafeRawBufferPointer) -> Beacon? {
+        guard let h = FrameHeader.parse(frame) else { return nil }
+        return parse(header: h, frame: frame)
+    }
+
     /// Parses a beacon; nil for any other frame. No allocation (per frame on uplinks).
     @inlinable
     public static func parse(header: FrameHeader, frame: UnsafeRawBufferPointer) -> Beacon? {

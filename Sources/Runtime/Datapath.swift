@@ -471,8 +471,10 @@ public final class Datapath {
         counters.received(port: inPort, bytes: frame.count)
         let d = decide(frame: frame, offload: vnet.offload, inPort: inPort, plan: plan, context: context)
         // The decision's requested effects.
-        if case .local(.teamBeacon(let b)) = d.verdict {
-            if sw.beacons != nil, let b { sw.beacons!.received(b, on: Int(plan.hot[inPort].teamMember), vlan: d.vlan, now: context.now) }
+        if case .local(.teamBeacon) = d.verdict {
+            if sw.beacons != nil, let b = Beacon.parse(frame: frame) {
+                sw.beacons!.received(b, on: Int(plan.hot[inPort].teamMember), vlan: d.vlan, now: context.now)
+            }
             return
         }
         if d.takesStormToken, let why = d.floodReason { context.storm?.take(port: inPort, reason: why, now: context.now) }

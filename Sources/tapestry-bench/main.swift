@@ -31,14 +31,14 @@ do {
         switch a {
         case "--frames": frameTotal = Int(args.popFirst() ?? "") ?? frameTotal
         case "--runs": runs = max(1, Int(args.popFirst() ?? "") ?? runs)
-        case "forward", "scale", "scale-trunks", "lookup", "learning", "memory": scenarios.append(a)
+        case "forward", "forward-mirror", "forward-storm", "scale", "scale-trunks", "lookup", "learning", "memory": scenarios.append(a)
         default:
             if let n = Int(a) { frameTotal = n; continue }   // the old `tapestry-bench N`
-            print("usage: tapestry-bench [forward|scale|scale-trunks|lookup|learning|memory]... [--frames N] [--runs R]")
+            print("usage: tapestry-bench [forward|forward-mirror|forward-storm|scale|scale-trunks|lookup|learning|memory]... [--frames N] [--runs R]")
             exit(2)
         }
     }
-    if scenarios.isEmpty { scenarios = ["forward", "scale", "scale-trunks", "lookup", "learning", "memory"] }
+    if scenarios.isEmpty { scenarios = ["forward", "forward-mirror", "forward-storm", "scale", "scale-trunks", "lookup", "learning", "memory"] }
 }
 
 // MARK: - Helpers
@@ -168,18 +168,35 @@ func learned(_ hosts: [Host], ports: Int) -> MACTable {
 }
 
 /// 15 access ports in VLAN 10 and one trunk carrying it, 10 000 hosts on the access ports.
-func smallSwitch() -> (SwitchPlan, MACTable, Workload) {
+/// `mirror`: port 0's traffic, both ways, is also copied to a 17th port (a SPAN of one guest,
+/// so one frame in 15 makes an ingress copy and one in 15 an egress copy). `storm`: every
+/// port has broadcast, multicast and unknown-unicast limits (the known unicast measured
+/// here never spends a token: the cost is the check).
+func smallSwitch(mirror: Bool = false, storm: Bool = false) -> (SwitchPlan, MACTable, Workload) {
     let ports = 16
-    let plan = SwitchPlan(name: "bench", ports: (0..<ports).map {
-        PortPlan(name: "p\($0)", portGroup: "g", mode: $0 == ports - 1 ? .trunk(allowed: VLANSet([VLANID(10)]), native: nil) : .access(VLANID(10)))
-    }, macLimit: 65_536)
+    let limits = storm ? StormLimits(broadcast: 1000, multicast: 1000, unknownUnicast: 1000) : StormLimits()
+    var list = (0..<ports).map {
+        PortPlan(name: "p\($0)", portGroup: "g", mode: $0 == ports - 1 ? .trunk(allowed: VLANSet([VLANID(10)]), native: nil) : .access(VLANID(10)),
+                 storm: limits)
+    }
+    if mirror { list.append(PortPlan(name: "span", portGroup: "span", mode: .access(VLANID(10)))) }
+    let plan = SwitchPlan(name: "bench", ports: list, macLimit: 65_536,
+                          mirrors: mirror ? [MirrorPlan(name: "m", sources: [0], ingress: true, egress: true, destinations: [ports])] : [])
     let hosts = (0..<macCount).map { Host(vlan: VLANID(10), port: $0 % (ports - 1), tagged: false) }
-    return (plan, learned(hosts, ports: ports), Workload(hosts: hosts))
+    return (plan, learned(hosts, ports: list.count), Workload(hosts: hosts))
 }
 
 if scenarios.contains("forward") {
     let (plan, table, w) = smallSwitch()
     throughput.append(Scenario("decide+learn+egress", "16 ports, 1 VLAN, \(macCount) MACs, 64-byte frames", plan, table, w))
+}
+if scenarios.contains("forward-mirror") {
+    let (plan, table, w) = smallSwitch(mirror: true)
+    throughput.append(Scenario("forward-mirror", "forward plus a mirror of one port (both ways) to a 17th port", plan, table, w))
+}
+if scenarios.contains("forward-storm") {
+    let (plan, table, w) = smallSwitch(storm: true)
+    throughput.append(Scenario("forward-storm", "forward with storm-control limits on every port", plan, table, w))
 }
 
 // MARK: - scale: 256 ports, 4094 VLANs
