@@ -1,7 +1,7 @@
 // swift-tools-version:6.0
 // Tapestry: a userspace virtual switch and network fabric for Linux.
 //
-// Layers (dependencies point down only; see ../shared/DESIGN.md and README.md):
+// Layers (dependencies point down only; see docs/ARCHITECTURE.md):
 //   tapestry (executable) → Runtime → Topology, LinuxIO, Netlink → Core → Model
 // C stays at the edges: CLinux (ioctls, epoll, netns), CNetlink (libnl-route-3).
 import PackageDescription
@@ -49,7 +49,7 @@ let package = Package(
         .target(name: "Runtime", dependencies: ["Model", "Core", "Topology", "LinuxIO", "Netlink", "CLinux", "VMRunner"], swiftSettings: v5 + hotPath),
         .executableTarget(
             name: "tapestry",
-            dependencies: ["Runtime", "Topology", "Capture", "VMRunner", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["Runtime", "Topology", "Capture", "VMRunner", "LinuxIO", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: v5
         ),
 

@@ -332,11 +332,9 @@ public final class Datapath {
         for sw in new {
             if let old = switches.first(where: { $0.plan.name == sw.plan.name }) { sw.carryOver(from: old, now: now) }
         }
-        captures.removeAll { c in
-            let i = c.selection.switchIndex
-            guard i < switches.count, i < new.count else { return true }
-            return new[i].plan.name != switches[i].plan.name || new[i].plan.ports.map(\.name) != switches[i].plan.ports.map(\.name)
-        }
+        let oldLayout = switches.map { (name: $0.plan.name, ports: $0.plan.ports.map(\.name)) }
+        let newLayout = new.map { (name: $0.plan.name, ports: $0.plan.ports.map(\.name)) }
+        captures.removeAll { !$0.selection.survives(old: oldLayout, new: newLayout) }
         capturing = !captures.isEmpty
         switches = new
         generation &+= 1
@@ -621,10 +619,9 @@ public final class Datapath {
     private func capture(_ switchIndex: Int, port: Int, point: CapturePoint, vlan: VLANID?, reason: DropReason?,
                          segments: UnsafePointer<iovec>, pieces: Int) {
         var now: UInt64 = 0
-        for s in captures where s.selection.switchIndex == switchIndex
-            && s.wants(port: port, point: point, vlan: vlan, dropped: reason != nil) {
+        for s in captures where s.wants(switchIndex: switchIndex, port: port, point: point, vlan: vlan, dropped: reason != nil) {
             if now == 0 { now = realtimeNanoseconds() }
-            s.record(port: port, point: point, reason: reason, segments: segments, count: pieces, now: now)
+            s.record(switchIndex: switchIndex, port: port, point: point, reason: reason, segments: segments, count: pieces, now: now)
         }
     }
 }

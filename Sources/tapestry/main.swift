@@ -6,14 +6,24 @@ import Topology
 import Glibc
 #endif
 
+/// Writes a failure to stderr (with a timestamp in the detached daemon, whose stderr is its log).
+func reportFailure(_ text: String) {
+    FileHandle.standardError.write(Data(((daemonMode ? logTimestamp() : "") + text + "\n").utf8))
+}
+
 // Exit status per SPEC.md §3: 0 success, 1 failure, 2 usage error.
+if CommandLine.arguments.count <= 1 {
+    // No command at all is a usage error, not a request for help.
+    reportFailure(Tapestry.helpMessage())
+    exit(2)
+}
 do {
     var command = try Tapestry.parseAsRoot()
     try command.run()
 } catch let code as ExitCode {
     exit(code.rawValue)
 } catch let failure as Failure {
-    FileHandle.standardError.write(Data("tapestry: error: \(failure.message)\n".utf8))
+    reportFailure("tapestry: error: \(failure.message)")
     exit(1)
 } catch {
     let code = Tapestry.exitCode(for: error)
@@ -21,6 +31,6 @@ do {
         print(Tapestry.fullMessage(for: error))
         exit(0)
     }
-    FileHandle.standardError.write(Data((Tapestry.fullMessage(for: error) + "\n").utf8))
+    reportFailure(Tapestry.fullMessage(for: error))
     exit(code == .validationFailure ? 2 : 1)
 }
