@@ -18,7 +18,8 @@ import LinuxIO
 ///   `requestDeadline` seconds (from accept) is answered with an error and closed, so a
 ///   client trickling one byte per second holds nothing for long;
 /// - waiting connections cost an fd and a buffer, never a thread: the reactor reads them all;
-///   beyond `maxWaiting` at once a new client is refused with a message;
+///   beyond `maxWaiting` at once the one that has waited longest is dropped with a message
+///   (not the newcomer: a flood of slow clients must not lock out a quick `status`);
 /// - complete requests run on their own threads (a long `capture` stream does not hold up
 ///   `status` or `down`), at most `maxActive` at once; one more is refused with a message;
 /// - a request line is at most `maxRequest` bytes; replies are sent with a `sendTimeout`.
@@ -169,9 +170,10 @@ public final class ControlServer {
                 ControlServer.refuse(conn, "permission denied: only root may control tapestry")
                 continue
             }
-            guard waiting.count < limits.maxWaiting else {
-                ControlServer.refuse(conn, "too many control connections (\(limits.maxWaiting) still sending their request, the limit); try again")
-                continue
+            if waiting.count >= limits.maxWaiting, let oldest = waiting.min(by: { $0.value.deadline < $1.value.deadline })?.key {
+                // Full: the connection that has waited longest goes, so a flood of slow
+                // clients cannot lock out a client whose request arrives at once.
+                finish(oldest, refusing: "too many control connections (\(limits.maxWaiting) still sending their request, the limit): this one waited longest and is dropped; try again")
             }
             let id = nextID
             nextID += 1

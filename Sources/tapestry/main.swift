@@ -17,6 +17,12 @@ if CommandLine.arguments.count <= 1 {
     reportFailure(Tapestry.helpMessage())
     exit(2)
 }
+if CommandLine.arguments.dropFirst() == ["--version"] {
+    // The commit is looked up only here (it may run git): never in a daemon, whose first act
+    // is to close inherited fds, which would pull them out from under Foundation's threads.
+    print(BuildInfo.description)
+    exit(0)
+}
 do {
     var command = try Tapestry.parseAsRoot()
     try command.run()

@@ -63,17 +63,18 @@ func readAll(_ fd: Int32) -> String {
         #expect(clients.dropFirst().allSatisfy { readAll($0).contains("deadline") })
     }
 
-    @Test func clientsBeyondTheWaitingLimitAreRefusedWithAMessage() throws {
+    @Test func beyondTheWaitingLimitTheOldestWaiterIsDroppedWithAMessage() throws {
         let path = Self.path("waiting")
-        let server = try ControlServer(path: path, limits: .init(requestDeadline: 5, maxWaiting: 3)) { _, _ in Data("{}".utf8) }
+        let server = try ControlServer(path: path, limits: .init(requestDeadline: 5, maxWaiting: 3)) { _, _ in Data("{\"ok\":true}".utf8) }
         server.start()
         defer { server.stop() }
-        let idle = (0..<3).map { _ in rawClient(path) }
+        var idle: [Int32] = []
+        for _ in 0..<3 { idle.append(rawClient(path)); usleep(50_000) }
         defer { for c in idle { close(c) } }
-        usleep(200_000)
-        let extra = rawClient(path)
-        defer { close(extra) }
-        let text = readAll(extra)
+        // A fourth client with a whole request is served; the longest waiter makes room.
+        let reply = try controlRequest(socket: path, name: "t", ControlRequest(command: "status"), timeout: 5)
+        #expect(String(decoding: reply, as: UTF8.self).contains("ok"))
+        let text = readAll(idle[0])
         #expect(text.contains("too many control connections") && text.contains("limit"), "\(text)")
     }
 
