@@ -72,5 +72,7 @@ let package = Package(
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Core", "Model", "Topology", "TestSupport"], swiftSettings: v5),
         .testTarget(name: "SystemTests", dependencies: ["TestSupport"], swiftSettings: v5),
         .testTarget(name: "VMRunnerTests", dependencies: ["VMRunner", "Model", "TestSupport"]),
+        // The README's performance numbers against their result files (Scripts/bench/*.md).
+        .testTarget(name: "DocsTests"),
     ]
 )

@@ -2,12 +2,14 @@
 # Installs Tapestry: a release build of `tapestry`, the guest-image builder it runs for QEMU
 # guests, bash and zsh completion, and a man page.
 #
-#   Scripts/install.sh [--prefix PREFIX] [--destdir DIR] [--no-setup]
+#   Scripts/install.sh [--prefix PREFIX] [--destdir DIR] [--scratch-path DIR] [--no-setup]
 #
 #   --prefix   where it runs from (default /usr/local): PREFIX/bin/tapestry finds its files
 #              in PREFIX/share/tapestry
 #   --destdir  stage everything under DIR instead of / (packaging, tests): files land in
 #              DIR/PREFIX/…, and the binary still looks in PREFIX once moved there
+#   --scratch-path  build in DIR instead of .build (SwiftPM's --scratch-path; a build may run
+#              while another SwiftPM command holds .build, e.g. from inside `swift test`)
 #   --no-setup skip Scripts/setup.sh (the Debian packages for building and running)
 #
 # Layout (FHS):
@@ -22,15 +24,17 @@
 # from the same package the build already has).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-prefix=/usr/local destdir= setup=1
+prefix=/usr/local destdir= setup=1 scratch=.build
 while [ $# -gt 0 ]; do
     case "$1" in
         --prefix) prefix=${2:?--prefix needs a directory}; shift 2 ;;
         --prefix=*) prefix=${1#--prefix=}; shift ;;
         --destdir) destdir=${2:?--destdir needs a directory}; shift 2 ;;
         --destdir=*) destdir=${1#--destdir=}; shift ;;
+        --scratch-path) scratch=${2:?--scratch-path needs a directory}; shift 2 ;;
+        --scratch-path=*) scratch=${1#--scratch-path=}; shift ;;
         --no-setup) setup=0; shift ;;
-        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "install: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -39,8 +43,8 @@ say() { echo "install: $*"; }
 
 [ "$setup" = 1 ] && Scripts/setup.sh
 say "building release"
-swift build -c release --product tapestry
-bin=$(swift build -c release --show-bin-path)/tapestry
+swift build --scratch-path "$scratch" -c release --product tapestry
+bin=$(swift build --scratch-path "$scratch" -c release --show-bin-path)/tapestry
 root=$destdir$prefix
 share=$root/share/tapestry
 
@@ -64,9 +68,9 @@ printf 'version=%s\ncommit=%s\n' "$version" "$commit" >"$share/BUILD"
 say "generating the man page (swift-argument-parser's generate-manual plugin)"
 err=$(mktemp)
 trap 'rm -f "$err"' EXIT
-out=.build/plugins/GenerateManual/outputs/tapestry/tapestry.1
+out=$scratch/plugins/GenerateManual/outputs/tapestry/tapestry.1
 rm -f "$out"
-if swift package --allow-writing-to-package-directory generate-manual \
+if swift package --scratch-path "$scratch" --allow-writing-to-package-directory generate-manual \
         --date "$(git log -1 --format=%cs 2>/dev/null || date +%F)" >/dev/null 2>"$err" && [ -s "$out" ]; then
     install -m 0644 "$out" "$root/share/man/man1/tapestry.1"
 else

@@ -192,7 +192,11 @@ struct Down: ParsableCommand {
             }
             id = only
         }
-        guard let state = InstanceState.read(stem: id.stem) else { throw Failure(message: "no \(id) is running") }
+        guard let state = InstanceState.read(stem: id.stem) else {
+            // A daemon that crashed before writing its state leaves only its (free) lock file.
+            if let lock = try? InstanceLock.acquire(id) { lock.release() }
+            throw Failure(message: "no \(id) is running")
+        }
         let wasAlive = state.isAlive
         if wasAlive {
             do { _ = try controlRequest(name: id.stem, ControlRequest(command: "down")) } catch {

@@ -63,6 +63,8 @@ struct ControlPlaneSystemTests {
         set +e
         '\(Harness.binary)' up '\(file)' --detach
         rc=$?
+        # An up that succeeded runs in this private mount namespace only: stop it from here.
+        [ $rc -eq 0 ] && '\(Harness.binary)' down --name "$(sed -n 's/^name: *//p' '\(file)')" >/dev/null 2>&1
         echo "LEFT:$(ls -A /run/tapestry | grep -v '^filler$' | tr '\\n' ' ')"
         exit $rc
         """
