@@ -201,9 +201,3 @@ public func processStartTime(_ pid: Int32) -> UInt64 {
     // fields[0] is the state (field 3), so field 22 is fields[19].
     return fields.count > 19 ? UInt64(fields[19]) ?? 0 : 0
 }
-
-/// A failure of the runtime, with a message meant for the admin.
-public struct RuntimeError: Error, CustomStringConvertible {
-    public var description: String
-    public init(_ message: String) { description = message }
-}
