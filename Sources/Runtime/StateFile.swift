@@ -104,8 +104,16 @@ public final class InstanceLock {
     public static func acquire(_ identity: InstanceIdentity) throws -> InstanceLock {
         try RunDirectory.ensure()
         let path = RunDirectory.lock(identity.stem)
-        let lock: FileLock?
-        do { lock = try FileLock.tryAcquire(path: path) } catch { throw RuntimeError("cannot lock \(identity): \(error)") }
+        var lock: FileLock?
+        // A daemon killed a moment ago may still hold it: its threads close the lock's fd
+        // last, after /proc already shows the process as a zombie. When the recorded owner is
+        // gone, wait a little for the kernel to finish; a live or starting owner is final.
+        let deadline = monotonicSeconds() + 3
+        while true {
+            do { lock = try FileLock.tryAcquire(path: path) } catch { throw RuntimeError("cannot lock \(identity): \(error)") }
+            guard lock == nil, let s = InstanceState.read(stem: identity.stem), !s.isAlive, monotonicSeconds() < deadline else { break }
+            usleep(20_000)
+        }
         guard let l = lock else {
             var who = ""
             if let s = InstanceState.read(stem: identity.stem), s.isAlive { who = " (pid \(s.pid), from \(s.file))" }
