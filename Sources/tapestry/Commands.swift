@@ -168,6 +168,9 @@ struct List: ParsableCommand {
     @Flag(help: "Print JSON (stable keys).") var json = false
 
     func run() throws {
+        if FileManager.default.fileExists(atPath: RunDirectory.path), access(RunDirectory.path, R_OK | X_OK) != 0 {
+            throw Failure(message: "cannot read \(RunDirectory.path): \(String(cString: strerror(errno))) (it is root's)")
+        }
         let rows = InstanceSummary.all()
         if json { return printJSON(JSONDocuments.list(rows)) }
         if rows.isEmpty { print("no topology is running"); return }
