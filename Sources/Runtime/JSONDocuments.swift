@@ -15,6 +15,66 @@ public indirect enum JSONValue: Equatable, Sendable {
     public static func number<T: BinaryInteger>(_ v: T) -> JSONValue { .int(Int64(v)) }
     public static func optional<T>(_ v: T?, _ make: (T) -> JSONValue) -> JSONValue { v.map(make) ?? .null }
 
+    /// A value's stored properties as JSON, recursively: structs and classes become objects
+    /// with snake_case keys (`inPort` → `in_port`, as `JSONEncoder.convertToSnakeCase`),
+    /// optionals their value or `null` (the key stays), arrays arrays, dictionaries objects,
+    /// enums their raw value. For report types whose every field belongs in `--json`.
+    public static func reflecting(_ value: Any) -> JSONValue {
+        switch value {
+        case let v as JSONValue: return v
+        case let b as Bool: return .bool(b)
+        case let s as String: return .string(s)
+        case let i as Int: return .int(Int64(i))
+        case let i as Int64: return .int(i)
+        case let i as Int32: return .int(Int64(i))
+        case let i as Int16: return .int(Int64(i))
+        case let i as UInt8: return .int(Int64(i))
+        case let i as UInt16: return .int(Int64(i))
+        case let i as UInt32: return .int(Int64(i))
+        case let i as UInt64: return .int(Int64(clamping: i))
+        case let d as Double: return .double(d)
+        case let f as Float: return .double(Double(f))
+        default: break
+        }
+        let m = Mirror(reflecting: value)
+        switch m.displayStyle {
+        case .optional?: return m.children.first.map { reflecting($0.value) } ?? .null
+        case .collection?, .set?: return .array(m.children.map { reflecting($0.value) })
+        case .dictionary?:
+            var o: [String: JSONValue] = [:]
+            for c in m.children {
+                let pair = Mirror(reflecting: c.value).children.map(\.value)
+                if pair.count == 2 { o[String(describing: pair[0])] = reflecting(pair[1]) }
+            }
+            return .object(o)
+        case .struct?, .class?:
+            var o: [String: JSONValue] = [:]
+            for c in m.children { if let label = c.label { o[snakeCase(label)] = reflecting(c.value) } }
+            return .object(o)
+        case .enum?:
+            if let r = value as? any RawRepresentable { return reflecting(r.rawValue) }
+            return .string(String(describing: value))
+        default: return .string(String(describing: value))
+        }
+    }
+
+    /// `camelCase` → `camel_case`.
+    static func snakeCase(_ s: String) -> String {
+        var out = ""
+        var previousLowerOrDigit = false
+        for ch in s {
+            if ch.isUppercase {
+                if previousLowerOrDigit { out.append("_") }
+                out += ch.lowercased()
+                previousLowerOrDigit = false
+            } else {
+                out.append(ch)
+                previousLowerOrDigit = ch.isLowercase || ch.isNumber
+            }
+        }
+        return out
+    }
+
     /// The keys of an object (empty otherwise).
     public var keys: Set<String> { if case .object(let o) = self { return Set(o.keys) } else { return [] } }
     public subscript(key: String) -> JSONValue? { if case .object(let o) = self { return o[key] } else { return nil } }
@@ -176,20 +236,12 @@ public enum JSONDocuments {
         ])
     }
 
-    /// `tapestry trace --json`.
+    /// `tapestry trace --json`: every stored property of `TraceReport`, recursively, in
+    /// snake_case, nil as `null` (built by reflection, so fields the report gains appear
+    /// without a change here).
     public static func trace(_ r: TraceReport) -> JSONValue {
-        document([
-            "switch": .string(r.switch), "in_port": .string(r.inPort),
-            "frames": .array(r.frames.map { f in
-                .object([
-                    "summary": .string(f.summary),
-                    "steps": .array(f.steps.map { .object(["stage": .string($0.stage), "detail": .string($0.detail)]) }),
-                    "verdict": .string(f.verdict),
-                    "drop_reason": .optional(f.dropReason) { .string($0) },
-                    "egress": .array(f.egress.map { .object(["port": .string($0.port), "tag": .string($0.tag)]) }),
-                ])
-            }),
-        ])
+        guard case .object(let fields) = JSONValue.reflecting(r) else { return document([:]) }
+        return document(fields)
     }
 
     /// `tapestry list --json`.

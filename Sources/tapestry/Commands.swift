@@ -136,6 +136,27 @@ func request<T: Decodable>(_ options: NameOption, _ req: ControlRequest, as type
 
 func printJSON(_ value: JSONValue) { print(value.text()) }
 
+/// The instance named by `--name` (no `--host`), or the only one running: the helper's older
+/// form, for commands that take a plain name.
+func resolveInstance(_ name: String?) throws -> String {
+    var options = NameOption()
+    options.name = name
+    if let n = name { try check("--name", NameRules.problem(with: n, as: .topology)) }
+    return try resolveInstance(options)
+}
+
+/// A request to the instance `name` (or the only one running), with its raw reply: the
+/// helper's older form. New commands print `JSONDocuments`, not the raw reply.
+func request<T: Decodable>(_ name: String?, _ req: ControlRequest, as type: T.Type, timeout: Int = 10) throws -> (T, Data) {
+    let instance = try resolveInstance(name)
+    do {
+        let data = try controlRequest(name: instance, req, timeout: timeout)
+        return (try JSON.decoder().decode(T.self, from: data), data)
+    } catch let e as RuntimeError {
+        throw Failure(message: e.description)
+    }
+}
+
 /// Left-aligned columns.
 func table(_ header: [String], _ rows: [[String]]) -> String {
     let all = [header] + rows

@@ -223,6 +223,18 @@ func readAll(_ fd: Int32) -> String {
         #expect(list.keys == ["schema_version", "vms"], "vm list is an object now")
     }
 
+    @Test func traceDocumentsKeepNilFieldsAsNull() {
+        let frame = TraceReport.FrameTrace(summary: "s", steps: [.init(stage: "ingress", detail: "d")], verdict: "forward", dropReason: nil,
+                                           egress: [.init(port: "b.eth0", tag: "untagged")])
+        let dropped = TraceReport.FrameTrace(summary: "s", steps: [], verdict: "drop", dropReason: "runt", egress: [])
+        let doc = JSONDocuments.trace(TraceReport(switch: "sw0", inPort: "a.eth0", frames: [frame, dropped]))
+        #expect(doc["schema_version"] == .int(2) && doc["in_port"] == .string("a.eth0") && doc["switch"] == .string("sw0"))
+        guard case .array(let frames)? = doc["frames"] else { Issue.record("no frames"); return }
+        #expect(frames[0]["drop_reason"] == .null && frames[1]["drop_reason"] == .string("runt"))
+        #expect(frames[0].keys == frames[1].keys)
+        #expect(JSONValue.snakeCase("ratePerSecond") == "rate_per_second" && JSONValue.snakeCase("ifSent") == "if_sent")
+    }
+
     @Test func vlanListsPrintAsRanges() {
         #expect(JSONDocuments.vlanRanges((1...4094).map(String.init)) == ["1-4094"])
         #expect(JSONDocuments.vlanRanges(["10", "11", "12", "20", "100", "none"]) == ["10-12", "20", "100", "none"])
