@@ -29,6 +29,7 @@ struct FirstHourSystemTests {
         #expect(Self.demoNamespaces.isDisjoint(with: Harness.namespaces()), "the demo's guests are gone")
         #expect(other.daemonPID() != nil, "the other topology still runs")
         #expect(other.ping(from: "\(p)o", to: "127.0.0.1", count: 1))
+        sh("rm -rf /var/log/tapestry/demo")
     }
 
     @Test(.enabled(if: Harness.hasQEMU, "the installed binary is checked on a QEMU guest: needs qemu-system-x86_64"))
