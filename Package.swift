@@ -1,7 +1,7 @@
 // swift-tools-version:6.0
 // Tapestry: a userspace virtual switch and network fabric for Linux.
 //
-// Layers (dependencies point down only; see ../shared/DESIGN.md and README.md):
+// Layers (dependencies point down only; see docs/ARCHITECTURE.md):
 //   tapestry (executable) → Runtime → Topology, LinuxIO, Netlink → Core → Model
 // C stays at the edges: CLinux (ioctls, epoll, netns), CNetlink (libnl-route-3).
 import PackageDescription
@@ -49,7 +49,7 @@ let package = Package(
         .target(name: "Runtime", dependencies: ["Model", "Core", "Topology", "LinuxIO", "Netlink", "VMRunner"], swiftSettings: v5 + hotPath),
         .executableTarget(
             name: "tapestry",
-            dependencies: ["Runtime", "Topology", "Capture", "VMRunner", "Observability", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["Runtime", "Topology", "Capture", "VMRunner", "Observability", "LinuxIO", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: v5
         ),
 
@@ -83,5 +83,7 @@ let package = Package(
         .testTarget(name: "FabricStoreTests", dependencies: ["FabricStore", "TestSupport"], swiftSettings: v5),
         .testTarget(name: "VMRunnerTests", dependencies: ["VMRunner", "Model", "TestSupport"]),
         .testTarget(name: "ObservabilityTests", dependencies: ["Observability", "Model", "Topology", "LinuxIO", "TestSupport"], swiftSettings: v5),
+        // The README's performance numbers against their result files (Scripts/bench/*.md).
+        .testTarget(name: "DocsTests"),
     ]
 )

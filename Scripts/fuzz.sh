@@ -93,7 +93,7 @@ fi
 if want control; then
     # Only the Runtime files the decoder and trace need (see Fuzz/README.md).
     driver control FuzzControl "$OBJ"/Model.o "$OBJ"/Core.o -- Fuzz/control/main.swift \
-        Sources/Runtime/Reports.swift Sources/Runtime/Trace.swift Sources/Runtime/StateFile.swift
+        Sources/Runtime/Reports.swift Sources/Runtime/Trace.swift Sources/Runtime/RuntimeError.swift
 fi
 if want observability; then
     # The wire parsers of Observability only (LLDP, flow keys); they import nothing but Model.

@@ -2,13 +2,14 @@
 # NIC teaming on this machine: builds a "physical network" of veth pairs (labnic0/1 here, their
 # peers on a Linux bridge in namespace uplab-up, an external host 10.80.0.200 in uplab-ext),
 # runs Topologies/uplinks.yaml, and shows a failover and a failback with notify-switches.
-# Everything it creates is removed on exit (also on Ctrl-C).
+# Everything it creates is removed on exit (also on Ctrl-C). Every command names the topology
+# (--name uplab), so the lab works while other topologies run. TAPESTRY_BIN=PATH uses that
+# binary (no setup, no build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" -eq 0 ] || { echo "uplink-lab: run as root" >&2; exit 1; }
-Scripts/setup.sh
-swift build --product tapestry
-bin="$PWD/.build/debug/tapestry"
+[ -n "${TAPESTRY_BIN:-}" ] || Scripts/setup.sh
+if [ -n "${TAPESTRY_BIN:-}" ]; then bin=$TAPESTRY_BIN; else swift build --product tapestry; bin="$PWD/.build/debug/tapestry"; fi
 up=uplab-up ext=uplab-ext
 step() { printf '\n==> %s\n' "$*"; }
 cleanup() {
@@ -37,15 +38,15 @@ step "tapestry up Topologies/uplinks.yaml"
 "$bin" up Topologies/uplinks.yaml --detach
 for g in web1 web2 web3; do ip netns exec $g ping -c 1 -W 1 10.80.0.200 >/dev/null && echo "$g reaches the external host"; done
 ip netns exec lab1 ping -c 1 -W 1 10.80.0.200 >/dev/null && echo "UNEXPECTED: lab1 got out" || echo "lab1 (uplinks: none) cannot get out, as it should"
-"$bin" ports
+"$bin" ports --name uplab
 step "upstream bridge: where the guests' MACs are"
 ip netns exec $up bridge fdb show br br0 | grep -v permanent
 step "pulling the cable of uplink0 (its peer goes down) while web1 pings every 10 ms"
 ip netns exec web1 ping -i 0.01 -c 200 -q 10.80.0.200 &
 sleep 0.5; ip -n $up link set uplink0 down; wait || true
-"$bin" ports | tail -2
+"$bin" ports --name uplab | tail -2
 ip netns exec $up bridge fdb show br br0 | grep -v permanent
 step "cable back: failback"
 ip -n $up link set uplink0 up; sleep 1
-"$bin" ports | tail -2
-tail -6 /run/tapestry/uplab.log
+"$bin" ports --name uplab | tail -2
+tail -6 /var/log/tapestry/uplab/daemon.log

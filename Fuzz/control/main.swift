@@ -4,7 +4,7 @@
 // decoded request go through [UInt8](hexString:) and, when valid, traceFrame on a small fixed
 // plan (what the `trace` command does); (2) used as text for [UInt8](hexString:) and
 // FrameDescription.bytes(from:) (`tapestry trace --frame`). Reports.swift, Trace.swift and
-// StateFile.swift (RuntimeError) are compiled into this module: linking all of Runtime would
+// RuntimeError.swift are compiled into this module: linking all of Runtime would
 // drag in LinuxIO, Netlink and libnl for nothing.
 import Core
 import Foundation

@@ -1,21 +1,56 @@
 #!/usr/bin/env python3
-"""Copies Scripts/bench/results.md into README.md between the bench markers.
+"""Copies benchmark result files into README.md's generated blocks.
 
-Called by run.sh after a full run (not --quick), so the README's numbers always come from
-a real run of the script, with its date and machine description, never typed by hand.
+A block is `<!-- bench:begin NAME -->` … `<!-- bench:end NAME -->` and holds
+Scripts/bench/NAME.md without its `# ` title lines. The unnamed markers
+`<!-- bench:begin -->` … `<!-- bench:end -->` mean NAME = results.
+
+    publish.py            every block the README has
+    publish.py NAME...    only these
+
+Called by run.sh after a full run (not --quick), so the README's numbers always come from a
+result file with its date, never typed by hand. The docs test (Tests/DocsTests) fails when a
+block differs from its file, or a number in the README's Performance section is outside a
+block.
 """
 import pathlib
+import re
 import sys
 
 here = pathlib.Path(__file__).resolve().parent
 readme = here.parent.parent / "README.md"
-results = (here / "results.md").read_text().splitlines()
-body = "\n".join(line for line in results if not line.startswith("# "))
-begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
-text = readme.read_text()
-if begin not in text or end not in text:
-    sys.exit(f"publish: {readme} has no {begin} … {end} section")
-head, rest = text.split(begin, 1)
-_, tail = rest.split(end, 1)
-readme.write_text(f"{head}{begin}\n{body.strip()}\n{end}{tail}")
-print(f"publish: README.md updated from {here / 'results.md'}")
+BLOCK = re.compile(r"<!-- bench:begin(?: ([a-z0-9-]+))? -->\n.*?<!-- bench:end(?: ([a-z0-9-]+))? -->", re.S)
+
+
+def body(name):
+    lines = (here / f"{name}.md").read_text().splitlines()
+    return "\n".join(line for line in lines if not line.startswith("# ")).strip()
+
+
+def main(names):
+    text = readme.read_text()
+    found = []
+
+    def replace(m):
+        begin, end = m.group(1), m.group(2)
+        if begin != end:
+            sys.exit(f"publish: mismatched markers bench:begin {begin} / bench:end {end}")
+        name = begin or "results"
+        if names and name not in names:
+            return m.group(0)
+        found.append(name)
+        suffix = f" {begin}" if begin else ""
+        return f"<!-- bench:begin{suffix} -->\n{body(name)}\n<!-- bench:end{suffix} -->"
+
+    new = BLOCK.sub(replace, text)
+    missing = [n for n in names if n not in found]
+    if missing:
+        sys.exit(f"publish: {readme} has no block for {', '.join(missing)}")
+    if not found:
+        sys.exit(f"publish: {readme} has no <!-- bench:begin NAME --> … <!-- bench:end NAME --> block")
+    readme.write_text(new)
+    print(f"publish: README.md updated from {', '.join(f'Scripts/bench/{n}.md' for n in found)}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

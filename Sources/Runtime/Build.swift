@@ -262,14 +262,17 @@ extension Fabric {
         if !problems.isEmpty { throw RuntimeError(problems.joined(separator: "\n")) }
     }
 
-    /// Rewrites the instance's state file (what to clean up after a crash): the namespaces
-    /// and VMs that exist, plus those about to be created.
-    func writeState(file: String, extraNamespaces: [String] = [], extraVMs: [String] = []) throws {
+    /// Rewrites the instance's state file (what to clean up after a crash): the namespaces,
+    /// VMs and GRO-off NICs that exist, plus those about to be created. A write that would
+    /// record the same as the last one is skipped (`up` records the whole target first, so
+    /// its later writes change nothing on disk).
+    func writeState(file: String, extraNamespaces: [String] = [], extraVMs: [String] = [], extraGROOff: [String] = []) throws {
         var state = InstanceState(name: topology.name, file: file, pid: getpid(), processStart: processStartTime(getpid()),
-                                  namespaces: createdNamespaces + extraNamespaces.filter { !createdNamespaces.contains($0) }, links: [])
-        let vmNames = Array(vmTaps.keys).sorted() + extraVMs.filter { vmTaps[$0] == nil }
-        state.vms = vmNames
-        state.groOff = groOff
+                                  namespaces: Set(createdNamespaces + extraNamespaces).sorted(), links: [])
+        state.vms = Set(Array(vmTaps.keys) + extraVMs).sorted()
+        state.groOff = Set(groOff + extraGROOff).sorted()
+        if state == lastState { return }
         try state.write()
+        lastState = state
     }
 }

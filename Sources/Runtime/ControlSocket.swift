@@ -1,145 +1,268 @@
 import Foundation
-#if canImport(Glibc)
-import Glibc
-#endif
-
-/// Fills a `sockaddr_un` for `path`; nil when the path does not fit `sun_path`.
-func unixAddress(_ path: String) -> sockaddr_un? {
-    var addr = sockaddr_un()
-    addr.sun_family = sa_family_t(AF_UNIX)
-    let bytes = Array(path.utf8)
-    let capacity = MemoryLayout.size(ofValue: addr.sun_path)
-    guard bytes.count < capacity else { return nil }
-    withUnsafeMutableBytes(of: &addr.sun_path) { raw in
-        for (i, b) in bytes.enumerated() { raw[i] = b }
-        raw[bytes.count] = 0
-    }
-    return addr
-}
-
-/// `struct ucred` (SO_PEERCRED), which Glibc imports only under _GNU_SOURCE.
-struct PeerCredentials { var pid: Int32 = 0; var uid: UInt32 = 0; var gid: UInt32 = 0 }
+import LinuxIO
 
 /// The running instance's control endpoint: a Unix stream socket (mode 0600) under
-/// /run/tapestry. One request per connection: a JSON line in, a JSON line out.
+/// /run/tapestry. One request per connection: a JSON line in, a JSON line out (or a stream,
+/// for `capture`).
 ///
-/// Served on its own thread so a slow client can never stall forwarding; each connection
-/// gets a 2 s receive timeout and requests are capped at 64 KiB, so a client that sends
-/// nothing or too much gets an error, not a hung server. Each connection is served on its
-/// own thread, so a long-running stream (`capture`) does not hold up `status` or `down`.
+/// ```
+///  clients ──▶ listener ──▶ reactor thread (epoll: listener + waiting connections)
+///                              │  reads requests without blocking; each has a deadline
+///                              │  refuses beyond `maxWaiting` and `maxActive`
+///                              ▼
+///                     one handler thread per complete request (at most `maxActive`)
+/// ```
+///
+/// Every resource a client can hold is bounded (issue 14's control-socket item):
+/// - a connection that has not delivered its whole request line within
+///   `requestDeadline` seconds (from accept) is answered with an error and closed, so a
+///   client trickling one byte per second holds nothing for long;
+/// - waiting connections cost an fd and a buffer, never a thread: the reactor reads them all;
+///   beyond `maxWaiting` at once the one that has waited longest is dropped with a message
+///   (not the newcomer: a flood of slow clients must not lock out a quick `status`);
+/// - complete requests run on their own threads (a long `capture` stream does not hold up
+///   `status` or `down`), at most `maxActive` at once; one more is refused with a message;
+/// - a request line is at most `maxRequest` bytes; replies are sent with a `sendTimeout`.
+/// Only root (or the daemon's own user) may connect, whatever the file mode says (peer
+/// credentials, SO_PEERCRED). The datapath never waits for a client. All socket calls go
+/// through LinuxIO (`UnixListener`, `UnixConnection`, `Epoll`).
 public final class ControlServer {
+    /// The socket file.
     public let path: String
-    private var listenFD: Int32 = -1
-    private var thread: Thread?
     /// Answers a request: a reply to send, or nil when the handler streamed its own reply on
     /// the connection's fd (and returns when the stream ends).
     public typealias Handler = (ControlRequest, Int32) -> Data?
-    private let handler: Handler
-    private let done = DispatchSemaphore(value: 0)
-    private var stopped = false
-    static let maxRequest = 65536
 
-    public init(path: String, handler: @escaping Handler) throws {
-        self.path = path
-        self.handler = handler
-        guard var addr = unixAddress(path) else { throw RuntimeError("control socket path too long: \(path)") }
-        unlink(path)
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw RuntimeError("socket: \(String(cString: strerror(errno)))") }
-        let old = umask(0o177)
-        let rc = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+    /// The bounds; the defaults are what a running instance uses.
+    public struct Limits: Sendable {
+        /// Seconds from accept until the request line must be complete.
+        public var requestDeadline: Double = 2
+        /// Connections whose request is still arriving.
+        public var maxWaiting: Int = 256
+        /// Requests being handled at once (streams included).
+        public var maxActive: Int = 16
+        /// Bytes of one request line.
+        public var maxRequest: Int = 65536
+        /// Seconds one blocked send of a reply may take before the client is dropped.
+        public var sendTimeout: Int = 2
+        public init(requestDeadline: Double = 2, maxWaiting: Int = 256, maxActive: Int = 16, maxRequest: Int = 65536, sendTimeout: Int = 2) {
+            self.requestDeadline = requestDeadline; self.maxWaiting = maxWaiting; self.maxActive = maxActive
+            self.maxRequest = maxRequest; self.sendTimeout = sendTimeout
         }
-        umask(old)
-        guard rc == 0 else {
-            let e = errno; close(fd)
-            throw RuntimeError("bind \(path): \(String(cString: strerror(e)))")
-        }
-        chmod(path, 0o600)
-        guard listen(fd, 16) == 0 else {
-            let e = errno; close(fd)
-            throw RuntimeError("listen \(path): \(String(cString: strerror(e)))")
-        }
-        listenFD = fd
     }
 
+    public let limits: Limits
+    private let handler: Handler
+    private let listener: UnixListener
+    private let epoll: Epoll
+    private let wake: EventFD
+    private var thread: Thread?
+    private let done = DispatchSemaphore(value: 0)
+    private let stopping = NSLock()
+    private var stopped = false
+    /// Requests being handled (handler threads alive).
+    private let activeLock = NSLock()
+    private var active = 0
+
+    /// Connections whose request is still arriving; reactor thread only.
+    private struct Waiting {
+        let connection: UnixConnection
+        var buffer: [UInt8]
+        let deadline: Double
+    }
+    private var waiting: [UInt64: Waiting] = [:]
+    private var nextID: UInt64 = 2
+    private static let listenerToken: UInt64 = 0
+    private static let wakeToken: UInt64 = 1
+
+    /// The legacy bound, kept for callers: `Limits().maxRequest`.
+    public static let maxRequest = 65536
+
+    /// Binds the socket (replacing a stale file; the instance lock makes the name ours).
+    /// - Throws: `RuntimeError` naming the path and errno (ENOSPC on a full /run, a path too
+    ///   long for `sun_path`); nothing is left behind.
+    public init(path: String, limits: Limits = Limits(), handler: @escaping Handler) throws {
+        self.path = path
+        self.limits = limits
+        self.handler = handler
+        do {
+            listener = try UnixListener(path: path, mode: 0o600, backlog: 128)
+            epoll = try Epoll()
+            wake = try EventFD()
+            try epoll.add(listener.fd, data: ControlServer.listenerToken)
+            try epoll.add(wake.fd, data: ControlServer.wakeToken)
+        } catch {
+            throw RuntimeError("cannot open the control socket: \(error)")
+        }
+    }
+
+    deinit { listener.close(removing: false) }
+
+    /// Starts the reactor thread.
     public func start() {
-        let t = Thread { [unowned self] in self.serve() }
+        let t = Thread { [self] in
+            self.serve()
+            self.done.signal()
+        }
         t.name = "tapestry-control"
         thread = t
         t.start()
     }
 
+    /// Stops accepting, closes waiting connections and removes the socket file. Requests
+    /// already being handled finish on their own threads. Idempotent.
     public func stop() {
-        guard listenFD >= 0 else { return }
+        stopping.lock()
+        let first = !stopped
         stopped = true
-        shutdown(listenFD, Int32(SHUT_RDWR))
+        stopping.unlock()
+        guard first else { return }
+        wake.signal()
         if thread != nil { done.wait(); thread = nil }
-        close(listenFD)
-        listenFD = -1
-        unlink(path)
+        listener.close(removing: true)
     }
+
+    /// Requests being handled right now (for tests and `status`).
+    public var activeRequests: Int { activeLock.withLock { active } }
+
+    private var isStopped: Bool { stopping.withLock { stopped } }
 
     private func serve() {
-        defer { done.signal() }
-        while !stopped {
-            let c = accept(listenFD, nil, nil)
-            if c < 0 {
-                if errno == EINTR { continue }
-                return
+        var events = [EpollEvent](repeating: EpollEvent(), count: 64)
+        var acceptPausedUntil = 0.0
+        while !isStopped {
+            let now = monotonic()
+            if acceptPausedUntil > 0 && now >= acceptPausedUntil {
+                acceptPausedUntil = 0
+                try? epoll.add(listener.fd, data: ControlServer.listenerToken)
             }
-            // The thread keeps the server alive until its client is done.
-            let t = Thread { [self] in
-                self.handle(c)
-                close(c)
+            let nearest = waiting.values.map(\.deadline).min() ?? (now + 1)
+            let timeout = Int32(max(0, min(1000, (min(nearest, acceptPausedUntil > 0 ? acceptPausedUntil : nearest) - now) * 1000)).rounded(.up))
+            let n = (try? events.withUnsafeMutableBufferPointer { try epoll.wait(into: $0, timeoutMilliseconds: timeout) }) ?? 0
+            for e in events.prefix(n) {
+                switch e.data {
+                case ControlServer.wakeToken: wake.drain()
+                case ControlServer.listenerToken:
+                    if !acceptClients() {
+                        // Out of fds: stop polling the listener for a moment instead of spinning.
+                        try? epoll.remove(listener.fd)
+                        acceptPausedUntil = monotonic() + 0.1
+                    }
+                default: readRequest(e.data)
+                }
             }
-            t.name = "tapestry-control-client"
-            t.start()
+            let later = monotonic()
+            for (id, w) in waiting where w.deadline <= later {
+                finish(id, refusing: "request not complete within \(ControlServer.seconds(limits.requestDeadline)) (the deadline); send one JSON line such as {\"command\":\"status\"}")
+            }
+        }
+        for id in Array(waiting.keys) { finish(id, refusing: nil) }
+    }
+
+    /// Accepts every waiting client. False when accept failed for lack of fds.
+    private func acceptClients() -> Bool {
+        while true {
+            let c: UnixConnection?
+            do { c = try listener.accept() } catch { return false }
+            guard let conn = c else { return true }
+            // Only root may talk to the switch, whatever the file mode says.
+            if let cred = conn.peerCredentials(), cred.uid != 0, cred.uid != geteuid() {
+                ControlServer.refuse(conn, "permission denied: only root may control tapestry")
+                continue
+            }
+            if waiting.count >= limits.maxWaiting, let oldest = waiting.min(by: { $0.value.deadline < $1.value.deadline })?.key {
+                // Full: the connection that has waited longest goes, so a flood of slow
+                // clients cannot lock out a client whose request arrives at once.
+                finish(oldest, refusing: "too many control connections (\(limits.maxWaiting) still sending their request, the limit): this one waited longest and is dropped; try again")
+            }
+            let id = nextID
+            nextID += 1
+            do { try epoll.add(conn.fd, data: id) } catch {
+                ControlServer.refuse(conn, "internal error: \(error)")
+                continue
+            }
+            waiting[id] = Waiting(connection: conn, buffer: [], deadline: monotonic() + limits.requestDeadline)
         }
     }
 
-    private func handle(_ fd: Int32) {
-        var tv = timeval(tv_sec: 2, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        // Only root may talk to the switch, whatever the file mode says.
-        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-        var cred = PeerCredentials()
-        var len = socklen_t(MemoryLayout<PeerCredentials>.size)
-        if getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0, cred.uid != 0, cred.uid != geteuid() {
-            reply(fd, ControlServer.error("permission denied: only root may control tapestry"))
-            return
+    /// Reads what a waiting connection sent; dispatches a complete line.
+    private func readRequest(_ id: UInt64) {
+        guard var w = waiting[id] else { return }
+        let result = w.connection.receive(appendingTo: &w.buffer, limit: limits.maxRequest + 1 - w.buffer.count)
+        waiting[id] = w
+        let ended: Bool
+        switch result {
+        case .wouldBlock: return
+        case .bytes(let n): ended = n == 0
+        case .failed: finish(id, refusing: nil); return
         }
-        var request = [UInt8]()
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        while request.count <= ControlServer.maxRequest, !request.contains(UInt8(ascii: "\n")) {
-            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n <= 0 { break }
-            request += chunk[0..<n]
+        if let nl = w.buffer.firstIndex(of: UInt8(ascii: "\n")) {
+            dispatch(id, line: Array(w.buffer[..<nl]))
+        } else if w.buffer.count > limits.maxRequest {
+            finish(id, refusing: "request too large (limit \(limits.maxRequest) bytes)")
+        } else if ended {
+            // The client closed its sending side: what it sent is the request.
+            dispatch(id, line: w.buffer)
         }
-        if request.count > ControlServer.maxRequest {
-            reply(fd, ControlServer.error("request too large (limit \(ControlServer.maxRequest) bytes)"))
-            return
-        }
-        let line = request.split(separator: UInt8(ascii: "\n"), maxSplits: 1).first.map(Array.init) ?? []
+    }
+
+    private func dispatch(_ id: UInt64, line: [UInt8]) {
         guard let req = try? JSON.decoder().decode(ControlRequest.self, from: Data(line)) else {
-            reply(fd, ControlServer.error("malformed request: expected one JSON object such as {\"command\":\"status\"}"))
+            finish(id, refusing: "malformed request: expected one JSON object such as {\"command\":\"status\"}")
             return
         }
-        if let data = handler(req, fd) { reply(fd, data) }
+        guard let w = waiting.removeValue(forKey: id) else { return }
+        try? epoll.remove(w.connection.fd)
+        let admitted = activeLock.withLock { () -> Bool in
+            guard active < limits.maxActive else { return false }
+            active += 1
+            return true
+        }
+        guard admitted else {
+            ControlServer.refuse(w.connection, "busy: \(limits.maxActive) requests in progress (the limit); try again")
+            return
+        }
+        let conn = w.connection
+        conn.setBlocking(true)
+        conn.setTimeouts(receiveSeconds: limits.sendTimeout, sendSeconds: limits.sendTimeout)
+        let t = Thread { [self] in
+            if let data = self.handler(req, conn.fd) { ControlServer.reply(conn, data) }
+            conn.close()
+            self.activeLock.withLock { self.active -= 1 }
+        }
+        t.name = "tapestry-ctl-req"
+        t.start()
     }
 
-    private func reply(_ fd: Int32, _ data: Data) {
-        var out = data
+    /// Drops a waiting connection, first sending `message` as an error reply when given.
+    private func finish(_ id: UInt64, refusing message: String?) {
+        guard let w = waiting.removeValue(forKey: id) else { return }
+        try? epoll.remove(w.connection.fd)
+        if let m = message { ControlServer.refuse(w.connection, m) }
+        w.connection.close()
+    }
+
+    /// Sends an error line without waiting (a short line fits the socket buffer) and closes.
+    private static func refuse(_ conn: UnixConnection, _ message: String) {
+        conn.setBlocking(false)
+        var out = [UInt8](error(message))
         out.append(UInt8(ascii: "\n"))
-        out.withUnsafeBytes { raw in
-            var off = 0
-            while off < raw.count {
-                let n = send(fd, raw.baseAddress! + off, raw.count - off, Int32(MSG_NOSIGNAL))
-                if n <= 0 { return }
-                off += n
-            }
-        }
+        conn.send(out)
+        conn.close()
+    }
+
+    private static func reply(_ conn: UnixConnection, _ data: Data) {
+        var out = [UInt8](data)
+        out.append(UInt8(ascii: "\n"))
+        conn.send(out)
+    }
+
+    private static func seconds(_ s: Double) -> String { s == s.rounded() ? "\(Int(s)) s" : "\(s) s" }
+
+    private func monotonic() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
 
     public static func error(_ message: String) -> Data {
@@ -147,49 +270,42 @@ public final class ControlServer {
     }
 }
 
+/// Most bytes of one reply the client reads (an `fdb` of a million entries is ~150 MB).
+let maxReply = 512 << 20
+
 /// Sends one request to a running instance and returns its raw JSON reply.
 public func controlRequest(name: String, _ request: ControlRequest, timeout: Int = 10) throws -> Data {
     try controlRequest(socket: RunDirectory.socket(name), name: name, request, timeout: timeout)
 }
 
 /// Sends one request to the control socket at `path` (`name` is for messages).
+/// - Throws: `RuntimeError` with the daemon's error message, or saying it is not running.
 public func controlRequest(socket path: String, name: String, _ request: ControlRequest, timeout: Int = 10) throws -> Data {
-    let fd = try openControlStream(socket: path, name: name, request, timeout: timeout)
-    defer { close(fd) }
-    var reply = [UInt8]()
-    var chunk = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-        if n <= 0 { break }
-        reply += chunk[0..<n]
-    }
+    let conn = try openControlStream(socket: path, name: name, request, timeout: timeout)
+    defer { conn.close() }
+    let reply = conn.receiveUntilEnd(limit: maxReply)
     if let err = try? JSON.decoder().decode(ControlError.self, from: Data(reply)) { throw RuntimeError(err.error) }
-    guard !reply.isEmpty else { throw RuntimeError("topology '\(name)' closed the control socket without a reply") }
+    guard !reply.isEmpty else { throw RuntimeError("topology '\(name)' closed the control socket without a reply (timeout \(timeout) s)") }
     return Data(reply)
 }
 
-/// Connects to a running instance, sends `request`, and returns the connected socket for the
-/// caller to read the reply (or a stream, for `capture`) from. The caller closes it.
-public func openControlStream(name: String, _ request: ControlRequest, timeout: Int = 10) throws -> Int32 {
+/// Connects to a running instance, sends `request`, and returns the connection for the
+/// caller to read the reply (or a stream, for `capture`) from.
+public func openControlStream(name: String, _ request: ControlRequest, timeout: Int = 10) throws -> UnixConnection {
     try openControlStream(socket: RunDirectory.socket(name), name: name, request, timeout: timeout)
 }
 
-public func openControlStream(socket path: String, name: String, _ request: ControlRequest, timeout: Int = 10) throws -> Int32 {
-    guard var addr = unixAddress(path) else { throw RuntimeError("control socket path too long: \(path)") }
-    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-    guard fd >= 0 else { throw RuntimeError("socket: \(String(cString: strerror(errno)))") }
-    var tv = timeval(tv_sec: timeout, tv_usec: 0)
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-    let rc = withUnsafePointer(to: &addr) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+public func openControlStream(socket path: String, name: String, _ request: ControlRequest, timeout: Int = 10) throws -> UnixConnection {
+    let conn: UnixConnection
+    do { conn = try UnixConnection.connect(path: path, receiveTimeoutSeconds: timeout) } catch let e as SystemError {
+        throw RuntimeError("topology '\(name)' is not running (cannot connect to \(path): \(e.reason))")
     }
-    guard rc == 0 else {
-        let e = errno
-        close(fd)
-        throw RuntimeError("topology '\(name)' is not running (cannot connect to \(path): \(String(cString: strerror(e))))")
-    }
-    var out = try JSON.encoder().encode(request)
+    conn.setTimeouts(receiveSeconds: 0, sendSeconds: timeout)
+    var out = [UInt8](try JSON.encoder().encode(request))
     out.append(UInt8(ascii: "\n"))
-    _ = out.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-    return fd
+    guard conn.send(out) else {
+        conn.close()
+        throw RuntimeError("topology '\(name)' did not take the request (\(path))")
+    }
+    return conn
 }

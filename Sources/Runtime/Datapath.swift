@@ -89,7 +89,7 @@ public final class Datapath {
     /// One predictable branch per frame when nobody captures.
     private var capturing = false
     /// How long a worker spins after a batch with work before it sleeps in epoll_wait
-    /// (poll mode; 0 = off). README, Architecture: "Poll mode".
+    /// (poll mode; 0 = off). docs/ARCHITECTURE.md, "Poll mode".
     private let busyPollNanoseconds: Int64
     /// Told (outside the lock) when a port goes down: switch name, port name, reason.
     public var onPortDown: ((String, String, PortDownReason) -> Void)?
@@ -103,19 +103,6 @@ public final class Datapath {
     public func now() -> MonotonicInstant { clock() }
     /// The busy-poll window in microseconds (0: off).
     public var busyPollMicroseconds: Int { Int(busyPollNanoseconds / 1000) }
-
-    /// Datapath threads when the environment does not say: one per core, at most 4.
-    /// `TAPESTRY_DATAPATH_THREADS` (1–64) overrides it.
-    public static func configuredThreads(environment: [String: String] = ProcessInfo.processInfo.environment) -> Int {
-        if let v = environment["TAPESTRY_DATAPATH_THREADS"].flatMap({ Int($0) }), (1...64).contains(v) { return v }
-        return max(1, min(4, ProcessInfo.processInfo.activeProcessorCount))
-    }
-
-    /// The busy-poll window from `TAPESTRY_BUSY_POLL_US` (microseconds, 0–1 000 000; default 0).
-    public static func configuredBusyPoll(environment: [String: String] = ProcessInfo.processInfo.environment) -> Int {
-        guard let v = environment["TAPESTRY_BUSY_POLL_US"].flatMap({ Int($0) }) else { return 0 }
-        return min(max(v, 0), 1_000_000)
-    }
 
     /// - Parameters:
     ///   - threads: worker threads; a port's queue q is read by worker q mod threads.
@@ -258,11 +245,9 @@ public final class Datapath {
             }
             for fd in before[w.index].keys where after[w.index][fd] == nil { try? w.epoll.remove(fd) }
         }
-        captures.removeAll { c in
-            let i = c.selection.switchIndex
-            guard i < switches.count, i < new.count else { return true }
-            return new[i].plan.name != switches[i].plan.name || new[i].plan.ports.map(\.name) != switches[i].plan.ports.map(\.name)
-        }
+        let oldLayout = switches.map { (name: $0.plan.name, ports: $0.plan.ports.map(\.name)) }
+        let newLayout = new.map { (name: $0.plan.name, ports: $0.plan.ports.map(\.name)) }
+        captures.removeAll { !$0.selection.survives(old: oldLayout, new: newLayout) }
         capturing = !captures.isEmpty
         switches = new
         generation &+= 1
@@ -287,7 +272,7 @@ public final class Datapath {
         while true {
             // Poll mode: right after a batch with work, spin on a non-blocking wait for up
             // to `busyPollNanoseconds` before sleeping in the kernel; a frame that arrives
-            // meanwhile skips the thread wake-up (README, Architecture: "Poll mode").
+            // meanwhile skips the thread wake-up (docs/ARCHITECTURE.md, "Poll mode").
             var n = 0
             if busyPollNanoseconds > 0 && hadWork {
                 let until = monotonicNanoseconds() + busyPollNanoseconds
@@ -547,10 +532,9 @@ public final class Datapath {
     private func capture(_ switchIndex: Int, port: Int, point: CapturePoint, vlan: VLANID?, reason: DropReason?,
                          segments: UnsafePointer<iovec>, pieces: Int) {
         var now: UInt64 = 0
-        for s in captures where s.selection.switchIndex == switchIndex
-            && s.wants(port: port, point: point, vlan: vlan, dropped: reason != nil) {
+        for s in captures where s.wants(switchIndex: switchIndex, port: port, point: point, vlan: vlan, dropped: reason != nil) {
             if now == 0 { now = realtimeNanoseconds() }
-            s.record(port: port, point: point, reason: reason, segments: segments, count: pieces, now: now)
+            s.record(switchIndex: switchIndex, port: port, point: point, reason: reason, segments: segments, count: pieces, now: now)
         }
     }
 }

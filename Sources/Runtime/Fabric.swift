@@ -42,6 +42,8 @@ public final class Fabric {
     var vms: [String: VMSupervisor] = [:]
     var vmTaps: [String: [TAPDevice]] = [:]
     var createdNamespaces: [String] = []
+    /// The state file as last written (`writeState` skips writing the same again).
+    var lastState: InstanceState?
     /// The port watch thread (PortWatch.swift).
     let portWatchStop = NSLock()
     var portWatchStopping = false
@@ -51,10 +53,19 @@ public final class Fabric {
     private(set) var isStopping = false
     private let startedAt = monotonicSeconds()
     let log: (String) -> Void
-    /// Datapath worker threads; also the queues of each netns guest's TAP (one per worker).
-    let datapathThreads = Datapath.configuredThreads()
+    /// Datapath worker threads and poll window (the file's `datapath:`, the environment's
+    /// overrides); the thread count is also the queue count of each netns guest's TAP.
+    let settings: DatapathSettings
+    var datapathThreads: Int { settings.threads }
 
-    public init(topology: Topology, log: @escaping (String) -> Void) {
+    /// - Parameter settings: the resolved datapath settings (`DatapathSettings.resolve`); by
+    ///   default the file's, with valid environment overrides.
+    public init(topology: Topology, settings: DatapathSettings? = nil, log: @escaping (String) -> Void) {
+        let file = topology.datapath(forHost: nil)
+        self.settings = settings ?? (try? DatapathSettings.resolve(fileThreads: file.threads, fileBusyPollMicroseconds: file.pollMicroseconds,
+                                                                    environment: ProcessInfo.processInfo.environment,
+                                                                    cores: ProcessInfo.processInfo.activeProcessorCount))
+            ?? DatapathSettings(threads: 1, busyPollMicroseconds: 0)
         target = topology
         _topology = Topology(name: topology.name, file: topology.file, switches: [], guests: [])
         self.log = log
@@ -83,9 +94,12 @@ public final class Fabric {
     public func up() throws {
         try RunDirectory.ensure()
         try Fabric.cleanStale(name: target.name, log: log)
-        try writeState(file: target.file)
+        // Everything the target will create, recorded before anything exists.
+        try writeState(file: target.file, extraNamespaces: target.guests.filter { $0.kind == .netns }.map(\.name),
+                       extraVMs: target.guests.filter { $0.kind == .qemu }.map(\.name),
+                       extraGROOff: Fabric.uplinkNICs(target).map(\.name).filter { GenericReceiveOffload.isEnabled($0) == true })
         do {
-            let dp = try Datapath(switches: [], threads: datapathThreads, busyPollMicroseconds: Datapath.configuredBusyPoll())
+            let dp = try Datapath(switches: [], threads: settings.threads, busyPollMicroseconds: settings.busyPollMicroseconds)
             dp.onPortDown = { [log] s, p, r in log("switch \(s): port \(p) is down (\(r)); reload re-creates it") }
             log("datapath: \(dp.threadCount) thread\(dp.threadCount == 1 ? "" : "s")"
                 + (dp.busyPollMicroseconds > 0 ? ", poll mode (spins \(dp.busyPollMicroseconds) µs after work)" : ""))
@@ -117,7 +131,7 @@ public final class Fabric {
         for nic in g.nics {
             let name = Fabric.hostTAPName(topology: topology.name, guest: g.name, nic: nic.index)
             // vnet header + TSO/checksum offload: the guest's TCP moves as 64 KiB GSO frames
-            // through the switch instead of 1500-byte ones (README "Datapath").
+            // through the switch instead of 1500-byte ones (docs/ARCHITECTURE.md).
             let tap = try TAPDevice(name: name, vnetHeader: true, queues: datapathThreads)
             try tap.enableOffloads()
             byPort[nic.portName] = tap

@@ -1,9 +1,7 @@
 import Core
 import Foundation
+import LinuxIO
 import Model
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// `trace` and `capture`: the control-socket side of packet-capture debugging.
 extension Fabric {
@@ -26,6 +24,21 @@ extension Fabric {
         return i
     }
 
+    /// The switch holding port `port`: `given` when named, else the only switch that has a
+    /// port of that name (port names are unique within a topology, so `--switch` is needed
+    /// only if a name is truly on several switches).
+    func switchOf(port: String, given: String?) throws -> Int {
+        if given != nil { return try resolveSwitch(given) }
+        let holders = plans.indices.filter { plans[$0].portIndex(named: port) != nil }
+        switch holders.count {
+        case 1: return holders[0]
+        case 0:
+            throw RuntimeError("no switch has a port '\(port)' (ports: \(plans.flatMap { $0.ports.map(\.name) }.joined(separator: ", ")))")
+        default:
+            throw RuntimeError("port '\(port)' is on several switches (\(holders.map { plans[$0].name }.joined(separator: ", "))): pass --switch")
+        }
+    }
+
     func parseVLAN(_ text: String?) throws -> VLANID? {
         guard let v = text else { return nil }
         if v == "none" { return .untagged }
@@ -36,9 +49,9 @@ extension Fabric {
     /// Runs the datapath's own `decide` on the given frames, against the live MAC table,
     /// under the batch lock; nothing is learned or sent.
     func trace(_ req: ControlRequest) throws -> TraceReport {
-        let s = try resolveSwitch(req.switch)
-        let plan = plans[s]
         guard let portName = req.port else { throw RuntimeError("trace needs an ingress port (--in PORT)") }
+        let s = try switchOf(port: portName, given: req.switch)
+        let plan = plans[s]
         let inPort = try portIndex(portName, in: plan)
         let frames = try (req.frames ?? []).map { hex -> [UInt8] in
             guard let b = [UInt8](hexString: hex) else { throw RuntimeError("trace: frame is not hex") }
@@ -68,72 +81,69 @@ extension Fabric {
     ///  u8 point (1 in, 2 out), u8 drop reason (255 none), u16 reserved, u64 frames lost so far`,
     /// then the frame bytes.
     func streamCapture(_ req: ControlRequest, fd: Int32) throws -> Data? {
-        let s = try resolveSwitch(req.switch)
-        let plan = plans[s]
-        var selected = Array(repeating: false, count: plan.ports.count)
+        let plans = self.plans
+        let only = try req.switch.map { try resolveSwitch($0) }
+        var selected = plans.map { Array(repeating: false, count: $0.ports.count) }
         if let names = req.port {
-            for n in names.split(separator: ",") { selected[try portIndex(String(n), in: plan)] = true }
+            for n in names.split(separator: ",").map(String.init) {
+                let s = try switchOf(port: n, given: req.switch)
+                selected[s][try portIndex(n, in: plans[s])] = true
+            }
         } else if let g = req.portGroup {
-            let members = plan.ports.indices.filter { plan.ports[$0].portGroup == g }
-            guard !members.isEmpty else { throw RuntimeError("switch '\(plan.name)' has no port in port group '\(g)'") }
-            for i in members { selected[i] = true }
+            // A port group is per switch; without --switch, every switch's group of that name.
+            for s in plans.indices where only == nil || only == s {
+                for i in plans[s].ports.indices where plans[s].ports[i].portGroup == g { selected[s][i] = true }
+            }
+            guard selected.contains(where: { $0.contains(true) }) else {
+                throw RuntimeError("no port in port group '\(g)'" + (only.map { " on switch '\(plans[$0].name)'" } ?? ""))
+            }
         } else {
-            selected = Array(repeating: true, count: plan.ports.count)
+            for s in plans.indices where only == nil || only == s { selected[s] = Array(repeating: true, count: plans[s].ports.count) }
         }
         let direction = req.direction ?? "both"
         guard ["in", "out", "both"].contains(direction) else { throw RuntimeError("bad direction '\(direction)': in, out or both") }
-        let selection = CaptureSelection(switchIndex: s, ports: selected, vlan: try parseVLAN(req.vlan),
+        let selection = CaptureSelection(ports: selected, vlan: try parseVLAN(req.vlan),
                                          ingress: direction != "out", egress: direction != "in", drops: req.drops ?? false)
         guard let dp = datapath else { throw RuntimeError("not forwarding") }
 
-        // Interfaces: the selected ports, in port order; records carry their index here.
-        let chosen = plan.ports.indices.filter { selected[$0] }
-        var interfaceOf = Array(repeating: UInt32(0), count: plan.ports.count)
-        for (i, p) in chosen.enumerated() { interfaceOf[p] = UInt32(i) }
-        let header = CaptureHeader(switch: plan.name, interfaces: chosen.map {
-            .init(name: plan.ports[$0].name, description: "port group \(plan.ports[$0].portGroup), \(plan.ports[$0].mode)")
-        })
-        var line = try JSON.encoder().encode(header)
+        // Interfaces: the selected ports, switch by switch in port order; records carry
+        // their index here. With several switches an interface is named SWITCH/PORT only
+        // if a port name repeats (it does not within one topology).
+        var interfaceOf = plans.map { Array(repeating: UInt32(0), count: $0.ports.count) }
+        var interfaces: [CaptureHeader.Interface] = []
+        for s in plans.indices {
+            for p in plans[s].ports.indices where selected[s][p] {
+                interfaceOf[s][p] = UInt32(interfaces.count)
+                let port = plans[s].ports[p]
+                interfaces.append(.init(name: port.name, description: "switch \(plans[s].name), port group \(port.portGroup), \(port.mode)"))
+            }
+        }
+        let switches = selection.switchIndices.map { plans[$0].name }
+        let header = CaptureHeader(switch: switches.joined(separator: ","), interfaces: interfaces)
+        var line = [UInt8](try JSON.encoder().encode(header))
         line.append(UInt8(ascii: "\n"))
-        guard sendAll(fd, line) else { return nil }
+        let client = UnixConnection(borrowing: fd)
+        guard client.send(line) else { return nil }
 
         let session = CaptureSession(selection: selection)
         dp.addCapture(session)
         defer { dp.removeCapture(session) }
-        var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
         while !isStopping {
-            let ready = poll(&pfd, 1, 20)
-            if ready > 0 {
-                // The client never sends after its request: readable means it hung up.
-                var b: UInt8 = 0
-                if recv(fd, &b, 1, Int32(MSG_DONTWAIT)) <= 0 { break }
-            }
+            // The client never sends after its request: readable means it hung up.
+            if client.waitReadable(milliseconds: 20), client.peerHungUp() { break }
             let (records, lost, fed) = dp.withLock { lock in (session.drain(), session.lost, lock.feeds(session)) }
-            // A reload that changed this switch's ports ended the session.
+            // A reload that changed a selected switch's ports ended the session.
             guard !records.isEmpty else { if fed { continue } else { break } }
             var out = Data()
             for r in records {
-                out.appendLE(UInt32(r.bytes.count)); out.appendLE(interfaceOf[r.port]); out.appendLE(r.timestampNanoseconds)
+                out.appendLE(UInt32(r.bytes.count)); out.appendLE(interfaceOf[r.switchIndex][r.port]); out.appendLE(r.timestampNanoseconds)
                 out.appendLE(UInt32(r.originalLength)); out.append(r.point.rawValue); out.append(r.reason?.rawValue ?? 255)
                 out.appendLE(UInt16(0)); out.appendLE(lost)
                 out.append(contentsOf: r.bytes)
             }
-            if !sendAll(fd, out) { break }
+            if !out.withUnsafeBytes({ client.send($0) }) { break }
         }
         return nil
-    }
-}
-
-/// Sends everything or reports failure (client gone, or too slow for the 2 s send timeout).
-func sendAll(_ fd: Int32, _ data: Data) -> Bool {
-    data.withUnsafeBytes { raw in
-        var off = 0
-        while off < raw.count {
-            let n = send(fd, raw.baseAddress! + off, raw.count - off, Int32(MSG_NOSIGNAL))
-            if n <= 0 { if n < 0 && errno == EINTR { continue }; return false }
-            off += n
-        }
-        return true
     }
 }
 

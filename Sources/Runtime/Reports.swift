@@ -147,6 +147,11 @@ public struct TraceReport: Codable, Equatable {
         public var storm: Storm?
         /// The uplink (team member) a frame leaving the switch goes by (nil: none).
         public var uplink: String?
+        public init(summary: String, steps: [Step], verdict: String, dropReason: String?, egress: [Egress],
+                    mirrors: [MirrorCopy] = [], refused: [Refusal] = [], storm: Storm? = nil, uplink: String? = nil) {
+            self.summary = summary; self.steps = steps; self.verdict = verdict; self.dropReason = dropReason; self.egress = egress
+            self.mirrors = mirrors; self.refused = refused; self.storm = storm; self.uplink = uplink
+        }
     }
     public struct MirrorCopy: Codable, Equatable {
         /// The mirror destination port.

@@ -1,30 +1,148 @@
 import Foundation
+import LinuxIO
+import Topology
 
-/// Where a running topology keeps its files: `/run/tapestry/NAME.{sock,state,log}`.
+/// Which running instance: a topology name, plus the host once a topology spans hosts
+/// (the overlay's `up FILE --host H`). At most one instance per identity runs on a machine
+/// (`InstanceLock`).
 ///
-/// The directory is root-only (0700) and the socket 0600: only root may drive the switch.
-public enum RunDirectory {
-    public static let path = "/run/tapestry"
-    public static func socket(_ name: String) -> String { "\(path)/\(name).sock" }
-    public static func state(_ name: String) -> String { "\(path)/\(name).state" }
-    public static func log(_ name: String) -> String { "\(path)/\(name).log" }
+/// Its files are named by `stem`: `NAME`, or `NAME@HOST`. Both parts follow the topology
+/// file's own rules (`NameRules`), so an identity built from the command line can never
+/// name a path outside the run directory (`down --name ../../tmp/x` is refused before any
+/// file is read).
+public struct InstanceIdentity: Hashable, Sendable, CustomStringConvertible {
+    public var name: String
+    public var host: String?
 
+    /// - Throws: `RuntimeError` naming the option (`--name`, `--host`) and the rule broken.
+    public init(name: String, host: String? = nil) throws {
+        if let p = NameRules.problem(with: name, as: .topology) { throw RuntimeError("--name: \(p)") }
+        if let h = host, let p = NameRules.problem(with: h, as: .host) { throw RuntimeError("--host: \(p)") }
+        self.name = name
+        self.host = host
+    }
+
+    /// Parses a stem (`NAME` or `NAME@HOST`), e.g. a run-directory file name; nil if invalid.
+    public init?(stem: String) {
+        let parts = stem.split(separator: "@", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+        guard let id = try? InstanceIdentity(name: parts[0], host: parts.count > 1 ? parts[1] : nil) else { return nil }
+        self = id
+    }
+
+    /// `NAME` or `NAME@HOST`: names the instance's files.
+    public var stem: String { host.map { "\(name)@\($0)" } ?? name }
+    public var description: String { host.map { "topology '\(name)' on host '\($0)'" } ?? "topology '\(name)'" }
+}
+
+/// Where a running instance keeps its files: `/run/tapestry/STEM.{sock,state,lock}`, and its
+/// logs under `/var/log/tapestry/STEM/` (kept after `down`).
+///
+/// The run directory is root-only (0700) and the socket 0600: only root may drive the switch.
+/// Functions take the stem (`InstanceIdentity.stem`; the topology name for a single host).
+public enum RunDirectory {
+    /// `/run/tapestry` (SPEC.md §3).
+    public static let path = "/run/tapestry"
+    /// `/var/log/tapestry`: per instance a directory with `daemon.log` and the VMs' logs.
+    public static let logRoot = "/var/log/tapestry"
+    public static func socket(_ stem: String) -> String { "\(path)/\(stem).sock" }
+    public static func state(_ stem: String) -> String { "\(path)/\(stem).state" }
+    /// The instance lock (`InstanceLock`).
+    public static func lock(_ stem: String) -> String { "\(path)/\(stem).lock" }
+    /// The daemon's log: timestamped lines, appended across runs, kept after `down`.
+    public static func log(_ stem: String) -> String { "\(logRoot)/\(stem)/daemon.log" }
+
+    /// Creates the run directory (0700).
+    /// - Throws: `RuntimeError` naming the path and errno.
     public static func ensure() throws {
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        do {
+            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw RuntimeError("cannot create \(path): \((error as NSError).underlyingErrorDescription)")
+        }
         chmod(path, 0o700)
     }
 
-    /// Names of topologies with a state file (running, or crashed and not yet cleaned).
+    /// Stems of instances with a state file (running, or crashed and not yet cleaned).
     public static func knownInstances() -> [String] {
         let files = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
-        return files.filter { $0.hasSuffix(".state") }.map { String($0.dropLast(6)) }.sorted()
+        return files.filter { $0.hasSuffix(".state") && !$0.hasPrefix(".") }.map { String($0.dropLast(6)) }
+            .filter { InstanceIdentity(stem: $0) != nil }.sorted()
     }
+}
+
+extension NSError {
+    /// The POSIX reason behind a Foundation file error ("No space left on device"), else its text.
+    var underlyingErrorDescription: String {
+        if let u = userInfo[NSUnderlyingErrorKey] as? NSError, u.domain == NSPOSIXErrorDomain {
+            return String(cString: strerror(Int32(u.code)))
+        }
+        return localizedDescription
+    }
+}
+
+/// The lock that makes an instance the only one of its identity (`/run/tapestry/STEM.lock`,
+/// flock(2)).
+///
+/// Taken before anything is touched (no state file, no cleanup of a predecessor, no log
+/// truncated) and held for the instance's life: the daemon keeps the fd; a crashed daemon's
+/// lock is free again at once. A contender that finds it held touches nothing and says who
+/// holds it. `down` takes it too before cleaning up after a crashed instance, so it can never
+/// remove what a starting instance just created.
+public final class InstanceLock {
+    public let identity: InstanceIdentity
+    let file: FileLock
+
+    private init(identity: InstanceIdentity, file: FileLock) { self.identity = identity; self.file = file }
+
+    /// The fd to hand to a spawned daemon (dup2 onto a fixed number; see `adopt`).
+    public var fd: Int32 { file.fd }
+
+    /// Takes the lock, creating the run directory if needed.
+    /// - Throws: `RuntimeError` "already running or starting" when another process holds it
+    ///   (with its pid and file when its state file tells), or naming the path and errno when
+    ///   the lock file cannot be created (a full /run).
+    public static func acquire(_ identity: InstanceIdentity) throws -> InstanceLock {
+        try RunDirectory.ensure()
+        let path = RunDirectory.lock(identity.stem)
+        var lock: FileLock?
+        // A daemon killed a moment ago may still hold it: its threads close the lock's fd
+        // last, after /proc already shows the process as a zombie. When the recorded owner is
+        // gone, wait a little for the kernel to finish; a live or starting owner is final.
+        let deadline = monotonicSeconds() + 3
+        while true {
+            do { lock = try FileLock.tryAcquire(path: path) } catch { throw RuntimeError("cannot lock \(identity): \(error)") }
+            guard lock == nil, let s = InstanceState.read(stem: identity.stem), !s.isAlive, monotonicSeconds() < deadline else { break }
+            usleep(20_000)
+        }
+        guard let l = lock else {
+            var who = ""
+            if let s = InstanceState.read(stem: identity.stem), s.isAlive { who = " (pid \(s.pid), from \(s.file))" }
+            throw RuntimeError("\(identity) is already running or starting\(who): \(path) is locked by another tapestry process; "
+                               + "stop it with 'tapestry down --name \(identity.name)'")
+        }
+        return InstanceLock(identity: identity, file: l)
+    }
+
+    /// Adopts the lock a parent took and passed as `fd` (see `Up --detach`).
+    public static func adopt(_ identity: InstanceIdentity, fd: Int32) throws -> InstanceLock {
+        do { return InstanceLock(identity: identity, file: try FileLock.adopt(fd: fd, path: RunDirectory.lock(identity.stem))) }
+        catch { throw RuntimeError("cannot take over the lock of \(identity): \(error)") }
+    }
+
+    /// Ends the instance's claim: removes the lock file (while holding it) and unlocks.
+    public func release() { file.release(removing: true) }
+
+    /// Closes this process's copy only (a daemon it spawned keeps the lock).
+    public func handOver() { file.closeDescriptor() }
 }
 
 /// What a running instance created, written *before* it creates anything, so that the next
 /// `up` (or `down`) can remove the leftovers of an instance that was killed with -9.
 public struct InstanceState: Codable, Equatable {
+    /// The topology name (the stem is derived: `name` or `name@host`).
     public var name: String
+    /// The host part of the identity, once topologies span hosts.
+    public var host: String?
     public var file: String
     public var pid: Int32
     /// Start time of the process (from /proc/PID/stat), to tell a reused pid apart.
@@ -40,23 +158,44 @@ public struct InstanceState: Codable, Equatable {
     /// leaves them off, so the next `up` or `down` turns GRO back on.
     public var groOff: [String]?
 
-    public func write() throws {
-        let data = try JSONEncoder().encode(self)
-        let path = RunDirectory.state(name)
-        let tmp = path + ".tmp"
-        try data.write(to: URL(fileURLWithPath: tmp))
-        guard rename(tmp, path) == 0 else { throw RuntimeError("cannot write \(path): \(String(cString: strerror(errno)))") }
+    public init(name: String, host: String? = nil, file: String, pid: Int32, processStart: UInt64, namespaces: [String], links: [String],
+                vms: [String]? = nil, groOff: [String]? = nil) {
+        self.name = name; self.host = host; self.file = file; self.pid = pid; self.processStart = processStart
+        self.namespaces = namespaces; self.links = links; self.vms = vms; self.groOff = groOff
     }
 
-    public static func read(name: String) -> InstanceState? {
-        guard let data = FileManager.default.contents(atPath: RunDirectory.state(name)) else { return nil }
+    /// `name` or `name@host`.
+    public var stem: String { host.map { "\(name)@\($0)" } ?? name }
+
+    /// Replaces the state file atomically (a unique temporary file, fsync, rename).
+    /// - Throws: `RuntimeError` naming the path and errno (ENOSPC on a full /run); nothing
+    ///   is left behind.
+    public func write() throws {
+        let data = try JSONEncoder().encode(self)
+        do { try AtomicFile.write(Array(data), to: RunDirectory.state(stem)) }
+        catch { throw RuntimeError("cannot write the state file: \(error)") }
+    }
+
+    public static func read(stem: String) -> InstanceState? {
+        guard let data = FileManager.default.contents(atPath: RunDirectory.state(stem)) else { return nil }
         return try? JSONDecoder().decode(InstanceState.self, from: data)
     }
+
+    /// The state of the single-host instance `name`.
+    public static func read(name: String) -> InstanceState? { read(stem: name) }
 
     /// True while the recorded process is still this instance.
     public var isAlive: Bool {
         guard kill(pid, 0) == 0 || errno == EPERM else { return false }
         return processStartTime(pid) == processStart
+    }
+
+    /// Seconds since the recorded process started (nil when it is gone).
+    public var uptimeSeconds: Int64? {
+        guard isAlive, let text = try? String(contentsOfFile: "/proc/uptime", encoding: .utf8),
+              let up = Double(text.split(separator: " ").first ?? "") else { return nil }
+        let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
+        return Int64(up - Double(processStart) / max(ticks, 1))
     }
 }
 
@@ -69,10 +208,4 @@ public func processStartTime(_ pid: Int32) -> UInt64 {
     if fields.first == "Z" || fields.first == "X" { return 0 }
     // fields[0] is the state (field 3), so field 22 is fields[19].
     return fields.count > 19 ? UInt64(fields[19]) ?? 0 : 0
-}
-
-/// A failure of the runtime, with a message meant for the admin.
-public struct RuntimeError: Error, CustomStringConvertible {
-    public var description: String
-    public init(_ message: String) { description = message }
 }

@@ -140,34 +140,20 @@ extension Validator {
         return nil
     }
 
-    /// A name: `[a-z0-9][a-z0-9-]*` (or a letter first when `letterFirst`), at most `maxLength`.
+    /// A name: `[a-z0-9][a-z0-9-]*` (or a letter first when `letterFirst`), at most `maxLength`
+    /// (the rule lives in `NameRules`, which the command line uses too).
     mutating func name(_ s: String, _ what: String, maxLength: Int, letterFirst: Bool = false,
                        at location: SourceLocation) -> Bool {
-        let bytes = Array(s.utf8)
-        func lowerOrDigit(_ b: UInt8) -> Bool { (97...122).contains(b) || (48...57).contains(b) }
-        let firstOK = bytes.first.map { letterFirst ? (97...122).contains($0) : lowerOrDigit($0) } ?? false
-        guard firstOK, bytes.allSatisfy({ lowerOrDigit($0) || $0 == 45 }) else {
-            let start = letterFirst ? "a lowercase letter" : "a lowercase letter or digit"
-            error("invalid \(what) '\(s)': use lowercase letters, digits and '-', starting with \(start)", at: location)
-            return false
-        }
-        guard bytes.count <= maxLength else {
-            error("\(what) '\(s)' is too long: \(bytes.count) characters, at most \(maxLength)", at: location)
-            return false
-        }
-        return true
+        guard let problem = NameRules.problem(with: s, as: .init(what: what, maxLength: maxLength, letterFirst: letterFirst)) else { return true }
+        error(problem, at: location)
+        return false
     }
 
     /// A kernel interface name (`IFNAMSIZ` - 1 = 15 bytes; no `/`, `:` or whitespace; not `.`/`..`).
     mutating func interfaceName(_ node: SourceNode, _ what: String) -> String? {
         guard let s = text(node, what) else { return nil }
-        let bytes = Array(s.utf8)
-        if bytes.count > 15 {
-            error("invalid interface name '\(s)': \(bytes.count) bytes, at most 15", at: node.location)
-            return nil
-        }
-        if s == "." || s == ".." || s.contains(where: { $0 == "/" || $0 == ":" || $0.isWhitespace }) {
-            error("invalid interface name '\(s)': no '/', ':' or whitespace, and not '.' or '..'", at: node.location)
+        if let problem = NameRules.interfaceNameProblem(s) {
+            error(problem, at: node.location)
             return nil
         }
         return s

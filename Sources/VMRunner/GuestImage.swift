@@ -49,16 +49,21 @@ public struct GuestImage: Sendable, Equatable, Codable {
         return GuestImage(kernel: kernel, initrd: initrd, boot: boot, kernelVersion: version)
     }
 
-    /// The places searched for Scripts/guest-image.sh, in order: `explicit`,
-    /// $TAPESTRY_GUEST_IMAGE_SCRIPT, then `Scripts/guest-image.sh` in the executable's
-    /// directory and its parents (a build in .build/debug sits inside the checkout), then in
-    /// the current directory and its parents.
+    /// The places searched for the image builder, in order: `explicit`,
+    /// $TAPESTRY_GUEST_IMAGE_SCRIPT, then the install prefix of the executable
+    /// (`PREFIX/bin/tapestry` → `PREFIX/share/tapestry/guest-image.sh`, where
+    /// `Scripts/install.sh` puts it with its `guest/` pieces; FHS), then `Scripts/guest-image.sh`
+    /// in the executable's directory and its parents (a build in .build/debug sits inside the
+    /// checkout), then in the current directory and its parents, and last the usual prefixes
+    /// (`/usr/local/share/tapestry`, `/usr/share/tapestry`).
     public static func candidateScripts(explicit: String?, environment: [String: String],
                                         executable: String, currentDirectory: String) -> [String] {
         var out: [String] = []
         if let e = explicit { out.append(e) }
         if let e = environment["TAPESTRY_GUEST_IMAGE_SCRIPT"], !e.isEmpty { out.append(e) }
-        for start in [URL(fileURLWithPath: executable).resolvingSymlinksInPath().deletingLastPathComponent().path, currentDirectory] {
+        let exeDir = URL(fileURLWithPath: executable).resolvingSymlinksInPath().deletingLastPathComponent()
+        out.append(exeDir.deletingLastPathComponent().appendingPathComponent("share/tapestry/guest-image.sh").path)
+        for start in [exeDir.path, currentDirectory] {
             var dir = URL(fileURLWithPath: start)
             for _ in 0..<6 {
                 out.append(dir.appendingPathComponent("Scripts/guest-image.sh").path)
@@ -67,14 +72,19 @@ public struct GuestImage: Sendable, Equatable, Codable {
                 dir = parent
             }
         }
-        return out
+        out += ["/usr/local/share/tapestry/guest-image.sh", "/usr/share/tapestry/guest-image.sh"]
+        var seen = Set<String>()
+        return out.filter { seen.insert($0).inserted }
     }
 
-    /// The first existing candidate (see `candidateScripts`).
+    /// The first existing candidate (see `candidateScripts`); the executable is the running
+    /// binary itself (/proc/self/exe), whatever argv[0] says (a detached daemon's is
+    /// `tapestry`, which need not be on PATH).
     public static func locateScript(explicit: String? = nil) throws -> String {
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+            ?? CommandLine.arguments.first.map(resolveExecutable) ?? ""
         let candidates = candidateScripts(explicit: explicit, environment: ProcessInfo.processInfo.environment,
-                                          executable: CommandLine.arguments.first.map(resolveExecutable) ?? "",
-                                          currentDirectory: FileManager.default.currentDirectoryPath)
+                                          executable: exe, currentDirectory: FileManager.default.currentDirectoryPath)
         if let found = candidates.first(where: { FileManager.default.isReadableFile(atPath: $0) }) { return found }
         throw VMError.imageScriptNotFound(searched: candidates)
     }

@@ -13,13 +13,45 @@ struct Tapestry: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tapestry",
         abstract: "A userspace virtual switch and network fabric for Linux.",
-        subcommands: [Up.self, Down.self, ReloadCommand.self, Validate.self, Status.self, Ports.self, FDB.self, Trace.self, CaptureCommand.self, VMCommand.self, GraphCommand.self, Extcap.self]
+        discussion: "Exit status: 0 success, 1 failure, 2 usage error. Commands that talk to a running topology take --name NAME, needed only when several are running.",
+        version: BuildInfo.version,
+        subcommands: [Up.self, Down.self, ReloadCommand.self, Validate.self, List.self, Status.self, Ports.self, FDB.self, Trace.self,
+                      CaptureCommand.self, VMCommand.self, GraphCommand.self, Extcap.self]
     )
+}
+
+// MARK: - Checking what the command line names
+
+/// Throws a usage error (exit 2) unless `problem` is nil.
+func check(_ option: String, _ problem: String?) throws {
+    if let p = problem { throw ValidationError("\(option): \(p)") }
+}
+
+/// A file the command reads: it must exist and be a regular file (a FIFO or a device such as
+/// /dev/zero could block or never end). nil when fine, else the problem.
+func inputFileProblem(_ path: String) -> String? {
+    if path.isEmpty { return "empty file name" }
+    if path.utf8.contains(0) { return "file name contains a NUL byte" }
+    var st = stat()
+    guard stat(path, &st) == 0 else { return "cannot read '\(path)': \(String(cString: strerror(errno)))" }
+    guard (st.st_mode & S_IFMT) == S_IFREG else { return "'\(path)' is not a regular file" }
+    guard access(path, R_OK) == 0 else { return "cannot read '\(path)': \(String(cString: strerror(errno)))" }
+    return nil
+}
+
+/// A VLAN filter: 1..4094 or none.
+func vlanProblem(_ text: String) -> String? {
+    if text == "none" { return nil }
+    guard text.utf8.allSatisfy({ (48...57).contains($0) }), let n = Int(text), (1...4094).contains(n), !text.hasPrefix("0") else {
+        return "invalid VLAN '\(text)': expected 1..4094 or none"
+    }
+    return nil
 }
 
 /// Loads and validates a topology file, printing located errors and warnings; with
 /// `hostChecks`, also what only this host can tell (uplink NICs that do not exist).
 func loadTopology(_ path: String, hostChecks: Bool = true, printWarnings: Bool = true) throws -> Topology {
+    if let p = inputFileProblem(path) { throw Failure(message: p) }
     let t: Topology
     do {
         t = try TopologyLoader.load(path: path)
@@ -38,17 +70,82 @@ func loadTopology(_ path: String, hostChecks: Bool = true, printWarnings: Bool =
     return t
 }
 
-/// The instance a read command talks to: `--name`, or the only one running.
-func resolveInstance(_ name: String?) throws -> String {
-    if let n = name { return n }
-    let running = RunDirectory.knownInstances().filter { InstanceState.read(name: $0)?.isAlive == true }
-    switch running.count {
-    case 0: throw Failure(message: "no topology is running (start one with 'tapestry up FILE')")
-    case 1: return running[0]
-    default: throw Failure(message: "several topologies are running (\(running.joined(separator: ", "))): pass --name")
+// MARK: - Which instance
+
+/// `--name` and `--host`: which running instance a command talks to.
+struct NameOption: ParsableArguments {
+    @Option(help: "The running topology to talk to (needed only when several are running).")
+    var name: String?
+    @Option(help: ArgumentHelp("The host part of the instance (NAME@HOST), for topologies that span hosts.", visibility: .hidden))
+    var host: String?
+
+    func validate() throws {
+        if let n = name { try check("--name", NameRules.problem(with: n, as: .topology)) }
+        if let h = host { try check("--host", NameRules.problem(with: h, as: .host)) }
+        if host != nil && name == nil { throw ValidationError("--host needs --name") }
+    }
+
+    /// The identity named on the command line, if any.
+    func identity() throws -> InstanceIdentity? {
+        guard let n = name else { return nil }
+        do { return try InstanceIdentity(name: n, host: host) } catch let e as RuntimeError { throw ValidationError(e.description) }
     }
 }
 
+/// The instance a read command talks to (its stem): `--name`, or the only one running.
+/// A crashed instance is named as such, with its log and the command that cleans up.
+func resolveInstance(_ options: NameOption) throws -> String {
+    if let id = try options.identity() {
+        guard let state = InstanceState.read(stem: id.stem) else {
+            throw Failure(message: "no \(id) is running" + (InstanceSummary.all().isEmpty ? "" : " (running: \(InstanceSummary.all().map(\.name).joined(separator: ", ")))"))
+        }
+        if !state.isAlive { throw Failure(message: crashedMessage(state)) }
+        return id.stem
+    }
+    let all = InstanceSummary.all()
+    let running = all.filter { $0.state == .running }
+    switch running.count {
+    case 1: return stem(running[0])
+    case 0:
+        if let crashed = all.first, let state = InstanceState.read(stem: stem(crashed)) { throw Failure(message: crashedMessage(state)) }
+        throw Failure(message: "no topology is running (start one with 'tapestry up FILE')")
+    default:
+        throw Failure(message: "several topologies are running (\(running.map(stem).joined(separator: ", "))): pass --name")
+    }
+}
+
+func stem(_ s: InstanceSummary) -> String { s.host.map { "\(s.name)@\($0)" } ?? s.name }
+
+/// What to say about an instance whose daemon is gone.
+func crashedMessage(_ s: InstanceState) -> String {
+    let log = RunDirectory.log(s.stem)
+    let logHint = FileManager.default.fileExists(atPath: log) ? "; its log: \(log)" : ""
+    return "topology '\(s.name)' is not running: its daemon (pid \(s.pid)) is gone, it crashed or was killed\(logHint). "
+        + "Clean up what it left with 'tapestry down --name \(s.name)'"
+}
+
+func request<T: Decodable>(_ options: NameOption, _ req: ControlRequest, as type: T.Type, timeout: Int = 10) throws -> T {
+    let instance = try resolveInstance(options)
+    do {
+        let data = try controlRequest(name: instance, req, timeout: timeout)
+        return try JSON.decoder().decode(T.self, from: data)
+    } catch let e as RuntimeError {
+        throw Failure(message: e.description)
+    }
+}
+
+func printJSON(_ value: JSONValue) { print(value.text()) }
+
+/// The instance named by `--name` (no `--host`), or the only one running: the helper's older
+/// form, for commands that take a plain name.
+func resolveInstance(_ name: String?) throws -> String {
+    if let n = name { try check("--name", NameRules.problem(with: n, as: .topology)) }
+    // Parsed, not built: a ParsableArguments value made with init() has no values at all.
+    return try resolveInstance(NameOption.parse(name.map { ["--name", $0] } ?? []))
+}
+
+/// A request to the instance `name` (or the only one running), with its raw reply: the
+/// helper's older form. New commands print `JSONDocuments`, not the raw reply.
 func request<T: Decodable>(_ name: String?, _ req: ControlRequest, as type: T.Type, timeout: Int = 10) throws -> (T, Data) {
     let instance = try resolveInstance(name)
     do {
@@ -56,16 +153,6 @@ func request<T: Decodable>(_ name: String?, _ req: ControlRequest, as type: T.Ty
         return (try JSON.decoder().decode(T.self, from: data), data)
     } catch let e as RuntimeError {
         throw Failure(message: e.description)
-    }
-}
-
-func printJSON(_ data: Data) {
-    // Re-encode pretty and with sorted keys for people; the keys are the stable interface.
-    if let obj = try? JSONSerialization.jsonObject(with: data),
-       let pretty = try? JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted, .sortedKeys]) {
-        print(String(decoding: pretty, as: UTF8.self))
-    } else {
-        print(String(decoding: data, as: UTF8.self))
     }
 }
 
@@ -79,162 +166,79 @@ func table(_ header: [String], _ rows: [[String]]) -> String {
     }.joined(separator: "\n")
 }
 
-struct NameOption: ParsableArguments {
-    @Option(help: "The running topology to talk to (needed only when several are running).")
-    var name: String?
-}
+// MARK: - Commands
 
 struct Validate: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Check a topology file; errors as file:line:column: error: message.")
+    static let configuration = CommandConfiguration(
+        abstract: "Check a topology file; errors as file:line:column: error: message.",
+        discussion: "By default this also checks what only this host can tell (uplink NICs that must exist); --no-host-checks skips that, for a file written for another host.")
     @Argument(help: "Topology file (YAML).") var file: String
+    @Flag(inversion: .prefixedNo, help: "Check that uplink NICs exist on this host.") var hostChecks = true
 
     func run() throws {
-        let t = try loadTopology(file)
+        let t = try loadTopology(file, hostChecks: hostChecks)
         let ports = t.guests.reduce(0) { $0 + $1.nics.count }
-        print("\(file): topology '\(t.name)' is valid: \(t.switches.count) switch(es), \(t.guests.count) guest(s), \(ports) port(s)")
+        print("\(file): topology '\(t.name)' is valid: \(t.switches.count) switch(es), \(t.guests.count) guest(s), \(ports) port(s)"
+              + (hostChecks ? "" : " (host checks skipped)"))
     }
 }
 
-struct Up: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Create the topology's switches, ports and guests, and forward until stopped.")
-    @Argument(help: "Topology file (YAML).") var file: String
-    @Flag(help: "Return once every port forwards and every guest is configured.") var detach = false
-    @Flag(help: .hidden) var daemonChild = false
+struct List: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "The topologies running on this host, and crashed ones not cleaned up yet.")
+    @Flag(help: "Print JSON (stable keys).") var json = false
 
     func run() throws {
-        if daemonChild {
-            // A daemon keeps nothing of its parent but 0-2 (set up by spawnDetached): an
-            // inherited pipe would keep whoever ran `up --detach` waiting for EOF forever.
-            for fd in Int32(3)..<Int32(4096) { close(fd) }
+        if FileManager.default.fileExists(atPath: RunDirectory.path), access(RunDirectory.path, R_OK | X_OK) != 0 {
+            throw Failure(message: "cannot read \(RunDirectory.path): \(String(cString: strerror(errno))) (it is root's)")
         }
-        let t = try loadTopology(file, printWarnings: !daemonChild)
-        guard geteuid() == 0 else { throw Failure(message: "'up' needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN for TAP devices and namespaces)") }
-        if !daemonChild && t.guests.contains(where: { $0.kind == .qemu }) {
-            // Build the guest image here, in the foreground, with progress: a first build
-            // downloads the Debian kernel. The daemon then finds it cached.
-            do { _ = try Fabric.prepareGuestImage { print("tapestry: guest image: \($0)") } }
-            catch { throw Failure(message: "\(error)") }
-        }
-        if detach && !daemonChild { return try spawnDetached(t) }
-        try runForeground(t)
-    }
-
-    /// Runs the instance in this process until SIGINT, SIGTERM or `tapestry down`.
-    func runForeground(_ t: Topology) throws {
-        signal(SIGPIPE, SIG_IGN)
-        // Block the stop signals before any thread exists, so every thread inherits the mask
-        // and only sigwait below receives them.
-        var set = sigset_t()
-        sigemptyset(&set); sigaddset(&set, SIGINT); sigaddset(&set, SIGTERM); sigaddset(&set, SIGHUP)
-        pthread_sigmask(SIG_BLOCK, &set, nil)
-        let say: (String) -> Void = { print("tapestry: \($0)"); fflush(stdout) }
-        let fabric = Fabric(topology: t, log: say)
-        do { try fabric.up() } catch { throw Failure(message: "\(error)") }
-        let ports = fabric.plans.reduce(0) { $0 + $1.ports.count }
-        say("topology '\(t.name)' is up: \(t.switches.count) switch(es), \(ports) port(s), \(t.guests.count) guest(s); pid \(getpid())")
-        var sig: Int32 = 0
-        while true {
-            sigwait(&set, &sig)
-            if sig == SIGHUP {
-                // Reload the file this instance was started from; an invalid file changes nothing.
-                do {
-                    let r = try fabric.reload(path: t.file)
-                    say("SIGHUP: reloaded \(t.file): \(r.summary)")
-                } catch {
-                    say("SIGHUP: reload of \(t.file) failed, nothing changed:\n\(error)")
-                }
-                continue
-            }
-            break
-        }
-        say("stopping topology '\(t.name)' (\(sig == SIGINT ? "SIGINT" : "SIGTERM"))")
-        fabric.down()
-        say("topology '\(t.name)' is down")
-        // A clean stop leaves nothing behind, the daemon's log included; a crash keeps it
-        // (for the admin) until the next `up` or `down`.
-        if daemonChild { unlink(RunDirectory.log(t.name)) }
-    }
-
-    /// Starts a copy of this program in its own session and waits until it answers on its
-    /// control socket (ready) or exits (failed: its log is shown).
-    func spawnDetached(_ t: Topology) throws {
-        try RunDirectory.ensure()
-        if let old = InstanceState.read(name: t.name), old.isAlive {
-            throw Failure(message: "topology '\(t.name)' is already running (pid \(old.pid)); stop it with 'tapestry down --name \(t.name)'")
-        }
-        let logPath = RunDirectory.log(t.name)
-        let absolute = file.hasPrefix("/") ? file : FileManager.default.currentDirectoryPath + "/" + file
-        let args = ["tapestry", "up", absolute, "--detach", "--daemon-child"]
-        var fa = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&fa)
-        defer { posix_spawn_file_actions_destroy(&fa) }
-        posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&fa, 1, logPath, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0o600)
-        posix_spawn_file_actions_adddup2(&fa, 1, 2)
-        var attr = posix_spawnattr_t()
-        posix_spawnattr_init(&attr)
-        defer { posix_spawnattr_destroy(&attr) }
-        var empty = sigset_t(); sigemptyset(&empty)
-        posix_spawnattr_setsigmask(&attr, &empty)
-        // POSIX_SPAWN_SETSID (glibc ≥ 2.26) is visible only under _GNU_SOURCE; its value is 0x80.
-        let spawnSetSID: Int32 = 0x80
-        posix_spawnattr_setflags(&attr, Int16(spawnSetSID | POSIX_SPAWN_SETSIGMASK))
-        var cargs = args.map { strdup($0) } + [nil]
-        defer { for p in cargs { free(p) } }
-        var pid: pid_t = 0
-        let rc = posix_spawn(&pid, "/proc/self/exe", &fa, &attr, &cargs, environ)
-        guard rc == 0 else { throw Failure(message: "cannot start the daemon: \(String(cString: strerror(rc)))") }
-        // VMs boot before the daemon answers (each within its boot timeout, in parallel).
-        let deadline = Date().addingTimeInterval(t.guests.contains { $0.kind == .qemu } ? 300 : 120)
-        while Date() < deadline {
-            var status: Int32 = 0
-            if waitpid(pid, &status, WNOHANG) == pid {
-                let text = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
-                FileHandle.standardError.write(Data(text.utf8))
-                unlink(logPath)   // shown above; a failed up leaves nothing behind
-                throw ExitCode(1)
-            }
-            if let data = try? controlRequest(name: t.name, ControlRequest(command: "status"), timeout: 2),
-               (try? JSON.decoder().decode(StatusReport.self, from: data)) != nil {
-                let ports = t.guests.reduce(0) { $0 + $1.nics.count }
-                print("topology '\(t.name)' is up: \(t.switches.count) switch(es), \(ports) port(s), \(t.guests.count) guest(s); pid \(pid); log \(logPath)")
-                return
-            }
-            usleep(50_000)
-        }
-        kill(pid, SIGTERM)
-        throw Failure(message: "the daemon did not become ready in time; see \(logPath)")
+        let rows = InstanceSummary.all()
+        if json { return printJSON(JSONDocuments.list(rows)) }
+        if rows.isEmpty { print("no topology is running"); return }
+        print(table(["NAME", "STATE", "PID", "UPTIME", "FILE"], rows.map { r in
+            [stem(r), r.state == .crashed ? "crashed (run 'tapestry down --name \(r.name)')" : "running", "\(r.pid)",
+             r.uptimeSeconds.map { "\($0)s" } ?? "-", r.file]
+        }))
     }
 }
 
 struct Down: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Stop a running topology and remove everything it created.")
+    static let configuration = CommandConfiguration(abstract: "Stop a running topology and remove everything it created (also after a crash).")
     @OptionGroup var options: NameOption
 
     func run() throws {
-        let name: String
-        if let n = options.name { name = n } else {
+        let id: InstanceIdentity
+        if let given = try options.identity() { id = given } else {
             let known = RunDirectory.knownInstances()
             guard !known.isEmpty else { throw Failure(message: "no topology is running") }
-            guard known.count == 1 else { throw Failure(message: "several topologies are known (\(known.joined(separator: ", "))): pass --name") }
-            name = known[0]
+            guard known.count == 1, let only = InstanceIdentity(stem: known[0]) else {
+                throw Failure(message: "several topologies are known (\(known.joined(separator: ", "))): pass --name")
+            }
+            id = only
         }
-        guard let state = InstanceState.read(name: name) else { throw Failure(message: "no topology named '\(name)' is running") }
-        if !state.isAlive {
-            try Fabric.cleanStale(name: name) { print("tapestry: \($0)") }
-            unlink(RunDirectory.log(name))
-            return
+        guard let state = InstanceState.read(stem: id.stem) else {
+            // A daemon that crashed before writing its state leaves only its (free) lock file.
+            if let lock = try? InstanceLock.acquire(id) { lock.release() }
+            throw Failure(message: "no \(id) is running")
         }
-        do { _ = try controlRequest(name: name, ControlRequest(command: "down")) } catch {
-            kill(state.pid, SIGTERM)
+        let wasAlive = state.isAlive
+        if wasAlive {
+            do { _ = try controlRequest(name: id.stem, ControlRequest(command: "down")) } catch {
+                kill(state.pid, SIGTERM)
+            }
+            let deadline = Date().addingTimeInterval(60)
+            while Date() < deadline, state.isAlive { usleep(50_000) }
+            if state.isAlive { throw Failure(message: "\(id) (pid \(state.pid)) did not stop within 60 s") }
         }
-        let deadline = Date().addingTimeInterval(60)
-        while Date() < deadline, state.isAlive { usleep(50_000) }
-        if state.isAlive { throw Failure(message: "topology '\(name)' (pid \(state.pid)) did not stop within 60 s") }
-        // A daemon that died instead of stopping leaves its state file: clean up after it.
-        try Fabric.cleanStale(name: name) { print("tapestry: \($0)") }
-        unlink(RunDirectory.log(name))
-        print("topology '\(name)' is down")
+        // Whatever a dead daemon left (a crash, or a daemon that died while stopping) is
+        // removed under the instance lock, so a new `up` of the same name cannot be racing us.
+        let lock: InstanceLock
+        do { lock = try InstanceLock.acquire(id) } catch let e as RuntimeError { throw Failure(message: e.description) }
+        defer { lock.release() }
+        if InstanceState.read(stem: id.stem) != nil {
+            do { try Fabric.cleanStale(name: id.stem) { print("tapestry: \($0)") } }
+            catch { throw Failure(message: "\(error)") }
+        }
+        print("\(id) is down" + (wasAlive ? "" : " (it had crashed; cleaned up)"))
     }
 }
 
@@ -244,8 +248,8 @@ struct Status: ParsableCommand {
     @Flag(help: "Print JSON (stable keys).") var json = false
 
     func run() throws {
-        let (s, data) = try request(options.name, ControlRequest(command: "status"), as: StatusReport.self)
-        if json { return printJSON(data) }
+        let s = try request(options, ControlRequest(command: "status"), as: StatusReport.self)
+        if json { return printJSON(JSONDocuments.status(s, host: options.host)) }
         print("topology \(s.name) (\(s.file)), pid \(s.pid), up \(s.uptimeSeconds)s")
         if let t = s.datapathThreads {
             let poll = (s.busyPollMicroseconds ?? 0) > 0 ? ", poll mode \(s.busyPollMicroseconds!) µs" : ""
@@ -253,7 +257,7 @@ struct Status: ParsableCommand {
             print("datapath: \(t) thread\(t == 1 ? "" : "s")\(poll)\(frames)")
         }
         for sw in s.switches {
-            print("switch \(sw.name): mtu \(sw.mtu), \(sw.ports) port(s), vlans \(sw.vlans.joined(separator: ",")), mac table \(sw.macEntries)/\(sw.macLimit) (aging \(sw.agingSeconds)s)")
+            print("switch \(sw.name): mtu \(sw.mtu), \(sw.ports) port(s), vlans \(JSONDocuments.vlanRanges(sw.vlans).joined(separator: ",")), mac table \(sw.macEntries)/\(sw.macLimit) (aging \(sw.agingSeconds)s)")
         }
         print("guests:")
         print(table(["GUEST", "KIND", "PORT", "IF", "MAC", "IP"], s.guests.flatMap { g in
@@ -267,15 +271,21 @@ struct Status: ParsableCommand {
     }
 }
 
+/// `--switch S`, checked like a switch name in the file.
+struct SwitchOption: ParsableArguments {
+    @Option(name: .customLong("switch"), help: "Only this switch (needed only when a name is on several).") var switchName: String?
+    func validate() throws { if let s = switchName { try check("--switch", NameRules.problem(with: s, as: .switch)) } }
+}
+
 struct Ports: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Per-port counters: frames, bytes and drops by reason.")
     @OptionGroup var options: NameOption
-    @Option(name: .customLong("switch"), help: "Only this switch.") var switchName: String?
+    @OptionGroup var sw: SwitchOption
     @Flag(help: "Print JSON (stable keys).") var json = false
 
     func run() throws {
-        let (r, data) = try request(options.name, ControlRequest(command: "ports", switch: switchName), as: PortsReport.self)
-        if json { return printJSON(data) }
+        let r = try request(options, ControlRequest(command: "ports", switch: sw.switchName), as: PortsReport.self)
+        if json { return printJSON(JSONDocuments.ports(r)) }
         print(table(["PORT", "SWITCH", "GROUP", "KIND", "VLAN", "LINK", "MACS", "EVICTED", "RX", "RX-BYTES", "TX", "TX-BYTES", "DROPS"], r.ports.map { p in
             let drops = p.drops.isEmpty ? "0" : p.drops.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
             return [p.name, p.switch, p.portGroup, p.kind, p.vlanMode, p.link, "\(p.macEntries)/\(p.macLimit)", "\(p.macEvictions)", "\(p.rxFrames)", "\(p.rxBytes)", "\(p.txFrames)", "\(p.txBytes)", drops]
@@ -289,13 +299,15 @@ struct Ports: ParsableCommand {
 struct FDB: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "fdb", abstract: "The MAC table: VLAN, MAC, port, age, static/dynamic.")
     @OptionGroup var options: NameOption
-    @Option(name: .customLong("switch"), help: "Only this switch.") var switchName: String?
+    @OptionGroup var sw: SwitchOption
     @Option(help: "Only this VLAN (1..4094 or none).") var vlan: String?
     @Flag(help: "Print JSON (stable keys).") var json = false
 
+    func validate() throws { if let v = vlan { try check("--vlan", vlanProblem(v)) } }
+
     func run() throws {
-        let (r, data) = try request(options.name, ControlRequest(command: "fdb", switch: switchName, vlan: vlan), as: FDBReport.self)
-        if json { return printJSON(data) }
+        let r = try request(options, ControlRequest(command: "fdb", switch: sw.switchName, vlan: vlan), as: FDBReport.self)
+        if json { return printJSON(JSONDocuments.fdb(r)) }
         print(table(["SWITCH", "VLAN", "MAC", "PORT", "AGE", "TYPE"], r.entries.map {
             [$0.switch, $0.vlan, $0.mac, $0.port, "\($0.ageSeconds)", $0.type]
         }))

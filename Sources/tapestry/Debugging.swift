@@ -1,7 +1,9 @@
 import ArgumentParser
 import Capture
 import Foundation
+import LinuxIO
 import Runtime
+import Topology
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -9,9 +11,11 @@ import Glibc
 struct Trace: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Dry-run the forwarding decision for a frame and explain each step (changes nothing).",
-        discussion: "Frame description keys: src, dst (MACs), vlan (N or N/M for two tags), stag (802.1ad), type (arp, rarp, ipv4, ipv6, 0xNNNN), len.")
+        discussion: """
+        Frame description keys: src, dst (MACs), vlan (N or N/M for two tags), stag (802.1ad),         type (arp, rarp, ipv4, ipv6, 0xNNNN), len (the frame's length in bytes from the destination         MAC to the end of the payload, without the tags that vlan/stag add and without the FCS;         14..65535, default 60, the minimum Ethernet frame without FCS). The switch is found from         the port; --switch is needed only if the port name is on several switches.
+        """)
     @OptionGroup var options: NameOption
-    @Option(name: .customLong("switch"), help: "The switch (needed when there are several).") var switchName: String?
+    @OptionGroup var sw: SwitchOption
     @Option(name: .customLong("in"), help: "Ingress port, e.g. web1.eth0.") var inPort: String
     @Option(help: "A frame: 'src=MAC,dst=MAC[,vlan=N][,type=arp|ipv4|0xNNNN]'.") var frame: String?
     @Option(help: "Replay the frames of a pcap or pcapng file.") var pcap: String?
@@ -19,6 +23,8 @@ struct Trace: ParsableCommand {
 
     func validate() throws {
         if (frame == nil) == (pcap == nil) { throw ValidationError("give exactly one of --frame or --pcap") }
+        try check("--in", NameRules.portNameProblem(inPort))
+        if let p = pcap { try check("--pcap", inputFileProblem(p)) }
     }
 
     func run() throws {
@@ -28,9 +34,9 @@ struct Trace: ParsableCommand {
             else { frames = try CaptureFile.read(path: pcap!).map(\.bytes) }
         } catch let e as CaptureError { throw Failure(message: e.message) } catch let e as RuntimeError { throw Failure(message: e.description) }
         if frames.isEmpty { throw Failure(message: "\(pcap ?? "input") holds no frames") }
-        let req = ControlRequest(command: "trace", switch: switchName, port: inPort, frames: frames.map(\.hexString))
-        let (report, data) = try request(options.name, req, as: TraceReport.self)
-        if json { return printJSON(data) }
+        let req = ControlRequest(command: "trace", switch: sw.switchName, port: inPort, frames: frames.map(\.hexString))
+        let report = try request(options, req, as: TraceReport.self)
+        if json { return printJSON(JSONDocuments.trace(report)) }
         for (i, f) in report.frames.enumerated() {
             print("frame \(i + 1): \(f.summary)")
             for s in f.steps { print("  \(s.stage.padding(toLength: 8, withPad: " ", startingAt: 0)) \(s.detail)") }
@@ -48,10 +54,11 @@ nonisolated(unsafe) var captureInterrupted: sig_atomic_t = 0
 struct CaptureCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "capture",
-        abstract: "Capture what the switch sees at a port (pcapng: one interface per port, direction flags, drop reasons as comments).")
+        abstract: "Capture what the switch sees at a port (pcapng: one interface per port, direction flags, drop reasons as comments).",
+        discussion: "Ports may belong to several switches; without --port, --port-group or --uplink every port (of --switch, or of every switch) is captured.")
     @OptionGroup var options: NameOption
-    @Option(name: .customLong("switch"), help: "The switch (needed when there are several).") var switchName: String?
-    @Option(help: "Ports to capture (comma-separated), e.g. web1.eth0.") var port: String?
+    @OptionGroup var sw: SwitchOption
+    @Option(help: "Ports to capture (comma-separated), e.g. web1.eth0,db1.eth0.") var port: String?
     @Option(help: "Every port of this port group.") var portGroup: String?
     @Option(help: "An uplink (NIC name).") var uplink: String?
     @Option(help: "Only frames of this VLAN (1..4094 or none).") var vlan: String?
@@ -67,6 +74,21 @@ struct CaptureCommand: ParsableCommand {
         if !["in", "out", "both"].contains(direction) { throw ValidationError("--direction must be in, out or both") }
         if let c = count, c <= 0 { throw ValidationError("-c must be positive") }
         if let d = duration, parseSeconds(d) == nil { throw ValidationError("bad --duration '\(d)' (e.g. 10s, 2m, 1h)") }
+        if let p = port {
+            let names = p.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+            for n in names { try check("--port", NameRules.portNameProblem(n)) }
+        }
+        if let g = portGroup { try check("--port-group", NameRules.problem(with: g, as: .portGroup)) }
+        if let u = uplink { try check("--uplink", NameRules.interfaceNameProblem(u)) }
+        if let v = vlan { try check("--vlan", vlanProblem(v)) }
+        if write != "-" {
+            if write.isEmpty || write.utf8.contains(0) { throw ValidationError("-w: expected a file name or -") }
+            var st = stat()
+            // A FIFO is what Wireshark's extcap hands over (`tapestry extcap --fifo`).
+            if stat(write, &st) == 0, (st.st_mode & S_IFMT) != S_IFREG, (st.st_mode & S_IFMT) != S_IFIFO {
+                throw ValidationError("-w: '\(write)' exists and is neither a regular file nor a FIFO")
+            }
+        }
     }
 
     func run() throws {
@@ -75,13 +97,13 @@ struct CaptureCommand: ParsableCommand {
         if let f = filter {
             do { bpf = try BPFFilter(f) } catch let e as CaptureError { throw Failure(message: e.message) }
         }
-        let instance = try resolveInstance(options.name)
-        let fd: Int32
-        do { fd = try openControlStream(name: instance, ControlRequest(command: "capture", switch: switchName, vlan: vlan, port: port ?? uplink,
-                                                                       portGroup: portGroup, direction: direction, drops: drops)) }
+        let instance = try resolveInstance(options)
+        let connection: UnixConnection
+        do { connection = try openControlStream(name: instance, ControlRequest(command: "capture", switch: sw.switchName, vlan: vlan, port: port ?? uplink,
+                                                                               portGroup: portGroup, direction: direction, drops: drops)) }
         catch let e as RuntimeError { throw Failure(message: e.description) }
-        defer { close(fd) }
-        var reader = StreamReader(fd: fd)
+        defer { connection.close() }
+        var reader = StreamReader(fd: connection.fd)
         guard let line = reader.readLine() else { throw Failure(message: "the switch closed the capture stream") }
         if let err = try? JSON.decoder().decode(ControlError.self, from: Data(line)) { throw Failure(message: err.error) }
         let header = try JSON.decoder().decode(CaptureHeader.self, from: Data(line))

@@ -14,7 +14,10 @@ struct ReloadCommand: ParsableCommand {
         // Validate here first: located errors, and nothing is sent.
         let t = try loadTopology(file)
         let absolute = file.hasPrefix("/") ? file : FileManager.default.currentDirectoryPath + "/" + file
-        let instance = try resolveInstance(options.name ?? (RunDirectory.knownInstances().contains(t.name) ? t.name : nil))
+        // Without --name: the file's own topology when it runs, else the only one running.
+        var target = options
+        if target.name == nil && InstanceState.read(stem: t.name)?.isAlive == true { target.name = t.name }
+        let instance = try resolveInstance(target)
         let data: Data
         do {
             data = try controlRequest(name: instance, ControlRequest(command: "reload", file: absolute), timeout: 120)

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Runtime
+import Topology
 import VMRunner
 #if canImport(Glibc)
 import Glibc
@@ -21,9 +22,9 @@ struct VMCommand: ParsableCommand {
         })
     }
 
-    static func act(_ action: String, _ vm: String?, name: String?, json: Bool) throws {
-        let (list, data) = try request(name, ControlRequest(command: "vm", action: action, vm: vm), as: [VMStatus].self, timeout: 180)
-        if json { return printJSON(data) }
+    static func act(_ action: String, _ vm: String?, options: NameOption, json: Bool) throws {
+        let list = try request(options, ControlRequest(command: "vm", action: action, vm: vm), as: [VMStatus].self, timeout: 180)
+        if json { return printJSON(JSONDocuments.vmList(list)) }
         print(rows(list))
     }
 
@@ -31,15 +32,16 @@ struct VMCommand: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Every QEMU guest: state, pid, acceleration, uptime, boot time, restarts.")
         @OptionGroup var options: NameOption
         @Flag(help: "Print JSON (stable keys).") var json = false
-        func run() throws { try VMCommand.act("list", nil, name: options.name, json: json) }
+        func run() throws { try VMCommand.act("list", nil, options: options, json: json) }
     }
 
     struct ConsoleCommand: ParsableCommand {
         static let configuration = CommandConfiguration(commandName: "console", abstract: "Attach this terminal to the VM's serial console (Ctrl-] detaches).")
         @OptionGroup var options: NameOption
         @Argument(help: "The VM (guest name).") var vm: String
+        func validate() throws { try check("VM", NameRules.problem(with: vm, as: .guest)) }
         func run() throws {
-            let (list, _) = try request(options.name, ControlRequest(command: "vm", action: "list"), as: [VMStatus].self)
+            let list = try request(options, ControlRequest(command: "vm", action: "list"), as: [VMStatus].self)
             guard let v = list.first(where: { $0.name == vm }) else {
                 throw Failure(message: "no VM '\(vm)'" + (list.isEmpty ? "" : " (VMs: \(list.map(\.name).joined(separator: ", ")))"))
             }
@@ -53,7 +55,8 @@ struct VMCommand: ParsableCommand {
         @OptionGroup var options: NameOption
         @Argument(help: "The VM (guest name).") var vm: String
         @Flag(help: "Print JSON (stable keys).") var json = false
-        func act(_ action: String) throws { try VMCommand.act(action, vm, name: options.name, json: json) }
+        func validate() throws { try check("VM", NameRules.problem(with: vm, as: .guest)) }
+        func act(_ action: String) throws { try VMCommand.act(action, vm, options: options, json: json) }
     }
 
     struct Start: ParsableCommand {

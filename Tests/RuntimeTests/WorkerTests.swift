@@ -72,18 +72,6 @@ final class MultiQueuePort: PortIO {
         #expect(p[1].received().map(\.queue) == [0])
     }
 
-    @Test func threadsAndPollWindowComeFromTheEnvironment() {
-        let cores = max(1, min(4, ProcessInfo.processInfo.activeProcessorCount))
-        #expect(Datapath.configuredThreads(environment: [:]) == cores, "one per core, at most 4")
-        #expect(Datapath.configuredThreads(environment: ["TAPESTRY_DATAPATH_THREADS": "3"]) == 3)
-        #expect(Datapath.configuredThreads(environment: ["TAPESTRY_DATAPATH_THREADS": "0"]) == cores, "out of range: the default")
-        #expect(Datapath.configuredThreads(environment: ["TAPESTRY_DATAPATH_THREADS": "many"]) == cores)
-        #expect(Datapath.configuredBusyPoll(environment: [:]) == 0, "poll mode is off by default")
-        #expect(Datapath.configuredBusyPoll(environment: ["TAPESTRY_BUSY_POLL_US": "250"]) == 250)
-        #expect(Datapath.configuredBusyPoll(environment: ["TAPESTRY_BUSY_POLL_US": "-5"]) == 0)
-        #expect(Datapath.configuredBusyPoll(environment: ["TAPESTRY_BUSY_POLL_US": "99999999"]) == 1_000_000)
-    }
-
     @Test func pollModeForwardsAndStops() throws {
         let p = (0..<2).map { _ in MultiQueuePort(queues: 2) }
         let dp = try Datapath(switches: [SwitchRuntime(plan: SwitchPlan(name: "sw0", ports: Array(plan.ports.prefix(2))), ports: p)],

@@ -145,17 +145,19 @@ struct FabricSystemTests {
             // …and the next `up` removes them first, then works.
             let again = Harness.tapestry("up '\(lab.file)' --detach")
             #expect(again.succeeded, "up after kill -9: \(again.stderr)")
-            let log = (try? String(contentsOfFile: "/run/tapestry/\(p)lab.log", encoding: .utf8)) ?? ""
+            let log = (try? String(contentsOfFile: "/var/log/tapestry/\(p)lab/daemon.log", encoding: .utf8)) ?? ""
             #expect(log.contains("cleaned up after topology '\(p)lab'"), "\(log)")
             #expect(lab.ping(from: "\(p)a1", to: "10.1.0.2"))
             let down = Harness.tapestry("down --name \(p)lab")
             #expect(down.succeeded, "\(down.stderr)")
+            #expect(FileManager.default.fileExists(atPath: "/var/log/tapestry/\(p)lab/daemon.log"), "the daemon's log is kept after down")
         }
         #expect(ours().isEmpty, "down leaves no namespace behind")
         #expect(ourLinks().isEmpty, "down leaves no TAP behind")
         #expect(!FileManager.default.fileExists(atPath: "/run/tapestry/\(p)lab.sock"))
         #expect(!FileManager.default.fileExists(atPath: "/run/tapestry/\(p)lab.state"))
-        #expect(!FileManager.default.fileExists(atPath: "/run/tapestry/\(p)lab.log"), "a clean down removes the log too")
+        #expect(!FileManager.default.fileExists(atPath: "/run/tapestry/\(p)lab.lock"), "down releases and removes the instance lock")
+
     }
 
     @Test(.enabled(if: sh("command -v iperf3").succeeded, "needs iperf3"))
@@ -234,7 +236,10 @@ struct FabricSystemTests {
         #expect(!isRunning(pid))
         #expect(!Harness.namespaces().contains("\(p)x"), "SIGTERM removed the namespace")
         #expect(!FileManager.default.fileExists(atPath: "/run/tapestry/\(p)sig.state"))
-        #expect(!FileManager.default.fileExists(atPath: "/run/tapestry/\(p)sig.log"))
+        #expect(!FileManager.default.fileExists(atPath: "/run/tapestry/\(p)sig.lock"))
+        let log = (try? String(contentsOfFile: "/var/log/tapestry/\(p)sig/daemon.log", encoding: .utf8)) ?? ""
+        #expect(log.contains("stopping topology '\(p)sig' (SIGTERM)"), "the log is kept, with the stop: \(log)")
+        sh("rm -rf /var/log/tapestry/\(p)sig")
     }
 
     @Test func invalidTopologyCreatesNothing() throws {

@@ -51,6 +51,8 @@ final class RunningTopology {
     deinit {
         Harness.tapestry("down --name \(name)")
         unlink(file)
+        // The daemon's log is kept after `down` (for admins); a test removes its own.
+        sh("rm -rf '/var/log/tapestry/\(name)'")
     }
 
     /// Runs a command inside a guest's namespace.

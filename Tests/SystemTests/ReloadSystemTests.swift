@@ -152,7 +152,7 @@ struct ReloadSystemTests {
         // An invalid file: logged, nothing changes, the daemon keeps running.
         try "name: \(p)rl\nswitches: [\n".write(toFile: lab.file, atomically: true, encoding: .utf8)
         kill(pid, SIGHUP)
-        let log = "/run/tapestry/\(p)rl.log"
+        let log = "/var/log/tapestry/\(p)rl/daemon.log"
         var text = ""
         for _ in 0..<100 {
             text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""

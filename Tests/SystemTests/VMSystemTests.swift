@@ -41,7 +41,7 @@ struct VMSystemTests {
 
             // status / vm list show both running, with pid and accel.
             let list = Harness.tapestry("vm list --name \(p)vm --json")
-            let vms = (try? JSONSerialization.jsonObject(with: Data(list.stdout.utf8))) as? [[String: Any]] ?? []
+            let vms = ((try? JSONSerialization.jsonObject(with: Data(list.stdout.utf8))) as? [String: Any])?["vms"] as? [[String: Any]] ?? []
             #expect(vms.count == 2 && vms.allSatisfy { $0["state"] as? String == "running" && $0["pid"] != nil }, "\(list.stdout)")
             #expect(vms.allSatisfy { ["tcg", "kvm"].contains($0["accel"] as? String ?? "") })
             taps = sh("ip -o link show").stdout.split(separator: "\n").compactMap { line in
@@ -62,7 +62,7 @@ struct VMSystemTests {
             print("vm restart: pingable again \(String(format: "%.1f", took)) s after kill -9")
             #expect(back, "the VM came back after kill -9")
             #expect(t.exec("\(p)n", "ip neigh show 10.71.0.2").stdout.contains("52:54:00:71:00:02"), "same MAC")
-            let after = (try? JSONSerialization.jsonObject(with: Data(Harness.tapestry("vm list --name \(p)vm --json").stdout.utf8))) as? [[String: Any]] ?? []
+            let after = ((try? JSONSerialization.jsonObject(with: Data(Harness.tapestry("vm list --name \(p)vm --json").stdout.utf8))) as? [String: Any])?["vms"] as? [[String: Any]] ?? []
             let a = after.first { $0["name"] as? String == "\(p)a" }
             #expect((a?["restarts"] as? NSNumber)?.intValue == 1)
             #expect((a?["pid"] as? NSNumber)?.int32Value != pid)

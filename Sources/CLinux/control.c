@@ -1,0 +1,16 @@
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include "clinux_control.h"
+
+int cl_mkstemp_cloexec(char *template_path) {
+    int fd = mkostemp(template_path, O_CLOEXEC);
+    return fd < 0 ? -errno : fd;
+}
+
+int cl_accept_nonblock(int fd) {
+    int c = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    return c < 0 ? -errno : c;
+}
