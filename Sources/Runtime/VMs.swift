@@ -66,11 +66,11 @@ extension Fabric {
         var supervisors: [VMSupervisor] = []
         for g in guests {
             guard let taps = vmTaps[g.name], taps.count == g.nics.count else { continue }
-            let nics = g.nics.enumerated().map { i, nic in
-                GuestNIC(mac: nic.mac, tapFD: taps[i].fd, addresses: nic.ip.map { [$0.description] } ?? [],
-                         mtu: topology.mtu(of: nic))
-            }
-            let spec = VMSpec(name: g.name, memoryMiB: g.memoryMiB, cpus: g.cpus, nics: nics)
+            // Addresses (both families), MTUs, DHCP, gateways and routes go through fw_cfg
+            // (GuestNetworkConfig): the kernel command line is too small for a lab's.
+            let nics = g.nics.enumerated().map { i, nic in GuestNIC(mac: nic.mac, tapFD: taps[i].fd) }
+            let spec = VMSpec(name: g.name, memoryMiB: g.memoryMiB, cpus: g.cpus, nics: nics,
+                              network: Fabric.guestNetwork(g, of: topology))
             let paths = Fabric.vmPaths(topology: topology.name, guest: g.name)
             _ = VMSupervisor.killStale(paths: paths)
             let policy = VMRunner.RestartPolicy(rawValue: g.restart.rawValue) ?? .never
