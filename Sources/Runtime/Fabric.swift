@@ -116,6 +116,7 @@ public final class Fabric {
         try inside.setLinkUp(named: "lo")
         let nsfd = try NetworkNamespace.open(g.name)
         defer { close(nsfd) }
+        try disableDAD(namespaceFD: nsfd, guest: g.name)
         for nic in g.nics {
             let name = Fabric.hostTAPName(topology: topology.name, guest: g.name, nic: nic.index)
             // vnet header + TSO/checksum offload: the guest's TCP moves as 64 KiB GSO frames

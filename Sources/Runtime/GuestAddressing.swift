@@ -14,9 +14,11 @@ import Glibc
 /// guests (`guestNetwork`, handed to the VM's `/init` through fw_cfg).
 ///
 /// ## IPv6 duplicate address detection
-/// Addresses Tapestry assigns get `IFA_F_NODAD` (netns guests) or the interface's
-/// `accept_dad=0` (QEMU guests, whose busybox `ip` has no `nodad`): they are usable the moment
-/// the guest is up, never `tentative`, never left `dadfailed`. Validation already refuses the
+/// Off in every guest: netns guests get `accept_dad=0` (`all` and `default`, before their
+/// NICs move in) and `IFA_F_NODAD` on the addresses we assign; QEMU guests get the
+/// interface's `accept_dad=0` from `/init` (busybox `ip` has no `nodad`). Every address,
+/// ours and the kernel's link-local ones, is usable the moment the guest is up, never
+/// `tentative`, never left `dadfailed`. Validation already refuses the
 /// same address twice in a topology; what DAD would add is detecting a clash with a host
 /// outside the topology, on a switch with uplinks — at the price of a guest that is "up"
 /// but cannot use its address for a second or more, and a `dadfailed` address that stays
@@ -27,6 +29,18 @@ import Glibc
 /// has its addresses (a gateway must be on a connected subnet): default routes (IPv4, then
 /// IPv6), then `routes:` in file order, each on the NIC validation found for it.
 extension Fabric {
+    /// Turns IPv6 duplicate address detection off in a new netns guest, before its NICs
+    /// arrive (`all` and `default`: a NIC moved in takes `default`'s settings, and DAD runs
+    /// unless both say 0), so neither our addresses nor the kernel's link-local ones are
+    /// ever `tentative` or `dadfailed`. A namespace without IPv6 has no such keys: skipped.
+    func disableDAD(namespaceFD: Int32, guest: String) throws {
+        for scope in ["all", "default"] {
+            do { try Sysctl.write("net/ipv6/conf/\(scope)/accept_dad", "0", inNamespace: namespaceFD) }
+            catch let e as SystemError where e.errno == ENOENT { return }
+            catch { throw RuntimeError("guest \(guest): cannot turn IPv6 duplicate address detection off: \(error)") }
+        }
+    }
+
     /// Adds every static address of `nic` to link `index` inside a netns guest.
     func configureAddresses(of nic: NICSpec, index: Int32, inside: NetlinkSocket) throws {
         for a in nic.addresses {
