@@ -228,7 +228,8 @@ public final class Fabric {
         }
         let guests: [StatusReport.GuestSummary] = topology.guests.map { g in
             .init(name: g.name, kind: g.kind.rawValue, namespace: g.kind == .netns ? g.name : nil,
-                  nics: g.nics.map { .init(port: $0.portName, interface: $0.interfaceName, mac: $0.mac.description, ip: $0.ip?.description) },
+                  nics: g.nics.map { .init(port: $0.portName, interface: $0.interfaceName, mac: $0.mac.description, ip: $0.ip?.description,
+                                          addresses: $0.addresses.isEmpty ? nil : $0.addresses.map(\.description), dhcp: $0.dhcp ? true : nil) },
                   vm: vms[g.name]?.status)
         }
         var frames: [UInt64]? = nil

@@ -44,7 +44,12 @@ public struct StatusReport: Codable, Equatable {
         public var port: String
         public var interface: String
         public var mac: String
+        /// The first IPv4 address (kept for scripts written before issue 16).
         public var ip: String?
+        /// Every static address, IPv4 and IPv6, in file order (nil: none).
+        public var addresses: [String]? = nil
+        /// True for `ip: dhcp` (nil otherwise).
+        public var dhcp: Bool? = nil
     }
 }
 
