@@ -114,7 +114,11 @@ extension Fabric {
             Thread.detachNewThread { s.stop(gracePeriod: 5); group.leave() }
         }
         group.wait()
-        for n in Set(names) { for t in vmTaps.removeValue(forKey: n) ?? [] { t.close() } }
+        for n in Set(names) {
+            for t in vmTaps.removeValue(forKey: n) ?? [] { t.close() }
+            // The fw_cfg network file (GuestNetworkConfig) goes with its VM.
+            unlink(Fabric.vmPaths(topology: topology.name, guest: n).networkConfig)
+        }
         if vms.isEmpty && vmTaps.isEmpty { rmdir("\(RunDirectory.path)/\(topology.name).vms") }
     }
 

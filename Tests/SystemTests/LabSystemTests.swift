@@ -299,8 +299,10 @@ struct LabSystemTests {
             routes: [{to: "2001:db8:16:41::/64", via: "2001:db8:16:40::2"}]
             nics: [{switch: sw0, port-group: v30, mac: "52:54:00:16:30:05", ip: [dhcp, "2001:db8:16:40::5/64"]}]
         """
+        do {
         let lab = RunningTopology(name: "\(p)vd", yaml: yaml)
         try #require(lab.up.succeeded, "up failed: \(lab.up.stderr) \(lab.up.stdout)")
+        #expect(FileManager.default.fileExists(atPath: "/run/tapestry/\(p)vd.vms/\(p)v.net"), "the fw_cfg file QEMU serves")
         // A netns guest's UDP leaves with a partial checksum (TAP offloads), which a VM port
         // refuses (`offload-not-supported`: the datapath does not finish checksums yet), so
         // the server computes its own.
@@ -325,5 +327,8 @@ struct LabSystemTests {
         #expect(routed.succeeded, "the VM routes 2001:db8:16:41::/64 via the server: \(routed.stdout)")
         let log = (try? String(contentsOfFile: console, encoding: .utf8)) ?? ""
         #expect(!log.contains("cannot add"), "the guest's /init applied every directive: \(log.suffix(600))")
+        }
+        // down removed the VM's files, the fw_cfg file included.
+        #expect(!FileManager.default.fileExists(atPath: "/run/tapestry/\(p)vd.vms"), "nothing left in /run/tapestry")
     }
 }
