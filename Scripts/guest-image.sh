@@ -158,6 +158,7 @@ for applet in $("$root/bin/busybox" --list); do
 done
 install -m 0755 "$guest/init" "$root/init"
 install -m 0755 "$guest/poweroff-button" "$root/etc/acpi/PWRF/00000080"
+install -m 0755 "$guest/dhcp-script" "$root/etc/tapestry/dhcp-script"
 
 # Copies the modules NAME... (dependencies first) into the initramfs and lists them in LIST.
 add_modules() {
@@ -185,6 +186,9 @@ add_modules() {
 add_modules "$root/etc/tapestry/modules" virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev \
     virtio_pci failover net_failover virtio_net button evdev pvpanic_mmio
 add_modules "$root/etc/tapestry/modules-vlan" 8021q
+# On demand: the fw_cfg sysfs driver, loaded by /init when the network configuration comes
+# through QEMU's fw_cfg device (tapestry.net=fw_cfg; issue 16).
+add_modules "$root/etc/tapestry/modules-fwcfg" qemu_fw_cfg
 grep -q '^virtio_net ' "$root/etc/tapestry/modules" \
     || python3 "$guest/imagetool.py" modules "$moddir" virtio_net | grep -q '^builtin' \
     || die "$pkg has no virtio_net driver"

@@ -234,6 +234,23 @@ int cl_sysctl_write(const char *path, const char *value) {
     return err;
 }
 
+struct cl_sysctl_job { int ns_fd; const char *path; const char *value; int result; };
+
+static void *cl_sysctl_thread(void *arg) {
+    struct cl_sysctl_job *job = arg;
+    job->result = setns(job->ns_fd, CLONE_NEWNET) < 0 ? -errno : cl_sysctl_write(job->path, job->value);
+    return NULL;
+}
+
+int cl_sysctl_write_in_netns(int ns_fd, const char *path, const char *value) {
+    struct cl_sysctl_job job = { .ns_fd = ns_fd, .path = path, .value = value, .result = 0 };
+    pthread_t thread;
+    int err = pthread_create(&thread, NULL, cl_sysctl_thread, &job);
+    if (err != 0) return -err;
+    pthread_join(thread, NULL);
+    return job.result;
+}
+
 int cl_tap_set_offload(int fd, int tso) {
     unsigned int flags = tso ? (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN) : 0;
     return ioctl(fd, TUNSETOFFLOAD, flags) < 0 ? -errno : 0;

@@ -9,6 +9,10 @@
 #include <netlink/addr.h>
 #include <netlink/route/link.h>
 #include <netlink/route/addr.h>
+#include <netlink/route/route.h>
+#include <netlink/route/nexthop.h>
+#include <linux/if_addr.h>
+#include <linux/rtnetlink.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -31,6 +35,65 @@ _Static_assert(CNL_NLE_PERM == NLE_PERM, "NLE_PERM");
 _Static_assert(CNL_NLE_NODEV == NLE_NODEV, "NLE_NODEV");
 
 const int CNL_AF_UNSPEC = AF_UNSPEC;
+const int CNL_AF_INET = AF_INET;
+const int CNL_AF_INET6 = AF_INET6;
+
+static int cnl_address_length(int family) { return family == AF_INET ? 4 : family == AF_INET6 ? 16 : -1; }
+
+int cnl_addr_add(struct nl_sock *sk, int ifindex, int family, const uint8_t *address, int prefixlen, int no_dad) {
+    int len = cnl_address_length(family);
+    if (len < 0 || prefixlen < 0 || prefixlen > 8 * len) return -NLE_INVAL;
+    struct rtnl_addr *addr = rtnl_addr_alloc();
+    if (addr == NULL) return -NLE_NOMEM;
+    struct nl_addr *local = nl_addr_build(family, address, len);
+    if (local == NULL) { rtnl_addr_put(addr); return -NLE_NOMEM; }
+    nl_addr_set_prefixlen(local, prefixlen);
+    rtnl_addr_set_ifindex(addr, ifindex);
+    rtnl_addr_set_family(addr, family);
+    int err = rtnl_addr_set_local(addr, local); // takes its own reference
+    nl_addr_put(local);
+    if (err == 0) {
+        rtnl_addr_set_prefixlen(addr, prefixlen);
+        if (no_dad) rtnl_addr_set_flags(addr, IFA_F_NODAD);
+        err = rtnl_addr_add(sk, addr, 0);
+    }
+    rtnl_addr_put(addr);
+    return err;
+}
+
+int cnl_route_add(struct nl_sock *sk, int family, const uint8_t *dst, int dst_len, const uint8_t *gateway, int ifindex) {
+    int len = cnl_address_length(family);
+    if (len < 0 || dst_len < 0 || dst_len > 8 * len || (dst == NULL && dst_len != 0)) return -NLE_INVAL;
+    uint8_t zero[16] = {0};
+    struct rtnl_route *route = rtnl_route_alloc();
+    if (route == NULL) return -NLE_NOMEM;
+    int err = 0;
+    struct nl_addr *d = nl_addr_build(family, dst ? dst : zero, len);
+    if (d == NULL) { err = -NLE_NOMEM; goto out; }
+    nl_addr_set_prefixlen(d, dst_len);
+    rtnl_route_set_family(route, family);
+    err = rtnl_route_set_dst(route, d); // takes its own reference
+    nl_addr_put(d);
+    if (err < 0) goto out;
+    rtnl_route_set_table(route, RT_TABLE_MAIN);
+    rtnl_route_set_protocol(route, RTPROT_STATIC);
+    rtnl_route_set_scope(route, gateway ? RT_SCOPE_UNIVERSE : RT_SCOPE_LINK);
+    rtnl_route_set_type(route, RTN_UNICAST);
+    struct rtnl_nexthop *nh = rtnl_route_nh_alloc();
+    if (nh == NULL) { err = -NLE_NOMEM; goto out; }
+    rtnl_route_nh_set_ifindex(nh, ifindex);
+    if (gateway) {
+        struct nl_addr *gw = nl_addr_build(family, gateway, len);
+        if (gw == NULL) { rtnl_route_nh_free(nh); err = -NLE_NOMEM; goto out; }
+        rtnl_route_nh_set_gateway(nh, gw); // takes its own reference
+        nl_addr_put(gw);
+    }
+    rtnl_route_add_nexthop(route, nh); // the route owns nh from here
+    err = rtnl_route_add(sk, route, NLM_F_EXCL);
+out:
+    rtnl_route_put(route);
+    return err;
+}
 const unsigned int CNL_IFF_UP = IFF_UP;
 const unsigned int CNL_IFF_RUNNING = IFF_RUNNING;
 const unsigned int CNL_IFF_LOWER_UP = IFF_LOWER_UP;

@@ -55,18 +55,27 @@ public struct PortPlan: Hashable, Sendable {
     /// `PACKET_VNET_HDR`, a vhost-user virtqueue). Without it such a frame is refused
     /// (`offload-not-supported`) at egress.
     public var acceptsOffloads: Bool
+    /// For a link port (one end of a patch link between two switches, issue 16): the port at
+    /// the other end. nil for guest ports and uplinks.
+    public var link: LinkPeer?
 
     public init(name: String, portGroup: String, mode: PortMode, configuredMAC: MACAddress? = nil,
                 security: PortSecurity = PortSecurity(), macLimit: Int = PortPlan.defaultMACLimit,
                 storm: StormLimits = StormLimits(), l2Transparency: Bool = false,
-                uplinkMember: Int? = nil, usesUplinks: Bool = true, acceptsOffloads: Bool = false) {
+                uplinkMember: Int? = nil, usesUplinks: Bool = true, acceptsOffloads: Bool = false,
+                link: LinkPeer? = nil) {
         self.name = name; self.portGroup = portGroup; self.mode = mode; self.configuredMAC = configuredMAC
         self.security = security; self.macLimit = macLimit; self.storm = storm; self.l2Transparency = l2Transparency
         self.uplinkMember = uplinkMember; self.usesUplinks = usesUplinks; self.acceptsOffloads = acceptsOffloads
+        self.link = link
     }
 
     /// True for an uplink (a physical NIC of the switch's team).
     public var isUplink: Bool { uplinkMember != nil }
+    /// True for a link port (a patch link to another switch).
+    public var isLink: Bool { link != nil }
+    /// `guest`, `uplink` or `link`: the `kind` column of `tapestry ports`.
+    public var kind: String { isUplink ? "uplink" : isLink ? "link" : "guest" }
 
     /// The port-group label of uplink ports (not a valid port-group name, so never confused
     /// with one).
@@ -75,6 +84,16 @@ public struct PortPlan: Hashable, Sendable {
     /// Default per-port learning limit: an eighth of the default table, so one guest
     /// flooding random source MACs can never fill the table by itself.
     public static let defaultMACLimit = 1024
+}
+
+/// The far end of a link port: a port of another switch, joined in memory (an Open vSwitch
+/// patch port pair). What one end's switch sends out of it, the other end's switch receives.
+public struct LinkPeer: Hashable, Sendable {
+    /// The other switch.
+    public var switchName: String
+    /// Its port at the other end (`link-THISSWITCH`, or `link-THISSWITCH-N`).
+    public var portName: String
+    public init(switchName: String, portName: String) { self.switchName = switchName; self.portName = portName }
 }
 
 /// What the per-frame path needs to know about a port, as plain values only.

@@ -12,4 +12,13 @@ public enum Sysctl {
     public static func write(_ key: String, _ value: String) throws {
         try Syscall.require("write /proc/sys/\(key)", subject: value) { cl_sysctl_write(key, value) }
     }
+
+    /// Writes `value` to /proc/sys/`key` inside the network namespace `namespaceFD` refers
+    /// to (`NetworkNamespace.open`): per-namespace keys such as `net/ipv6/conf/eth0/accept_dad`
+    /// of a guest. Wraps `cl_sysctl_write_in_netns` (a helper thread enters the namespace);
+    /// needs CAP_SYS_ADMIN and CAP_NET_ADMIN.
+    /// - Throws: `SystemError` (ENOENT for an unknown key or link, EPERM).
+    public static func write(_ key: String, _ value: String, inNamespace namespaceFD: Int32) throws {
+        try Syscall.require("write /proc/sys/\(key) in a namespace", subject: value) { cl_sysctl_write_in_netns(namespaceFD, key, value) }
+    }
 }

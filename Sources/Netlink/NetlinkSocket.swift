@@ -211,6 +211,51 @@ public final class NetlinkSocket {
         try check(cnl_addr_set_ipv4_local(addr, address, Int32(prefixLength)), "nl_addr_build(AF_INET)", subject)
         try check(rtnl_addr_add(sk, addr, 0), "rtnl_addr_add", subject)
     }
+
+    /// Adds `prefix` (an interface address with its prefix length, IPv4 or IPv6:
+    /// `10.0.10.1/24`, `2001:db8::5/64`) to link `index` (rtnl_addr_add). With `noDAD`
+    /// (the default) an IPv6 address gets IFA_F_NODAD: it is usable at once and can never be
+    /// left `dadfailed`. Throws CNL_NLE_EXIST if the address is already there.
+    public func addAddress(index: Int32, _ prefix: IPPrefix, noDAD: Bool = true) throws {
+        let subject = "\(prefix) on link #\(index)\(namespaceSuffix)"
+        let sk = try socket("rtnl_addr_add")
+        let (family, bytes) = prefix.address.familyAndBytes
+        try check(cnl_addr_add(sk, index, family, bytes, Int32(prefix.prefixLength), noDAD ? 1 : 0), "rtnl_addr_add", subject)
+    }
+
+    /// Adds a route to `destination` (host bits zero; `0.0.0.0/0` or `::/0` for a default
+    /// route) through `gateway` (nil: directly connected) on link `index` (rtnl_route_add,
+    /// main table, protocol static). Families must agree. Throws CNL_NLE_EXIST if the route
+    /// exists, CNL_NLE_INVAL for mixed families.
+    public func addRoute(to destination: IPPrefix, via gateway: IPAddress?, index: Int32) throws {
+        let subject = "\(destination)\(gateway.map { " via \($0)" } ?? "") on link #\(index)\(namespaceSuffix)"
+        let sk = try socket("rtnl_route_add")
+        let (family, dst) = destination.address.familyAndBytes
+        if let g = gateway, g.isIPv6 != destination.address.isIPv6 {
+            throw NetlinkError(operation: "rtnl_route_add", subject: subject, code: CNL_NLE_INVAL)
+        }
+        let rc: Int32
+        if let g = gateway {
+            rc = cnl_route_add(sk, family, dst, Int32(destination.prefixLength), g.familyAndBytes.bytes, index)
+        } else {
+            rc = cnl_route_add(sk, family, dst, Int32(destination.prefixLength), nil, index)
+        }
+        try check(rc, "rtnl_route_add", subject)
+    }
+}
+
+extension IPAddress {
+    /// The address family (AF_INET or AF_INET6) and the address in network byte order.
+    var familyAndBytes: (family: Int32, bytes: [UInt8]) {
+        switch self {
+        case .v4(let a):
+            return (CNL_AF_INET, (0..<4).map { UInt8(truncatingIfNeeded: a.rawValue >> (24 - 8 * UInt32($0))) })
+        case .v6(let a):
+            let hi = (0..<8).map { UInt8(truncatingIfNeeded: a.high >> (56 - 8 * UInt64($0))) }
+            let lo = (0..<8).map { UInt8(truncatingIfNeeded: a.low >> (56 - 8 * UInt64($0))) }
+            return (CNL_AF_INET6, hi + lo)
+        }
+    }
 }
 
 /// Dotted-quad text of a host-order IPv4 address (for messages).

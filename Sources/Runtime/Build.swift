@@ -60,6 +60,8 @@ extension Fabric {
         var byPort = portsByName
         var retired: [PortIO] = []
         for g in destroy { for nic in g.nics { if let t = byPort.removeValue(forKey: nic.portName) { retired.append(t) } } }
+        // Links removed (or changed: re-made below) retire both ends; other ports are untouched.
+        for key in Fabric.linkPortKeys(diff.linksRemoved) { if let t = byPort.removeValue(forKey: key) { retired.append(t) } }
 
         // 1. Everything that will exist is recorded before it exists (GRO is turned off on
         //    added NICs while we run: the state file says which to turn back on after a crash).
@@ -89,6 +91,7 @@ extension Fabric {
                 case .vhostUser: throw RuntimeError("guest \(g.name): kind vhost-user is not available in this build")
                 }
             }
+            fresh.merge(try makeLinkPorts(diff.linksAdded)) { a, _ in a }
             for nic in nicsAdded {
                 if let was = uplinkPorts[nic.name] { retired.append(was) }
                 freshNICs[nic.name] = try openUplink(nic.name, mtu: nic.mtu, host: host)
@@ -120,6 +123,7 @@ extension Fabric {
 
         // 3. Removed and changed guests: their ports are out of the datapath.
         stopVMs(destroy.filter { $0.kind == .qemu }.map(\.name))
+        stopDHCPClients(destroy.map(\.name))
         for t in retired { t.close() }
         for g in destroy where createdNamespaces.contains(g.name) {
             do { try NetworkNamespace.delete(g.name) } catch { log("warning: cannot delete namespace \(g.name): \(error)") }
@@ -155,6 +159,7 @@ extension Fabric {
 
         // 5. VMs that are new or changed boot now, their ports forwarding already.
         let boot = new.guests.filter { $0.kind == .qemu && diff.guestsToCreate.contains($0.name) && !failed.contains($0.name) }
+        failures += startDHCPClients(new.guests.filter { diff.guestsToCreate.contains($0.name) && !failed.contains($0.name) }, of: new, file: file)
         do { try startVMs(boot, of: new) } catch {
             if old.guests.isEmpty && old.switches.isEmpty { throw error }   // up: the caller cleans up
             failures.append("\(error)")
@@ -189,7 +194,7 @@ extension Fabric {
         for plan in plans {
             var row: [PortIO] = []
             for p in plan.ports {
-                guard let io = ports[p.name] else { throw RuntimeError("internal error: no I/O for port \(p.name)") }
+                guard let io = ports[Fabric.ioKey(p, on: plan.name)] else { throw RuntimeError("internal error: no I/O for port \(p.name)") }
                 row.append(io)
             }
             runtimes.append(SwitchRuntime(plan: plan, ports: row))
@@ -199,7 +204,7 @@ extension Fabric {
             view.withLock { _topology = t; _plans = plans }
         }
         var kept: [String: PortIO] = [:]
-        for sw in runtimes { for (i, p) in sw.plan.ports.enumerated() { kept[p.name] = sw.ports[i] } }
+        for sw in runtimes { for (i, p) in sw.plan.ports.enumerated() { kept[Fabric.ioKey(p, on: sw.plan.name)] = sw.ports[i] } }
         portsByName = kept
     }
 
@@ -271,6 +276,8 @@ extension Fabric {
                                   namespaces: Set(createdNamespaces + extraNamespaces).sorted(), links: [])
         state.vms = Set(Array(vmTaps.keys) + extraVMs).sorted()
         state.groOff = Set(groOff + extraGROOff).sorted()
+        let helpers = dhcpClients.keys.sorted().flatMap { dhcpClients[$0]! }
+        state.dhcpClients = helpers.isEmpty ? nil : helpers
         if state == lastState { return }
         try state.write()
         lastState = state

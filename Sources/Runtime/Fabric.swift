@@ -44,6 +44,8 @@ public final class Fabric {
     var createdNamespaces: [String] = []
     /// The state file as last written (`writeState` skips writing the same again).
     var lastState: InstanceState?
+    /// DHCP clients running inside netns guests, by guest (GuestAddressing.swift).
+    var dhcpClients: [String: [RecordedProcess]] = [:]
     /// The port watch thread (PortWatch.swift).
     let portWatchStop = NSLock()
     var portWatchStopping = false
@@ -128,6 +130,7 @@ public final class Fabric {
         try inside.setLinkUp(named: "lo")
         let nsfd = try NetworkNamespace.open(g.name)
         defer { close(nsfd) }
+        try disableDAD(namespaceFD: nsfd, guest: g.name)
         for nic in g.nics {
             let name = Fabric.hostTAPName(topology: topology.name, guest: g.name, nic: nic.index)
             // vnet header + TSO/checksum offload: the guest's TCP moves as 64 KiB GSO frames
@@ -141,11 +144,12 @@ public final class Fabric {
             }
             let mtu = topology.mtu(of: nic)
             try inside.configureLink(index: index, name: nic.interfaceName, mac: nic.mac, mtu: mtu, up: true)
-            if let ip = nic.ip {
-                try inside.addIPv4Address(index: index, address: ip.address, prefixLength: ip.prefixLength)
-            }
+            try configureAddresses(of: nic, index: index, inside: inside)
         }
-        log("guest \(g.name): namespace up, " + g.nics.map { "\($0.interfaceName) \($0.mac)\($0.ip.map { " \($0)" } ?? "") on \($0.switchName)/\($0.portGroup)" }.joined(separator: "; "))
+        try configureRoutes(of: g, inside: inside)
+        log("guest \(g.name): namespace up, " + g.nics.map { nic in
+            "\(nic.interfaceName) \(nic.mac)" + nic.addresses.map { " \($0)" }.joined() + (nic.dhcp ? " dhcp" : "") + " on \(nic.switchName)/\(nic.portGroup)"
+        }.joined(separator: "; ") + g.gateways.map { "; gateway \($0.address)" }.joined() + (g.routes.isEmpty ? "" : "; \(g.routes.count) route(s)"))
     }
 
     // MARK: - Down
@@ -158,6 +162,7 @@ public final class Fabric {
         stopPortWatch()
         control?.stop(); control = nil
         stopVMs(Array(vms.keys) + Array(vmTaps.keys))
+        stopDHCPClients()
         teamMonitor?.stop(); teamMonitor = nil
         datapath?.stop(); datapath = nil
         for p in portsByName.values { p.close() }
@@ -173,6 +178,7 @@ public final class Fabric {
         let name = target.name
         unlink(RunDirectory.socket(name))
         unlink(RunDirectory.state(name))
+        try? FileManager.default.removeItem(atPath: Fabric.dhcpDirectory(name))
     }
 
     /// Removes what a crashed instance of `name` left behind; refuses if it is alive.
@@ -185,6 +191,9 @@ public final class Fabric {
         for vm in old.vms ?? [] {
             if let pid = VMSupervisor.killStale(paths: vmPaths(topology: name, guest: vm)) { removed.append("VM \(vm) (QEMU pid \(pid))") }
         }
+        let helpers = (old.dhcpClients ?? []).filter(\.isAlive)
+        Fabric.stop(helpers)
+        for p in helpers { removed.append("DHCP client of \(p.guest) (pid \(p.pid))") }
         for ns in old.namespaces where NetworkNamespace.exists(ns) {
             try? NetworkNamespace.delete(ns); removed.append("namespace \(ns)")
         }
@@ -233,7 +242,8 @@ public final class Fabric {
         }
         let guests: [StatusReport.GuestSummary] = topology.guests.map { g in
             .init(name: g.name, kind: g.kind.rawValue, namespace: g.kind == .netns ? g.name : nil,
-                  nics: g.nics.map { .init(port: $0.portName, interface: $0.interfaceName, mac: $0.mac.description, ip: $0.ip?.description) },
+                  nics: g.nics.map { .init(port: $0.portName, interface: $0.interfaceName, mac: $0.mac.description, ip: $0.ip?.description,
+                                          addresses: $0.addresses.isEmpty ? nil : $0.addresses.map(\.description), dhcp: $0.dhcp ? true : nil) },
                   vm: vms[g.name]?.status)
         }
         var frames: [UInt64]? = nil
@@ -261,7 +271,7 @@ public final class Fabric {
                 var link = "up"
                 if p.isUplink { link = t.map { $0.role + ($0.reason.map { " (\($0))" } ?? "") } ?? "unknown" }
                 if let r = snap.down[i] { link = "down (\(r))" }
-                rows.append(.init(name: p.name, switch: plan.name, portGroup: p.portGroup, kind: p.isUplink ? "uplink" : "guest",
+                rows.append(.init(name: p.name, switch: plan.name, portGroup: p.portGroup, kind: p.kind, peer: p.link.map { "\($0.switchName)/\($0.portName)" },
                                   vlanMode: p.mode.description, link: link, team: t.map { .init(role: $0.role, reason: $0.reason, carries: $0.carries) },
                                   macEntries: snap.macEntries[i],
                                   macLimit: p.macLimit, macEvictions: snap.macEvictions[i],

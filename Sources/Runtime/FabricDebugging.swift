@@ -67,9 +67,10 @@ extension Fabric {
             guard s < list.count, list[s].plan.name == plan.name, list[s].plan.ports == plan.ports else {
                 throw RuntimeError("the topology was reloaded during the trace; run it again")
             }
-            let sw = list[s]
-            let context = sw.context(now: now, lock)
-            return frames.map { traceFrame($0, inPort: inPort, plan: sw.plan, context: context) }
+            // Every switch's live state: a frame leaving by a link port is followed into the
+            // switch at the other end (LinkTrace.swift).
+            let traced = list.map { TracedSwitch(plan: $0.plan, context: $0.context(now: now, lock)) }
+            return frames.map { traceFrame($0, inPort: inPort, switchIndex: s, switches: traced) }
         }
         return TraceReport(switch: plan.name, inPort: portName, frames: traces)
     }

@@ -172,7 +172,8 @@ public enum JSONDocuments {
                     "namespace": .optional(g.namespace) { .string($0) },
                     "nics": .array(g.nics.map { n in
                         .object(["port": .string(n.port), "interface": .string(n.interface), "mac": .string(n.mac),
-                                 "ip": .optional(n.ip) { .string($0) }])
+                                 "ip": .optional(n.ip) { .string($0) },
+                                 "addresses": strings(n.addresses ?? []), "dhcp": .bool(n.dhcp ?? false)])
                     }),
                     "vm": .optional(g.vm) { vm($0) },
                 ])
@@ -212,6 +213,7 @@ public enum JSONDocuments {
             .object([
                 "name": .string(p.name), "switch": .string(p.switch), "port_group": .string(p.portGroup),
                 "kind": .string(p.kind), "vlan_mode": .string(p.vlanMode), "link": .string(p.link),
+                "peer": .optional(p.peer) { .string($0) },
                 "team": .optional(p.team) { t in
                     .object(["role": .string(t.role), "reason": .optional(t.reason) { .string($0) }, "carries": strings(t.carries)])
                 },

@@ -44,7 +44,12 @@ public struct StatusReport: Codable, Equatable {
         public var port: String
         public var interface: String
         public var mac: String
+        /// The first IPv4 address (kept for scripts that read one address).
         public var ip: String?
+        /// Every static address, IPv4 and IPv6, in file order (nil: none).
+        public var addresses: [String]? = nil
+        /// True for `ip: dhcp` (nil otherwise).
+        public var dhcp: Bool? = nil
     }
 }
 
@@ -54,7 +59,10 @@ public struct PortsReport: Codable, Equatable {
         public var name: String
         public var `switch`: String
         public var portGroup: String
+        /// `guest`, `uplink` or `link`.
         public var kind: String
+        /// Link ports: the port at the other end, `SWITCH/PORT` (nil for other kinds).
+        public var peer: String? = nil
         public var vlanMode: String
         /// Guests: `up`. Uplinks: the team role (`active`, `standby`, `down (reason)`, `unused`).
         public var link: String
@@ -147,11 +155,31 @@ public struct TraceReport: Codable, Equatable {
         public var storm: Storm?
         /// The uplink (team member) a frame leaving the switch goes by (nil: none).
         public var uplink: String?
+        /// For each output to a link port: the frame followed into the other switch's
+        /// decision, as it arrives there. nil when the frame leaves by no link.
+        public var crossings: [LinkCrossing]? = nil
+
         public init(summary: String, steps: [Step], verdict: String, dropReason: String?, egress: [Egress],
-                    mirrors: [MirrorCopy] = [], refused: [Refusal] = [], storm: Storm? = nil, uplink: String? = nil) {
-            self.summary = summary; self.steps = steps; self.verdict = verdict; self.dropReason = dropReason; self.egress = egress
-            self.mirrors = mirrors; self.refused = refused; self.storm = storm; self.uplink = uplink
+                    mirrors: [MirrorCopy] = [], refused: [Refusal] = [], storm: Storm? = nil, uplink: String? = nil, crossings: [LinkCrossing]? = nil) {
+            self.summary = summary; self.steps = steps; self.verdict = verdict; self.dropReason = dropReason
+            self.egress = egress; self.mirrors = mirrors; self.refused = refused; self.storm = storm
+            self.uplink = uplink; self.crossings = crossings
         }
+    }
+    /// A frame crossing a patch link: it left this switch by link port `via` and enters
+    /// switch `switch` by its port `inPort`, where `trace` is that switch's decision on it
+    /// (which may cross further links, up to `Fabric.linkTraceHops` deep).
+    public struct LinkCrossing: Codable, Equatable {
+        /// The link port on the switch the frame leaves.
+        public var via: String
+        /// The switch at the other end.
+        public var `switch`: String
+        /// Its link port the frame enters by.
+        public var inPort: String
+        /// That switch's decision; nil when the trace stopped at the hop bound (`truncated`).
+        public var trace: FrameTrace?
+        /// True when the trace was not followed further (hop bound reached).
+        public var truncated: Bool
     }
     public struct MirrorCopy: Codable, Equatable {
         /// The mirror destination port.

@@ -157,6 +157,9 @@ public struct InstanceState: Codable, Equatable {
     /// Uplink NICs whose GRO was on and that this instance turns off while it runs: a crash
     /// leaves them off, so the next `up` or `down` turns GRO back on.
     public var groOff: [String]?
+    /// Helper processes it started inside its netns guests (DHCP clients): killed after a
+    /// crash, since a process inside a namespace outlives `ip netns delete`.
+    public var dhcpClients: [RecordedProcess]?
 
     public init(name: String, host: String? = nil, file: String, pid: Int32, processStart: UInt64, namespaces: [String], links: [String],
                 vms: [String]? = nil, groOff: [String]? = nil) {

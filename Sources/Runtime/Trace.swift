@@ -113,6 +113,13 @@ public func dropComment(_ reason: DropReason, frame: [UInt8]) -> String {
 /// state (`SwitchRuntime.context(now:_:)`, under the datapath lock).
 public func traceFrame(_ bytes: [UInt8], offload: FrameOffload = .none, inPort: PortIndex, plan: SwitchPlan,
                        context: DecisionContext) -> TraceReport.FrameTrace {
+    traceDecision(bytes, offload: offload, inPort: inPort, plan: plan, context: context).trace
+}
+
+/// `traceFrame`, plus each output (not mirror copies) with its rewrite, so a trace can
+/// follow the frame as it leaves by a link port (LinkTrace.swift).
+func traceDecision(_ bytes: [UInt8], offload: FrameOffload, inPort: PortIndex, plan: SwitchPlan,
+                   context: DecisionContext) -> (trace: TraceReport.FrameTrace, outputs: [(port: PortIndex, rewrite: EgressRewrite)]) {
     var rec = RecordingTrace()
     let d = bytes.withUnsafeBytes { decide(frame: $0, offload: offload, inPort: inPort, plan: plan, context: context, trace: &rec) }
     let name = { (p: PortIndex) in plan.ports[p].name }
@@ -182,12 +189,14 @@ public func traceFrame(_ bytes: [UInt8], offload: FrameOffload = .none, inPort: 
     var egress: [TraceReport.Egress] = []
     var mirrors: [TraceReport.MirrorCopy] = []
     var refused: [TraceReport.Refusal] = []
+    var outputs: [(port: PortIndex, rewrite: EgressRewrite)] = []
     for i in 0..<list.count {
         let item = list[i]
         let p = Int(item.port)
         switch item.kind {
         case .output:
             egress.append(.init(port: name(p), tag: item.rewrite.push.map(egressTagText) ?? "untagged"))
+            outputs.append((p, item.rewrite))
         case .refused:
             refused.append(.init(port: name(p), reason: item.refusal.description))
             steps.append(.init(stage: "output", detail: "not to \(name(p)): \(item.refusal.explanation)"))
@@ -211,8 +220,8 @@ public func traceFrame(_ bytes: [UInt8], offload: FrameOffload = .none, inPort: 
     case .local: verdict = "local"; reason = nil
     }
     if let r = ingressDrop { steps.append(.init(stage: "drop", detail: r.explanation)) }
-    return .init(summary: frameSummary(bytes), steps: steps, verdict: verdict, dropReason: reason, egress: egress,
-                 mirrors: mirrors, refused: refused, storm: storm, uplink: uplink)
+    return (.init(summary: frameSummary(bytes), steps: steps, verdict: verdict, dropReason: reason, egress: egress,
+                  mirrors: mirrors, refused: refused, storm: storm, uplink: uplink), outputs)
 }
 
 /// `802.1Q vlan 10`, with its priority bits when set (`pcp 3 dei`).

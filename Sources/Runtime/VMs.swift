@@ -66,11 +66,11 @@ extension Fabric {
         var supervisors: [VMSupervisor] = []
         for g in guests {
             guard let taps = vmTaps[g.name], taps.count == g.nics.count else { continue }
-            let nics = g.nics.enumerated().map { i, nic in
-                GuestNIC(mac: nic.mac, tapFD: taps[i].fd, addresses: nic.ip.map { [$0.description] } ?? [],
-                         mtu: topology.mtu(of: nic))
-            }
-            let spec = VMSpec(name: g.name, memoryMiB: g.memoryMiB, cpus: g.cpus, nics: nics)
+            // Addresses (both families), MTUs, DHCP, gateways and routes go through fw_cfg
+            // (GuestNetworkConfig): the kernel command line is too small for a lab's.
+            let nics = g.nics.enumerated().map { i, nic in GuestNIC(mac: nic.mac, tapFD: taps[i].fd) }
+            let spec = VMSpec(name: g.name, memoryMiB: g.memoryMiB, cpus: g.cpus, nics: nics,
+                              network: Fabric.guestNetwork(g, of: topology))
             let paths = Fabric.vmPaths(topology: topology.name, guest: g.name)
             _ = VMSupervisor.killStale(paths: paths)
             let policy = VMRunner.RestartPolicy(rawValue: g.restart.rawValue) ?? .never
@@ -114,7 +114,11 @@ extension Fabric {
             Thread.detachNewThread { s.stop(gracePeriod: 5); group.leave() }
         }
         group.wait()
-        for n in Set(names) { for t in vmTaps.removeValue(forKey: n) ?? [] { t.close() } }
+        for n in Set(names) {
+            for t in vmTaps.removeValue(forKey: n) ?? [] { t.close() }
+            // The fw_cfg network file (GuestNetworkConfig) goes with its VM.
+            unlink(Fabric.vmPaths(topology: topology.name, guest: n).networkConfig)
+        }
         if vms.isEmpty && vmTaps.isEmpty { rmdir("\(RunDirectory.path)/\(topology.name).vms") }
     }
 

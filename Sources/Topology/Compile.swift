@@ -12,6 +12,11 @@ extension Topology {
     /// (team member i is the i-th NIC). An uplink is a trunk carrying every VLAN of the port
     /// groups that use uplinks, tagged; the `none` domain (VLAN 0) travels untagged as its
     /// native VLAN.
+    ///
+    /// Link ports (`links:`) come between the guest ports and the uplinks, one per link end
+    /// on the switch, named as the model says (`link-OTHER`, `link-OTHER-N`), each knowing
+    /// its peer (`PortPlan.link`). A self-link would have two ends on one switch; validation
+    /// refuses it, and compiling skips nothing for it (both ends become ports).
     public func compile() -> [SwitchPlan] {
         switches.map { sw in
             var ports: [PortPlan] = []
@@ -27,6 +32,23 @@ extension Topology {
                                           // A netns guest's TAP has a virtio-net header; a VM's
                                           // port (AF_PACKET on its TAP) sends plain frames.
                                           acceptsOffloads: guest.kind == .netns))
+                }
+            }
+            // Link ports (issue 16): one per link end on this switch, in `links` order, with
+            // the VLAN mode, storm limits and l2-transparency of the end's port group. A link
+            // carries every MAC behind the other switch, so like an uplink it accepts any
+            // source MAC (forged-transmits, mac-changes) and may hold as many entries as the
+            // switch's table; it is never promiscuous. Frames keep their virtio-net header
+            // across the link (`acceptsOffloads`).
+            for link in links {
+                for (k, end) in link.ends.enumerated() where end.switchName == sw.name {
+                    guard let group = sw.portGroup(named: end.portGroup) else { continue }
+                    let other = link.ends[1 - k]
+                    ports.append(PortPlan(name: end.portName, portGroup: group.name, mode: group.mode,
+                                          security: PortSecurity(promiscuous: false, macChanges: true, forgedTransmits: true),
+                                          macLimit: sw.macLimit, storm: group.storm, l2Transparency: group.l2Transparency,
+                                          usesUplinks: group.usesUplinks && sw.uplinks != nil, acceptsOffloads: true,
+                                          link: LinkPeer(switchName: other.switchName, portName: other.portName)))
                 }
             }
             var team: TeamConfig? = nil

@@ -58,6 +58,10 @@ public struct QEMUCommand: Sendable, Equatable {
             "-device", "pvpanic",
             "-action", "panic=exit-failure",
         ]
+        if spec.network != nil {
+            // The network configuration file (written by the supervisor before each start).
+            a += ["-fw_cfg", "name=\(GuestNetworkConfig.fwCfgName),file=\(Self.escaped(paths.networkConfig))"]
+        }
         for (i, nic) in spec.nics.enumerated() {
             a += [
                 "-netdev", "tap,id=n\(i),fd=\(Self.firstNICDescriptor + Int32(i))",
@@ -78,7 +82,9 @@ public struct QEMUCommand: Sendable, Equatable {
     /// I/O under TCG; panics still print), `panic=-1` (reboot at once if pvpanic is missing),
     /// and the parameters our /init reads (Scripts/guest/init):
     /// `tapestry.hostname=`, `tapestry.macs=` (NIC order by MAC), `tapestry.ip=`,
-    /// `tapestry.mtu=`, `tapestry.gw=`; then `extraKernelArguments`.
+    /// `tapestry.mtu=`, `tapestry.gw=`, `tapestry.net=fw_cfg` (the rest of the configuration
+    /// is in the fw_cfg file `opt/tapestry/net`, see `GuestNetworkConfig`); then
+    /// `extraKernelArguments`.
     public static func kernelCommandLine(for spec: VMSpec) -> String {
         var args = ["console=ttyS0", "quiet", "panic=-1", "tapestry.hostname=\(spec.name)"]
         if !spec.nics.isEmpty {
@@ -89,6 +95,7 @@ public struct QEMUCommand: Sendable, Equatable {
         let mtus = spec.nics.enumerated().compactMap { i, nic in nic.mtu.map { "eth\(i)=\($0)" } }
         if !mtus.isEmpty { args.append("tapestry.mtu=" + mtus.joined(separator: ",")) }
         if let gw = spec.gateway { args.append("tapestry.gw=\(gw)") }
+        if spec.network != nil { args.append("tapestry.net=fw_cfg") }
         return (args + spec.extraKernelArguments).joined(separator: " ")
     }
 }

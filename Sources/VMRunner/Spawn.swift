@@ -7,10 +7,11 @@ import Glibc
 /// Process creation and reaping for the runner: posix_spawn with fixed inherited descriptors
 /// (CVMSpawn), never Foundation's Process, which neither places fds at chosen numbers nor
 /// closes the rest, and has been seen to leave children unreaped (see TestSupport's `sh`).
-enum Spawn {
+/// Public for the runtime's other helper processes (netns guests' DHCP clients).
+public enum Spawn {
     /// Spawns `path` in its own process group with `inherit[i]` at fd 3+i and every other
     /// descriptor closed (see `cvm_spawn`). Returns the pid or the errno.
-    static func spawn(path: String, arguments: [String], stdin: Int32 = -1, stdout: Int32, stderr: Int32,
+    public static func spawn(path: String, arguments: [String], stdin: Int32 = -1, stdout: Int32, stderr: Int32,
                       inherit: [Int32] = []) -> Result<pid_t, Errno> {
         let argv = [path] + arguments
         var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
@@ -23,7 +24,7 @@ enum Spawn {
     }
 
     /// The first executable `name` on $PATH (or `name` itself when it contains a slash).
-    static func which(_ name: String, path: String? = ProcessInfo.processInfo.environment["PATH"]) -> String? {
+    public static func which(_ name: String, path: String? = ProcessInfo.processInfo.environment["PATH"]) -> String? {
         if name.contains("/") { return access(name, X_OK) == 0 ? name : nil }
         let dirs = (path ?? "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin").split(separator: ":")
         for d in dirs {
@@ -34,7 +35,7 @@ enum Spawn {
     }
 
     /// Reaps `pid` if it has exited (never blocks). nil while it runs.
-    static func reapIfExited(_ pid: pid_t) -> ProcessExit? {
+    public static func reapIfExited(_ pid: pid_t) -> ProcessExit? {
         var status: Int32 = 0
         while true {
             let r = waitpid(pid, &status, WNOHANG)
@@ -53,9 +54,9 @@ enum Spawn {
 }
 
 /// An errno value with its message.
-struct Errno: Error, Equatable, CustomStringConvertible {
-    var rawValue: Int32
-    var description: String { String(cString: strerror(rawValue)) }
+public struct Errno: Error, Equatable, CustomStringConvertible {
+    public var rawValue: Int32
+    public var description: String { String(cString: strerror(rawValue)) }
 }
 
 /// Reads the last `count` lines of `path` from byte `offset` on (at most the last 64 KiB),

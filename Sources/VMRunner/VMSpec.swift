@@ -36,15 +36,20 @@ public struct VMSpec: Sendable, Equatable {
     /// Appended to the kernel command line, e.g. `tapestry.ip=eth0.10=10.0.10.5/24` for an
     /// address on a VLAN sub-interface of a trunk NIC (see Scripts/guest/init).
     public var extraKernelArguments: [String]
+    /// The full network configuration (IPv6, DHCP, gateways, routes), passed through fw_cfg
+    /// (`GuestNetworkConfig`); nil: only what the command line says (`nics[].addresses`,
+    /// `mtu`, `gateway`). The two add up; give each address in one place only.
+    public var network: GuestNetworkConfig?
 
     public init(name: String, memoryMiB: Int = 256, cpus: Int = 1, nics: [GuestNIC] = [],
-                gateway: String? = nil, extraKernelArguments: [String] = []) {
+                gateway: String? = nil, extraKernelArguments: [String] = [], network: GuestNetworkConfig? = nil) {
         self.name = name
         self.memoryMiB = memoryMiB
         self.cpus = cpus
         self.nics = nics
         self.gateway = gateway
         self.extraKernelArguments = extraKernelArguments
+        self.network = network
     }
 
     /// Throws `VMError.invalidSpec` naming every problem. Names, addresses and kernel
@@ -70,6 +75,7 @@ public struct VMSpec: Sendable, Equatable {
         for arg in extraKernelArguments where arg.isEmpty || arg.contains(where: { $0 == " " || $0 == "\"" || $0 == "\n" }) {
             problems.append("kernel argument '\(arg)' is empty or contains a space, quote or newline")
         }
+        if let n = network { problems += n.problems() }
         if !problems.isEmpty { throw VMError.invalidSpec(name: name, problems: problems) }
     }
 
@@ -113,6 +119,8 @@ public struct VMPaths: Sendable, Equatable {
     public var pidFile: String { "\(runDirectory)/\(name).pid" }
     /// Everything the guest printed on its serial console, across restarts (appended).
     public var consoleLog: String { "\(logDirectory)/\(name).console.log" }
+    /// The network configuration file QEMU serves through fw_cfg (`GuestNetworkConfig`).
+    public var networkConfig: String { "\(runDirectory)/\(name).net" }
     /// QEMU's own stdout and stderr, with a line from the runner per start.
     public var processLog: String { "\(logDirectory)/\(name).qemu.log" }
 

@@ -235,6 +235,13 @@ public final class VMSupervisor: @unchecked Sendable {
         for dir in Set([paths.runDirectory, paths.logDirectory]) { try makeDirectories(dir, mode: 0o700) }
         unlink(paths.consoleSocket)
         unlink(paths.qmpSocket)
+        if let net = spec.network {
+            // Served to the guest by `-fw_cfg` (QEMUCommand); validated with the spec.
+            guard FileManager.default.createFile(atPath: paths.networkConfig, contents: Data(net.payload.utf8),
+                                                 attributes: [.posixPermissions: 0o600]) else {
+                throw VMError.io(operation: "write", path: paths.networkConfig, errno: errno)
+            }
+        }
         // One old generation of the console log is kept; the log otherwise grows by one boot
         // per restart (~2 KB with `quiet`).
         if fileSize(paths.consoleLog) > 4 << 20 { rename(paths.consoleLog, paths.consoleLog + ".1") }

@@ -261,7 +261,11 @@ struct Status: ParsableCommand {
         }
         print("guests:")
         print(table(["GUEST", "KIND", "PORT", "IF", "MAC", "IP"], s.guests.flatMap { g in
-            g.nics.map { [g.name, g.kind, $0.port, $0.interface, $0.mac, $0.ip ?? "-"] }
+            g.nics.map { nic in
+                // Every address, and `dhcp`, comma-separated (issue 16).
+                let ips = (nic.addresses ?? nic.ip.map { [$0] } ?? []) + (nic.dhcp == true ? ["dhcp"] : [])
+                return [g.name, g.kind, nic.port, nic.interface, nic.mac, ips.isEmpty ? "-" : ips.joined(separator: ",")]
+            }
         }).split(separator: "\n").map { "  " + $0 }.joined(separator: "\n"))
         let vms = s.guests.compactMap(\.vm)
         if !vms.isEmpty {

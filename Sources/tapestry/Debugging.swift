@@ -39,10 +39,23 @@ struct Trace: ParsableCommand {
         if json { return printJSON(JSONDocuments.trace(report)) }
         for (i, f) in report.frames.enumerated() {
             print("frame \(i + 1): \(f.summary)")
-            for s in f.steps { print("  \(s.stage.padding(toLength: 8, withPad: " ", startingAt: 0)) \(s.detail)") }
-            switch f.verdict {
-            case "drop": print("  verdict  drop (\(f.dropReason ?? "?"))")
-            default: print("  verdict  \(f.verdict): " + f.egress.map { "\($0.port) \($0.tag)" }.joined(separator: ", "))
+            Trace.printSteps(f, indent: "  ")
+        }
+    }
+
+    /// Prints a frame's steps and verdict, then each link crossing's trace in the other
+    /// switch, indented one level deeper per link.
+    static func printSteps(_ f: TraceReport.FrameTrace, indent: String) {
+        for s in f.steps { print("\(indent)\(s.stage.padding(toLength: 8, withPad: " ", startingAt: 0)) \(s.detail)") }
+        switch f.verdict {
+        case "drop": print("\(indent)verdict  drop (\(f.dropReason ?? "?"))")
+        default: print("\(indent)verdict  \(f.verdict): " + f.egress.map { "\($0.port) \($0.tag)" }.joined(separator: ", "))
+        }
+        for c in f.crossings ?? [] {
+            print("\(indent)switch \(c.switch), in \(c.inPort) (across \(c.via)):" + (c.truncated ? " not followed (too many links deep)" : ""))
+            if let t = c.trace {
+                print("\(indent)    \(t.summary)")
+                printSteps(t, indent: indent + "    ")
             }
         }
     }

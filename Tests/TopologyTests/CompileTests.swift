@@ -115,7 +115,8 @@ let topologiesDirectory = URL(fileURLWithPath: #filePath)
             #expect(plans.count == t.switches.count, "\(f)")
             let nics = t.guests.reduce(0) { $0 + $1.nics.count }
             let uplinks = t.switches.reduce(0) { $0 + ($1.uplinks?.nics.count ?? 0) }
-            #expect(plans.reduce(0) { $0 + $1.ports.count } == nics + uplinks, "one port per guest NIC and per uplink: \(f)")
+            let linkEnds = 2 * t.links.count
+            #expect(plans.reduce(0) { $0 + $1.ports.count } == nics + uplinks + linkEnds, "one port per guest NIC, per uplink and per link end: \(f)")
         } catch {
             Issue.record("\(f): \(error)")
         }

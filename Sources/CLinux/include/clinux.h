@@ -119,6 +119,11 @@ int cl_netns_open(const char *name);
 
 /// Writes `value` to /proc/sys/`path` (e.g. "net/ipv6/conf/tap0/disable_ipv6"). 0 or -errno.
 int cl_sysctl_write(const char *path, const char *value);
+/// cl_sysctl_write inside the network namespace `ns_fd` refers to (an fd of
+/// /run/netns/NAME): a short-lived pthread calls setns(ns_fd, CLONE_NEWNET), then writes;
+/// per-namespace keys (net/ipv6/conf/IF/...) resolve in the namespace of the writer. The
+/// caller's namespace is untouched. Returns 0 or -errno (setns: -EPERM without CAP_SYS_ADMIN).
+int cl_sysctl_write_in_netns(int ns_fd, const char *path, const char *value);
 
 /// TUNSETOFFLOAD: tell the kernel which offloads our side of the TAP accepts (TUN_F_CSUM,
 /// TUN_F_TSO4, TUN_F_TSO6, TUN_F_TSO_ECN when `tso` is non-zero; 0 turns them off). The

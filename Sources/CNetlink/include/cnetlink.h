@@ -115,6 +115,26 @@ int cnl_link_get_mac(struct rtnl_link *link, uint8_t mac[6]);
 /// `address` is in host byte order. Returns 0 or a negative NLE_* code.
 int cnl_addr_set_ipv4_local(struct rtnl_addr *addr, uint32_t address, int prefixlen);
 
+// MARK: - addresses and routes of both families (issue 16)
+
+/// AF_INET and AF_INET6, for the helpers below.
+extern const int CNL_AF_INET;
+extern const int CNL_AF_INET6;
+
+/// Adds the address `address` (4 bytes for AF_INET, 16 for AF_INET6, network byte order)
+/// with `prefixlen` to link `ifindex` (rtnl_addr_add: RTM_NEWADDR with NLM_F_CREATE |
+/// NLM_F_EXCL). `no_dad` != 0 sets IFA_F_NODAD: an IPv6 address is usable at once, never
+/// `tentative`, and never ends `dadfailed` (see Fabric+Addressing.swift for why).
+/// Returns 0 or a negative NLE_* code (-NLE_EXIST when the address is already there).
+int cnl_addr_add(struct nl_sock *sk, int ifindex, int family, const uint8_t *address, int prefixlen, int no_dad);
+
+/// Adds a unicast route in the main table (rtnl_route_add with NLM_F_EXCL; protocol static,
+/// scope universe): destination `dst`/`dst_len` (`dst_len` 0 is the default route; `dst`
+/// may then be NULL), through gateway `gateway` (NULL: directly connected) on link
+/// `ifindex`. Addresses as for cnl_addr_add, all of `family`.
+/// Returns 0 or a negative NLE_* code (-NLE_EXIST when such a route exists).
+int cnl_route_add(struct nl_sock *sk, int family, const uint8_t *dst, int dst_len, const uint8_t *gateway, int ifindex);
+
 // MARK: - link events (RTNLGRP_LINK)
 
 /// One link change as the kernel announced it (RTM_NEWLINK / RTM_DELLINK).
