@@ -42,6 +42,9 @@ public final class EgressList {
     @usableFromInline var used = 0
     @usableFromInline var dropped = 0
     @usableFromInline var stamps: UnsafeMutablePointer<UInt32>
+    /// Per port, the serial of the last frame that offered it a multicast copy (a port that is
+    /// both a group member and a router port gets one copy).
+    @usableFromInline var marks: UnsafeMutablePointer<UInt32>
     @usableFromInline var stampCapacity: Int
     @usableFromInline var serial: UInt32 = 0
 
@@ -51,8 +54,10 @@ public final class EgressList {
         stampCapacity = 64
         stamps = .allocate(capacity: stampCapacity)
         stamps.initialize(repeating: 0, count: stampCapacity)
+        marks = .allocate(capacity: stampCapacity)
+        marks.initialize(repeating: 0, count: stampCapacity)
     }
-    deinit { items.deallocate(); stamps.deallocate() }
+    deinit { items.deallocate(); stamps.deallocate(); marks.deallocate() }
 
     /// Copies collected for the current frame.
     @inlinable public var count: Int { used }
@@ -64,10 +69,12 @@ public final class EgressList {
     /// than any before appears; call once per batch, outside the per-frame loop.
     public func prepare(portCount: Int) {
         guard portCount > stampCapacity else { return }
-        stamps.deallocate()
+        stamps.deallocate(); marks.deallocate()
         stampCapacity = max(portCount, stampCapacity * 2)
         stamps = .allocate(capacity: stampCapacity)
         stamps.initialize(repeating: 0, count: stampCapacity)
+        marks = .allocate(capacity: stampCapacity)
+        marks.initialize(repeating: 0, count: stampCapacity)
         serial = 0
     }
 
@@ -78,6 +85,7 @@ public final class EgressList {
         serial &+= 1
         if serial == 0 {
             stamps.update(repeating: 0, count: stampCapacity)
+            marks.update(repeating: 0, count: stampCapacity)
             serial = 1
         }
     }
@@ -98,6 +106,15 @@ public final class EgressList {
 
     @inlinable @inline(__always)
     func isStamped(_ port: Int) -> Bool { port < stampCapacity && stamps[port] == serial }
+
+    /// True the first time `port` is marked for the current frame (multicast fan-out).
+    @inlinable @inline(__always)
+    func mark(_ port: Int) -> Bool {
+        guard port < stampCapacity else { return true }
+        if marks[port] == serial { return false }
+        marks[port] = serial
+        return true
+    }
 }
 
 /// Whether `port` may receive a frame for `destination` under its security policy: with
@@ -121,8 +138,15 @@ public func egressRefusal(of destination: MACAddress, to port: HotPort) -> DropR
 /// - The team: a guest's frame leaves by its one chosen member (`d.uplink`), never by the
 ///   others; a frame from an uplink goes only to guests of port groups that use uplinks.
 /// - A port whose device is gone (`context.links`) gets nothing.
+/// - IGMP/MLD snooping: a registered group's data goes to its member ports, the
+///   multicast-router ports (dynamic ones of the learning VLAN, configured ones, the uplinks)
+///   and the promiscuous ports; a report or leave to the router and promiscuous ports. Each
+///   port once; every port still passes the VLAN (and private VLAN) rules, so a membership
+///   never carries a frame across VLANs or through the PVLAN matrix.
 /// - A port refuses unicast for another MAC (`mac-changes` rejected), and a GSO frame or a
 ///   partial checksum when it cannot take offloads (`offload-not-supported`).
+/// - A port shaped on egress refuses a frame over its rate (`shaping-egress`): the question
+///   (`TrafficShaper.wouldAdmit`) is asked here; the datapath charges each output it sends.
 /// - Mirrors (SPAN): a copy of the frame as received to each destination of the ingress
 ///   port's ingress mirrors, whatever the verdict (dropped frames too, as a SPAN port sees
 ///   them); for each output, a copy of it as sent to the destinations of that port's egress
@@ -148,6 +172,8 @@ public func collectEgress(of d: Decision, inPort: PortIndex, plan: SwitchPlan, c
     }
     let mirrorsEnd = list.count
     let from = storage.hot[inPort]
+    // Egress shaping (one branch when no port is shaped on egress).
+    let shaper = context.shaper.flatMap { $0.shapesEgress ? $0 : nil }
     @inline(__always) func offer(_ p: Int) {
         if let l = links, l.isDown(p) { return }
         let port = storage.hot[p]
@@ -161,6 +187,9 @@ public func collectEgress(of d: Decision, inPort: PortIndex, plan: SwitchPlan, c
             list.append(EgressItem(port: p, kind: .refused, refusal: r, rewrite: rw))
         } else if offload && !port.acceptsOffloads {
             list.append(EgressItem(port: p, kind: .refused, refusal: .offloadNotSupported, rewrite: rw))
+        } else if let s = shaper, s.shapes(port: p, .egress),
+                  !s.wouldAdmit(port: p, .egress, bytes: egressLength(d.length, rw), now: context.now) {
+            list.append(EgressItem(port: p, kind: .refused, refusal: .shapingEgress, rewrite: rw))
         } else {
             let k = Int32(list.count)
             list.append(EgressItem(port: p, kind: .output, rewrite: rw))
@@ -171,6 +200,20 @@ public func collectEgress(of d: Decision, inPort: PortIndex, plan: SwitchPlan, c
                 }
             }
         }
+    }
+    // Multicast fan-out: each port at most once.
+    @inline(__always) func offerOnce(_ p: Int) {
+        if p != inPort && !storage.hot[p].isMirrorDestination && list.mark(p) { offer(p) }
+    }
+    @inline(__always) func offerRouters(_ groups: MulticastGroupTable) {
+        var r = groups.firstRouter(d.learningVLAN)
+        while r >= 0 { offerOnce(groups.routerPort(r)); r = groups.nextRouter(r) }
+        for p in storage.multicastRouterPorts { offerOnce(Int(p)) }
+    }
+    @inline(__always) func offerPromiscuousOnce() {
+        guard storage.hasPromiscuousPorts else { return }
+        let set = storage.promiscuousPorts, start = storage.promiscuousStart, v = Int(d.vlan.rawValue)
+        for i in Int(start[v])..<Int(start[v + 1]) { offerOnce(Int(set[i])) }
     }
     switch d.verdict {
     case .drop, .local:
@@ -185,6 +228,16 @@ public func collectEgress(of d: Decision, inPort: PortIndex, plan: SwitchPlan, c
                 if q != inPort && q != p { offer(q) }
             }
         }
+    case .multicastGroup(let slot):
+        if let groups = context.multicast {
+            var m = groups.firstMember(Int(slot))
+            while m >= 0 { offerOnce(groups.memberPort(m)); m = groups.nextMember(m) }
+            offerRouters(groups)
+        }
+        offerPromiscuousOnce()
+    case .multicastRouters:
+        if let groups = context.multicast { offerRouters(groups) }
+        offerPromiscuousOnce()
     case .flood:
         // Indexes into the flood set rather than `floodSet(_:)`'s slice: no reference
         // counting on the per-frame path.
