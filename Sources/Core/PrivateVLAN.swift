@@ -104,3 +104,15 @@ extension SwitchPlan {
         return out
     }
 }
+
+extension SwitchPlan {
+    /// True when `port` learns MAC entries under `learningVLAN` (a VLAN it is a member of,
+    /// or the primary of a private VLAN one of whose VLANs it carries). Control path (live
+    /// reload keeps such entries).
+    public func learns(_ learningVLAN: VLANID, on port: PortIndex) -> Bool {
+        let mode = ports[port].mode
+        if mode.isMember(learningVLAN) { return true }
+        guard let pv = privateVLANs.first(where: { $0.primary == learningVLAN }) else { return false }
+        return pv.vlans.contains { mode.isMember($0) }
+    }
+}

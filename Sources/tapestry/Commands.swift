@@ -13,7 +13,7 @@ struct Tapestry: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tapestry",
         abstract: "A userspace virtual switch and network fabric for Linux.",
-        subcommands: [Up.self, Down.self, ReloadCommand.self, Validate.self, Status.self, Ports.self, FDB.self, Trace.self, CaptureCommand.self, VMCommand.self]
+        subcommands: [Up.self, Down.self, ReloadCommand.self, Validate.self, Status.self, Ports.self, FDB.self, MDB.self, Trace.self, CaptureCommand.self, VMCommand.self]
     )
 }
 
