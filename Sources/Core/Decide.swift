@@ -242,7 +242,8 @@ public func decide<T: TraceSink>(
     }
     // Shared learning across a private VLAN (one predictable branch without them).
     var fid = vlan
-    if plan.storage.hasPrivateVLANs {
+    let privateVLANs = plan.storage.hasPrivateVLANs
+    if privateVLANs {
         let info = plan.storage.privateVLANInfo[Int(vlan.rawValue)]
         fid = VLANID(UInt16(truncatingIfNeeded: info >> 8))
         if info & 0xFF != 0 {
@@ -317,7 +318,7 @@ public func decide<T: TraceSink>(
             d.verdict = .forward(p)
         } else if out == inPort {
             return dropped(.hairpin)
-        } else if plan.storage.hasPrivateVLANs && !plan.delivers(vlan, to: plan.storage.hot[out]) {
+        } else if privateVLANs && !plan.delivers(vlan, to: plan.storage.hot[out]) {
             trace.record(.privateVLANBlocked(port: out))
             return dropped(.privateVLANNotAllowed)
         } else {
@@ -347,14 +348,14 @@ public func decide<T: TraceSink>(
     }
     // Tokens are spent only by a frame that passes every check (storm and shaping alike).
     d.takesStormToken = takesStormToken
-    if plan.storage.team != nil, port.usesUplinks {
-        switch d.verdict {
-        case .flood, .multicastGroup, .multicastRouters:
-            // Uplinks are multicast-router ports: a group's traffic and reports leave by the team.
+    switch d.verdict {
+    case .flood, .multicastGroup, .multicastRouters:
+        // Uplinks are multicast-router ports: a group's traffic and reports leave by the team.
+        if plan.storage.team != nil, port.usesUplinks {
             d.uplink = Int16(context.team?.state.uplink(forGuestPort: inPort, header: h, frame: frame) ?? -1)
             if d.uplink >= 0 { trace.record(.teamUplink(member: Int(d.uplink), port: plan.uplinkPorts[Int(d.uplink)])) }
-        default: break
         }
+    default: break
     }
     if plan.storage.team != nil && !port.isUplink && h.destination.isBroadcast && isAnnouncement(header: h, frame: frame) {
         trace.record(.announcement(vlan: fid, mac: h.source))

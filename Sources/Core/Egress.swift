@@ -172,8 +172,8 @@ public func collectEgress(of d: Decision, inPort: PortIndex, plan: SwitchPlan, c
     }
     let mirrorsEnd = list.count
     let from = storage.hot[inPort]
-    // Egress shaping (one branch when no port is shaped on egress).
-    let shaper = context.shaper.flatMap { $0.shapesEgress ? $0 : nil }
+    // Egress shaping (one branch when no port is shaped on egress; no reference taken).
+    let shapesEgress = context.shaper?.shapesEgress == true
     @inline(__always) func offer(_ p: Int) {
         if let l = links, l.isDown(p) { return }
         let port = storage.hot[p]
@@ -187,8 +187,8 @@ public func collectEgress(of d: Decision, inPort: PortIndex, plan: SwitchPlan, c
             list.append(EgressItem(port: p, kind: .refused, refusal: r, rewrite: rw))
         } else if offload && !port.acceptsOffloads {
             list.append(EgressItem(port: p, kind: .refused, refusal: .offloadNotSupported, rewrite: rw))
-        } else if let s = shaper, s.shapes(port: p, .egress),
-                  !s.wouldAdmit(port: p, .egress, bytes: egressLength(d.length, rw), now: context.now) {
+        } else if shapesEgress, context.shaper.unsafelyUnwrapped.shapes(port: p, .egress),
+                  !context.shaper.unsafelyUnwrapped.wouldAdmit(port: p, .egress, bytes: egressLength(d.length, rw), now: context.now) {
             list.append(EgressItem(port: p, kind: .refused, refusal: .shapingEgress, rewrite: rw))
         } else {
             let k = Int32(list.count)
@@ -200,20 +200,6 @@ public func collectEgress(of d: Decision, inPort: PortIndex, plan: SwitchPlan, c
                 }
             }
         }
-    }
-    // Multicast fan-out: each port at most once.
-    @inline(__always) func offerOnce(_ p: Int) {
-        if p != inPort && !storage.hot[p].isMirrorDestination && list.mark(p) { offer(p) }
-    }
-    @inline(__always) func offerRouters(_ groups: MulticastGroupTable) {
-        var r = groups.firstRouter(d.learningVLAN)
-        while r >= 0 { offerOnce(groups.routerPort(r)); r = groups.nextRouter(r) }
-        for p in storage.multicastRouterPorts { offerOnce(Int(p)) }
-    }
-    @inline(__always) func offerPromiscuousOnce() {
-        guard storage.hasPromiscuousPorts else { return }
-        let set = storage.promiscuousPorts, start = storage.promiscuousStart, v = Int(d.vlan.rawValue)
-        for i in Int(start[v])..<Int(start[v + 1]) { offerOnce(Int(set[i])) }
     }
     switch d.verdict {
     case .drop, .local:
@@ -228,16 +214,9 @@ public func collectEgress(of d: Decision, inPort: PortIndex, plan: SwitchPlan, c
                 if q != inPort && q != p { offer(q) }
             }
         }
-    case .multicastGroup(let slot):
-        if let groups = context.multicast {
-            var m = groups.firstMember(Int(slot))
-            while m >= 0 { offerOnce(groups.memberPort(m)); m = groups.nextMember(m) }
-            offerRouters(groups)
-        }
-        offerPromiscuousOnce()
-    case .multicastRouters:
-        if let groups = context.multicast { offerRouters(groups) }
-        offerPromiscuousOnce()
+    case .multicastGroup, .multicastRouters:
+        // Out of line, with `offer` passed in: the unicast path above pays nothing for it.
+        multicastFanOut(of: d, inPort: inPort, plan: plan, groups: context.multicast, into: list, offer: offer)
     case .flood:
         // Indexes into the flood set rather than `floodSet(_:)`'s slice: no reference
         // counting on the per-frame path.
@@ -256,4 +235,30 @@ public func collectEgress(of d: Decision, inPort: PortIndex, plan: SwitchPlan, c
     if list.overflow > 0 { return .transmitQueueFull }
     if list.count == mirrorsEnd, case .flood = d.verdict { return .noEgressPort }
     return nil
+}
+
+/// The ports a snooped multicast frame goes to (`collectEgress`): a registered group's
+/// members, then the router ports (dynamic ones of the learning VLAN, configured ones,
+/// uplinks), then the VLAN's promiscuous ports, each at most once and never the ingress
+/// port or a mirror destination; `offer` applies the VLAN rules and refusals to each.
+@usableFromInline @inline(never)
+func multicastFanOut(of d: Decision, inPort: PortIndex, plan: SwitchPlan, groups: MulticastGroupTable?, into list: EgressList,
+                     offer: (Int) -> Void) {
+    let storage = plan.storage
+    @inline(__always) func once(_ p: Int) {
+        if p != inPort && !storage.hot[p].isMirrorDestination && list.mark(p) { offer(p) }
+    }
+    if let groups {
+        if case .multicastGroup(let slot) = d.verdict {
+            var m = groups.firstMember(Int(slot))
+            while m >= 0 { once(groups.memberPort(m)); m = groups.nextMember(m) }
+        }
+        var r = groups.firstRouter(d.learningVLAN)
+        while r >= 0 { once(groups.routerPort(r)); r = groups.nextRouter(r) }
+    }
+    for p in storage.multicastRouterPorts { once(Int(p)) }
+    if storage.hasPromiscuousPorts {
+        let set = storage.promiscuousPorts, start = storage.promiscuousStart, v = Int(d.vlan.rawValue)
+        for i in Int(start[v])..<Int(start[v + 1]) { once(Int(set[i])) }
+    }
 }

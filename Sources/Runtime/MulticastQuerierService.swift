@@ -18,7 +18,7 @@ import Model
 /// go to guest ports only (uplinks lead to routers that query for themselves), to ports that
 /// are up, not to mirror destinations. Write failures are counted on the port as
 /// `transmit-error` / `transmit-queue-full` like any egress.
-final class MulticastQuerierService {
+public final class MulticastQuerierService {
     private let datapath: Datapath
     private let log: (String) -> Void
     private var thread: Thread?
@@ -26,21 +26,24 @@ final class MulticastQuerierService {
     private var stopping = false
     private let done = DispatchSemaphore(value: 0)
     /// Queries written since start (for tests and status).
-    private(set) var written = 0
+    public private(set) var written = 0
 
-    init(datapath: Datapath, log: @escaping (String) -> Void) {
+    /// A service for `datapath`'s switches (those without a querier cost nothing).
+    public init(datapath: Datapath, log: @escaping (String) -> Void) {
         self.datapath = datapath
         self.log = log
     }
 
-    func start() {
+    /// Starts the thread (a tick every 250 ms).
+    public func start() {
         let t = Thread { [unowned self] in self.run() }
         t.name = "tapestry-querier"
         thread = t
         t.start()
     }
 
-    func stop() {
+    /// Stops the thread and waits for it.
+    public func stop() {
         guard thread != nil else { return }
         stopLock.withLock { stopping = true }
         done.wait()
@@ -57,8 +60,8 @@ final class MulticastQuerierService {
         }
     }
 
-    /// One round: whatever is due now goes out. Internal for tests.
-    func tick(now: MonotonicInstant) {
+    /// One round: whatever is due at `now` goes out.
+    public func tick(now: MonotonicInstant) {
         datapath.withPortWrites {
             // Under the datapath lock: what is due, and where it goes (plain values only).
             struct Send { let sw: SwitchRuntime; let family: IPFamily; let vlan: VLANID; let frame: [UInt8]; let ports: [(Int, EgressRewrite)] }
