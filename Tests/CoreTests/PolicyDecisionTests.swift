@@ -105,21 +105,25 @@ final class Switch {
     }
 
     @Test func peakBoundsTheBurstRate() {
-        // 1 MB/s average, 2 MB/s peak, 1 MB burst: offered 10 MB/s for 100 ms after the
-        // peak bucket drains, the port gets about 2 MB/s.
+        // 1 MB/s average, 2 MB/s peak, 1 MB burst: the peak bucket holds 1 MB × 1/2 = 500 kB.
+        // Offered 10 MB/s for 200 ms from full buckets: the peak binds (500 kB + 400 kB),
+        // not the average (1 MB + 200 kB).
+        let limit = ShapingLimit(averageBitsPerSecond: 8_000_000, peakBitsPerSecond: 16_000_000, burstBytes: 1_000_000)
+        #expect(limit.peakBucketBytes == 500_000)
+        #expect(ShapingLimit(averageBitsPerSecond: 8_000_000, burstBytes: 1_000_000).peakBucketBytes == 1_000_000, "peak = average: one bucket")
+        #expect(ShapingLimit(averageBitsPerSecond: 1_000_000, peakBitsPerSecond: 1_000_000_000, burstBytes: 1_000_000).peakBucketBytes
+                == ShapingLimit.largestFrame, "never below one largest frame")
         let sw = Switch(SwitchPlan(name: "sw", ports: [
-            PortPlan(name: "a", portGroup: "g", mode: .access(VLANID(10)),
-                     shaping: ShapingPolicy(ingress: ShapingLimit(averageBitsPerSecond: 8_000_000, peakBitsPerSecond: 16_000_000, burstBytes: 1_000_000))),
+            PortPlan(name: "a", portGroup: "g", mode: .access(VLANID(10)), shaping: ShapingPolicy(ingress: limit)),
             PortPlan(name: "b", portGroup: "g", mode: .access(VLANID(10))),
         ]))
         let frame = FrameBuilder(dst: .broadcast, src: mac(1)).payload(986).bytes
-        for _ in 0..<65 { sw.send(frame, from: 0) }
         var bytes = 0
-        for _ in 0..<1000 {
-            sw.now = sw.now + .microseconds(100)
+        for _ in 0..<2000 {
             if case .flood = sw.send(frame, from: 0).verdict { bytes += 1000 }
+            sw.now = sw.now + .microseconds(100)
         }
-        #expect(abs(bytes - 200_000) <= 2000, "at peak rate for 100 ms: \(bytes) bytes (200 000 expected)")
+        #expect(abs(bytes - 900_000) <= 2000, "in 200 ms: \(bytes) bytes (900 000 expected)")
     }
 
     @Test func egressOverRateIsRefusedOnThatPortOnly() {

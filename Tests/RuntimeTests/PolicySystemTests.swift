@@ -119,7 +119,7 @@ final class PolicyLab {
         for g in guests {
             let f = NSTemporaryDirectory() + "\(id)-tcpdump-\(g)-\(UInt32.random(in: 0...UInt32.max)).txt"
             files.append(f)
-            pids.append(spawn(g, "exec tcpdump -i eth0 -n -l --immediate-mode \(filter)", output: f))
+            pids.append(spawn(g, "exec tcpdump -i eth0 -n -l --immediate-mode '\(filter)'", output: f))
         }
         usleep(1_200_000)
         body()
@@ -173,5 +173,161 @@ enum PolicyTools {
         for i in range(\(count)):
             s.sendto(b'tapestry',('\(group)',5000)); time.sleep(0.05)"
         """
+    }
+}
+
+/// Issue 20 against real kernels: guests in namespaces join groups with real sockets, ping
+/// across a private VLAN, and push TCP through a shaped port.
+@Suite(.serialized) struct PolicySystemTests {
+    static let group4 = "239.77.1.1"
+    static let group6 = "ff15::77:1"
+
+    /// Guests: 0 sender, 1 member, 2 non-member, 3 a static member of both groups.
+    static func snoopingPlan(interval: Duration, querier: Bool) -> SwitchPlan {
+        let ports = (0..<4).map { PortPlan(name: "g\($0).eth0", portGroup: "v10", mode: .access(VLANID(10))) }
+        let statics = [StaticMulticastGroup(vlan: VLANID(10), group: WireIPAddress(ipv4: ipv4(239, 77, 1, 1)), ports: [3]),
+                       StaticMulticastGroup(vlan: VLANID(10), group: WireIPAddress(high: 0xFF15_0000_0000_0000, low: 0x77_0001), ports: [3])]
+        return SwitchPlan(name: "sw", ports: ports, multicast: MulticastSnooping(
+            membershipInterval: interval, staticGroups: statics,
+            querier: querier ? .derived(topology: "test", switchName: "sw", membershipInterval: interval) : nil))
+    }
+
+    func members(_ lab: PolicyLab, _ group: WireIPAddress) -> [Int] {
+        lab.datapath!.withLock { l in l.switches[0].multicast(l)!.members(vlan: VLANID(10), group: group) }.sorted()
+    }
+
+    /// Join, data to members only, aging while the socket stays joined (no querier), leave.
+    func joinAgeLeave(group: String, wire: WireIPAddress) throws {
+        let lab = try PolicyLab(plan: Self.snoopingPlan(interval: .seconds(4), querier: false),
+                                addresses: ["10.77.0.1/24", "10.77.0.2/24", "10.77.0.3/24", "10.77.0.4/24"])
+        defer { lab.close() }
+        let filter = "udp and dst host \(group)"
+        let started = Date()
+        let joined = lab.spawn(1, PolicyTools.join(group, seconds: 30), output: NSTemporaryDirectory() + "\(lab.id)-join1.txt")
+        usleep(500_000)
+        var seen = lab.capture(on: [1, 2, 3], filter: filter) { lab.exec(0, PolicyTools.send(group, count: 20)) }
+        #expect(seen[0] >= 18, "the member receives the group (\(seen[0]) of 20)")
+        #expect(seen[1] == 0, "a non-member port sees none of it (\(seen[1]))")
+        #expect(seen[2] >= 18, "the static member receives it (\(seen[2]))")
+        #expect(members(lab, wire) == [1, 3])
+
+        // Aging: no querier, so the host reports only when it joins; 4 s later it is gone.
+        let wait = 7.0 - Date().timeIntervalSince(started)
+        if wait > 0 { usleep(UInt32(wait * 1_000_000)) }
+        seen = lab.capture(on: [1, 2, 3], filter: filter) { lab.exec(0, PolicyTools.send(group, count: 20)) }
+        #expect(seen[0] == 0, "after the membership interval the group's traffic stops (\(seen[0]))")
+        #expect(seen[1] == 0 && seen[2] >= 18)
+        #expect(members(lab, wire) == [3])
+        lab.stop(joined)
+
+        // Leave: a socket that closes sends a leave; the port stops at once.
+        let rejoined = Date()
+        _ = lab.spawn(1, PolicyTools.join(group, seconds: 4), output: NSTemporaryDirectory() + "\(lab.id)-join2.txt")
+        usleep(400_000)
+        seen = lab.capture(on: [1, 2], filter: filter) { lab.exec(0, PolicyTools.send(group, count: 10)) }
+        #expect(seen[0] >= 9 && seen[1] == 0, "joined again: \(seen)")
+        let closes = 5.0 - Date().timeIntervalSince(rejoined)   // the socket closes at 4 s: the leave goes out
+        if closes > 0 { usleep(UInt32(closes * 1_000_000)) }
+        #expect(members(lab, wire) == [3], "the leave removed the membership at once")
+        seen = lab.capture(on: [1, 2, 3], filter: filter) { lab.exec(0, PolicyTools.send(group, count: 20)) }
+        #expect(seen[0] == 0 && seen[1] == 0 && seen[2] >= 18, "after the leave: \(seen)")
+        let drops = lab.counters(1).drops
+        #expect(drops[.malformedIGMP] == nil && drops[.malformedMLD] == nil, "the kernel's reports all parse: \(drops)")
+    }
+
+    @Test(.enabled(if: PolicyTools.available, "needs root, /dev/net/tun, ip, tcpdump, iperf3 and python3 (Scripts/setup.sh installs them)"))
+    func igmpJoinAgingAndLeave() throws {
+        try joinAgeLeave(group: Self.group4, wire: WireIPAddress(ipv4: ipv4(239, 77, 1, 1)))
+    }
+
+    @Test(.enabled(if: PolicyTools.available, "needs root, /dev/net/tun, ip, tcpdump, iperf3 and python3 (Scripts/setup.sh installs them)"))
+    func mldJoinAgingAndLeave() throws {
+        try joinAgeLeave(group: Self.group6, wire: WireIPAddress(high: 0xFF15_0000_0000_0000, low: 0x77_0001))
+    }
+
+    /// The querier's IGMPv3 and MLDv2 queries are real enough for Linux: members answer them,
+    /// so their memberships outlive the interval while the switch queries.
+    @Test(.enabled(if: PolicyTools.available, "needs root, /dev/net/tun, ip, tcpdump, iperf3 and python3 (Scripts/setup.sh installs them)"))
+    func querierKeepsMembershipsAlive() throws {
+        let lab = try PolicyLab(plan: Self.snoopingPlan(interval: .seconds(3), querier: true),
+                                addresses: ["10.77.0.1/24", "10.77.0.2/24", "10.77.0.3/24", "10.77.0.4/24"], querier: true)
+        defer { lab.close() }
+        _ = lab.spawn(1, PolicyTools.join(Self.group4, seconds: 30), output: NSTemporaryDirectory() + "\(lab.id)-j4.txt")
+        _ = lab.spawn(1, PolicyTools.join(Self.group6, seconds: 30), output: NSTemporaryDirectory() + "\(lab.id)-j6.txt")
+        let queries = lab.capture(on: [2], filter: "igmp or (icmp6 and ip6[48] == 130)") { usleep(2_500_000) }
+        #expect(queries[0] >= 2, "general queries reach the guests (\(queries[0]) seen)")
+        usleep(5_000_000)   // well past the 3 s interval
+        let seen = lab.capture(on: [1, 2], filter: "udp and (dst host \(Self.group4) or dst host \(Self.group6))") {
+            lab.exec(0, PolicyTools.send(Self.group4, count: 10))
+            lab.exec(0, PolicyTools.send(Self.group6, count: 10))
+        }
+        #expect(seen[0] >= 18, "answers to the queries kept both memberships (\(seen[0]) of 20)")
+        #expect(seen[1] == 0)
+        #expect(members(lab, WireIPAddress(ipv4: ipv4(239, 77, 1, 1))) == [1, 3])
+        #expect(members(lab, WireIPAddress(high: 0xFF15_0000_0000_0000, low: 0x77_0001)) == [1, 3])
+        let written = lab.querier?.written ?? 0
+        #expect(written >= 8, "queries written: \(written)")
+    }
+
+    /// Ping across a private VLAN: promiscuous 0, isolated 1 and 2, community A 3 and 4,
+    /// community B 5, one subnet.
+    @Test(.enabled(if: PolicyTools.available, "needs root, /dev/net/tun, ip, tcpdump, iperf3 and python3 (Scripts/setup.sh installs them)"))
+    func privateVLANPingsFollowTheMatrix() throws {
+        let vlans: [UInt16] = [100, 101, 101, 102, 102, 103]
+        let plan = SwitchPlan(name: "sw", ports: vlans.enumerated().map { PortPlan(name: "g\($0.offset).eth0", portGroup: "v\($0.element)", mode: .access(VLANID($0.element))) },
+                              privateVLANs: [PrivateVLAN(primary: VLANID(100), isolated: VLANID(101), community: [VLANID(102), VLANID(103)])])
+        let lab = try PolicyLab(plan: plan, addresses: (0..<6).map { "10.78.0.\($0 + 1)/24" })
+        defer { lab.close() }
+        let pairs: [(Int, Int, Bool)] = [
+            (0, 1, true), (1, 0, true), (0, 3, true), (0, 5, true), (5, 0, true),   // promiscuous ↔ all
+            (1, 2, false), (2, 1, false),                                          // isolated ↮ isolated
+            (1, 3, false), (3, 1, false), (1, 5, false),                           // isolated ↮ community
+            (3, 4, true), (4, 3, true),                                            // within a community
+            (3, 5, false), (5, 4, false),                                          // across communities
+        ]
+        // All at once (a failing ping waits its timeout).
+        let base = NSTemporaryDirectory() + "\(lab.id)-ping"
+        let script = pairs.enumerated().map { i, p in
+            "(ip netns exec \(lab.ns(p.0)) ping -c 2 -i 0.3 -W 2 10.78.0.\(p.1 + 1) >/dev/null 2>&1; echo $? > \(base)\(i)) &"
+        }.joined(separator: "\n") + "\nwait"
+        sh(script, timeout: 60)
+        for (i, p) in pairs.enumerated() {
+            let rc = (try? String(contentsOfFile: "\(base)\(i)", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+            unlink("\(base)\(i)")
+            #expect((rc == "0") == p.2, "ping \(p.0) → \(p.1): \(p.2 ? "should pass" : "should fail"), exit \(rc ?? "?")")
+        }
+        // Shared learning: the promiscuous port's MAC is known under the primary, and the
+        // isolated hosts' too (their replies were not flooded).
+        let entries = lab.datapath!.withLock { l in l.switches[0].table(l).entries(now: .now) }
+        #expect(Set(entries.map(\.vlan)) == [VLANID(100)], "every entry under the primary: \(entries.map(\.vlan))")
+    }
+
+    /// TCP from a shaped guest lands near the average; the other direction is unshaped.
+    /// Ingress (guest → switch) average 50 Mbit/s, peak = average (the topology's default),
+    /// burst 2 MiB; TSO on, so GSO frames of up to 64 KiB count whole.
+    @Test(.enabled(if: PolicyTools.available, "needs root, /dev/net/tun, ip, tcpdump, iperf3 and python3 (Scripts/setup.sh installs them)"))
+    func shapingHoldsTCPNearTheAverage() throws {
+        let average: UInt64 = 50_000_000
+        let plan = SwitchPlan(name: "sw", ports: [
+            PortPlan(name: "a.eth0", portGroup: "shaped", mode: .access(VLANID(10)), acceptsOffloads: true,
+                     shaping: ShapingPolicy(ingress: ShapingLimit(averageBitsPerSecond: average, burstBytes: 2 << 20))),
+            PortPlan(name: "b.eth0", portGroup: "plain", mode: .access(VLANID(10)), acceptsOffloads: true),
+        ])
+        let lab = try PolicyLab(plan: plan, addresses: ["10.79.0.1/24", "10.79.0.2/24"], offloads: true)
+        defer { lab.close() }
+        _ = lab.spawn(1, "exec iperf3 -s -B 10.79.0.2 -p 5301", output: NSTemporaryDirectory() + "\(lab.id)-iperf.txt")
+        usleep(700_000)
+        func rate(_ extra: String) -> Double? {
+            let r = lab.exec(0, "iperf3 -c 10.79.0.2 -p 5301 -t 6 -O 1 -J \(extra)", timeout: 30)
+            guard let obj = try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any],
+                  let end = obj["end"] as? [String: Any], let recv = end["sum_received"] as? [String: Any] else { return nil }
+            return (recv["bits_per_second"] as? NSNumber)?.doubleValue
+        }
+        let shaped = try #require(rate(""), "iperf3 a → b ran")
+        let reverse = try #require(rate("-R"), "iperf3 b → a ran")
+        print("shaping: a → b \(Int(shaped / 1e6)) Mbit/s (average \(average / 1_000_000)), b → a \(Int(reverse / 1e6)) Mbit/s")
+        #expect(abs(shaped - Double(average)) <= 0.2 * Double(average), "shaped TCP \(shaped / 1e6) Mbit/s within ±20% of 50")
+        #expect(reverse > 2 * Double(average), "the other direction is not shaped: \(reverse / 1e6) Mbit/s")
+        #expect((lab.counters(0).drops[.shapingIngress] ?? 0) > 0, "excess was dropped and counted as shaping-ingress")
     }
 }
