@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets in Fuzz/ and runs each for SECONDS_PER_TARGET (default 20).
 #
-#   Scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     targets: frame topology pcap control observability
+#   Scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     targets: frame topology pcap control observability multicast
 #
 # Prints `fuzz <target>: <executions> executions, <crashes> crashes` per target and exits 1 if
 # any target crashed (the reproducer's path is printed). Runs work on a copy of Fuzz/corpus/
@@ -13,7 +13,7 @@ ROOT=$PWD
 SECONDS_PER_TARGET=${1:-20}
 shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(frame topology pcap control observability)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(frame topology pcap control observability multicast)
 B=$ROOT/.build-fuzz
 MOD=$B/mod OBJ=$B/obj LOG=$B/build.log
 SAN=(-sanitize=fuzzer,address)
@@ -80,6 +80,9 @@ fi
 if want frame; then
     driver frame FuzzFrame "$OBJ"/Model.o "$OBJ"/Core.o -- Fuzz/frame/main.swift
 fi
+if want multicast; then
+    driver multicast FuzzMulticast "$OBJ"/Model.o "$OBJ"/Core.o -- Fuzz/multicast/main.swift
+fi
 if want pcap; then
     printf 'module CPcap {\n  header "%s/Sources/CPcap/include/cpcap.h"\n  link "pcap"\n  export *\n}\n' "$ROOT" > "$B/cpcap/module.modulemap.new"
     cmp -s "$B/cpcap/module.modulemap.new" "$B/cpcap/module.modulemap" || mv "$B/cpcap/module.modulemap.new" "$B/cpcap/module.modulemap"
@@ -106,7 +109,7 @@ say "build done in $((SECONDS - START)) s"
 # topology: resource limits, not only crashes an input that makes the loader take
 # more than 512 MB or 5 s is a finding, like a crash (the loader's bounds, Topologies/README.md
 # "Limits", keep any input far below both).
-declare -A EXTRA=([frame]="-max_len=2048" [topology]="-max_len=65536 -rss_limit_mb=512 -timeout=5" [pcap]="-max_len=4096" [control]="-max_len=2048" [observability]="-max_len=1600")
+declare -A EXTRA=([frame]="-max_len=2048" [topology]="-max_len=65536 -rss_limit_mb=512 -timeout=5" [pcap]="-max_len=4096" [control]="-max_len=2048" [observability]="-max_len=1600" [multicast]="-max_len=1600")
 run() {
     local t=$1 dir=$B/run/$1
     rm -rf "$dir"; mkdir -p "$dir/corpus" "$dir/artifacts"

@@ -18,6 +18,13 @@ public enum Verdict: Equatable, Sendable {
     case floodPortGroup
     /// For the switch itself (a NIC team's beacon probe): not forwarded, not a drop.
     case local(LocalFrame)
+    /// IGMP/MLD snooping: data to a registered group, out of its member ports (the group at
+    /// this slot of `DecisionContext.multicast`), the multicast-router ports and the
+    /// promiscuous ports of the VLAN.
+    case multicastGroup(Int32)
+    /// IGMP/MLD snooping: a membership report or leave, out of the multicast-router ports
+    /// (and the promiscuous ports) only (RFC 4541 §2.1.1).
+    case multicastRouters
     case drop(DropReason)
 }
 
@@ -26,8 +33,10 @@ public enum Verdict: Equatable, Sendable {
 /// Every per-frame policy is decided here, so `trace` (which runs the same `decide` and the
 /// same `collectEgress`) can never disagree with forwarding. Side effects are *requested*,
 /// not done: the datapath applies them (`learn` → `MACTable.learn`, `takesStormToken` →
-/// `StormControl.take`, `announces` → `AnnouncementLock.stamp`, a `.local` beacon →
-/// `BeaconMonitor.received`); `trace` shows them and applies none (OVS `allow_side_effects`).
+/// `StormControl.take`, `takesShapingTokens` → `TrafficShaper.take` (and, per output to a
+/// port shaped on egress, the same for egress), `snoops` → `MulticastGroupTable.snoop`,
+/// `announces` → `AnnouncementLock.stamp`, a `.local` beacon → `BeaconMonitor.received`);
+/// `trace` shows them and applies none (OVS `allow_side_effects`).
 public struct Decision: Equatable, Sendable {
     public var verdict: Verdict
     /// The VLAN the frame was classified into (meaningless for early drops).
@@ -54,6 +63,16 @@ public struct Decision: Equatable, Sendable {
     /// What the frame's virtio-net header leaves to the receiver (egress refuses or, later,
     /// segments it for ports without offloads).
     public var offload: FrameOffload = .none
+    /// The VLAN (vlan, MAC) is learned and looked up in, and the multicast group table's
+    /// VLAN: `vlan`, or the primary of a private VLAN (shared learning, the 802.1Q FID).
+    public var learningVLAN: VLANID = .untagged
+    /// The frame's length as received (bytes, a GSO frame's whole length): what shaping charges.
+    public var length: Int = 0
+    /// The datapath charges the frame to the ingress port's ingress shaping buckets.
+    public var takesShapingTokens = false
+    /// IGMP/MLD snooping: the datapath records the frame's report, leave or query
+    /// (`MulticastGroupTable.snoop`) for the ingress port in `learningVLAN`.
+    public var snoops = false
 
     @inlinable
     public init(verdict: Verdict, vlan: VLANID = .untagged, ingressTagLength: Int = 0, priority: UInt16 = 0, learn: Bool = false,
@@ -85,7 +104,29 @@ public enum TraceStep: Equatable, Sendable {
     case teamAdmitted(member: Int)
     /// A local guest's gratuitous ARP/RARP: the team's announcement lock will be stamped.
     case announcement(vlan: VLANID, mac: MACAddress)
+    /// The frame's VLAN belongs to a private VLAN: what it is, and its primary (learning is
+    /// shared under the primary; egress follows the matrix).
+    case privateVLAN(vlan: VLANID, type: PrivateVLANType, primary: VLANID)
+    /// The known destination's port may not receive this frame (private VLAN matrix).
+    case privateVLANBlocked(port: PortIndex)
+    /// Traffic shaping's answer for the frame on `port` as of now: the bytes in the average
+    /// and peak buckets before it (negative: paying back a frame larger than the bucket).
+    case shaping(port: PortIndex, direction: ShapingDirection, admitted: Bool, bytes: Int, averageBytes: Int64, peakBytes: Int64)
+    /// IGMP/MLD snooping.
+    case snooping(SnoopingStep)
     case dropped(DropReason)
+}
+
+/// What IGMP/MLD snooping made of a multicast frame (a trace step).
+public enum SnoopingStep: Equatable, Sendable {
+    /// The frame as the snooping parser reads it.
+    case signal(MulticastSignal)
+    /// Data to a link-local group: always flooded.
+    case linkLocal(WireIPAddress)
+    /// Data to a registered group (slot `slot` of the group table).
+    case registered(WireIPAddress, vlan: VLANID, slot: Int)
+    /// Data to a group nobody joined: flooded (Open vSwitch's default).
+    case unregistered(WireIPAddress, vlan: VLANID)
 }
 
 /// Why a frame floods.
@@ -124,18 +165,26 @@ public struct DecisionContext {
     /// Ports whose device went away (nil when all are up): they get no copies.
     public var links: PortLinks?
     public var now: MonotonicInstant
+    /// Traffic-shaping buckets (nil when no port is shaped).
+    public var shaper: TrafficShaper?
+    /// The multicast group table (nil when snooping is off: multicast floods).
+    public var multicast: MulticastGroupTable?
     @inlinable
     public init(table: MACTable, team: TeamContext? = nil, storm: StormControl? = nil, links: PortLinks? = nil,
-                now: MonotonicInstant = MonotonicInstant(nanoseconds: 0)) {
+                now: MonotonicInstant = MonotonicInstant(nanoseconds: 0), shaper: TrafficShaper? = nil,
+                multicast: MulticastGroupTable? = nil) {
         self.table = table; self.team = team; self.storm = storm; self.links = links; self.now = now
+        self.shaper = shaper; self.multicast = multicast
     }
 }
 
 /// Decides what the switch does with `frame` arriving on `inPort`.
 ///
 /// Reads like OVS's `xlate_normal`: parse (once) → mirror destination? → size → source
-/// check → VLAN classification → reserved destination → team admission (from an uplink) →
-/// lookup → forward / flood / drop(reason) → storm control → learn request. Pure: reads the
+/// check → VLAN classification (and its private VLAN) → reserved destination → team
+/// admission (from an uplink) → lookup (private VLAN matrix for a known destination) /
+/// IGMP/MLD snooping (multicast) → forward / flood / group / routers / drop(reason) →
+/// storm control → ingress shaping → learn request. Pure: reads the
 /// plan and `context`, writes nothing (the trace sink is the caller's). `offload` says what
 /// the frame's virtio-net header left undone: a GSO frame is longer than the MTU by design,
 /// so the oversize check does not apply; egress refuses (or segments) it for ports that
@@ -185,7 +234,25 @@ public func decide<T: TraceSink>(
     var d = Decision(verdict: .flood, vlan: vlan, ingressTagLength: tagLength, priority: priority,
                      source: h.source, destination: h.destination)
     d.offload = offload
-    if h.destination.isReservedBridgeGroup && !port.l2Transparency { trace.record(.dropped(.reservedDestination)); d.verdict = .drop(.reservedDestination); return d }
+    d.length = frame.count
+    @inline(__always) func dropped(_ r: DropReason) -> Decision {
+        trace.record(.dropped(r))
+        d.verdict = .drop(r)
+        d.snoops = false
+        return d
+    }
+    // Shared learning across a private VLAN (one predictable branch without them).
+    var fid = vlan
+    let privateVLANs = plan.storage.hasPrivateVLANs
+    if privateVLANs {
+        let info = plan.storage.privateVLANInfo[Int(vlan.rawValue)]
+        fid = VLANID(UInt16(truncatingIfNeeded: info >> 8))
+        if info & 0xFF != 0 {
+            trace.record(.privateVLAN(vlan: vlan, type: PrivateVLANType(rawValue: UInt8(info & 0xFF))!, primary: fid))
+        }
+    }
+    d.learningVLAN = fid
+    if h.destination.isReservedBridgeGroup && !port.l2Transparency { return dropped(.reservedDestination) }
     let table = context.table
     // For a frame from an uplink: where its (unicast) destination is, looked up once for the
     // team's checks and the forwarding below.
@@ -197,10 +264,10 @@ public func decide<T: TraceSink>(
             d.verdict = .local(.teamBeacon)
             return d
         }
-        uplinkDestination = h.destination.isMulticast ? nil : table.lookup(vlan: vlan, mac: h.destination)
-        if let reason = teamAdmission(frame: frame, header: h, vlan: vlan, port: port, inPort: inPort, destinationPort: uplinkDestination,
-                                      plan: plan, table: table, team: context.team, trace: &trace) {
-            trace.record(.dropped(reason)); d.verdict = .drop(reason); return d
+        uplinkDestination = h.destination.isMulticast ? nil : table.lookup(vlan: fid, mac: h.destination)
+        if let reason = teamAdmission(frame: frame, header: h, vlan: vlan, learningVLAN: fid, port: port, inPort: inPort,
+                                      destinationPort: uplinkDestination, plan: plan, table: table, team: context.team, trace: &trace) {
+            return dropped(reason)
         }
     }
     if h.destination.isReservedBridgeGroup {
@@ -208,46 +275,94 @@ public func decide<T: TraceSink>(
         d.verdict = .floodPortGroup
     } else if h.destination.isMulticast {
         d.floodReason = h.destination.isBroadcast ? .broadcast : .multicast
-        trace.record(.flooding(vlan: vlan, reason: d.floodReason!))
-    } else if let out = port.isUplink ? uplinkDestination : table.lookup(vlan: vlan, mac: h.destination) {
-        trace.record(.lookedUp(vlan: vlan, mac: h.destination, port: out))
+        if let groups = context.multicast, !h.destination.isBroadcast {
+            // IGMP/MLD snooping (RFC 4541; Open vSwitch's semantics, see `MulticastSnooping`).
+            let signal = MulticastSignal.parse(frame, l3Offset: h.payloadOffset, etherType: h.etherType,
+                                               verifyChecksums: !offload.needsChecksum)
+            trace.record(.snooping(.signal(signal)))
+            switch signal {
+            case .notSnooped:
+                break
+            case .data(let group):
+                if group.isLinkLocalMulticast {
+                    trace.record(.snooping(.linkLocal(group)))
+                } else {
+                    let slot = groups.slot(vlan: fid, group: group)
+                    if slot >= 0 {
+                        trace.record(.snooping(.registered(group, vlan: fid, slot: slot)))
+                        d.verdict = .multicastGroup(Int32(slot))
+                    } else {
+                        trace.record(.snooping(.unregistered(group, vlan: fid)))
+                    }
+                }
+            case .query:
+                d.snoops = true
+            case .report, .leave:
+                d.snoops = true
+                d.verdict = .multicastRouters
+            case .malformed(let family, _):
+                return dropped(family == .ipv4 ? .malformedIGMP : .malformedMLD)
+            }
+        }
+        if case .flood = d.verdict { trace.record(.flooding(vlan: vlan, reason: d.floodReason!)) }
+    } else if let out = port.isUplink ? uplinkDestination : table.lookup(vlan: fid, mac: h.destination) {
+        trace.record(.lookedUp(vlan: fid, mac: h.destination, port: out))
         if plan.storage.hotPorts[out].isUplink && !port.isUplink {
             // Out to the physical network: by the member the team picks for this guest,
             // whichever uplink the destination was learned on.
-            if !port.usesUplinks { trace.record(.dropped(.uplinkIsolated)); d.verdict = .drop(.uplinkIsolated); return d }
+            if !port.usesUplinks { return dropped(.uplinkIsolated) }
             d.uplink = Int16(context.team?.state.uplink(forGuestPort: inPort, header: h, frame: frame) ?? -1)
-            guard d.uplink >= 0 else { trace.record(.dropped(.noHealthyUplink)); d.verdict = .drop(.noHealthyUplink); return d }
+            guard d.uplink >= 0 else { return dropped(.noHealthyUplink) }
             let p = plan.storage.uplinkPorts[Int(d.uplink)]
             trace.record(.teamUplink(member: Int(d.uplink), port: p))
             trace.record(.forwarding(port: p))
             d.verdict = .forward(p)
         } else if out == inPort {
-            trace.record(.dropped(.hairpin)); d.verdict = .drop(.hairpin); return d
+            return dropped(.hairpin)
+        } else if privateVLANs && !plan.delivers(vlan, to: plan.storage.hotPorts[out]) {
+            trace.record(.privateVLANBlocked(port: out))
+            return dropped(.privateVLANNotAllowed)
         } else {
             trace.record(.forwarding(port: out))
             d.verdict = .forward(out)
         }
     } else {
-        trace.record(.lookedUp(vlan: vlan, mac: h.destination, port: nil))
+        trace.record(.lookedUp(vlan: fid, mac: h.destination, port: nil))
         trace.record(.flooding(vlan: vlan, reason: .unknownUnicast))
         d.floodReason = .unknownUnicast
     }
+    var takesStormToken = false
     if let why = d.floodReason, let storm = context.storm, storm.isActive, let rate = storm.rate(port: inPort, reason: why) {
         let admitted = storm.wouldAdmit(port: inPort, reason: why, now: context.now)
         trace.record(.stormControl(reason: why, admitted: admitted,
                                    framesLeft: storm.frames(port: inPort, reason: why, now: context.now) ?? 0, ratePerSecond: rate))
-        guard admitted else { trace.record(.dropped(why.stormDrop)); d.verdict = .drop(why.stormDrop); return d }
-        d.takesStormToken = true
+        guard admitted else { return dropped(why.stormDrop) }
+        takesStormToken = true
     }
-    if case .flood = d.verdict, plan.storage.team != nil, port.usesUplinks {
-        d.uplink = Int16(context.team?.state.uplink(forGuestPort: inPort, header: h, frame: frame) ?? -1)
-        if d.uplink >= 0 { trace.record(.teamUplink(member: Int(d.uplink), port: plan.uplinkPorts[Int(d.uplink)])) }
+    if let shaper = context.shaper, shaper.shapes(port: inPort, .ingress) {
+        let admitted = shaper.wouldAdmit(port: inPort, .ingress, bytes: frame.count, now: context.now)
+        trace.record(.shaping(port: inPort, direction: .ingress, admitted: admitted, bytes: frame.count,
+                              averageBytes: shaper.available(port: inPort, .ingress, now: context.now)?.average ?? 0,
+                              peakBytes: shaper.available(port: inPort, .ingress, now: context.now)?.peak ?? 0))
+        guard admitted else { return dropped(.shapingIngress) }
+        d.takesShapingTokens = true
+    }
+    // Tokens are spent only by a frame that passes every check (storm and shaping alike).
+    d.takesStormToken = takesStormToken
+    switch d.verdict {
+    case .flood, .multicastGroup, .multicastRouters:
+        // Uplinks are multicast-router ports: a group's traffic and reports leave by the team.
+        if plan.storage.team != nil, port.usesUplinks {
+            d.uplink = Int16(context.team?.state.uplink(forGuestPort: inPort, header: h, frame: frame) ?? -1)
+            if d.uplink >= 0 { trace.record(.teamUplink(member: Int(d.uplink), port: plan.uplinkPorts[Int(d.uplink)])) }
+        }
+    default: break
     }
     if plan.storage.team != nil && !port.isUplink && h.destination.isBroadcast && isAnnouncement(header: h, frame: frame) {
-        trace.record(.announcement(vlan: vlan, mac: h.source))
+        trace.record(.announcement(vlan: fid, mac: h.source))
         d.announces = true
     }
-    trace.record(.learnRequested(vlan: vlan, mac: h.source, port: inPort, currentPort: table.lookup(vlan: vlan, mac: h.source)))
+    trace.record(.learnRequested(vlan: fid, mac: h.source, port: inPort, currentPort: table.lookup(vlan: fid, mac: h.source)))
     d.learn = true
     return d
 }
@@ -292,8 +407,8 @@ public func decide<T: TraceSink>(frame: UnsafeRawBufferPointer, inPort: PortInde
 ///
 /// `known`: the port of the (unicast) destination in the MAC table, nil for multicast or a miss.
 @inline(__always)
-func teamAdmission<T: TraceSink>(frame: UnsafeRawBufferPointer, header h: FrameHeader, vlan: VLANID, port: HotPort,
-                                 inPort: PortIndex, destinationPort known: PortIndex?, plan: SwitchPlan, table: MACTable,
+func teamAdmission<T: TraceSink>(frame: UnsafeRawBufferPointer, header h: FrameHeader, vlan: VLANID, learningVLAN fid: VLANID,
+                                 port: HotPort, inPort: PortIndex, destinationPort known: PortIndex?, plan: SwitchPlan, table: MACTable,
                                  team: TeamContext?, trace: inout T) -> DropReason? {
     let member = Int(port.teamMember)
     if let q = known {
@@ -303,14 +418,14 @@ func teamAdmission<T: TraceSink>(frame: UnsafeRawBufferPointer, header h: FrameH
     }
     guard let t = team else { return nil }
     if !t.state.holders.contains(Int16(member)) { return .teamInactiveUplink }
-    if let q = table.lookup(vlan: vlan, mac: h.source), !plan.storage.hotPorts[q].isUplink {
+    if let q = table.lookup(vlan: fid, mac: h.source), !plan.storage.hotPorts[q].isUplink {
         let announcement = isAnnouncement(header: h, frame: frame)
-        if !announcement || t.locks.isLocked(vlan: vlan, mac: h.source, now: t.now) { return .teamReflectedSource }
+        if !announcement || t.locks.isLocked(vlan: fid, mac: h.source, now: t.now) { return .teamReflectedSource }
     }
     if h.destination.isMulticast || known == nil {
         if let r = t.state.designatedReceiver(vlan: vlan), r != member { return .teamNotDesignatedReceiver }
     } else if let q = known,
-              let carrier = t.state.uplink(carrying: TeamMACEntry(vlan: vlan, mac: h.destination, port: q)), carrier != member {
+              let carrier = t.state.uplink(carrying: TeamMACEntry(vlan: fid, mac: h.destination, port: q)), carrier != member {
         return .teamNotDesignatedReceiver
     }
     trace.record(.teamAdmitted(member: member))

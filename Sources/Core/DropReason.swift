@@ -59,6 +59,20 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
     case uplinkToUplink
     /// The frame must leave by the team, and no uplink is healthy.
     case noHealthyUplink
+    /// Over the port's ingress traffic-shaping rate (from the guest into the switch).
+    case shapingIngress
+    /// Over the port's egress traffic-shaping rate (from the switch to the guest; counted on
+    /// the egress port).
+    case shapingEgress
+    /// A known unicast whose destination port the private VLAN matrix forbids (isolated to
+    /// isolated, community to another community…), or a trunk that does not carry the
+    /// frame's private VLAN.
+    case privateVLANNotAllowed
+    /// An IGMP message that fails its checks (header, length, checksum, group) with IGMP
+    /// snooping on.
+    case malformedIGMP
+    /// An MLD message (behind a Router Alert) that fails its checks, with MLD snooping on.
+    case malformedMLD
 
     public var description: String {
         switch self {
@@ -87,6 +101,11 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
         case .uplinkIsolated: return "uplink-isolated"
         case .uplinkToUplink: return "uplink-to-uplink"
         case .noHealthyUplink: return "no-healthy-uplink"
+        case .shapingIngress: return "shaping-ingress"
+        case .shapingEgress: return "shaping-egress"
+        case .privateVLANNotAllowed: return "private-vlan-not-allowed"
+        case .malformedIGMP: return "malformed-igmp"
+        case .malformedMLD: return "malformed-mld"
         }
     }
 
@@ -118,6 +137,11 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
         case .uplinkIsolated: return "port group does not use uplinks (uplinks: none)"
         case .uplinkToUplink: return "destination is behind an uplink (no uplink-to-uplink forwarding)"
         case .noHealthyUplink: return "no healthy uplink to leave by"
+        case .shapingIngress: return "over the port's ingress shaping rate"
+        case .shapingEgress: return "over the port's egress shaping rate"
+        case .privateVLANNotAllowed: return "private VLAN: the destination port may not receive from this one"
+        case .malformedIGMP: return "malformed IGMP message"
+        case .malformedMLD: return "malformed MLD message"
         }
     }
 }

@@ -42,6 +42,9 @@ public final class EgressList {
     @usableFromInline var used = 0
     @usableFromInline var dropped = 0
     @usableFromInline var stamps: UnsafeMutablePointer<UInt32>
+    /// Per port, the serial of the last frame that offered it a multicast copy (a port that is
+    /// both a group member and a router port gets one copy).
+    @usableFromInline var marks: UnsafeMutablePointer<UInt32>
     @usableFromInline var stampCapacity: Int
     @usableFromInline var serial: UInt32 = 0
 
@@ -51,8 +54,10 @@ public final class EgressList {
         stampCapacity = 64
         stamps = .allocate(capacity: stampCapacity)
         stamps.initialize(repeating: 0, count: stampCapacity)
+        marks = .allocate(capacity: stampCapacity)
+        marks.initialize(repeating: 0, count: stampCapacity)
     }
-    deinit { items.deallocate(); stamps.deallocate() }
+    deinit { items.deallocate(); stamps.deallocate(); marks.deallocate() }
 
     /// Copies collected for the current frame.
     @inlinable public var count: Int { used }
@@ -64,19 +69,22 @@ public final class EgressList {
     /// than any before appears; call once per batch, outside the per-frame loop.
     public func prepare(portCount: Int) {
         guard portCount > stampCapacity else { return }
-        stamps.deallocate()
+        stamps.deallocate(); marks.deallocate()
         stampCapacity = max(portCount, stampCapacity * 2)
         stamps = .allocate(capacity: stampCapacity)
         stamps.initialize(repeating: 0, count: stampCapacity)
+        marks = .allocate(capacity: stampCapacity)
+        marks.initialize(repeating: 0, count: stampCapacity)
         serial = 0
     }
 
-    /// Starts a new frame's mirror stamps.
+    /// Starts a new frame's mirror stamps and multicast marks.
     @inlinable @inline(__always)
     func nextFrame() {
         serial &+= 1
         if serial == 0 {
             stamps.update(repeating: 0, count: stampCapacity)
+            marks.update(repeating: 0, count: stampCapacity)
             serial = 1
         }
     }
@@ -97,6 +105,15 @@ public final class EgressList {
 
     @inlinable @inline(__always)
     func isStamped(_ port: Int) -> Bool { port < stampCapacity && stamps[port] == serial }
+
+    /// True the first time `port` is marked for the current frame (multicast fan-out).
+    @inlinable @inline(__always)
+    func mark(_ port: Int) -> Bool {
+        guard port < stampCapacity else { return true }
+        if marks[port] == serial { return false }
+        marks[port] = serial
+        return true
+    }
 }
 
 /// Whether `port` may receive a frame for `destination` under its security policy: with
@@ -120,8 +137,15 @@ public func egressRefusal(of destination: MACAddress, to port: HotPort) -> DropR
 /// - The team: a guest's frame leaves by its one chosen member (`d.uplink`), never by the
 ///   others; a frame from an uplink goes only to guests of port groups that use uplinks.
 /// - A port whose device is gone (`context.links`) gets nothing.
+/// - IGMP/MLD snooping: a registered group's data goes to its member ports, the
+///   multicast-router ports (dynamic ones of the learning VLAN, configured ones, the uplinks)
+///   and the promiscuous ports; a report or leave to the router and promiscuous ports. Each
+///   port once; every port still passes the VLAN (and private VLAN) rules, so a membership
+///   never carries a frame across VLANs or through the PVLAN matrix.
 /// - A port refuses unicast for another MAC (`mac-changes` rejected), and a GSO frame or a
 ///   partial checksum when it cannot take offloads (`offload-not-supported`).
+/// - A port shaped on egress refuses a frame over its rate (`shaping-egress`): the question
+///   (`TrafficShaper.wouldAdmit`) is asked here; the datapath charges each output it sends.
 /// - Mirrors (SPAN): a copy of the frame as received to each destination of the ingress
 ///   port's ingress mirrors, whatever the verdict (dropped frames too, as a SPAN port sees
 ///   them); for each output, a copy of it as sent to the destinations of that port's egress
@@ -137,8 +161,12 @@ public func collectEgress(of d: Decision, inPort: PortIndex, plan: SwitchPlan, c
     // Ports whose device is gone get nothing (one branch when every port is up).
     let links = context.links.flatMap { $0.downCount > 0 ? $0 : nil }
     let offload = d.offload.needsOffload
+    // Egress shaping (one branch when no port is shaped on egress).
+    let shaper = context.shaper.flatMap { $0.shapesEgress ? $0 : nil }
+    let multicast: Bool
+    switch d.verdict { case .multicastGroup, .multicastRouters: multicast = true; default: multicast = false }
+    if storage.hasMirrors || multicast { list.nextFrame() }
     if storage.hasMirrors {
-        list.nextFrame()
         for dst in storage.mirrorOnIngress[inPort] where links?.isDown(dst) != true && list.stamp(dst) {
             if offload && !storage.hotPorts[dst].acceptsOffloads {
                 list.append(EgressItem(port: dst, kind: .refused, refusal: .offloadNotSupported, rewrite: EgressRewrite(strip: 0, push: nil)))
@@ -153,14 +181,21 @@ public func collectEgress(of d: Decision, inPort: PortIndex, plan: SwitchPlan, c
     case .drop, .local:
         return nil
     case .forward(let p):
-        offerEgress(p, of: d, from: from, plan: plan, links: links, offload: offload, into: list)
+        offerEgress(p, of: d, from: from, plan: plan, links: links, offload: offload, shaper: shaper, now: context.now, into: list)
         // One predictable branch on switches without promiscuous ports.
         if storage.hasPromiscuousPorts {
             let set = storage.promiscuousPorts, start = storage.promiscuousStart, v = Int(d.vlan.rawValue)
             for i in Int(start[v])..<Int(start[v + 1]) {
                 let q = Int(set[i])
-                if q != inPort && q != p { offerEgress(q, of: d, from: from, plan: plan, links: links, offload: offload, into: list) }
+                if q != inPort && q != p {
+                    offerEgress(q, of: d, from: from, plan: plan, links: links, offload: offload, shaper: shaper, now: context.now, into: list)
+                }
             }
+        }
+    case .multicastGroup, .multicastRouters:
+        // Out of line: the unicast path above pays nothing for it.
+        multicastFanOut(of: d, inPort: inPort, plan: plan, groups: context.multicast, into: list) { p in
+            offerEgress(p, of: d, from: from, plan: plan, links: links, offload: offload, shaper: shaper, now: context.now, into: list)
         }
     case .flood:
         // Indexes into the flood set rather than `floodSet(_:)`'s slice: no reference
@@ -168,7 +203,7 @@ public func collectEgress(of d: Decision, inPort: PortIndex, plan: SwitchPlan, c
         let set = storage.floodPorts, start = storage.floodStart, v = Int(d.vlan.rawValue)
         for i in Int(start[v])..<Int(start[v + 1]) {
             let p = Int(set[i])
-            if p != inPort { offerEgress(p, of: d, from: from, plan: plan, links: links, offload: offload, into: list) }
+            if p != inPort { offerEgress(p, of: d, from: from, plan: plan, links: links, offload: offload, shaper: shaper, now: context.now, into: list) }
         }
         if list.dropped > 0 { return .transmitQueueFull }
         if list.used == mirrorsEnd { return .noEgressPort }
@@ -178,7 +213,7 @@ public func collectEgress(of d: Decision, inPort: PortIndex, plan: SwitchPlan, c
         for p32 in plan.floodSet(d.vlan) {
             let p = Int(p32)
             if p != inPort && storage.hotPorts[p].l2Transparency && storage.hotPorts[p].group == group {
-                offerEgress(p, of: d, from: from, plan: plan, links: links, offload: offload, into: list)
+                offerEgress(p, of: d, from: from, plan: plan, links: links, offload: offload, shaper: shaper, now: context.now, into: list)
             }
         }
     }
@@ -188,7 +223,8 @@ public func collectEgress(of d: Decision, inPort: PortIndex, plan: SwitchPlan, c
 /// One port `collectEgress` offers decided frame `d` to: nothing when the team or a VLAN
 /// keeps it away, else an output (with its egress mirror copies) or a refusal.
 @inlinable @inline(__always)
-func offerEgress(_ p: Int, of d: Decision, from fromUplink: Bool, plan: SwitchPlan, links: PortLinks?, offload: Bool, into list: EgressList) {
+func offerEgress(_ p: Int, of d: Decision, from fromUplink: Bool, plan: SwitchPlan, links: PortLinks?, offload: Bool,
+                 shaper: TrafficShaper?, now: MonotonicInstant, into list: EgressList) {
     if let l = links, l.isDown(p) { return }
     let storage = plan.storage
     let port = storage.hotPorts[p]
@@ -204,6 +240,9 @@ func offerEgress(_ p: Int, of d: Decision, from fromUplink: Bool, plan: SwitchPl
         list.append(EgressItem(port: p, kind: .refused, refusal: r, rewrite: rw))
     } else if offload && !port.acceptsOffloads {
         list.append(EgressItem(port: p, kind: .refused, refusal: .offloadNotSupported, rewrite: rw))
+    } else if let shaper, shaper.shapes(port: p, .egress),
+              !shaper.wouldAdmit(port: p, .egress, bytes: egressLength(d.length, rw), now: now) {
+        list.append(EgressItem(port: p, kind: .refused, refusal: .shapingEgress, rewrite: rw))
     } else {
         let k = Int32(truncatingIfNeeded: list.used)
         list.append(EgressItem(port: p, kind: .output, rewrite: rw))
@@ -213,5 +252,31 @@ func offerEgress(_ p: Int, of d: Decision, from fromUplink: Bool, plan: SwitchPl
                 list.append(EgressItem(port: dst, kind: .mirrorEgress, after: k, rewrite: rw))
             }
         }
+    }
+}
+
+/// The ports a snooped multicast frame goes to (`collectEgress`): a registered group's
+/// members, then the router ports (dynamic ones of the learning VLAN, configured ones,
+/// uplinks), then the VLAN's promiscuous ports, each at most once and never the ingress
+/// port or a mirror destination; `offer` applies the VLAN rules and refusals to each.
+@usableFromInline @inline(never)
+func multicastFanOut(of d: Decision, inPort: PortIndex, plan: SwitchPlan, groups: MulticastGroupTable?, into list: EgressList,
+                     offer: (Int) -> Void) {
+    let storage = plan.storage
+    @inline(__always) func once(_ p: Int) {
+        if p != inPort && !storage.hotPorts[p].isMirrorDestination && list.mark(p) { offer(p) }
+    }
+    if let groups {
+        if case .multicastGroup(let slot) = d.verdict {
+            var m = groups.firstMember(Int(slot))
+            while m >= 0 { once(groups.memberPort(m)); m = groups.nextMember(m) }
+        }
+        var r = groups.firstRouter(d.learningVLAN)
+        while r >= 0 { once(groups.routerPort(r)); r = groups.nextRouter(r) }
+    }
+    for p in storage.multicastRouterPorts { once(Int(p)) }
+    if storage.hasPromiscuousPorts {
+        let set = storage.promiscuousPorts, start = storage.promiscuousStart, v = Int(d.vlan.rawValue)
+        for i in Int(start[v])..<Int(start[v + 1]) { once(Int(set[i])) }
     }
 }

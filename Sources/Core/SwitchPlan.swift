@@ -55,19 +55,23 @@ public struct PortPlan: Hashable, Sendable {
     /// `PACKET_VNET_HDR`, a vhost-user virtqueue). Without it such a frame is refused
     /// (`offload-not-supported`) at egress.
     public var acceptsOffloads: Bool
-    /// For a link port (one end of a patch link between two switches, issue 16): the port at
+    /// For a link port (one end of a patch link between two switches): the port at
     /// the other end. nil for guest ports and uplinks.
     public var link: LinkPeer?
+    /// Traffic shaping of the port (its port group's `shaping:`); nil: not shaped. Ingress is
+    /// what the guest sends into the switch, egress what the switch sends to the guest.
+    public var shaping: ShapingPolicy?
 
     public init(name: String, portGroup: String, mode: PortMode, configuredMAC: MACAddress? = nil,
                 security: PortSecurity = PortSecurity(), macLimit: Int = PortPlan.defaultMACLimit,
                 storm: StormLimits = StormLimits(), l2Transparency: Bool = false,
                 uplinkMember: Int? = nil, usesUplinks: Bool = true, acceptsOffloads: Bool = false,
-                link: LinkPeer? = nil) {
+                link: LinkPeer? = nil, shaping: ShapingPolicy? = nil) {
         self.name = name; self.portGroup = portGroup; self.mode = mode; self.configuredMAC = configuredMAC
         self.security = security; self.macLimit = macLimit; self.storm = storm; self.l2Transparency = l2Transparency
         self.uplinkMember = uplinkMember; self.usesUplinks = usesUplinks; self.acceptsOffloads = acceptsOffloads
         self.link = link
+        self.shaping = shaping
     }
 
     /// True for an uplink (a physical NIC of the switch's team).
@@ -123,6 +127,10 @@ public struct HotPort: Sendable {
     public var usesUplinks: Bool
     /// See `PortPlan.acceptsOffloads`.
     public var acceptsOffloads: Bool
+    /// For an access port in a private VLAN: its `PrivateVLANType` raw value; 0 otherwise.
+    public var privateVLANType: UInt8 = 0
+    /// For an access port in a private VLAN: the primary VLAN.
+    public var privateVLANPrimary: VLANID = .untagged
     @inlinable public var isUplink: Bool { teamMember >= 0 }
 }
 
@@ -207,13 +215,43 @@ public struct SwitchPlan: Sendable {
         @usableFromInline let carriedPorts: [PortIndex]
         /// VLANs the uplinks carry (beacon probes go out on each).
         @usableFromInline let uplinkVLANs: [VLANID]
-
+        /// Private VLANs, and per VLAN (4096 entries, empty without private VLANs) its
+        /// `primary << 8 | PrivateVLANType` (0 for a plain VLAN; a plain VLAN's own number as
+        /// its primary, so `learningVLAN` is one load).
+        @usableFromInline let privateVLANs: [PrivateVLAN]
+        @usableFromInline let privateVLANInfo: [UInt32]
+        @usableFromInline let hasPrivateVLANs: Bool
+        /// IGMP/MLD snooping (nil: off).
+        @usableFromInline let multicast: MulticastSnooping?
+        /// Ports that are always multicast-router ports: the configured ones and the uplinks.
+        @usableFromInline let multicastRouterPorts: [Int32]
+        /// True when some port is shaped.
+        @usableFromInline let hasShaping: Bool
 
         deinit { hotPorts.deinitialize(count: hot.count); hotPorts.deallocate() }
 
         init(name: String, ports: [PortPlan], mtu: Int, aging: Duration, macLimit: Int,
-             staticEntries: [StaticMACEntry], mirrors: [MirrorPlan], team: TeamConfig?) {
+             staticEntries: [StaticMACEntry], mirrors: [MirrorPlan], team: TeamConfig?,
+             privateVLANs: [PrivateVLAN], multicast: MulticastSnooping?) {
             self.name = name; self.ports = ports; self.mtu = mtu
+            // Private VLANs: each VLAN in at most one, once.
+            var info = [UInt32]()
+            if !privateVLANs.isEmpty {
+                info = (0..<4096).map { UInt32($0) << 8 }
+                for pv in privateVLANs {
+                    let p = UInt32(pv.primary.rawValue)
+                    for (v, t) in [(pv.primary, PrivateVLANType.promiscuous)] + (pv.isolated.map { [($0, .isolated)] } ?? [])
+                        + pv.community.map({ ($0, PrivateVLANType.community) }) {
+                        precondition(!v.isUntaggedDomain && info[Int(v.rawValue)] & 0xFF == 0, "VLAN \(v) is in two private VLANs")
+                        info[Int(v.rawValue)] = p << 8 | UInt32(t.rawValue)
+                    }
+                }
+            }
+            self.privateVLANs = privateVLANs
+            privateVLANInfo = info
+            hasPrivateVLANs = !privateVLANs.isEmpty
+            self.multicast = multicast
+            hasShaping = ports.contains { $0.shaping?.ingress != nil || $0.shaping?.egress != nil }
             var teamPorts: [(Int, PortIndex)] = []
             for (i, p) in ports.enumerated() { if let m = p.uplinkMember { teamPorts.append((m, i)) } }
             teamPorts.sort { $0.0 < $1.0 }
@@ -247,7 +285,12 @@ public struct SwitchPlan: Sendable {
                                 teamMember: Int16(p.uplinkMember ?? -1), usesUplinks: p.uplinkMember == nil && p.usesUplinks,
                                 acceptsOffloads: p.acceptsOffloads)
                 switch p.mode {
-                case .access(let v): h.access = v
+                case .access(let v):
+                    h.access = v
+                    if !info.isEmpty, info[Int(v.rawValue)] & 0xFF != 0 {
+                        h.privateVLANType = UInt8(info[Int(v.rawValue)] & 0xFF)
+                        h.privateVLANPrimary = VLANID(UInt16(info[Int(v.rawValue)] >> 8))
+                    }
                 case .trunk(let allowed, let native):
                     h.isTrunk = true; h.native = native; h.allowedBase = words.count
                     words += allowed.words
@@ -266,6 +309,25 @@ public struct SwitchPlan: Sendable {
             for (i, p) in ports.enumerated() where !destination[i] {
                 for v in p.mode.memberVLANs { members[Int(v.rawValue)].append(Int32(i)) }
             }
+            // A private VLAN's VLANs reach the ports the matrix allows (see `PrivateVLAN`):
+            // the flood and promiscuous sets of its VLANs are rebuilt from that rule.
+            func delivers(_ v: VLANID, _ h: HotPort) -> Bool {
+                if h.isTrunk || h.privateVLANType == 0 { return false }
+                let from = UInt8(info[Int(v.rawValue)] & 0xFF)
+                guard from != 0, UInt16(info[Int(v.rawValue)] >> 8) == h.privateVLANPrimary.rawValue else { return false }
+                if from == PrivateVLANType.promiscuous.rawValue || h.privateVLANType == PrivateVLANType.promiscuous.rawValue { return true }
+                return from == PrivateVLANType.community.rawValue && h.access == v
+            }
+            for pv in privateVLANs {
+                for v in pv.vlans {
+                    members[Int(v.rawValue)] = ports.indices.filter { i in
+                        !destination[i] && (hotPorts[i].isTrunk ? ports[i].mode.isMember(v) : delivers(v, hotPorts[i]))
+                    }.map { Int32($0) }
+                }
+            }
+            var routers = Set(multicast?.routerPorts ?? [])
+            for (i, p) in ports.enumerated() where p.isUplink { routers.insert(i) }
+            multicastRouterPorts = routers.filter { $0 >= 0 && $0 < ports.count && !destination[$0] }.sorted().map { Int32($0) }
             var start = [Int32](); start.reserveCapacity(4097)
             var flat = [Int32]()
             for v in 0..<4096 { start.append(Int32(flat.count)); flat += members[v] }
@@ -289,12 +351,22 @@ public struct SwitchPlan: Sendable {
     /// object, so the same switch runtime generation.
     public func isSame(_ other: SwitchPlan) -> Bool { storage === other.storage }
 
+    /// - Parameters:
+    ///   - privateVLANs: the switch's private VLANs (`private-vlans:`); an access port in one
+    ///     of their VLANs is a private VLAN port (`PrivateVLAN`). Each VLAN in at most one.
+    ///   - multicast: IGMP/MLD snooping (`multicast-snooping: true`); nil: off.
     public init(name: String, ports: [PortPlan], mtu: Int = 1500, aging: Duration = .seconds(300),
                 macLimit: Int = 8192, staticEntries: [StaticMACEntry] = [], mirrors: [MirrorPlan] = [],
-                team: TeamConfig? = nil) {
+                team: TeamConfig? = nil, privateVLANs: [PrivateVLAN] = [], multicast: MulticastSnooping? = nil) {
         storage = Storage(name: name, ports: ports, mtu: mtu, aging: aging, macLimit: macLimit,
-                          staticEntries: staticEntries, mirrors: mirrors, team: team)
+                          staticEntries: staticEntries, mirrors: mirrors, team: team,
+                          privateVLANs: privateVLANs, multicast: multicast)
     }
+
+    /// True when some port is shaped (the datapath skips the shaper otherwise).
+    @inlinable public var hasShaping: Bool { storage.hasShaping }
+    /// Ports that are always multicast-router ports (configured ones and uplinks).
+    @inlinable public var multicastRouterPorts: [Int32] { storage.multicastRouterPorts }
 
     @inlinable public var name: String { storage.name }
     @inlinable public var ports: [PortPlan] { storage.ports }
@@ -350,10 +422,16 @@ public struct SwitchPlan: Sendable {
         Core.ingressClass(of: header, trunk: port.isTrunk, access: port.access, native: port.native) { trunk(port, allows: $0) }
     }
 
-    /// Egress rewrite toward `port` (the plain-value fast path).
+    /// Egress rewrite toward `port` (the plain-value fast path); nil when a frame of `vlan`
+    /// does not leave by `port`. A private VLAN's access ports follow the matrix (`delivers`):
+    /// untagged, whichever of the private VLAN's VLANs the frame is in.
     @inlinable @inline(__always)
     public func egressRewrite(vlan: VLANID, ingressTagLength: Int, priority: UInt16, on port: HotPort) -> EgressRewrite? {
-        Core.egressRewrite(vlan: vlan, ingressTagLength: ingressTagLength, priority: priority, trunk: port.isTrunk,
+        if port.privateVLANType != 0 {
+            guard privateVLANDelivers(vlan, toAccess: port) else { return nil }
+            return EgressRewrite(strip: ingressTagLength, push: nil)
+        }
+        return Core.egressRewrite(vlan: vlan, ingressTagLength: ingressTagLength, priority: priority, trunk: port.isTrunk,
                            access: port.access, native: port.native) { trunk(port, allows: $0) }
     }
 

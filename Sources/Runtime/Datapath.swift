@@ -178,6 +178,19 @@ public final class Datapath {
         return try body(held)
     }
 
+    /// Runs `body` while worker 0 holds no batch: the running switches' port I/O stays open
+    /// meanwhile (a reload waits for every worker's I/O lock before it swaps and closes
+    /// ports), so `body` may write frames through ports of `lock.switches` it read under the
+    /// datapath lock. System calls are allowed in `body` (it holds an I/O lock, not the
+    /// datapath lock); take the datapath lock inside only briefly (lock order: I/O lock, then
+    /// the datapath lock). Worker 0 waits meanwhile: keep `body` to a few writes (the
+    /// multicast querier's queries).
+    public func withPortWrites<T>(_ body: () throws -> T) rethrows -> T {
+        let w = workers[0]
+        w.ioLock.lock(); defer { w.ioLock.unlock() }
+        return try body()
+    }
+
     /// Marks port `port` of switch `switchName` down (its device left the guest, say) and
     /// stops polling it; the port's MAC entries are flushed. No-op if it is already down.
     public func setPortDown(switch switchName: String, port: String, reason: PortDownReason) {
@@ -195,6 +208,7 @@ public final class Datapath {
     private func markDown(_ sw: SwitchRuntime, port: Int, reason: PortDownReason) -> Bool {
         guard sw.links.setDown(port, reason) else { return false }
         sw.table.flush(port: port)
+        sw.multicast?.flush(port: port)
         linkGeneration &+= 1
         return true
     }
@@ -309,7 +323,10 @@ public final class Datapath {
             let now = clock()
             if w.index == 0 && now.nanoseconds - lastTick.nanoseconds >= 1_000_000_000 {
                 lastTick = now
-                for sw in switches { sw.table.expire(now: now, aging: sw.plan.aging) }
+                for sw in switches {
+                    sw.table.expire(now: now, aging: sw.plan.aging)
+                    sw.multicast?.expire(now: now)
+                }
             }
             for i in 0..<errorCount {
                 let key = QueueKey(errors[i].key)
@@ -463,9 +480,13 @@ public final class Datapath {
             return
         }
         if d.takesStormToken, let why = d.floodReason { context.storm?.take(port: inPort, reason: why, now: context.now) }
-        if d.announces { sw.announcements.stamp(vlan: d.vlan, mac: d.source, now: context.now) }
+        if d.takesShapingTokens { context.shaper?.take(port: inPort, .ingress, bytes: frame.count, now: context.now) }
+        if d.snoops {
+            context.multicast?.snoop(frame: frame, verifyChecksums: !d.offload.needsChecksum, port: inPort, vlan: d.learningVLAN, now: context.now)
+        }
+        if d.announces { sw.announcements.stamp(vlan: d.learningVLAN, mac: d.source, now: context.now) }
         if d.learn {
-            context.table.learn(vlan: d.vlan, mac: d.source, port: inPort, now: context.now, portLimit: plan.hot[inPort].macLimit)
+            context.table.learn(vlan: d.learningVLAN, mac: d.source, port: inPort, now: context.now, portLimit: plan.hot[inPort].macLimit)
         }
         let egress = w.egress
         let ingressDrop = collectEgress(of: d, inPort: inPort, plan: plan, context: context, into: egress)
@@ -477,6 +498,8 @@ public final class Datapath {
             if let r = ingressDrop { counters.dropped(port: inPort, reason: r) }
         }
         let base = UnsafeMutableRawPointer(mutating: frame.baseAddress!)
+        // Egress shaping's effect: each output to a port shaped on egress is charged.
+        let egressShaper = context.shaper.flatMap { $0.shapesEgress ? $0 : nil }
         for i in 0..<egress.count {
             let item = egress[i]
             let p = Int(item.port)
@@ -486,6 +509,9 @@ public final class Datapath {
                 counters.dropped(port: p, reason: item.refusal)
                 continue
             case .output:
+                if let s = egressShaper, s.shapes(port: p, .egress) {
+                    s.take(port: p, .egress, bytes: egressLength(frame.count, item.rewrite), now: context.now)
+                }
                 k = w.tx.append(port: p, frame: base, count: frame.count, vnet: vnet, rewrite: item.rewrite, vlan: d.vlan, captured: true, after: -1)
             case .mirrorIngress:
                 k = w.tx.append(port: p, frame: base, count: frame.count, vnet: vnet, rewrite: item.rewrite, vlan: d.vlan, captured: false, after: -1)

@@ -38,6 +38,8 @@ public final class Fabric {
     /// crash by the next `up`/`down`, from the state file).
     var groOff: [String] = []
     var teamMonitor: TeamMonitor?
+    /// Sends the general queries of switches with `multicast-querier: true` (idle otherwise).
+    var querierService: MulticastQuerierService?
     /// QEMU guests by name, and the TAPs whose fds the switch keeps for them (VMs.swift).
     var vms: [String: VMSupervisor] = [:]
     var vmTaps: [String: [TAPDevice]] = [:]
@@ -110,6 +112,9 @@ public final class Fabric {
             let hostErrors = Fabric.hostProblems(of: target)
             if !hostErrors.isEmpty { throw RuntimeError(hostErrors.map(\.description).joined(separator: "\n")) }
             _ = try reloading.withLock { try apply(target, file: target.file) }
+            let queries = MulticastQuerierService(datapath: dp, log: log)
+            querierService = queries
+            queries.start()
             startPortWatch()
             let server = try ControlServer(path: RunDirectory.socket(target.name)) { [unowned self] req, fd in self.respond(to: req, fd: fd) }
             control = server
@@ -164,6 +169,7 @@ public final class Fabric {
         stopVMs(Array(vms.keys) + Array(vmTaps.keys))
         stopDHCPClients()
         teamMonitor?.stop(); teamMonitor = nil
+        querierService?.stop(); querierService = nil
         datapath?.stop(); datapath = nil
         for p in portsByName.values { p.close() }
         for p in uplinkPorts.values { p.close() }
@@ -215,6 +221,7 @@ public final class Fabric {
             case "status": return try enc.encode(status())
             case "ports": return try enc.encode(ports(switch: req.switch))
             case "fdb": return try enc.encode(fdb(switch: req.switch, vlan: req.vlan))
+            case "mdb": return try enc.encode(mdb(switch: req.switch))
             case "trace": return try enc.encode(trace(req))
             case "capture": return try streamCapture(req, fd: fd)
             case "reload": return try enc.encode(reload(req))
@@ -225,7 +232,7 @@ public final class Fabric {
                 kill(getpid(), SIGTERM)
                 return try enc.encode(["stopping": topology.name])
             default:
-                return ControlServer.error("unknown command '\(req.command)' (expected status, ports, fdb, trace, capture, reload, vm or down)")
+                return ControlServer.error("unknown command '\(req.command)' (expected status, ports, fdb, mdb, trace, capture, reload, vm or down)")
             }
         } catch {
             return ControlServer.error("\(error)")

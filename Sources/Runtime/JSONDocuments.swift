@@ -246,6 +246,13 @@ public enum JSONDocuments {
         return document(fields)
     }
 
+    /// `tapestry mdb --json`: every stored property of `MDBReport`, in snake_case, nil as
+    /// `null` (by reflection, like `trace`).
+    public static func mdb(_ r: MDBReport) -> JSONValue {
+        guard case .object(let fields) = JSONValue.reflecting(r) else { return document([:]) }
+        return document(fields)
+    }
+
     /// `tapestry list --json`.
     public static func list(_ rows: [InstanceSummary]) -> JSONValue {
         document(["instances": .array(rows.map { r in

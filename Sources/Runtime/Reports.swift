@@ -143,7 +143,8 @@ public struct TraceReport: Codable, Equatable {
     public struct FrameTrace: Codable, Equatable {
         public var summary: String
         public var steps: [Step]
-        /// forward, flood or drop.
+        /// forward, flood, multicast-group (a registered group's members and router ports),
+        /// multicast-routers (a report or leave: router ports only), local or drop.
         public var verdict: String
         public var dropReason: String?
         public var egress: [Egress]
@@ -158,12 +159,21 @@ public struct TraceReport: Codable, Equatable {
         /// For each output to a link port: the frame followed into the other switch's
         /// decision, as it arrives there. nil when the frame leaves by no link.
         public var crossings: [LinkCrossing]? = nil
+        /// Traffic shaping's answers as of now: ingress on the ingress port, egress on each
+        /// shaped port the frame would go to (absent: no shaping applies).
+        public var shaping: [Shaping]? = nil
+        /// The frame's private VLAN (absent: its VLAN is a plain one).
+        public var privateVlan: PrivateVLANTrace? = nil
+        /// What IGMP/MLD snooping made of the frame (absent: snooping off, or not multicast).
+        public var multicast: MulticastTrace? = nil
 
         public init(summary: String, steps: [Step], verdict: String, dropReason: String?, egress: [Egress],
-                    mirrors: [MirrorCopy] = [], refused: [Refusal] = [], storm: Storm? = nil, uplink: String? = nil, crossings: [LinkCrossing]? = nil) {
+                    mirrors: [MirrorCopy] = [], refused: [Refusal] = [], storm: Storm? = nil, uplink: String? = nil, crossings: [LinkCrossing]? = nil,
+                    shaping: [Shaping]? = nil, privateVlan: PrivateVLANTrace? = nil, multicast: MulticastTrace? = nil) {
             self.summary = summary; self.steps = steps; self.verdict = verdict; self.dropReason = dropReason
             self.egress = egress; self.mirrors = mirrors; self.refused = refused; self.storm = storm
             self.uplink = uplink; self.crossings = crossings
+            self.shaping = shaping; self.privateVlan = privateVlan; self.multicast = multicast
         }
     }
     /// A frame crossing a patch link: it left this switch by link port `via` and enters
@@ -180,6 +190,57 @@ public struct TraceReport: Codable, Equatable {
         public var trace: FrameTrace?
         /// True when the trace was not followed further (hop bound reached).
         public var truncated: Bool
+    }
+    public struct Shaping: Codable, Equatable {
+        public var port: String
+        /// ingress (from the guest) or egress (to the guest).
+        public var direction: String
+        public var admitted: Bool
+        /// The frame's bytes as charged (a GSO frame's whole length; egress: as sent).
+        public var frameBytes: Int
+        /// Bytes in the average- and peak-rate buckets now (negative: paying back a frame
+        /// larger than the bucket).
+        public var averageBytes: Int64
+        public var peakBytes: Int64
+        public var averageBitsPerSecond: UInt64
+        public var peakBitsPerSecond: UInt64
+        public var burstBytes: Int
+    }
+    public struct PrivateVLANTrace: Codable, Equatable {
+        public var vlan: String
+        public var primary: String
+        /// promiscuous, isolated or community.
+        public var type: String
+        /// Ports of the private VLAN the frame does not reach, and why (their type).
+        public var skipped: [Refusal]
+    }
+    public struct MulticastTrace: Codable, Equatable {
+        /// data, query, report, leave, malformed, or not-ip-multicast.
+        public var kind: String
+        /// The group (data, leave, group-specific query).
+        public var group: String?
+        /// The learning VLAN the group table is keyed by.
+        public var vlan: String
+        /// Data: the group has members (false: flooded as unregistered or link-local).
+        public var registered: Bool?
+        /// Data to a registered group: its member ports.
+        public var members: [String]?
+        /// Router ports the switch knows in the VLAN (dynamic ones, configured ones, uplinks).
+        public var routers: [String]?
+        /// Reports: each group record and what it would do (join, refresh, leave, ignored).
+        public var records: [Record]?
+        /// Queries: the querier's address, and what it changes.
+        public var querier: String?
+        /// Malformed messages: why.
+        public var problem: String?
+    }
+    public struct Record: Codable, Equatable {
+        /// IS_IN, IS_EX, TO_IN, TO_EX, ALLOW, BLOCK (RFC 3376 §4.2.12).
+        public var type: String
+        public var group: String
+        public var sources: Int
+        /// join (new membership), refresh, leave, not-a-member, link-local (not registered), ignored.
+        public var effect: String
     }
     public struct MirrorCopy: Codable, Equatable {
         /// The mirror destination port.
@@ -203,7 +264,8 @@ public struct TraceReport: Codable, Equatable {
         public var ratePerSecond: Int64
     }
     public struct Step: Codable, Equatable {
-        /// ingress, parse, vlan, learn, lookup, output, drop.
+        /// ingress, parse, vlan, pvlan, learn, lookup, snoop, storm, shaping, team, output,
+        /// mirror, local, drop.
         public var stage: String
         public var detail: String
     }
@@ -240,5 +302,65 @@ public enum JSON {
         let d = JSONDecoder()
         d.keyDecodingStrategy = .convertFromSnakeCase
         return d
+    }
+}
+
+/// The reply to `mdb`: the multicast group table(s), like `bridge mdb` and `ovs-appctl
+/// mdb/show`. Keys (snake_case, stable):
+/// - `entries`: `switch`, `vlan` (the learning VLAN: a private VLAN's primary), `group`
+///   (IPv4 or IPv6 text), `port`, `age_seconds` (since the last report; 0 when static),
+///   `expires_seconds` (until it ages out; absent when static), `type` (`static`|`dynamic`).
+/// - `routers`: `switch`, `vlan` (absent for configured ports and uplinks: every VLAN they
+///   carry), `port`, `type` (`dynamic`: a query arrived there; `static`: configured;
+///   `uplink`), `age_seconds` and `expires_seconds` (dynamic ones).
+/// - `queriers`: per switch, VLAN and family (`ipv4`|`ipv6`), `role` (`querier` when this
+///   switch queries, `other` when another querier holds the role; `address` then), and
+///   `next_query_seconds`.
+/// - `tables`: per switch, `groups`, `group_capacity`, `memberships`, `membership_capacity`,
+///   `routers`, `router_capacity`, `refused_joins`, `refused_routers`, `membership_interval_seconds`.
+public struct MDBReport: Codable, Equatable {
+    public var entries: [Entry]
+    public var routers: [Router]
+    public var queriers: [Querier]
+    public var tables: [Table]
+    public init(entries: [Entry] = [], routers: [Router] = [], queriers: [Querier] = [], tables: [Table] = []) {
+        self.entries = entries; self.routers = routers; self.queriers = queriers; self.tables = tables
+    }
+    public struct Entry: Codable, Equatable {
+        public var `switch`: String
+        public var vlan: String
+        public var group: String
+        public var port: String
+        public var ageSeconds: Int64
+        public var expiresSeconds: Int64?
+        public var type: String
+    }
+    public struct Router: Codable, Equatable {
+        public var `switch`: String
+        public var vlan: String?
+        public var port: String
+        public var type: String
+        public var ageSeconds: Int64?
+        public var expiresSeconds: Int64?
+    }
+    public struct Querier: Codable, Equatable {
+        public var `switch`: String
+        public var vlan: String
+        public var family: String
+        public var role: String
+        public var address: String?
+        public var nextQuerySeconds: Int64?
+    }
+    public struct Table: Codable, Equatable {
+        public var `switch`: String
+        public var groups: Int
+        public var groupCapacity: Int
+        public var memberships: Int
+        public var membershipCapacity: Int
+        public var routers: Int
+        public var routerCapacity: Int
+        public var refusedJoins: UInt64
+        public var refusedRouters: UInt64
+        public var membershipIntervalSeconds: Int64
     }
 }

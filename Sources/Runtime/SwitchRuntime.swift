@@ -4,7 +4,8 @@ import Model
 
 /// The live state of one switch inside the datapath: its compiled plan and port I/O
 /// (immutable for the runtime's life), and the state forwarding changes — MAC table,
-/// counters, storm buckets, team state, link state.
+/// counters, storm buckets, shaping buckets, the multicast group table and querier, team
+/// state, link state.
 ///
 /// ## Ownership
 /// The mutable state is reached only through a `DatapathLock` (`table(_:)`, `counters(_:)`,
@@ -20,6 +21,11 @@ public final class SwitchRuntime {
     let counters: PortCounters
     /// Storm-control token buckets (inactive when no port has a limit).
     let storm: StormControl
+    /// Traffic-shaping buckets (inactive when no port is shaped).
+    let shaper: TrafficShaper
+    /// IGMP/MLD snooping's group table (nil: snooping off), with the querier if the switch
+    /// has one (`multicast.querier`).
+    let multicast: MulticastGroupTable?
     /// Ports whose device went away.
     let links: PortLinks
     /// The NIC team's current state (nil without uplinks); replaced by the team monitor.
@@ -46,8 +52,19 @@ public final class SwitchRuntime {
         self.ports = ports
         table = MACTable(limit: plan.macLimit, staticCapacity: max(16, plan.staticEntries.count), portCount: plan.ports.count)
         counters = PortCounters(portCount: plan.ports.count)
-        for e in plan.staticEntries { table.addStatic(vlan: e.vlan, mac: e.mac, port: e.port) }
+        // A private VLAN's entries live under its primary (shared learning).
+        for e in plan.staticEntries { table.addStatic(vlan: plan.learningVLAN(e.vlan), mac: e.mac, port: e.port) }
         storm = StormControl(plan: plan)
+        shaper = TrafficShaper(plan: plan)
+        if let snooping = plan.multicast {
+            // The first queries are due at once, whatever the clock (tests inject their own).
+            let querier = snooping.querier.map {
+                MulticastQuerier(settings: $0, vlans: MulticastQuerier.queriedVLANs(of: plan), now: MonotonicInstant(nanoseconds: 0))
+            }
+            multicast = MulticastGroupTable(snooping: snooping, portCount: plan.ports.count, querier: querier)
+        } else {
+            multicast = nil
+        }
         links = PortLinks(portCount: plan.ports.count)
         uplinkErrors = Array(repeating: 0, count: plan.uplinkPorts.count)
         hasTeam = plan.team != nil
@@ -62,7 +79,8 @@ public final class SwitchRuntime {
     func context(now: MonotonicInstant) -> DecisionContext {
         // Without uplinks there is no team: skip copying the optional state (~150 instructions).
         DecisionContext(table: table, team: hasTeam ? team.map { TeamContext(state: $0, locks: announcements, now: now) } : nil,
-                        storm: storm.isActive ? storm : nil, links: links.downCount > 0 ? links : nil, now: now)
+                        storm: storm.isActive ? storm : nil, links: links.downCount > 0 ? links : nil, now: now,
+                        shaper: shaper.isActive ? shaper : nil, multicast: multicast)
     }
 
     // MARK: - Access under the lock
@@ -73,6 +91,10 @@ public final class SwitchRuntime {
     public func counters(_ lock: borrowing DatapathLock) -> PortCounters { counters }
     /// The team's state (nil without uplinks).
     public func team(_ lock: borrowing DatapathLock) -> TeamState? { team }
+    /// The multicast group table (nil: snooping off).
+    public func multicast(_ lock: borrowing DatapathLock) -> MulticastGroupTable? { multicast }
+    /// The traffic-shaping buckets.
+    public func shaper(_ lock: borrowing DatapathLock) -> TrafficShaper { shaper }
     /// Why `port` is down (nil: up).
     public func downReason(port: Int, _ lock: borrowing DatapathLock) -> PortDownReason? { links.downReason(port) }
     /// What `decide` and `trace` read of this switch at `now`.
@@ -86,7 +108,8 @@ public final class SwitchRuntime {
     /// port's new index when the port is still a member of the entry's VLAN (and is not a
     /// mirror destination, which never learns); they keep their age, and are replayed oldest
     /// first so the per-port LRU order survives. Static entries come from the new plan. A
-    /// shared port that was down stays down.
+    /// shared port that was down stays down. Multicast memberships and router entries of
+    /// shared ports carry over the same way; shaping buckets and the querier start afresh.
     func carryOver(from old: SwitchRuntime, now: MonotonicInstant, _ lock: borrowing DatapathLock) {
         var newIndex = Array(repeating: -1, count: old.plan.ports.count)
         for (i, p) in old.plan.ports.enumerated() {
@@ -98,8 +121,11 @@ public final class SwitchRuntime {
         let entries = old.table.entries(now: now).filter { !$0.isStatic }.sorted { $0.age > $1.age }
         for e in entries {
             let j = newIndex[e.port]
-            guard j >= 0, plan.ports[j].mode.isMember(e.vlan), !plan.isMirrorDestination[j] else { continue }
+            guard j >= 0, plan.learns(e.vlan, on: j), !plan.isMirrorDestination[j] else { continue }
             table.learn(vlan: e.vlan, mac: e.mac, port: j, now: now - e.age)
+        }
+        if let groups = multicast, let was = old.multicast {
+            groups.carryOver(from: was, newIndex: newIndex, isMember: { plan.learns($0, on: $1) }, now: now)
         }
     }
 }

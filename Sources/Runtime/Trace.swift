@@ -126,6 +126,20 @@ func traceDecision(_ bytes: [UInt8], offload: FrameOffload, inPort: PortIndex, p
     var steps: [TraceReport.Step] = []
     var storm: TraceReport.Storm? = nil
     var uplink: String? = nil
+    var shaping: [TraceReport.Shaping] = []
+    var privateVLAN: TraceReport.PrivateVLANTrace? = nil
+    var multicast: TraceReport.MulticastTrace? = nil
+    func shapingRow(_ port: PortIndex, _ direction: ShapingDirection, admitted: Bool, bytes: Int, average: Int64, peak: Int64) -> TraceReport.Shaping? {
+        guard let limit = direction == .ingress ? plan.ports[port].shaping?.ingress : plan.ports[port].shaping?.egress else { return nil }
+        return .init(port: name(port), direction: direction.description, admitted: admitted, frameBytes: bytes, averageBytes: average,
+                     peakBytes: peak, averageBitsPerSecond: limit.averageBitsPerSecond, peakBitsPerSecond: limit.peakBitsPerSecond,
+                     burstBytes: limit.burstBytes)
+    }
+    func shapingText(_ r: TraceReport.Shaping) -> String {
+        "\(r.direction) shaping of \(r.port): average \(bitRate(r.averageBitsPerSecond)), peak \(bitRate(r.peakBitsPerSecond)), burst \(r.burstBytes) bytes; "
+            + "the buckets hold \(r.averageBytes) / \(r.peakBytes) bytes now; \(r.frameBytes)-byte frame: "
+            + (r.admitted ? "admitted (it would be charged; not by trace)" : "over the rate")
+    }
     for step in rec.steps {
         switch step {
         case .received(let port, let length):
@@ -179,6 +193,31 @@ func traceDecision(_ bytes: [UInt8], offload: FrameOffload, inPort: PortIndex, p
             steps.append(.init(stage: "team", detail: "accepted from uplink member \(member) (active, designated receiver, not a reflection)"))
         case .announcement(let vlan, let mac):
             steps.append(.init(stage: "team", detail: "gratuitous ARP/RARP from a local guest: \(mac) in VLAN \(vlan) would be stamped in the announcement lock"))
+        case .privateVLAN(let vlan, let type, let primary):
+            let skipped = plan.privateVLANExcluded(vlan, except: inPort)
+            privateVLAN = .init(vlan: vlan.description, primary: primary.description, type: type.description,
+                                skipped: skipped.map { .init(port: name($0.port), reason: "\($0.type) port") })
+            let reach: String
+            switch type {
+            case .promiscuous: reach = "reaches every port of the private VLAN"
+            case .isolated: reach = "reaches promiscuous ports and trunks carrying VLAN \(vlan) only"
+            case .community: reach = "reaches its community, promiscuous ports and trunks carrying VLAN \(vlan)"
+            }
+            steps.append(.init(stage: "pvlan", detail: "VLAN \(vlan) is the \(type == .promiscuous ? "primary (promiscuous)" : "\(type) secondary") of private VLAN \(primary): \(reach); MAC learning shared under VLAN \(primary)"))
+            for x in skipped {
+                steps.append(.init(stage: "pvlan", detail: "not to \(name(x.port)): \(x.type) port (\(type) → \(x.type) is not allowed)"))
+            }
+        case .privateVLANBlocked(let port):
+            steps.append(.init(stage: "pvlan", detail: "the destination is behind \(name(port)), which may not receive from this port (private VLAN matrix)"))
+        case .shaping(let port, let direction, let admitted, let length, let average, let peak):
+            if let row = shapingRow(port, direction, admitted: admitted, bytes: length, average: average, peak: peak) {
+                shaping.append(row)
+                steps.append(.init(stage: "shaping", detail: shapingText(row)))
+            }
+        case .snooping(let what):
+            let (detail, info) = describeSnooping(what, bytes: bytes, inPort: inPort, plan: plan, context: context, previous: multicast)
+            if let detail { steps.append(.init(stage: "snoop", detail: detail)) }
+            multicast = info
         case .dropped(let r):
             steps.append(.init(stage: "drop", detail: dropComment(r, frame: bytes)))
         }
@@ -197,8 +236,18 @@ func traceDecision(_ bytes: [UInt8], offload: FrameOffload, inPort: PortIndex, p
         case .output:
             egress.append(.init(port: name(p), tag: item.rewrite.push.map(egressTagText) ?? "untagged"))
             outputs.append((p, item.rewrite))
+            if let shaper = context.shaper, shaper.shapesEgress, let (a, pk) = shaper.available(port: p, .egress, now: context.now),
+               let row = shapingRow(p, .egress, admitted: true, bytes: egressLength(bytes.count, item.rewrite), average: a, peak: pk) {
+                shaping.append(row)
+                steps.append(.init(stage: "shaping", detail: shapingText(row)))
+            }
         case .refused:
             refused.append(.init(port: name(p), reason: item.refusal.description))
+            if item.refusal == .shapingEgress, let shaper = context.shaper, let (a, pk) = shaper.available(port: p, .egress, now: context.now),
+               let row = shapingRow(p, .egress, admitted: false, bytes: egressLength(bytes.count, item.rewrite), average: a, peak: pk) {
+                shaping.append(row)
+                steps.append(.init(stage: "shaping", detail: shapingText(row)))
+            }
             steps.append(.init(stage: "output", detail: "not to \(name(p)): \(item.refusal.explanation)"))
         case .mirrorIngress:
             mirrors.append(.init(port: name(p), point: "ingress", of: nil, ifSent: false))
@@ -218,10 +267,100 @@ func traceDecision(_ bytes: [UInt8], offload: FrameOffload, inPort: PortIndex, p
         else { verdict = "flood"; reason = nil }
     case .drop(let r): verdict = "drop"; reason = r.description
     case .local: verdict = "local"; reason = nil
+    case .multicastGroup: verdict = "multicast-group"; reason = nil
+    case .multicastRouters: verdict = "multicast-routers"; reason = nil
     }
     if let r = ingressDrop { steps.append(.init(stage: "drop", detail: r.explanation)) }
+    if case .multicastRouters = d.verdict, egress.isEmpty {
+        steps.append(.init(stage: "output", detail: "no multicast-router port in VLAN \(d.learningVLAN): the report stays with the snooping switch"))
+    }
     return (.init(summary: frameSummary(bytes), steps: steps, verdict: verdict, dropReason: reason, egress: egress,
-                  mirrors: mirrors, refused: refused, storm: storm, uplink: uplink), outputs)
+                  mirrors: mirrors, refused: refused, storm: storm, uplink: uplink,
+                  shaping: shaping.isEmpty ? nil : shaping, privateVlan: privateVLAN, multicast: multicast), outputs)
+}
+
+/// `50 Mbit/s`, `1.5 Gbit/s`, `800 bit/s`.
+func bitRate(_ bps: UInt64) -> String {
+    let units: [(UInt64, String)] = [(1_000_000_000_000, "Tbit/s"), (1_000_000_000, "Gbit/s"), (1_000_000, "Mbit/s"), (1_000, "kbit/s")]
+    for (u, n) in units where bps >= u {
+        return bps % u == 0 ? "\(bps / u) \(n)" : String(format: "%.2f %@", Double(bps) / Double(u), n)
+    }
+    return "\(bps) bit/s"
+}
+
+/// One snooping trace step as a sentence, and the frame's `multicast` JSON so far.
+func describeSnooping(_ step: SnoopingStep, bytes: [UInt8], inPort: PortIndex, plan: SwitchPlan, context: DecisionContext,
+                      previous: TraceReport.MulticastTrace?) -> (String?, TraceReport.MulticastTrace?) {
+    let name = { (p: PortIndex) in plan.ports[p].name }
+    let vlan = plan.learningVLAN(bytes.withUnsafeBytes { FrameHeader.parse($0) }.flatMap { h in
+        if case .member(let v, _, _) = plan.ingressClass(of: h, on: plan.hot[inPort]) { return v } else { return nil }
+    } ?? .untagged)
+    let groups = context.multicast
+    func routers() -> [String] {
+        let dynamic = groups?.routers(vlan: vlan) ?? []
+        return (dynamic + plan.multicastRouterPorts.map { Int($0) }).filter { $0 != inPort }.map(name)
+    }
+    func family(_ f: IPFamily, _ v: UInt8) -> String { f == .ipv4 ? "IGMPv\(v)" : "MLDv\(v)" }
+    var info = previous ?? TraceReport.MulticastTrace(kind: "not-ip-multicast", vlan: vlan.description)
+    switch step {
+    case .signal(.notSnooped):
+        info.kind = "not-ip-multicast"
+        return ("not IP multicast: ordinary flooding", info)
+    case .signal(.data(let g)):
+        info.kind = "data"; info.group = g.description
+        return ("IP multicast data to group \(g)", info)
+    case .signal(.malformed(let f, let m)):
+        info.kind = "malformed"; info.problem = m.description
+        return ("malformed \(f == .ipv4 ? "IGMP" : "MLD") message: \(m)", info)
+    case .signal(.leave(let g, let f)):
+        info.kind = "leave"; info.group = g.description; info.routers = routers()
+        let member = groups?.isMember(vlan: vlan, group: g, port: inPort) ?? false
+        return ("\(family(f, f == .ipv4 ? 2 : 1)) leave of \(g): \(name(inPort)) " + (member ? "would leave the group at once (not applied by trace)" : "is not a member")
+                + "; sent to multicast-router ports only", info)
+    case .signal(.query(let q)):
+        info.kind = "query"; info.group = q.group?.description; info.querier = q.source.description
+        var text = "\(family(q.family, q.version)) \(q.group == nil ? "general" : "group-specific (\(q.group!))") query from \(q.source), "
+            + "max response \(q.maxResponseMilliseconds) ms: \(name(inPort)) would become a multicast-router port of VLAN \(vlan); flooded"
+        if let querier = groups?.querier, querier.vlans.contains(vlan) {
+            text += q.source <= querier.settings.source(q.family)
+                ? "; the switch's querier would stand down (\(q.source) ≤ \(querier.settings.source(q.family)))"
+                : "; the switch's querier stays (its \(querier.settings.source(q.family)) is lower)"
+        }
+        return (text + " (not applied by trace)", info)
+    case .signal(.report(let r)):
+        info.kind = "report"; info.routers = routers()
+        var records: [TraceReport.Record] = []
+        bytes.withUnsafeBytes { raw in
+            for rec in r.records(in: raw) {
+                let effect: String
+                if !rec.isKnownType { effect = "ignored" }
+                else if rec.group.isLinkLocalMulticast { effect = "link-local" }
+                else if rec.isLeave { effect = (groups?.isMember(vlan: vlan, group: rec.group, port: inPort) ?? false) ? "leave" : "not-a-member" }
+                else { effect = (groups?.isMember(vlan: vlan, group: rec.group, port: inPort) ?? false) ? "refresh" : "join" }
+                records.append(.init(type: rec.typeName, group: rec.group.description, sources: rec.sourceCount, effect: effect))
+            }
+        }
+        info.records = records
+        let list = records.map { "\($0.type) \($0.group)\($0.sources > 0 ? " (\($0.sources) sources, not tracked: the whole group)" : ""): \($0.effect)" }
+        return ("\(family(r.family, r.version)) report on \(name(inPort)) in VLAN \(vlan): " + list.joined(separator: "; ")
+                + " (not applied by trace); sent to multicast-router ports only", info)
+    case .linkLocal(let g):
+        info.registered = false
+        return ("\(g) is a link-local group: always flooded", info)
+    case .registered(let g, let v, let slot):
+        info.registered = true
+        var members: [String] = []
+        if let t = groups {
+            var m = t.firstMember(slot)
+            while m >= 0 { members.append(name(t.memberPort(m))); m = t.nextMember(m) }
+        }
+        info.members = members; info.routers = routers()
+        return ("group \(g) in VLAN \(v) is registered: to its members (\(members.joined(separator: ", "))) and the multicast-router ports"
+                + (info.routers!.isEmpty ? "" : " (\(info.routers!.joined(separator: ", ")))"), info)
+    case .unregistered(let g, let v):
+        info.registered = false
+        return ("group \(g) has no members in VLAN \(v): flooded (unregistered groups flood, as in Open vSwitch)", info)
+    }
 }
 
 /// `802.1Q vlan 10`, with its priority bits when set (`pcp 3 dei`).

@@ -5,7 +5,12 @@
 //
 //   swift run -c release tapestry-bench [SCENARIO...] [--frames N] [--runs R]
 //
-// SCENARIO: forward, scale, scale-trunks, lookup, learning, memory (default: all). `scale`
+// SCENARIO: forward, scale, scale-trunks, lookup, learning, memory, and the issue-20
+// policies: forward-shaped (`forward` with every port shaped on ingress and egress at rates
+// it never reaches: the cost of asking and charging), forward-snooping (`forward` with
+// IGMP/MLD snooping on: what unicast pays for it), multicast-flood (UDP to a group, snooping
+// off: flooded to 15 ports) and multicast-group (the same frames, snooping on, the group
+// registered on 2 ports plus a router port). Default: the first six. `scale`
 // is `forward`'s traffic (access port to access port, known unicast) on a 256-port switch
 // whose trunks carry all 4094 VLANs: the cost of size alone; `scale-trunks` adds tagged
 // traffic between the trunks in 1190 more VLANs (a different mix, so more work per frame,
@@ -31,10 +36,11 @@ do {
         switch a {
         case "--frames": frameTotal = Int(args.popFirst() ?? "") ?? frameTotal
         case "--runs": runs = max(1, Int(args.popFirst() ?? "") ?? runs)
-        case "forward", "forward-mirror", "forward-storm", "scale", "scale-trunks", "lookup", "learning", "memory": scenarios.append(a)
+        case "forward", "forward-mirror", "forward-storm", "scale", "scale-trunks", "lookup", "learning", "memory",
+             "forward-shaped", "forward-snooping", "multicast-flood", "multicast-group": scenarios.append(a)
         default:
             if let n = Int(a) { frameTotal = n; continue }   // the old `tapestry-bench N`
-            print("usage: tapestry-bench [forward|forward-mirror|forward-storm|scale|scale-trunks|lookup|learning|memory]... [--frames N] [--runs R]")
+            print("usage: tapestry-bench [forward|forward-mirror|forward-storm|forward-shaped|forward-snooping|multicast-flood|multicast-group|scale|scale-trunks|lookup|learning|memory]... [--frames N] [--runs R]")
             exit(2)
         }
     }
@@ -75,6 +81,25 @@ struct Workload {
     /// `hosts[i]` is host i's VLAN, port and whether it sends tagged frames. Each frame goes
     /// from a random host to a random other host of its VLAN on another port (known
     /// unicast, so every frame is forwarded to one port).
+    /// UDP frames (64 bytes) from the hosts to `group`, each from a random host.
+    init(hosts: [Host], group: UInt32) {
+        bytes = .allocate(byteCount: Workload.frameCount * 64, alignment: 64)
+        inPorts = .allocate(capacity: Workload.frameCount)
+        var rng = SystemRandomNumberGenerator()
+        for f in 0..<Workload.frameCount {
+            let src = Int.random(in: 0..<hosts.count, using: &rng)
+            let b = UnsafeMutableRawBufferPointer(start: bytes + f * 64, count: 64)
+            b.initializeMemory(as: UInt8.self, repeating: 0)
+            MACAddress(rawValue: 0x0100_5E00_0000 | UInt64(group & 0x7F_FFFF)).write(to: b, at: 0)
+            address(src).write(to: b, at: 6)
+            b[12] = 0x08; b[13] = 0x00
+            let ip: [UInt8] = [0x45, 0, 0, 50, 0, 0, 0x40, 0, 1, 17, 0, 0, 10, 0, UInt8(src >> 8 & 0xFF), UInt8(src & 0xFF),
+                               UInt8(group >> 24), UInt8(group >> 16 & 0xFF), UInt8(group >> 8 & 0xFF), UInt8(group & 0xFF)]
+            for (i, v) in ip.enumerated() { b[14 + i] = v }
+            inPorts[f] = hosts[src].port
+        }
+    }
+
     init(hosts: [Host]) {
         bytes = .allocate(byteCount: Workload.frameCount * 64, alignment: 64)
         inPorts = .allocate(capacity: Workload.frameCount)
@@ -115,12 +140,20 @@ final class Scenario {
     let name: String, what: String
     let plan: SwitchPlan, table: MACTable, workload: Workload
     let storm: StormControl
+    let shaper: TrafficShaper
+    let groups: MulticastGroupTable?
     let list = EgressList()
     var rates: [Double] = []
     var forwarded = 0, egress = 0, allocations: UInt64 = 0, frames = 0
     init(_ name: String, _ what: String, _ plan: SwitchPlan, _ table: MACTable, _ workload: Workload) {
         self.name = name; self.what = what; self.plan = plan; self.table = table; self.workload = workload
         storm = StormControl(plan: plan)
+        shaper = TrafficShaper(plan: plan)
+        groups = plan.multicast.map { MulticastGroupTable(snooping: $0, portCount: plan.ports.count) }
+        if let g = groups {
+            // The group the multicast workload sends to: two members (ports 3 and 7).
+            for p in [3, 7] { g.join(vlan: VLANID(10), group: WireIPAddress(ipv4: benchGroup), port: p, now: .seconds(0)) }
+        }
     }
 
     /// One run of decide + learn + egress walk over `count` frames: the datapath's per-frame
@@ -132,19 +165,34 @@ final class Scenario {
         var forwarded = 0, egress = 0
         let list = self.list
         list.prepare(portCount: plan.ports.count)
-        // The clock reads one second after the table was filled, as the datapath's once per batch.
-        let context = DecisionContext(table: table, storm: storm.isActive ? storm : nil, now: .seconds(1))
+        // The clock reads one second after the table was filled, and moves 1 µs per batch of 64.
+        let table = self.table, storm: StormControl? = storm.isActive ? storm : nil
+        let shaper: TrafficShaper? = shaper.isActive ? shaper : nil, groups = self.groups
         let allocationsBefore = cmc_allocations()
         let time = seconds {
-            for n in 0..<count {
+            // Batches of 64 frames, each with its own context a microsecond later: the
+            // datapath reads its clock and builds its context once per batch too.
+            for batch in stride(from: 0, to: count, by: 64) {
+              let context = DecisionContext(table: table, storm: storm, now: MonotonicInstant(nanoseconds: 1_000_000_000 + Int64(batch / 64) * 1000),
+                                            shaper: shaper, multicast: groups)
+              for n in batch..<min(count, batch + 64) {
                 let f = n & mask
                 let inPort = w.inPorts[f]
                 let d = decide(frame: w.frame(f), inPort: inPort, plan: plan, context: context)
                 if d.takesStormToken, let why = d.floodReason { context.storm?.take(port: inPort, reason: why, now: context.now) }
-                if d.learn { context.table.learn(vlan: d.vlan, mac: d.source, port: inPort, now: context.now, portLimit: 65_536) }
+                if d.takesShapingTokens { context.shaper?.take(port: inPort, .ingress, bytes: 64, now: context.now) }
+                if d.learn { context.table.learn(vlan: d.learningVLAN, mac: d.source, port: inPort, now: context.now, portLimit: 65_536) }
                 if case .forward = d.verdict { forwarded &+= 1 }
                 _ = collectEgress(of: d, inPort: inPort, plan: plan, context: context, into: list)
+                // The egress effects as `Datapath.forward` applies them: charge each output
+                // to a port shaped on egress.
+                if let s = context.shaper, s.shapesEgress {
+                    for i in 0..<list.count where list[i].kind == .output && s.shapes(port: Int(list[i].port), .egress) {
+                        s.take(port: Int(list[i].port), .egress, bytes: egressLength(64, list[i].rewrite), now: context.now)
+                    }
+                }
                 egress &+= list.count
+              }
             }
         }
         allocations += cmc_allocations() - allocationsBefore
@@ -197,6 +245,44 @@ if scenarios.contains("forward-mirror") {
 if scenarios.contains("forward-storm") {
     let (plan, table, w) = smallSwitch(storm: true)
     throughput.append(Scenario("forward-storm", "forward with storm-control limits on every port", plan, table, w))
+}
+
+/// The multicast workload's group (239.1.1.1).
+let benchGroup: UInt32 = 0xEF01_0101
+
+/// `smallSwitch`'s plan with every port shaped (1 Tbit/s, 1 GiB bursts: never refused, so
+/// the traffic is `forward`'s) or with snooping on (port 15, the trunk, a router port).
+func policySwitch(shaped: Bool, snooping: Bool) -> SwitchPlan {
+    let (plain, _, _) = smallSwitch()
+    let limit = ShapingLimit(averageBitsPerSecond: ShapingLimit.maximumRate, burstBytes: 1 << 30)
+    return SwitchPlan(name: "bench", ports: plain.ports.map { p in
+        var q = p
+        if shaped { q.shaping = ShapingPolicy(ingress: limit, egress: limit) }
+        return q
+    }, macLimit: 65_536, multicast: snooping ? MulticastSnooping(routerPorts: [15]) : nil)
+}
+
+if scenarios.contains("forward-shaped") {
+    let (_, table, w) = smallSwitch()
+    throughput.append(Scenario("forward-shaped", "forward with every port shaped on ingress and egress (never over the rate)",
+                               policySwitch(shaped: true, snooping: false), table, w))
+}
+if scenarios.contains("forward-snooping") {
+    let (_, table, w) = smallSwitch()
+    throughput.append(Scenario("forward-snooping", "forward with IGMP/MLD snooping on (unicast traffic)",
+                               policySwitch(shaped: false, snooping: true), table, w))
+}
+if scenarios.contains("multicast-flood") || scenarios.contains("multicast-group") {
+    let (_, table, _) = smallSwitch()
+    let hosts = (0..<macCount).map { Host(vlan: VLANID(10), port: $0 % 15, tagged: false) }
+    let w = Workload(hosts: hosts, group: benchGroup)
+    if scenarios.contains("multicast-flood") {
+        throughput.append(Scenario("multicast-flood", "UDP to 239.1.1.1, snooping off: flooded to 15 ports", policySwitch(shaped: false, snooping: false), table, w))
+    }
+    if scenarios.contains("multicast-group") {
+        throughput.append(Scenario("multicast-group", "UDP to 239.1.1.1, snooping on: 2 members and a router port",
+                                   policySwitch(shaped: false, snooping: true), table, w))
+    }
 }
 
 // MARK: - scale: 256 ports, 4094 VLANs

@@ -15,7 +15,7 @@ struct Tapestry: ParsableCommand {
         abstract: "A userspace virtual switch and network fabric for Linux.",
         discussion: "Exit status: 0 success, 1 failure, 2 usage error. Commands that talk to a running topology take --name NAME, needed only when several are running.",
         version: BuildInfo.version,
-        subcommands: [Up.self, Down.self, ReloadCommand.self, Validate.self, List.self, Status.self, Ports.self, FDB.self, Trace.self,
+        subcommands: [Up.self, Down.self, ReloadCommand.self, Validate.self, List.self, Status.self, Ports.self, FDB.self, MDB.self, Trace.self,
                       CaptureCommand.self, VMCommand.self, GraphCommand.self, Extcap.self]
     )
 }

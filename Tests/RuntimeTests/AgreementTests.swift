@@ -75,9 +75,11 @@ struct SeededRandom: RandomNumberGenerator {
 ///
 /// Random switches — access, untagged and trunk ports, the security trio, storm limits,
 /// mirrors in every direction, promiscuous ports, a NIC team, ports with and without
-/// offloads — receive random frames (unicast to known and unknown MACs, broadcast,
-/// multicast, reserved groups, wrong tags, priority tags with DEI, GSO and partial
-/// checksums) on random ports, one at a time. Before each frame is injected, `traceFrame`
+/// offloads, traffic shaping in both directions, a private VLAN (promiscuous, isolated and
+/// community ports, trunks carrying it), IGMP/MLD snooping — receive random frames (unicast
+/// to known and unknown MACs, broadcast, multicast, reserved groups, wrong tags, priority
+/// tags with DEI, GSO and partial checksums, IGMP and MLD reports, leaves and queries,
+/// multicast data, malformed IGMP) on random ports, one at a time. Before each frame is injected, `traceFrame`
 /// runs on the same live state under the datapath lock, with the datapath's injected clock
 /// at the same instant; then the datapath forwards the frame through in-memory ports that
 /// never fail a write. Both must give the same verdict (with the same drop reason), the
@@ -90,20 +92,34 @@ struct SeededRandom: RandomNumberGenerator {
     }
 
     static let vlans: [UInt16] = [10, 20, 30]
+    /// The private VLAN some plans have: primary 40, isolated 41, communities 42 and 43.
+    static let privateVLAN = PrivateVLAN(primary: VLANID(40), isolated: VLANID(41), community: [VLANID(42), VLANID(43)])
+    static let groups: [UInt32] = [ipv4(239, 1, 1, 1), ipv4(239, 1, 1, 2), ipv4(224, 0, 0, 251)]
 
     /// A random switch: 4–9 guest ports, maybe two uplinks, maybe mirrors.
     static func randomPlan(_ rng: inout SeededRandom, macs: [MACAddress]) -> (SwitchPlan, [Bool]) {
         let guests = Int.random(in: 4...9, using: &rng)
         let withTeam = Bool.random(using: &rng)
+        let withPVLAN = Bool.random(using: &rng)
+        let withShaping = Bool.random(using: &rng)
+        let withSnooping = Bool.random(using: &rng)
+        let pvlanVLANs: [UInt16] = withPVLAN ? [40, 41, 42, 43] : []
+        func limit() -> ShapingLimit? {
+            guard Bool.random(using: &rng) else { return nil }
+            let avg = UInt64.random(in: 8_000...40_000, using: &rng)
+            return ShapingLimit(averageBitsPerSecond: avg, peakBitsPerSecond: avg * UInt64.random(in: 1...3, using: &rng),
+                                burstBytes: Int.random(in: 1000...3000, using: &rng))
+        }
         var ports: [PortPlan] = []
         var offloads: [Bool] = []
         for i in 0..<guests {
             let mode: PortMode
-            switch Int.random(in: 0..<4, using: &rng) {
+            switch Int.random(in: 0..<(withPVLAN ? 6 : 4), using: &rng) {
             case 0: mode = .access(.untagged)
             case 1, 2: mode = .access(VLANID(vlans.randomElement(using: &rng)!))
+            case 4, 5: mode = .access(VLANID(pvlanVLANs.randomElement(using: &rng)!))
             default:
-                var allowed = VLANSet(vlans.filter { _ in Bool.random(using: &rng) }.map(VLANID.init))
+                var allowed = VLANSet((vlans + pvlanVLANs).filter { _ in Bool.random(using: &rng) }.map(VLANID.init))
                 if allowed.isEmpty { allowed.insert(VLANID(10)) }
                 let native: VLANID? = [nil, .untagged, VLANID(10), VLANID(20)].randomElement(using: &rng)!
                 mode = .trunk(allowed: allowed, native: native)
@@ -119,11 +135,12 @@ struct SeededRandom: RandomNumberGenerator {
             ports.append(PortPlan(name: "g\(i).eth0", portGroup: "pg\(Int.random(in: 0..<3, using: &rng))", mode: mode,
                                   configuredMAC: Bool.random(using: &rng) ? macs[i] : nil, security: security,
                                   macLimit: 64, storm: storm, l2Transparency: Int.random(in: 0..<4, using: &rng) == 0,
-                                  usesUplinks: withTeam && Int.random(in: 0..<4, using: &rng) != 0, acceptsOffloads: accepts))
+                                  usesUplinks: withTeam && Int.random(in: 0..<4, using: &rng) != 0, acceptsOffloads: accepts,
+                                  shaping: withShaping ? ShapingPolicy(ingress: limit(), egress: limit()) : nil))
         }
         var team: TeamConfig? = nil
         if withTeam {
-            var carried = VLANSet(vlans.map(VLANID.init))
+            var carried = VLANSet((vlans + pvlanVLANs).map(VLANID.init))
             carried.insert(VLANID(10))
             for m in 0..<2 {
                 ports.append(PortPlan(name: "nic\(m)", portGroup: PortPlan.uplinkGroup, mode: .trunk(allowed: carried, native: .untagged),
@@ -143,7 +160,14 @@ struct SeededRandom: RandomNumberGenerator {
                 mirrors.append(MirrorPlan(name: "m0", sources: sources, ingress: dir != 1, egress: dir != 0, destinations: dst))
             }
         }
-        return (SwitchPlan(name: "sw0", ports: ports, mtu: 1500, macLimit: 256, mirrors: mirrors, team: team), offloads)
+        let snooping: MulticastSnooping? = withSnooping
+            ? MulticastSnooping(membershipInterval: .seconds(Int64.random(in: 1...20, using: &rng)),
+                                routerPorts: Bool.random(using: &rng) ? [0] : [],
+                                staticGroups: Bool.random(using: &rng) ? [StaticMulticastGroup(vlan: VLANID(10), group: WireIPAddress(ipv4: groups[1]), ports: [1])] : [],
+                                groupCapacity: 2, membershipCapacity: 4, routerCapacity: 3)
+            : nil
+        return (SwitchPlan(name: "sw0", ports: ports, mtu: 1500, macLimit: 256, mirrors: mirrors, team: team,
+                           privateVLANs: withPVLAN ? [privateVLAN] : [], multicast: snooping), offloads)
     }
 
     /// A random frame for port `p` of `plan`, with its virtio-net header when the port has one.
@@ -152,8 +176,35 @@ struct SeededRandom: RandomNumberGenerator {
                                               MACAddress(rawValue: 0x0200_0000_EEEE)]
         var src = macs.randomElement(using: &rng)!
         if Int.random(in: 0..<30, using: &rng) == 0 { src = .broadcast }
+        if Int.random(in: 0..<3, using: &rng) == 0 {
+            // IGMP/MLD signalling and multicast data, tagged as the port expects.
+            let mode = plan.ports[p].mode
+            var tag: UInt16? = nil
+            if case .trunk(let allowed, let native) = mode, native == nil || Bool.random(using: &rng) {
+                tag = Array(allowed).randomElement(using: &rng)!.rawValue
+            }
+            let g = groups.randomElement(using: &rng)!
+            let host = ipv4(10, 0, 0, UInt32.random(in: 1...200, using: &rng))
+            var frame: [UInt8]
+            switch Int.random(in: 0..<10, using: &rng) {
+            case 0: frame = MulticastFrames.igmpv2Report(from: src, source: host, group: g)
+            case 1: frame = MulticastFrames.igmpv2Leave(from: src, source: host, group: g)
+            case 2: frame = MulticastFrames.igmpv3Report(from: src, source: host, records: [(UInt8.random(in: 1...6, using: &rng), g, []),
+                                                                                          (4, groups.randomElement(using: &rng)!, [host])])
+            case 3: frame = MulticastFrames.igmpQuery(from: src, source: host, version: Bool.random(using: &rng) ? 2 : 3)
+            case 4: frame = MulticastFrames.mldv2Report(from: src, source: MulticastFrames.linkLocal(UInt8.random(in: 1...9, using: &rng)),
+                                                        records: [(UInt8.random(in: 1...6, using: &rng), MulticastFrames.siteGroup(1), 0)])
+            case 5: frame = MulticastFrames.udp6(from: src, source: MulticastFrames.linkLocal(7), group: MulticastFrames.siteGroup(1))
+            case 6: frame = MulticastFrames.ipv4(from: src, source: host, destination: g, protocol: 2,
+                                                 payload: MulticastFrames.igmp([0x16, 0, 0, 0] + [239, 1, 1, 1], corrupt: true))
+            default: frame = MulticastFrames.udp(from: src, source: host, group: g, payload: Int.random(in: 10...1400, using: &rng))
+            }
+            if let t = tag { frame.insert(contentsOf: [0x81, 0x00, UInt8(t >> 8), UInt8(t & 0xFF)], at: 12) }
+            return (frame, vnet ? [UInt8](repeating: 0, count: 10) : [], .none)
+        }
         var b = FrameBuilder(dst: dstChoices.randomElement(using: &rng)!, src: src)
         if Int.random(in: 0..<8, using: &rng) == 0 { b = b.type(EtherType.arp) }
+        if Int.random(in: 0..<3, using: &rng) == 0 { b = b.payload(Int.random(in: 46...1400, using: &rng)) }
         // Tags: what the port expects most of the time, something else sometimes.
         let mode = plan.ports[p].mode
         switch (mode, Int.random(in: 0..<5, using: &rng)) {
@@ -183,7 +234,7 @@ struct SeededRandom: RandomNumberGenerator {
         return h?.outerTag.map { "vlan \($0.vid)" + ($0.pcp > 0 || $0.dei ? " pcp \($0.pcp)\($0.dei ? " dei" : "")" : "") } ?? "untagged"
     }
 
-    @Test(arguments: Array(0..<16))
+    @Test(arguments: Array(0..<24))
     func traceAndForwardingAgree(_ round: Int) throws {
         let seed = UInt64(0x7A9E_5700 + round)
         var rng = SeededRandom(state: seed)
@@ -194,7 +245,7 @@ struct SeededRandom: RandomNumberGenerator {
         let dp = try Datapath(switches: [SwitchRuntime(plan: plan, ports: ports)], clock: { clock.now })
         dp.start()
         defer { dp.stop() }
-        var compared = 0, mirrored = 0, stormDrops = 0, forwards = 0
+        var compared = 0, mirrored = 0, stormDrops = 0, forwards = 0, shapingDrops = 0, pvlanDrops = 0, groupVerdicts = 0, shapingAnswers = 0, egressShapingRefusals = 0
         for step in 0..<150 {
             clock.advance(milliseconds: Int64.random(in: 0...150, using: &rng))
             let p = Int.random(in: 0..<plan.ports.count, using: &rng)
@@ -215,10 +266,21 @@ struct SeededRandom: RandomNumberGenerator {
             if trace.verdict == "drop" {
                 #expect(newDrops == [trace.dropReason ?? "?"], "\(context): trace dropped (\(trace.dropReason ?? "?")), datapath counted \(newDrops)")
                 if trace.dropReason?.hasPrefix("storm-control") == true { stormDrops += 1 }
+                if trace.dropReason == "shaping-ingress" { shapingDrops += 1 }
+                if trace.dropReason == "private-vlan-not-allowed" { pvlanDrops += 1 }
             } else {
                 #expect(newDrops.isEmpty, "\(context): trace said \(trace.verdict), datapath dropped \(newDrops)")
             }
             if trace.verdict == "forward" { forwards += 1 }
+            shapingAnswers += trace.shaping?.count ?? 0
+            if trace.verdict.hasPrefix("multicast-") { groupVerdicts += 1 }
+            // Egress shaping: a port trace says refuses for its rate counts one such drop.
+            for r in trace.refused where r.reason == "shaping-egress" {
+                egressShapingRefusals += 1
+                let q = plan.portIndex(named: r.port)!
+                #expect((countersAfter[q].drops[.shapingEgress] ?? 0) > (countersBefore[q].drops[.shapingEgress] ?? 0),
+                        "\(context): trace refused \(r.port) for its egress rate, the datapath did not count it")
+            }
 
             // Egress and mirror copies: what each port got, as (port, tag) and as copies.
             let received = Self.tagText(f.bytes)
@@ -252,6 +314,6 @@ struct SeededRandom: RandomNumberGenerator {
             compared += 1
         }
         #expect(compared == 150)
-        print("agreement seed \(seed): \(plan.ports.count) ports, \(plan.mirrors.count) mirror(s), team \(plan.team != nil): \(forwards) forwards, \(stormDrops) storm drops, \(mirrored) mirror copies compared")
+        print("agreement seed \(seed): \(plan.ports.count) ports, \(plan.mirrors.count) mirror(s), team \(plan.team != nil), pvlan \(plan.hasPrivateVLANs), shaping \(plan.hasShaping), snooping \(plan.multicast != nil): \(forwards) forwards, \(stormDrops) storm drops, \(shapingDrops) shaping drops (\(shapingAnswers) shaping answers, \(egressShapingRefusals) egress refusals), \(pvlanDrops) pvlan drops, \(groupVerdicts) group/router verdicts, \(mirrored) mirror copies compared")
     }
 }
