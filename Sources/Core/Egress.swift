@@ -158,16 +158,12 @@ public func collectEgress(of d: Decision, inPort: PortIndex, plan: SwitchPlan, c
     let storage = plan.storage
     if case .drop = d.verdict, !storage.hasMirrors { return nil }
     if case .local = d.verdict { return nil }
-    // Ports whose device is gone get nothing (one branch when every port is up).
-    let links = context.links.flatMap { $0.downCount > 0 ? $0 : nil }
     let offload = d.offload.needsOffload
-    // Egress shaping (one branch when no port is shaped on egress).
-    let shaper = context.shaper.flatMap { $0.shapesEgress ? $0 : nil }
     let multicast: Bool
     switch d.verdict { case .multicastGroup, .multicastRouters: multicast = true; default: multicast = false }
     if storage.hasMirrors || multicast { list.nextFrame() }
     if storage.hasMirrors {
-        for dst in storage.mirrorOnIngress[inPort] where links?.isDown(dst) != true && list.stamp(dst) {
+        for dst in storage.mirrorOnIngress[inPort] where !portIsDown(dst, context) && list.stamp(dst) {
             if offload && !storage.hotPorts[dst].acceptsOffloads {
                 list.append(EgressItem(port: dst, kind: .refused, refusal: .offloadNotSupported, rewrite: EgressRewrite(strip: 0, push: nil)))
             } else {
@@ -181,21 +177,21 @@ public func collectEgress(of d: Decision, inPort: PortIndex, plan: SwitchPlan, c
     case .drop, .local:
         return nil
     case .forward(let p):
-        offerEgress(p, of: d, from: from, plan: plan, links: links, offload: offload, shaper: shaper, now: context.now, into: list)
+        offerEgress(p, of: d, from: from, plan: plan, context: context, offload: offload, into: list)
         // One predictable branch on switches without promiscuous ports.
         if storage.hasPromiscuousPorts {
             let set = storage.promiscuousPorts, start = storage.promiscuousStart, v = Int(d.vlan.rawValue)
             for i in Int(start[v])..<Int(start[v + 1]) {
                 let q = Int(set[i])
                 if q != inPort && q != p {
-                    offerEgress(q, of: d, from: from, plan: plan, links: links, offload: offload, shaper: shaper, now: context.now, into: list)
+                    offerEgress(q, of: d, from: from, plan: plan, context: context, offload: offload, into: list)
                 }
             }
         }
     case .multicastGroup, .multicastRouters:
         // Out of line: the unicast path above pays nothing for it.
         multicastFanOut(of: d, inPort: inPort, plan: plan, groups: context.multicast, into: list) { p in
-            offerEgress(p, of: d, from: from, plan: plan, links: links, offload: offload, shaper: shaper, now: context.now, into: list)
+            offerEgress(p, of: d, from: from, plan: plan, context: context, offload: offload, into: list)
         }
     case .flood:
         // Indexes into the flood set rather than `floodSet(_:)`'s slice: no reference
@@ -203,7 +199,7 @@ public func collectEgress(of d: Decision, inPort: PortIndex, plan: SwitchPlan, c
         let set = storage.floodPorts, start = storage.floodStart, v = Int(d.vlan.rawValue)
         for i in Int(start[v])..<Int(start[v + 1]) {
             let p = Int(set[i])
-            if p != inPort { offerEgress(p, of: d, from: from, plan: plan, links: links, offload: offload, shaper: shaper, now: context.now, into: list) }
+            if p != inPort { offerEgress(p, of: d, from: from, plan: plan, context: context, offload: offload, into: list) }
         }
         if list.dropped > 0 { return .transmitQueueFull }
         if list.used == mirrorsEnd { return .noEgressPort }
@@ -213,7 +209,7 @@ public func collectEgress(of d: Decision, inPort: PortIndex, plan: SwitchPlan, c
         for p32 in plan.floodSet(d.vlan) {
             let p = Int(p32)
             if p != inPort && storage.hotPorts[p].l2Transparency && storage.hotPorts[p].group == group {
-                offerEgress(p, of: d, from: from, plan: plan, links: links, offload: offload, shaper: shaper, now: context.now, into: list)
+                offerEgress(p, of: d, from: from, plan: plan, context: context, offload: offload, into: list)
             }
         }
     }
@@ -223,9 +219,9 @@ public func collectEgress(of d: Decision, inPort: PortIndex, plan: SwitchPlan, c
 /// One port `collectEgress` offers decided frame `d` to: nothing when the team or a VLAN
 /// keeps it away, else an output (with its egress mirror copies) or a refusal.
 @inlinable @inline(__always)
-func offerEgress(_ p: Int, of d: Decision, from fromUplink: Bool, plan: SwitchPlan, links: PortLinks?, offload: Bool,
-                 shaper: TrafficShaper?, now: MonotonicInstant, into list: EgressList) {
-    if let l = links, l.isDown(p) { return }
+func offerEgress(_ p: Int, of d: Decision, from fromUplink: Bool, plan: SwitchPlan, context: DecisionContext, offload: Bool,
+                 into list: EgressList) {
+    if portIsDown(p, context) { return }
     let storage = plan.storage
     let port = storage.hotPorts[p]
     // The team: a guest's frame leaves by its one chosen member, never by the others; from
@@ -240,19 +236,26 @@ func offerEgress(_ p: Int, of d: Decision, from fromUplink: Bool, plan: SwitchPl
         list.append(EgressItem(port: p, kind: .refused, refusal: r, rewrite: rw))
     } else if offload && !port.acceptsOffloads {
         list.append(EgressItem(port: p, kind: .refused, refusal: .offloadNotSupported, rewrite: rw))
-    } else if let shaper, shaper.shapes(port: p, .egress),
-              !shaper.wouldAdmit(port: p, .egress, bytes: egressLength(d.length, rw), now: now) {
+    } else if let shaper = context.shaper, shaper.shapesEgress, shaper.shapes(port: p, .egress),
+              !shaper.wouldAdmit(port: p, .egress, bytes: egressLength(d.length, rw), now: context.now) {
         list.append(EgressItem(port: p, kind: .refused, refusal: .shapingEgress, rewrite: rw))
     } else {
         let k = Int32(truncatingIfNeeded: list.used)
         list.append(EgressItem(port: p, kind: .output, rewrite: rw))
         if storage.hasMirrors && list.used == Int(k) + 1 {
-            for dst in storage.mirrorOnEgress[p] where !list.isStamped(dst) && links?.isDown(dst) != true {
+            for dst in storage.mirrorOnEgress[p] where !list.isStamped(dst) && !portIsDown(dst, context) {
                 if offload && !storage.hotPorts[dst].acceptsOffloads { continue }
                 list.append(EgressItem(port: dst, kind: .mirrorEgress, after: k, rewrite: rw))
             }
         }
     }
+}
+
+/// Whether `port`'s device is gone (`PortLinks`): one load when every port is up.
+@inlinable @inline(__always)
+func portIsDown(_ port: Int, _ context: DecisionContext) -> Bool {
+    guard let l = context.links, l.downCount > 0 else { return false }
+    return l.isDown(port)
 }
 
 /// The ports a snooped multicast frame goes to (`collectEgress`): a registered group's
