@@ -29,6 +29,8 @@ let package = Package(
         .target(name: "Model"),
         .target(name: "Core", dependencies: ["Model"], swiftSettings: hotPath),
         .target(name: "Topology", dependencies: ["Model", "Core", .product(name: "Yams", package: "Yams")]),
+        // Wire formats of the offload and overlay paths (virtio-net header, checksums, GSO, VXLAN).
+        .target(name: "Wire", dependencies: ["Model"]),
 
         // C shims.
         .target(name: "CLinux"),
@@ -66,7 +68,8 @@ let package = Package(
         .testTarget(name: "ModelTests", dependencies: ["Model", "TestSupport"]),
         .testTarget(name: "CoreTests", dependencies: ["Core", "Model", "TestSupport"]),
         .testTarget(name: "TopologyTests", dependencies: ["Topology", "Core", "Model"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "LinuxIOTests", dependencies: ["LinuxIO", "CLinux", "TestSupport"], swiftSettings: v5),
+        .testTarget(name: "LinuxIOTests", dependencies: ["LinuxIO", "CLinux", "Wire", "TestSupport"], swiftSettings: v5),
+        .testTarget(name: "WireTests", dependencies: ["Wire", "Model", "TestSupport"]),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "LinuxIO", "TestSupport"], swiftSettings: v5),
         .testTarget(name: "CaptureTests", dependencies: ["Capture", "CPcap", "Model", "TestSupport"], swiftSettings: v5),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Core", "Model", "Topology", "TestSupport"], swiftSettings: v5),
