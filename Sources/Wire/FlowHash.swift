@@ -17,37 +17,44 @@ public enum FlowHash {
     /// The 32-bit flow hash of `frame` (Ethernet first).
     public static func of(_ frame: UnsafeRawBufferPointer) -> UInt32 {
         let n = frame.count
-        guard let eth = FrameHeader.parse(frame), let base = frame.baseAddress else {
+        guard n >= 14, let base = frame.baseAddress else {
             return finish(mix(0x5441_5045, UInt64(n)))     // runts: any fixed value works
         }
+        @inline(__always) func be16(_ o: Int) -> UInt64 { UInt64(UInt16(bigEndian: base.loadUnaligned(fromByteOffset: o, as: UInt16.self))) }
         @inline(__always) func be32(_ o: Int) -> UInt64 { UInt64(UInt32(bigEndian: base.loadUnaligned(fromByteOffset: o, as: UInt32.self))) }
         @inline(__always) func be64(_ o: Int) -> UInt64 { UInt64(bigEndian: base.loadUnaligned(fromByteOffset: o, as: UInt64.self)) }
-        var h = mix(eth.destination.rawValue, eth.source.rawValue)
-        let vids = UInt64(eth.outerTag?.vid ?? 0) << 16 | UInt64(eth.innerTag?.vid ?? 0)
-        h = mix(h, vids << 16 | UInt64(eth.etherType))
-        let l3 = eth.payloadOffset
+        // Both MACs (bytes 0–11) as two words; then up to two tags' VIDs and the EtherType.
+        var h = mix(be64(0), be32(8))
+        var l3 = 14
+        var type = be16(12)
+        var vids: UInt64 = 0
+        while EtherTypes.isTag(UInt16(type)) && l3 < 22 && l3 + 4 <= n {
+            vids = vids << 12 | (be16(l3) & 0x0FFF)
+            type = be16(l3 + 2)
+            l3 += 4
+        }
+        h = mix(h, vids << 16 | type)
         var l4 = -1
-        var proto: UInt8 = 0
-        switch eth.etherType {
-        case EtherType.ipv4 where l3 + 20 <= n:
-            h = mix(h, be32(l3 + 12) << 32 | be32(l3 + 16))
-            proto = base.load(fromByteOffset: l3 + 9, as: UInt8.self)
+        var proto: UInt64 = 0
+        switch UInt16(type) {
+        case EtherTypes.ipv4 where l3 + 20 <= n:
+            h = mix(h, be64(l3 + 12))                                   // source, destination
+            proto = UInt64(base.load(fromByteOffset: l3 + 9, as: UInt8.self))
             let ihl = Int(base.load(fromByteOffset: l3, as: UInt8.self) & 0x0F) * 4
-            let fragment = be32(l3 + 4) & 0x3FFF != 0
-            if !fragment && ihl >= 20 { l4 = l3 + ihl }
-        case EtherType.ipv6 where l3 + 40 <= n:
+            if be16(l3 + 6) & 0x3FFF == 0 && ihl >= 20 { l4 = l3 + ihl }   // not a fragment
+        case EtherTypes.ipv6 where l3 + 40 <= n:
             h = mix(h, be64(l3 + 8) ^ (be64(l3 + 16) &* 0x9E37_79B9_7F4A_7C15))    // source address
             h = mix(h, be64(l3 + 24) ^ (be64(l3 + 32) &* 0xC2B2_AE3D_27D4_EB4F))   // destination address
-            proto = base.load(fromByteOffset: l3 + 6, as: UInt8.self)
+            proto = UInt64(base.load(fromByteOffset: l3 + 6, as: UInt8.self))
             l4 = l3 + 40
         default:
             break
         }
         // TCP, UDP, SCTP (132), UDP-Lite (136): the ports are the first 4 bytes.
         if l4 >= 0, proto == 6 || proto == 17 || proto == 132 || proto == 136, l4 + 4 <= n {
-            h = mix(h, UInt64(proto) << 32 | be32(l4))
+            h = mix(h, proto << 32 | be32(l4))
         } else {
-            h = mix(h, UInt64(proto))
+            h = mix(h, proto)
         }
         return finish(h)
     }

@@ -121,20 +121,19 @@ public struct UnderlayAddress: Hashable, Sendable, CustomStringConvertible {
 /// place: nothing allocates, nothing traps, every refusal has a `DropReason`.
 public enum VXLAN {
     /// Bytes of the VXLAN header.
-    public static let headerLength = 8
+    @inlinable public static var headerLength: Int { 8 }
     /// The IANA port (§5). Linux's `vxlan` device uses it by default too (`dstport 4789`).
-    public static let defaultPort: UInt16 = 4789
+    @inlinable public static var defaultPort: UInt16 { 4789 }
     /// The I flag: "the VNI is valid" (§5, MUST be set).
-    public static let flagI: UInt8 = 0x08
+    @inlinable public static var flagI: UInt8 { 0x08 }
     /// VXLAN-GPE's P bit (next protocol present): the payload might not be Ethernet.
-    public static let flagP: UInt8 = 0x04
+    @inlinable public static var flagP: UInt8 { 0x04 }
     /// The largest VNI (24 bits).
-    public static let maximumVNI: UInt32 = 0xFF_FFFF
+    @inlinable public static var maximumVNI: UInt32 { 0xFF_FFFF }
     /// The outer headers' bytes over IPv4 without Ethernet: IPv4 20 + UDP 8 + VXLAN 8.
-    public static let overheadIPv4 = 36
+    @inlinable public static var overheadIPv4: Int { 36 }
     /// Over IPv6 without Ethernet: IPv6 40 + UDP 8 + VXLAN 8.
-    public static let overheadIPv6 = 56
-
+    @inlinable public static var overheadIPv6: Int { 56 }
     /// Writes the 8-byte header for `vni` (I flag set, reserved bits zero) at `raw`.
     @inlinable
     public static func writeHeader(vni: UInt32, to raw: UnsafeMutableRawPointer) {
@@ -358,7 +357,7 @@ public struct VXLANEncapsulation: Equatable, Sendable {
         if let src = ethernetSource, let dst = ethernetDestination {
             dst.write(to: UnsafeMutableRawBufferPointer(start: out, count: 6), at: 0)
             src.write(to: UnsafeMutableRawBufferPointer(start: out + 6, count: 6), at: 0)
-            out.storeBytes(of: (isIPv6 ? EtherType.ipv6 : EtherType.ipv4).bigEndian, toByteOffset: 12, as: UInt16.self)
+            out.storeBytes(of: (isIPv6 ? EtherTypes.ipv6 : EtherTypes.ipv4).bigEndian, toByteOffset: 12, as: UInt16.self)
             o = 14
         }
         let udpLength = 16 + innerLength

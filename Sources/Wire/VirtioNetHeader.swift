@@ -40,33 +40,30 @@ public struct VirtioNetHeader: Equatable, Hashable, Sendable {
     public var numBuffers: UInt16
 
     /// Bytes of the form the switch uses (`virtio_net_hdr_v1`).
-    public static let size = 12
+    @inlinable public static var size: Int { 12 }
     /// Bytes of the legacy form (`virtio_net_hdr`), without `num_buffers`.
-    public static let legacySize = 10
-
+    @inlinable public static var legacySize: Int { 10 }
     /// `VIRTIO_NET_HDR_F_NEEDS_CSUM`: the L4 checksum is partial — the field holds the
     /// pseudo-header sum and the receiver must add the sum over `[csum_start, end)`.
-    public static let flagNeedsCsum: UInt8 = 1
+    @inlinable public static var flagNeedsCsum: UInt8 { 1 }
     /// `VIRTIO_NET_HDR_F_DATA_VALID`: the checksum was verified (receive only; Linux
     /// `CHECKSUM_UNNECESSARY`).
-    public static let flagDataValid: UInt8 = 2
+    @inlinable public static var flagDataValid: UInt8 { 2 }
     /// `VIRTIO_NET_HDR_F_RSC_INFO`: coalescing info in `csum_*` (never produced here).
-    public static let flagRSCInfo: UInt8 = 4
-
+    @inlinable public static var flagRSCInfo: UInt8 { 4 }
     /// `VIRTIO_NET_HDR_GSO_NONE`.
-    public static let gsoNone: UInt8 = 0
+    @inlinable public static var gsoNone: UInt8 { 0 }
     /// `VIRTIO_NET_HDR_GSO_TCPV4`: TSO over IPv4.
-    public static let gsoTCPv4: UInt8 = 1
+    @inlinable public static var gsoTCPv4: UInt8 { 1 }
     /// `VIRTIO_NET_HDR_GSO_UDP`: UFO (IP fragmentation of UDP), removed from Linux; refused.
-    public static let gsoUDP: UInt8 = 3
+    @inlinable public static var gsoUDP: UInt8 { 3 }
     /// `VIRTIO_NET_HDR_GSO_TCPV6`: TSO over IPv6.
-    public static let gsoTCPv6: UInt8 = 4
+    @inlinable public static var gsoTCPv6: UInt8 { 4 }
     /// `VIRTIO_NET_HDR_GSO_UDP_L4` (5, Linux ≥ 6.2; absent from the 6.1 headers): USO,
     /// each segment its own UDP datagram, over IPv4 or IPv6.
-    public static let gsoUDPL4: UInt8 = 5
+    @inlinable public static var gsoUDPL4: UInt8 { 5 }
     /// `VIRTIO_NET_HDR_GSO_ECN`: the TCP stream uses ECN (CWR may be set in the frame).
-    public static let gsoECN: UInt8 = 0x80
-
+    @inlinable public static var gsoECN: UInt8 { 0x80 }
     /// A header with every field given (defaults: a plain, complete frame).
     @inlinable
     public init(flags: UInt8 = 0, gsoType: UInt8 = 0, hdrLen: UInt16 = 0, gsoSize: UInt16 = 0,
