@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets in Fuzz/ and runs each for SECONDS_PER_TARGET (default 20).
 #
-#   Scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     targets: frame topology pcap control
+#   Scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     targets: frame topology pcap control offload vxlan
 #
 # Prints `fuzz <target>: <executions> executions, <crashes> crashes` per target and exits 1 if
 # any target crashed (the reproducer's path is printed). Runs work on a copy of Fuzz/corpus/
@@ -13,7 +13,7 @@ ROOT=$PWD
 SECONDS_PER_TARGET=${1:-20}
 shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(frame topology pcap control)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(frame topology pcap control offload vxlan)
 B=$ROOT/.build-fuzz
 MOD=$B/mod OBJ=$B/obj LOG=$B/build.log
 SAN=(-sanitize=fuzzer,address)
@@ -95,10 +95,16 @@ if want control; then
     driver control FuzzControl "$OBJ"/Model.o "$OBJ"/Core.o -- Fuzz/control/main.swift \
         Sources/Runtime/Reports.swift Sources/Runtime/Trace.swift Sources/Runtime/StateFile.swift
 fi
+if want offload || want vxlan; then
+    module Wire 6 Model Sources/Wire/*.swift
+    want offload && driver offload FuzzOffload "$OBJ"/Model.o "$OBJ"/Wire.o -- Fuzz/offload/main.swift
+    want vxlan && driver vxlan FuzzVXLAN "$OBJ"/Model.o "$OBJ"/Wire.o -- Fuzz/vxlan/main.swift
+fi
 say "build done in $((SECONDS - START)) s"
 
 # ---- run --------------------------------------------------------------------------------
-declare -A EXTRA=([frame]="-max_len=2048" [topology]="-max_len=8192" [pcap]="-max_len=4096" [control]="-max_len=2048")
+declare -A EXTRA=([frame]="-max_len=2048" [topology]="-max_len=8192" [pcap]="-max_len=4096" [control]="-max_len=2048"
+                  [offload]="-max_len=4096" [vxlan]="-max_len=2048")
 run() {
     local t=$1 dir=$B/run/$1
     rm -rf "$dir"; mkdir -p "$dir/corpus" "$dir/artifacts"

@@ -22,7 +22,7 @@ public enum ChecksumCompletion: Equatable, Sendable {
     case notNeeded
     /// Store `value` big-endian at byte `offset` of the frame.
     case store(offset: Int, value: UInt16)
-    /// The header's offsets do not fit the frame.
+    /// The header's offsets do not fit the frame (or `csum_offset` is odd).
     case refused(OffloadDropReason)
 
     /// Computes the finished checksum of `frame` as described by `header`, without
@@ -33,7 +33,10 @@ public enum ChecksumCompletion: Equatable, Sendable {
         let start = Int(header.csumStart)
         let field = start + Int(header.csumOffset)
         let end = TransportLayout.datagramEnd(frame)
-        guard let base = frame.baseAddress, start >= 14, field + 2 <= end else {
+        // An odd csum_offset would put the field across two of the summed words: no
+        // checksum field is placed so (TCP 16, UDP 6, ICMPv6 2), and the result could not
+        // verify. Linux does not check it; we refuse it with the out-of-range frames.
+        guard let base = frame.baseAddress, start >= 14, header.csumOffset & 1 == 0, field + 2 <= end else {
             self = .refused(.checksumOutOfRange)
             return
         }

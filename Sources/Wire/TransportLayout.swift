@@ -6,7 +6,8 @@ public enum OffloadDropReason: UInt8, CaseIterable, Sendable, CustomStringConver
     /// The frame is shorter than the headers it announces (Ethernet, IP, TCP/UDP), or its
     /// IP length field points past the end of the frame.
     case truncated
-    /// `csum_start + csum_offset + 2` lies beyond the frame (or before the L3 header).
+    /// `csum_start + csum_offset + 2` lies beyond the frame, `csum_start` inside the
+    /// Ethernet header, or `csum_offset` is odd.
     case checksumOutOfRange
     /// `gso_type` is UFO (3, IP fragmentation: gone from Linux) or not a virtio value.
     case unsupportedGSOType

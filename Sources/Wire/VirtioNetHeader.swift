@@ -114,19 +114,20 @@ public struct VirtioNetHeader: Equatable, Hashable, Sendable {
     /// Moves the offsets by `delta` bytes: what inserting (`+4`) or removing (`-4`) an
     /// 802.1Q tag in front of the L3 header does to them. `csum_start` moves when
     /// NEEDS_CSUM is set, `hdr_len` when the frame is GSO and `hdr_len` is not 0 (0 means
-    /// "unknown" to Linux). Returns false, changing nothing, when an offset would leave
-    /// 0…65535 or `csum_start` would fall inside the 12 bytes of MAC addresses — the
-    /// caller drops the frame (a partial checksum that starts before L3 is malformed).
+    /// "unknown" to Linux). Both must lie at or after the end of an untagged Ethernet
+    /// header (14) before and after the move, and within 16 bits; otherwise this returns
+    /// false, changing nothing, and the caller drops the frame (offsets inside the
+    /// Ethernet header are malformed). So a shift that succeeds can always be undone.
     @inlinable
     public mutating func shift(by delta: Int) -> Bool {
         var start = Int(csumStart), len = Int(hdrLen)
         if needsCsum {
             start += delta
-            guard start >= 12 && start <= 0xFFFF else { return false }
+            guard csumStart >= 14 && start >= 14 && start <= 0xFFFF else { return false }
         }
         if isGSO && hdrLen != 0 {
             len += delta
-            guard len >= 0 && len <= 0xFFFF else { return false }
+            guard hdrLen >= 14 && len >= 14 && len <= 0xFFFF else { return false }
         }
         csumStart = UInt16(start)
         hdrLen = UInt16(len)

@@ -53,10 +53,16 @@ import Testing
         ok = unknownLength.shift(by: 4)
         #expect(ok && unknownLength.hdrLen == 0 && unknownLength.csumStart == 58, "hdr_len 0 means unknown")
 
-        var bad = VirtioNetHeader(flags: 1, csumStart: 14, csumOffset: 16)
+        var bad = VirtioNetHeader(flags: 1, csumStart: 17, csumOffset: 16)
         let before = bad
         ok = bad.shift(by: -4)
-        #expect(!ok && bad == before, "csum_start would point into the MACs")
+        #expect(!ok && bad == before, "csum_start would point into the Ethernet header")
+        var inside = VirtioNetHeader(flags: 1, csumStart: 11, csumOffset: 16)
+        ok = inside.shift(by: 4)
+        #expect(!ok && inside.csumStart == 11, "an offset inside the Ethernet header is not moved, but refused")
+        var tinyHdrLen = VirtioNetHeader(flags: 0, gsoType: 1, hdrLen: 16, csumStart: 0, csumOffset: 0)
+        ok = tinyHdrLen.shift(by: -4)
+        #expect(!ok && tinyHdrLen.hdrLen == 16)
         var high = VirtioNetHeader(flags: 1, csumStart: 0xFFFE, csumOffset: 16)
         ok = high.shift(by: 4)
         #expect(!ok)
@@ -122,7 +128,8 @@ import Testing
     @Test func offsetsOutsideTheFrameAreRefused() {
         let p = TestPacket()
         let frame = p.partialBytes
-        for (start, offset) in [(frame.count - 1, 0), (p.l4Offset, 0xFFFF), (0xFFFF, 0xFFFF), (4, 16), (13, 0), (frame.count - 2, 1)] {
+        for (start, offset) in [(frame.count - 1, 0), (p.l4Offset, 0xFFFF), (0xFFFF, 0xFFFF), (4, 16), (13, 0), (frame.count - 4, 1),
+                                (p.l4Offset, 7)] {
             let h = VirtioNetHeader(flags: 1, csumStart: UInt16(start), csumOffset: UInt16(offset))
             #expect(frame.withUnsafeBytes { ChecksumCompletion(frame: $0, header: h) } == .refused(.checksumOutOfRange), "\(start)+\(offset)")
         }
