@@ -62,8 +62,9 @@ let package = Package(
         // Micro-benchmark of the forwarding core (Scripts/bench/micro.sh); counts mallocs.
         .target(name: "CMallocCounter"),
         .executableTarget(name: "tapestry-bench", dependencies: ["Core", "Model", "CMallocCounter"]),
-        // Micro-benchmark of Wire (checksums, GSO, VXLAN): ns per operation and allocations.
-        .executableTarget(name: "wire-bench", dependencies: ["Wire", "Model", "CMallocCounter"]),
+        // Micro-benchmark of Wire (checksums, GSO, VXLAN): ns per operation and allocations;
+        // `wire-bench ring` measures an AF_PACKET ring with virtio-net headers under traffic.
+        .executableTarget(name: "wire-bench", dependencies: ["Wire", "Model", "LinuxIO", "CMallocCounter"]),
 
         // Tests: one target per library target, plus shared fakes.
         .target(name: "TestSupport", dependencies: ["Model", "Core"], path: "Tests/TestSupport"),

@@ -4,6 +4,7 @@
 // is 0 per frame).
 //
 //   swift build -c release --product wire-bench && .build/release/wire-bench [SCENARIO...] [--iterations N] [--runs R]
+//   wire-bench ring …   (an AF_PACKET ring with virtio-net headers under traffic: Ring.swift)
 //
 // SCENARIO: checksum, complete, segment, vxlan (default: all). Each measurement runs R
 // times (default 5) over N iterations and prints the median and best ns per operation;
@@ -15,6 +16,8 @@ import CMallocCounter
 import Glibc
 import Model
 import Wire
+
+if CommandLine.arguments.count > 1 && CommandLine.arguments[1] == "ring" { ringMain(Array(CommandLine.arguments.dropFirst(2))) }
 
 var scenarios: [String] = []
 var iterations = 0
