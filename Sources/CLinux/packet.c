@@ -200,16 +200,22 @@ static inline void clp_count_status(struct clp_ring *r, uint32_t status) {
     else if (status & TP_STATUS_CSUM_VALID) r->csum_valid++;
 }
 
-// Delivers a frame from a ring slot: [vnet header][frame, tag put back]. Returns its length.
+// Delivers a frame from a ring slot: [vnet header][frame, tag put back]. Returns its length,
+// or -1 for a truncated frame with a vnet header: its header describes bytes that are not
+// there (a super-frame cut at the slot), so it is counted and dropped, never handed on.
 static inline long clp_deliver(struct clp_ring *r, uint32_t status, const uint8_t *mac, uint32_t snaplen, uint32_t len,
                                uint16_t tpid, uint16_t tci, uint8_t *buf, size_t cap) {
     size_t hs = r->vnet_hdr_size;
     int vlan = (status & TP_STATUS_VLAN_VALID) != 0;
     int truncated = len > snaplen;
+    if (hs && truncated) { r->truncated++; return -1; }
     clp_count_status(r, status);
     if (hs) clp_put_vnet(r, buf, mac - CLP_RING_VNET_BYTES, vlan && snaplen >= 12);
     size_t n = clp_copy_frame(mac, snaplen, vlan, tpid, tci, buf + hs, cap - hs, &truncated);
-    if (truncated) r->truncated++;
+    if (truncated) {
+        r->truncated++;
+        if (hs) return -1;
+    }
     return (long)(hs + n);
 }
 
@@ -240,7 +246,10 @@ static long clp_recv_copy(struct clp_ring *r, uint32_t status, uint16_t tpid, ui
     do { got = recvmsg(r->fd, &msg, MSG_DONTWAIT); } while (got < 0 && errno == EINTR);
     if (got < (ssize_t)ks + 12) { r->copy_missing++; return -1; }
     size_t flen = (size_t)got - ks;
-    if (msg.msg_flags & MSG_TRUNC) r->truncated++;
+    if (msg.msg_flags & MSG_TRUNC) {
+        r->truncated++;
+        if (hs) return -1;   // as clp_deliver: a cut super-frame is dropped
+    }
     if (vlan) {
         uint8_t tag[4] = { (uint8_t)(tpid >> 8), (uint8_t)tpid, (uint8_t)(tci >> 8), (uint8_t)tci };
         memcpy(frame + 12, tag, 4);
@@ -329,7 +338,7 @@ long clp_ring_next(struct clp_ring *r, void *buf, size_t cap) {
         long out = clp_deliver(r, status, (const uint8_t *)h + h->tp_mac, h->tp_snaplen, h->tp_len,
                                tpid, h->hv1.tp_vlan_tci, buf, cap);
         if (r->remaining == 0) clp_release_block(r);
-        return out;
+        if (out >= 0) return out;
     }
 }
 

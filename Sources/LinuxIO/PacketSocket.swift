@@ -167,8 +167,10 @@ public final class PacketSocket {
     /// when the buffer cannot even hold the virtio-net header, or `.failed(EBADF)` after
     /// `close()`. With `vnetHeaderSize` the frame is preceded by its virtio-net header (in
     /// `n`). A stripped VLAN tag is put back (so `n` includes it, and the header's offsets
-    /// account for it); a frame longer than the buffer is cut to fit (counted in
-    /// `truncatedFrames`). Allocates nothing.
+    /// account for it). A frame longer than its ring slot (without `copyOversizeFrames`) or
+    /// the buffer is counted in `truncatedFrames`: without a virtio-net header it is returned
+    /// cut to fit; with one it is skipped (its header would describe missing bytes).
+    /// Allocates nothing.
     @inlinable
     public func read(into buffer: UnsafeMutableRawBufferPointer) -> IOResult {
         guard fd >= 0 else { return .failed(EBADF) }

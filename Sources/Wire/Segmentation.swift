@@ -144,11 +144,12 @@ public struct Segmentation {
     @usableFromInline static let tcpCWR: UInt8 = 0x80
 
     /// Writes the headers of segment `index` (0 ..< `segmentCount`) into `scratch` (at least
-    /// `headerLength` bytes) and returns where its payload is.
+    /// `headerLength` bytes) and returns where its payload is. An index past the last
+    /// segment (a caller's bug) yields a segment with no payload, not a trap.
     public func header(ofSegment index: Int, into scratch: UnsafeMutableRawPointer) -> Segment {
         let base = frame.baseAddress!
         let l3 = layout.networkOffset, l4 = layout.transportOffset, h = layout.payloadOffset
-        let start = h + index * segmentSize
+        let start = min(layout.end, h + max(0, index) * segmentSize)
         let length = min(segmentSize, layout.end - start)
         scratch.copyMemory(from: base, byteCount: h)
         let l4Length = h - l4 + length
@@ -190,7 +191,7 @@ public struct Segmentation {
     /// `out`. Returns the segment's length, or 0 when `out` is too small for it.
     public func write(segment index: Int, into out: UnsafeMutableRawBufferPointer) -> Int {
         let h = layout.payloadOffset
-        let start = h + index * segmentSize
+        let start = min(layout.end, h + max(0, index) * segmentSize)
         let length = min(segmentSize, layout.end - start)
         guard let dst = out.baseAddress, out.count >= h + length else { return 0 }
         let s = header(ofSegment: index, into: dst)

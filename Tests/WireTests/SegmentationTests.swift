@@ -76,6 +76,8 @@ private func payload(_ n: Int) -> [UInt8] { (0..<n).map { UInt8(truncatingIfNeed
                 #expect(s.payloadSum == referenceSum(slice) || (s.payloadSum == 0xFFFF && referenceSum(slice) == 0))
                 #expect(s.length == contiguous[i].count)
             }
+            let past = scratch.withUnsafeMutableBytes { plan.header(ofSegment: plan.segmentCount + 5, into: $0.baseAddress!) }
+            #expect(past.payloadLength == 0 && past.payloadOffset == p.headerLength + 4000, "a bad index gives an empty segment")
         }
     }
 

@@ -101,7 +101,10 @@ int clp_open(const char *ifname, const struct clp_config *cfg, struct clp_ring *
 /// With `vnet_hdr_size` the frame is preceded by its virtio-net header (the returned length
 /// includes it; `cap` must exceed it, else -ENOBUFS); when a stripped tag is put back,
 /// csum_start (NEEDS_CSUM) and a non-zero hdr_len (GSO) move by 4 with it. A TP_STATUS_COPY
-/// slot (`copy_oversize`) is replaced by the whole frame read from the socket queue.
+/// slot (`copy_oversize`) is replaced by the whole frame read from the socket queue. With a
+/// virtio-net header a truncated frame (longer than its slot without a copy, or than `cap`)
+/// is counted in `truncated` and skipped, never returned: its header would describe bytes
+/// that are not there. Without one it is returned cut (the frame as far as it goes).
 /// An 802.1Q/802.1ad tag the kernel stripped into tp_vlan_tci (TP_STATUS_VLAN_VALID) is
 /// put back after the two MAC addresses, with TPID tp_vlan_tpid when
 /// TP_STATUS_VLAN_TPID_VALID is set and 0x8100 otherwise, so callers always see the frame
