@@ -56,7 +56,9 @@ public struct Segmentation {
 
     /// The outcome of `plan`.
     public enum Outcome {
+        /// The frame can be cut: produce `segmentCount` segments from this plan.
         case segments(Segmentation)
+        /// Malformed or unsupported: drop the frame and count the reason.
         case refused(OffloadDropReason)
     }
 

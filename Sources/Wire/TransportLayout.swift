@@ -88,6 +88,7 @@ public struct TransportLayout: Equatable, Sendable {
     /// The most header bytes (Ethernet through L4) segmentation copies per segment: a
     /// segment header lives in a scratch slot of this size.
     @inlinable public static var maximumHeaderLength: Int { 256 }
+    /// A layout with every offset given (tests; `parse` builds the real ones).
     @inlinable
     public init(networkOffset: Int, transportOffset: Int, payloadOffset: Int, end: Int, isIPv6: Bool, transportProtocol: UInt8) {
         self.networkOffset = networkOffset; self.transportOffset = transportOffset; self.payloadOffset = payloadOffset
@@ -96,7 +97,9 @@ public struct TransportLayout: Equatable, Sendable {
 
     /// The result of `parse`: a layout, or why there is none.
     public enum Outcome: Equatable, Sendable {
+        /// A TCP or UDP frame over IPv4/IPv6: where its headers are.
         case layout(TransportLayout)
+        /// Not one segmentation can handle, for this reason.
         case refused(OffloadDropReason)
     }
 

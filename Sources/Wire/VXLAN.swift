@@ -173,6 +173,7 @@ public enum VXLAN {
         /// `UDP_NO_CHECK6_RX`, as issue 17 asks; over IPv4 zero means "none").
         case badUDPChecksum
 
+        /// The counter name: `vxlan-truncated`, `vxlan-missing-i-flag`, …
         public var description: String {
             switch self {
             case .truncated: return "vxlan-truncated"
@@ -205,7 +206,9 @@ public enum VXLAN {
 
     /// The outcome of a decapsulation.
     public enum Outcome: Equatable, Sendable {
+        /// A valid VXLAN packet: where its inner frame is.
         case frame(Decapsulated)
+        /// Dropped, for this reason (the caller counts it).
         case refused(DropReason)
     }
 
@@ -314,11 +317,13 @@ public struct VXLANEncapsulation: Equatable, Sendable {
     public let tos: UInt8
     /// Send IPv6 UDP checksums as 0 (`UDP_NO_CHECK6_TX`).
     public let zeroChecksumOverIPv6: Bool
-    /// Outer Ethernet addresses, or nil for an IP-level underlay socket.
+    /// Outer Ethernet source address, or nil for an IP-level underlay socket.
     public let ethernetSource: MACAddress?
+    /// Outer Ethernet destination (the next hop's MAC), or nil for an IP-level socket.
     public let ethernetDestination: MACAddress?
     @usableFromInline let ipv4FixedSum: UInt16
 
+    /// Builds the fixed part of the outer headers (control path).
     /// - Precondition-free: a family mismatch between `source` and `destination` makes
     ///   the destination's family win for the header layout; validate addresses on load.
     public init(source: UnderlayAddress, destination: UnderlayAddress, port: UInt16 = VXLAN.defaultPort,
