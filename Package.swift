@@ -29,6 +29,8 @@ let package = Package(
         .target(name: "Model"),
         .target(name: "Core", dependencies: ["Model"], swiftSettings: hotPath),
         .target(name: "Topology", dependencies: ["Model", "Core", .product(name: "Yams", package: "Yams")]),
+        // Wire formats of the offload and overlay paths (virtio-net header, checksums, GSO, VXLAN).
+        .target(name: "Wire", dependencies: ["Model"]),
 
         // C shims.
         .target(name: "CLinux"),
@@ -67,15 +69,19 @@ let package = Package(
         // Micro-benchmark of the forwarding core (Scripts/bench/micro.sh); counts mallocs.
         .target(name: "CMallocCounter"),
         .executableTarget(name: "tapestry-bench", dependencies: ["Core", "Model", "CMallocCounter"]),
-        // Micro-benchmark of the flow table, IPFIX encoding and metrics rendering (issue 21).
+        // Micro-benchmark of the flow table, IPFIX encoding and metrics rendering.
         .executableTarget(name: "observability-bench", dependencies: ["Observability", "Model", "CMallocCounter"]),
+        // Micro-benchmark of Wire (checksums, GSO, VXLAN): ns per operation and allocations;
+        // `wire-bench ring` measures an AF_PACKET ring with virtio-net headers under traffic.
+        .executableTarget(name: "wire-bench", dependencies: ["Wire", "Model", "LinuxIO", "CMallocCounter"]),
 
         // Tests: one target per library target, plus shared fakes.
         .target(name: "TestSupport", dependencies: ["Model", "Core"], path: "Tests/TestSupport"),
         .testTarget(name: "ModelTests", dependencies: ["Model", "TestSupport"]),
         .testTarget(name: "CoreTests", dependencies: ["Core", "Model", "TestSupport"]),
         .testTarget(name: "TopologyTests", dependencies: ["Topology", "Core", "Model"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "LinuxIOTests", dependencies: ["LinuxIO", "CLinux", "TestSupport"], swiftSettings: v5),
+        .testTarget(name: "LinuxIOTests", dependencies: ["LinuxIO", "CLinux", "Wire", "TestSupport"], swiftSettings: v5),
+        .testTarget(name: "WireTests", dependencies: ["Wire", "Model", "TestSupport"]),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "LinuxIO", "TestSupport"], swiftSettings: v5),
         .testTarget(name: "CaptureTests", dependencies: ["Capture", "CPcap", "Model", "TestSupport"], swiftSettings: v5),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Core", "Model", "Topology", "TestSupport"], swiftSettings: v5),

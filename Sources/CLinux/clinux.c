@@ -220,6 +220,24 @@ int cl_netns_open(const char *name) {
     return fd < 0 ? -errno : fd;
 }
 
+struct cl_in_netns_job { int ns_fd; cl_netns_job job; void *ctx; int err; };
+
+static void *cl_in_netns_thread(void *arg) {
+    struct cl_in_netns_job *j = arg;
+    if (setns(j->ns_fd, CLONE_NEWNET) < 0) { j->err = -errno; return NULL; }
+    j->job(j->ctx);
+    return NULL;
+}
+
+int cl_run_in_netns(int ns_fd, cl_netns_job job, void *ctx) {
+    struct cl_in_netns_job j = { .ns_fd = ns_fd, .job = job, .ctx = ctx, .err = 0 };
+    pthread_t thread;
+    int err = pthread_create(&thread, NULL, cl_in_netns_thread, &j);
+    if (err != 0) return -err;
+    pthread_join(thread, NULL);
+    return j.err;
+}
+
 // MARK: - misc
 
 int cl_sysctl_write(const char *path, const char *value) {
@@ -254,6 +272,19 @@ int cl_sysctl_write_in_netns(int ns_fd, const char *path, const char *value) {
 int cl_tap_set_offload(int fd, int tso) {
     unsigned int flags = tso ? (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN) : 0;
     return ioctl(fd, TUNSETOFFLOAD, flags) < 0 ? -errno : 0;
+}
+
+int cl_tap_set_offload_flags(int fd, unsigned int flags) {
+    return ioctl(fd, TUNSETOFFLOAD, (unsigned long)flags) < 0 ? -errno : 0;
+}
+
+int cl_tap_set_vnet_hdr_size(int fd, int size) {
+    return ioctl(fd, TUNSETVNETHDRSZ, &size) < 0 ? -errno : 0;
+}
+
+int cl_tap_get_vnet_hdr_size(int fd) {
+    int size = 0;
+    return ioctl(fd, TUNGETVNETHDRSZ, &size) < 0 ? -errno : size;
 }
 
 // MARK: - ethtool (GRO/LRO on uplink NICs)

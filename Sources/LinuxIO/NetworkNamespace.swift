@@ -49,9 +49,35 @@ public enum NetworkNamespace {
         return names.sorted()
     }
 
+    /// Runs `body` on a short-lived thread inside namespace `name` and returns its result
+    /// (wraps `cl_run_in_netns`: pthread + setns(CLONE_NEWNET)). Sockets `body` opens stay
+    /// in that namespace for life, e.g. a `PacketSocket` on a link that lives there; the
+    /// calling thread's namespace is untouched. Control path (a thread per call).
+    /// - Throws: `SystemError` (ENOENT for an unknown namespace, EPERM without
+    ///   CAP_SYS_ADMIN), or whatever `body` throws.
+    public static func run<T>(in name: String, _ body: () throws -> T) throws -> T {
+        let fd = try open(name)
+        defer { _ = Glibc.close(fd) }
+        var result: Result<T, Error>?
+        try withoutActuallyEscaping(body) { escapable in
+            let job = Unmanaged.passRetained(NamespaceJob { result = Result { try escapable() } })
+            defer { job.release() }
+            try Syscall.require("enter network namespace", subject: "netns \(name)") {
+                cl_run_in_netns(fd, { raw in Unmanaged<NamespaceJob>.fromOpaque(raw!).takeUnretainedValue().run() }, job.toOpaque())
+            }
+        }
+        return try result!.get()
+    }
+
     /// Opens /run/netns/NAME (O_RDONLY|O_CLOEXEC) for setns(2) or moving links into it.
     /// The caller owns the returned fd and must close it. Wraps `cl_netns_open`.
     public static func open(_ name: String) throws -> Int32 {
         try Syscall.require("open network namespace", subject: "netns \(name)") { cl_netns_open(name) }
     }
+}
+
+/// The closure `NetworkNamespace.run` hands to the C thread.
+private final class NamespaceJob {
+    let run: () -> Void
+    init(_ run: @escaping () -> Void) { self.run = run }
 }

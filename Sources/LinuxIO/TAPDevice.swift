@@ -83,6 +83,50 @@ public final class TAPDevice {
         _ = try Syscall.require("ioctl TUNSETOFFLOAD", subject: "tap \(name)") { cl_tap_set_offload(fd, 1) }
     }
 
+    /// Sets the size of the virtio-net header in front of every frame read from or written
+    /// to this TAP's fds (wraps `cl_tap_set_vnet_hdr_size`, ioctl TUNSETVNETHDRSZ; applies
+    /// to every queue): 12 for the switch's `virtio_net_hdr_v1`, 10 for the kernel default.
+    /// On reads the kernel fills 10 bytes and skips `num_buffers` (it keeps whatever the
+    /// buffer held): readers must not trust bytes 10–11. Needs `vnetHeader`.
+    /// - Throws: `SystemError` EINVAL for a size below 10.
+    public func setVNetHeaderSize(_ size: Int) throws {
+        _ = try Syscall.require("ioctl TUNSETVNETHDRSZ \(size)", subject: "tap \(name)") { cl_tap_set_vnet_hdr_size(fd, Int32(size)) }
+    }
+
+    /// The TAP's virtio-net header size (wraps `cl_tap_get_vnet_hdr_size`, TUNGETVNETHDRSZ).
+    public func currentVNetHeaderSize() throws -> Int {
+        Int(try Syscall.require("ioctl TUNGETVNETHDRSZ", subject: "tap \(name)") { cl_tap_get_vnet_hdr_size(fd) })
+    }
+
+    /// Offloads the switch's side of a TAP accepts (TUNSETOFFLOAD flags,
+    /// include/uapi/linux/if_tun.h); the guest-facing netdev advertises the matching
+    /// features (tx checksumming, TSO, USO).
+    public struct Offloads: OptionSet, Sendable {
+        public let rawValue: UInt32
+        public init(rawValue: UInt32) { self.rawValue = rawValue }
+        /// TUN_F_CSUM: frames may carry partial checksums (NEEDS_CSUM).
+        public static let checksum = Offloads(rawValue: UInt32(CL_TUN_F_CSUM))
+        /// TUN_F_TSO4 / TUN_F_TSO6: TCP GSO frames.
+        public static let tso4 = Offloads(rawValue: UInt32(CL_TUN_F_TSO4))
+        public static let tso6 = Offloads(rawValue: UInt32(CL_TUN_F_TSO6))
+        /// TUN_F_TSO_ECN: TSO frames with CWR set.
+        public static let tsoECN = Offloads(rawValue: UInt32(CL_TUN_F_TSO_ECN))
+        /// TUN_F_USO4 / TUN_F_USO6 (Linux ≥ 6.2; both or neither): UDP_L4 GSO frames.
+        public static let uso4 = Offloads(rawValue: UInt32(CL_TUN_F_USO4))
+        public static let uso6 = Offloads(rawValue: UInt32(CL_TUN_F_USO6))
+        /// Everything `enableOffloads()` turns on (checksum, TSO4/6, ECN).
+        public static let tcp: Offloads = [.checksum, .tso4, .tso6, .tsoECN]
+    }
+
+    /// Sets exactly these offloads (wraps `cl_tap_set_offload_flags`, TUNSETOFFLOAD).
+    /// Needs `vnetHeader`; `[]` turns them all off.
+    /// - Throws: `SystemError` EINVAL for flags the kernel does not know (USO before 6.2).
+    public func setOffloads(_ offloads: Offloads) throws {
+        _ = try Syscall.require("ioctl TUNSETOFFLOAD 0x\(String(offloads.rawValue, radix: 16))", subject: "tap \(name)") {
+            cl_tap_set_offload_flags(fd, offloads.rawValue)
+        }
+    }
+
     /// Reads one frame into `buffer` (wraps read(2)). Returns `.bytes(n)` with the frame
     /// length, `.wouldBlock` when no frame is queued, or `.failed(errno)`; a frame longer
     /// than the buffer is truncated by the kernel. `.failed(EBADF)` after `close()`.

@@ -115,6 +115,16 @@ int cl_netns_delete(const char *name);
 /// Returns the fd or -errno.
 int cl_netns_open(const char *name);
 
+/// A job for cl_run_in_netns.
+typedef void (*cl_netns_job)(void *ctx);
+
+/// Runs `job(ctx)` on a new thread that first enters the network namespace `ns_fd` refers
+/// to (setns(2), CLONE_NEWNET), and waits for it. Sockets the job opens belong to that
+/// namespace for life (an AF_PACKET port on a link inside a guest's or a host's
+/// namespace); the calling thread's namespace is untouched. Needs CAP_SYS_ADMIN.
+/// Returns 0 once the job ran, or -errno from pthread_create/setns (the job did not run).
+int cl_run_in_netns(int ns_fd, cl_netns_job job, void *ctx);
+
 // MARK: - misc
 
 /// Writes `value` to /proc/sys/`path` (e.g. "net/ipv6/conf/tap0/disable_ipv6"). 0 or -errno.
@@ -132,6 +142,22 @@ int cl_sysctl_write_in_netns(int ns_fd, const char *path, const char *value);
 /// Needs a TAP opened with IFF_VNET_HDR. Returns 0 or -errno.
 int cl_tap_set_offload(int fd, int tso);
 
+/// TUNSETOFFLOAD with explicit `flags` (CL_TUN_F_* below, or'ed): what the switch's side
+/// of the TAP accepts, so the guest-facing netdev advertises the matching offloads. USO
+/// (CL_TUN_F_USO4|USO6, Linux >= 6.2) needs both bits and TUN_F_CSUM. Needs IFF_VNET_HDR.
+/// Returns 0 or -errno (-EINVAL for flags the kernel does not know).
+int cl_tap_set_offload_flags(int fd, unsigned int flags);
+
+/// TUNSETVNETHDRSZ: the size of the virtio-net header before each frame read from or
+/// written to the TAP fd: 10 (struct virtio_net_hdr, the default) or 12 (struct
+/// virtio_net_hdr_v1 / _mrg_rxbuf, what the switch uses; the kernel writes 10 bytes and
+/// leaves num_buffers as the reader's buffer had it, so callers zero it). Applies to the
+/// whole TAP (every queue). Returns 0 or -errno (-EINVAL below 10).
+int cl_tap_set_vnet_hdr_size(int fd, int size);
+
+/// TUNGETVNETHDRSZ: the TAP's virtio-net header size, or -errno.
+int cl_tap_get_vnet_hdr_size(int fd);
+
 /// Generic receive offload of interface `ifname` (SIOCETHTOOL ETHTOOL_GGRO/SGRO): 1 on,
 /// 0 off, or -errno. An uplink turns GRO off so the AF_PACKET ring sees wire-sized frames
 /// (GRO merges them into up to 64 KiB super-frames that a guest could not take).
@@ -141,6 +167,26 @@ int cl_ethtool_set_gro(const char *ifname, int on);
 /// The fields of `struct virtio_net_hdr` the datapath adjusts when it pushes or pops a tag.
 #define CL_VNET_F_NEEDS_CSUM 1
 #define CL_VNET_GSO_NONE 0
+/// The rest of the virtio-net header's values (Linux include/uapi/linux/virtio_net.h).
+/// VIRTIO_NET_HDR_GSO_UDP_L4 (USO) appeared in Linux 6.2; the installed 6.1 headers lack it.
+#define CL_VNET_F_DATA_VALID 2
+#define CL_VNET_GSO_TCPV4 1
+#define CL_VNET_GSO_UDP 3
+#define CL_VNET_GSO_TCPV6 4
+#define CL_VNET_GSO_UDP_L4 5
+#define CL_VNET_GSO_ECN 0x80
+/// struct virtio_net_hdr (10) and struct virtio_net_hdr_v1 / _mrg_rxbuf (12).
+#define CL_VNET_HDR_LEGACY_SIZE 10
+#define CL_VNET_HDR_V1_SIZE 12
+
+/// TUNSETOFFLOAD flags (include/uapi/linux/if_tun.h). USO4/USO6 appeared in Linux 6.2.
+#define CL_TUN_F_CSUM 0x01
+#define CL_TUN_F_TSO4 0x02
+#define CL_TUN_F_TSO6 0x04
+#define CL_TUN_F_TSO_ECN 0x08
+#define CL_TUN_F_UFO 0x10
+#define CL_TUN_F_USO4 0x20
+#define CL_TUN_F_USO6 0x40
 
 // AF_PACKET ring helpers (PacketSocket); this header is the module's umbrella, so it
 // includes them for Swift.
