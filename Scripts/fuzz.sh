@@ -93,9 +93,12 @@ if want pcap; then
     module Capture 5 Model Sources/Capture/*.swift -- -I "$B/cpcap"
     driver pcap FuzzPcap "$OBJ"/Model.o "$OBJ"/Capture.o "$OBJ"/CPcap.o -- Fuzz/pcap/main.swift -- -I "$B/cpcap" -lpcap
 fi
+if want control || want offload || want vxlan; then
+    module Wire 6 Model Sources/Wire/*.swift
+fi
 if want control; then
     # Only the Runtime files the decoder and trace need (see Fuzz/README.md).
-    driver control FuzzControl "$OBJ"/Model.o "$OBJ"/Core.o -- Fuzz/control/main.swift \
+    driver control FuzzControl "$OBJ"/Model.o "$OBJ"/Core.o "$OBJ"/Wire.o -- Fuzz/control/main.swift \
         Sources/Runtime/Reports.swift Sources/Runtime/Trace.swift Sources/Runtime/RuntimeError.swift
 fi
 if want observability; then
@@ -104,7 +107,6 @@ if want observability; then
         Sources/Observability/LLDP.swift Sources/Observability/LLDPNeighbors.swift Sources/Observability/FlowKey.swift Sources/Observability/FlowTable.swift
 fi
 if want offload || want vxlan; then
-    module Wire 6 Model Sources/Wire/*.swift
     want offload && driver offload FuzzOffload "$OBJ"/Model.o "$OBJ"/Wire.o -- Fuzz/offload/main.swift
     want vxlan && driver vxlan FuzzVXLAN "$OBJ"/Model.o "$OBJ"/Wire.o -- Fuzz/vxlan/main.swift
 fi

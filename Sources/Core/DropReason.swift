@@ -130,7 +130,7 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
         case .broadcastStorm: return "broadcast over the storm-control rate"
         case .multicastStorm: return "multicast over the storm-control rate"
         case .unknownUnicastStorm: return "unknown unicast over the storm-control rate"
-        case .offloadNotSupported: return "segmentation offload frame for a port without offloads"
+        case .offloadNotSupported: return "GSO frame or partial checksum that could not be finished for a port without offloads (malformed or unsupported)"
         case .teamInactiveUplink: return "arrived on an uplink that is standby or down"
         case .teamNotDesignatedReceiver: return "arrived on an uplink that is not the designated receiver (its copy arrives on another)"
         case .teamReflectedSource: return "source MAC is a local guest's: our own frame reflected by the physical network"

@@ -23,8 +23,14 @@ public struct EgressItem: Sendable {
     public var after: Int32
     /// How the copy leaves (identity for an ingress mirror copy: the frame as received).
     public var rewrite: EgressRewrite
-    @inlinable init(port: Int, kind: Kind, refusal: DropReason = .runt, after: Int32 = -1, rewrite: EgressRewrite) {
+    /// The frame is a GSO frame or carries a partial checksum, and `port` cannot take
+    /// offloads (`PortPlan.acceptsOffloads` false: a tunnel, a port without a virtio-net
+    /// header): the datapath segments it in software (TCP/UDP, checksums complete) or
+    /// finishes its checksum before sending (`Wire.Segmentation`, `Wire.ChecksumCompletion`).
+    public var finishOffload: Bool
+    @inlinable init(port: Int, kind: Kind, refusal: DropReason = .runt, after: Int32 = -1, rewrite: EgressRewrite, finishOffload: Bool = false) {
         self.port = Int32(truncatingIfNeeded: port); self.kind = kind; self.refusal = refusal; self.after = after; self.rewrite = rewrite
+        self.finishOffload = finishOffload
     }
 }
 
@@ -142,8 +148,9 @@ public func egressRefusal(of destination: MACAddress, to port: HotPort) -> DropR
 ///   and the promiscuous ports; a report or leave to the router and promiscuous ports. Each
 ///   port once; every port still passes the VLAN (and private VLAN) rules, so a membership
 ///   never carries a frame across VLANs or through the PVLAN matrix.
-/// - A port refuses unicast for another MAC (`mac-changes` rejected), and a GSO frame or a
-///   partial checksum when it cannot take offloads (`offload-not-supported`).
+/// - A port refuses unicast for another MAC (`mac-changes` rejected). A GSO frame or a
+///   partial checksum for a port that cannot take offloads goes out marked `finishOffload`:
+///   segmented, or its checksum finished, in software by the datapath.
 /// - A port shaped on egress refuses a frame over its rate (`shaping-egress`): the question
 ///   (`TrafficShaper.wouldAdmit`) is asked here; the datapath charges each output it sends.
 /// - Mirrors (SPAN): a copy of the frame as received to each destination of the ingress
@@ -164,11 +171,8 @@ public func collectEgress(of d: Decision, inPort: PortIndex, plan: SwitchPlan, c
     if storage.hasMirrors || multicast { list.nextFrame() }
     if storage.hasMirrors {
         for dst in storage.mirrorOnIngress[inPort] where !portIsDown(dst, context) && list.stamp(dst) {
-            if offload && !storage.hotPorts[dst].acceptsOffloads {
-                list.append(EgressItem(port: dst, kind: .refused, refusal: .offloadNotSupported, rewrite: EgressRewrite(strip: 0, push: nil)))
-            } else {
-                list.append(EgressItem(port: dst, kind: .mirrorIngress, rewrite: EgressRewrite(strip: 0, push: nil)))
-            }
+            list.append(EgressItem(port: dst, kind: .mirrorIngress, rewrite: EgressRewrite(strip: 0, push: nil),
+                                   finishOffload: offload && !storage.hotPorts[dst].acceptsOffloads))
         }
     }
     let mirrorsEnd = list.used
@@ -234,18 +238,16 @@ func offerEgress(_ p: Int, of d: Decision, from fromUplink: Bool, plan: SwitchPl
     guard let rw = plan.egressRewrite(vlan: d.vlan, ingressTagLength: d.ingressTagLength, priority: d.priority, on: port) else { return }
     if let r = egressRefusal(of: d.destination, to: port) {
         list.append(EgressItem(port: p, kind: .refused, refusal: r, rewrite: rw))
-    } else if offload && !port.acceptsOffloads {
-        list.append(EgressItem(port: p, kind: .refused, refusal: .offloadNotSupported, rewrite: rw))
     } else if let shaper = context.shaper, shaper.shapesEgress, shaper.shapes(port: p, .egress),
               !shaper.wouldAdmit(port: p, .egress, bytes: egressLength(d.length, rw), now: context.now) {
         list.append(EgressItem(port: p, kind: .refused, refusal: .shapingEgress, rewrite: rw))
     } else {
         let k = Int32(truncatingIfNeeded: list.used)
-        list.append(EgressItem(port: p, kind: .output, rewrite: rw))
+        list.append(EgressItem(port: p, kind: .output, rewrite: rw, finishOffload: offload && !port.acceptsOffloads))
         if storage.hasMirrors && list.used == Int(k) + 1 {
             for dst in storage.mirrorOnEgress[p] where !list.isStamped(dst) && !portIsDown(dst, context) {
-                if offload && !storage.hotPorts[dst].acceptsOffloads { continue }
-                list.append(EgressItem(port: dst, kind: .mirrorEgress, after: k, rewrite: rw))
+                list.append(EgressItem(port: dst, kind: .mirrorEgress, after: k, rewrite: rw,
+                                       finishOffload: offload && !storage.hotPorts[dst].acceptsOffloads))
             }
         }
     }

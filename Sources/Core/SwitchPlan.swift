@@ -52,8 +52,8 @@ public struct PortPlan: Hashable, Sendable {
     public var usesUplinks: Bool
     /// The port's transmit side takes a virtio-net header, so GSO frames and partial
     /// checksums pass whole (a TAP with `IFF_VNET_HDR`, an AF_PACKET socket with
-    /// `PACKET_VNET_HDR`, a vhost-user virtqueue). Without it such a frame is refused
-    /// (`offload-not-supported`) at egress.
+    /// `PACKET_VNET_HDR`, a vhost-user virtqueue). Without it such a frame is segmented, or
+    /// its checksum finished, in software before it is sent (`EgressItem.finishOffload`).
     public var acceptsOffloads: Bool
     /// For a link port (one end of a patch link between two switches): the port at
     /// the other end. nil for guest ports and uplinks.

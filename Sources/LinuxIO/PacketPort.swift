@@ -7,49 +7,50 @@ import Glibc
 /// A switch port on an existing netdev through AF_PACKET: a physical NIC uplink (or the
 /// host side of a TAP that QEMU holds).
 ///
-/// Receives from a TPACKET_V3 ring (`PacketSocket`: no system call per frame, the stripped
-/// 802.1Q tag put back). Sends through a second, send-only AF_PACKET socket; with
-/// `txVNetHeader` that socket takes a virtio-net header (PACKET_VNET_HDR), so a guest's
-/// 64 KiB TSO frame leaves whole and the kernel (or the NIC) cuts it into wire frames. Our
-/// own transmissions never come back on the ring (PACKET_IGNORE_OUTGOING).
-///
-/// With `disableGRO`, GRO is turned off on the NIC while the port is open (and restored by
-/// `close`): GRO would hand the ring 64 KiB super-frames that no guest could take.
+/// Receives from a TPACKET_V2 ring (`PacketSocket`: no system call per frame, the stripped
+/// 802.1Q tag put back) with a 12-byte virtio-net header before each frame
+/// (PACKET_VNET_HDR_SZ): frames the kernel hands over with a partial checksum
+/// (TP_STATUS_CSUMNOTREADY: veth, macvlan and tap peers leave checksums to the receiver) or
+/// as GRO super-frames arrive described, not broken, and super-frames longer than a ring
+/// slot come whole through the socket queue (`copyOversizeFrames`). Sends through a second,
+/// send-only AF_PACKET socket that takes the same header, so a guest's 64 KiB TSO frame or
+/// partial checksum leaves whole and the kernel (or the NIC) finishes it for the device's
+/// features. Our own transmissions never come back on the ring (PACKET_IGNORE_OUTGOING).
+/// The NIC's GRO stays on.
 public final class PacketPort: SingleQueuePortIO {
     public let name: String
     let rx: PacketSocket
     private var txFD: Int32
     public let txVNetHeaderSize: Int
-    private var restoreGRO: Bool?
 
-    /// - `mtu`: the switch MTU; ring slots hold MTU + Ethernet header + two tags.
-    public init(interface: String, txVNetHeader: Bool, disableGRO: Bool, mtu: Int = 1500) throws {
+    /// - `vnetHeaders`: 12-byte virtio-net headers on receive and send (the switch's ports);
+    ///   false for plain frames both ways (tests of the plain path).
+    /// - `mtu`: the switch MTU; ring slots hold MTU + Ethernet header + two tags + header.
+    public init(interface: String, vnetHeaders: Bool = true, mtu: Int = 1500) throws {
         name = interface
-        if disableGRO {
-            let gro = cl_ethtool_get_gro(interface)
-            if gro == 1, cl_ethtool_set_gro(interface, 0) == 0 { restoreGRO = true }
-        }
+        // TPACKET_V2: a wake-up per frame. V3 hands frames over per block (when full, or
+        // after a ≥ 1 ms timer), which added up to 1 ms to every lone frame's latency.
+        let slot = UInt32((mtu + 14 + 8 + 128 + 12 + 15) / 16 * 16)
+        let frame = max(2048, slot)
+        let header = vnetHeaders ? 12 : 0
+        rx = try PacketSocket(interface: interface, configuration: .init(
+            blockSize: max(128 * 1024, (frame + 4095) / 4096 * 4096), blockCount: 64, frameSize: frame, perFrameWakeups: true,
+            vnetHeaderSize: header, copyOversizeFrames: vnetHeaders))
         do {
-            // TPACKET_V2: a wake-up per frame. V3 hands frames over per block (when full, or
-            // after a ≥ 1 ms timer), which added up to 1 ms to every lone frame's latency.
-            let slot = UInt32((mtu + 14 + 8 + 128 + 15) / 16 * 16)
-            let frame = max(2048, slot)
-            rx = try PacketSocket(interface: interface, configuration: .init(
-                blockSize: max(128 * 1024, (frame + 4095) / 4096 * 4096), blockCount: 64, frameSize: frame, perFrameWakeups: true))
             txFD = try Syscall.require("open AF_PACKET sender", subject: "interface \(interface)") {
-                clp_open_tx(interface, txVNetHeader ? 1 : 0)
+                clp_open_tx(interface, Int32(header))
             }
         } catch {
-            if restoreGRO == true { _ = cl_ethtool_set_gro(interface, 1) }
+            rx.close()
             throw error
         }
-        txVNetHeaderSize = txVNetHeader ? VNetHeader.size : 0
+        txVNetHeaderSize = header
     }
 
     deinit { close() }
 
     public var pollFD: Int32 { rx.fd }
-    public var vnetHeaderSize: Int { 0 }
+    public var vnetHeaderSize: Int { rx.vnetHeaderSize }
     public var ifindex: Int32 { rx.ifindex }
 
     /// Whether the netdev this port is bound to still exists (`if_indextoname(3)`): an
@@ -98,7 +99,6 @@ public final class PacketPort: SingleQueuePortIO {
     public func close() {
         rx.close()
         if txFD >= 0 { Glibc.close(txFD); txFD = -1 }
-        if restoreGRO == true { _ = cl_ethtool_set_gro(name, 1); restoreGRO = nil }
     }
 }
 

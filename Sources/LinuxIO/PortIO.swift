@@ -51,37 +51,29 @@ extension SingleQueuePortIO {
 }
 
 extension TAPDevice: PortIO {
-    public var vnetHeaderSize: Int { vnetHeader ? VNetHeader.size : 0 }
+    public var vnetHeaderSize: Int { vnetHeader ? VNetHeader.size : 0 }   // set to 12 by `init`
     public var txVNetHeaderSize: Int { vnetHeaderSize }
     public func takePendingError() -> Int32 { 0 }
 }
 
-/// The `struct virtio_net_hdr` a TAP with IFF_VNET_HDR puts before each frame (10 bytes,
-/// little-endian on the hosts we run on): flags, gso_type, hdr_len, gso_size, csum_start,
-/// csum_offset. A view over the receive buffer; `raw == nil` for ports without one.
+/// The virtio-net header the switch puts before every frame that carries offload metadata:
+/// `struct virtio_net_hdr_v1` (virtio 1.x §5.1.6, 12 bytes, little-endian): flags,
+/// gso_type, hdr_len, gso_size, csum_start, csum_offset, num_buffers. TAPs are set to it
+/// (TUNSETVNETHDRSZ), AF_PACKET sockets too (PACKET_VNET_HDR_SZ), and vhost-user uses it
+/// with VERSION_1, so a frame crosses the switch with the same header whatever its ports.
+/// A view over the receive buffer; `raw == nil` for ports without one. The full model is
+/// `Wire.VirtioNetHeader`.
 public struct VNetHeader {
-    public static let size = 10
+    public static let size = 12
     public let raw: UnsafeRawPointer?
     @inline(__always) public init(_ raw: UnsafeRawPointer?) { self.raw = raw }
 
     /// A TSO/GSO frame: longer than the MTU, segmented by whoever finally delivers it.
-    @inline(__always) public var isGSO: Bool { raw.map { $0.load(fromByteOffset: 1, as: UInt8.self) != UInt8(CL_VNET_GSO_NONE) } ?? false }
+    @inline(__always) public var isGSO: Bool { raw.map { $0.load(fromByteOffset: 1, as: UInt8.self) & 0x7F != UInt8(CL_VNET_GSO_NONE) } ?? false }
+    /// The L4 checksum is left to the receiver (NEEDS_CSUM).
+    @inline(__always) public var needsChecksum: Bool {
+        raw.map { $0.load(fromByteOffset: 0, as: UInt8.self) & UInt8(CL_VNET_F_NEEDS_CSUM) != 0 } ?? false
+    }
     /// GSO, or a checksum left for the receiver to complete.
-    @inline(__always) public var needsOffload: Bool {
-        guard let r = raw else { return false }
-        return isGSO || r.load(fromByteOffset: 0, as: UInt8.self) & UInt8(CL_VNET_F_NEEDS_CSUM) != 0
-    }
-
-    /// Moves csum_start (and hdr_len of a GSO frame) by `delta` bytes: what inserting or
-    /// removing a tag before the L3 header does to those offsets.
-    public static func shift(_ h: UnsafeMutableRawPointer, by delta: Int) {
-        if h.load(fromByteOffset: 0, as: UInt8.self) & UInt8(CL_VNET_F_NEEDS_CSUM) != 0 {
-            let start = UInt16(littleEndian: h.loadUnaligned(fromByteOffset: 6, as: UInt16.self))
-            h.storeBytes(of: UInt16(truncatingIfNeeded: Int(start) + delta).littleEndian, toByteOffset: 6, as: UInt16.self)
-        }
-        let len = UInt16(littleEndian: h.loadUnaligned(fromByteOffset: 2, as: UInt16.self))
-        if h.load(fromByteOffset: 1, as: UInt8.self) != UInt8(CL_VNET_GSO_NONE), len != 0 {
-            h.storeBytes(of: UInt16(truncatingIfNeeded: Int(len) + delta).littleEndian, toByteOffset: 2, as: UInt16.self)
-        }
-    }
+    @inline(__always) public var needsOffload: Bool { isGSO || needsChecksum }
 }

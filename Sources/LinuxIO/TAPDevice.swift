@@ -33,8 +33,6 @@ public final class TAPDevice {
     /// Whether each frame is preceded by a `virtio_net_hdr` (`IFF_VNET_HDR`).
     public let vnetHeader: Bool
 
-    /// Bytes of `virtio_net_hdr` before each frame when `vnetHeader` is on (10).
-    public static let vnetHeaderSize = Int(cl_vnet_hdr_size())
 
     /// Creates (or attaches to) the TAP netdev `name`.
     ///
@@ -65,6 +63,14 @@ public final class TAPDevice {
             } catch {
                 for f in fds { _ = Glibc.close(f) }
                 throw error
+            }
+        }
+        // The switch's virtio-net header is 12 bytes (`VNetHeader`); the kernel's default, 10.
+        if vnetHeader {
+            let rc = cl_tap_set_vnet_hdr_size(first, Int32(VNetHeader.size))
+            if rc < 0 {
+                for f in fds { _ = Glibc.close(f) }
+                throw SystemError(operation: "ioctl TUNSETVNETHDRSZ \(VNetHeader.size)", subject: "tap \(kernel)", errno: -rc)
             }
         }
         queueCount = queues

@@ -63,10 +63,8 @@ extension Fabric {
         // Links removed (or changed: re-made below) retire both ends; other ports are untouched.
         for key in Fabric.linkPortKeys(diff.linksRemoved) { if let t = byPort.removeValue(forKey: key) { retired.append(t) } }
 
-        // 1. Everything that will exist is recorded before it exists (GRO is turned off on
-        //    added NICs while we run: the state file says which to turn back on after a crash).
-        let namespacesBefore = createdNamespaces, groBefore = groOff
-        for nic in nicsAdded where !groOff.contains(nic.name) && GenericReceiveOffload.isEnabled(nic.name) == true { groOff.append(nic.name) }
+        // 1. Everything that will exist is recorded before it exists.
+        let namespacesBefore = createdNamespaces
         try writeState(file: file, extraNamespaces: added.filter { $0.kind == .netns }.map(\.name),
                        extraVMs: added.filter { $0.kind == .qemu }.map(\.name))
         var fresh: [String: PortIO] = [:]
@@ -78,7 +76,6 @@ extension Fabric {
             for g in freshVMTaps { for t in vmTaps.removeValue(forKey: g) ?? [] { t.close() } }
             for ns in createdNamespaces where !namespacesBefore.contains(ns) { try? NetworkNamespace.delete(ns) }
             createdNamespaces = namespacesBefore
-            groOff = groBefore
             try? writeState(file: old.file)
         }
         var monitor: TeamMonitor?
@@ -110,10 +107,7 @@ extension Fabric {
             throw error
         }
         for (n, p) in freshNICs { uplinkPorts[n] = p }
-        for n in nicsRemoved where freshNICs[n.name] == nil {
-            uplinkPorts.removeValue(forKey: n.name)
-            groOff.removeAll { $0 == n.name }   // closing the port turns GRO back on
-        }
+        for n in nicsRemoved where freshNICs[n.name] == nil { uplinkPorts.removeValue(forKey: n.name) }
         if uplinksChanged {
             teamMonitor?.stop()
             teamMonitor = monitor
@@ -234,10 +228,11 @@ extension Fabric {
         return "\(u)"
     }
 
-    /// Opens an AF_PACKET port on uplink NIC `nic` (up, promiscuous, GRO off while we run).
+    /// Opens an AF_PACKET port on uplink NIC `nic` (up, promiscuous; its GRO stays on: GRO'd
+    /// frames arrive described by their virtio-net header).
     private func openUplink(_ nic: String, mtu: Int, host: NetlinkSocket) throws -> PacketPort {
         try host.setLinkUp(named: nic)
-        return try PacketPort(interface: nic, txVNetHeader: true, disableGRO: true, mtu: mtu)
+        return try PacketPort(interface: nic, mtu: mtu)
     }
 
     /// A team monitor for the uplinks of `t`, over the NIC ports in `ports`.
@@ -268,14 +263,13 @@ extension Fabric {
     }
 
     /// Rewrites the instance's state file (what to clean up after a crash): the namespaces,
-    /// VMs and GRO-off NICs that exist, plus those about to be created. A write that would
+    /// VMs and DHCP clients that exist, plus those about to be created. A write that would
     /// record the same as the last one is skipped (`up` records the whole target first, so
     /// its later writes change nothing on disk).
-    func writeState(file: String, extraNamespaces: [String] = [], extraVMs: [String] = [], extraGROOff: [String] = []) throws {
+    func writeState(file: String, extraNamespaces: [String] = [], extraVMs: [String] = []) throws {
         var state = InstanceState(name: topology.name, file: file, pid: getpid(), processStart: processStartTime(getpid()),
                                   namespaces: Set(createdNamespaces + extraNamespaces).sorted(), links: [])
         state.vms = Set(Array(vmTaps.keys) + extraVMs).sorted()
-        state.groOff = Set(groOff + extraGROOff).sorted()
         let helpers = dhcpClients.keys.sorted().flatMap { dhcpClients[$0]! }
         state.dhcpClients = helpers.isEmpty ? nil : helpers
         if state == lastState { return }

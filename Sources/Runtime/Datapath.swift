@@ -2,6 +2,7 @@ import Core
 import Foundation
 import LinuxIO
 import Model
+import Wire
 import Synchronization
 
 /// Proof that the datapath lock is held.
@@ -500,9 +501,23 @@ public final class Datapath {
         let base = UnsafeMutableRawPointer(mutating: frame.baseAddress!)
         // Egress shaping's effect: each output to a port shaped on egress is charged.
         let egressShaper = context.shaper.flatMap { $0.shapesEgress ? $0 : nil }
+        // How a copy for a port without offloads is finished (planned once per frame).
+        var finish: TransmitList.Finish? = nil
         for i in 0..<egress.count {
             let item = egress[i]
             let p = Int(item.port)
+            var entries = 1
+            if item.finishOffload {
+                if finish == nil { finish = SoftwareOffload(frame: frame, header: vnet.raw) }
+                entries = finish!.frames
+            }
+            // Room for this copy (and an output's mirror copies, which follow it): a frame cut
+            // into segments may need more than the batch reserved. Flushing here is safe
+            // between outputs: an egress mirror copy refers only to its own output.
+            if item.kind == .output && w.tx.room < entries + plan.mirrorFanout {
+                flush(w, sw, switchIndex: switchIndex)
+                w.tx.frameStart = 0
+            }
             var k: Int32 = -1
             switch item.kind {
             case .refused:
@@ -512,16 +527,23 @@ public final class Datapath {
                 if let s = egressShaper, s.shapes(port: p, .egress) {
                     s.take(port: p, .egress, bytes: egressLength(frame.count, item.rewrite), now: context.now)
                 }
-                k = w.tx.append(port: p, frame: base, count: frame.count, vnet: vnet, rewrite: item.rewrite, vlan: d.vlan, captured: true, after: -1)
+                k = item.finishOffload
+                    ? w.tx.appendFinished(port: p, frame: base, count: frame.count, finish: finish!, rewrite: item.rewrite, vlan: d.vlan, captured: true, after: -1)
+                    : w.tx.append(port: p, frame: base, count: frame.count, vnet: vnet, rewrite: item.rewrite, vlan: d.vlan, captured: true, after: -1)
             case .mirrorIngress:
-                k = w.tx.append(port: p, frame: base, count: frame.count, vnet: vnet, rewrite: item.rewrite, vlan: d.vlan, captured: false, after: -1)
+                k = item.finishOffload
+                    ? w.tx.appendFinished(port: p, frame: base, count: frame.count, finish: finish!, rewrite: item.rewrite, vlan: d.vlan, captured: false, after: -1)
+                    : w.tx.append(port: p, frame: base, count: frame.count, vnet: vnet, rewrite: item.rewrite, vlan: d.vlan, captured: false, after: -1)
             case .mirrorEgress:
                 let of = w.txIndex[Int(item.after)]
                 guard of >= 0 else { continue }
-                k = w.tx.append(port: p, frame: base, count: frame.count, vnet: vnet, rewrite: item.rewrite, vlan: d.vlan, captured: false, after: of)
+                k = item.finishOffload
+                    ? w.tx.appendFinished(port: p, frame: base, count: frame.count, finish: finish!, rewrite: item.rewrite, vlan: d.vlan, captured: false, after: of)
+                    : w.tx.append(port: p, frame: base, count: frame.count, vnet: vnet, rewrite: item.rewrite, vlan: d.vlan, captured: false, after: of)
             }
             w.txIndex[i] = k
-            if k < 0 { counters.dropped(port: p, reason: .transmitQueueFull) }
+            if k == -1 { counters.dropped(port: p, reason: .transmitQueueFull) }
+            if k == -2 { counters.dropped(port: p, reason: .offloadNotSupported) }
         }
     }
 
@@ -543,7 +565,7 @@ public final class Datapath {
             }
             if capturing && e.captured {
                 capture(switchIndex, port: Int(e.port), point: .egress, vlan: e.vlan, reason: reason,
-                        segments: tx.iov + 4 * k + 1, pieces: Int(e.pieces))
+                        segments: tx.iov + TransmitList.iovPerEntry * k + 1, pieces: Int(e.pieces))
             }
         }
         tx.count = 0
@@ -572,7 +594,7 @@ func monotonicNow() -> MonotonicInstant { .now }
 extension VNetHeader {
     /// What the header leaves to the receiver (none for a port without a header).
     @inline(__always) var offload: FrameOffload {
-        raw == nil ? .none : FrameOffload(isGSO: isGSO, needsChecksum: needsOffload && !isGSO)
+        raw == nil ? .none : FrameOffload(isGSO: isGSO, needsChecksum: needsChecksum)
     }
 }
 

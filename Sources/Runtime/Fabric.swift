@@ -34,9 +34,6 @@ public final class Fabric {
     var portsByName: [String: PortIO] = [:]
     /// Uplink NIC ports by NIC name (also in `portsByName`).
     var uplinkPorts: [String: PacketPort] = [:]
-    /// Uplink NICs whose GRO this instance turned off (turned back on by `down`, or after a
-    /// crash by the next `up`/`down`, from the state file).
-    var groOff: [String] = []
     var teamMonitor: TeamMonitor?
     /// Sends the general queries of switches with `multicast-querier: true` (idle otherwise).
     var querierService: MulticastQuerierService?
@@ -100,8 +97,7 @@ public final class Fabric {
         try Fabric.cleanStale(name: target.name, log: log)
         // Everything the target will create, recorded before anything exists.
         try writeState(file: target.file, extraNamespaces: target.guests.filter { $0.kind == .netns }.map(\.name),
-                       extraVMs: target.guests.filter { $0.kind == .qemu }.map(\.name),
-                       extraGROOff: Fabric.uplinkNICs(target).map(\.name).filter { GenericReceiveOffload.isEnabled($0) == true })
+                       extraVMs: target.guests.filter { $0.kind == .qemu }.map(\.name))
         do {
             let dp = try Datapath(switches: [], threads: settings.threads, busyPollMicroseconds: settings.busyPollMicroseconds)
             dp.onPortDown = { [log] s, p, r in log("switch \(s): port \(p) is down (\(r)); reload re-creates it") }
@@ -138,10 +134,16 @@ public final class Fabric {
         try disableDAD(namespaceFD: nsfd, guest: g.name)
         for nic in g.nics {
             let name = Fabric.hostTAPName(topology: topology.name, guest: g.name, nic: nic.index)
-            // vnet header + TSO/checksum offload: the guest's TCP moves as 64 KiB GSO frames
-            // through the switch instead of 1500-byte ones (docs/ARCHITECTURE.md).
+            // A 12-byte virtio-net header and, unless `offloads: false`, checksum offload,
+            // TSO and USO: the guest's TCP moves as 64 KiB GSO frames through the switch
+            // instead of 1500-byte ones (docs/ARCHITECTURE.md). Without offloads the guest
+            // sends finished wire frames; what the switch writes to it is taken whole either way.
             let tap = try TAPDevice(name: name, vnetHeader: true, queues: datapathThreads)
-            try tap.enableOffloads()
+            if nic.offloads {
+                // USO (UDP GSO) needs Linux ≥ 6.2: without it, checksum offload and TSO.
+                do { try tap.setOffloads([.checksum, .tso4, .tso6, .tsoECN, .uso4, .uso6]) }
+                catch { try tap.setOffloads([.checksum, .tso4, .tso6, .tsoECN]) }
+            }
             byPort[nic.portName] = tap
             try host.moveLink(named: tap.name, toNamespaceFD: nsfd)
             guard let index = try inside.linkIndex(named: tap.name) else {
@@ -175,8 +177,6 @@ public final class Fabric {
         for p in uplinkPorts.values { p.close() }
         portsByName = [:]
         uplinkPorts = [:]
-        for nic in groOff { GenericReceiveOffload.set(nic, enabled: true) }
-        groOff = []
         for ns in createdNamespaces.reversed() {
             do { try NetworkNamespace.delete(ns) } catch { log("warning: cannot delete namespace \(ns): \(error)") }
         }
@@ -203,6 +203,7 @@ public final class Fabric {
         for ns in old.namespaces where NetworkNamespace.exists(ns) {
             try? NetworkNamespace.delete(ns); removed.append("namespace \(ns)")
         }
+        // State files of earlier versions list NICs whose GRO they had turned off.
         for nic in old.groOff ?? [] where GenericReceiveOffload.set(nic, enabled: true) { removed.append("GRO on \(nic) turned back on") }
         if let nl = try? NetlinkSocket() {
             for l in old.links where (try? nl.linkExists(named: l)) == true { try? nl.deleteLink(named: l); removed.append("link \(l)") }

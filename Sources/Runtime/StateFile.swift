@@ -154,8 +154,9 @@ public struct InstanceState: Codable, Equatable {
     /// Its QEMU guests: a QEMU that outlives a crashed instance is found by its pid file
     /// (`VMSupervisor.killStale`) and killed, which also removes its TAPs.
     public var vms: [String]?
-    /// Uplink NICs whose GRO was on and that this instance turns off while it runs: a crash
-    /// leaves them off, so the next `up` or `down` turns GRO back on.
+    /// Written by earlier versions, which turned GRO off on uplink NICs while they ran: the
+    /// next `up` or `down` after such an instance crashed turns it back on. Never written now
+    /// (GRO stays on: GRO'd frames arrive described by their virtio-net header).
     public var groOff: [String]?
     /// Helper processes it started inside its netns guests (DHCP clients): killed after a
     /// crash, since a process inside a namespace outlives `ip netns delete`.

@@ -1,6 +1,7 @@
 import Core
 import Foundation
 import Model
+import Wire
 
 /// Builds a frame from a description such as `src=02:00:00:00:0a:01,dst=ff:ff:ff:ff:ff:ff,vlan=20,type=arp`
 /// (`tapestry trace --frame`).
@@ -111,15 +112,48 @@ public func dropComment(_ reason: DropReason, frame: [UInt8]) -> String {
 /// copy "if sent") and the team uplink. Changes nothing: the learn request, the storm token
 /// and the announcement stamp are shown, never applied. `context` is the switch's live
 /// state (`SwitchRuntime.context(now:_:)`, under the datapath lock).
-public func traceFrame(_ bytes: [UInt8], offload: FrameOffload = .none, inPort: PortIndex, plan: SwitchPlan,
+///
+/// `vnetHeader` is the frame's virtio-net header as it arrived (`VNetHeader.size` bytes, or
+/// nil for a plain frame): with it, `offload` follows from it, and a GSO frame or partial
+/// checksum for a port without offloads is planned as the datapath would (segments, a
+/// finished checksum, or a refusal).
+public func traceFrame(_ bytes: [UInt8], offload: FrameOffload = .none, vnetHeader: [UInt8]? = nil, inPort: PortIndex, plan: SwitchPlan,
                        context: DecisionContext) -> TraceReport.FrameTrace {
-    traceDecision(bytes, offload: offload, inPort: inPort, plan: plan, context: context).trace
+    traceDecision(bytes, offload: offload, vnetHeader: vnetHeader, inPort: inPort, plan: plan, context: context).trace
+}
+
+/// What the datapath would do for a copy that must be finished in software (a summary of
+/// `TransmitList.Finish`, which holds pointers into the frame).
+enum FinishSummary {
+    case segments(Int)
+    case checksum
+    case plain
+    case refused(String)
+
+    init(bytes: [UInt8], vnetHeader: [UInt8]?) {
+        guard let h = vnetHeader, h.count >= VirtioNetHeader.size else { self = .plain; return }
+        self = bytes.withUnsafeBytes { frame in
+            h.withUnsafeBytes { raw in
+                switch SoftwareOffload(frame: frame, header: raw.baseAddress) {
+                case .segments(let s): return .segments(s.segmentCount)
+                case .checksum: return .checksum
+                case .plain: return .plain
+                case .refused(let r): return .refused(r.description)
+                }
+            }
+        }
+    }
 }
 
 /// `traceFrame`, plus each output (not mirror copies) with its rewrite, so a trace can
 /// follow the frame as it leaves by a link port (LinkTrace.swift).
-func traceDecision(_ bytes: [UInt8], offload: FrameOffload, inPort: PortIndex, plan: SwitchPlan,
+func traceDecision(_ bytes: [UInt8], offload given: FrameOffload, vnetHeader: [UInt8]? = nil, inPort: PortIndex, plan: SwitchPlan,
                    context: DecisionContext) -> (trace: TraceReport.FrameTrace, outputs: [(port: PortIndex, rewrite: EgressRewrite)]) {
+    let offload = vnetHeader.flatMap { h -> FrameOffload? in
+        guard h.count >= VirtioNetHeader.size else { return nil }
+        let v = h.withUnsafeBytes { VirtioNetHeader(loading: $0.baseAddress!) }
+        return FrameOffload(isGSO: v.isGSO, needsChecksum: v.needsCsum)
+    } ?? given
     var rec = RecordingTrace()
     let d = bytes.withUnsafeBytes { decide(frame: $0, offload: offload, inPort: inPort, plan: plan, context: context, trace: &rec) }
     let name = { (p: PortIndex) in plan.ports[p].name }
@@ -229,12 +263,39 @@ func traceDecision(_ bytes: [UInt8], offload: FrameOffload, inPort: PortIndex, p
     var mirrors: [TraceReport.MirrorCopy] = []
     var refused: [TraceReport.Refusal] = []
     var outputs: [(port: PortIndex, rewrite: EgressRewrite)] = []
+    // A copy for a port without offloads: segmented or finished in software (planned once).
+    var finishPlan: FinishSummary? = nil
+    func finishing() -> FinishSummary {
+        if finishPlan == nil { finishPlan = FinishSummary(bytes: bytes, vnetHeader: vnetHeader) }
+        return finishPlan!
+    }
+    /// The copies a finished item makes (0: refused, counted on its port).
+    func finishedCopies(_ item: EgressItem, _ p: Int, _ what: String) -> Int {
+        guard item.finishOffload else { return 1 }
+        switch finishing() {
+        case .segments(let n):
+            steps.append(.init(stage: "offload", detail: "\(what) \(name(p)): cut in software into \(n) wire frames (the port takes no offloads)"))
+            return n
+        case .checksum:
+            steps.append(.init(stage: "offload", detail: "\(what) \(name(p)): checksum finished in software (the port takes no offloads)"))
+            return 1
+        case .plain:
+            return 1
+        case .refused(let why):
+            refused.append(.init(port: name(p), reason: DropReason.offloadNotSupported.description))
+            steps.append(.init(stage: "offload", detail: "not to \(name(p)): \(DropReason.offloadNotSupported.explanation) (\(why))"))
+            return 0
+        }
+    }
+    var unsent = Set<Int>()   // outputs refused after all: their egress mirror copies do not go
     for i in 0..<list.count {
         let item = list[i]
         let p = Int(item.port)
         switch item.kind {
         case .output:
-            egress.append(.init(port: name(p), tag: item.rewrite.push.map(egressTagText) ?? "untagged"))
+            let copies = finishedCopies(item, p, "to")
+            if copies == 0 { unsent.insert(i); continue }
+            for _ in 0..<copies { egress.append(.init(port: name(p), tag: item.rewrite.push.map(egressTagText) ?? "untagged")) }
             outputs.append((p, item.rewrite))
             if let shaper = context.shaper, shaper.shapesEgress, let (a, pk) = shaper.available(port: p, .egress, now: context.now),
                let row = shapingRow(p, .egress, admitted: true, bytes: egressLength(bytes.count, item.rewrite), average: a, peak: pk) {
@@ -250,11 +311,16 @@ func traceDecision(_ bytes: [UInt8], offload: FrameOffload, inPort: PortIndex, p
             }
             steps.append(.init(stage: "output", detail: "not to \(name(p)): \(item.refusal.explanation)"))
         case .mirrorIngress:
-            mirrors.append(.init(port: name(p), point: "ingress", of: nil, ifSent: false))
+            let copies = finishedCopies(item, p, "mirror copy to")
+            if copies == 0 { continue }
+            for _ in 0..<copies { mirrors.append(.init(port: name(p), point: "ingress", of: nil, ifSent: false)) }
             steps.append(.init(stage: "mirror", detail: "copy to \(name(p)) as received on \(name(inPort))"))
         case .mirrorEgress:
+            if unsent.contains(Int(item.after)) { continue }
+            let copies = finishedCopies(item, p, "mirror copy to")
+            if copies == 0 { continue }
             let of = name(Int(list[Int(item.after)].port))
-            mirrors.append(.init(port: name(p), point: "egress", of: of, ifSent: true))
+            for _ in 0..<copies { mirrors.append(.init(port: name(p), point: "egress", of: of, ifSent: true)) }
             steps.append(.init(stage: "mirror", detail: "copy to \(name(p)) of what leaves by \(of), if sent"
                                + (item.rewrite.push.map { " (\(tagDescription($0)))" } ?? "")))
         }

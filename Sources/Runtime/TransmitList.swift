@@ -1,6 +1,7 @@
 import Core
 import LinuxIO
 import Model
+import Wire
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -11,7 +12,7 @@ struct TxEntry {
     static let sent: Int16 = -2
     static let skipped: Int16 = -3
     var port: Int32
-    /// Frame pieces after the vnet header iovec (1–3).
+    /// Frame pieces after the vnet header iovec (1–5).
     var pieces: Int32
     /// Bytes on the wire (counted as sent).
     var length: Int32
@@ -19,6 +20,9 @@ struct TxEntry {
     var after: Int32
     /// The first entry of this entry's frame (entries of one frame are contiguous).
     var frameStart: Int32
+    /// A segment after the first of a copy finished in software: the first segment's entry,
+    /// whose fate it shares (a skipped mirror copy skips all its segments); -1 otherwise.
+    var lead: Int32 = -1
     /// The frame's VLAN (for capture filters).
     var vlan: VLANID
     /// The frame's own egress (capture sessions see it), not a mirror copy.
@@ -31,17 +35,29 @@ struct TxEntry {
 /// the worker's receive area, written after the datapath lock is let go.
 ///
 /// Each copy is an iovec: `[0]` the virtio-net header (for ports that take one), `[1...]`
-/// the frame as 1–3 pieces (MACs, pushed tag, rest), so neither a tag push nor a pop copies
-/// the payload. A GSO frame crosses the switch whole, its header adjusted when a tag moves
-/// the L3 offsets. Allocated once.
+/// the frame as pieces (MACs, pushed tag, rest), so neither a tag push nor a pop copies the
+/// payload. A GSO frame crosses the switch whole, its header's offsets moved when a tag is
+/// pushed or popped. For a port that cannot take offloads (`EgressItem.finishOffload`) the
+/// frame is finished in software (`appendFinished`): a GSO frame becomes one entry per
+/// wire segment — its rewritten headers in a 256-byte slot of `headers`, then a slice of
+/// the original payload — and a partial checksum is completed through a 2-byte piece in the
+/// entry's scratch, so the received frame itself never changes (other copies may leave
+/// whole). Allocated once.
 final class TransmitList {
     /// Frame copies on the list before it is flushed.
     static let capacity = 4096
+    /// iovecs per entry: vnet header, then up to 5 frame pieces.
+    static let iovPerEntry = 6
+    /// Scratch bytes per entry: a rewritten (or zero) vnet header at 0, a pushed tag at 12,
+    /// a finished checksum at 16.
+    static let scratchPerEntry = 32
+    /// Bytes of rewritten headers per segment entry (`Wire.TransportLayout.maximumHeaderLength`).
+    static let headerSlot = 256
 
-    /// 4 per entry: vnet header, then up to 3 frame pieces.
     let iov: UnsafeMutablePointer<iovec>
-    /// 16 bytes per entry: a rewritten (or zero) vnet header at 0, a pushed tag at 12.
     let scratch: UnsafeMutableRawPointer
+    /// One header slot per entry, for segments.
+    let headers: UnsafeMutableRawPointer
     let entries: UnsafeMutablePointer<TxEntry>
     var count = 0
     /// Where the current frame's entries begin.
@@ -52,14 +68,15 @@ final class TransmitList {
     private var round: UInt32 = 0
 
     init() {
-        iov = .allocate(capacity: 4 * TransmitList.capacity)
-        scratch = .allocate(byteCount: 16 * TransmitList.capacity, alignment: 16)
+        iov = .allocate(capacity: TransmitList.iovPerEntry * TransmitList.capacity)
+        scratch = .allocate(byteCount: TransmitList.scratchPerEntry * TransmitList.capacity, alignment: 16)
+        headers = .allocate(byteCount: TransmitList.headerSlot * TransmitList.capacity, alignment: 64)
         entries = .allocate(capacity: TransmitList.capacity)
         touched = .allocate(capacity: touchedCapacity)
         touched.initialize(repeating: 0, count: touchedCapacity)
     }
 
-    deinit { iov.deallocate(); scratch.deallocate(); entries.deallocate(); touched.deallocate() }
+    deinit { iov.deallocate(); scratch.deallocate(); headers.deallocate(); entries.deallocate(); touched.deallocate() }
 
     /// Makes room for a switch of `portCount` ports (allocates only for a bigger switch than
     /// any before; once per batch).
@@ -72,40 +89,61 @@ final class TransmitList {
         round = 0
     }
 
+    /// Free entries.
+    var room: Int { TransmitList.capacity - count }
+
+    /// Fills `iov` pieces for `[start ..< end)` of a frame rewritten by `rw`: the MACs,
+    /// the pushed tag (from `scratch`), the rest after the stripped tag. Returns the pieces
+    /// written and the bytes they hold. `start` is 0 or later; pieces before 12 + strip are
+    /// the header part.
+    @inline(__always)
+    private func rewrittenPieces(_ iov: UnsafeMutablePointer<iovec>, head base: UnsafeRawPointer, headLength: Int, rest: UnsafeRawPointer?,
+                                 restLength: Int, rewrite rw: EgressRewrite, scratch: UnsafeMutableRawPointer) -> (pieces: Int, length: Int) {
+        var pieces = 0, length = 0
+        if rw.isIdentity {
+            iov[0] = iovec(iov_base: UnsafeMutableRawPointer(mutating: base), iov_len: headLength)
+            pieces = 1; length = headLength
+        } else {
+            iov[0] = iovec(iov_base: UnsafeMutableRawPointer(mutating: base), iov_len: 12)
+            pieces = 1; length = 12
+            if let tag = rw.push {
+                scratch.storeBytes(of: tag.tpid.bigEndian, toByteOffset: 12, as: UInt16.self)
+                scratch.storeBytes(of: tag.tci.bigEndian, toByteOffset: 14, as: UInt16.self)
+                iov[1] = iovec(iov_base: scratch + 12, iov_len: 4)
+                pieces = 2; length += 4
+            }
+            let after = 12 + rw.strip
+            if headLength > after {
+                iov[pieces] = iovec(iov_base: UnsafeMutableRawPointer(mutating: base + after), iov_len: headLength - after)
+                pieces += 1; length += headLength - after
+            }
+        }
+        if let r = rest, restLength > 0 {
+            iov[pieces] = iovec(iov_base: UnsafeMutableRawPointer(mutating: r), iov_len: restLength)
+            pieces += 1; length += restLength
+        }
+        return (pieces, length)
+    }
+
     /// Puts one copy of `frame` (rewritten by `rewrite`, identity = as received) for `port` on
-    /// the list; returns its index, or -1 when the list is full (the caller counts it).
+    /// the list; returns its index, or -1 when the list is full (the caller counts it), or -2
+    /// when its virtio-net header cannot follow the rewrite (offsets inside the Ethernet
+    /// header: a malformed header; the caller counts `offload-not-supported`).
     @inline(__always)
     func append(port: Int, frame base: UnsafeMutableRawPointer, count frameLength: Int, vnet: VNetHeader, rewrite rw: EgressRewrite,
                 vlan: VLANID, captured: Bool, after: Int32) -> Int32 {
         let k = count
         guard k < TransmitList.capacity else { return -1 }
-        count = k + 1
-        let iov = self.iov + 4 * k
-        let scratch = self.scratch + 16 * k
-        var pieces = 1, length = frameLength, delta = 0
-        if !rw.isIdentity {
-            iov[1] = iovec(iov_base: base, iov_len: 12)
-            if let tag = rw.push {
-                scratch.storeBytes(of: tag.tpid.bigEndian, toByteOffset: 12, as: UInt16.self)
-                scratch.storeBytes(of: tag.tci.bigEndian, toByteOffset: 14, as: UInt16.self)
-                iov[2] = iovec(iov_base: scratch + 12, iov_len: 4)
-                pieces = 2
-                length += 4
-                delta = 4
-            }
-            iov[pieces + 1] = iovec(iov_base: base + 12 + rw.strip, iov_len: frameLength - 12 - rw.strip)
-            pieces += 1
-            length -= rw.strip
-            delta -= rw.strip
-        } else {
-            iov[1] = iovec(iov_base: base, iov_len: frameLength)
-        }
+        let iov = self.iov + TransmitList.iovPerEntry * k
+        let scratch = self.scratch + TransmitList.scratchPerEntry * k
+        let (pieces, length) = rewrittenPieces(iov + 1, head: base, headLength: frameLength, rest: nil, restLength: 0, rewrite: rw, scratch: scratch)
+        let delta = length - frameLength
         if let h = vnet.raw {
             if delta == 0 {
                 iov[0] = iovec(iov_base: UnsafeMutableRawPointer(mutating: h), iov_len: VNetHeader.size)
             } else {
                 scratch.copyMemory(from: h, byteCount: VNetHeader.size)
-                VNetHeader.shift(scratch, by: delta)
+                guard VirtioNetHeader.shift(scratch, by: delta) else { return -2 }
                 iov[0] = iovec(iov_base: scratch, iov_len: VNetHeader.size)
             }
         } else {
@@ -113,9 +151,62 @@ final class TransmitList {
             scratch.initializeMemory(as: UInt8.self, repeating: 0, count: VNetHeader.size)
             iov[0] = iovec(iov_base: scratch, iov_len: VNetHeader.size)
         }
+        count = k + 1
         entries[k] = TxEntry(port: Int32(port), pieces: Int32(pieces), length: Int32(length), after: after, frameStart: frameStart,
                              vlan: vlan, captured: captured, outcome: TxEntry.pending)
         return Int32(k)
+    }
+
+    /// How a copy for a port without offloads is finished (`Wire.SoftwareOffload`).
+    typealias Finish = SoftwareOffload
+
+    /// Puts a copy finished in software (`finish`) for `port` on the list: one entry per
+    /// segment, or one entry with its checksum completed; each leaves as a plain frame (a
+    /// zero virtio-net header). Returns the first entry's index, -1 when the list has no
+    /// room for all of them (the caller flushes first: `room`), -2 when it cannot be
+    /// finished (the caller counts `offload-not-supported`).
+    func appendFinished(port: Int, frame base: UnsafeMutableRawPointer, count frameLength: Int, finish: Finish, rewrite rw: EgressRewrite,
+                        vlan: VLANID, captured: Bool, after: Int32) -> Int32 {
+        guard room >= finish.frames else { return -1 }
+        let first = count
+        switch finish {
+        case .refused:
+            return -2
+        case .plain:
+            return append(port: port, frame: base, count: frameLength, vnet: VNetHeader(nil), rewrite: rw, vlan: vlan, captured: captured, after: after)
+        case .checksum(let offset, let value):
+            guard offset >= 12 + rw.strip, offset + 2 <= frameLength else { return -2 }
+            let k = count
+            let iov = self.iov + TransmitList.iovPerEntry * k
+            let scratch = self.scratch + TransmitList.scratchPerEntry * k
+            scratch.initializeMemory(as: UInt8.self, repeating: 0, count: VNetHeader.size)
+            iov[0] = iovec(iov_base: scratch, iov_len: VNetHeader.size)
+            scratch.storeBytes(of: value.bigEndian, toByteOffset: 16, as: UInt16.self)
+            var (pieces, length) = rewrittenPieces(iov + 1, head: base, headLength: offset, rest: nil, restLength: 0, rewrite: rw, scratch: scratch)
+            iov[1 + pieces] = iovec(iov_base: scratch + 16, iov_len: 2)
+            iov[2 + pieces] = iovec(iov_base: base + offset + 2, iov_len: frameLength - offset - 2)
+            pieces += 2; length += frameLength - offset
+            count = k + 1
+            entries[k] = TxEntry(port: Int32(port), pieces: Int32(pieces), length: Int32(length), after: after, frameStart: frameStart,
+                                 vlan: vlan, captured: captured, outcome: TxEntry.pending)
+        case .segments(let plan):
+            for i in 0..<plan.segmentCount {
+                let k = count
+                let iov = self.iov + TransmitList.iovPerEntry * k
+                let scratch = self.scratch + TransmitList.scratchPerEntry * k
+                let slot = headers + TransmitList.headerSlot * k
+                let seg = plan.header(ofSegment: i, into: slot)
+                scratch.initializeMemory(as: UInt8.self, repeating: 0, count: VNetHeader.size)
+                iov[0] = iovec(iov_base: scratch, iov_len: VNetHeader.size)
+                let (pieces, length) = rewrittenPieces(iov + 1, head: slot, headLength: seg.headerLength, rest: base + seg.payloadOffset,
+                                                       restLength: seg.payloadLength, rewrite: rw, scratch: scratch)
+                count = k + 1
+                entries[k] = TxEntry(port: Int32(port), pieces: Int32(pieces), length: Int32(length), after: i == 0 ? after : -1,
+                                     frameStart: frameStart, lead: i == 0 ? -1 : Int32(first), vlan: vlan, captured: captured,
+                                     outcome: TxEntry.pending)
+            }
+        }
+        return Int32(first)
     }
 
     /// Whether an egress mirror copy of the same frame (entries `from..<before`) already
@@ -134,6 +225,10 @@ final class TransmitList {
         var firstTouched = -1
         for k in 0..<count {
             let e = entries[k]
+            if e.lead >= 0 && entries[Int(e.lead)].outcome == TxEntry.skipped {
+                entries[k].outcome = TxEntry.skipped
+                continue
+            }
             if e.after >= 0 {
                 // An egress mirror copy: only if its frame went out, and only the first such
                 // copy of this frame for this destination.
@@ -144,7 +239,7 @@ final class TransmitList {
             }
             let p = Int(e.port)
             let io = sw.ports[p]
-            let iov = self.iov + 4 * k
+            let iov = self.iov + TransmitList.iovPerEntry * k
             let queue = worker % io.queueCount
             let result = io.txVNetHeaderSize > 0 ? io.writev(queue: queue, iov, count: e.pieces + 1)
                                                  : io.writev(queue: queue, iov + 1, count: e.pieces)

@@ -11,15 +11,18 @@ import Glibc
 
 /// QEMU guests (`kind: qemu`): their switch ports, and their lifecycle through `VMSupervisor`.
 ///
-/// ## Attachment (DESIGN.md "Attaching guests")
-/// For each NIC the switch creates a TAP **without** a vnet header and keeps its fd; QEMU gets
-/// a copy of that fd (`-netdev tap,fd=N`, by inheritance). The switch's port is an AF_PACKET
-/// `PacketPort` on the TAP's kernel netdev — the same port type as NIC uplinks. The netdev
-/// stays in the host namespace with IPv6 off and no address, so the host stack ignores it.
-/// Because the switch holds the TAP fd, the netdev (and so the port, its counters and MAC
-/// entries) outlives a QEMU crash: a restarted VM comes back on the same port with the same
-/// MAC. The VM's NIC has offloads off (plain wire-sized frames; TCG guests are not where
-/// speed comes from).
+/// ## Attachment (docs/ARCHITECTURE.md "Attaching guests")
+/// For each NIC the switch creates a TAP with a virtio-net header (IFF_VNET_HDR) and keeps
+/// its fd; QEMU gets a copy of that fd (`-netdev tap,fd=N`, by inheritance) and so speaks
+/// virtio-net headers on it, with the NIC's offloads on (unless `offloads: false`). The
+/// switch's port is an AF_PACKET `PacketPort` with 12-byte virtio-net headers on the TAP's
+/// kernel netdev — the same port type as NIC uplinks: the VM's TSO frames and partial
+/// checksums arrive described, and what the switch sends the VM leaves whole; the kernel
+/// segments or finishes it for whatever offloads QEMU enabled on the TAP (TUNSETOFFLOAD
+/// follows the guest's features). The netdev stays in the host namespace with IPv6 off and
+/// no address, so the host stack ignores it. Because the switch holds the TAP fd, the
+/// netdev (and so the port, its counters and MAC entries) outlives a QEMU crash: a
+/// restarted VM comes back on the same port with the same MAC.
 ///
 /// ## Files
 /// Control sockets and pid files under `/run/tapestry/TOPOLOGY.vms/`; console and QEMU logs
@@ -34,14 +37,14 @@ extension Fabric {
     func createVMPorts(_ g: GuestSpec, of topology: Topology, host: NetlinkSocket, into byPort: inout [String: PortIO]) throws {
         for nic in g.nics {
             let name = Fabric.hostTAPName(topology: topology.name, guest: g.name, nic: nic.index)
-            let tap = try TAPDevice(name: name, vnetHeader: false)
+            let tap = try TAPDevice(name: name, vnetHeader: true)
             vmTaps[g.name, default: []].append(tap)
             // Keep the host stack out: no IPv6 (no link-local address, no ND), no IPv4 address.
             try? "1".write(toFile: "/proc/sys/net/ipv6/conf/\(name)/disable_ipv6", atomically: false, encoding: .utf8)
             let mtu = topology.mtu(of: nic)
             guard let index = try host.linkIndex(named: name) else { throw RuntimeError("\(nic.portName): TAP \(name) vanished") }
             try host.configureLink(index: index, mtu: mtu, up: true)
-            byPort[nic.portName] = try PacketPort(interface: name, txVNetHeader: false, disableGRO: false, mtu: mtu)
+            byPort[nic.portName] = try PacketPort(interface: name, mtu: mtu)
         }
     }
 
@@ -68,7 +71,7 @@ extension Fabric {
             guard let taps = vmTaps[g.name], taps.count == g.nics.count else { continue }
             // Addresses (both families), MTUs, DHCP, gateways and routes go through fw_cfg
             // (GuestNetworkConfig): the kernel command line is too small for a lab's.
-            let nics = g.nics.enumerated().map { i, nic in GuestNIC(mac: nic.mac, tapFD: taps[i].fd) }
+            let nics = g.nics.enumerated().map { i, nic in GuestNIC(mac: nic.mac, tapFD: taps[i].fd, offloads: nic.offloads) }
             let spec = VMSpec(name: g.name, memoryMiB: g.memoryMiB, cpus: g.cpus, nics: nics,
                               network: Fabric.guestNetwork(g, of: topology))
             let paths = Fabric.vmPaths(topology: topology.name, guest: g.name)

@@ -29,9 +29,11 @@ extension Topology {
                                                                  forgedTransmits: sec.forgedTransmits),
                                           macLimit: group.macLimit, storm: group.storm, l2Transparency: group.l2Transparency,
                                           usesUplinks: group.usesUplinks && sw.uplinks != nil,
-                                          // A netns guest's TAP has a virtio-net header; a VM's
-                                          // port (AF_PACKET on its TAP) sends plain frames.
-                                          acceptsOffloads: guest.kind == .netns))
+                                          // Every guest port carries a virtio-net header: a netns
+                                          // guest's TAP, a VM's AF_PACKET port on its TAP (the
+                                          // kernel finishes what the VM's TAP cannot take), a
+                                          // vhost-user virtqueue.
+                                          acceptsOffloads: true))
                 }
             }
             // Link ports (issue 16): one per link end on this switch, in `links` order, with

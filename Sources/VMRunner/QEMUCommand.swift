@@ -10,14 +10,16 @@
 ///   -qmp unix:RUN/web1.qmp,server=on,wait=off   -pidfile RUN/web1.pid
 ///   -device pvpanic -action panic=exit-failure
 ///   -netdev tap,id=n0,fd=3
-///   -device virtio-net-pci,netdev=n0,mac=…,romfile=,csum=off,gso=off,guest_csum=off,…
+///   -device virtio-net-pci,netdev=n0,mac=…,romfile=[,csum=off,gso=off,… with offloads: false]
 /// ```
 /// Decisions:
 /// - `-machine pc` (i440fx): ACPI (the power button for a graceful stop) and PCI for
 ///   virtio-net; q35's PCIe brings nothing a busybox guest uses and costs boot time under TCG.
-/// - The NIC's offloads are all off, and the TAP is opened without IFF_VNET_HDR: every frame
-///   the switch sees is a plain, wire-sized Ethernet frame with a valid checksum. (QEMU takes
-///   the vnet-header mode from the descriptor itself: `vnet_hdr=` is rejected next to `fd=`.)
+/// - The TAP is opened with IFF_VNET_HDR and the NIC keeps virtio-net's offloads (csum, gso,
+///   guest/host TSO4/6, ECN): a guest's TCP crosses the TAP as 64 KiB GSO frames with partial
+///   checksums, described by the header, and the switch's AF_PACKET port on the TAP netdev
+///   sends and receives them whole. (QEMU takes the vnet-header mode from the descriptor
+///   itself: `vnet_hdr=` is rejected next to `fd=`.) `offloads: false` turns every one off.
 /// - `romfile=` (empty): no iPXE option ROM; the kernel is loaded directly.
 /// - The serial port is a chardev socket server with a log file: the log keeps everything the
 ///   guest printed (the READY marker is read from it) whether or not anyone is attached, and
@@ -65,7 +67,7 @@ public struct QEMUCommand: Sendable, Equatable {
         for (i, nic) in spec.nics.enumerated() {
             a += [
                 "-netdev", "tap,id=n\(i),fd=\(Self.firstNICDescriptor + Int32(i))",
-                "-device", "virtio-net-pci,netdev=n\(i),mac=\(nic.mac),romfile=," + Self.offloadsOff,
+                "-device", "virtio-net-pci,netdev=n\(i),mac=\(nic.mac),romfile=" + (nic.offloads ? "" : "," + Self.offloadsOff),
             ]
         }
         arguments = a
@@ -74,7 +76,8 @@ public struct QEMUCommand: Sendable, Equatable {
     /// A value inside QEMU's `key=value,…` option syntax: a comma is written twice.
     static func escaped(_ value: String) -> String { value.split(separator: ",", omittingEmptySubsequences: false).joined(separator: ",,") }
 
-    /// Every checksum and segmentation offload of virtio-net, off.
+    /// Every checksum and segmentation offload of virtio-net, off (`offloads: false`). UFO is
+    /// gone from current kernels; its flags are listed so QEMU never offers it either.
     static let offloadsOff = ["csum", "gso", "guest_csum", "guest_tso4", "guest_tso6", "guest_ecn", "guest_ufo",
                               "host_tso4", "host_tso6", "host_ecn", "host_ufo"].map { "\($0)=off" }.joined(separator: ",")
 

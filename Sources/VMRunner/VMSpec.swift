@@ -4,21 +4,26 @@ import Model
 public struct GuestNIC: Sendable, Equatable {
     /// The NIC's MAC. It stays the same across QEMU restarts: the switch port is bound to it.
     public var mac: MACAddress
-    /// The caller's descriptor of the TAP device, opened WITHOUT IFF_VNET_HDR (QEMU follows
-    /// the descriptor's mode, so frames are plain wire frames). The runner duplicates
-    /// it into QEMU at a fixed number; the caller keeps its own copy open, so the TAP netdev
-    /// (the switch's port) survives QEMU exiting, crashing and restarting.
+    /// The caller's descriptor of the TAP device, opened with IFF_VNET_HDR (QEMU follows the
+    /// descriptor's mode: frames cross it with virtio-net headers, so the guest's TSO frames
+    /// and partial checksums pass through whole). The runner duplicates it into QEMU at a
+    /// fixed number; the caller keeps its own copy open, so the TAP netdev (the switch's
+    /// port) survives QEMU exiting, crashing and restarting.
     public var tapFD: Int32
     /// IPv4 addresses with prefix length ("10.0.10.5/24") for ethN inside the guest.
     public var addresses: [String]
     /// The interface MTU inside the guest; nil keeps the kernel's 1500.
     public var mtu: Int?
+    /// virtio-net's checksum and segmentation offloads (csum, gso, guest/host TSO4/6, ECN)
+    /// on; false turns every one off (`offloads: false`, for a guest whose driver misbehaves).
+    public var offloads: Bool
 
-    public init(mac: MACAddress, tapFD: Int32, addresses: [String] = [], mtu: Int? = nil) {
+    public init(mac: MACAddress, tapFD: Int32, addresses: [String] = [], mtu: Int? = nil, offloads: Bool = true) {
         self.mac = mac
         self.tapFD = tapFD
         self.addresses = addresses
         self.mtu = mtu
+        self.offloads = offloads
     }
 }
 

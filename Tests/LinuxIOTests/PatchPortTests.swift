@@ -26,11 +26,11 @@ struct PatchPortTests {
 
     @Test func framesCrossInOrderWithTheirHeaderInBothDirections() throws {
         let (a, b) = try PatchPort.pair(labels: ("a", "b"), queues: 2, ringBytes: 1 << 20)
-        #expect(a.queueCount == 2 && a.vnetHeaderSize == 10 && a.txVNetHeaderSize == 10)
-        let header = [UInt8](repeating: 0, count: 9) + [7]
+        #expect(a.queueCount == 2 && a.vnetHeaderSize == 12 && a.txVNetHeaderSize == 12)
+        let header = [UInt8](repeating: 0, count: 11) + [7]
         for n in [60, 61, 1514, 9000, 65536] {
             let frame = (0..<n).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ n) }
-            #expect(Self.write(a, [header, Array(frame[0..<12]), Array(frame[12...])]) == .bytes(10 + n))
+            #expect(Self.write(a, [header, Array(frame[0..<12]), Array(frame[12...])]) == .bytes(12 + n))
         }
         #expect(Self.read(a) == nil, "nothing comes back to the writer")
         for n in [60, 61, 1514, 9000, 65536] {
@@ -39,7 +39,7 @@ struct PatchPortTests {
         }
         #expect(Self.read(b) == nil)
         // The other direction, and queues are separate rings.
-        #expect(Self.write(b, [header, [1, 2, 3]]) == .bytes(13))
+        #expect(Self.write(b, [header, [1, 2, 3]]) == .bytes(15))
         #expect(Self.read(a, queue: 1) == nil)
         #expect(Self.read(a, queue: 0) == header + [1, 2, 3])
     }

@@ -200,7 +200,7 @@ struct SeededRandom: RandomNumberGenerator {
             default: frame = MulticastFrames.udp(from: src, source: host, group: g, payload: Int.random(in: 10...1400, using: &rng))
             }
             if let t = tag { frame.insert(contentsOf: [0x81, 0x00, UInt8(t >> 8), UInt8(t & 0xFF)], at: 12) }
-            return (frame, vnet ? [UInt8](repeating: 0, count: 10) : [], .none)
+            return (frame, vnet ? [UInt8](repeating: 0, count: 12) : [], .none)
         }
         var b = FrameBuilder(dst: dstChoices.randomElement(using: &rng)!, src: src)
         if Int.random(in: 0..<8, using: &rng) == 0 { b = b.type(EtherType.arp) }
@@ -220,9 +220,18 @@ struct SeededRandom: RandomNumberGenerator {
         if vnet {
             switch Int.random(in: 0..<4, using: &rng) {
             case 0: offload = FrameOffload(isGSO: true); b = b.payload(3000)
-                header = [1, 1, 54, 0, 0xA8, 0x05, 34, 0, 16, 0]
-            case 1: offload = FrameOffload(needsChecksum: true); header = [1, 0, 0, 0, 0, 0, 34, 0, 16, 0]
-            default: header = [UInt8](repeating: 0, count: 10)
+                header = [1, 1, 54, 0, 0xA8, 0x05, 34, 0, 16, 0, 0, 0]
+            case 1: offload = FrameOffload(needsChecksum: true); header = [1, 0, 0, 0, 0, 0, 34, 0, 16, 0, 0, 0]
+            case 2:
+                // A real TCP/IPv4 GSO frame: a port without offloads gets it cut in software.
+                let tags = b.tags
+                var tcp = TCPFrames.gso(dst: b.destination, src: b.source, payload: Int.random(in: 2000...9000, using: &rng), segmentSize: 1448)
+                if let t = tags.first {
+                    tcp.frame.insert(contentsOf: [UInt8(t.tpid >> 8), UInt8(t.tpid & 0xFF), UInt8(t.tci >> 8), UInt8(t.tci & 0xFF)], at: 12)
+                    tcp.header = TCPFrames.shifted(tcp.header, by: 4)
+                }
+                return (tcp.frame, tcp.header, FrameOffload(isGSO: true, needsChecksum: true))
+            default: header = [UInt8](repeating: 0, count: 12)
             }
         }
         return (b.bytes, header, offload)
@@ -240,7 +249,7 @@ struct SeededRandom: RandomNumberGenerator {
         var rng = SeededRandom(state: seed)
         let macs = (1...10).map { mac(UInt64($0)) }
         let (plan, offloads) = Self.randomPlan(&rng, macs: macs)
-        let ports = try offloads.map { try MemoryPort(vnetHeaderSize: $0 ? 10 : 0) }
+        let ports = try offloads.map { try MemoryPort(vnetHeaderSize: $0 ? 12 : 0) }
         let clock = ManualClock()
         let dp = try Datapath(switches: [SwitchRuntime(plan: plan, ports: ports)], clock: { clock.now })
         dp.start()
@@ -252,7 +261,8 @@ struct SeededRandom: RandomNumberGenerator {
             let f = Self.randomFrame(&rng, plan: plan, port: p, vnet: offloads[p], macs: macs)
             let batchesBefore = dp.withLock { $0.batchesCompleted }
             let trace = dp.withLock { l in
-                traceFrame(f.bytes, offload: f.offload, inPort: p, plan: plan, context: l.switches[0].context(now: clock.now, l))
+                traceFrame(f.bytes, offload: f.offload, vnetHeader: f.header.isEmpty ? nil : f.header, inPort: p, plan: plan,
+                           context: l.switches[0].context(now: clock.now, l))
             }
             let countersBefore = dp.withLock { l in (0..<plan.ports.count).map { l.switches[0].counters(l).snapshot(port: $0) } }
             ports[p].inject(f.header + f.bytes)
@@ -286,9 +296,13 @@ struct SeededRandom: RandomNumberGenerator {
             let received = Self.tagText(f.bytes)
             var predicted: [String: [String]] = [:]
             for e in trace.egress { predicted[e.port, default: []].append(e.tag) }
-            var mirrorSeen: Set<String> = []
-            for m in trace.mirrors where !mirrorSeen.contains(m.port) {
-                mirrorSeen.insert(m.port)   // an egress copy "if sent": the first candidate goes (writes never fail)
+            // Per destination, the first candidate's copies go (an egress copy "if sent":
+            // writes never fail); a copy cut into segments lists one entry per segment.
+            var mirrorChosen: [String: String] = [:]
+            for m in trace.mirrors {
+                let key = m.point + "/" + (m.of ?? "")
+                if mirrorChosen[m.port] == nil { mirrorChosen[m.port] = key }
+                guard mirrorChosen[m.port] == key else { continue }
                 if m.point == "ingress" {
                     predicted[m.port, default: []].append("copy " + received)
                 } else {

@@ -277,11 +277,11 @@ final class FailingPort: SocketPairPort {
     /// virtio_net_hdr: NEEDS_CSUM, GSO TCPv4, hdr_len 54, gso_size 1448, csum_start 34, csum_offset 16.
     static func header(hdrLen: UInt16 = 54, csumStart: UInt16 = 34) -> [UInt8] {
         func le(_ v: UInt16) -> [UInt8] { [UInt8(v & 0xFF), UInt8(v >> 8)] }
-        return [1, 1] + le(hdrLen) + le(1448) + le(csumStart) + le(16)
+        return [1, 1] + le(hdrLen) + le(1448) + le(csumStart) + le(16) + le(0)
     }
 
     @Test func gsoFrameCrossesTagPushAndPopWithShiftedOffsets() throws {
-        let p = [SocketPairPort(vnetHeaderSize: 10), SocketPairPort(vnetHeaderSize: 10), SocketPairPort(vnetHeaderSize: 10), SocketPairPort()]
+        let p = [SocketPairPort(vnetHeaderSize: 12), SocketPairPort(vnetHeaderSize: 12), SocketPairPort(vnetHeaderSize: 12), SocketPairPort()]
         let dp = try Datapath(switches: [SwitchRuntime(plan: plan, ports: p)])
         dp.start()
         defer { dp.stop() }
@@ -311,11 +311,11 @@ final class FailingPort: SocketPairPort {
     }
 
     @Test func oversizeStillAppliesToFramesThatAreNotGSO() throws {
-        let p = [SocketPairPort(vnetHeaderSize: 10), SocketPairPort(vnetHeaderSize: 10), SocketPairPort(vnetHeaderSize: 10), SocketPairPort()]
+        let p = [SocketPairPort(vnetHeaderSize: 12), SocketPairPort(vnetHeaderSize: 12), SocketPairPort(vnetHeaderSize: 12), SocketPairPort()]
         let dp = try Datapath(switches: [SwitchRuntime(plan: plan, ports: p)])
         dp.start()
         defer { dp.stop() }
-        let noOffload = [UInt8](repeating: 0, count: 10)
+        let noOffload = [UInt8](repeating: 0, count: 12)
         p[0].inject(noOffload + FrameBuilder(dst: .broadcast, src: mac(0xA)).payload(3000).bytes)
         p[0].inject(noOffload + FrameBuilder(dst: .broadcast, src: mac(0xA)).bytes)
         #expect(p[1].received().count == 1)
@@ -324,3 +324,59 @@ final class FailingPort: SocketPairPort {
     }
 }
 
+
+/// Ports that cannot take offloads get GSO frames and partial checksums finished in
+/// software, by the datapath, judged by tshark's checksum validation.
+@Suite(.serialized) struct SoftwareOffloadTests {
+    let plan = SwitchPlan(name: "sw0", ports: [
+        PortPlan(name: "a.eth0", portGroup: "v10", mode: .access(VLANID(10)), acceptsOffloads: true),
+        PortPlan(name: "t.eth0", portGroup: "trunk", mode: .trunk(allowed: VLANSet([VLANID(10)]), native: nil)),   // no offloads
+        PortPlan(name: "p.eth0", portGroup: "v10", mode: .access(VLANID(10))),                                     // no offloads
+    ], mtu: 1500)
+
+    @Test(.enabled(if: hasTshark, "tshark is not installed (Scripts/setup.sh installs it)"))
+    func gsoFramesAreCutAndPartialChecksumsFinishedForPortsWithoutOffloads() throws {
+        let p = [SocketPairPort(vnetHeaderSize: 12), SocketPairPort(), SocketPairPort()]
+        let dp = try Datapath(switches: [SwitchRuntime(plan: plan, ports: p)])
+        dp.start()
+        defer { dp.stop() }
+        // A 20 000-byte TSO super-frame, flooded (unknown destination).
+        let gso = TCPFrames.gso(dst: mac(0xB), src: mac(0xA), payload: 20_000, segmentSize: 1448)
+        p[0].inject(gso.header + gso.frame)
+        let atTrunk = p[1].received(), atPlain = p[2].received()
+        let expected = (20_000 + 1447) / 1448
+        #expect(atTrunk.count == expected && atPlain.count == expected, "one wire frame per segment: \(atTrunk.count), \(atPlain.count)")
+        #expect(atTrunk.allSatisfy { $0.count <= 1518 } && atPlain.allSatisfy { $0.count <= 1514 }, "wire-sized")
+        #expect(atTrunk.allSatisfy { $0.withUnsafeBytes { FrameHeader.parse($0) }?.outerTag?.vid == 10 }, "tagged for the trunk")
+        // A partial checksum (NEEDS_CSUM, no GSO): finished for the plain port.
+        var small = TCPFrames.gso(dst: mac(0xB), src: mac(0xA), payload: 100, segmentSize: 1448)
+        small.header[1] = 0   // no GSO: only the checksum is left to the receiver
+        p[0].inject(small.header + small.frame)
+        let finished = p[2].received(), finishedTagged = p[1].received()
+        #expect(finished.count == 1 && finished.first?.count == small.frame.count)
+        #expect(finishedTagged.count == 1 && finishedTagged.first?.count == small.frame.count + 4)
+        // tshark validates every IPv4 and TCP checksum of what the ports got.
+        let file = NSTemporaryDirectory() + "tapestry-swoffload-\(getpid()).pcap"
+        defer { unlink(file) }
+        try writePcap(file, frames: atTrunk + atPlain + finished + finishedTagged)
+        let r = tsharkFields(file, ["ip.checksum.status", "tcp.checksum.status", "tcp.len"])
+        let rows = r.stdout.split(separator: "\n").map { $0.split(separator: " ").map(String.init) }
+        #expect(rows.count == 2 * expected + 2, "\(r.stderr)")
+        #expect(rows.allSatisfy { $0.count == 3 && $0[0] == "1" && $0[1] == "1" }, "every checksum good (status 1): \(rows.prefix(3))")
+        #expect(rows.prefix(expected).compactMap { Int($0.last ?? "") }.reduce(0, +) == 20_000, "the payload, every byte once")
+        #expect(dp.withLock { l in l.switches[0].counters(l).snapshot(port: 1).txFrames } == UInt64(expected + 1))
+    }
+
+    @Test func aMalformedGSOFrameIsCountedNotSentBroken() throws {
+        let p = [SocketPairPort(vnetHeaderSize: 12), SocketPairPort(), SocketPairPort()]
+        let dp = try Datapath(switches: [SwitchRuntime(plan: plan, ports: p)])
+        dp.start()
+        defer { dp.stop() }
+        // GSO claimed on a frame that is not IP: no port without offloads gets a broken copy.
+        let junk = FrameBuilder(dst: mac(0xB), src: mac(0xA)).payload(3000).bytes
+        p[0].inject(OffloadTests.header() + junk)
+        #expect(p[2].received(waitingMilliseconds: 100).isEmpty)
+        let drops = dp.withLock { l in l.switches[0].counters(l).snapshot(port: 2).drops }
+        #expect(drops == [.offloadNotSupported: 1])
+    }
+}

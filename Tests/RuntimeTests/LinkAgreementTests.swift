@@ -44,8 +44,8 @@ import Glibc
         var rng = SeededRandom(state: seed)
         let a = Self.plan("sa", peer: "sb", &rng), b = Self.plan("sb", peer: "sa", &rng)
         let (la, lb) = try PatchPort.pair(labels: ("sa/link-sb", "sb/link-sa"), queues: 1)
-        let guestsA = try (0..<4).map { try MemoryPort(vnetHeaderSize: $0 % 2 == 0 ? 10 : 0) }
-        let guestsB = try (0..<4).map { try MemoryPort(vnetHeaderSize: $0 % 2 == 0 ? 10 : 0) }
+        let guestsA = try (0..<4).map { try MemoryPort(vnetHeaderSize: $0 % 2 == 0 ? 12 : 0) }
+        let guestsB = try (0..<4).map { try MemoryPort(vnetHeaderSize: $0 % 2 == 0 ? 12 : 0) }
         let clock = TraceAgreesWithForwardingTests.ManualClock()
         let dp = try Datapath(switches: [SwitchRuntime(plan: a, ports: guestsA + [la]), SwitchRuntime(plan: b, ports: guestsB + [lb])],
                               clock: { clock.now })
@@ -64,7 +64,7 @@ import Glibc
             default: break
             }
             let bytes = builder.bytes
-            let header: [UInt8] = p % 2 == 0 ? [UInt8](repeating: 0, count: 10) : []
+            let header: [UInt8] = p % 2 == 0 ? [UInt8](repeating: 0, count: 12) : []
             let trace = dp.withLock { l in
                 traceFrame(bytes, inPort: p, switchIndex: s, switches: l.switches.map { TracedSwitch(plan: $0.plan, context: $0.context(now: clock.now, l)) })
             }

@@ -19,8 +19,8 @@ import TestSupport
     ], team: TeamConfig(memberCount: 2, policy: .failoverOrder, active: [0], standby: [1]))
 
     func ports() -> [SocketPairPort] {
-        [SocketPairPort(vnetHeaderSize: 10), SocketPairPort(vnetHeaderSize: 10),
-         SocketPairPort(vnetHeaderSize: 0, txVNetHeaderSize: 10), SocketPairPort(vnetHeaderSize: 0, txVNetHeaderSize: 10)]
+        [SocketPairPort(vnetHeaderSize: 12), SocketPairPort(vnetHeaderSize: 12),
+         SocketPairPort(vnetHeaderSize: 0, txVNetHeaderSize: 12), SocketPairPort(vnetHeaderSize: 0, txVNetHeaderSize: 12)]
     }
 
     @Test func aGuestsGSOFrameLeavesByTheActiveUplinkTaggedWithItsHeader() throws {
@@ -45,7 +45,7 @@ import TestSupport
         let frame = FrameBuilder(dst: .broadcast, src: mac(0xEE)).tagged(10).bytes
         p[2].inject(frame)
         let untagged = FrameBuilder(dst: .broadcast, src: mac(0xEE)).bytes
-        let zero = [UInt8](repeating: 0, count: 10)
+        let zero = [UInt8](repeating: 0, count: 12)
         #expect(p[0].received() == [zero + untagged])
         #expect(p[1].received() == [zero + untagged])
         #expect(p[3].received(waitingMilliseconds: 50).isEmpty)
