@@ -16,7 +16,7 @@ struct Tapestry: ParsableCommand {
         discussion: "Exit status: 0 success, 1 failure, 2 usage error. Commands that talk to a running topology take --name NAME, needed only when several are running.",
         version: BuildInfo.version,
         subcommands: [Up.self, Down.self, ReloadCommand.self, Validate.self, List.self, Status.self, Ports.self, FDB.self, MDB.self, Trace.self,
-                      CaptureCommand.self, VMCommand.self, GraphCommand.self, Extcap.self]
+                      CaptureCommand.self, VMCommand.self, Neighbors.self, GraphCommand.self, Extcap.self]
     )
 }
 
@@ -96,6 +96,10 @@ struct NameOption: ParsableArguments {
 /// A crashed instance is named as such, with its log and the command that cleans up.
 func resolveInstance(_ options: NameOption) throws -> String {
     if let id = try options.identity() {
+        // A member of the `tapestry` group cannot read the (root-only) state file but may
+        // reach the socket: the daemon decides what it may do.
+        let statePath = RunDirectory.state(id.stem)
+        if geteuid() != 0, access(statePath, F_OK) == 0, access(statePath, R_OK) != 0 { return id.stem }
         guard let state = InstanceState.read(stem: id.stem) else {
             throw Failure(message: "no \(id) is running" + (InstanceSummary.all().isEmpty ? "" : " (running: \(InstanceSummary.all().map(\.name).joined(separator: ", ")))"))
         }
@@ -267,6 +271,11 @@ struct Status: ParsableCommand {
                 return [g.name, g.kind, nic.port, nic.interface, nic.mac, ips.isEmpty ? "-" : ips.joined(separator: ",")]
             }
         }).split(separator: "\n").map { "  " + $0 }.joined(separator: "\n"))
+        for f in s.flowExport ?? [] {
+            print("flow export \(f.switch) → \(f.collector) (domain \(f.observationDomain), 1 in \(f.sampling)): \(f.flows) flow(s), "
+                  + "\(f.notTrackedFrames) frame(s) not tracked, \(f.recordsExported) record(s) exported, \(f.sendFailures) send failure(s)"
+                  + (f.lastError.map { " (last: \($0))" } ?? ""))
+        }
         let vms = s.guests.compactMap(\.vm)
         if !vms.isEmpty {
             print("VMs:")
