@@ -119,7 +119,7 @@ extension Fabric {
             teamMonitor = monitor
             monitor?.start()
             // Before retired NICs close: the agent says goodbye on those it advertised on.
-            lldpAgent?.configure(LLDPAgent.uplinks(of: new, ports: uplinkPorts))
+            lldpAgent?.configure(LLDPAgent.uplinks(of: new, ports: uplinkPorts.mapValues { $0 as PortIO }))
             for s in new.switches { if let u = s.uplinks { log("switch \(s.name): uplinks \(u.nics.joined(separator: ", ")) (policy \(u.policy.rawValue), \(u.detection.rawValue))") } }
         }
 

@@ -36,9 +36,12 @@ public final class LLDPAgent {
         public var switchName: String
         public var nic: String
         public var mode: Observability.LLDPMode
-        public var port: PacketPort
-        public init(switchName: String, nic: String, mode: Observability.LLDPMode, port: PacketPort) {
-            self.switchName = switchName; self.nic = nic; self.mode = mode; self.port = port
+        /// The NIC's port (an AF_PACKET `PacketPort`): our LLDPDUs are written through it.
+        public var port: PortIO
+        /// The source MAC of our LLDPDUs; nil: the NIC's own, read by netlink.
+        public var mac: MACAddress?
+        public init(switchName: String, nic: String, mode: Observability.LLDPMode, port: PortIO, mac: MACAddress? = nil) {
+            self.switchName = switchName; self.nic = nic; self.mode = mode; self.port = port; self.mac = mac
         }
     }
 
@@ -110,7 +113,7 @@ public final class LLDPAgent {
 
     /// The topology's uplinks as the agent sees them: per NIC its switch and mode, with the
     /// open port from `ports` (by NIC name); NICs without a port are left out.
-    static func uplinks(of t: Topology, ports: [String: PacketPort]) -> [Uplink] {
+    static func uplinks(of t: Topology, ports: [String: PortIO]) -> [Uplink] {
         t.switches.flatMap { s -> [Uplink] in
             guard let u = s.uplinks else { return [] }
             let mode = Observability.LLDPMode(rawValue: u.lldp.rawValue) ?? .listen
@@ -124,8 +127,11 @@ public final class LLDPAgent {
     public func configure(_ uplinks: [Uplink]) {
         // Each NIC's own MAC is the source of our LLDPDUs (802.1AB §7.1).
         var macs: [String: MACAddress] = [:]
-        if let nl = try? NetlinkSocket() {
-            for u in uplinks { if let attrs = try? nl.linkAttributes(named: u.nic), let mac = attrs.mac { macs[u.nic] = mac } }
+        for u in uplinks { if let m = u.mac { macs[u.nic] = m } }
+        if uplinks.contains(where: { $0.mac == nil }), let nl = try? NetlinkSocket() {
+            for u in uplinks where u.mac == nil {
+                if let attrs = try? nl.linkAttributes(named: u.nic), let mac = attrs.mac { macs[u.nic] = mac }
+            }
         }
         lock.lock(); defer { lock.unlock() }
         for m in members where m.uplink.mode.transmits {
@@ -230,7 +236,14 @@ public final class LLDPAgent {
         let du = LLDPDU.tapestry(hostName: chassis, nic: m.uplink.nic, systemDescription: systemDescription, ttl: ttl,
                                  portDescription: "uplink of switch \(m.uplink.switchName), topology \(topologyName)")
         var c = counters[m.uplink.nic] ?? Counters()
-        if case .bytes = m.uplink.port.send(LLDP.frame(from: m.mac, du)) { c.sent += 1 } else { c.sendFailures += 1 }
+        // With the port's (zeroed) virtio-net header, as `PacketPort.send` does.
+        let io = m.uplink.port
+        var bytes = [UInt8](repeating: 0, count: io.txVNetHeaderSize) + LLDP.frame(from: m.mac, du)
+        let result = bytes.withUnsafeMutableBytes { raw -> IOResult in
+            var iov = iovec(iov_base: raw.baseAddress, iov_len: raw.count)
+            return io.writev(queue: 0, &iov, count: 1)
+        }
+        if case .bytes = result { c.sent += 1 } else { c.sendFailures += 1 }
         counters[m.uplink.nic] = c
     }
 

@@ -219,6 +219,12 @@ struct Down: ParsableCommand {
             }
             id = only
         }
+        if geteuid() != 0 {
+            // Only root stops a topology; a member of group 'tapestry' hears it from the daemon.
+            do { _ = try controlRequest(name: id.stem, ControlRequest(command: "down")) } catch { throw Failure(message: "\(error)") }
+            print("\(id) is stopping")
+            return
+        }
         guard let state = InstanceState.read(stem: id.stem) else {
             // A daemon that crashed before writing its state leaves only its (free) lock file.
             if let lock = try? InstanceLock.acquire(id) { lock.release() }
