@@ -95,6 +95,10 @@ struct NameOption: ParsableArguments {
 /// The instance a read command talks to (its stem): `--name`, or the only one running.
 /// A crashed instance is named as such, with its log and the command that cleans up.
 func resolveInstance(_ options: NameOption) throws -> String {
+    if geteuid() != 0, FileManager.default.fileExists(atPath: RunDirectory.path), access(RunDirectory.path, X_OK) != 0 {
+        throw Failure(message: "cannot reach \(RunDirectory.path): \(String(cString: strerror(errno))) (running topologies are root's; "
+                      + "members of group '\(TapestryGroup.name)' may list ports and capture)")
+    }
     if let id = try options.identity() {
         // A member of the `tapestry` group cannot read the (root-only) state file but may
         // reach the socket: the daemon decides what it may do.
