@@ -255,9 +255,7 @@ import Glibc
     @Test func anUnreachableCollectorIsCountedNotFatal() throws {
         let p = ports()
         // A port nothing listens on: the kernel answers ICMP port unreachable.
-        let closed = UDPCollector()
-        let port = closed.port
-        close(closed.fd)
+        let port = { UDPCollector().port }()   // bound, then closed by its deinit
         let (dp, service, _) = try running(Self.spec(port: port, idle: 1), ports: p)
         defer { dp.stop(); service.stop() }
         p[1].inject(FrameBuilder(dst: .broadcast, src: mac(0xB)).bytes)
