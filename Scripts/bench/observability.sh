@@ -180,18 +180,21 @@ def med(s, m):
     v = rows.get((s, m)); return statistics.median(v) if v else None
 metrics = [("tcp", "TCP 1 stream (Gb/s, higher is better)", "{:.2f}"), ("cpu", "switch CPU during TCP (% of a core)", "{:.0f}"),
            ("pps", "64B frames forwarded (Mpps, higher is better)", "{:.3f}"), ("cpu64", "switch CPU during 64B (% of a core)", "{:.0f}")]
-print("| metric | off | flow export, sampling 1 | metrics, scraped every second | flows/off | metrics/off |")
-print("|---|---:|---:|---:|---:|---:|")
+print("| metric | off | flow export, sampling 1 | metrics, scraped every second | flows/off | metrics/off | rounds (off; flows; metrics) |")
+print("|---|---:|---:|---:|---:|---:|---|")
 for key, label, fmt in metrics:
     vals = [med(s, key) for s in ("off", "flows", "metrics")]
     cells = [fmt.format(v) if v is not None else "n/a" for v in vals]
     ratio = lambda a, b: "{:.2f}×".format(a / b) if a is not None and b else "n/a"
-    print(f"| {label} | {' | '.join(cells)} | {ratio(vals[1], vals[0])} | {ratio(vals[2], vals[0])} |")
+    spread = "; ".join(", ".join(fmt.format(v) for v in rows.get((s, key), [])) for s in ("off", "flows", "metrics"))
+    print(f"| {label} | {' | '.join(cells)} | {ratio(vals[1], vals[0])} | {ratio(vals[2], vals[0])} | {spread} |")
 acc = rows.get(("flows", "accounted"))
 runs = {s: len(rows.get((s, "tcp"), [])) for s in ("off", "flows", "metrics")}
 print()
 print("Rounds measured: " + ", ".join(f"{s} {n}" for s, n in runs.items()) + "."
-      + (f" Frames accounted into flows per flows round (status): {', '.join(str(int(a)) for a in acc)}." if acc else ""))
+      + (f" Frames accounted into flows per flows round (status): {', '.join(str(int(a)) for a in acc)}." if acc else "")
+      + " The machine is shared with other jobs: single TCP runs swing by tens of percent in any setup"
+      + " (compare the rounds); the switch's CPU is the steadier measure of what a setup costs.")
 PY
 } >"$TMP/observability-results.md"
 cp "$TMP/observability-results.md" "$HERE/observability-results.md"
