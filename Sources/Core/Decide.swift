@@ -255,7 +255,7 @@ public func decide<T: TraceSink>(
         // VLAN classification, the reserved-destination drop and team admission — and it
         // never reaches a guest. A guest's LLDP keeps the reserved-destination rule
         // (`l2-transparency` is a port group's choice).
-        trace.record(.consumed(what: "LLDP frame from the physical network (IEEE 802.1AB): read by the switch's LLDP agent, never forwarded"))
+        trace.record(.consumed(what: "LLDP frame from the physical network (IEEE 802.1AB), for the switch's LLDP agent"))
         var d = Decision(verdict: .local(.lldp), source: h.source, destination: h.destination)
         d.length = frame.count
         return d

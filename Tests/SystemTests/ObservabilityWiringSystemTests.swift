@@ -306,6 +306,11 @@ struct ObservabilityWiringSystemTests {
         #expect(portID?["type"] as? String == "ifname" && portID?["value"] as? String == "\(p)n0", "\(iface)")
         #expect(shown["\(p)p1"] == nil, "sw1 only listens: nothing advertised on \(p)n1")
 
+        // trace shows the same decision: for the switch, on any uplink.
+        let trace = Self.json(Harness.tapestry("trace --name \(p)lldp --in \(p)n1 --frame 'src=02:00:00:00:ee:01,dst=01:80:c2:00:00:0e,type=0x88cc' --json").stdout)
+        let traced = (trace["frames"] as? [[String: Any]])?.first
+        #expect(traced?["verdict"] as? String == "local" && ((traced?["steps"] as? [[String: Any]]) ?? []).contains { ($0["detail"] as? String)?.contains("LLDP") == true },
+                "\(trace)")
         // LLDP never reached the guest, and was not counted as a drop.
         #expect(guestCapture.lines().isEmpty, "the guest saw LLDP")
         #expect(lab.drops(port: "\(p)n0", reason: "reserved-destination") == 0 && lab.drops(port: "\(p)n0", reason: "team-inactive-uplink") == 0)
