@@ -1,5 +1,6 @@
 import Core
 import Foundation
+import LinuxIO
 import Model
 import Observability
 @testable import Runtime
@@ -267,6 +268,31 @@ import Glibc
         #expect(s.sendFailures >= 1 && s.collectorUnreachable >= 1 && s.lastError == String(cString: strerror(ECONNREFUSED)), "\(s)")
         p[0].inject(FrameBuilder(dst: .broadcast, src: mac(0xA)).bytes)
         #expect(p[1].received().count == 1, "forwarding goes on")
+    }
+
+    @Test func ourChassisIsTheHostNameOrThisMachinesHostsName() throws {
+        let file = NSTemporaryDirectory() + "tapestry-rt-chassis-\(getpid()).yaml"
+        defer { unlink(file) }
+        try "name: solo\nswitches:\n  sw0:\n    port-groups: {web: {vlan: 10}}\n".write(toFile: file, atomically: true, encoding: .utf8)
+        let hostName = String(cString: { var b = [CChar](repeating: 0, count: 256); gethostname(&b, 255); return b }())
+        #expect(LLDPAgent.chassisName(for: try TopologyLoader.load(path: file)) == hostName)
+        // With hosts: the one whose underlay address is on this machine.
+        guard let local = HostIdentity.localAddresses().first(where: { $0.contains(".") && !$0.hasPrefix("127.") }) else {
+            print("skip: this machine has no non-loopback IPv4 address to name a host by"); return
+        }
+        let other = local == "192.0.2.200" ? "192.0.2.201" : "192.0.2.200"
+        try """
+            name: multi
+            hosts:
+              hv7: {underlay: \(local)}
+              hv8: {underlay: \(other)}
+            switches:
+              sw0:
+                port-groups: {web: {vlan: 10}}
+            guests:
+              g1: {kind: netns, host: hv7, nics: [{switch: sw0, port-group: web}]}
+            """.write(toFile: file, atomically: true, encoding: .utf8)
+        #expect(LLDPAgent.chassisName(for: try TopologyLoader.load(path: file)) == "hv7")
     }
 
     @Test func statusAndNeighborsJSONCarryEveryKey() {
