@@ -102,8 +102,9 @@ if want control; then
         Sources/Runtime/Reports.swift Sources/Runtime/Trace.swift Sources/Runtime/RuntimeError.swift
 fi
 if want observability; then
-    # The wire parsers of Observability only (LLDP, flow keys); they import nothing but Model.
-    driver observability FuzzObservability "$OBJ"/Model.o -- Fuzz/observability/main.swift \
+    # The wire parsers of Observability only (LLDP, flow keys); they import nothing but Model
+    # and Core (whose LLDPFrames.isLLDP is the one LLDP rule).
+    driver observability FuzzObservability "$OBJ"/Model.o "$OBJ"/Core.o -- Fuzz/observability/main.swift \
         Sources/Observability/LLDP.swift Sources/Observability/LLDPNeighbors.swift Sources/Observability/FlowKey.swift Sources/Observability/FlowTable.swift
 fi
 if want offload || want vxlan; then

@@ -12,8 +12,10 @@
 # subcommand. The wrapper finds the binary when it runs: --binary if given here, else
 # `tapestry` on PATH, else this checkout's release or debug build. Idempotent.
 #
-# The control socket is root-only: an unprivileged Wireshark lists no tapestry interfaces
-# (it logs why). Run Wireshark/tshark as root, or see README.md ("Wireshark").
+# The control socket is root's: an unprivileged Wireshark lists no tapestry interfaces (it
+# logs why), unless its user is in the opt-in group `tapestry` (`usermod -aG tapestry USER`;
+# Scripts/setup.sh creates the group), whose members may list ports and capture, and nothing
+# more. See README.md ("Wireshark without root").
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 user=0 binary="" dir=""

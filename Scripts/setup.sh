@@ -20,5 +20,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 command -v swift >/dev/null || { echo "setup: swift is not on PATH (Swift 6 toolchain required)" >&2; exit 1; }
+# The opt-in group whose members may list ports and capture without root (README, "Wireshark
+# without root"); nobody is in it until added with `usermod -aG tapestry USER`.
+if [ "$(id -u)" -eq 0 ] && ! getent group tapestry >/dev/null; then groupadd --system tapestry && echo "setup: created group tapestry (opt-in: usermod -aG tapestry USER)"; fi
 # Wireshark extcap wrapper (tshark -D lists tapestry:NAME/PORT); it finds the binary when run.
 if [ "$(id -u)" -eq 0 ]; then "$(dirname "$0")/install-extcap.sh" >/dev/null || echo "setup: Wireshark extcap not installed" >&2; fi

@@ -14,3 +14,9 @@ int cl_accept_nonblock(int fd) {
     int c = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     return c < 0 ? -errno : c;
 }
+
+int cl_peer_groups(int fd, unsigned int *groups, int max) {
+    socklen_t len = (socklen_t)(max * sizeof(unsigned int));
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &len) != 0) return -errno;
+    return (int)(len / sizeof(unsigned int));
+}

@@ -5,6 +5,28 @@ public enum LocalFrame: UInt8, Equatable, Sendable {
     /// A NIC team's beacon probe (`Beacon.parse(frame:)` reads it: rare frames, so its
     /// payload is not carried in every decision).
     case teamBeacon
+    /// An LLDPDU from the physical network on an uplink (`LLDPFrames.isLLDP`): the
+    /// datapath hands it to the switch's LLDP agent, which parses it off the frame path.
+    case lldp
+}
+
+/// Which frames are LLDP (IEEE 802.1AB-2016 §7.1, §7.2): EtherType 0x88cc (after any VLAN
+/// tags) sent to one of the three LLDP group addresses — nearest bridge 01:80:c2:00:00:0e,
+/// nearest non-TPMR bridge 01:80:c2:00:00:03, nearest customer bridge 01:80:c2:00:00:00.
+///
+/// The one place the rule is written: `decide` consumes such frames from uplinks, and the
+/// Observability module's `LLDP.isLLDP` (the agent's parser) asks the same question.
+public enum LLDPFrames {
+    /// The LLDP EtherType.
+    public static let etherType: UInt16 = 0x88CC
+
+    /// True for an LLDP frame. No allocation; for the datapath.
+    @inlinable @inline(__always)
+    public static func isLLDP(_ h: FrameHeader) -> Bool {
+        h.etherType == etherType
+            && (h.destination.rawValue == 0x0180_C200_000E || h.destination.rawValue == 0x0180_C200_0003
+                || h.destination.rawValue == 0x0180_C200_0000)
+    }
 }
 
 /// What happens to a frame.
@@ -16,7 +38,8 @@ public enum Verdict: Equatable, Sendable {
     /// A reserved-group frame (STP, LACP, LLDP…) on a port group with L2 transparency: out
     /// of the other ports of the same port group in the VLAN.
     case floodPortGroup
-    /// For the switch itself (a NIC team's beacon probe): not forwarded, not a drop.
+    /// For the switch itself (a NIC team's beacon probe, an LLDPDU from the physical
+    /// network): not forwarded, not a drop.
     case local(LocalFrame)
     /// IGMP/MLD snooping: data to a registered group, out of its member ports (the group at
     /// this slot of `DecisionContext.multicast`), the multicast-router ports and the
@@ -35,7 +58,8 @@ public enum Verdict: Equatable, Sendable {
 /// not done: the datapath applies them (`learn` → `MACTable.learn`, `takesStormToken` →
 /// `StormControl.take`, `takesShapingTokens` → `TrafficShaper.take` (and, per output to a
 /// port shaped on egress, the same for egress), `snoops` → `MulticastGroupTable.snoop`,
-/// `announces` → `AnnouncementLock.stamp`, a `.local` beacon → `BeaconMonitor.received`);
+/// `announces` → `AnnouncementLock.stamp`, a `.local` beacon → `BeaconMonitor.received`, a
+/// `.local` LLDPDU → the LLDP agent's inbox);
 /// `trace` shows them and applies none (OVS `allow_side_effects`).
 public struct Decision: Equatable, Sendable {
     public var verdict: Verdict
@@ -181,7 +205,7 @@ public struct DecisionContext {
 /// Decides what the switch does with `frame` arriving on `inPort`.
 ///
 /// Reads like OVS's `xlate_normal`: parse (once) → mirror destination? → size → source
-/// check → VLAN classification (and its private VLAN) → reserved destination → team
+/// check → LLDP from an uplink (consumed) → VLAN classification (and its private VLAN) → reserved destination → team
 /// admission (from an uplink) → lookup (private VLAN matrix for a known destination) /
 /// IGMP/MLD snooping (multicast) → forward / flood / group / routers / drop(reason) →
 /// storm control → ingress shaping → learn request. Pure: reads the
@@ -224,6 +248,17 @@ public func decide<T: TraceSink>(
     if let own = port.configuredMAC, !port.security.forgedTransmits, h.source != own {
         trace.record(.dropped(.forgedTransmit))
         return Decision(verdict: .drop(.forgedTransmit))
+    }
+    if port.isUplink && LLDPFrames.isLLDP(h) {
+        // LLDP from the physical network (802.1AB): the switch's own LLDP agent reads it, on
+        // every team member, active or standby, whatever VLAN the frame is in — so before
+        // VLAN classification, the reserved-destination drop and team admission — and it
+        // never reaches a guest. A guest's LLDP keeps the reserved-destination rule
+        // (`l2-transparency` is a port group's choice).
+        trace.record(.consumed(what: "LLDP frame from the physical network (IEEE 802.1AB), for the switch's LLDP agent"))
+        var d = Decision(verdict: .local(.lldp), source: h.source, destination: h.destination)
+        d.length = frame.count
+        return d
     }
     let cls = plan.ingressClass(of: h, on: port)
     trace.record(.classified(cls, mode: plan.ports[inPort].mode))

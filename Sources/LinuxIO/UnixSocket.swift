@@ -45,7 +45,9 @@ public final class UnixListener {
 
     /// Binds and listens on `path`, replacing a stale socket file there (the caller owns
     /// the name: see `FileLock`). `backlog` is listen(2)'s queue of unaccepted clients.
-    public init(path: String, mode: mode_t = 0o600, backlog: Int32 = 64) throws {
+    /// `group`, when given, becomes the socket file's group (chown(2), before the chmod to
+    /// `mode`, so the group's access starts only once it is the right group).
+    public init(path: String, mode: mode_t = 0o600, group: gid_t? = nil, backlog: Int32 = 64) throws {
         guard var addr = unixAddress(path) else {
             throw SystemError(operation: "bind (path longer than sun_path's 107 bytes)", subject: path, errno: ENAMETOOLONG)
         }
@@ -62,6 +64,11 @@ public final class UnixListener {
         guard rc == 0 else {
             _ = Glibc.close(s)
             throw SystemError(operation: "bind", subject: path, errno: bindErrno)
+        }
+        if let g = group, chown(path, uid_t.max, g) != 0 {
+            let e = errno
+            _ = Glibc.close(s); unlink(path)
+            throw SystemError(operation: "chown (group \(g))", subject: path, errno: e)
         }
         if chmod(path, mode) != 0 {
             let e = errno
@@ -146,6 +153,14 @@ public final class UnixConnection {
         var cred = PeerCredentials()
         var len = socklen_t(MemoryLayout<PeerCredentials>.size)
         return getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 ? cred : nil
+    }
+
+    /// The peer's supplementary groups when it connected (SO_PEERGROUPS, Linux ≥ 4.13; the
+    /// primary group is `peerCredentials().gid`). nil when the kernel cannot tell.
+    public func peerGroups() -> [UInt32]? {
+        var groups = [UInt32](repeating: 0, count: 256)
+        let n = groups.withUnsafeMutableBufferPointer { cl_peer_groups(fd, $0.baseAddress, Int32($0.count)) }
+        return n < 0 ? nil : Array(groups.prefix(Int(n)))
     }
 
     /// Blocking (true) or non-blocking (false) I/O from now on.

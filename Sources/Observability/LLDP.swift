@@ -1,3 +1,4 @@
+import Core
 import Model
 
 /// LLDP (IEEE 802.1AB-2016): frame constants, the LLDPDU model, a parser robust to any
@@ -25,13 +26,10 @@ public enum LLDP {
     public static let ieee8021OUI: UInt32 = 0x0080C2
 
     /// True for a frame the switch must consume as LLDP: EtherType 0x88cc (after any tags)
-    /// sent to one of the three LLDP group addresses. No allocation; for the datapath.
+    /// sent to one of the three LLDP group addresses. No allocation. The rule lives in Core
+    /// (`LLDPFrames.isLLDP`, what `decide` consumes on uplinks); this asks the same question.
     @inlinable
-    public static func isLLDP(_ h: FrameHeader) -> Bool {
-        h.etherType == 0x88CC
-            && (h.destination.rawValue == 0x0180_C200_000E || h.destination.rawValue == 0x0180_C200_0003
-                || h.destination.rawValue == 0x0180_C200_0000)
-    }
+    public static func isLLDP(_ h: FrameHeader) -> Bool { LLDPFrames.isLLDP(h) }
 
     /// TLV types of 802.1AB §8.4.
     public enum TLVType: UInt8, Sendable {

@@ -112,6 +112,8 @@ extension Fabric {
             teamMonitor?.stop()
             teamMonitor = monitor
             monitor?.start()
+            // Before retired NICs close: the agent says goodbye on those it advertised on.
+            lldpAgent?.configure(LLDPAgent.uplinks(of: new, ports: uplinkPorts.mapValues { $0 as PortIO }))
             for s in new.switches { if let u = s.uplinks { log("switch \(s.name): uplinks \(u.nics.joined(separator: ", ")) (policy \(u.policy.rawValue), \(u.detection.rawValue))") } }
         }
 
@@ -184,6 +186,10 @@ extension Fabric {
     /// ports in the same critical section.
     private func swap(_ dp: Datapath, to t: Topology, ports: [String: PortIO], monitor: TeamMonitor?) throws {
         let plans = t.compile()
+        // IPFIX: each exporting switch's flow tables (kept across reloads) and this plan's
+        // stable interface IDs.
+        let flows = flowExport?.prepare(plans: plans, specs: Dictionary(t.switches.compactMap { s in s.flowExport.map { (s.name, $0) } },
+                                                                         uniquingKeysWith: { a, _ in a }))
         var runtimes: [SwitchRuntime] = []
         for plan in plans {
             var row: [PortIO] = []
@@ -191,12 +197,15 @@ extension Fabric {
                 guard let io = ports[Fabric.ioKey(p, on: plan.name)] else { throw RuntimeError("internal error: no I/O for port \(p.name)") }
                 row.append(io)
             }
-            runtimes.append(SwitchRuntime(plan: plan, ports: row))
+            let runtime = SwitchRuntime(plan: plan, ports: row)
+            runtime.flows = flows?.accounting[plan.name]
+            runtimes.append(runtime)
         }
         monitor?.prime(runtimes)
         try dp.replaceSwitches(runtimes) { _ in
             view.withLock { _topology = t; _plans = plans }
         }
+        if let flows { flowExport?.commit(flows) }
         var kept: [String: PortIO] = [:]
         for sw in runtimes { for (i, p) in sw.plan.ports.enumerated() { kept[Fabric.ioKey(p, on: sw.plan.name)] = sw.ports[i] } }
         portsByName = kept

@@ -24,8 +24,11 @@ import LinuxIO
 ///   `status` or `down`), at most `maxActive` at once; one more is refused with a message;
 /// - a request line is at most `maxRequest` bytes; replies are sent with a `sendTimeout`.
 /// Only root (or the daemon's own user) may connect, whatever the file mode says (peer
-/// credentials, SO_PEERCRED). The datapath never waits for a client. All socket calls go
-/// through LinuxIO (`UnixListener`, `UnixConnection`, `Epoll`).
+/// credentials, SO_PEERCRED) — and, with `ControlAccess.group`, members of that group
+/// (the opt-in `tapestry` group: socket mode 0660), who may run only
+/// `ControlAccess.groupCommands` (`ports` and `capture`: what Wireshark's extcap needs).
+/// The datapath never waits for a client. All socket calls go through LinuxIO
+/// (`UnixListener`, `UnixConnection`, `Epoll`).
 public final class ControlServer {
     /// The socket file.
     public let path: String
@@ -52,6 +55,8 @@ public final class ControlServer {
     }
 
     public let limits: Limits
+    /// Who besides root may connect, and what they may run.
+    public let access: ControlAccess
     private let handler: Handler
     private let listener: UnixListener
     private let epoll: Epoll
@@ -69,6 +74,8 @@ public final class ControlServer {
         let connection: UnixConnection
         var buffer: [UInt8]
         let deadline: Double
+        /// A group member (not root): only `access.groupCommands`.
+        let restricted: Bool
     }
     private var waiting: [UInt64: Waiting] = [:]
     private var nextID: UInt64 = 2
@@ -81,12 +88,15 @@ public final class ControlServer {
     /// Binds the socket (replacing a stale file; the instance lock makes the name ours).
     /// - Throws: `RuntimeError` naming the path and errno (ENOSPC on a full /run, a path too
     ///   long for `sun_path`); nothing is left behind.
-    public init(path: String, limits: Limits = Limits(), handler: @escaping Handler) throws {
+    /// - Parameter access: root only (mode 0600, the default), or also a group's members
+    ///   (mode 0660, the file's group set to it) for a few commands.
+    public init(path: String, limits: Limits = Limits(), access: ControlAccess = .rootOnly, handler: @escaping Handler) throws {
         self.path = path
         self.limits = limits
+        self.access = access
         self.handler = handler
         do {
-            listener = try UnixListener(path: path, mode: 0o600, backlog: 128)
+            listener = try UnixListener(path: path, mode: access.group == nil ? 0o600 : 0o660, group: access.group, backlog: 128)
             epoll = try Epoll()
             wake = try EventFD()
             try epoll.add(listener.fd, data: ControlServer.listenerToken)
@@ -165,10 +175,16 @@ public final class ControlServer {
             let c: UnixConnection?
             do { c = try listener.accept() } catch { return false }
             guard let conn = c else { return true }
-            // Only root may talk to the switch, whatever the file mode says.
+            // Only root may talk to the switch, whatever the file mode says — and members of
+            // the access group, for its few commands (checked once the request is read).
+            var restricted = false
             if let cred = conn.peerCredentials(), cred.uid != 0, cred.uid != geteuid() {
-                ControlServer.refuse(conn, "permission denied: only root may control tapestry")
-                continue
+                guard let g = access.group, cred.gid == g || conn.peerGroups()?.contains(g) == true else {
+                    ControlServer.refuse(conn, "permission denied: only root may control tapestry"
+                                         + (access.group == nil ? "" : " (members of group '\(access.groupName)' may run \(access.commandList))"))
+                    continue
+                }
+                restricted = true
             }
             if waiting.count >= limits.maxWaiting, let oldest = waiting.min(by: { $0.value.deadline < $1.value.deadline })?.key {
                 // Full: the connection that has waited longest goes, so a flood of slow
@@ -181,7 +197,7 @@ public final class ControlServer {
                 ControlServer.refuse(conn, "internal error: \(error)")
                 continue
             }
-            waiting[id] = Waiting(connection: conn, buffer: [], deadline: monotonic() + limits.requestDeadline)
+            waiting[id] = Waiting(connection: conn, buffer: [], deadline: monotonic() + limits.requestDeadline, restricted: restricted)
         }
     }
 
@@ -209,6 +225,10 @@ public final class ControlServer {
     private func dispatch(_ id: UInt64, line: [UInt8]) {
         guard let req = try? JSON.decoder().decode(ControlRequest.self, from: Data(line)) else {
             finish(id, refusing: "malformed request: expected one JSON object such as {\"command\":\"status\"}")
+            return
+        }
+        if waiting[id]?.restricted == true && !access.groupCommands.contains(req.command) {
+            finish(id, refusing: "permission denied: members of group '\(access.groupName)' may run \(access.commandList); '\(req.command)' needs root")
             return
         }
         guard let w = waiting.removeValue(forKey: id) else { return }
@@ -267,6 +287,49 @@ public final class ControlServer {
 
     public static func error(_ message: String) -> Data {
         (try? JSON.encoder().encode(ControlError(error: message))) ?? Data("{\"error\":\"internal\"}".utf8)
+    }
+}
+
+/// Who besides root may use a control socket.
+public struct ControlAccess: Sendable, Equatable {
+    /// The group whose members may connect (nil: root only).
+    public var group: UInt32?
+    /// Its name, for messages.
+    public var groupName: String
+    /// The commands its members may run; anything else is refused with a message.
+    public var groupCommands: Set<String>
+
+    public init(group: UInt32?, groupName: String, groupCommands: Set<String>) {
+        self.group = group; self.groupName = groupName; self.groupCommands = groupCommands
+    }
+
+    /// Root (and the daemon's own user) only: socket mode 0600.
+    public static let rootOnly = ControlAccess(group: nil, groupName: "", groupCommands: [])
+
+    /// The opt-in `tapestry` group (README, "Wireshark without root"): its members may list
+    /// ports (`ports`) and capture (`capture`), and nothing more — no `status`, `fdb`,
+    /// `trace`, `reload`, `vm` or `down`. Used when the group exists on the host
+    /// (`groupadd --system tapestry`); otherwise root only.
+    public static func tapestryGroup() -> ControlAccess {
+        guard let gid = TapestryGroup.id() else { return .rootOnly }
+        return ControlAccess(group: gid, groupName: TapestryGroup.name, groupCommands: ["ports", "capture"])
+    }
+
+    /// `ports and capture`.
+    var commandList: String {
+        let list = groupCommands.sorted(by: { ($0 == "ports" ? 0 : 1, $0) < ($1 == "ports" ? 0 : 1, $1) })
+        return list.count > 1 ? list.dropLast().joined(separator: ", ") + " and " + list.last! : list.joined()
+    }
+}
+
+/// The opt-in group whose members may list ports and capture without root.
+public enum TapestryGroup {
+    /// `tapestry`.
+    public static let name = "tapestry"
+    /// Its group ID, when the group exists (getgrnam(3); /etc/group or NSS).
+    public static func id() -> UInt32? {
+        guard let g = getgrnam(name) else { return nil }
+        return g.pointee.gr_gid
     }
 }
 

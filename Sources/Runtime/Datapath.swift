@@ -431,7 +431,7 @@ public final class Datapath {
         w.egress.prepare(portCount: sw.plan.ports.count)
         w.tx.prepare(portCount: sw.plan.ports.count)
         // Loaded once per batch: each load of a class reference costs a retain/release pair.
-        let plan = sw.plan, counters = sw.counters
+        let plan = sw.plan, counters = sw.counters, flows = sw.flows
         var context = sw.context(now: now)
         // Room for any one frame: every port once, plus its mirror copies.
         let reserve = plan.ports.count * (plan.hasMirrors ? 1 + plan.mirrorFanout : 1) + 1
@@ -447,7 +447,7 @@ public final class Datapath {
             let start = w.area + w.rxOffset[i]
             let vnet = VNetHeader(header > 0 ? UnsafeRawPointer(start) : nil)
             forward(UnsafeRawBufferPointer(start: start + header, count: n - header), vnet: vnet, worker: w,
-                    sw: sw, plan: plan, counters: counters, context: context, switchIndex: switchIndex, inPort: port)
+                    sw: sw, plan: plan, counters: counters, flows: flows, context: context, switchIndex: switchIndex, inPort: port)
         }
         if w.tx.count > 0 { flush(w, sw, switchIndex: switchIndex) }
         w.batches &+= 1
@@ -470,14 +470,22 @@ public final class Datapath {
     /// effects and puts each copy on the transmit list. Under `lock`; allocates nothing.
     @inline(__always)
     private func forward(_ frame: UnsafeRawBufferPointer, vnet: VNetHeader, worker w: DatapathWorker, sw: SwitchRuntime,
-                         plan: SwitchPlan, counters: PortCounters, context: DecisionContext, switchIndex: Int, inPort: Int) {
+                         plan: SwitchPlan, counters: PortCounters, flows: FlowAccounting?, context: DecisionContext,
+                         switchIndex: Int, inPort: Int) {
         counters.received(port: inPort, bytes: frame.count)
         let d = decide(frame: frame, offload: vnet.offload, inPort: inPort, plan: plan, context: context)
         // The decision's requested effects.
-        if case .local(.teamBeacon) = d.verdict {
-            if sw.beacons != nil, let b = Beacon.parse(frame: frame) {
-                sw.beacons!.received(b, on: Int(plan.hot[inPort].teamMember), vlan: d.vlan, now: context.now)
+        if case .local(let what) = d.verdict {
+            switch what {
+            case .teamBeacon:
+                if sw.beacons != nil, let b = Beacon.parse(frame: frame) {
+                    sw.beacons!.received(b, on: Int(plan.hot[inPort].teamMember), vlan: d.vlan, now: context.now)
+                }
+            case .lldp:
+                // A copy for the LLDP agent, which parses it off the frame path.
+                sw.lldpInbox?.put(frame, port: inPort)
             }
+            if capturing { captureIngress(w, switchIndex, port: inPort, frame: frame, vlan: nil, reason: nil) }
             return
         }
         if d.takesStormToken, let why = d.floodReason { context.storm?.take(port: inPort, reason: why, now: context.now) }
@@ -497,6 +505,8 @@ public final class Datapath {
         } else {
             if capturing { captureIngress(w, switchIndex, port: inPort, frame: frame, vlan: d.vlan, reason: nil) }
             if let r = ingressDrop { counters.dropped(port: inPort, reason: r) }
+            // IPFIX: a sampled frame the switch forwards or floods, as received.
+            else if let f = flows { f.account(frame, d, inPort: inPort, worker: w.index, now: context.now) }
         }
         let base = UnsafeMutableRawPointer(mutating: frame.baseAddress!)
         // Egress shaping's effect: each output to a port shaped on egress is charged.

@@ -35,6 +35,11 @@ public final class Fabric {
     /// Uplink NIC ports by NIC name (also in `portsByName`).
     var uplinkPorts: [String: PacketPort] = [:]
     var teamMonitor: TeamMonitor?
+    /// IPFIX flow export of the switches with `flow-export` (FlowExport.swift); its
+    /// interface registry lives as long as the daemon.
+    var flowExport: FlowExportService?
+    /// LLDP on the uplinks and `tapestry neighbors` (LLDPAgent.swift).
+    var lldpAgent: LLDPAgent?
     /// Sends the general queries of switches with `multicast-querier: true` (idle otherwise).
     var querierService: MulticastQuerierService?
     /// QEMU guests by name, and the TAPs whose fds the switch keeps for them (VMs.swift).
@@ -53,6 +58,8 @@ public final class Fabric {
     /// Set when `down` begins, so streaming clients (capture) end.
     private(set) var isStopping = false
     private let startedAt = monotonicSeconds()
+    /// When this instance started, Unix epoch seconds (`process_start_time_seconds`).
+    let startedAtEpoch = Double(realtimeNanoseconds()) / 1e9
     let log: (String) -> Void
     /// Datapath worker threads and poll window (the file's `datapath:`, the environment's
     /// overrides); the thread count is also the queue count of each netns guest's TAP.
@@ -105,14 +112,20 @@ public final class Fabric {
                 + (dp.busyPollMicroseconds > 0 ? ", poll mode (spins \(dp.busyPollMicroseconds) µs after work)" : ""))
             datapath = dp
             dp.start()
+            flowExport = FlowExportService(datapath: dp, workers: dp.threadCount, log: log)
+            lldpAgent = LLDPAgent(datapath: dp, topologyName: target.name, chassis: LLDPAgent.chassisName(for: target), log: log)
             let hostErrors = Fabric.hostProblems(of: target)
             if !hostErrors.isEmpty { throw RuntimeError(hostErrors.map(\.description).joined(separator: "\n")) }
             _ = try reloading.withLock { try apply(target, file: target.file) }
+            flowExport?.start()
+            lldpAgent?.start()
             let queries = MulticastQuerierService(datapath: dp, log: log)
             querierService = queries
             queries.start()
             startPortWatch()
-            let server = try ControlServer(path: RunDirectory.socket(target.name)) { [unowned self] req, fd in self.respond(to: req, fd: fd) }
+            let access = ControlAccess.tapestryGroup()
+            if access.group != nil { log("control socket: members of group '\(access.groupName)' may run \(access.commandList)") }
+            let server = try ControlServer(path: RunDirectory.socket(target.name), access: access) { [unowned self] req, fd in self.respond(to: req, fd: fd) }
             control = server
             server.start()
         } catch {
@@ -171,8 +184,12 @@ public final class Fabric {
         stopVMs(Array(vms.keys) + Array(vmTaps.keys))
         stopDHCPClients()
         teamMonitor?.stop(); teamMonitor = nil
+        // LLDP says goodbye (TTL 0) while the uplinks are still open.
+        lldpAgent?.stop(); lldpAgent = nil
         querierService?.stop(); querierService = nil
         datapath?.stop(); datapath = nil
+        // Every flow still in the tables is exported (forced end) before the sockets close.
+        flowExport?.stop(); flowExport = nil
         for p in portsByName.values { p.close() }
         for p in uplinkPorts.values { p.close() }
         portsByName = [:]
@@ -223,6 +240,7 @@ public final class Fabric {
             case "ports": return try enc.encode(ports(switch: req.switch))
             case "fdb": return try enc.encode(fdb(switch: req.switch, vlan: req.vlan))
             case "mdb": return try enc.encode(mdb(switch: req.switch))
+            case "neighbors": return try enc.encode(neighbors(switch: req.switch))
             case "trace": return try enc.encode(trace(req))
             case "capture": return try streamCapture(req, fd: fd)
             case "reload": return try enc.encode(reload(req))
@@ -233,7 +251,7 @@ public final class Fabric {
                 kill(getpid(), SIGTERM)
                 return try enc.encode(["stopping": topology.name])
             default:
-                return ControlServer.error("unknown command '\(req.command)' (expected status, ports, fdb, mdb, trace, capture, reload, vm or down)")
+                return ControlServer.error("unknown command '\(req.command)' (expected status, ports, fdb, mdb, neighbors, trace, capture, reload, vm or down)")
             }
         } catch {
             return ControlServer.error("\(error)")
@@ -263,7 +281,14 @@ public final class Fabric {
         return StatusReport(name: topology.name, file: topology.file, pid: getpid(),
                             uptimeSeconds: monotonicSeconds() - startedAt,
                             datapathThreads: datapath?.threadCount, busyPollMicroseconds: datapath?.busyPollMicroseconds,
-                            datapathFrames: frames, switches: switches, guests: guests)
+                            datapathFrames: frames, switches: switches, guests: guests,
+                            flowExport: flowExport?.summaries() ?? [])
+    }
+
+    /// `tapestry neighbors`: what the physical switches said on each uplink (LLDP).
+    func neighbors(switch filter: String?) throws -> NeighborsReport {
+        if let f = filter { _ = try resolveSwitch(f) }
+        return lldpAgent?.report(switch: filter) ?? NeighborsReport(chassis: LLDPAgent.chassisName(for: topology), uplinks: [], tooManyNeighbors: 0, ageouts: 0)
     }
 
     func ports(switch filter: String?) throws -> PortsReport {

@@ -178,6 +178,17 @@ public enum JSONDocuments {
                     "vm": .optional(g.vm) { vm($0) },
                 ])
             }),
+            "flow_export": .array((s.flowExport ?? []).map { f in
+                .object([
+                    "switch": .string(f.switch), "collector": .string(f.collector), "observation_domain": .number(f.observationDomain),
+                    "sampling": .number(f.sampling), "active_timeout_seconds": .number(f.activeTimeoutSeconds),
+                    "idle_timeout_seconds": .number(f.idleTimeoutSeconds), "flows": .number(f.flows),
+                    "accounted_frames": .number(f.accountedFrames), "not_tracked_frames": .number(f.notTrackedFrames),
+                    "records_exported": .number(f.recordsExported), "messages_sent": .number(f.messagesSent),
+                    "send_failures": .number(f.sendFailures), "collector_unreachable": .number(f.collectorUnreachable),
+                    "records_lost": .number(f.recordsLost), "last_error": .optional(f.lastError) { .string($0) },
+                ])
+            }),
         ])
     }
 

@@ -20,6 +20,8 @@ public struct StatusReport: Codable, Equatable {
     public var datapathFrames: [UInt64]?
     public var switches: [SwitchSummary]
     public var guests: [GuestSummary]
+    /// IPFIX flow export per switch that has it (nil from a daemon that predates it).
+    public var flowExport: [FlowExportSummary]? = nil
 
     public struct SwitchSummary: Codable, Equatable {
         public var name: String
@@ -51,6 +53,37 @@ public struct StatusReport: Codable, Equatable {
         /// True for `ip: dhcp` (nil otherwise).
         public var dhcp: Bool? = nil
     }
+}
+
+/// One switch's IPFIX flow export (`flow-export`), as `status` shows it: its settings and
+/// what it has done since the daemon (or the switch's current settings) started.
+public struct FlowExportSummary: Codable, Equatable {
+    public var `switch`: String
+    /// `HOST:PORT` of the collector.
+    public var collector: String
+    public var observationDomain: UInt32
+    /// N of 1-in-N sampling (per datapath worker).
+    public var sampling: Int
+    public var activeTimeoutSeconds: Int
+    public var idleTimeoutSeconds: Int
+    /// Flows in the flow tables now.
+    public var flows: Int = 0
+    /// Sampled frames counted into a tracked flow.
+    public var accountedFrames: UInt64 = 0
+    /// Sampled frames of new flows that found the flow table full (not tracked).
+    public var notTrackedFrames: UInt64 = 0
+    /// Flow records the kernel accepted for the collector.
+    public var recordsExported: UInt64 = 0
+    /// IPFIX messages sent (templates and options included).
+    public var messagesSent: UInt64 = 0
+    /// Messages that could not be sent (collector unreachable, no socket, buffer full).
+    public var sendFailures: UInt64 = 0
+    /// Of those, sends refused by the collector's host (ICMP port unreachable, ECONNREFUSED).
+    public var collectorUnreachable: UInt64 = 0
+    /// Flow records lost with the failed messages.
+    public var recordsLost: UInt64 = 0
+    /// The latest failure, as text (nil: none).
+    public var lastError: String? = nil
 }
 
 public struct PortsReport: Codable, Equatable {

@@ -51,7 +51,9 @@ public enum RunDirectory {
     /// The daemon's log: timestamped lines, appended across runs, kept after `down`.
     public static func log(_ stem: String) -> String { "\(logRoot)/\(stem)/daemon.log" }
 
-    /// Creates the run directory (0700).
+    /// Creates the run directory: 0700 root, or 0750 with group `tapestry` when that group
+    /// exists (its members may reach the control sockets, which admit them for `ports` and
+    /// `capture` only; state and lock files stay 0600).
     /// - Throws: `RuntimeError` naming the path and errno.
     public static func ensure() throws {
         do {
@@ -59,7 +61,11 @@ public enum RunDirectory {
         } catch {
             throw RuntimeError("cannot create \(path): \((error as NSError).underlyingErrorDescription)")
         }
-        chmod(path, 0o700)
+        if let gid = TapestryGroup.id(), chown(path, 0, gid) == 0 {
+            chmod(path, 0o750)
+        } else {
+            chmod(path, 0o700)
+        }
     }
 
     /// Stems of instances with a state file (running, or crashed and not yet cleaned).

@@ -40,6 +40,11 @@ public final class SwitchRuntime {
     /// Set by the datapath when an uplink's socket reports an error (ENETDOWN, ENXIO: the
     /// NIC went down or away); the team monitor reads and clears it.
     var uplinkErrors: [Int32]
+    /// LLDP frames from the uplinks, on their way to the LLDP agent (nil without uplinks).
+    let lldpInbox: LLDPInbox?
+    /// IPFIX flow accounting (nil: no `flow-export`); set before the runtime is swapped in
+    /// (`FlowExportService.prepare`), like `beacons`.
+    public internal(set) var flows: FlowAccounting?
 
     /// - Precondition: `ports` is indexed like `plan.ports`, and a port whose plan accepts
     ///   offloads can write a virtio-net header (else GSO frames would leave broken).
@@ -68,6 +73,7 @@ public final class SwitchRuntime {
         links = PortLinks(portCount: plan.ports.count)
         uplinkErrors = Array(repeating: 0, count: plan.uplinkPorts.count)
         hasTeam = plan.team != nil
+        lldpInbox = plan.team != nil ? LLDPInbox() : nil
         if let config = plan.team {
             team = TeamState.compute(config: config, health: Array(repeating: .up, count: config.memberCount),
                                      carriedPorts: plan.carriedPorts, portCount: plan.ports.count)

@@ -16,7 +16,7 @@ struct Tapestry: ParsableCommand {
         discussion: "Exit status: 0 success, 1 failure, 2 usage error. Commands that talk to a running topology take --name NAME, needed only when several are running.",
         version: BuildInfo.version,
         subcommands: [Up.self, Down.self, ReloadCommand.self, Validate.self, List.self, Status.self, Ports.self, FDB.self, MDB.self, Trace.self,
-                      CaptureCommand.self, VMCommand.self, GraphCommand.self, Extcap.self]
+                      CaptureCommand.self, VMCommand.self, Neighbors.self, GraphCommand.self, Extcap.self]
     )
 }
 
@@ -95,7 +95,15 @@ struct NameOption: ParsableArguments {
 /// The instance a read command talks to (its stem): `--name`, or the only one running.
 /// A crashed instance is named as such, with its log and the command that cleans up.
 func resolveInstance(_ options: NameOption) throws -> String {
+    if geteuid() != 0, FileManager.default.fileExists(atPath: RunDirectory.path), access(RunDirectory.path, X_OK) != 0 {
+        throw Failure(message: "cannot reach \(RunDirectory.path): \(String(cString: strerror(errno))) (running topologies are root's; "
+                      + "members of group '\(TapestryGroup.name)' may list ports and capture)")
+    }
     if let id = try options.identity() {
+        // A member of the `tapestry` group cannot read the (root-only) state file but may
+        // reach the socket: the daemon decides what it may do.
+        let statePath = RunDirectory.state(id.stem)
+        if geteuid() != 0, access(statePath, F_OK) == 0, access(statePath, R_OK) != 0 { return id.stem }
         guard let state = InstanceState.read(stem: id.stem) else {
             throw Failure(message: "no \(id) is running" + (InstanceSummary.all().isEmpty ? "" : " (running: \(InstanceSummary.all().map(\.name).joined(separator: ", ")))"))
         }
@@ -215,6 +223,12 @@ struct Down: ParsableCommand {
             }
             id = only
         }
+        if geteuid() != 0 {
+            // Only root stops a topology; a member of group 'tapestry' hears it from the daemon.
+            do { _ = try controlRequest(name: id.stem, ControlRequest(command: "down")) } catch { throw Failure(message: "\(error)") }
+            print("\(id) is stopping")
+            return
+        }
         guard let state = InstanceState.read(stem: id.stem) else {
             // A daemon that crashed before writing its state leaves only its (free) lock file.
             if let lock = try? InstanceLock.acquire(id) { lock.release() }
@@ -267,6 +281,11 @@ struct Status: ParsableCommand {
                 return [g.name, g.kind, nic.port, nic.interface, nic.mac, ips.isEmpty ? "-" : ips.joined(separator: ",")]
             }
         }).split(separator: "\n").map { "  " + $0 }.joined(separator: "\n"))
+        for f in s.flowExport ?? [] {
+            print("flow export \(f.switch) → \(f.collector) (domain \(f.observationDomain), 1 in \(f.sampling)): \(f.flows) flow(s), "
+                  + "\(f.notTrackedFrames) frame(s) not tracked, \(f.recordsExported) record(s) exported, \(f.sendFailures) send failure(s)"
+                  + (f.lastError.map { " (last: \($0))" } ?? ""))
+        }
         let vms = s.guests.compactMap(\.vm)
         if !vms.isEmpty {
             print("VMs:")

@@ -12,8 +12,12 @@ import Runtime
 /// stream and pcapng writer), pointed at the FIFO Wireshark gives: nothing is duplicated.
 struct Extcap: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Wireshark extcap interface (installed by Scripts/install-extcap.sh; not for direct use).",
-        shouldDisplay: false)
+        abstract: "Wireshark's extcap interface: every port of every running topology as tapestry:NAME/PORT.",
+        discussion: """
+        Wireshark and tshark run it (Scripts/install-extcap.sh installs a wrapper in their extcap \
+        directory); it is not meant to be run by hand. Members of the group 'tapestry' may list \
+        ports and capture without root.
+        """)
 
     @Flag(name: .customLong("extcap-interfaces"), help: "List the interfaces (every port of every running topology).") var listInterfaces = false
     @Option(name: .customLong("extcap-version"), help: "Wireshark's version (ignored).") var wiresharkVersion: String?
@@ -77,7 +81,7 @@ struct Extcap: ParsableCommand {
         var args = ["--name", topology, "--switch", row.switch, "--port", port, "--direction", direction, "-w", fifo]
         if drops { args.append("--drops") }
         if let f = captureFilter, !f.trimmingCharacters(in: .whitespaces).isEmpty { args += ["--filter", f] }
-        var command = try CaptureCommand.parse(args)
+        let command = try CaptureCommand.parse(args)
         try command.run()
     }
 
@@ -86,7 +90,9 @@ struct Extcap: ParsableCommand {
     /// Wireshark shows in its log.
     func printInterfaces() {
         print("extcap {version=1.0}{display=Tapestry virtual switch}")
-        for name in RunDirectory.knownInstances() where InstanceState.read(name: name)?.isAlive == true {
+        // A crashed instance is skipped; one whose state a member of the `tapestry` group
+        // cannot read is asked anyway (its daemon decides).
+        for name in RunDirectory.knownInstances() where InstanceState.read(name: name)?.isAlive ?? true {
             do {
                 let data = try controlRequest(name: name, ControlRequest(command: "ports"), timeout: 2)
                 let report = try JSON.decoder().decode(PortsReport.self, from: data)

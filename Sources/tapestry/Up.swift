@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Observability
 import Runtime
 import Topology
 #if canImport(Glibc)
@@ -34,7 +35,16 @@ struct Up: ParsableCommand {
         """)
     @Argument(help: "Topology file (YAML).") var file: String
     @Flag(help: "Return once every port forwards and every guest is configured.") var detach = false
+    @Option(help: ArgumentHelp("Serve Prometheus metrics (text format 0.0.4) at http://ADDR:PORT/metrics, e.g. 127.0.0.1:9464 or [::1]:9464. Off unless given.",
+                               valueName: "ADDR:PORT"))
+    var metrics: String?
     @Flag(help: .hidden) var daemonChild = false
+
+    func validate() throws {
+        if let m = metrics {
+            do { _ = try SocketEndpoint.parse(m) } catch { throw ValidationError("--metrics: \(error)") }
+        }
+    }
 
     func run() throws {
         if daemonChild {
@@ -82,9 +92,25 @@ struct Up: ParsableCommand {
         let stamped = daemonChild
         let say: (String) -> Void = { print((stamped ? logTimestamp() : "") + "tapestry: \($0)"); fflush(stdout) }
         let fabric = Fabric(topology: t, settings: settings, log: say)
+        // The metrics address is bound before anything is created: one in use (or a name
+        // that does not resolve) fails `up` with nothing to clean up.
+        var metricsServer: MetricsServer?
+        if let m = metrics {
+            do {
+                metricsServer = try MetricsServer(listen: SocketEndpoint.parse(m)) { fabric.metricFamilies() }
+            } catch {
+                lock.release()
+                throw Failure(message: "--metrics \(m): \(error)")
+            }
+        }
         do { try fabric.up() } catch {
+            metricsServer?.stop()
             lock.release()
             throw Failure(message: "\(error)")
+        }
+        if let server = metricsServer, let m = metrics {
+            server.start()
+            say("metrics: http://\((try? SocketEndpoint.parse(m))?.description ?? m)/metrics (Prometheus text format 0.0.4)")
         }
         let ports = fabric.plans.reduce(0) { $0 + $1.ports.count }
         say("topology '\(t.name)' is up: \(t.switches.count) switch(es), \(ports) port(s), \(t.guests.count) guest(s); pid \(getpid())")
@@ -104,6 +130,7 @@ struct Up: ParsableCommand {
             break
         }
         say("stopping topology '\(t.name)' (\(sig == SIGINT ? "SIGINT" : "SIGTERM"))")
+        metricsServer?.stop()
         fabric.down()
         say("topology '\(t.name)' is down")
         lock.release()
@@ -123,7 +150,7 @@ struct Up: ParsableCommand {
         }
         defer { close(logFD) }
         let absolute = file.hasPrefix("/") ? file : FileManager.default.currentDirectoryPath + "/" + file
-        let args = ["tapestry", "up", absolute, "--detach", "--daemon-child"]
+        let args = ["tapestry", "up", absolute, "--detach", "--daemon-child"] + (metrics.map { ["--metrics", $0] } ?? [])
         var fa = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&fa)
         defer { posix_spawn_file_actions_destroy(&fa) }

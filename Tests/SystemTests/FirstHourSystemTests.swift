@@ -50,6 +50,14 @@ struct FirstHourSystemTests {
         #expect(version.succeeded && version.stdout.contains("commit"), "the installed binary knows its commit: \(version.stdout)")
         #expect(sh("bash -n '\(prefix)/share/bash-completion/completions/tapestry'").succeeded, "the bash completion parses")
         #expect(sh("man -l '\(prefix)/share/man/man1/tapestry.1' 2>/dev/null | head -20").stdout.contains("tapestry") || !sh("command -v man").succeeded)
+        // Every command and option is in the man page and the completions (issue 21's too).
+        let manual = (try? String(contentsOfFile: "\(prefix)/share/man/man1/tapestry.1", encoding: .utf8)) ?? ""
+        let bash = (try? String(contentsOfFile: "\(prefix)/share/bash-completion/completions/tapestry", encoding: .utf8)) ?? ""
+        let zsh = (try? String(contentsOfFile: "\(prefix)/share/zsh/site-functions/_tapestry", encoding: .utf8)) ?? ""
+        for word in ["neighbors", "graph", "extcap", "mdb", "--metrics"] {
+            let roff = word.hasPrefix("--") ? "Fl " + word.dropFirst() : word   // mdoc writes --metrics as `Fl -metrics`
+            #expect(manual.contains(roff) && bash.contains(word) && zsh.contains(word), "\(word) in the man page and both completions")
+        }
 
         // From /, with no hint in the environment, a QEMU guest's `up` finds the image builder
         // in PREFIX/share/tapestry (not the checkout).

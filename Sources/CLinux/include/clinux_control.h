@@ -17,6 +17,12 @@ int cl_mkstemp_cloexec(char *template_path);
 /// (-EAGAIN when no client waits).
 int cl_accept_nonblock(int fd);
 
+/// getsockopt(SO_PEERGROUPS) on a connected Unix socket: the peer's supplementary group
+/// IDs when it connected (Linux >= 4.13; Glibc's Swift module lacks the constant). Fills at
+/// most `max` into `groups` and returns how many the peer has (-ERANGE when more than
+/// `max`), or -errno.
+int cl_peer_groups(int fd, unsigned int *groups, int max);
+
 #ifdef __cplusplus
 }
 #endif
