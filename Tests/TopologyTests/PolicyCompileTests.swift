@@ -164,7 +164,8 @@ import Testing
     let t = try TopologyLoader.load(path: topologiesDirectory.appendingPathComponent("policies.yaml").path)
     let plan = t.compile()[0]
     let w1 = try #require(plan.portIndex(named: "w1.eth0"))
-    #expect(plan.ports[w1].shaping?.ingress?.peakBitsPerSecond == 100_000_000)
+    #expect(plan.ports[w1].shaping?.ingress == ShapingLimit(averageBitsPerSecond: 50_000_000, burstBytes: 2 << 20))
+    #expect(plan.ports[w1].shaping?.egress?.peakBitsPerSecond == 400_000_000)
     #expect(plan.privateVLANs.map(\.primary) == [VLANID(100)])
     let t1 = try #require(plan.portIndex(named: "t1.eth0")), t2 = try #require(plan.portIndex(named: "t2.eth0"))
     #expect(plan.hot[t1].privateVLANType == PrivateVLANType.isolated.rawValue)
