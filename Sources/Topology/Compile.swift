@@ -35,10 +35,8 @@ extension Topology {
             for guest in guests {
                 for nic in guest.nics where nic.switchName == sw.name {
                     guard let group = sw.portGroup(named: nic.portGroup) else { continue }
-                    let sec = group.security
                     ports.append(PortPlan(name: nic.portName, portGroup: group.name, mode: group.mode, configuredMAC: nic.mac,
-                                          security: PortSecurity(promiscuous: sec.promiscuous, macChanges: sec.macChanges,
-                                                                 forgedTransmits: sec.forgedTransmits),
+                                          security: group.security,
                                           macLimit: group.macLimit, storm: group.storm, l2Transparency: group.l2Transparency,
                                           usesUplinks: group.usesUplinks && sw.uplinks != nil,
                                           // A netns guest's TAP has a virtio-net header; a VM's
@@ -87,7 +85,7 @@ extension Topology {
                                           macLimit: sw.macLimit, uplinkMember: i, usesUplinks: false, acceptsOffloads: true))
                 }
                 let index = { (n: String) in u.nics.firstIndex(of: n)! }
-                team = TeamConfig(memberCount: u.nics.count, policy: TeamPolicy(rawValue: u.policy.rawValue) ?? .portID,
+                team = TeamConfig(memberCount: u.nics.count, policy: u.policy,
                                   active: u.active.map(index), standby: u.standby.map(index),
                                   failback: u.failback, notifySwitches: u.notifySwitches)
             }
