@@ -259,6 +259,7 @@ struct Validator {
         checkPortNames(switches, guests: guests, links: links, hosts: hosts)
         checkHostCapacity(hosts, guests: guests)
         checkFlowExports(switches)
+        checkTableMemory(switches)
 
         var t = Topology(name: name, file: sink.file, switches: switches, guests: guests)
         t.links = links
