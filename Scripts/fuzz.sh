@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets in Fuzz/ and runs each for SECONDS_PER_TARGET (default 20).
 #
-#   Scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     targets: frame topology pcap control observability multicast offload vxlan
+#   Scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     targets: frame topology reload pcap control observability multicast offload vxlan
 #
 # Prints `fuzz <target>: <executions> executions, <crashes> crashes` per target and exits 1 if
 # any target crashed (the reproducer's path is printed). Runs work on a copy of Fuzz/corpus/
@@ -13,7 +13,7 @@ ROOT=$PWD
 SECONDS_PER_TARGET=${1:-20}
 shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(frame topology pcap control observability multicast offload vxlan)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(frame topology reload pcap control observability multicast offload vxlan)
 B=$ROOT/.build-fuzz
 MOD=$B/mod OBJ=$B/obj LOG=$B/build.log
 SAN=(-sanitize=fuzzer,address)
@@ -59,7 +59,7 @@ START=$SECONDS
 module Model 6 "" Sources/Model/*.swift
 module Core 6 Model Sources/Core/*.swift
 
-if want topology; then
+if want topology || want reload; then
     YAMS=$ROOT/.build/checkouts/Yams/Sources
     if [ ! -d "$YAMS/Yams" ]; then
         say "resolving packages (Yams checkout)"
@@ -75,7 +75,8 @@ if want topology; then
     wait
     module Yams 5 "" "$YAMS"/Yams/*.swift -- -D SWIFT_PACKAGE -I "$YAMS/CYaml/include" -Xcc -DYAML_DECLARE_STATIC
     module Topology 6 "Model Core Yams" Sources/Topology/*.swift -- -I "$YAMS/CYaml/include"
-    driver topology FuzzTopology "$OBJ"/Model.o "$OBJ"/Core.o "$OBJ"/Yams.o "$OBJ"/Topology.o "${cyaml[@]}" -- Fuzz/topology/main.swift -- -I "$YAMS/CYaml/include"
+    want topology && driver topology FuzzTopology "$OBJ"/Model.o "$OBJ"/Core.o "$OBJ"/Yams.o "$OBJ"/Topology.o "${cyaml[@]}" -- Fuzz/topology/main.swift -- -I "$YAMS/CYaml/include"
+    want reload && driver reload FuzzReload "$OBJ"/Model.o "$OBJ"/Core.o "$OBJ"/Yams.o "$OBJ"/Topology.o "${cyaml[@]}" -- Fuzz/reload/main.swift -- -I "$YAMS/CYaml/include"
 fi
 if want frame; then
     driver frame FuzzFrame "$OBJ"/Model.o "$OBJ"/Core.o -- Fuzz/frame/main.swift
@@ -114,18 +115,22 @@ fi
 say "build done in $((SECONDS - START)) s"
 
 # ---- run --------------------------------------------------------------------------------
-# topology: resource limits, not only crashes: an input that makes the loader take
-# more than 512 MB or 5 s is a finding, like a crash (the loader's bounds, Topologies/README.md
-# "Limits", keep any input far below both).
-declare -A EXTRA=([frame]="-max_len=2048" [topology]="-max_len=65536 -rss_limit_mb=512 -timeout=5" [pcap]="-max_len=4096" [control]="-max_len=2048" [observability]="-max_len=1600" [multicast]="-max_len=1600"
+# topology, reload, control: resource limits, not only crashes: an input that makes the loader
+# take more than 512 MB or 5 s, a reload's planning (two files, diff, compile, carry-over) more
+# than 1024 MB or 10 s, or one control request (up to the daemon's 64 KiB line limit, so
+# -max_len just above it) more than 512 MB or 5 s, is a finding, like a crash.
+declare -A EXTRA=([frame]="-max_len=2048" [topology]="-max_len=65536 -rss_limit_mb=512 -timeout=5" [pcap]="-max_len=4096" [control]="-max_len=65600 -rss_limit_mb=512 -timeout=5" [observability]="-max_len=1600" [multicast]="-max_len=1600"
+                  [reload]="-max_len=131072 -rss_limit_mb=1024 -timeout=10"
                   [offload]="-max_len=4096" [vxlan]="-max_len=2048")
 run() {
     local t=$1 dir=$B/run/$1
     rm -rf "$dir"; mkdir -p "$dir/corpus" "$dir/artifacts"
     cp Fuzz/corpus/"$t"/* "$dir/corpus/"
     local dict=(); [ -f "Fuzz/$t.dict" ] && dict=(-dict="Fuzz/$t.dict")
+    # ASan's quarantine of freed memory (256 MB by default) counts in the RSS that
+    # -rss_limit_mb checks; 64 MB still catches use-after-free and leaves the limit to the code.
     # shellcheck disable=SC2086
-    SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0} "$B/fuzz-$t" -max_total_time="$SECONDS_PER_TARGET" -timeout=10 -rss_limit_mb=2048 \
+    SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:quarantine_size_mb=64} "$B/fuzz-$t" -max_total_time="$SECONDS_PER_TARGET" -timeout=10 -rss_limit_mb=2048 \
         -print_final_stats=1 -artifact_prefix="$dir/artifacts/" "${dict[@]}" ${EXTRA[$t]} "$dir/corpus" >"$dir/log" 2>&1 || true
 }
 say "running each target for ${SECONDS_PER_TARGET} s (two at a time)"

@@ -125,6 +125,37 @@ public final class MulticastQuerier {
         return out
     }
 
+    /// Takes over what `old` (the same switch's querier before a live reload) knew, per
+    /// VLAN and family both query:
+    /// - another querier that holds the role stays heard until its other querier present
+    ///   interval runs out, if its address still wins against this querier's source (≤);
+    /// - with the same timers, the schedule carries over too (the next query and how many
+    ///   startup queries are left), so a reload neither sends an extra query nor restarts
+    ///   the startup series. With other timers (a new membership interval) the VLAN starts
+    ///   again: startup queries, the first one at once, as RFC 3376 §8.6 has a querier do
+    ///   when it starts.
+    /// VLANs new to this querier start as at `up`. Control path, under the datapath lock.
+    public func carryOver(from old: MulticastQuerier) {
+        let sameTimers = old.settings.timers == settings.timers
+        for (i, v) in vlans.enumerated() {
+            let j = Int(old.indexOf[Int(v.rawValue)])
+            guard j >= 0 else { continue }
+            for family in [IPFamily.ipv4, .ipv6] {
+                let k = slot(i, family), o = old.slot(j, family)
+                if old.otherUntil[o] > 0, old.otherAddress[o] <= settings.source(family) {
+                    otherUntil[k] = old.otherUntil[o]
+                    otherAddress[k] = old.otherAddress[o]
+                }
+                if sameTimers {
+                    nextQuery[k] = old.nextQuery[o]
+                    startupLeft[k] = old.startupLeft[o]
+                }
+            }
+        }
+        sent = old.sent
+        heardQueries = old.heardQueries
+    }
+
     /// The general query frame for `family` (untagged; see `MulticastQueryFrame`).
     public func queryFrame(_ family: IPFamily) -> [UInt8] {
         let t = settings.timers

@@ -1,6 +1,9 @@
 import Model
 
 /// VMware's security trio for a port. Each `false` means "reject" (the default).
+///
+/// A port group's `security: {promiscuous, mac-changes, forged-transmits}` in the topology and
+/// the plan's `PortPlan.security`: one type for both (issue 12, item 6).
 public struct PortSecurity: Hashable, Sendable {
     /// The port receives every frame of its VLANs, like a mirror of its VLANs.
     public var promiscuous: Bool

@@ -60,10 +60,17 @@ import Model
 /// `TeamState` is an immutable value: the control tick computes a new one when health or
 /// configuration changes and the datapath swaps it in between batches, like the plan.
 /// Every per-frame query is allocation-free and O(1).
+/// How traffic is spread over the members of an uplink team: an uplink's `policy:` in the
+/// topology (the raw values are the YAML spelling) and the plan's `TeamConfig.policy`, one
+/// type for both (issue 12, item 6).
 public enum TeamPolicy: String, CaseIterable, Sendable {
+    /// By the originating port (VMware's "route based on originating virtual port"; the default).
     case portID = "port-id"
+    /// By a hash of the source MAC.
     case srcMAC = "src-mac"
+    /// By a hash of the IPv4 source and destination (needs a static LAG upstream).
     case ipHash = "ip-hash"
+    /// Only the first healthy NIC of `active`, then `standby`, carries traffic.
     case failoverOrder = "failover-order"
 }
 

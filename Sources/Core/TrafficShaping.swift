@@ -207,6 +207,24 @@ public final class TrafficShaper {
         last[k] = max(last[k], now.nanoseconds)
     }
 
+    /// Takes over the buckets of the ports that survive a live reload (`newIndex[old port]`,
+    /// -1: gone) wherever the direction's limits are the same (rates and depths): their
+    /// tokens and refill time carry over, so a reload never hands a shaped guest a fresh
+    /// burst. A direction whose limits changed, or that was not shaped before, starts full
+    /// (as at `up`). Control path, under the datapath lock.
+    public func carryOver(from old: TrafficShaper, newIndex: [Int]) {
+        for (i, j) in newIndex.enumerated() where j >= 0 && j < portCount && i < old.portCount {
+            for d in [ShapingDirection.ingress, .egress] {
+                let k = Self.slot(j, d), o = Self.slot(i, d)
+                guard averageRate[k] != 0, averageRate[k] == old.averageRate[o], peakRate[k] == old.peakRate[o],
+                      averageDepth[k] == old.averageDepth[o], peakDepth[k] == old.peakDepth[o] else { continue }
+                averageTokens[k] = old.averageTokens[o]
+                peakTokens[k] = old.peakTokens[o]
+                last[k] = old.last[o]
+            }
+        }
+    }
+
     /// Bytes the average and peak buckets of `port`'s `direction` hold at `now` (negative:
     /// in debt), or nil when it is not shaped. For `trace`.
     public func available(port: Int, _ direction: ShapingDirection, now: MonotonicInstant) -> (average: Int64, peak: Int64)? {

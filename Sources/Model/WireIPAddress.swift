@@ -104,3 +104,14 @@ public enum IPFamily: UInt8, Sendable, CustomStringConvertible {
     case ipv4 = 4, ipv6 = 6
     public var description: String { self == .ipv4 ? "ipv4" : "ipv6" }
 }
+
+extension IPAddress {
+    /// The address in the datapath's form: IPv4 as an IPv4-mapped IPv6 address
+    /// (`::ffff:a.b.c.d`, RFC 4291 §2.5.5.2), IPv6 as its 128 bits.
+    public var wire: WireIPAddress {
+        switch self {
+        case .v4(let a): return WireIPAddress(ipv4: a.rawValue)
+        case .v6(let a): return WireIPAddress(high: a.high, low: a.low)
+        }
+    }
+}

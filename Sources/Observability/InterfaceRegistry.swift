@@ -1,3 +1,5 @@
+import Model
+
 /// Stable interface IDs for switch ports, as exported in IPFIX `ingressInterface` /
 /// `egressInterface` (IEs 10, 14) and mapped to names in an options record.
 ///
@@ -55,10 +57,6 @@ public struct InterfaceRegistry: Sendable {
         nameByID.sorted { $0.key < $1.key }.map { (id: $0.key, name: $0.value) }
     }
 
-    /// FNV-1a over the UTF-8 bytes (32-bit).
-    public static func hash(_ name: String) -> UInt32 {
-        var h: UInt32 = 2_166_136_261
-        for b in name.utf8 { h = (h ^ UInt32(b)) &* 16_777_619 }
-        return h
-    }
+    /// FNV-1a over the UTF-8 bytes (32-bit): `Model.FNV1a.hash32`.
+    public static func hash(_ name: String) -> UInt32 { FNV1a.hash32(name) }
 }

@@ -212,18 +212,16 @@ public final class ControlServer {
         case .bytes(let n): ended = n == 0
         case .failed: finish(id, refusing: nil); return
         }
-        if let nl = w.buffer.firstIndex(of: UInt8(ascii: "\n")) {
-            dispatch(id, line: Array(w.buffer[..<nl]))
-        } else if w.buffer.count > limits.maxRequest {
-            finish(id, refusing: "request too large (limit \(limits.maxRequest) bytes)")
-        } else if ended {
-            // The client closed its sending side: what it sent is the request.
-            dispatch(id, line: w.buffer)
+        switch ControlRequestFraming.of(w.buffer, ended: ended, limit: limits.maxRequest) {
+        case .incomplete: return
+        case .tooLarge: finish(id, refusing: "request too large (limit \(limits.maxRequest) bytes)")
+        // A closed sending side without a newline: what the client sent is the request.
+        case .line(let line): dispatch(id, line: line)
         }
     }
 
-    private func dispatch(_ id: UInt64, line: [UInt8]) {
-        guard let req = try? JSON.decoder().decode(ControlRequest.self, from: Data(line)) else {
+    private func dispatch(_ id: UInt64, line: ArraySlice<UInt8>) {
+        guard let req = ControlRequest.decode(line: line) else {
             finish(id, refusing: "malformed request: expected one JSON object such as {\"command\":\"status\"}")
             return
         }

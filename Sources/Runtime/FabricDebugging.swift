@@ -58,21 +58,41 @@ extension Fabric {
             return b
         }
         guard let dp = datapath else { throw RuntimeError("not forwarding") }
-        let now = dp.now()
-        // Trace runs the datapath's own decision against the live state, under the lock.
-        // (It allocates its report there: a request bounded by the frames it carries.)
-        let traces = try dp.withLock { lock in
-            // A reload may have replaced the switches since `plans` was read.
-            let list = lock.switches
-            guard s < list.count, list[s].plan.name == plan.name, list[s].plan.ports == plan.ports else {
-                throw RuntimeError("the topology was reloaded during the trace; run it again")
-            }
-            // Every switch's live state: a frame leaving by a link port is followed into the
-            // switch at the other end (LinkTrace.swift).
-            let traced = list.map { TracedSwitch(plan: $0.plan, context: $0.context(now: now, lock)) }
-            return frames.map { traceFrame($0, inPort: inPort, switchIndex: s, switches: traced) }
-        }
+        let traces = try Fabric.trace(frames, inPort: inPort, switchIndex: s, plan: plan, on: dp)
         return TraceReport(switch: plan.name, inPort: portName, frames: traces)
+    }
+
+    /// Traces `frames` entering port `inPort` of switch `switchIndex` (whose plan the caller
+    /// read as `plan`) against `dp`'s live state.
+    ///
+    /// Under the datapath lock, **one frame per hold**: a request may carry thousands of
+    /// frames (up to the 64 KiB request line: about 2100 minimal ones), and tracing all of
+    /// them in one hold kept every worker waiting for the whole request — 1.3 s under the
+    /// control fuzzer's ASan build (`Fuzz/corpus/control/trace-largest`, issue 14's control
+    /// fuzzing). Now a worker waits for one frame's trace at most
+    /// (`RuntimeTests.TraceLockTests`). Each frame is traced as of the moment of its hold
+    /// (the clock is read per frame); the trace allocates its report there, bounded by one
+    /// frame.
+    /// - Throws: `RuntimeError` when a reload replaced the switch's ports meanwhile.
+    static func trace(_ frames: [[UInt8]], inPort: PortIndex, switchIndex s: Int, plan: SwitchPlan,
+                      on dp: Datapath) throws -> [TraceReport.FrameTrace] {
+        var traces: [TraceReport.FrameTrace] = []
+        traces.reserveCapacity(frames.count)
+        for frame in frames {
+            let now = dp.now()
+            traces.append(try dp.withLock { lock in
+                // A reload may have replaced the switches since `plan` was read.
+                let list = lock.switches
+                guard s < list.count, list[s].plan.isSame(plan) || (list[s].plan.name == plan.name && list[s].plan.ports == plan.ports) else {
+                    throw RuntimeError("the topology was reloaded during the trace; run it again")
+                }
+                // Every switch's live state: a frame leaving by a link port is followed into
+                // the switch at the other end (LinkTrace.swift).
+                let traced = list.map { TracedSwitch(plan: $0.plan, context: $0.context(now: now, lock)) }
+                return traceFrame(frame, inPort: inPort, switchIndex: s, switches: traced)
+            })
+        }
+        return traces
     }
 
     /// Streams captured frames to the client until it hangs up or the instance stops.

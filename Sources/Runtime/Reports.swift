@@ -168,6 +168,38 @@ public struct ControlRequest: Codable, Equatable {
     }
 }
 
+/// How the control socket frames a request: what its read loop makes of the bytes a client
+/// has sent so far (`ControlServer`; pure, so the control fuzzer runs the same code).
+///
+/// A request is one line: the bytes before the first newline, or all of them when the client
+/// closed its sending side first. More than `limit` bytes without a newline is refused; the
+/// reader never buffers more than `limit + 1` bytes of a request.
+public enum ControlRequestFraming: Equatable {
+    /// No newline yet, within the limit, the client still sending: keep reading.
+    case incomplete
+    /// The request line (without its newline).
+    case line(ArraySlice<UInt8>)
+    /// More than the limit without a newline.
+    case tooLarge
+
+    /// - Parameters:
+    ///   - buffer: the bytes received so far (at most `limit + 1`).
+    ///   - ended: the client closed its sending side (a read returned 0 bytes).
+    ///   - limit: the longest request line, bytes (`ControlServer.Limits.maxRequest`).
+    public static func of(_ buffer: [UInt8], ended: Bool, limit: Int) -> ControlRequestFraming {
+        if let nl = buffer.firstIndex(of: UInt8(ascii: "\n")), nl <= limit { return .line(buffer[..<nl]) }
+        if buffer.count > limit { return .tooLarge }
+        return ended ? .line(buffer[...]) : .incomplete
+    }
+}
+
+extension ControlRequest {
+    /// Decodes one request line (one JSON object, `JSON.decoder()`); nil when it is not one.
+    public static func decode(line: ArraySlice<UInt8>) -> ControlRequest? {
+        try? JSON.decoder().decode(ControlRequest.self, from: Data(line))
+    }
+}
+
 /// The reply to `trace`: each frame's decision, step by step.
 public struct TraceReport: Codable, Equatable {
     public var `switch`: String

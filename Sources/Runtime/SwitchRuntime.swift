@@ -115,7 +115,11 @@ public final class SwitchRuntime {
     /// mirror destination, which never learns); they keep their age, and are replayed oldest
     /// first so the per-port LRU order survives. Static entries come from the new plan. A
     /// shared port that was down stays down. Multicast memberships and router entries of
-    /// shared ports carry over the same way; shaping buckets and the querier start afresh.
+    /// shared ports carry over the same way (`MulticastGroupTable.carryOver`); so do the
+    /// shaping buckets of shared ports whose limits did not change (`TrafficShaper.
+    /// carryOver`: a reload never hands a shaped guest a fresh burst), and the querier's
+    /// election and schedule (`MulticastQuerier.carryOver`: a querier that stood down stays
+    /// down, no extra queries). See docs/policies.md, "Across a live reload".
     func carryOver(from old: SwitchRuntime, now: MonotonicInstant, _ lock: borrowing DatapathLock) {
         var newIndex = Array(repeating: -1, count: old.plan.ports.count)
         for (i, p) in old.plan.ports.enumerated() {
@@ -132,7 +136,9 @@ public final class SwitchRuntime {
         }
         if let groups = multicast, let was = old.multicast {
             groups.carryOver(from: was, newIndex: newIndex, isMember: { plan.learns($0, on: $1) }, now: now)
+            if let q = groups.querier, let wasQ = was.querier { q.carryOver(from: wasQ) }
         }
+        if shaper.isActive && old.shaper.isActive { shaper.carryOver(from: old.shaper, newIndex: newIndex) }
     }
 }
 

@@ -76,8 +76,7 @@ extension Fabric {
                               network: Fabric.guestNetwork(g, of: topology))
             let paths = Fabric.vmPaths(topology: topology.name, guest: g.name)
             _ = VMSupervisor.killStale(paths: paths)
-            let policy = VMRunner.RestartPolicy(rawValue: g.restart.rawValue) ?? .never
-            let s = try VMSupervisor(spec: spec, image: image, accel: accel, paths: paths, restartPolicy: policy,
+            let s = try VMSupervisor(spec: spec, image: image, accel: accel, paths: paths, restartPolicy: g.restart,
                                      bootTimeout: Fabric.vmBootTimeout,
                                      onRestart: { [weak self] s in self?.vmRestarted(s.spec.name) },
                                      log: { [log] in log($0) })

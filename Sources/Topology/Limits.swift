@@ -48,6 +48,12 @@ public struct TopologyLimits: Sendable, Equatable {
     public var maxMirrors = 64
     /// Most static MAC entries on one switch.
     public var maxStaticMACs = 16_384
+    /// Most MAC-table entries of all switches together (their `mac-table: {limit}`s): the
+    /// tables are allocated in full when the topology comes up, about 40 bytes an entry, so
+    /// 4 Mi entries are about 160 MiB. One switch may have up to 1 Mi; without this bound,
+    /// 256 switches of 1 Mi would have made `up` allocate some 10 GB (found while fuzzing
+    /// the reload path, issue 14).
+    public var maxTotalMACEntries = 4_194_304
     /// Most links between switches.
     public var maxLinks = 1_024
     /// Most hosts.

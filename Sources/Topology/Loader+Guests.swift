@@ -29,7 +29,7 @@ extension Validator {
                     if let v = integer(c.value, "cpus", in: 1...16) { g.cpus = v } else { ok = false }
                 }
                 if let r = f["restart"] {
-                    if let v = choice(r.value, "restart policy", [RestartPolicy.never, .onFailure, .always]) { g.restart = v } else { ok = false }
+                    if let v = choice(r.value, "restart policy", RestartPolicy.allCases) { g.restart = v } else { ok = false }
                 }
             }
             if kind == .vhostUser {

@@ -126,8 +126,10 @@ extension Validator {
                         error("invalid multicast group '\(gt)': expected an IPv4 address in 224.0.0.0/4 or an IPv6 address in ff00::/8", at: gr.value.location)
                         continue
                     }
-                    if addr.isLinkLocalMulticast {
-                        error("group \(addr) is link-local scope (224.0.0.0/24, ff02::/16): it is always flooded, a static entry would mean nothing", at: gr.value.location)
+                    // The datapath's rule (`WireIPAddress.isLinkLocalMulticast`): IPv6 scopes 0–2,
+                    // flagged forms too (ff12::1 is link-local), not only ff02::/16.
+                    if addr.wire.isLinkLocalMulticast {
+                        error("group \(addr) is link-local scope (224.0.0.0/24, IPv6 scope 0-2 such as ff02::/16): it is always flooded, a static entry would mean nothing", at: gr.value.location)
                         continue
                     }
                     var vlan: VLANID? = nil

@@ -67,12 +67,7 @@ extension Topology {
     /// of the hash become the last five octets, the first octet is `02` (locally administered,
     /// unicast). Renaming the topology or guest, or moving the NIC in the list, changes it.
     public static func derivedMAC(topology: String, guest: String, nicIndex: Int) -> MACAddress {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in "\(topology)/\(guest)/\(nicIndex)".utf8 {
-            hash ^= UInt64(byte)
-            hash = hash &* 0x0000_0100_0000_01b3
-        }
-        return MACAddress(rawValue: 0x02_00_0000_0000 | (hash & 0xFF_FFFF_FFFF))
+        MACAddress(rawValue: 0x02_00_0000_0000 | (FNV1a.hash64("\(topology)/\(guest)/\(nicIndex)") & 0xFF_FFFF_FFFF))
     }
 }
 
@@ -264,6 +259,7 @@ struct Validator {
         checkPortNames(switches, guests: guests, links: links, hosts: hosts)
         checkHostCapacity(hosts, guests: guests)
         checkFlowExports(switches)
+        checkTableMemory(switches)
 
         var t = Topology(name: name, file: sink.file, switches: switches, guests: guests)
         t.links = links
@@ -536,7 +532,7 @@ struct Validator {
         spec.nicPositions = positions
         var policyKnown = true
         if let p = f["policy"] {
-            if let v = choice(p.value, "teaming policy", [TeamingPolicy.portID, .srcMAC, .ipHash, .failoverOrder]) {
+            if let v = choice(p.value, "teaming policy", TeamPolicy.allCases) {
                 spec.policy = v
             } else { ok = false; policyKnown = false }
         }

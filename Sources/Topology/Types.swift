@@ -76,13 +76,6 @@ public enum NICBackend: String, Sendable, CaseIterable {
     case vhostUser = "vhost-user"
 }
 
-/// What the VM runner does when a QEMU guest's process exits.
-public enum RestartPolicy: String, Sendable {
-    case never
-    case onFailure = "on-failure"
-    case always
-}
-
 /// One NIC of a guest; it becomes one switch port named `GUEST.ethN`.
 public struct NICSpec: Sendable, Equatable {
     /// Position in the guest's `nics` list (the N of `ethN`).
@@ -208,19 +201,16 @@ public struct GuestSpec: Sendable, Equatable {
     public var gateway6: GatewaySpec? { gateways.first { $0.address.isIPv6 } }
 }
 
-/// VMware's security trio of a port group; all default to `false` (reject).
-public struct SecuritySpec: Sendable, Equatable {
-    /// Deliver every frame of the port's VLANs to the port, not only those addressed to it.
-    public var promiscuous = false
-    /// Accept traffic after the guest changes its NIC's MAC.
-    public var macChanges = false
-    /// Accept frames whose source MAC is not the NIC's MAC.
-    public var forgedTransmits = false
+/// The old name of a port group's security trio, now Core's `PortSecurity` (issue 12, item 6:
+/// one type from the file to the plan). Kept so that code written against the old name still
+/// builds while other branches merge; delete it once nothing uses it.
+@available(*, deprecated, renamed: "PortSecurity")
+public typealias SecuritySpec = PortSecurity
 
-    public init(promiscuous: Bool = false, macChanges: Bool = false, forgedTransmits: Bool = false) {
-        self.promiscuous = promiscuous; self.macChanges = macChanges; self.forgedTransmits = forgedTransmits
-    }
-}
+/// The old name of the teaming policy, now Core's `TeamPolicy` (issue 12, item 6). Delete
+/// once nothing uses it.
+@available(*, deprecated, renamed: "TeamPolicy")
+public typealias TeamingPolicy = TeamPolicy
 
 /// A named port policy; every guest NIC attached to it becomes a port with this policy.
 public struct PortGroupSpec: Sendable, Equatable {
@@ -228,7 +218,8 @@ public struct PortGroupSpec: Sendable, Equatable {
     public var mode: PortMode
     /// False for `uplinks: none`: frames of this group never reach an uplink.
     public var usesUplinks: Bool
-    public var security: SecuritySpec
+    /// VMware's security trio (`security:`), the plan's own type.
+    public var security: PortSecurity
     /// Per-port learning limit (`mac-limit`, default 1024).
     public var macLimit: Int
     /// Per-port storm-control rates in frames per second (`storm-control`).
@@ -242,25 +233,13 @@ public struct PortGroupSpec: Sendable, Equatable {
     /// `mode` is then `.access(ID)`, the VLAN the port's frames are classified into.
     public var privateVLAN: VLANID?
 
-    public init(name: String, mode: PortMode, usesUplinks: Bool = true, security: SecuritySpec = SecuritySpec(),
+    public init(name: String, mode: PortMode, usesUplinks: Bool = true, security: PortSecurity = PortSecurity(),
                 macLimit: Int = PortPlan.defaultMACLimit, storm: StormLimits = StormLimits(), l2Transparency: Bool = false,
                 shaping: ShapingSpec = ShapingSpec(), privateVLAN: VLANID? = nil) {
         self.name = name; self.mode = mode; self.usesUplinks = usesUplinks; self.security = security
         self.macLimit = macLimit; self.storm = storm; self.l2Transparency = l2Transparency
         self.shaping = shaping; self.privateVLAN = privateVLAN
     }
-}
-
-/// How traffic is spread over the members of an uplink team.
-public enum TeamingPolicy: String, Sendable {
-    /// By the originating port (VMware "route based on originating virtual port").
-    case portID = "port-id"
-    /// By source MAC hash.
-    case srcMAC = "src-mac"
-    /// By IP hash (source and destination).
-    case ipHash = "ip-hash"
-    /// Only the first healthy NIC of `active`, then `standby`, carries traffic.
-    case failoverOrder = "failover-order"
 }
 
 /// How a team decides a member has failed.
@@ -273,7 +252,8 @@ public enum FailureDetection: String, Sendable {
 public struct UplinkSpec: Sendable, Equatable {
     /// Kernel interface names, in file order.
     public var nics: [String]
-    public var policy: TeamingPolicy
+    /// How traffic is spread over the NICs (`policy:`), the plan's own type.
+    public var policy: TeamPolicy
     /// NICs carrying traffic, in order. All NICs unless the policy is `failover-order`.
     public var active: [String]
     /// NICs used when active ones fail (`failover-order` only).
@@ -286,7 +266,7 @@ public struct UplinkSpec: Sendable, Equatable {
     /// Where each NIC is named in the file (parallel to `nics`; empty when built in code).
     public var nicPositions: [TextPosition] = []
 
-    public init(nics: [String], policy: TeamingPolicy = .portID, active: [String]? = nil, standby: [String] = [],
+    public init(nics: [String], policy: TeamPolicy = .portID, active: [String]? = nil, standby: [String] = [],
                 failback: Bool = true, notifySwitches: Bool = true, detection: FailureDetection = .linkStatus,
                 lldp: LLDPMode = .listen) {
         self.nics = nics; self.policy = policy; self.active = active ?? nics; self.standby = standby

@@ -1,4 +1,5 @@
 import Foundation
+import Model
 
 /// How a QEMU process ended, decoded from a waitpid(2) status.
 ///
@@ -31,19 +32,11 @@ public struct ProcessExit: Codable, Sendable, Equatable, CustomStringConvertible
     private static let signalNames: [Int32: String] = [1: "SIGHUP", 2: "SIGINT", 6: "SIGABRT", 9: "SIGKILL", 11: "SIGSEGV", 15: "SIGTERM"]
 }
 
-/// Whether a VM whose QEMU process ended is started again (the topology's `restart:` key).
-///
-/// A stop the user asked for (`tapestry vm stop`, `down`, a reload removing the VM) is never a
-/// reason to restart, whatever the policy; neither is a failed first boot (a guest that never
-/// became ready would only fail again: the error goes to the user instead).
-public enum RestartPolicy: String, Codable, Sendable, CaseIterable {
-    case never
-    /// Restart after a non-zero exit or a death by signal; a guest that powered itself off
-    /// (exit 0) stays off.
-    case onFailure = "on-failure"
-    case always
-
-    /// The pure decision, made after each exit.
+/// The supervisor's side of `RestartPolicy` (the type is Model's, shared with the topology).
+extension RestartPolicy {
+    /// The pure decision, made after each exit: false when the user asked for the stop;
+    /// otherwise `never` never, `onFailure` after a failure (`ProcessExit.isFailure`),
+    /// `always` always.
     public func restarts(after exit: ProcessExit, stopRequested: Bool) -> Bool {
         if stopRequested { return false }
         switch self {

@@ -1,5 +1,6 @@
 import CVMSpawn
 import Foundation
+import Model
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -14,9 +14,9 @@ import Glibc
 /// port, `eth0` inside). Every name starts with the test's short id; everything is removed
 /// in `close()` (called by `defer`, so also when an expectation fails).
 ///
-/// These are the issue-20 system tests driven without the topology keys (the topology
-/// branch owns those); `Tests/SystemTests/PolicyTopologyTests.swift` drives the same
-/// behaviour through `tapestry up` once the keys compile into these plans.
+/// These are the issue-20 system tests driven from hand-built plans, in-process;
+/// `Tests/SystemTests/PolicyTopologyTests.swift` drives the same behaviour from topology
+/// files through the `tapestry` binary (`up`, `reload`, `mdb`).
 final class PolicyLab {
     struct Guest { var name: String; var ipv4: String? }
     let id = Capabilities.uniquePrefix("tpl")

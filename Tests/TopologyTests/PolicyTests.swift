@@ -130,7 +130,10 @@ import Testing
         ("    multicast-querier: true\n", "t.yaml:6:5: error: 'multicast-querier' needs 'multicast-snooping: true' on switch 'sw0': queries only matter to a snooping switch"),
         ("    multicast-snooping: yes\n", "t.yaml:6:25: error: expected true or false for 'multicast-snooping', found 'yes'"),
         ("    multicast-snooping: true\n    multicast-static-groups: [{group: 224.0.0.251, ports: [a.eth0]}]\n",
-         "t.yaml:7:39: error: group 224.0.0.251 is link-local scope (224.0.0.0/24, ff02::/16): it is always flooded, a static entry would mean nothing"),
+         "t.yaml:7:39: error: group 224.0.0.251 is link-local scope (224.0.0.0/24, IPv6 scope 0-2 such as ff02::/16): it is always flooded, a static entry would mean nothing"),
+        // Flagged link-local scope (ff12::/16) too: the datapath floods it like ff02::/16.
+        ("    multicast-snooping: true\n    multicast-static-groups: [{group: \"ff12::1:5\", ports: [a.eth0]}]\n",
+         "t.yaml:7:39: error: group ff12::1:5 is link-local scope (224.0.0.0/24, IPv6 scope 0-2 such as ff02::/16): it is always flooded, a static entry would mean nothing"),
         ("    multicast-snooping: true\n    multicast-static-groups: [{group: 10.0.0.1, ports: [a.eth0]}]\n",
          "t.yaml:7:39: error: invalid multicast group '10.0.0.1': expected an IPv4 address in 224.0.0.0/4 or an IPv6 address in ff00::/8"),
         ("    multicast-snooping: true\n    multicast-router-ports: [b.eth0]\n", "t.yaml:7:30: error: unknown port 'b.eth0' on switch 'sw0': expected GUEST.ethN, an uplink NIC or link-SWITCH; did you mean 'a.eth0'?"),
