@@ -48,7 +48,7 @@ let package = Package(
         .target(name: "Capture", dependencies: ["CPcap", "Model"], swiftSettings: v5),
 
         // Runtime: datapath loop, control socket, guests.
-        .target(name: "Runtime", dependencies: ["Model", "Core", "Topology", "LinuxIO", "Netlink", "VMRunner"], swiftSettings: v5 + hotPath),
+        .target(name: "Runtime", dependencies: ["Model", "Core", "Topology", "LinuxIO", "Netlink", "VMRunner", "Wire"], swiftSettings: v5 + hotPath),
         .executableTarget(
             name: "tapestry",
             dependencies: ["Runtime", "Topology", "Capture", "VMRunner", "Observability", "LinuxIO", .product(name: "ArgumentParser", package: "swift-argument-parser")],
