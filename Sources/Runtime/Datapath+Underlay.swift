@@ -103,3 +103,25 @@ extension Datapath {
         withLock { _ in underlays.map { $0.counters() } }
     }
 }
+
+extension Datapath {
+    /// A frame in the tunnel form (`TunnelPeer`: MACs, the VLAN's tag, the rest), given as
+    /// `count` (≤ 4) iovecs, written into `out` without bytes 12..<16: the inner frame as it
+    /// travels inside VXLAN. Returns the number of iovecs written (≤ count + 1). What
+    /// `capture --port TUNNEL` records.
+    static func innerFrame(_ pieces: UnsafePointer<iovec>, _ count: Int, into out: UnsafeMutablePointer<iovec>) -> Int {
+        var n = 0, offset = 0
+        for i in 0..<count {
+            let base = pieces[i].iov_base!, length = pieces[i].iov_len
+            let start = offset, end = offset + length
+            // The part before the tag, and the part after it.
+            if start < 12 { let take = min(end, 12) - start; if take > 0 { out[n] = iovec(iov_base: base, iov_len: take); n += 1 } }
+            if end > 16 {
+                let from = max(start, 16)
+                out[n] = iovec(iov_base: base + (from - start), iov_len: end - from); n += 1
+            }
+            offset = end
+        }
+        return n
+    }
+}

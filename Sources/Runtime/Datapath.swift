@@ -566,8 +566,14 @@ public final class Datapath {
                 reason = r
             }
             if capturing && e.captured {
-                capture(switchIndex, port: Int(e.port), point: .egress, vlan: e.vlan, reason: reason,
-                        segments: tx.iov + 4 * k + 1, pieces: Int(e.pieces))
+                if sw.plan.hot[Int(e.port)].isTunnel {
+                    // A tunnel's capture shows the inner frame, without the tunnel form's tag.
+                    let n = Datapath.innerFrame(tx.iov + 4 * k + 1, Int(e.pieces), into: w.captureIOV)
+                    capture(switchIndex, port: Int(e.port), point: .egress, vlan: e.vlan, reason: reason, segments: w.captureIOV, pieces: n)
+                } else {
+                    capture(switchIndex, port: Int(e.port), point: .egress, vlan: e.vlan, reason: reason,
+                            segments: tx.iov + 4 * k + 1, pieces: Int(e.pieces))
+                }
             }
         }
         tx.count = 0
@@ -575,6 +581,11 @@ public final class Datapath {
 
     private func captureIngress(_ w: DatapathWorker, _ switchIndex: Int, port: Int, frame: UnsafeRawBufferPointer, vlan: VLANID?, reason: DropReason?) {
         w.rxIOV[0] = iovec(iov_base: UnsafeMutableRawPointer(mutating: frame.baseAddress!), iov_len: frame.count)
+        if switches[switchIndex].plan.hot[port].isTunnel {
+            let n = Datapath.innerFrame(w.rxIOV, 1, into: w.captureIOV)
+            capture(switchIndex, port: port, point: .ingress, vlan: vlan, reason: reason, segments: w.captureIOV, pieces: n)
+            return
+        }
         capture(switchIndex, port: port, point: .ingress, vlan: vlan, reason: reason, segments: w.rxIOV, pieces: 1)
     }
 
@@ -645,6 +656,8 @@ final class DatapathWorker {
     var longestLockWait: Int64 = 0
     /// One iovec for ingress captures.
     let rxIOV: UnsafeMutablePointer<iovec>
+    /// A tunnel port's captured frame without its tag (`Datapath.innerFrame`).
+    let captureIOV = UnsafeMutablePointer<iovec>.allocate(capacity: 8)
 
     init(index: Int) throws {
         self.index = index
@@ -657,7 +670,7 @@ final class DatapathWorker {
         rxIOV = .allocate(capacity: 1)
     }
 
-    deinit { area.deallocate(); rxOffset.deallocate(); rxLength.deallocate(); txIndex.deallocate(); rxIOV.deallocate() }
+    deinit { area.deallocate(); rxOffset.deallocate(); rxLength.deallocate(); txIndex.deallocate(); rxIOV.deallocate(); captureIOV.deallocate() }
 
     /// Records a wait for the datapath lock that began at `start` (call right after taking it).
     @inline(__always)

@@ -153,6 +153,17 @@ struct OverlaySystemTests {
         let verdict = flood.stdout.split(separator: "\n").first { $0.contains("verdict") }.map(String.init) ?? ""
         #expect(flood.stdout.contains("VNI 5000") && verdict.contains("\(p)a1.eth0") && !verdict.contains("vtep-"), "\(flood.stdout)\(flood.stderr)")
 
+        // capture --port h2 records the inner frames (no tunnel tag, no outer headers).
+        let pcap = NSTemporaryDirectory() + "tapestry-\(p)-h2.pcapng"
+        sh("(timeout 15 '\(Harness.binary)' capture --name \(lab.name) --host h1 --port h2 -c 4 -w \(pcap) >/dev/null 2>&1 &)")
+        usleep(800_000)
+        _ = lab.ping("\(p)a1", "10.78.0.2", count: 3)
+        for _ in 0..<50 where sh("pgrep -f 'capture --name \(lab.name) --host h1' >/dev/null").succeeded { usleep(200_000) }
+        let captured = sh("tcpdump -e -nn -r \(pcap) 2>/dev/null").stdout
+        unlink(pcap)
+        #expect(captured.contains("ICMP echo") && captured.contains("02:00:00:77:02:01") && !captured.contains("vlan") && !captured.contains("4789"),
+                "inner frames on h2: \(captured)")
+
         // TCP across hosts (iperf3). Until segmentation before encapsulation lands (issue 13),
         // tunnels refuse GSO frames and partial checksums, so the guests' offloads are off.
         for g in ["\(p)a1", "\(p)b1"] { lab.exec(g, "ethtool -K eth0 tx off tso off gso off") }
