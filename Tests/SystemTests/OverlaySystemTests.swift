@@ -253,4 +253,14 @@ struct OverlaySystemTests {
         unlink(pingLog)
         #expect(summary.contains(" 0% packet loss"), "no loss across the reloads: \(summary.split(separator: "\n").suffix(2))")
     }
+
+    /// The demo (`Scripts/fabric-lab.sh`) in its non-interactive mode: every check passes and
+    /// nothing is left behind.
+    @Test func fabricLabDemoPassesItsChecks() {
+        let p = Self.id()
+        let r = sh("FABRIC_LAB_PREFIX=\(p) TAPESTRY_BIN='\(Harness.binary)' '\(Harness.packageRoot)/Scripts/fabric-lab.sh' --non-interactive", timeout: 180)
+        #expect(r.succeeded && r.stdout.contains("every check passed"), "\(r.stdout.suffix(1500))\(r.stderr.suffix(500))")
+        #expect(!Harness.namespaces().contains { $0.hasPrefix(p) }, "the lab's namespaces are gone")
+        sh("rm -rf '/var/log/tapestry/\(p)fab@h1' '/var/log/tapestry/\(p)fab@h2'")
+    }
 }
