@@ -263,4 +263,23 @@ struct OverlaySystemTests {
         #expect(!Harness.namespaces().contains { $0.hasPrefix(p) }, "the lab's namespaces are gone")
         sh("rm -rf '/var/log/tapestry/\(p)fab@h1' '/var/log/tapestry/\(p)fab@h2'")
     }
+
+    /// Interop with Open vSwitch's userspace `type=vxlan` (datapath_type=netdev), started by
+    /// the test without systemd (`Scripts/lab/ovs-vtep.sh`): OVS is a remote VTEP of h1.
+    @Test(.enabled(if: sh("command -v ovs-vswitchd && command -v ovsdb-server").succeeded, "needs openvswitch-switch (Scripts/setup.sh)"))
+    func openVSwitchUserspaceVXLANInteroperates() throws {
+        let p = Self.id()
+        let yaml = Self.fabric(p, remote: "10.77.0.8")
+        let lab = OverlayLab(prefix: p, yaml: yaml, hosts: [])
+        try #require(lab.underlay.succeeded, "underlay: \(lab.underlay.stderr)")
+        defer { sh("'\(Harness.packageRoot)/Scripts/lab/ovs-vtep.sh' down \(p)") }
+        let ovs = sh("'\(Harness.packageRoot)/Scripts/lab/ovs-vtep.sh' up \(p) 10.77.0.1 5000", timeout: 60)
+        try #require(ovs.succeeded, "OVS: \(ovs.stdout)\(ovs.stderr)")
+        lab.up["h1"] = Harness.tapestry("up '\(lab.file)' --host h1 --detach")
+        try #require(lab.up["h1"]?.succeeded == true, "up --host h1: \(lab.up["h1"]?.stderr ?? "")")
+        #expect(lab.ping("\(p)a1", "10.78.0.8"), "Tapestry guest → OVS guest (VNI 5000)")
+        #expect(lab.ping("\(p)og", "10.78.0.1"), "OVS guest → Tapestry guest")
+        #expect(lab.ping("\(p)a1", "10.78.0.8", count: 2, extra: "-s 1472 -M do"), "full-size frames both ways")
+        #expect(lab.fdb(host: "h1").contains { $0.mac == "02:00:00:77:00:08" && $0.port == "vtep-10.77.0.8" && $0.vtep == "10.77.0.8" })
+    }
 }
