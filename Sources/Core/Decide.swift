@@ -345,6 +345,7 @@ public func decide<T: TraceSink>(
         if plan.storage.hotPorts[out].isUplink && !port.isUplink {
             // Out to the physical network: by the member the team picks for this guest,
             // whichever uplink the destination was learned on.
+            if port.isTunnel { return dropped(.splitHorizon) }
             if !port.usesUplinks { return dropped(.uplinkIsolated) }
             d.uplink = Int16(context.team?.state.uplink(forGuestPort: inPort, header: h, frame: frame) ?? -1)
             guard d.uplink >= 0 else { return dropped(.noHealthyUplink) }
@@ -354,6 +355,8 @@ public func decide<T: TraceSink>(
             d.verdict = .forward(p)
         } else if out == inPort {
             return dropped(.hairpin)
+        } else if port.isTunnel && plan.storage.hotPorts[out].isTunnel {
+            return dropped(.splitHorizon)
         } else if privateVLANs && !plan.delivers(vlan, to: plan.storage.hotPorts[out]) {
             trace.record(.privateVLANBlocked(port: out))
             return dropped(.privateVLANNotAllowed)
@@ -449,6 +452,7 @@ func teamAdmission<T: TraceSink>(frame: UnsafeRawBufferPointer, header h: FrameH
     if let q = known {
         if q == inPort { return .hairpin }
         if plan.storage.hotPorts[q].isUplink { return .uplinkToUplink }
+        if plan.storage.hotPorts[q].isTunnel { return .splitHorizon }
         if !plan.storage.hotPorts[q].usesUplinks { return .uplinkIsolated }
     }
     guard let t = team else { return nil }

@@ -73,6 +73,13 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
     case malformedIGMP
     /// An MLD message (behind a Router Alert) that fails its checks, with MLD snooping on.
     case malformedMLD
+    /// Split horizon (issue 17): a frame from a tunnel is never sent into a tunnel, and
+    /// tunnels and uplinks never exchange frames (a known unicast that would; floods just
+    /// skip those ports).
+    case splitHorizon
+    /// The frame is too large for the underlay once encapsulated (VXLAN never fragments,
+    /// RFC 7348 §4.3); counted on the tunnel port.
+    case underlayMTUExceeded
 
     public var description: String {
         switch self {
@@ -106,6 +113,8 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
         case .privateVLANNotAllowed: return "private-vlan-not-allowed"
         case .malformedIGMP: return "malformed-igmp"
         case .malformedMLD: return "malformed-mld"
+        case .splitHorizon: return "split-horizon"
+        case .underlayMTUExceeded: return "underlay-mtu-exceeded"
         }
     }
 
@@ -142,6 +151,8 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
         case .privateVLANNotAllowed: return "private VLAN: the destination port may not receive from this one"
         case .malformedIGMP: return "malformed IGMP message"
         case .malformedMLD: return "malformed MLD message"
+        case .splitHorizon: return "split horizon: never from a tunnel into a tunnel, never between a tunnel and an uplink"
+        case .underlayMTUExceeded: return "too large for the underlay MTU once encapsulated (VXLAN never fragments)"
         }
     }
 }

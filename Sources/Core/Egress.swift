@@ -177,25 +177,26 @@ public func collectEgress(of d: Decision, inPort: PortIndex, plan: SwitchPlan, c
     }
     let mirrorsEnd = list.used
     let from = storage.hotPorts[inPort].isUplink
+    let fromTunnel = storage.hotPorts[inPort].isTunnel
     switch d.verdict {
     case .drop, .local:
         return nil
     case .forward(let p):
-        offerEgress(p, of: d, from: from, plan: plan, context: context, offload: offload, into: list)
+        offerEgress(p, of: d, from: from, fromTunnel: fromTunnel, plan: plan, context: context, offload: offload, into: list)
         // One predictable branch on switches without promiscuous ports.
         if storage.hasPromiscuousPorts {
             let set = storage.promiscuousPorts, start = storage.promiscuousStart, v = Int(d.vlan.rawValue)
             for i in Int(start[v])..<Int(start[v + 1]) {
                 let q = Int(set[i])
                 if q != inPort && q != p {
-                    offerEgress(q, of: d, from: from, plan: plan, context: context, offload: offload, into: list)
+                    offerEgress(q, of: d, from: from, fromTunnel: fromTunnel, plan: plan, context: context, offload: offload, into: list)
                 }
             }
         }
     case .multicastGroup, .multicastRouters:
         // Out of line: the unicast path above pays nothing for it.
         multicastFanOut(of: d, inPort: inPort, plan: plan, groups: context.multicast, into: list) { p in
-            offerEgress(p, of: d, from: from, plan: plan, context: context, offload: offload, into: list)
+            offerEgress(p, of: d, from: from, fromTunnel: fromTunnel, plan: plan, context: context, offload: offload, into: list)
         }
     case .flood:
         // Indexes into the flood set rather than `floodSet(_:)`'s slice: no reference
@@ -203,7 +204,7 @@ public func collectEgress(of d: Decision, inPort: PortIndex, plan: SwitchPlan, c
         let set = storage.floodPorts, start = storage.floodStart, v = Int(d.vlan.rawValue)
         for i in Int(start[v])..<Int(start[v + 1]) {
             let p = Int(set[i])
-            if p != inPort { offerEgress(p, of: d, from: from, plan: plan, context: context, offload: offload, into: list) }
+            if p != inPort { offerEgress(p, of: d, from: from, fromTunnel: fromTunnel, plan: plan, context: context, offload: offload, into: list) }
         }
         if list.dropped > 0 { return .transmitQueueFull }
         if list.used == mirrorsEnd { return .noEgressPort }
@@ -213,7 +214,7 @@ public func collectEgress(of d: Decision, inPort: PortIndex, plan: SwitchPlan, c
         for p32 in plan.floodSet(d.vlan) {
             let p = Int(p32)
             if p != inPort && storage.hotPorts[p].l2Transparency && storage.hotPorts[p].group == group {
-                offerEgress(p, of: d, from: from, plan: plan, context: context, offload: offload, into: list)
+                offerEgress(p, of: d, from: from, fromTunnel: fromTunnel, plan: plan, context: context, offload: offload, into: list)
             }
         }
     }
@@ -223,11 +224,15 @@ public func collectEgress(of d: Decision, inPort: PortIndex, plan: SwitchPlan, c
 /// One port `collectEgress` offers decided frame `d` to: nothing when the team or a VLAN
 /// keeps it away, else an output (with its egress mirror copies) or a refusal.
 @inlinable @inline(__always)
-func offerEgress(_ p: Int, of d: Decision, from fromUplink: Bool, plan: SwitchPlan, context: DecisionContext, offload: Bool,
-                 into list: EgressList) {
+func offerEgress(_ p: Int, of d: Decision, from fromUplink: Bool, fromTunnel: Bool, plan: SwitchPlan, context: DecisionContext,
+                 offload: Bool, into list: EgressList) {
     if portIsDown(p, context) { return }
     let storage = plan.storage
     let port = storage.hotPorts[p]
+    // Split horizon: never from a tunnel into a tunnel (tunnels and uplinks are kept apart
+    // below: a tunnel does not use uplinks, and a frame from a tunnel never gets a team
+    // member).
+    if port.isTunnel && fromTunnel { return }
     // The team: a guest's frame leaves by its one chosen member, never by the others; from
     // an uplink only to guests of port groups that use uplinks.
     if port.isUplink {
@@ -238,6 +243,11 @@ func offerEgress(_ p: Int, of d: Decision, from fromUplink: Bool, plan: SwitchPl
     guard let rw = plan.egressRewrite(vlan: d.vlan, ingressTagLength: d.ingressTagLength, priority: d.priority, on: port) else { return }
     if let r = egressRefusal(of: d.destination, to: port) {
         list.append(EgressItem(port: p, kind: .refused, refusal: r, rewrite: rw))
+    } else if port.isTunnel && !offload && egressLength(d.length, rw) - 4 > Int(port.tunnelLargestFrame) {
+        // Never fragment (RFC 7348 §4.3): on the wire the tag becomes the VNI (-4 bytes). A
+        // GSO frame is cut to its segment size first (`finishOffload`); the tunnel checks
+        // each segment when it sends.
+        list.append(EgressItem(port: p, kind: .refused, refusal: .underlayMTUExceeded, rewrite: rw))
     } else if let shaper = context.shaper, shaper.shapesEgress, shaper.shapes(port: p, .egress),
               !shaper.wouldAdmit(port: p, .egress, bytes: egressLength(d.length, rw), now: context.now) {
         list.append(EgressItem(port: p, kind: .refused, refusal: .shapingEgress, rewrite: rw))

@@ -90,7 +90,11 @@ public func ingressClass(of header: FrameHeader, trunk: Bool, access: VLANID, na
     }
     guard tag.tpid == EtherType.vlan else { return .drop(.serviceTagNotSupported) }
     if tag.vid == 0 {
-        guard let n = native else { return .drop(.untaggedOnTrunk) }
+        // A trunk that lists the untagged domain itself (a tunnel port: `TunnelPeer`) takes
+        // a priority tag as that domain; other trunks never list VLAN 0.
+        guard let n = native else {
+            return allows(.untagged) ? .member(vlan: .untagged, tagLength: 4, priority: tag.priorityBits) : .drop(.untaggedOnTrunk)
+        }
         return .member(vlan: n, tagLength: 4, priority: tag.priorityBits)
     }
     let vlan = VLANID(tag.vid)

@@ -64,25 +64,31 @@ public struct PortPlan: Hashable, Sendable {
     /// Traffic shaping of the port (its port group's `shaping:`); nil: not shaped. Ingress is
     /// what the guest sends into the switch, egress what the switch sends to the guest.
     public var shaping: ShapingPolicy?
+    /// For a tunnel port (VXLAN to another host or a remote VTEP, issue 17): its far end.
+    /// nil for every other port. See `TunnelPeer` for the frame form a tunnel port uses.
+    public var tunnel: TunnelPeer?
 
     public init(name: String, portGroup: String, mode: PortMode, configuredMAC: MACAddress? = nil,
                 security: PortSecurity = PortSecurity(), macLimit: Int = PortPlan.defaultMACLimit,
                 storm: StormLimits = StormLimits(), l2Transparency: Bool = false,
                 uplinkMember: Int? = nil, usesUplinks: Bool = true, acceptsOffloads: Bool = false,
-                link: LinkPeer? = nil, shaping: ShapingPolicy? = nil) {
+                link: LinkPeer? = nil, shaping: ShapingPolicy? = nil, tunnel: TunnelPeer? = nil) {
         self.name = name; self.portGroup = portGroup; self.mode = mode; self.configuredMAC = configuredMAC
         self.security = security; self.macLimit = macLimit; self.storm = storm; self.l2Transparency = l2Transparency
         self.uplinkMember = uplinkMember; self.usesUplinks = usesUplinks; self.acceptsOffloads = acceptsOffloads
         self.link = link
         self.shaping = shaping
+        self.tunnel = tunnel
     }
 
     /// True for an uplink (a physical NIC of the switch's team).
     public var isUplink: Bool { uplinkMember != nil }
     /// True for a link port (a patch link to another switch).
     public var isLink: Bool { link != nil }
-    /// `guest`, `uplink` or `link`: the `kind` column of `tapestry ports`.
-    public var kind: String { isUplink ? "uplink" : isLink ? "link" : "guest" }
+    /// True for a tunnel port (VXLAN).
+    public var isTunnel: Bool { tunnel != nil }
+    /// `guest`, `uplink`, `link` or `tunnel`: the `kind` column of `tapestry ports`.
+    public var kind: String { isUplink ? "uplink" : isLink ? "link" : isTunnel ? "tunnel" : "guest" }
 
     /// The port-group label of uplink ports (not a valid port-group name, so never confused
     /// with one).
@@ -134,6 +140,12 @@ public struct HotPort: Sendable {
     public var privateVLANType: UInt8 = 0
     /// For an access port in a private VLAN: the primary VLAN.
     public var privateVLANPrimary: VLANID = .untagged
+    /// A tunnel port (`PortPlan.tunnel`): split horizon applies, and egress checks the
+    /// underlay's size limit.
+    public var isTunnel = false
+    /// For a tunnel port: the largest inner frame the underlay carries unfragmented
+    /// (`TunnelPeer.largestFrame`); 0 otherwise.
+    public var tunnelLargestFrame: Int32 = 0
     @inlinable public var isUplink: Bool { teamMember >= 0 }
 }
 
@@ -287,6 +299,10 @@ public struct SwitchPlan: Sendable {
                                 isMirrorDestination: destination[i], group: group,
                                 teamMember: Int16(p.uplinkMember ?? -1), usesUplinks: p.uplinkMember == nil && p.usesUplinks,
                                 acceptsOffloads: p.acceptsOffloads)
+                if let t = p.tunnel {
+                    h.isTunnel = true
+                    h.tunnelLargestFrame = Int32(clamping: t.largestFrame)
+                }
                 switch p.mode {
                 case .access(let v):
                     h.access = v
@@ -329,7 +345,9 @@ public struct SwitchPlan: Sendable {
                 }
             }
             var routers = Set(multicast?.routerPorts ?? [])
-            for (i, p) in ports.enumerated() where p.isUplink { routers.insert(i) }
+            // Uplinks, and tunnels (a group's members may be on any host: head-end replication
+            // sends its traffic and reports to every tunnel; each host's snooping filters).
+            for (i, p) in ports.enumerated() where p.isUplink || p.isTunnel { routers.insert(i) }
             multicastRouterPorts = routers.filter { $0 >= 0 && $0 < ports.count && !destination[$0] }.sorted().map { Int32($0) }
             var start = [Int32](); start.reserveCapacity(4097)
             var flat = [Int32]()

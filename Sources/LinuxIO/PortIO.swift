@@ -29,11 +29,17 @@ public protocol PortIO: AnyObject {
     /// The datapath calls it after the writes of each batch to every port it wrote to.
     func flush(queue: Int)
     func close()
+    /// False for a port the datapath never polls: its frames arrive through something
+    /// shared (a tunnel port's frames come in on its underlay endpoint's sockets, which the
+    /// datapath polls instead). Its `pollFD` is not used.
+    var isPolled: Bool { get }
 }
 
 extension PortIO {
     /// Most ports send each frame at once: nothing to do.
     public func flush(queue: Int) {}
+    /// Most ports are polled.
+    public var isPolled: Bool { true }
 }
 
 /// Single-queue ports implement the queue-less calls; the queue is ignored.

@@ -30,9 +30,13 @@ extension Fabric {
     }
 
     /// Makes `new` the running topology (see the type's essay). Call with `reloading` held.
-    func apply(_ new: Topology, file: String) throws -> Applied {
-        guard let dp = datapath else { throw RuntimeError("topology '\(new.name)' is not forwarding") }
+    func apply(_ fileTopology: Topology, file: String) throws -> Applied {
+        guard let dp = datapath else { throw RuntimeError("topology '\(fileTopology.name)' is not forwarding") }
+        // With `hosts:`, this host's part: its guests, its switches, its tunnels.
+        let part = try runningPart(of: fileTopology)
+        let new = part.topology
         let old = topology
+        let tunnelPlan = try tunnelChanges(to: part.tunnels, of: fileTopology)
         var diff: TopologyDiff
         do { diff = try Topology.diff(from: old, to: new) } catch { throw RuntimeError("\(file): \(error)") }
         // Guests whose port device vanished are re-created.
@@ -43,7 +47,7 @@ extension Fabric {
         let oldNICs = Fabric.uplinkNICs(old), newNICs = Fabric.uplinkNICs(new)
         let uplinksChanged = old.switches.map { ($0.name, $0.uplinks.map(Fabric.comparable)) }.filter { $0.1 != nil }.map { "\($0.0)=\($0.1!)" }
             != new.switches.map { ($0.name, $0.uplinks.map(Fabric.comparable)) }.filter { $0.1 != nil }.map { "\($0.0)=\($0.1!)" }
-        if diff.isEmpty && !uplinksChanged {
+        if diff.isEmpty && !uplinksChanged && tunnelPlan.isEmpty {
             view.withLock { _topology.file = file }
             return Applied(diff: diff, failures: [])
         }
@@ -62,6 +66,8 @@ extension Fabric {
         for g in destroy { for nic in g.nics { if let t = byPort.removeValue(forKey: nic.portName) { retired.append(t) } } }
         // Links removed (or changed: re-made below) retire both ends; other ports are untouched.
         for key in Fabric.linkPortKeys(diff.linksRemoved) { if let t = byPort.removeValue(forKey: key) { retired.append(t) } }
+        // Tunnels removed or changed retire too (untouched ones keep their port I/O).
+        for t in tunnelPlan.removed { byPort.removeValue(forKey: "\(t.switchName)/\(t.portName)") }
 
         // 1. Everything that will exist is recorded before it exists.
         let namespacesBefore = createdNamespaces
@@ -70,7 +76,10 @@ extension Fabric {
         var fresh: [String: PortIO] = [:]
         var freshNICs: [String: PacketPort] = [:]
         var freshVMTaps: [String] = []
+        let endpointsBefore = underlayEndpoints
         func undoAdded() {
+            for (port, e) in underlayEndpoints where endpointsBefore[port] !== e { e.close() }
+            underlayEndpoints = endpointsBefore
             for t in fresh.values { t.close() }
             for p in freshNICs.values { p.close() }
             for g in freshVMTaps { for t in vmTaps.removeValue(forKey: g) ?? [] { t.close() } }
@@ -89,6 +98,7 @@ extension Fabric {
                 }
             }
             fresh.merge(try makeLinkPorts(diff.linksAdded)) { a, _ in a }
+            fresh.merge(try makeTunnelPorts(tunnelPlan.added, of: fileTopology)) { a, _ in a }
             for nic in nicsAdded {
                 if let was = uplinkPorts[nic.name] { retired.append(was) }
                 freshNICs[nic.name] = try openUplink(nic.name, mtu: nic.mtu, host: host)
@@ -100,7 +110,7 @@ extension Fabric {
             var stage = new
             stage.guests.removeAll { diff.guestsChanged.contains($0.name) }
             if uplinksChanged { monitor = try makeTeamMonitor(for: new, ports: byPort) }
-            try swap(dp, to: stage, ports: byPort, monitor: monitor ?? teamMonitor)
+            try swap(dp, to: stage, tunnels: part.tunnels, ports: byPort, monitor: monitor ?? teamMonitor)
         } catch {
             monitor?.stop()
             undoAdded()
@@ -121,6 +131,9 @@ extension Fabric {
         stopVMs(destroy.filter { $0.kind == .qemu }.map(\.name))
         stopDHCPClients(destroy.map(\.name))
         for t in retired { t.close() }
+        tunnels = part.tunnels
+        closeUnusedEndpoints()
+        if !tunnelPlan.isEmpty { logTunnels(tunnelPlan, of: fileTopology) }
         for g in destroy where createdNamespaces.contains(g.name) {
             do { try NetworkNamespace.delete(g.name) } catch { log("warning: cannot delete namespace \(g.name): \(error)") }
             createdNamespaces.removeAll { $0 == g.name }
@@ -150,7 +163,7 @@ extension Fabric {
             }
             var final = new
             final.guests.removeAll { failed.contains($0.name) }
-            do { try swap(dp, to: final, ports: byPort, monitor: teamMonitor) } catch { failures.append("\(error)") }
+            do { try swap(dp, to: final, tunnels: part.tunnels, ports: byPort, monitor: teamMonitor) } catch { failures.append("\(error)") }
         }
 
         // 5. VMs that are new or changed boot now, their ports forwarding already.
@@ -184,8 +197,8 @@ extension Fabric {
     /// Compiles `t`, builds a switch runtime per plan over the port I/O in `ports`, primes
     /// their team state, and swaps them into the datapath; publishes `t`, its plans and
     /// ports in the same critical section.
-    private func swap(_ dp: Datapath, to t: Topology, ports: [String: PortIO], monitor: TeamMonitor?) throws {
-        let plans = t.compile()
+    private func swap(_ dp: Datapath, to t: Topology, tunnels: [TunnelSpec], ports: [String: PortIO], monitor: TeamMonitor?) throws {
+        let plans = t.compile(tunnels: tunnels, underlayMTU: underlayEndpoints.values.first?.mtu)
         // IPFIX: each exporting switch's flow tables (kept across reloads) and this plan's
         // stable interface IDs.
         let flows = flowExport?.prepare(plans: plans, specs: Dictionary(t.switches.compactMap { s in s.flowExport.map { (s.name, $0) } },
@@ -202,7 +215,7 @@ extension Fabric {
             runtimes.append(runtime)
         }
         monitor?.prime(runtimes)
-        try dp.replaceSwitches(runtimes) { _ in
+        try dp.replaceSwitches(runtimes, underlays: endpointsInUse(for: tunnels)) { _ in
             view.withLock { _topology = t; _plans = plans }
         }
         if let flows { flowExport?.commit(flows) }
@@ -276,7 +289,7 @@ extension Fabric {
     /// record the same as the last one is skipped (`up` records the whole target first, so
     /// its later writes change nothing on disk).
     func writeState(file: String, extraNamespaces: [String] = [], extraVMs: [String] = []) throws {
-        var state = InstanceState(name: topology.name, file: file, pid: getpid(), processStart: processStartTime(getpid()),
+        var state = InstanceState(name: topology.name, host: hostName, file: file, pid: getpid(), processStart: processStartTime(getpid()),
                                   namespaces: Set(createdNamespaces + extraNamespaces).sorted(), links: [])
         state.vms = Set(Array(vmTaps.keys) + extraVMs).sorted()
         let helpers = dhcpClients.keys.sorted().flatMap { dhcpClients[$0]! }

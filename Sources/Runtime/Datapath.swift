@@ -75,7 +75,7 @@ public final class Datapath {
     private var generation: UInt64 = 0
     /// Bumped whenever a port goes down: workers drop that port's queues from their epoll.
     private var linkGeneration: UInt64 = 0
-    private let lock = NSLock()
+    let lock = NSLock()
     fileprivate let workers: [DatapathWorker]
     private let done = DispatchSemaphore(value: 0)
     private var started = false
@@ -96,7 +96,10 @@ public final class Datapath {
     public var onPortDown: ((String, String, PortDownReason) -> Void)?
     /// The clock the workers read once per batch (the monotonic clock; tests inject their own
     /// so that storm buckets and ages are reproducible).
-    private let clock: () -> MonotonicInstant
+    let clock: () -> MonotonicInstant
+    /// VXLAN underlay endpoints whose sockets the workers poll (Datapath+Underlay.swift);
+    /// replaced only by `replaceSwitches`, under `lock` and every worker's `ioLock`.
+    var underlays: [UnderlayEndpoint] = []
 
     /// Worker threads.
     public var threadCount: Int { workers.count }
@@ -118,7 +121,7 @@ public final class Datapath {
         workers = try (0..<threads).map { try DatapathWorker(index: $0) }
         for w in workers {
             try w.epoll.add(w.wake.fd, data: Datapath.wakeToken)
-            for (fd, data) in Datapath.registrations(switches, worker: w.index, of: threads) {
+            for (fd, data) in Datapath.registrations(switches, underlays: [], worker: w.index, of: threads) {
                 try w.epoll.add(fd, data: data)
             }
         }
@@ -126,10 +129,17 @@ public final class Datapath {
 
     /// The epoll registrations of worker `w`: fd → (switch, queue, port), for every port
     /// that is up.
-    private static func registrations(_ list: [SwitchRuntime], worker w: Int, of threads: Int) -> [Int32: UInt64] {
+    private static func registrations(_ list: [SwitchRuntime], underlays: [UnderlayEndpoint], worker w: Int, of threads: Int) -> [Int32: UInt64] {
         var out: [Int32: UInt64] = [:]
+        for (e, endpoint) in underlays.enumerated() {
+            var q = w
+            while q < endpoint.queueCount {
+                out[endpoint.pollFD(queue: q)] = QueueKey(switchIndex: QueueKey.underlay, queue: q, port: e).data
+                q += threads
+            }
+        }
         for (s, sw) in list.enumerated() {
-            for (p, port) in sw.ports.enumerated() where !sw.links.isDown(p) {
+            for (p, port) in sw.ports.enumerated() where !sw.links.isDown(p) && port.isPolled {
                 var q = w
                 while q < port.queueCount {
                     out[port.pollFD(queue: q)] = QueueKey(switchIndex: s, queue: q, port: p).data
@@ -228,7 +238,14 @@ public final class Datapath {
     /// section after the swap (the caller publishes its own view of the plans there, so
     /// readers never see a mix). When this returns, no worker uses a port that is not in
     /// `new`: the caller may close the others.
-    public func replaceSwitches(_ new: [SwitchRuntime], then body: (borrowing DatapathLock) -> Void = { _ in }) throws {
+    ///
+    /// `underlays`, when given, replaces the polled underlay endpoints (nil keeps them); each
+    /// endpoint's demultiplexer is rebuilt from `new` either way, before the locks are taken.
+    public func replaceSwitches(_ new: [SwitchRuntime], underlays newUnderlays: [UnderlayEndpoint]? = nil,
+                                then body: (borrowing DatapathLock) -> Void = { _ in }) throws {
+        let endpoints = newUnderlays ?? withLock { _ in underlays }
+        let plans = new.map(\.plan)
+        let demuxes = endpoints.map { TunnelDemux(plans: plans, udpPort: $0.udpPort) }
         reloadPending.store(true, ordering: .sequentiallyConsistent)
         for w in workers { w.ioLock.lock() }
         lock.lock()
@@ -243,8 +260,8 @@ public final class Datapath {
             if let old = switches.first(where: { $0.plan.name == sw.plan.name }) { sw.carryOver(from: old, now: now, held) }
         }
         let n = workers.count
-        let before = workers.map { Datapath.registrations(switches, worker: $0.index, of: n) }
-        let after = workers.map { Datapath.registrations(new, worker: $0.index, of: n) }
+        let before = workers.map { Datapath.registrations(switches, underlays: underlays, worker: $0.index, of: n) }
+        let after = workers.map { Datapath.registrations(new, underlays: endpoints, worker: $0.index, of: n) }
         var added: [(Epoll, Int32)] = []
         for w in workers {
             for (fd, data) in after[w.index] where before[w.index][fd] == nil {
@@ -265,6 +282,8 @@ public final class Datapath {
         captures.removeAll { !$0.selection.survives(old: oldLayout, new: newLayout) }
         capturing = !captures.isEmpty
         switches = new
+        for (e, d) in zip(endpoints, demuxes) { e.demux = d }
+        underlays = endpoints
         generation &+= 1
         body(held)
     }
@@ -349,6 +368,10 @@ public final class Datapath {
                 if events[i].data == Datapath.wakeToken { _ = w.wake.drain(); continue }
                 if events[i].events & (Epoll.error | Epoll.hangUp) != 0 { continue }
                 let key = QueueKey(events[i].data)
+                if key.switchIndex == QueueKey.underlay {
+                    serviceUnderlay(w, endpoint: key.port, queue: key.queue)
+                    continue
+                }
                 if let d = service(w, switchIndex: key.switchIndex, queue: key.queue, port: key.port) { downed.append(d) }
             }
             w.ioLock.unlock()
@@ -381,6 +404,7 @@ public final class Datapath {
     /// team monitor (ENETDOWN: our NIC went down; ENXIO/ENODEV: gone); a guest port whose
     /// device is gone goes down. Under `lock`; returns what to report.
     private func portError(switchIndex: Int, port: Int, error err: Int32) -> (String, String, PortDownReason)? {
+        guard switchIndex < switches.count else { return nil }   // an underlay socket: nothing to mark
         let sw = switches[switchIndex]
         let member = Int(sw.plan.hot[port].teamMember)
         if member >= 0 {
@@ -457,7 +481,7 @@ public final class Datapath {
 
     /// Sends the transmit list without the lock, then accounts for it. Called and returns
     /// with `lock` held.
-    private func flush(_ w: DatapathWorker, _ sw: SwitchRuntime, switchIndex: Int) {
+    func flush(_ w: DatapathWorker, _ sw: SwitchRuntime, switchIndex: Int) {
         lock.unlock()
         w.tx.transmit(through: sw, worker: w.index)
         let waitStart = monotonicNanoseconds()
@@ -469,7 +493,7 @@ public final class Datapath {
     /// One frame: Core decides (`decide`, `collectEgress`); this applies the decision's
     /// effects and puts each copy on the transmit list. Under `lock`; allocates nothing.
     @inline(__always)
-    private func forward(_ frame: UnsafeRawBufferPointer, vnet: VNetHeader, worker w: DatapathWorker, sw: SwitchRuntime,
+    func forward(_ frame: UnsafeRawBufferPointer, vnet: VNetHeader, worker w: DatapathWorker, sw: SwitchRuntime,
                          plan: SwitchPlan, counters: PortCounters, flows: FlowAccounting?, context: DecisionContext,
                          switchIndex: Int, inPort: Int) {
         counters.received(port: inPort, bytes: frame.count)
@@ -574,8 +598,14 @@ public final class Datapath {
                 reason = r
             }
             if capturing && e.captured {
-                capture(switchIndex, port: Int(e.port), point: .egress, vlan: e.vlan, reason: reason,
-                        segments: tx.iov + TransmitList.iovPerEntry * k + 1, pieces: Int(e.pieces))
+                if sw.plan.hot[Int(e.port)].isTunnel {
+                    // A tunnel's capture shows the inner frame, without the tunnel form's tag.
+                    let n = Datapath.innerFrame(tx.iov + TransmitList.iovPerEntry * k + 1, Int(e.pieces), into: w.captureIOV)
+                    capture(switchIndex, port: Int(e.port), point: .egress, vlan: e.vlan, reason: reason, segments: w.captureIOV, pieces: n)
+                } else {
+                    capture(switchIndex, port: Int(e.port), point: .egress, vlan: e.vlan, reason: reason,
+                            segments: tx.iov + TransmitList.iovPerEntry * k + 1, pieces: Int(e.pieces))
+                }
             }
         }
         tx.count = 0
@@ -583,6 +613,11 @@ public final class Datapath {
 
     private func captureIngress(_ w: DatapathWorker, _ switchIndex: Int, port: Int, frame: UnsafeRawBufferPointer, vlan: VLANID?, reason: DropReason?) {
         w.rxIOV[0] = iovec(iov_base: UnsafeMutableRawPointer(mutating: frame.baseAddress!), iov_len: frame.count)
+        if switches[switchIndex].plan.hot[port].isTunnel {
+            let n = Datapath.innerFrame(w.rxIOV, 1, into: w.captureIOV)
+            capture(switchIndex, port: port, point: .ingress, vlan: vlan, reason: reason, segments: w.captureIOV, pieces: n)
+            return
+        }
         capture(switchIndex, port: port, point: .ingress, vlan: vlan, reason: reason, segments: w.rxIOV, pieces: 1)
     }
 
@@ -617,6 +652,8 @@ struct QueueKey {
         switchIndex = Int(data >> 48); queue = Int((data >> 32) & 0xFFFF); port = Int(data & 0xFFFF_FFFF)
     }
     var data: UInt64 { UInt64(switchIndex) << 48 | UInt64(queue) << 32 | UInt64(port) }
+    /// The switch index that marks an underlay endpoint's socket (`port` = endpoint index).
+    static let underlay = 0xFFFE
 }
 
 /// What one datapath thread owns: its epoll (its share of the port queues), wake-up fd,
@@ -651,6 +688,8 @@ final class DatapathWorker {
     var longestLockWait: Int64 = 0
     /// One iovec for ingress captures.
     let rxIOV: UnsafeMutablePointer<iovec>
+    /// A tunnel port's captured frame without its tag (`Datapath.innerFrame`).
+    let captureIOV = UnsafeMutablePointer<iovec>.allocate(capacity: 8)
 
     init(index: Int) throws {
         self.index = index
@@ -663,7 +702,7 @@ final class DatapathWorker {
         rxIOV = .allocate(capacity: 1)
     }
 
-    deinit { area.deallocate(); rxOffset.deallocate(); rxLength.deallocate(); txIndex.deallocate(); rxIOV.deallocate() }
+    deinit { area.deallocate(); rxOffset.deallocate(); rxLength.deallocate(); txIndex.deallocate(); rxIOV.deallocate(); captureIOV.deallocate() }
 
     /// Records a wait for the datapath lock that began at `start` (call right after taking it).
     @inline(__always)

@@ -23,8 +23,19 @@ public final class Fabric {
     let view = NSLock()
     var _topology: Topology
     var _plans: [SwitchPlan] = []
-    /// The topology `up` brings up (the running one starts empty and becomes it).
+    /// The topology file `up` brings up (the running one starts empty and becomes it, or
+    /// this host's part of it: `runningPart`).
     private let target: Topology
+    /// The host this instance runs (`up --host`, or the one whose underlay address is
+    /// local); nil for a topology without `hosts:`.
+    public let hostName: String?
+    /// `NAME` or `NAME@HOST`: names every file of the instance (socket, state, lock, logs,
+    /// VM and DHCP directories), so two hosts of one topology never share one.
+    public let stem: String
+    /// The tunnel ports running (this host's part's tunnels), and the underlay endpoints
+    /// they send through, by UDP port (Tunnels.swift).
+    var tunnels: [TunnelSpec] = []
+    var underlayEndpoints: [UInt16: UnderlayEndpoint] = [:]
     /// Serialises `apply` (up, reload, SIGHUP) and `down`.
     let reloading = NSLock()
     private(set) var datapath: Datapath?
@@ -68,8 +79,11 @@ public final class Fabric {
 
     /// - Parameter settings: the resolved datapath settings (`DatapathSettings.resolve`); by
     ///   default the file's, with valid environment overrides.
-    public init(topology: Topology, settings: DatapathSettings? = nil, log: @escaping (String) -> Void) {
-        let file = topology.datapath(forHost: nil)
+    /// - Parameter host: the host to run (`up --host`); nil for a topology without `hosts:`.
+    public init(topology: Topology, host: String? = nil, settings: DatapathSettings? = nil, log: @escaping (String) -> Void) {
+        hostName = host
+        stem = host.map { "\(topology.name)@\($0)" } ?? topology.name
+        let file = topology.datapath(forHost: host)
         self.settings = settings ?? (try? DatapathSettings.resolve(fileThreads: file.threads, fileBusyPollMicroseconds: file.pollMicroseconds,
                                                                     environment: ProcessInfo.processInfo.environment,
                                                                     cores: ProcessInfo.processInfo.activeProcessorCount))
@@ -101,10 +115,12 @@ public final class Fabric {
     /// the error is reported, so a failed `up` leaves nothing behind.
     public func up() throws {
         try RunDirectory.ensure()
-        try Fabric.cleanStale(name: target.name, log: log)
+        try Fabric.cleanStale(name: stem, log: log)
+        // This host's part (the whole file without `hosts:`).
+        let run = try runningPart(of: target).topology
         // Everything the target will create, recorded before anything exists.
-        try writeState(file: target.file, extraNamespaces: target.guests.filter { $0.kind == .netns }.map(\.name),
-                       extraVMs: target.guests.filter { $0.kind == .qemu }.map(\.name))
+        try writeState(file: target.file, extraNamespaces: run.guests.filter { $0.kind == .netns }.map(\.name),
+                       extraVMs: run.guests.filter { $0.kind == .qemu }.map(\.name))
         do {
             let dp = try Datapath(switches: [], threads: settings.threads, busyPollMicroseconds: settings.busyPollMicroseconds)
             dp.onPortDown = { [log] s, p, r in log("switch \(s): port \(p) is down (\(r)); reload re-creates it") }
@@ -114,7 +130,7 @@ public final class Fabric {
             dp.start()
             flowExport = FlowExportService(datapath: dp, workers: dp.threadCount, log: log)
             lldpAgent = LLDPAgent(datapath: dp, topologyName: target.name, chassis: LLDPAgent.chassisName(for: target), log: log)
-            let hostErrors = Fabric.hostProblems(of: target)
+            let hostErrors = Fabric.hostProblems(of: run)
             if !hostErrors.isEmpty { throw RuntimeError(hostErrors.map(\.description).joined(separator: "\n")) }
             _ = try reloading.withLock { try apply(target, file: target.file) }
             flowExport?.start()
@@ -125,7 +141,7 @@ public final class Fabric {
             startPortWatch()
             let access = ControlAccess.tapestryGroup()
             if access.group != nil { log("control socket: members of group '\(access.groupName)' may run \(access.commandList)") }
-            let server = try ControlServer(path: RunDirectory.socket(target.name), access: access) { [unowned self] req, fd in self.respond(to: req, fd: fd) }
+            let server = try ControlServer(path: RunDirectory.socket(stem), access: access) { [unowned self] req, fd in self.respond(to: req, fd: fd) }
             control = server
             server.start()
         } catch {
@@ -192,19 +208,23 @@ public final class Fabric {
         flowExport?.stop(); flowExport = nil
         for p in portsByName.values { p.close() }
         for p in uplinkPorts.values { p.close() }
+        for e in underlayEndpoints.values { e.close() }
+        underlayEndpoints = [:]
+        tunnels = []
         portsByName = [:]
         uplinkPorts = [:]
         for ns in createdNamespaces.reversed() {
             do { try NetworkNamespace.delete(ns) } catch { log("warning: cannot delete namespace \(ns): \(error)") }
         }
         createdNamespaces = []
-        let name = target.name
-        unlink(RunDirectory.socket(name))
-        unlink(RunDirectory.state(name))
-        try? FileManager.default.removeItem(atPath: Fabric.dhcpDirectory(name))
+        unlink(RunDirectory.socket(stem))
+        unlink(RunDirectory.state(stem))
+        try? FileManager.default.removeItem(atPath: Fabric.dhcpDirectory(stem))
     }
 
-    /// Removes what a crashed instance of `name` left behind; refuses if it is alive.
+    /// Removes what a crashed instance left behind; refuses if it is alive.
+    /// - Parameter name: the instance's stem (`NAME`, or `NAME@HOST` for one host of a
+    ///   multi-host topology).
     public static func cleanStale(name: String, log: (String) -> Void) throws {
         guard let old = InstanceState.read(name: name) else { return }
         if old.isAlive {
@@ -282,7 +302,8 @@ public final class Fabric {
                             uptimeSeconds: monotonicSeconds() - startedAt,
                             datapathThreads: datapath?.threadCount, busyPollMicroseconds: datapath?.busyPollMicroseconds,
                             datapathFrames: frames, switches: switches, guests: guests,
-                            flowExport: flowExport?.summaries() ?? [])
+                            flowExport: flowExport?.summaries() ?? [], host: hostName,
+                            underlays: datapath?.underlayCounters())
     }
 
     /// `tapestry neighbors`: what the physical switches said on each uplink (LLDP).
@@ -304,7 +325,8 @@ public final class Fabric {
                 var link = "up"
                 if p.isUplink { link = t.map { $0.role + ($0.reason.map { " (\($0))" } ?? "") } ?? "unknown" }
                 if let r = snap.down[i] { link = "down (\(r))" }
-                rows.append(.init(name: p.name, switch: plan.name, portGroup: p.portGroup, kind: p.kind, peer: p.link.map { "\($0.switchName)/\($0.portName)" },
+                rows.append(.init(name: p.name, switch: plan.name, portGroup: p.portGroup, kind: p.kind,
+                                  peer: p.link.map { "\($0.switchName)/\($0.portName)" } ?? p.tunnel.map(Fabric.tunnelPeerText),
                                   vlanMode: p.mode.description, link: link, team: t.map { .init(role: $0.role, reason: $0.reason, carries: $0.carries) },
                                   macEntries: snap.macEntries[i],
                                   macLimit: p.macLimit, macEvictions: snap.macEvictions[i],
@@ -312,7 +334,7 @@ public final class Fabric {
                                   drops: Dictionary(uniqueKeysWithValues: c.drops.map { ($0.key.description, $0.value) })))
             }
         }
-        return PortsReport(ports: rows)
+        return PortsReport(ports: rows, underlays: dp.underlayCounters())
     }
 
     func fdb(switch filter: String?, vlan: String?) throws -> FDBReport {
@@ -341,7 +363,8 @@ public final class Fabric {
             }
             for e in entries.values.sorted(by: { ($0.vlan, $0.mac) < ($1.vlan, $1.mac) }) {
                 out.append(.init(switch: plan.name, vlan: e.vlan.description, mac: e.mac.description,
-                                 port: plan.ports[e.port].name, ageSeconds: e.age.secondsCount, type: e.isStatic ? "static" : "dynamic"))
+                                 port: plan.ports[e.port].name, ageSeconds: e.age.secondsCount, type: e.isStatic ? "static" : "dynamic",
+                                 vtep: plan.ports[e.port].tunnel.map { "\($0.remote)" }))
             }
             for (i, p) in plan.ports.enumerated() {
                 ports.append(.init(switch: plan.name, port: p.name, entries: snap.macEntries[i],

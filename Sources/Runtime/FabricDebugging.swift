@@ -53,13 +53,47 @@ extension Fabric {
         let s = try switchOf(port: portName, given: req.switch)
         let plan = plans[s]
         let inPort = try portIndex(portName, in: plan)
-        let frames = try (req.frames ?? []).map { hex -> [UInt8] in
+        var frames = try (req.frames ?? []).map { hex -> [UInt8] in
             guard let b = [UInt8](hexString: hex) else { throw RuntimeError("trace: frame is not hex") }
             return b
         }
+        // A frame "from a tunnel" is in the tunnel's form (`TunnelPeer`): its outer 802.1Q
+        // tag names the VNI's VLAN, so `vlan=V` means VNI BASE+V and an untagged frame
+        // means VNI BASE (given a priority tag, VID 0, as the receive path does).
+        let ingressTunnel = plan.ports[inPort].tunnel
+        if ingressTunnel != nil { frames = frames.map(Fabric.tunnelForm) }
         guard let dp = datapath else { throw RuntimeError("not forwarding") }
         let traces = try Fabric.trace(frames, inPort: inPort, switchIndex: s, plan: plan, on: dp)
-        return TraceReport(switch: plan.name, inPort: portName, frames: traces)
+        return TraceReport(switch: plan.name, inPort: portName, frames: traces.map { explainTunnels($0, ingress: ingressTunnel, plan: plan) })
+    }
+
+    /// `frame` with an outer 802.1Q tag: as given when it has one, else with a priority tag
+    /// (VID 0) after the MACs.
+    static func tunnelForm(_ frame: [UInt8]) -> [UInt8] {
+        guard frame.count >= 14 else { return frame }
+        if frame[12] == 0x81 && frame[13] == 0x00 { return frame }
+        return Array(frame[0..<12]) + [0x81, 0x00, 0x00, 0x00] + frame[12...]
+    }
+
+    /// Adds the tunnel steps to a trace: where a frame from a tunnel came from (VTEP, VNI,
+    /// VLAN), and for each output to a tunnel the VNI and VTEP it is encapsulated for.
+    func explainTunnels(_ t: TraceReport.FrameTrace, ingress: TunnelPeer?, plan: SwitchPlan) -> TraceReport.FrameTrace {
+        var t = t
+        if let peer = ingress {
+            let vlan = t.steps.first { $0.stage == "vlan" }.flatMap { s -> UInt16? in
+                guard s.detail.hasPrefix("VLAN ") else { return nil }
+                let word = s.detail.dropFirst(5).prefix { $0 != " " }
+                return word == "none" ? 0 : UInt16(word)
+            }
+            let vni = vlan.map { " VNI \(peer.vni(for: VLANID($0)))" } ?? ""
+            t.steps.insert(.init(stage: "tunnel", detail: "decapsulated from VTEP \(Fabric.tunnelPeerText(peer)),\(vni) (VNI \(peer.vniBase) + VLAN)"), at: 0)
+        }
+        for e in t.egress {
+            guard let p = plan.portIndex(named: e.port), let peer = plan.ports[p].tunnel else { continue }
+            let vid: UInt16 = e.tag.hasPrefix("vlan ") ? UInt16(e.tag.dropFirst(5).prefix { $0 != " " }) ?? 0 : 0
+            t.steps.append(.init(stage: "tunnel", detail: "\(e.port): encapsulated as VNI \(peer.vni(for: VLANID(vid))) to \(Fabric.tunnelPeerText(peer)) (split horizon: never back into a tunnel or to an uplink)"))
+        }
+        return t
     }
 
     /// Traces `frames` entering port `inPort` of switch `switchIndex` (whose plan the caller

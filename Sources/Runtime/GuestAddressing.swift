@@ -126,7 +126,7 @@ extension Fabric {
         let wanted = guests.filter { $0.kind == .netns }.flatMap { g in g.nics.filter(\.dhcp).map { (g, $0) } }
         guard !wanted.isEmpty else { return [] }
         var failures: [String] = []
-        let dir = Fabric.dhcpDirectory(t.name)
+        let dir = Fabric.dhcpDirectory(stem)
         let script = "\(dir)/dhcp-script"
         do {
             try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
@@ -141,7 +141,7 @@ extension Fabric {
         if let u = Spawn.which("udhcpc") ?? ["/usr/sbin/udhcpc", "/sbin/udhcpc"].first(where: { access($0, X_OK) == 0 }) { client = [u] }
         else if let b = Spawn.which("busybox") ?? ["/usr/bin/busybox", "/bin/busybox"].first(where: { access($0, X_OK) == 0 }) { client = [b, "udhcpc"] }
         else { return ["DHCP: udhcpc is not installed (Debian package udhcpc; Scripts/setup.sh installs it)"] }
-        let logDir = "/var/log/tapestry/\(t.name)"
+        let logDir = "/var/log/tapestry/\(stem)"
         try? FileManager.default.createDirectory(atPath: logDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         for (g, nic) in wanted {
             let logPath = "\(logDir)/\(g.name).\(nic.interfaceName).dhcp.log"

@@ -146,7 +146,8 @@ public enum JSONDocuments {
     public static func status(_ s: StatusReport, host: String? = nil) -> JSONValue {
         document([
             "name": .string(s.name),
-            "host": .optional(host) { .string($0) },
+            "host": .optional(host ?? s.host) { .string($0) },
+            "underlays": .array((s.underlays ?? []).map(underlay)),
             "file": .string(s.file),
             "pid": .number(s.pid),
             "uptime_seconds": .number(s.uptimeSeconds),
@@ -220,7 +221,7 @@ public enum JSONDocuments {
 
     /// `tapestry ports --json`.
     public static func ports(_ r: PortsReport) -> JSONValue {
-        document(["ports": .array(r.ports.map { p in
+        document(["underlays": .array((r.underlays ?? []).map(underlay)), "ports": .array(r.ports.map { p in
             .object([
                 "name": .string(p.name), "switch": .string(p.switch), "port_group": .string(p.portGroup),
                 "kind": .string(p.kind), "vlan_mode": .string(p.vlanMode), "link": .string(p.link),
@@ -235,12 +236,19 @@ public enum JSONDocuments {
         })])
     }
 
+    /// One underlay endpoint's counters (`ports --json`'s `underlays`).
+    static func underlay(_ u: UnderlayCounters) -> JSONValue {
+        .object(["endpoint": .string(u.label), "rx_packets": .number(u.rxPackets), "rx_bytes": .number(u.rxBytes),
+                 "tx_packets": .number(u.txPackets), "tx_bytes": .number(u.txBytes), "tx_errors": .number(u.txErrors),
+                 "drops": .object(u.drops.mapValues { .number($0) })])
+    }
+
     /// `tapestry fdb --json`.
     public static func fdb(_ r: FDBReport) -> JSONValue {
         document([
             "entries": .array(r.entries.map { e in
                 .object(["switch": .string(e.switch), "vlan": .string(e.vlan), "mac": .string(e.mac), "port": .string(e.port),
-                         "age_seconds": .number(e.ageSeconds), "type": .string(e.type)])
+                         "age_seconds": .number(e.ageSeconds), "type": .string(e.type), "vtep": .optional(e.vtep) { .string($0) }])
             }),
             "ports": .array(r.ports.map { u in
                 .object(["switch": .string(u.switch), "port": .string(u.port), "entries": .number(u.entries),

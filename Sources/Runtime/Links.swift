@@ -10,10 +10,10 @@ import Topology
 /// `sw2/link-sw1`), so a link port's I/O is kept under `SWITCH/PORT` (a `/` appears in no
 /// other port name).
 extension Fabric {
-    /// The key of a port's I/O in `portsByName`: `SWITCH/PORT` for a link port, its name
-    /// otherwise.
+    /// The key of a port's I/O in `portsByName`: `SWITCH/PORT` for a link or tunnel port
+    /// (a tunnel `h2` exists on every switch spanning to host h2), its name otherwise.
     static func ioKey(_ port: PortPlan, on switchName: String) -> String {
-        port.isLink ? "\(switchName)/\(port.name)" : port.name
+        port.isLink || port.isTunnel ? "\(switchName)/\(port.name)" : port.name
     }
 
     /// The `portsByName` keys of both ends of each link.

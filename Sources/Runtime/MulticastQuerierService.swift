@@ -81,7 +81,7 @@ public final class MulticastQuerierService {
                     let ports: [(Int, EgressRewrite)] = plan.floodSet(vlan).compactMap { p32 in
                         let p = Int(p32)
                         let h = plan.hot[p]
-                        guard !h.isUplink, !down[p], let rw = plan.egressRewrite(vlan: vlan, ingressTagLength: 0, priority: 0, on: h) else { return nil }
+                        guard !h.isUplink, !h.isTunnel, !down[p], let rw = plan.egressRewrite(vlan: vlan, ingressTagLength: 0, priority: 0, on: h) else { return nil }
                         return (p, rw)
                     }
                     sends.append(Send(sw: sw, family: family, vlan: vlan, frame: q.queryFrame(family), ports: ports))

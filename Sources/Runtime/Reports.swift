@@ -22,6 +22,10 @@ public struct StatusReport: Codable, Equatable {
     public var guests: [GuestSummary]
     /// IPFIX flow export per switch that has it (nil from a daemon that predates it).
     public var flowExport: [FlowExportSummary]? = nil
+    /// The host this instance runs, for a topology that spans hosts (issue 17).
+    public var host: String? = nil
+    /// Its VXLAN underlay endpoints' counters.
+    public var underlays: [UnderlayCounters]? = nil
 
     public struct SwitchSummary: Codable, Equatable {
         public var name: String
@@ -88,13 +92,17 @@ public struct FlowExportSummary: Codable, Equatable {
 
 public struct PortsReport: Codable, Equatable {
     public var ports: [PortRow]
+    /// The VXLAN underlay endpoints of this host (issue 17): packets and the drops that
+    /// happen before any tunnel port (unknown VTEP, unknown VNI, malformed headers).
+    public var underlays: [UnderlayCounters]? = nil
     public struct PortRow: Codable, Equatable {
         public var name: String
         public var `switch`: String
         public var portGroup: String
-        /// `guest`, `uplink` or `link`.
+        /// `guest`, `uplink`, `link` or `tunnel`.
         public var kind: String
-        /// Link ports: the port at the other end, `SWITCH/PORT` (nil for other kinds).
+        /// Link ports: the port at the other end, `SWITCH/PORT`; tunnel ports: the remote
+        /// VTEP, `ADDRESS:PORT (host H)` or `ADDRESS:PORT (remote VTEP)` (nil for other kinds).
         public var peer: String? = nil
         public var vlanMode: String
         /// Guests: `up`. Uplinks: the team role (`active`, `standby`, `down (reason)`, `unused`).
@@ -137,6 +145,9 @@ public struct FDBReport: Codable, Equatable {
         public var port: String
         public var ageSeconds: Int64
         public var type: String
+        /// For an entry on a tunnel port: the remote VTEP's underlay address it was learned
+        /// behind (nil otherwise).
+        public var vtep: String? = nil
     }
 }
 

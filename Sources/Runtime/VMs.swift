@@ -28,6 +28,8 @@ import Glibc
 /// Control sockets and pid files under `/run/tapestry/TOPOLOGY.vms/`; console and QEMU logs
 /// under `/var/log/tapestry/TOPOLOGY/` (kept after `down`, for debugging).
 extension Fabric {
+    /// - Parameter topology: the instance's stem (`NAME` or `NAME@HOST`), so two hosts of one
+    ///   topology on one machine never share a VM's files.
     static func vmPaths(topology: String, guest: String) -> VMPaths {
         VMPaths(name: guest, runDirectory: "\(RunDirectory.path)/\(topology).vms", logDirectory: "/var/log/tapestry/\(topology)")
     }
@@ -74,7 +76,7 @@ extension Fabric {
             let nics = g.nics.enumerated().map { i, nic in GuestNIC(mac: nic.mac, tapFD: taps[i].fd, offloads: nic.offloads) }
             let spec = VMSpec(name: g.name, memoryMiB: g.memoryMiB, cpus: g.cpus, nics: nics,
                               network: Fabric.guestNetwork(g, of: topology))
-            let paths = Fabric.vmPaths(topology: topology.name, guest: g.name)
+            let paths = Fabric.vmPaths(topology: stem, guest: g.name)
             _ = VMSupervisor.killStale(paths: paths)
             let s = try VMSupervisor(spec: spec, image: image, accel: accel, paths: paths, restartPolicy: g.restart,
                                      bootTimeout: Fabric.vmBootTimeout,
@@ -119,7 +121,7 @@ extension Fabric {
         for n in Set(names) {
             for t in vmTaps.removeValue(forKey: n) ?? [] { t.close() }
             // The fw_cfg network file (GuestNetworkConfig) goes with its VM.
-            unlink(Fabric.vmPaths(topology: topology.name, guest: n).networkConfig)
+            unlink(Fabric.vmPaths(topology: stem, guest: n).networkConfig)
         }
         if vms.isEmpty && vmTaps.isEmpty { rmdir("\(RunDirectory.path)/\(topology.name).vms") }
     }

@@ -76,18 +76,26 @@ func loadTopology(_ path: String, hostChecks: Bool = true, printWarnings: Bool =
 struct NameOption: ParsableArguments {
     @Option(help: "The running topology to talk to (needed only when several are running).")
     var name: String?
-    @Option(help: ArgumentHelp("The host part of the instance (NAME@HOST), for topologies that span hosts.", visibility: .hidden))
+    @Option(help: "The host of a topology that spans hosts (the instance NAME@HOST; needed only when several run here).")
     var host: String?
 
     func validate() throws {
         if let n = name { try check("--name", NameRules.problem(with: n, as: .topology)) }
         if let h = host { try check("--host", NameRules.problem(with: h, as: .host)) }
-        if host != nil && name == nil { throw ValidationError("--host needs --name") }
     }
 
-    /// The identity named on the command line, if any.
+    /// The identity named on the command line, if any: `--name` (with `--host`), or
+    /// `--host` alone when exactly one known instance runs that host.
     func identity() throws -> InstanceIdentity? {
-        guard let n = name else { return nil }
+        guard let n = name else {
+            guard let h = host else { return nil }
+            let matches = RunDirectory.knownInstances().compactMap { InstanceIdentity(stem: $0) }.filter { $0.host == h }
+            switch matches.count {
+            case 1: return matches[0]
+            case 0: throw Failure(message: "no topology runs host '\(h)' here" + (RunDirectory.knownInstances().isEmpty ? "" : " (running: \(RunDirectory.knownInstances().joined(separator: ", ")))"))
+            default: throw Failure(message: "several topologies run host '\(h)' (\(matches.map(\.stem).joined(separator: ", "))): pass --name")
+            }
+        }
         do { return try InstanceIdentity(name: n, host: host) } catch let e as RuntimeError { throw ValidationError(e.description) }
     }
 }
@@ -270,6 +278,8 @@ struct Status: ParsableCommand {
             let frames = s.datapathFrames.map { " (frames read: " + $0.map(String.init).joined(separator: ", ") + ")" } ?? ""
             print("datapath: \(t) thread\(t == 1 ? "" : "s")\(poll)\(frames)")
         }
+        if let h = s.host { print("host \(h)") }
+        for u in s.underlays ?? [] { print(underlayLine(u)) }
         for sw in s.switches {
             print("switch \(sw.name): mtu \(sw.mtu), \(sw.ports) port(s), vlans \(JSONDocuments.vlanRanges(sw.vlans).joined(separator: ",")), mac table \(sw.macEntries)/\(sw.macLimit) (aging \(sw.agingSeconds)s)")
         }
@@ -294,6 +304,12 @@ struct Status: ParsableCommand {
     }
 }
 
+/// `underlay 10.70.0.1:4789 in netns h1: rx 12 packets (1432 bytes), tx 12 (…), tx errors 0; drops: unknown-vtep=3`.
+func underlayLine(_ u: UnderlayCounters) -> String {
+    let drops = u.drops.isEmpty ? "none" : u.drops.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
+    return "underlay \(u.label): rx \(u.rxPackets) packets (\(u.rxBytes) bytes), tx \(u.txPackets) (\(u.txBytes) bytes), tx errors \(u.txErrors); drops: \(drops)"
+}
+
 /// `--switch S`, checked like a switch name in the file.
 struct SwitchOption: ParsableArguments {
     @Option(name: .customLong("switch"), help: "Only this switch (needed only when a name is on several).") var switchName: String?
@@ -316,6 +332,8 @@ struct Ports: ParsableCommand {
         for p in r.ports { if let t = p.team {
             print("uplink \(p.name) (\(p.switch)): \(t.role)\(t.reason.map { " (\($0))" } ?? ""); carries \(t.carries.isEmpty ? "no guest ports" : t.carries.joined(separator: ", "))")
         } }
+        for p in r.ports where p.kind == "tunnel" { print("tunnel \(p.name) (\(p.switch)): VXLAN to \(p.peer ?? "?")") }
+        for u in r.underlays ?? [] { print(underlayLine(u)) }
     }
 }
 
@@ -331,8 +349,10 @@ struct FDB: ParsableCommand {
     func run() throws {
         let r = try request(options, ControlRequest(command: "fdb", switch: sw.switchName, vlan: vlan), as: FDBReport.self)
         if json { return printJSON(JSONDocuments.fdb(r)) }
-        print(table(["SWITCH", "VLAN", "MAC", "PORT", "AGE", "TYPE"], r.entries.map {
-            [$0.switch, $0.vlan, $0.mac, $0.port, "\($0.ageSeconds)", $0.type]
+        // Entries learned behind a tunnel name the remote VTEP too (issue 17).
+        let remote = r.entries.contains { $0.vtep != nil }
+        print(table(["SWITCH", "VLAN", "MAC", "PORT", "AGE", "TYPE"] + (remote ? ["VTEP"] : []), r.entries.map {
+            [$0.switch, $0.vlan, $0.mac, $0.port, "\($0.ageSeconds)", $0.type] + (remote ? [$0.vtep ?? "-"] : [])
         }))
         // MAC-flood protection at a glance: ports at their limit or that lost entries.
         for u in r.ports where u.entries >= u.limit || u.evictions > 0 {

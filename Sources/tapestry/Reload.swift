@@ -17,6 +17,7 @@ struct ReloadCommand: ParsableCommand {
         // Without --name: the file's own topology when it runs, else the only one running.
         var target = options
         if target.name == nil && InstanceState.read(stem: t.name)?.isAlive == true { target.name = t.name }
+        if target.name == nil && target.host != nil { target.name = t.name }
         let instance = try resolveInstance(target)
         let data: Data
         do {

@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import Observability
+import LinuxIO
+import Model
 import Runtime
 import Topology
 #if canImport(Glibc)
@@ -34,6 +36,8 @@ struct Up: ParsableCommand {
         daemon logs to /var/log/tapestry/NAME/daemon.log, kept after 'down'.
         """)
     @Argument(help: "Topology file (YAML).") var file: String
+    @Option(help: "Run this host's part of a topology that spans hosts (default: the host without netns whose underlay address is on this machine).")
+    var host: String?
     @Flag(help: "Return once every port forwards and every guest is configured.") var detach = false
     @Option(help: ArgumentHelp("Serve Prometheus metrics (text format 0.0.4) at http://ADDR:PORT/metrics, e.g. 127.0.0.1:9464 or [::1]:9464. Off unless given.",
                                valueName: "ADDR:PORT"))
@@ -54,17 +58,19 @@ struct Up: ParsableCommand {
             // `up --detach` waiting for EOF forever.
             for fd in Int32(4)..<Int32(4096) { close(fd) }
         }
+        if let h = host { try check("--host", NameRules.problem(with: h, as: .host)) }
         let t = try loadTopology(file, printWarnings: !daemonChild)
         guard geteuid() == 0 else { throw Failure(message: "'up' needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN for TAP devices and namespaces)") }
+        let chosen = try Up.chooseHost(t, given: host)
         let settings: DatapathSettings
         do {
-            let file = t.datapath(forHost: nil)
+            let file = t.datapath(forHost: chosen)
             settings = try DatapathSettings.resolve(fileThreads: file.threads, fileBusyPollMicroseconds: file.pollMicroseconds,
                                                     environment: ProcessInfo.processInfo.environment,
                                                     cores: ProcessInfo.processInfo.activeProcessorCount)
         } catch let e as RuntimeError { throw Failure(message: e.description) }
         let identity: InstanceIdentity
-        do { identity = try InstanceIdentity(name: t.name) } catch let e as RuntimeError { throw Failure(message: e.description) }
+        do { identity = try InstanceIdentity(name: t.name, host: chosen) } catch let e as RuntimeError { throw Failure(message: e.description) }
 
         // The lock comes before anything is touched: a loser of a race changes nothing.
         let lock: InstanceLock
@@ -78,11 +84,31 @@ struct Up: ParsableCommand {
             catch { lock.release(); throw Failure(message: "\(error)") }
         }
         if detach && !daemonChild { return try spawnDetached(t, identity: identity, lock: lock) }
-        try runForeground(t, lock: lock, settings: settings)
+        try runForeground(t, host: chosen, lock: lock, settings: settings)
+    }
+
+    /// The host `up` runs: `--host` (which must be one of the file's), else the one host
+    /// without `netns:` whose underlay address is on this machine; nil for a file without
+    /// `hosts:` (then `--host` is refused).
+    static func chooseHost(_ t: Topology, given: String?) throws -> String? {
+        if t.hosts.isEmpty {
+            if let g = given { throw Failure(message: "--host \(g): topology '\(t.name)' has no 'hosts': run it without --host") }
+            return nil
+        }
+        if let g = given {
+            guard t.hosts.contains(where: { $0.name == g }) else {
+                throw Failure(message: "--host \(g): topology '\(t.name)' has no host '\(g)' (its hosts: \(t.hosts.map(\.name).joined(separator: ", ")))")
+            }
+            return g
+        }
+        let local: Set<IPAddress> = Set(UnderlaySocket.localAddresses().map { a in
+            a.ipv6 ? IPAddress.v6(IPv6Address(high: a.high, low: a.low)) : IPAddress.v4(IPv4Address(rawValue: UInt32(truncatingIfNeeded: a.low)))
+        })
+        do { return try t.localHost(among: local) } catch { throw Failure(message: "\(error)") }
     }
 
     /// Runs the instance in this process until SIGINT, SIGTERM or `tapestry down`.
-    func runForeground(_ t: Topology, lock: InstanceLock, settings: DatapathSettings) throws {
+    func runForeground(_ t: Topology, host: String?, lock: InstanceLock, settings: DatapathSettings) throws {
         signal(SIGPIPE, SIG_IGN)
         // Block the stop signals before any thread exists, so every thread inherits the mask
         // and only sigwait below receives them.
@@ -91,7 +117,7 @@ struct Up: ParsableCommand {
         pthread_sigmask(SIG_BLOCK, &set, nil)
         let stamped = daemonChild
         let say: (String) -> Void = { print((stamped ? logTimestamp() : "") + "tapestry: \($0)"); fflush(stdout) }
-        let fabric = Fabric(topology: t, settings: settings, log: say)
+        let fabric = Fabric(topology: t, host: host, settings: settings, log: say)
         // The metrics address is bound before anything is created: one in use (or a name
         // that does not resolve) fails `up` with nothing to clean up.
         var metricsServer: MetricsServer?
@@ -151,6 +177,7 @@ struct Up: ParsableCommand {
         defer { close(logFD) }
         let absolute = file.hasPrefix("/") ? file : FileManager.default.currentDirectoryPath + "/" + file
         let args = ["tapestry", "up", absolute, "--detach", "--daemon-child"] + (metrics.map { ["--metrics", $0] } ?? [])
+            + (identity.host.map { ["--host", $0] } ?? [])
         var fa = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&fa)
         defer { posix_spawn_file_actions_destroy(&fa) }

@@ -192,6 +192,7 @@ int cl_ethtool_set_gro(const char *ifname, int on);
 // includes them for Swift.
 #include "clinux_packet.h"
 #include "clinux_control.h"
+#include "clinux_underlay.h"
 
 /// Names the calling thread for ps/top (prctl(PR_SET_NAME); at most 15 bytes kept).
 /// Returns 0 or -errno.

@@ -1,0 +1,288 @@
+import Foundation
+import Testing
+import TestSupport
+
+/// A two-host fabric on one machine (issue 17): hosts h1 and h2 are network namespaces on a
+/// veth underlay bridge (`Scripts/lab/fabric-underlay.sh`), each running its part of one
+/// topology with `tapestry up FILE --host H`; a Linux kernel VTEP (`ip link add … type
+/// vxlan id 5000`) in a bridge with one guest is a remote VTEP of the switch.
+final class OverlayLab {
+    let p: String
+    let name: String
+    let file: String
+    var up: [String: CommandResult] = [:]
+    let underlay: CommandResult
+
+    /// - `family`: `ipv4` or `ipv6` underlay; `mtu`: the underlay links' MTU.
+    init(prefix p: String, yaml: String, family: String = "ipv4", mtu: Int = 1600, hosts: [String] = ["h1", "h2"]) {
+        self.p = p
+        name = "\(p)fab"
+        file = NSTemporaryDirectory() + "tapestry-\(p)fab.yaml"
+        try? yaml.write(toFile: file, atomically: true, encoding: .utf8)
+        underlay = sh("MTU=\(mtu) '\(Harness.packageRoot)/Scripts/lab/fabric-underlay.sh' up \(p) \(family)", timeout: 60)
+        guard underlay.succeeded else { return }
+        for h in hosts { up[h] = Harness.tapestry("up '\(file)' --host \(h) --detach") }
+    }
+
+    func down(_ host: String) -> CommandResult { Harness.tapestry("down --name \(name) --host \(host)") }
+
+    deinit {
+        for h in up.keys { _ = down(h) }
+        sh("'\(Harness.packageRoot)/Scripts/lab/fabric-underlay.sh' down \(p)")
+        unlink(file)
+        for h in up.keys { sh("rm -rf '/var/log/tapestry/\(name)@\(h)'") }
+    }
+
+    @discardableResult
+    func exec(_ ns: String, _ command: String, timeout: TimeInterval = 60) -> CommandResult {
+        sh("ip netns exec \(ns) \(command)", timeout: timeout)
+    }
+
+    func ping(_ from: String, _ to: String, count: Int = 3, extra: String = "") -> Bool {
+        exec(from, "ping -c \(count) -i 0.2 -W 1 \(extra) \(to)").succeeded
+    }
+
+    func json(_ command: String, host: String) -> [String: Any] {
+        let r = Harness.tapestry("\(command) --name \(name) --host \(host) --json")
+        return (try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]) ?? [:]
+    }
+
+    func port(_ port: String, host: String) -> [String: Any]? {
+        (json("ports", host: host)["ports"] as? [[String: Any]])?.first { $0["name"] as? String == port }
+    }
+
+    func drops(_ port: String, _ reason: String, host: String) -> Int {
+        ((self.port(port, host: host)?["drops"] as? [String: Any])?[reason] as? NSNumber)?.intValue ?? 0
+    }
+
+    func underlayDrops(_ reason: String, host: String) -> Int {
+        let u = (json("ports", host: host)["underlays"] as? [[String: Any]])?.first
+        return ((u?["drops"] as? [String: Any])?[reason] as? NSNumber)?.intValue ?? 0
+    }
+
+    /// fdb entries of `host` as (mac, port, vtep).
+    func fdb(host: String) -> [(mac: String, port: String, vtep: String?)] {
+        ((json("fdb", host: host)["entries"] as? [[String: Any]]) ?? []).map {
+            ($0["mac"] as? String ?? "", $0["port"] as? String ?? "", $0["vtep"] as? String)
+        }
+    }
+}
+
+@Suite(.serialized, .enabled(if: Harness.enabled, "needs root, /dev/net/tun and iproute2 (network namespaces and TAP devices)"))
+struct OverlaySystemTests {
+    static func id() -> String { Capabilities.uniquePrefix("o") }
+
+    /// sw0 spans h1 and h2 (VNI 5000 + VLAN); the kernel VTEP serves the untagged domain.
+    static func fabric(_ p: String, remote: String = "10.77.0.9", mtu: Int = 1500, extraHost: String = "", extraGuest: String = "") -> String {
+        let v6 = remote.contains(":")
+        return """
+        name: \(p)fab
+        hosts:
+          h1: {underlay: \(v6 ? "fd77::1" : "10.77.0.1"), netns: \(p)h1}
+          h2: {underlay: \(v6 ? "fd77::2" : "10.77.0.2"), netns: \(p)h2}
+        \(extraHost)
+        switches:
+          sw0:
+            mtu: \(mtu)
+            overlay:
+              vni: 5000
+              remote-vteps:
+                - {address: \(remote), vlans: [none]}
+            port-groups:
+              plain: {vlan: none, security: {forged-transmits: true, mac-changes: true}}
+              v10: {vlan: 10}
+              v20: {vlan: 20}
+        guests:
+          \(p)a1: {kind: netns, host: h1, nics: [{switch: sw0, port-group: plain, mac: "02:00:00:77:01:01", ip: 10.78.0.1/24}]}
+          \(p)a2: {kind: netns, host: h1, nics: [{switch: sw0, port-group: v10, mac: "02:00:00:77:01:02", ip: 10.78.10.1/24}]}
+          \(p)b1: {kind: netns, host: h2, nics: [{switch: sw0, port-group: plain, mac: "02:00:00:77:02:01", ip: 10.78.0.2/24}]}
+          \(p)b2: {kind: netns, host: h2, nics: [{switch: sw0, port-group: v10, mac: "02:00:00:77:02:02", ip: 10.78.10.2/24}]}
+          \(p)b3: {kind: netns, host: h2, nics: [{switch: sw0, port-group: v20, mac: "02:00:00:77:02:03", ip: 10.78.10.3/24}]}
+        \(extraGuest)
+        """
+    }
+
+    @Test func twoHostsAndAKernelVTEPShareOneSwitch() throws {
+        let p = Self.id()
+        let lab = OverlayLab(prefix: p, yaml: Self.fabric(p))
+        try #require(lab.underlay.succeeded, "underlay: \(lab.underlay.stderr)")
+        for h in ["h1", "h2"] { try #require(lab.up[h]?.succeeded == true, "up --host \(h): \(lab.up[h]?.stderr ?? "")") }
+
+        // Cross-host pings, untagged and per VLAN; VLAN isolation across hosts.
+        #expect(lab.ping("\(p)a1", "10.78.0.2"), "untagged (VNI 5000) across hosts")
+        #expect(lab.ping("\(p)a2", "10.78.10.2"), "VLAN 10 (VNI 5010) across hosts")
+        #expect(!lab.ping("\(p)a2", "10.78.10.3", count: 2), "VLAN 10 must not reach VLAN 20 on the other host")
+        // To and from the kernel VTEP's guest (it serves VNI 5000 only).
+        #expect(lab.ping("\(p)a1", "10.78.0.9"), "h1 guest → kernel VTEP guest")
+        #expect(lab.ping("\(p)kg", "10.78.0.2"), "kernel VTEP guest → h2 guest")
+        // Full-size frames cross without fragmenting (1550 bytes on a 1600-byte underlay).
+        #expect(lab.ping("\(p)a1", "10.78.0.2", count: 2, extra: "-s 1472 -M do"), "ping -s 1472 -M do across")
+
+        // The VNI on the wire, decoded by tshark; UDP source ports from the flow hash; DF set.
+        if Harness.hasTshark {
+            let out = NSTemporaryDirectory() + "tapestry-\(p)-vxlan.txt"
+            sh("(ip netns exec \(p)ul timeout 12 tshark -i br0 -f 'udp port 4789' -a duration:10 -T fields -e vxlan.vni -e udp.srcport -e ip.flags.df -e ip.src > \(out) 2>/dev/null &)")
+            usleep(2_500_000)
+            _ = lab.ping("\(p)a2", "10.78.10.2", count: 3)
+            _ = lab.ping("\(p)a1", "10.78.0.2", count: 3)
+            for _ in 0..<40 where sh("pgrep -f 'tshark -i br0 -f udp port 4789' >/dev/null && ip netns pids \(p)ul | grep -q .").succeeded { usleep(300_000) }
+            usleep(500_000)
+            let rows = ((try? String(contentsOfFile: out, encoding: .utf8)) ?? "").split(separator: "\n").map { $0.split(separator: "\t").map(String.init) }
+            unlink(out)
+            let fromUs = rows.filter { $0.count >= 4 && ($0[3] == "10.77.0.1" || $0[3] == "10.77.0.2") }
+            #expect(fromUs.contains { $0[0] == "5010" }, "VNI 5010 for VLAN 10 on the wire: \(rows.prefix(10))")
+            #expect(fromUs.contains { $0[0] == "5000" }, "VNI 5000 for the untagged domain: \(rows.prefix(10))")
+            #expect(!fromUs.isEmpty && fromUs.allSatisfy { Int($0[1]) ?? 0 >= 49152 }, "source ports from the flow hash (49152-65535)")
+            #expect(!fromUs.isEmpty && fromUs.allSatisfy { $0[2] == "1" || $0[2] == "True" || $0[2] == "true" }, "DF set over IPv4: \(fromUs.prefix(3))")
+        }
+
+        // fdb shows remote MACs on the tunnel port with the VTEP address.
+        let fdb1 = lab.fdb(host: "h1")
+        #expect(fdb1.contains { $0.mac == "02:00:00:77:02:01" && $0.port == "h2" && $0.vtep == "10.77.0.2" }, "\(fdb1)")
+        #expect(fdb1.contains { $0.mac == "02:00:00:77:00:09" && $0.port == "vtep-10.77.0.9" && $0.vtep == "10.77.0.9" }, "\(fdb1)")
+        // ports shows tunnels with their kind and peer.
+        let tunnel = lab.port("h2", host: "h1")
+        #expect(tunnel?["kind"] as? String == "tunnel" && (tunnel?["peer"] as? String)?.contains("10.77.0.2") == true)
+        #expect(((tunnel?["rx_frames"] as? NSNumber)?.intValue ?? 0) > 0)
+
+        // trace --in h2: vlan=10 means VNI 5010; untagged means VNI 5000, and a flood from h2
+        // reaches a1 only, never the kernel VTEP's tunnel (split horizon).
+        let trace = Harness.tapestry("trace --name \(lab.name) --host h1 --in h2 --frame 'src=02:00:00:77:02:09,dst=ff:ff:ff:ff:ff:ff,vlan=10,type=arp'")
+        #expect(trace.succeeded && trace.stdout.contains("VNI 5010") && trace.stdout.contains("\(p)a2.eth0"), "\(trace.stdout)\(trace.stderr)")
+        let flood = Harness.tapestry("trace --name \(lab.name) --host h1 --in h2 --frame 'src=02:00:00:77:02:09,dst=ff:ff:ff:ff:ff:ff,type=arp'")
+        let verdict = flood.stdout.split(separator: "\n").first { $0.contains("verdict") }.map(String.init) ?? ""
+        #expect(flood.stdout.contains("VNI 5000") && verdict.contains("\(p)a1.eth0") && !verdict.contains("vtep-"), "\(flood.stdout)\(flood.stderr)")
+
+        // capture --port h2 records the inner frames (no tunnel tag, no outer headers).
+        let pcap = NSTemporaryDirectory() + "tapestry-\(p)-h2.pcapng"
+        sh("(timeout 15 '\(Harness.binary)' capture --name \(lab.name) --host h1 --port h2 -c 4 -w \(pcap) >/dev/null 2>&1 &)")
+        usleep(800_000)
+        _ = lab.ping("\(p)a1", "10.78.0.2", count: 3)
+        for _ in 0..<50 where sh("pgrep -f 'capture --name \(lab.name) --host h1' >/dev/null").succeeded { usleep(200_000) }
+        let captured = sh("tcpdump -e -nn -r \(pcap) 2>/dev/null").stdout
+        unlink(pcap)
+        #expect(captured.contains("ICMP echo") && captured.contains("02:00:00:77:02:01") && !captured.contains("vlan") && !captured.contains("4789"),
+                "inner frames on h2: \(captured)")
+
+        // TCP across hosts (iperf3) with the guests' default offloads: their TSO frames are
+        // cut and their partial checksums finished before encapsulation (a tunnel takes no
+        // offloads), so the far guest sees no checksum errors.
+        lab.exec("\(p)b1", "iperf3 -s -1 -D")
+        usleep(300_000)
+        let tcp = lab.exec("\(p)a1", "timeout 30 iperf3 -c 10.78.0.2 -t 3 -J", timeout: 40)
+        let end = (((try? JSONSerialization.jsonObject(with: Data(tcp.stdout.utf8))) as? [String: Any])?["end"] as? [String: Any])?["sum_received"] as? [String: Any]
+        let received = (end?["bytes"] as? NSNumber)?.int64Value ?? 0
+        #expect(received > 1_000_000, "TCP across hosts received \(received) bytes \(tcp.stderr)")
+        #expect(checksumErrors(in: "\(p)b1").tcp == 0, "no TCP checksum errors on the far guest")
+        #expect(lab.drops("h2", "offload-not-supported", host: "h1") == 0)
+
+        // A stranger VTEP's packets are dropped and counted.
+        lab.exec("\(p)kv", "ip addr add 10.77.0.50/24 dev ul0")
+        let stranger = """
+        import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('10.77.0.50', 0))
+        frame = bytes.fromhex('ffffffffffff020000770050' + '0806') + bytes(46)
+        for _ in range(5): s.sendto(bytes([8, 0, 0, 0, 0, 0x13, 0x88, 0]) + frame, ('10.77.0.1', 4789))
+        """
+        try? stranger.write(toFile: NSTemporaryDirectory() + "tapestry-\(p)-stranger.py", atomically: true, encoding: .utf8)
+        lab.exec("\(p)kv", "\(Harness.python) \(NSTemporaryDirectory())tapestry-\(p)-stranger.py")
+        unlink(NSTemporaryDirectory() + "tapestry-\(p)-stranger.py")
+        usleep(300_000)
+        #expect(lab.underlayDrops("unknown-vtep", host: "h1") >= 5, "\(lab.json("ports", host: "h1")["underlays"] ?? "")")
+        #expect(!lab.fdb(host: "h1").contains { $0.mac == "02:00:00:77:00:50" }, "a stranger teaches nothing")
+
+        // A MAC moving between hosts: a1's MAC reappears behind h2 and moves at once.
+        #expect(lab.fdb(host: "h2").contains { $0.mac == "02:00:00:77:01:01" && $0.port == "h1" })
+        lab.exec("\(p)a1", "ip link set eth0 down")
+        lab.exec("\(p)b1", "ip link set eth0 address 02:00:00:77:01:01")
+        _ = lab.ping("\(p)b1", "10.78.0.9", count: 1)
+        #expect(lab.fdb(host: "h1").contains { $0.mac == "02:00:00:77:01:01" && $0.port == "h2" }, "moved behind h2 on h1: \(lab.fdb(host: "h1"))")
+        #expect(lab.fdb(host: "h2").contains { $0.mac == "02:00:00:77:01:01" && $0.port == "\(p)b1.eth0" })
+
+        // down on both hosts leaves nothing behind.
+        for h in ["h1", "h2"] { #expect(lab.down(h).succeeded) }
+        let left = Harness.namespaces().filter { ["\(p)a1", "\(p)a2", "\(p)b1", "\(p)b2", "\(p)b3"].contains($0) }
+        #expect(left.isEmpty, "guest namespaces left: \(left)")
+        for h in ["h1", "h2"] {
+            #expect(!FileManager.default.fileExists(atPath: "/run/tapestry/\(lab.name)@\(h).state"))
+            #expect(!FileManager.default.fileExists(atPath: "/run/tapestry/\(lab.name)@\(h).sock"))
+        }
+        #expect(!lab.exec("\(p)h1", "ss -uln").stdout.contains(":4789"), "the underlay socket is closed")
+    }
+
+    /// IPv6 underlay with MTU 1500: the MTU warning, the oversize drop, and a reload that adds
+    /// and removes a host, a remote VTEP and a guest on the other host without disturbing the
+    /// untouched tunnel.
+    @Test func reloadOverIPv6WithTheMTUWarningAndTheOversizeDrop() throws {
+        let p = Self.id()
+        let base = Self.fabric(p, remote: "fd77::9")
+        let lab = OverlayLab(prefix: p, yaml: base, family: "ipv6", mtu: 1500)
+        try #require(lab.underlay.succeeded, "underlay: \(lab.underlay.stderr)")
+        for h in ["h1", "h2"] { try #require(lab.up[h]?.succeeded == true, "up --host \(h): \(lab.up[h]?.stderr ?? "")") }
+        // validate and up warn: 1500 + 70 bytes of VXLAN over IPv6 do not fit a 1500 underlay.
+        let log = (try? String(contentsOfFile: "/var/log/tapestry/\(lab.name)@h1/daemon.log", encoding: .utf8)) ?? ""
+        #expect(log.contains("warning") && log.contains("1570"), "the underlay MTU warning: \(log)")
+        #expect(lab.ping("\(p)a1", "10.78.0.2"), "untagged across an IPv6 underlay")
+        #expect(lab.ping("\(p)a1", "10.78.0.9"), "to the kernel VTEP over IPv6")
+        // Too large for the underlay once encapsulated: dropped and counted, never fragmented.
+        #expect(!lab.ping("\(p)a1", "10.78.0.2", count: 2, extra: "-s 1472 -M do"))
+        #expect(lab.drops("h2", "underlay-mtu-exceeded", host: "h1") >= 2)
+        #expect(lab.ping("\(p)a1", "10.78.0.2", count: 2, extra: "-s 1380 -M do"), "1422-byte frames fit 1500 - 56")
+
+        let before = (lab.port("h2", host: "h1")?["rx_frames"] as? NSNumber)?.intValue ?? 0
+        // A ping across the untouched tunnel runs through the reloads.
+        let pingLog = NSTemporaryDirectory() + "tapestry-\(p)-ping.txt"
+        sh("(ip netns exec \(p)a1 ping -c 40 -i 0.1 -W 1 10.78.0.2 > \(pingLog) 2>&1 &)")
+        // Reload 1: host h3 (a new tunnel on h1), a second remote VTEP, a guest on h2.
+        let reloaded = Self.fabric(p, remote: "fd77::9", extraHost: "  h3: {underlay: fd77::3, netns: \(p)h3}",
+                                   extraGuest: "  \(p)c1: {kind: netns, host: h3, nics: [{switch: sw0, port-group: plain, ip: 10.78.0.3/24}]}\n  \(p)b4: {kind: netns, host: h2, nics: [{switch: sw0, port-group: v10, ip: 10.78.10.4/24}]}")
+            .replacingOccurrences(of: "- {address: fd77::9, vlans: [none]}", with: "- {address: fd77::9, vlans: [none]}\n        - fd77::99")
+        try? reloaded.write(toFile: lab.file, atomically: true, encoding: .utf8)
+        let r1 = Harness.tapestry("reload '\(lab.file)' --name \(lab.name) --host h1")
+        #expect(r1.succeeded, "\(r1.stdout)\(r1.stderr)")
+        let ports1 = (lab.json("ports", host: "h1")["ports"] as? [[String: Any]] ?? []).compactMap { $0["name"] as? String }
+        #expect(ports1.contains("h3") && ports1.contains("vtep-fd77--99") && ports1.contains("h2"), "\(ports1)")
+        #expect(!ports1.contains("\(p)c1.eth0") && !ports1.contains("\(p)b4.eth0"), "guests of other hosts are not ports here")
+        // Reload 2: back to the first file (h3, the VTEP and the guest go away).
+        try? base.write(toFile: lab.file, atomically: true, encoding: .utf8)
+        let r2 = Harness.tapestry("reload '\(lab.file)' --name \(lab.name) --host h1")
+        #expect(r2.succeeded, "\(r2.stdout)\(r2.stderr)")
+        let ports2 = (lab.json("ports", host: "h1")["ports"] as? [[String: Any]] ?? []).compactMap { $0["name"] as? String }
+        #expect(!ports2.contains("h3") && !ports2.contains("vtep-fd77--99") && ports2.contains("h2"), "\(ports2)")
+        // The untouched tunnel kept its counters, and the ping through it lost nothing.
+        let after = (lab.port("h2", host: "h1")?["rx_frames"] as? NSNumber)?.intValue ?? 0
+        #expect(after > before, "h2's counters carried over: \(before) → \(after)")
+        for _ in 0..<60 where !(((try? String(contentsOfFile: pingLog, encoding: .utf8)) ?? "").contains("packet loss")) { usleep(200_000) }
+        let summary = (try? String(contentsOfFile: pingLog, encoding: .utf8)) ?? ""
+        unlink(pingLog)
+        #expect(summary.contains(" 0% packet loss"), "no loss across the reloads: \(summary.split(separator: "\n").suffix(2))")
+    }
+
+    /// The demo (`Scripts/fabric-lab.sh`) in its non-interactive mode: every check passes and
+    /// nothing is left behind.
+    @Test func fabricLabDemoPassesItsChecks() {
+        let p = Self.id()
+        let r = sh("FABRIC_LAB_PREFIX=\(p) TAPESTRY_BIN='\(Harness.binary)' '\(Harness.packageRoot)/Scripts/fabric-lab.sh' --non-interactive", timeout: 180)
+        #expect(r.succeeded && r.stdout.contains("every check passed"), "\(r.stdout.suffix(1500))\(r.stderr.suffix(500))")
+        #expect(!Harness.namespaces().contains { $0.hasPrefix(p) }, "the lab's namespaces are gone")
+        sh("rm -rf '/var/log/tapestry/\(p)fab@h1' '/var/log/tapestry/\(p)fab@h2'")
+    }
+
+    /// Interop with Open vSwitch's userspace `type=vxlan` (datapath_type=netdev), started by
+    /// the test without systemd (`Scripts/lab/ovs-vtep.sh`): OVS is a remote VTEP of h1.
+    @Test(.enabled(if: sh("command -v ovs-vswitchd && command -v ovsdb-server").succeeded, "needs openvswitch-switch (Scripts/setup.sh)"))
+    func openVSwitchUserspaceVXLANInteroperates() throws {
+        let p = Self.id()
+        let yaml = Self.fabric(p, remote: "10.77.0.8")
+        let lab = OverlayLab(prefix: p, yaml: yaml, hosts: [])
+        try #require(lab.underlay.succeeded, "underlay: \(lab.underlay.stderr)")
+        defer { sh("'\(Harness.packageRoot)/Scripts/lab/ovs-vtep.sh' down \(p)") }
+        let ovs = sh("'\(Harness.packageRoot)/Scripts/lab/ovs-vtep.sh' up \(p) 10.77.0.1 5000", timeout: 60)
+        try #require(ovs.succeeded, "OVS: \(ovs.stdout)\(ovs.stderr)")
+        lab.up["h1"] = Harness.tapestry("up '\(lab.file)' --host h1 --detach")
+        try #require(lab.up["h1"]?.succeeded == true, "up --host h1: \(lab.up["h1"]?.stderr ?? "")")
+        #expect(lab.ping("\(p)a1", "10.78.0.8"), "Tapestry guest → OVS guest (VNI 5000)")
+        #expect(lab.ping("\(p)og", "10.78.0.1"), "OVS guest → Tapestry guest")
+        #expect(lab.ping("\(p)a1", "10.78.0.8", count: 2, extra: "-s 1472 -M do"), "full-size frames both ways")
+        #expect(lab.fdb(host: "h1").contains { $0.mac == "02:00:00:77:00:08" && $0.port == "vtep-10.77.0.8" && $0.vtep == "10.77.0.8" })
+    }
+}
