@@ -25,6 +25,14 @@ public struct DatapathLock: ~Copyable {
     }
     /// Per worker, the longest it waited for the datapath lock since the last `resetLockWaits`.
     public var longestLockWaits: [Duration] { datapath.workers.map { .nanoseconds($0.longestLockWait) } }
+    /// Copies `longestLockWaits` into `out` in nanoseconds (sized to the thread count
+    /// beforehand; no allocation here).
+    public func copyLongestLockWaits(into out: inout [Int64]) {
+        for (i, w) in datapath.workers.enumerated() where i < out.count { out[i] = w.longestLockWait }
+    }
+    /// How many times the control side (`Datapath.withLock`) has taken the lock since start,
+    /// this hold included: tells how a control operation splits its work into holds.
+    public var controlHolds: UInt64 { datapath.controlHolds }
     /// Batches decided, sent and accounted since start, all workers together.
     public var batchesCompleted: UInt64 { datapath.workers.reduce(0) { $0 &+ $1.batches } }
     /// Starts measuring the longest lock waits afresh.
@@ -69,6 +77,8 @@ public struct DatapathLock: ~Copyable {
 /// (`PortLinks`), its MAC entries flushed, and every worker stops polling it; the rest keeps
 /// forwarding. Uplink errors go to the team monitor instead (failover).
 public final class Datapath {
+    /// `withLock` holds since start (under the lock; `DatapathLock.controlHolds`).
+    var controlHolds: UInt64 = 0
     /// Replaced only by `replaceSwitches`, under `lock` and every worker's `ioLock`.
     fileprivate(set) var switches: [SwitchRuntime]
     /// Bumped by every `replaceSwitches`: epoll events fetched before a swap are stale.
@@ -185,6 +195,7 @@ public final class Datapath {
     /// the lock is held. Keep `body` short: no system calls, no logging (see `DatapathLock`).
     public func withLock<T>(_ body: (borrowing DatapathLock) throws -> T) rethrows -> T {
         lock.lock(); defer { lock.unlock() }
+        controlHolds &+= 1
         let held = DatapathLock(self)
         return try body(held)
     }

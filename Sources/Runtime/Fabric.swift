@@ -256,7 +256,7 @@ public final class Fabric {
         let enc = JSON.encoder()
         do {
             switch req.command {
-            case "status": return try enc.encode(status())
+            case "status": return try enc.encode(status(resetLockWaits: req.action == "reset-lock-waits"))
             case "ports": return try enc.encode(ports(switch: req.switch))
             case "fdb": return try enc.encode(fdb(switch: req.switch, vlan: req.vlan))
             case "mdb": return try enc.encode(mdb(switch: req.switch))
@@ -278,7 +278,7 @@ public final class Fabric {
         }
     }
 
-    func status() -> StatusReport {
+    func status(resetLockWaits: Bool = false) -> StatusReport {
         let snaps = datapath?.snapshots() ?? []
         let switches: [StatusReport.SwitchSummary] = plans.map { plan in
             // By name: a reload may have replaced the switches since `plans` was read.
@@ -292,16 +292,22 @@ public final class Fabric {
                                           addresses: $0.addresses.isEmpty ? nil : $0.addresses.map(\.description), dhcp: $0.dhcp ? true : nil) },
                   vm: vms[g.name]?.status)
         }
-        var frames: [UInt64]? = nil
+        var frames: [UInt64]? = nil, waits: [Double]? = nil
         if let dp = datapath {
             var copy = Array(repeating: UInt64(0), count: dp.threadCount)
-            dp.withLock { lock in lock.copyFramesPerWorker(into: &copy) }
+            var longest = Array(repeating: Int64(0), count: dp.threadCount)
+            dp.withLock { lock in
+                lock.copyFramesPerWorker(into: &copy)
+                lock.copyLongestLockWaits(into: &longest)
+                if resetLockWaits { lock.resetLockWaits() }
+            }
             frames = copy
+            waits = longest.map { (Double($0) / 100).rounded() / 10 }
         }
         return StatusReport(name: topology.name, file: topology.file, pid: getpid(),
                             uptimeSeconds: monotonicSeconds() - startedAt,
                             datapathThreads: datapath?.threadCount, busyPollMicroseconds: datapath?.busyPollMicroseconds,
-                            datapathFrames: frames, switches: switches, guests: guests,
+                            datapathFrames: frames, datapathLockWaitMaxMicroseconds: waits, switches: switches, guests: guests,
                             flowExport: flowExport?.summaries() ?? [], host: hostName,
                             underlays: datapath?.underlayCounters())
     }

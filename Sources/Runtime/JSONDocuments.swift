@@ -154,6 +154,7 @@ public enum JSONDocuments {
             "datapath_threads": .optional(s.datapathThreads) { .number($0) },
             "busy_poll_microseconds": .optional(s.busyPollMicroseconds) { .number($0) },
             "datapath_frames": .optional(s.datapathFrames) { .array($0.map { .number($0) }) },
+            "datapath_lock_wait_max_microseconds": .optional(s.datapathLockWaitMaxMicroseconds) { (w: [Double]) -> JSONValue in .array(w.map { JSONValue.double($0) }) },
             "switches": .array(s.switches.map { sw in
                 .object([
                     "name": .string(sw.name),

@@ -18,6 +18,9 @@ public struct StatusReport: Codable, Equatable {
     public var busyPollMicroseconds: Int?
     /// Frames each datapath thread has read (how the load spreads over them).
     public var datapathFrames: [UInt64]?
+    /// Per datapath worker, the longest it waited for the datapath lock (µs, 0.1 µs
+    /// resolution) since start or since a `status --reset-lock-waits`.
+    public var datapathLockWaitMaxMicroseconds: [Double]? = nil
     public var switches: [SwitchSummary]
     public var guests: [GuestSummary]
     /// IPFIX flow export per switch that has it (nil from a daemon that predates it).

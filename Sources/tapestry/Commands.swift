@@ -268,15 +268,18 @@ struct Status: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Show the running topology: switches, guests, uptime and the daemon's pid.")
     @OptionGroup var options: NameOption
     @Flag(help: "Print JSON (stable keys).") var json = false
+    @Flag(help: "After reporting, measure the datapath workers' longest lock waits afresh (to see what one operation, a failover or a reload, costs them).")
+    var resetLockWaits = false
 
     func run() throws {
-        let s = try request(options, ControlRequest(command: "status"), as: StatusReport.self)
+        let s = try request(options, ControlRequest(command: "status", action: resetLockWaits ? "reset-lock-waits" : nil), as: StatusReport.self)
         if json { return printJSON(JSONDocuments.status(s, host: options.host)) }
         print("topology \(s.name) (\(s.file)), pid \(s.pid), up \(s.uptimeSeconds)s")
         if let t = s.datapathThreads {
             let poll = (s.busyPollMicroseconds ?? 0) > 0 ? ", poll mode \(s.busyPollMicroseconds!) µs" : ""
             let frames = s.datapathFrames.map { " (frames read: " + $0.map(String.init).joined(separator: ", ") + ")" } ?? ""
-            print("datapath: \(t) thread\(t == 1 ? "" : "s")\(poll)\(frames)")
+            let waits = s.datapathLockWaitMaxMicroseconds.map { "; longest lock wait per thread: " + $0.map { "\($0) µs" }.joined(separator: ", ") } ?? ""
+            print("datapath: \(t) thread\(t == 1 ? "" : "s")\(poll)\(frames)\(waits)")
         }
         if let h = s.host { print("host \(h)") }
         for u in s.underlays ?? [] { print(underlayLine(u)) }

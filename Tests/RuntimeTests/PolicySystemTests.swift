@@ -121,7 +121,12 @@ final class PolicyLab {
             files.append(f)
             pids.append(spawn(g, "exec tcpdump -i eth0 -n -l --immediate-mode '\(filter)'", output: f))
         }
-        usleep(1_200_000)
+        // Each tcpdump says "listening on" once its capture is open (under load that takes
+        // longer than any fixed pause).
+        for _ in 0..<200 where !files.allSatisfy({ ((try? String(contentsOfFile: $0, encoding: .utf8)) ?? "").contains("listening on") }) {
+            usleep(50_000)
+        }
+        usleep(100_000)
         body()
         usleep(700_000)
         for p in pids { stop(p) }
