@@ -39,11 +39,15 @@ let package = Package(
         ),
 
         .target(name: "CPcap", linkerSettings: [.linkedLibrary("pcap")]),
+        // vhost-user: SCM_RIGHTS fd passing, shared mappings, memfd (issue #18).
+        .target(name: "CVhost"),
 
         // I/O layers: move bytes, never decide.
         .target(name: "LinuxIO", dependencies: ["CLinux", "Model"], swiftSettings: v5),
         .target(name: "Netlink", dependencies: ["CNetlink", "CLinux", "Model"], swiftSettings: v5),
         .target(name: "Capture", dependencies: ["CPcap", "Model"], swiftSettings: v5),
+        // vhost-user backend: virtqueues over guest memory, the protocol, VhostUserPort (issue #18).
+        .target(name: "VhostUser", dependencies: ["CVhost", "CLinux", "LinuxIO", "Model"], swiftSettings: v5 + hotPath),
 
         // Runtime: datapath loop, control socket, guests.
         .target(name: "Runtime", dependencies: ["Model", "Core", "Topology", "LinuxIO", "Netlink", "CLinux", "VMRunner"], swiftSettings: v5 + hotPath),
@@ -72,5 +76,6 @@ let package = Package(
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Core", "Model", "Topology", "TestSupport"], swiftSettings: v5),
         .testTarget(name: "SystemTests", dependencies: ["TestSupport"], swiftSettings: v5),
         .testTarget(name: "VMRunnerTests", dependencies: ["VMRunner", "Model", "TestSupport"]),
+        .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "CVhost", "LinuxIO", "Model", "TestSupport", "VMRunner"], swiftSettings: v5),
     ]
 )
