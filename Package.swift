@@ -64,6 +64,8 @@ let package = Package(
         // Micro-benchmark of the forwarding core (Scripts/bench/micro.sh); counts mallocs.
         .target(name: "CMallocCounter"),
         .executableTarget(name: "tapestry-bench", dependencies: ["Core", "Model", "CMallocCounter"]),
+        // Two vhost-user ports patched together, measured with testpmd (issue #18).
+        .executableTarget(name: "tapestry-vhost-bench", dependencies: ["VhostUser", "LinuxIO", "CMallocCounter"], swiftSettings: v5),
 
         // Tests: one target per library target, plus shared fakes.
         .target(name: "TestSupport", dependencies: ["Model", "Core"], path: "Tests/TestSupport"),

@@ -48,6 +48,8 @@ final class VhostControl {
     private var epoch: UInt64 = 0
     private var rarp: [UInt8]?
     private var rarpSerial: UInt64 = 0
+    /// `TAPESTRY_VHOST_TRACE=1`: log every message (protocol debugging).
+    private let traceMessages = getenv("TAPESTRY_VHOST_TRACE") != nil
 
     struct RingSetup {
         var num = 0
@@ -182,6 +184,7 @@ final class VhostControl {
             case .success(let v): request = v
             case .failure(let e): return fail(e.description)
             }
+            if traceMessages { log("\(port.name): <- \(request)") }
             let reply: [UInt8]?
             do {
                 let taken = received
