@@ -12,7 +12,8 @@ import Glibc
 ///
 /// It drives the ports exactly as the datapath does (see `PortIO`): epoll over both
 /// `pollFD`s, up to 64 `read`s from a ready port, one `writev` per frame to the other port
-/// (iovec 0 = the 12-byte header as read, iovec 1 = the frame), then one `flush`. Receive
+/// (iovec 0 = the virtio-net header as read, cut to the egress port's size, iovec 1 = the
+/// frame), then one `flush`. A TAP with a 10-byte vnet header can sit on either side. Receive
 /// area and iovecs are allocated once: nothing per frame allocates.
 public final class CrossConnect<A: PortIO, B: PortIO> {
     public let a: A
@@ -103,6 +104,9 @@ public final class CrossConnect<A: PortIO, B: PortIO> {
     private func pump<S: PortIO, D: PortIO>(from src: S, to dst: D, counts: UnsafeMutablePointer<UInt64>, area: UnsafeMutableRawPointer,
                                              offsets: UnsafeMutablePointer<Int>, lengths: UnsafeMutablePointer<Int>, iov: UnsafeMutablePointer<iovec>) {
         let header = src.vnetHeaderSize
+        // The virtio_net_hdr_v1 starts with the legacy 10-byte header: a shorter egress header
+        // is a prefix of it; a longer one (10 → 12) the vhost-user port completes itself.
+        let egressHeader = min(header, dst.txVNetHeaderSize)
         var count = 0, offset = 0
         while count < Self.batch && offset + Self.frameMax <= Self.areaSize {
             guard case .bytes(let len) = src.read(queue: 0, into: UnsafeMutableRawBufferPointer(start: area + offset, count: Self.frameMax)) else { break }
@@ -117,9 +121,10 @@ public final class CrossConnect<A: PortIO, B: PortIO> {
             let len = lengths[k]
             let p = area + offsets[k]
             guard len >= header else { continue }
-            iov[0] = iovec(iov_base: p, iov_len: header)
+            iov[0] = iovec(iov_base: p, iov_len: egressHeader)
             iov[1] = iovec(iov_base: p + header, iov_len: len - header)
-            switch dst.writev(queue: 0, iov, count: 2) {
+            let r = egressHeader > 0 ? dst.writev(queue: 0, iov, count: 2) : dst.writev(queue: 0, iov + 1, count: 1)
+            switch r {
             case .bytes: sent += 1
             default: refused += 1
             }

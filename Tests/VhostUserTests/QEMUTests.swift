@@ -1,0 +1,192 @@
+import CVhost
+import Foundation
+import LinuxIO
+import Model
+import Testing
+import TestSupport
+@testable import VhostUser
+import VMRunner
+
+/// Real QEMU guests (TCG here) on vhost-user NICs: QEMU serves each NIC's socket and a
+/// `VhostUserPort` in client mode connects to it, as the switch will. `CrossConnect` stands in
+/// for the switch: it patches the VM's port to a TAP in a network namespace (10-byte vnet
+/// header, checksum/TSO offloads on), or to a second VM's port.
+///
+/// Needs root (TAP, namespaces) and qemu-system-x86_64; skips with the reason otherwise. The
+/// guest image is built on first use (Scripts/guest-image.sh). Everything created carries a
+/// `vhq` prefix and is removed on every exit path; only processes started here are signalled.
+@Suite(.serialized) struct QEMUTests {
+    static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+
+    static var skipReason: String? {
+        if !Capabilities.canCreateTAP { return "needs root and /dev/net/tun" }
+        if !Capabilities.canCreateNamespaces { return "needs root and iproute2" }
+        if !sh("command -v qemu-system-x86_64").succeeded { return "qemu-system-x86_64 is not installed (Scripts/setup.sh installs qemu-system-x86)" }
+        if !sh("command -v python3").succeeded { return "python3 is not installed" }
+        return nil
+    }
+
+    static func image() throws -> GuestImage {
+        try GuestImage.prepare(script: packageRoot + "/Scripts/guest-image.sh") { print("  \($0)") }
+    }
+
+    func boot(_ name: String, mac: MACAddress, socket: String, ip: String, runDir: String, image: GuestImage,
+              restarts: Counter? = nil) throws -> VMSupervisor {
+        let vm = try VMSupervisor(
+            spec: VMSpec(name: name, nics: [GuestNIC(mac: mac, backend: .vhostUser(socketPath: socket), addresses: [ip])]),
+            image: image, accel: Accel.probe().accel, paths: VMPaths(name: name, runDirectory: runDir),
+            restartPolicy: .onFailure, backoff: Backoff(initial: 0.5, maximum: 5, resetAfter: 60),
+            onRestart: { _ in restarts?.increment() }, log: { print("  \($0)") })
+        return vm
+    }
+
+    /// Netns guest ↔ QEMU guest: ping, TCP both ways (offloads on, so TSO frames cross the
+    /// vhost-user port whole), then kill -9 of QEMU: the port reconnects to the restarted QEMU.
+    @Test func vmOnVhostUserTalksToANamespaceAndSurvivesAQEMUCrash() throws {
+        if let reason = Self.skipReason { print("QEMUTests skipped: \(reason)"); return }
+        let image = try Self.image()
+        let p = Capabilities.uniquePrefix("vhq")
+        let ns = "\(p)ns", runDir = "/tmp/\(p)-run", webDir = "/tmp/\(p)-web"
+        sh("mkdir -p \(runDir) \(webDir) && dd if=/dev/urandom of=\(webDir)/big bs=1M count=16 2>/dev/null")
+        var serverPID: Int32 = 0
+        defer {
+            if serverPID > 0 { kill(serverPID, SIGTERM) }
+            sh("ip netns del \(ns)")
+            sh("rm -rf \(runDir) \(webDir)")
+        }
+        let tap = try TAPDevice(name: "\(p)tap", vnetHeader: true)
+        defer { tap.close() }
+        try tap.enableOffloads()
+        #expect(sh("ip netns add \(ns) && ip link set \(p)tap netns \(ns) && ip -n \(ns) addr add 10.214.0.1/24 dev \(p)tap && ip -n \(ns) link set \(p)tap up && ip -n \(ns) link set lo up").succeeded)
+
+        let socket = "\(runDir)/\(p)vm.eth0.sock"
+        let port = try VhostUserPort(name: "\(p)vm.eth0", socketPath: socket, mode: .client, log: { print("  \($0)") })
+        defer { port.close() }
+        let xc = try CrossConnect(port, tap)
+        xc.start()
+        defer { xc.stop() }
+
+        let restarts = Counter()
+        let mac = MACAddress("52:54:00:7e:58:02")!
+        let vm = try boot("\(p)vm", mac: mac, socket: socket, ip: "10.214.0.2/24", runDir: runDir, image: image, restarts: restarts)
+        defer { vm.stop(gracePeriod: 5) }
+        let started = Date()
+        try vm.start()
+        print("  booted in \(String(format: "%.1f", Date().timeIntervalSince(started))) s")
+        #expect(waitFor(timeout: 10) { port.isRunning }, "QEMU set up the rings")
+
+        #expect(sh("ip netns exec \(ns) ping -c 3 -i 0.3 -W 3 10.214.0.2", timeout: 30).succeeded, "the namespace pings the VM")
+        #expect(ipJSON("ip -j -n \(ns) neigh show 10.214.0.2").first?["lladdr"] as? String == "\(mac)")
+
+        // TCP, VM → namespace: the guest's httpd serves 16 MiB, the namespace fetches it.
+        let console = GuestConsole(vm.paths)
+        let made = console.run("dd if=/dev/urandom of=/tmp/big bs=1M count=16 2>/dev/null; httpd -p 80 -h /tmp; md5sum /tmp/big", timeout: 60)
+        let guestSum = made.split(whereSeparator: \.isWhitespace).first { $0.count == 32 }.map(String.init)
+        let fetched = sh("ip netns exec \(ns) python3 -c 'import urllib.request,hashlib; d=urllib.request.urlopen(\"http://10.214.0.2/big\", timeout=120).read(); print(len(d), hashlib.md5(d).hexdigest())'", timeout: 150)
+        print("  VM → namespace: \(fetched.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) (guest md5 \(guestSum ?? "?"))")
+        #expect(fetched.stdout.hasPrefix("16777216 "), "16 MiB over TCP from the VM: \(fetched.stderr)")
+        #expect(guestSum != nil && fetched.stdout.contains(guestSum!), "intact")
+
+        // TCP, namespace → VM: the namespace serves 16 MiB, the guest fetches it.
+        let server = sh("ip netns exec \(ns) python3 -m http.server 8000 --bind 10.214.0.1 --directory \(webDir) >/dev/null 2>&1 & echo $!")
+        serverPID = Int32(server.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+        let hostSum = sh("md5sum \(webDir)/big").stdout.split(separator: " ").first.map(String.init) ?? "?"
+        usleep(500_000)
+        let got = console.run("wget -q -O /tmp/in http://10.214.0.1:8000/big; wc -c < /tmp/in; md5sum /tmp/in", timeout: 120)
+        print("  namespace → VM: \(got.split(separator: "\n").filter { !$0.isEmpty }.suffix(2).joined(separator: " | "))")
+        #expect(got.contains("16777216"), "16 MiB over TCP into the VM")
+        #expect(got.contains(hostSum), "intact")
+        let s = xc.statistics
+        print("  frames VM→ns \(s.aToB) ns→VM \(s.bToA), refused \(s.droppedAtB)/\(s.droppedAtA); port \(port.statistics)")
+
+        // kill -9: QEMU is restarted (on-failure) and the port connects to the new QEMU.
+        let firstPID = try #require(vm.status.pid)
+        kill(firstPID, SIGKILL)
+        #expect(waitFor(timeout: 40) { vm.status.restarts == 1 && vm.status.state == .running }, "restarted (\(vm.status))")
+        #expect(waitFor(timeout: 10) { port.statistics.connections >= 2 && port.isRunning }, "the port reconnected: \(port.statistics)")
+        sh("ip -n \(ns) neigh flush dev \(p)tap")
+        #expect(sh("ip netns exec \(ns) ping -c 3 -i 0.3 -W 3 10.214.0.2", timeout: 30).succeeded, "the restarted VM answers")
+        #expect(port.statistics.resets.isEmpty, "no reset: \(port.statistics.resets)")
+    }
+
+    /// Two VMs on vhost-user reach each other through two ports patched together.
+    @Test func twoVMsReachEachOther() throws {
+        if let reason = Self.skipReason { print("QEMUTests skipped: \(reason)"); return }
+        let image = try Self.image()
+        let p = Capabilities.uniquePrefix("vhq")
+        let runDir = "/tmp/\(p)-run"
+        sh("mkdir -p \(runDir)")
+        defer { sh("rm -rf \(runDir)") }
+        let sockA = "\(runDir)/\(p)a.eth0.sock", sockB = "\(runDir)/\(p)b.eth0.sock"
+        let portA = try VhostUserPort(name: "\(p)a.eth0", socketPath: sockA, mode: .client, log: { print("  \($0)") })
+        let portB = try VhostUserPort(name: "\(p)b.eth0", socketPath: sockB, mode: .client, log: { print("  \($0)") })
+        defer { portA.close(); portB.close() }
+        let xc = try CrossConnect(portA, portB)
+        xc.start()
+        defer { xc.stop() }
+        let a = try boot("\(p)a", mac: MACAddress("52:54:00:7e:59:01")!, socket: sockA, ip: "10.215.0.1/24", runDir: runDir, image: image)
+        let b = try boot("\(p)b", mac: MACAddress("52:54:00:7e:59:02")!, socket: sockB, ip: "10.215.0.2/24", runDir: runDir, image: image)
+        defer { a.stop(gracePeriod: 5); b.stop(gracePeriod: 5) }
+        let started = Date()
+        let bootB = Thread { try? b.start() }
+        bootB.start()
+        try a.start()
+        #expect(waitFor(timeout: 90) { b.status.state == .running }, "both booted")
+        print("  both booted in \(String(format: "%.1f", Date().timeIntervalSince(started))) s")
+        let out = GuestConsole(a.paths).run("ping -c 3 -W 3 10.215.0.2", timeout: 30)
+        #expect(out.contains("3 packets received"), "VM a pings VM b: \(out)")
+        let back = GuestConsole(b.paths).run("ping -c 2 -W 3 10.215.0.1", timeout: 30)
+        #expect(back.contains("2 packets received"), "and back: \(back)")
+        let s = xc.statistics
+        #expect(s.aToB >= 3 && s.bToA >= 3)
+    }
+}
+
+/// Runs shell commands on a guest's serial console (QEMU's console socket) and returns what
+/// the guest printed, read from the console log up to an end marker.
+struct GuestConsole {
+    let paths: VMPaths
+    init(_ paths: VMPaths) { self.paths = paths }
+
+    func run(_ command: String, timeout: Double) -> String {
+        let marker = "VHQ-END-\(UInt32.random(in: 1000...9999))"
+        let start = (try? FileManager.default.attributesOfItem(atPath: paths.consoleLog)[.size] as? Int) ?? 0
+        let fd = cv_connect(paths.consoleSocket)
+        guard fd >= 0 else { return "" }
+        defer { close(fd) }
+        // The marker is printed by the guest's shell (its command line echo shows "$((1))").
+        let line = "\n\(command); echo \(marker)-$((1))\n"
+        _ = line.withCString { write(fd, $0, strlen($0)) }
+        var text = ""
+        let done: () -> Bool = {
+            guard let h = FileHandle(forReadingAtPath: paths.consoleLog) else { return false }
+            defer { try? h.close() }
+            try? h.seek(toOffset: UInt64(start))
+            text = String(decoding: (try? h.readToEnd()) ?? Data(), as: UTF8.self)
+            return text.contains("\(marker)-1")
+        }
+        _ = waitFor(timeout: timeout, done)
+        return text
+    }
+}
+
+func waitFor<T>(timeout: TimeInterval, _ probe: () -> T?) -> T? {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        if let v = probe() { return v }
+        usleep(100_000)
+    }
+    return probe()
+}
+
+func waitFor(timeout: TimeInterval, _ probe: () -> Bool) -> Bool {
+    waitFor(timeout: timeout) { probe() ? true : nil } ?? false
+}
+
+/// A thread-safe counter for callbacks.
+final class Counter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var count = 0
+    func increment() { lock.lock(); count += 1; lock.unlock() }
+    var value: Int { lock.lock(); defer { lock.unlock() }; return count }
+}
