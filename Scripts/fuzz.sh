@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets in Fuzz/ and runs each for SECONDS_PER_TARGET (default 20).
 #
-#   Scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     targets: frame topology pcap control
+#   Scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     targets: frame topology pcap control vhost-message vhost-chain
 #
 # Prints `fuzz <target>: <executions> executions, <crashes> crashes` per target and exits 1 if
 # any target crashed (the reproducer's path is printed). Runs work on a copy of Fuzz/corpus/
@@ -13,7 +13,7 @@ ROOT=$PWD
 SECONDS_PER_TARGET=${1:-20}
 shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(frame topology pcap control)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(frame topology pcap control vhost-message vhost-chain)
 B=$ROOT/.build-fuzz
 MOD=$B/mod OBJ=$B/obj LOG=$B/build.log
 SAN=(-sanitize=fuzzer,address)
@@ -95,10 +95,14 @@ if want control; then
     driver control FuzzControl "$OBJ"/Model.o "$OBJ"/Core.o -- Fuzz/control/main.swift \
         Sources/Runtime/Reports.swift Sources/Runtime/Trace.swift Sources/Runtime/StateFile.swift
 fi
+# vhost-user (issue #18): the pure files of the VhostUser module, compiled into each driver.
+VHOST_PURE=(Sources/VhostUser/VirtioConstants.swift Sources/VhostUser/GuestMemory.swift Sources/VhostUser/Virtqueue.swift Sources/VhostUser/VhostMessage.swift)
+if want vhost-message; then driver vhost-message FuzzVhostMessage "$OBJ"/Model.o -- Fuzz/vhost-message/main.swift "${VHOST_PURE[@]}"; fi
+if want vhost-chain; then driver vhost-chain FuzzVhostChain "$OBJ"/Model.o -- Fuzz/vhost-chain/main.swift "${VHOST_PURE[@]}"; fi
 say "build done in $((SECONDS - START)) s"
 
 # ---- run --------------------------------------------------------------------------------
-declare -A EXTRA=([frame]="-max_len=2048" [topology]="-max_len=8192" [pcap]="-max_len=4096" [control]="-max_len=2048")
+declare -A EXTRA=([frame]="-max_len=2048" [topology]="-max_len=8192" [pcap]="-max_len=4096" [control]="-max_len=2048" [vhost-message]="-max_len=2048" [vhost-chain]="-max_len=20000")
 run() {
     local t=$1 dir=$B/run/$1
     rm -rf "$dir"; mkdir -p "$dir/corpus" "$dir/artifacts"
