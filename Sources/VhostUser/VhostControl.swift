@@ -242,6 +242,8 @@ final class VhostControl {
         case .setLogBase(let size, let offset):
             let fd = pending.removeFirst()
             logMap = try VhostLogMap(fd: fd, size: size, offset: offset)
+            port.stats[Stat.dirtyLogs] &+= 1
+            log("\(port.name): dirty-page log of \(size) bytes (live migration)")
             try publish(port)
             return VhostMessage.reply(to: code)
         case .setLogFD:

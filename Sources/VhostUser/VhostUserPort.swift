@@ -79,6 +79,8 @@ public struct VhostPortStatistics: Equatable, Sendable {
     /// Connections made (accepted or connected) and lost.
     public var connections: UInt64
     public var disconnects: UInt64
+    /// Dirty-page logs mapped (SET_LOG_BASE: a live migration started).
+    public var dirtyLogs: UInt64
 }
 
 /// A switch port whose guest is a vhost-user frontend (QEMU, DPDK's virtio-user): the guest's
@@ -241,7 +243,7 @@ public final class VhostUserPort: PortIO {
         for (k, n) in [(Stat.txOversize, "tx-oversize"), (Stat.txRunt, "tx-runt"), (Stat.rxTooLarge, "rx-too-large"),
                        (Stat.rxOffload, "rx-offload-not-negotiated")] where stats[k] > 0 { drops[n] = stats[k] }
         return VhostPortStatistics(resets: resets, drops: drops, rarps: stats[Stat.rarps],
-                                   connections: stats[Stat.connections], disconnects: stats[Stat.disconnects])
+                                   connections: stats[Stat.connections], disconnects: stats[Stat.disconnects], dirtyLogs: stats[Stat.dirtyLogs])
     }
 
     // MARK: - PortIO
@@ -465,7 +467,7 @@ struct IOVPieces: FramePieces {
 
 /// Slots of `VhostUserPort.stats`.
 enum Stat {
-    static let txOversize = 0, txRunt = 1, rxTooLarge = 2, rxOffload = 3, rarps = 4, connections = 5, disconnects = 6, protocolError = 7
-    static func fault(_ f: VirtqueueFault) -> Int { 7 + Int(f.rawValue) }
-    static let count = 8 + VirtqueueFault.allCases.count
+    static let txOversize = 0, txRunt = 1, rxTooLarge = 2, rxOffload = 3, rarps = 4, connections = 5, disconnects = 6, protocolError = 7, dirtyLogs = 8
+    static func fault(_ f: VirtqueueFault) -> Int { 8 + Int(f.rawValue) }
+    static let count = 9 + VirtqueueFault.allCases.count
 }

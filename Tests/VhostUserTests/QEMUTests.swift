@@ -5,7 +5,7 @@ import Model
 import Testing
 import TestSupport
 @testable import VhostUser
-import VMRunner
+@testable import VMRunner
 
 /// Real QEMU guests (TCG here) on vhost-user NICs: QEMU serves each NIC's socket and a
 /// `VhostUserPort` in client mode connects to it, as the switch will. `CrossConnect` stands in
@@ -192,4 +192,107 @@ final class Counter: @unchecked Sendable {
     private var count = 0
     func increment() { lock.lock(); count += 1; lock.unlock() }
     var value: Int { lock.lock(); defer { lock.unlock() }; return count }
+}
+
+/// Live migration between two QEMU processes on this machine, each NIC on its own
+/// vhost-user port, while the guest downloads 48 MiB (our port writes its RX buffers the
+/// whole time): the file that arrives in the migrated guest must be intact, which it is only
+/// if every guest page the port wrote during the migration was logged and copied again.
+@Suite(.serialized) struct MigrationTests {
+    @Test func liveMigrationWithTrafficKeepsGuestMemoryIntact() throws {
+        if let reason = QEMUTests.skipReason { print("MigrationTests skipped: \(reason)"); return }
+        let image = try QEMUTests.image()
+        let p = Capabilities.uniquePrefix("vhm")
+        let ns = "\(p)ns", runDir = "/tmp/\(p)-run", webDir = "/tmp/\(p)-web"
+        sh("mkdir -p \(runDir) \(webDir) && dd if=/dev/urandom of=\(webDir)/big bs=1M count=48 2>/dev/null")
+        let hostSum = sh("md5sum \(webDir)/big").stdout.split(separator: " ").first.map(String.init) ?? "?"
+        var serverPID: Int32 = 0, destPID: Int32 = 0
+        defer {
+            if serverPID > 0 { kill(serverPID, SIGTERM) }
+            if destPID > 0 { kill(destPID, SIGKILL); var st: Int32 = 0; waitpid(destPID, &st, 0) }
+            sh("ip netns del \(ns)")
+            sh("rm -rf \(runDir) \(webDir)")
+        }
+        // The "switch": a Linux bridge in the namespace with one TAP per QEMU's port; it moves
+        // the guest's MAC to the destination's TAP when the guest announces itself.
+        let tapA = try TAPDevice(name: "\(p)ta", vnetHeader: true), tapB = try TAPDevice(name: "\(p)tb", vnetHeader: true)
+        defer { tapA.close(); tapB.close() }
+        try tapA.enableOffloads(); try tapB.enableOffloads()
+        #expect(sh("""
+            ip netns add \(ns) && ip -n \(ns) link add br0 type bridge && ip -n \(ns) link set lo up && \
+            ip link set \(p)ta netns \(ns) && ip link set \(p)tb netns \(ns) && \
+            ip -n \(ns) link set \(p)ta master br0 up && ip -n \(ns) link set \(p)tb master br0 up && \
+            ip -n \(ns) addr add 10.216.0.1/24 dev br0 && ip -n \(ns) link set br0 up
+            """).succeeded)
+        let sockS = "\(runDir)/\(p)s.eth0.sock", sockD = "\(runDir)/\(p)d.eth0.sock"
+        let log: @Sendable (String) -> Void = { print("  \($0)") }
+        let portS = try VhostUserPort(name: "\(p)s.eth0", socketPath: sockS, mode: .client, log: log)
+        let portD = try VhostUserPort(name: "\(p)d.eth0", socketPath: sockD, mode: .client, log: log)
+        defer { portS.close(); portD.close() }
+        let xcS = try CrossConnect(portS, tapA), xcD = try CrossConnect(portD, tapB)
+        xcS.start(); xcD.start()
+        defer { xcS.stop(); xcD.stop() }
+
+        let mac = MACAddress("52:54:00:7e:5a:01")!
+        let accel = Accel.probe().accel
+        func spec(_ socket: String) -> VMSpec {
+            VMSpec(name: "\(p)vm", memoryMiB: 384, nics: [GuestNIC(mac: mac, backend: .vhostUser(socketPath: socket), addresses: ["10.216.0.2/24"])])
+        }
+        let source = try VMSupervisor(spec: spec(sockS), image: image, accel: accel, paths: VMPaths(name: "\(p)s", runDirectory: runDir),
+                                      restartPolicy: .never, log: log)
+        defer { source.stop(gracePeriod: 2) }
+        try source.start()
+        #expect(sh("ip netns exec \(ns) ping -c 2 -i 0.3 -W 3 10.216.0.2", timeout: 30).succeeded)
+
+        // The destination: the same machine and NIC, waiting for the incoming migration.
+        let destPaths = VMPaths(name: "\(p)d", runDirectory: runDir)
+        let migrationPort = 47000 + Int(UInt16.random(in: 0...999))
+        let args = QEMUCommand(spec: spec(sockD), image: image, accel: accel, paths: destPaths).arguments + ["-incoming", "tcp:127.0.0.1:\(migrationPort)"]
+        let destLog = open(destPaths.processLog, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
+        defer { close(destLog) }
+        guard case .success(let pid) = Spawn.spawn(path: Spawn.which("qemu-system-x86_64")!, arguments: args, stdout: destLog, stderr: destLog) else {
+            Issue.record("cannot start the destination QEMU"); return
+        }
+        destPID = pid
+        #expect(waitFor(timeout: 20) { portD.statistics.connections == 1 }, "the destination port connected")
+
+        // Traffic: the guest downloads 48 MiB while it migrates; pings run meanwhile.
+        let server = sh("ip netns exec \(ns) python3 -m http.server 8000 --bind 10.216.0.1 --directory \(webDir) >/dev/null 2>&1 & echo $!")
+        serverPID = Int32(server.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+        usleep(500_000)
+        _ = GuestConsole(source.paths).run("(wget -q -O /tmp/in http://10.216.0.1:8000/big &)", timeout: 10)
+        usleep(1_000_000)
+        let pinger = Thread { _ = sh("ip netns exec \(ns) ping -c 150 -i 0.05 -W 1 10.216.0.2 > \(runDir)/ping.out 2>&1", timeout: 60) }
+        pinger.start()
+
+        let qmp = try QMPClient(path: source.paths.qmpSocket)
+        defer { qmp.close() }
+        // 32 MiB/s: the migration takes a few seconds, all of them with the download running.
+        try qmp.execute("migrate-set-parameters", arguments: ["max-bandwidth": 32 << 20])
+        let started = Date()
+        try qmp.execute("migrate", arguments: ["uri": "tcp:127.0.0.1:\(migrationPort)"])
+        var status = ""
+        var dirtyBeforeEnd: UInt64 = 0
+        _ = waitFor(timeout: 120) {
+            let info = (try? qmp.execute("query-migrate")) as? [String: Any] ?? [:]
+            status = info["status"] as? String ?? "?"
+            if status == "active" { dirtyBeforeEnd = portS.statistics.dirtyLogs }
+            return status == "completed" || status == "failed" ? true : nil
+        }
+        print("  migration \(status) in \(String(format: "%.1f", Date().timeIntervalSince(started))) s; source port \(portS.statistics)")
+        #expect(status == "completed")
+        #expect(dirtyBeforeEnd >= 1 || portS.statistics.dirtyLogs >= 1, "QEMU turned dirty logging on for the source port")
+        #expect(waitFor(timeout: 20) { portD.isRunning }, "the destination's rings run")
+
+        // The download finishes in the migrated guest and its bytes are intact.
+        let check = GuestConsole(destPaths).run("while [ $(wc -c < /tmp/in) -lt \(48 << 20) ]; do sleep 1; done; md5sum /tmp/in", timeout: 120)
+        print("  destination: \(check.split(separator: "\n").filter { $0.contains("/tmp/in") }.last ?? "?")")
+        #expect(check.contains("\(hostSum)  /tmp/in"), "48 MiB intact after the migration (host \(hostSum))")
+        _ = waitFor(timeout: 60) { pinger.isFinished ? true : nil }
+        let pings = (try? String(contentsOfFile: "\(runDir)/ping.out", encoding: .utf8)) ?? ""
+        print("  " + (pings.split(separator: "\n").first { $0.contains("packets transmitted") } ?? "no ping summary"))
+        #expect(sh("ip netns exec \(ns) ping -c 3 -i 0.3 -W 3 10.216.0.2", timeout: 30).succeeded, "the migrated guest answers through the destination port")
+        #expect(xcD.statistics.aToB > 0, "frames from the destination port")
+        #expect(portS.statistics.resets.isEmpty && portD.statistics.resets.isEmpty)
+    }
 }
