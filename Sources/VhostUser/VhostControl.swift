@@ -48,6 +48,8 @@ final class VhostControl {
     private var epoch: UInt64 = 0
     private var rarp: [UInt8]?
     private var rarpSerial: UInt64 = 0
+    /// The kick fd in the port's inner epoll (kept open while registered).
+    private var watchedKick: OwnedFD?
     /// `TAPESTRY_VHOST_TRACE=1`: log every message (protocol debugging).
     private let traceMessages = getenv("TAPESTRY_VHOST_TRACE") != nil
 
@@ -267,9 +269,7 @@ final class VhostControl {
             return VhostMessage.reply(to: code, index: i, num: Int(base))
         case .setVringKick(let i, _):
             let r = try ring(i)
-            let old = rings[r].kick
             rings[r].kick = takeFD()
-            if r == 1 { port.watchKick(add: rings[r].kick?.fd, remove: old?.fd) }
             rings[r].started = true
             if features & VirtioFeature.protocolFeatures == 0 { rings[r].enabled = true }
             try publish(port)
@@ -328,6 +328,13 @@ final class VhostControl {
                               usedGuestAddress: usedGPA, progress: box.pointer)
             built[i] = VhostRingConfig(queue: q, progress: box, kick: ring.kick, call: ring.call)
         }
+        // The TX kick is watched exactly while the ring runs: a kick for a ring the datapath
+        // does not run would keep the port readable with nothing to drain it.
+        let kick = built[1]?.kick
+        if kick?.fd != watchedKick?.fd {
+            port.watchKick(add: kick?.fd, remove: watchedKick?.fd)
+            watchedKick = kick
+        }
         port.publish(VhostDatapathConfig(epoch: epoch, rx: built[0], tx: built[1], memory: memory, log: logMap,
                                          features: features, rarp: rarp, rarpSerial: rarpSerial))
     }
@@ -336,9 +343,8 @@ final class VhostControl {
     /// longer runs it.
     private func stopRing(_ r: Int, _ port: VhostUserPort) -> UInt16 {
         rings[r].started = false
-        if r == 1 { port.watchKick(add: nil, remove: rings[r].kick?.fd) }
-        rings[r].kick = nil
         try? publish(port)
+        rings[r].kick = nil
         if !port.waitForDatapath(epoch: epoch) { log("\(port.name): datapath did not let go of ring \(r) within 2 s") }
         let base = rings[r].progress.map { $0.pointer.pointee.lastAvail } ?? rings[r].base
         rings[r].base = base
@@ -348,7 +354,6 @@ final class VhostControl {
 
     /// Back to the state of a fresh connection; the datapath drops the rings first.
     private func reset(_ port: VhostUserPort) {
-        if let k = rings[1].kick { port.watchKick(add: nil, remove: k.fd) }
         rings = [RingSetup(), RingSetup()]
         features = 0
         protocolFeatures = 0

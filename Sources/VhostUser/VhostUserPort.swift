@@ -264,7 +264,11 @@ public final class VhostUserPort: PortIO {
             stats[Stat.rarps] &+= 1
             return .bytes(frame.count)
         }
-        guard let tx = txQueue, let base = buffer.baseAddress else { return .wouldBlock }
+        guard let tx = txQueue, let base = buffer.baseAddress else {
+            // No ring to poll (not started, stopped, faulted): stop spinning.
+            if spinning { spinning = false; spin.drain() }
+            return .wouldBlock
+        }
         let pad = VirtioNetHeader.size - guestHeaderSize
         while true {
             switch tx.dequeue(into: base + pad, capacity: buffer.count - pad) {

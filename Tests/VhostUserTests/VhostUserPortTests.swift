@@ -247,6 +247,30 @@ import Testing
         }
     }
 
+    @Test func aKickForADisabledRingDoesNotKeepThePortReadable() throws {
+        try withServerPort("dis") { port, path in
+            defer { port.detachFromDatapath() }
+            let fe = try FakeFrontend(connectTo: path)
+            try fe.setUp()
+            let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 65600, alignment: 64)
+            defer { buf.deallocate() }
+            // This test thread is the datapath: read until the port has nothing.
+            func drain() -> Int { var n = 0; while case .bytes = port.read(queue: 0, into: buf) { n += 1 }; return n }
+            fe.transmit(vnetHeader() + frame(64))
+            #expect(waitFor(timeout: 5) { drain() == 1 })
+            try fe.send(.setVringEnable, payload: fe.state(1, 0), needReply: true)
+            _ = try fe.receive()
+            _ = drain()
+            fe.transmit(vnetHeader() + frame(64))
+            #expect(cv_poll2(port.pollFD(queue: 0), -1, 200) == 0, "not readable: the disabled ring's kick is not watched")
+            #expect(drain() == 0)
+            try fe.send(.setVringEnable, payload: fe.state(1, 1), needReply: true)
+            _ = try fe.receive()
+            #expect(cv_poll2(port.pollFD(queue: 0), -1, 2000) == 1, "readable again once enabled")
+            #expect(drain() == 1, "the frame sent while disabled comes through")
+        }
+    }
+
     @Test func socketPermissions() throws {
         let path = socketPath("perm")
         let port = try VhostUserPort(name: "t.perm", socketPath: path,
