@@ -50,6 +50,8 @@ final class VhostControl {
     private var rarpSerial: UInt64 = 0
     /// The kick fd in the port's inner epoll (kept open while registered).
     private var watchedKick: OwnedFD?
+    /// The last snapshot published had a running ring.
+    private var ringsWereRunning = false
     /// `TAPESTRY_VHOST_TRACE=1`: log every message (protocol debugging).
     private let traceMessages = getenv("TAPESTRY_VHOST_TRACE") != nil
 
@@ -186,7 +188,7 @@ final class VhostControl {
             case .success(let v): request = v
             case .failure(let e): return fail(e.description)
             }
-            if traceMessages { log("\(port.name): <- \(request)") }
+            if traceMessages { log("\(port.name): <- \(request)\(h.needsReply ? " (reply wanted)" : "")") }
             let reply: [UInt8]?
             do {
                 let taken = received
@@ -337,15 +339,24 @@ final class VhostControl {
         }
         port.publish(VhostDatapathConfig(epoch: epoch, rx: built[0], tx: built[1], memory: memory, log: logMap,
                                          features: features, rarp: rarp, rarpSerial: rarpSerial))
+        // The reply to this message goes out only once the datapath runs the new snapshot.
+        // For dirty logging this is the protocol's rule: QEMU waits for the reply to
+        // SET_FEATURES(LOG_ALL) and then assumes every write from that point on is logged; a
+        // write by a datapath still on the old snapshot would be lost to the migration (a
+        // corrupted guest, measured). For the rest it makes each reply mean "in effect".
+        let running = built[0] != nil || built[1] != nil
+        if running || ringsWereRunning {
+            if !port.waitForDatapath(epoch: epoch) { log("\(port.name): datapath did not take the new configuration within 2 s") }
+        }
+        ringsWereRunning = running
     }
 
     /// GET_VRING_BASE: stops ring `r` and returns its next avail index, once the datapath no
     /// longer runs it.
     private func stopRing(_ r: Int, _ port: VhostUserPort) -> UInt16 {
         rings[r].started = false
-        try? publish(port)
+        try? publish(port)                          // waits for the datapath to let go
         rings[r].kick = nil
-        if !port.waitForDatapath(epoch: epoch) { log("\(port.name): datapath did not let go of ring \(r) within 2 s") }
         let base = rings[r].progress.map { $0.pointer.pointee.lastAvail } ?? rings[r].base
         rings[r].base = base
         rings[r].progress = nil
@@ -360,7 +371,6 @@ final class VhostControl {
         status = 0
         rarp = nil
         try? publish(port)
-        _ = port.waitForDatapath(epoch: epoch)
         memory = nil
         logMap = nil
         try? publish(port)

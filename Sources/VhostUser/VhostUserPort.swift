@@ -105,7 +105,9 @@ public struct VhostPortStatistics: Equatable, Sendable {
 /// runs (one relaxed-cost atomic load, no lock); when it changed it drains the wake fd, takes
 /// the new snapshot, notifies the guest for what the old rings published, and acknowledges
 /// the epoch. A call never keeps a guest pointer past its return, so every call boundary is a
-/// safe point. Old mappings and fds are released by reference counting only when no
+/// safe point. While rings run, the control thread answers the frontend only after that
+/// acknowledgement, so a reply means "in effect" — which dirty logging requires: once QEMU
+/// has the reply to SET_FEATURES(LOG_ALL), every guest write must be logged. Old mappings and fds are released by reference counting only when no
 /// snapshot refers to them any more — never while the datapath still runs one. A ring
 /// stopped by GET_VRING_BASE is reported only after the datapath acknowledged a snapshot
 /// without it (or, when no datapath runs this port, at once), so its `last_avail_idx` is

