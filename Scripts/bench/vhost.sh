@@ -55,7 +55,7 @@ for round in $(seq "$ROUNDS"); do
     case $setup in
       kicks|poll)
         poll=0; [ $setup = poll ] && poll=20000
-        "$BIN" --a "$W/a.sock" --b "$W/b.sock" --poll $poll --seconds $((DUR + 4)) >"$W/$setup.be" 2>&1 &
+        "$BIN" --a "$W/a.sock" --b "$W/b.sock" --poll $poll --seconds $((DUR + 4)) --quiet >"$W/$setup.be" 2>&1 &
         BP=$!; PIDS+=("$BP") ;;
       dpdk)
         (sleep $((DUR + 6)) | timeout $((DUR + 40)) dpdk-testpmd -l 0-1 --main-lcore 1 --no-pci --no-huge -m 512 --file-prefix="vhb-be-$$" \
@@ -72,7 +72,7 @@ for round in $(seq "$ROUNDS"); do
       line=$(grep '^summary:' "$W/$setup.be" || true)
       U[$setup]+="$(echo "$line" | sed -n 's/.*user_ns_per_frame=\([0-9.]*\).*/\1/p') "
       S[$setup]+="$(echo "$line" | sed -n 's/.*sys_ns_per_frame=\([0-9.]*\).*/\1/p') "
-      A[$setup]+="$(echo "$line" | sed -n 's/.*allocs_per_frame=\([0-9.]*\).*/\1/p') "
+      A[$setup]+="$(echo "$line" | sed -n 's/.*allocs=\([0-9]*\).*/\1/p') "
     fi
     echo "round $round $setup: $r Mpps ${line:-}" >&2
     line=""
@@ -82,7 +82,7 @@ done
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[n++]=$1} END {if (n==0) {print "n/a"; exit} print a[int((n-1)/2)]}'; }
 echo
 echo "vhost-user forwarding, ${SIZE}-byte frames, $(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -r), $ROUNDS rounds of ${DUR} s, medians"
-echo "| setup | Mpps (one forwarding core) | user ns/frame | sys ns/frame | allocations/frame | per round (Mpps) |"
+echo "| setup | Mpps (one forwarding core) | user ns/frame | sys ns/frame | heap allocations while forwarding | per round (Mpps) |"
 echo "|---|---:|---:|---:|---:|---|"
 for setup in kicks poll dpdk; do
   name=$([ $setup = kicks ] && echo "Tapestry (kicks)" || ([ $setup = poll ] && echo "Tapestry (poll 20 ms)" || echo "DPDK vhost PMD (testpmd)"))
