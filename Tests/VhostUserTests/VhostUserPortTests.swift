@@ -286,7 +286,7 @@ import Testing
         }
         // A regular file at the path is not replaced.
         let file = socketPath("file")
-        FileManager.default.createFile(atPath: file, contents: Data())
+        _ = FileManager.default.createFile(atPath: file, contents: Data())
         defer { unlink(file) }
         #expect(throws: VhostSetupError.pathInUse(file)) {
             _ = try VhostUserPort(name: "t.file", socketPath: file, mode: .server(VhostSocketPermissions()))

@@ -42,7 +42,7 @@ import Testing
 
     @Test func multiDescriptorChainIsConcatenated() {
         let d = FakeDriver()
-        let (q, box) = fresh(d, tx)
+        let (q, _) = fresh(d, tx)
         let h = vnetHeader(flags: 1, csumStart: 34, csumOffset: 16)
         let a = testFrame(14, seed: 3), b = testFrame(1000, seed: 9), c = testFrame(1, seed: 5)
         d.post(tx, [.readable(h), .readable(a), .readable(b), .readable(c)])
@@ -53,7 +53,7 @@ import Testing
 
     @Test func indirectChain() {
         let d = FakeDriver()
-        let (q, box) = fresh(d, tx)
+        let (q, _) = fresh(d, tx)
         let parts = [vnetHeader(), testFrame(100, seed: 2), testFrame(200, seed: 4)]
         let (head, _) = d.post(tx, parts.map { .readable($0) }, indirect: true)
         let (r, got) = dequeue(q)
@@ -64,7 +64,7 @@ import Testing
 
     @Test func chainLongerThanTheBufferIsConsumedAndReported() {
         let d = FakeDriver()
-        let (q, box) = fresh(d, tx)
+        let (q, _) = fresh(d, tx)
         d.post(tx, [.readable(testFrame(3000))])
         d.post(tx, [.readable(testFrame(64))])
         #expect(dequeue(q, capacity: 2048).0 == .oversize)
@@ -93,7 +93,7 @@ import Testing
 
     @Test func mergeableBuffersCarryNumBuffers() {
         let d = FakeDriver()
-        let (q, box) = fresh(d, rx)
+        let (q, _) = fresh(d, rx)
         var offsets: [Int] = []
         for _ in 0..<4 { offsets.append(d.post(rx, [.writable(1024)]).offsets[0]) }
         let header = vnetHeader(flags: 1, csumStart: 34, csumOffset: 6)
@@ -110,7 +110,7 @@ import Testing
 
     @Test func headerSplitAcrossTwoDescriptorsStillGetsNumBuffers() {
         let d = FakeDriver()
-        let (q, box) = fresh(d, rx)
+        let (q, _) = fresh(d, rx)
         let (_, offs) = d.post(rx, [.writable(11), .writable(200)])
         let header = vnetHeader()
         let frame = testFrame(60)
@@ -159,7 +159,7 @@ import Testing
 
     @Test func legacyTenByteHeader() {
         let d = FakeDriver()
-        let (q, box) = fresh(d, rx)
+        let (q, _) = fresh(d, rx)
         let (_, offs) = d.post(rx, [.writable(2048)])
         let header = vnetHeader(flags: 1, csumStart: 20, csumOffset: 16)
         let frame = testFrame(100)
@@ -172,7 +172,7 @@ import Testing
 
     @Test func rxWrapAround() {
         let d = FakeDriver(queueSize: 4)
-        let (q, box) = fresh(d, rx, at: 65534)
+        let (q, _) = fresh(d, rx, at: 65534)
         let header = vnetHeader()
         for i in 0..<10 {
             let (_, offs) = d.post(rx, [.writable(256)])
@@ -188,7 +188,7 @@ import Testing
 
     @Test func eventIndexInterruptsOnlyWhenUsedEventIsCrossed() {
         let d = FakeDriver()
-        let (q, box) = fresh(d, tx, eventIndex: true)
+        let (q, _) = fresh(d, tx, eventIndex: true)
         d.setUsedEvent(tx, 2)           // "interrupt me when used.idx passes 2"
         for _ in 0..<2 { d.post(tx, [.readable(testFrame(60))]); _ = dequeue(q) }
         #expect(!q.needsInterrupt(), "used.idx 0→2 does not cross used_event 2")
@@ -201,7 +201,7 @@ import Testing
 
     @Test func eventIndexKicksAreArmedAtAvailEvent() {
         let d = FakeDriver()
-        let (q, box) = fresh(d, tx, eventIndex: true, at: 100)
+        let (q, _) = fresh(d, tx, eventIndex: true, at: 100)
         d.post(tx, [.readable(testFrame(60))]); _ = dequeue(q)
         #expect(q.enableNotifications() == false)
         #expect(d.availEvent(tx) == 101, "kick me when avail passes 101")
@@ -211,7 +211,7 @@ import Testing
 
     @Test func withoutEventIndexTheFlagsAreUsed() {
         let d = FakeDriver()
-        let (q, box) = fresh(d, rx)
+        let (q, _) = fresh(d, rx)
         d.post(rx, [.writable(256)])
         let header = vnetHeader()
         _ = header.withUnsafeBytes { q.enqueue(header: $0.baseAddress!, headerSize: 12, frame: ArrayPieces(parts: [testFrame(60)]), mergeable: true) }
@@ -236,7 +236,7 @@ import Testing
         defer { bitmap.deallocate() }
         bitmap.initializeMemory(as: UInt8.self, repeating: 0, count: 4096)
         let log = DirtyLog(bitmap: bitmap, size: 4096)
-        let (q, box) = fresh(d, rx, log: log)
+        let (q, _) = fresh(d, rx, log: log)
         d.heap = 0x80000 - 100                      // a buffer straddling two pages
         let (_, offs) = d.post(rx, [.writable(300)])
         let header = vnetHeader()
