@@ -271,6 +271,24 @@ import Testing
         }
     }
 
+    @Test func offloadsTheGuestDidNotNegotiateAreRefused() throws {
+        try withServerPort("off") { port, path in
+            let fe = try FakeFrontend(connectTo: path)
+            // A guest without GUEST_TSO4/6 and GUEST_CSUM (e.g. offloads turned off in QEMU).
+            try fe.setUp(features: VirtioFeature.offered & ~(VirtioFeature.logAll | VirtioFeature.guestTSO4 | VirtioFeature.guestTSO6 | VirtioFeature.guestCSUM))
+            let runner = try PortRunner(port)
+            defer { runner.stop() }
+            for _ in 0..<4 { fe.driver.post(0, [.writable(65536)]) }
+            runner.send(vnetHeader(flags: 1, gso: VirtioNetHeader.gsoTCPv4, hdrLen: 54, gsoSize: 1448, csumStart: 34, csumOffset: 16) + frame(30000))
+            runner.send(vnetHeader(flags: 1, csumStart: 34, csumOffset: 16) + frame(1000))
+            runner.send(vnetHeader() + frame(1000))
+            #expect(runner.wait { runner.sendResults.count == 3 })
+            #expect(runner.sendResults == [.failed(EOPNOTSUPP), .failed(EOPNOTSUPP), .bytes(1000)])
+            #expect(port.statistics.drops["rx-offload-not-negotiated"] == 2)
+            #expect(fe.driver.takeUsed(0).count == 1, "only the plain frame reached the guest")
+        }
+    }
+
     @Test func socketPermissions() throws {
         let path = socketPath("perm")
         let port = try VhostUserPort(name: "t.perm", socketPath: path,
