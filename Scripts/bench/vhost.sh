@@ -3,7 +3,9 @@
 # ports (io forwarding, --tx-first, 1 forwarding core) as the two "VMs"; between its ports:
 #   - Tapestry kicks: tapestry-vhost-bench (two VhostUserPorts patched by CrossConnect, one
 #     thread), guest kicks when idle (the default);
-#   - Tapestry poll:  the same with --poll 20000 (an empty ring polled 20 ms);
+#   - Tapestry poll:  the same with --poll 20000 (the port keeps an empty ring polled 20 ms);
+#   - Tapestry dp-poll: kicks, with the forwarding loop spinning like the datapath's poll mode
+#     (TAPESTRY_BUSY_POLL_US=20000: non-blocking epoll_wait + sched_yield after work);
 #   - DPDK vhost:     a second testpmd with two net_vhost ports (DPDK's vhost library, what
 #     Open vSwitch-DPDK's vhost-user ports are built on), io forwarding, 1 forwarding core.
 # Every setup is one forwarding core plus the frontend's core: the machine's two cores.
@@ -21,7 +23,7 @@ while [ $# -gt 0 ]; do
   case "$1" in --size) SIZE=$2; shift 2 ;; *) args+=("$1"); shift ;; esac
 done
 . "$(dirname "$0")/lib.sh"
-bench_args 17 "${args[@]+"${args[@]}"}"
+bench_args 18 "${args[@]+"${args[@]}"}"
 [ "$(id -u)" -eq 0 ] || { echo "bench: run as root" >&2; exit 1; }
 command -v dpdk-testpmd >/dev/null || { echo "bench: dpdk-testpmd missing (Scripts/setup.sh)" >&2; exit 1; }
 BIN=$(release_binary tapestry-vhost-bench)
@@ -50,12 +52,13 @@ rate() {
 
 declare -A R U S A
 for round in $(seq "$ROUNDS"); do
-  for setup in kicks poll dpdk; do
+  for setup in kicks poll dppoll dpdk; do
     rm -f "$W"/*.sock
     case $setup in
-      kicks|poll)
+      kicks|poll|dppoll)
         poll=0; [ $setup = poll ] && poll=20000
-        "$BIN" --a "$W/a.sock" --b "$W/b.sock" --poll $poll --seconds $((DUR + 4)) --quiet >"$W/$setup.be" 2>&1 &
+        dp=0; [ $setup = dppoll ] && dp=20000
+        "$BIN" --a "$W/a.sock" --b "$W/b.sock" --poll $poll --datapath-poll $dp --seconds $((DUR + 4)) --quiet >"$W/$setup.be" 2>&1 &
         BP=$!; PIDS+=("$BP") ;;
       dpdk)
         (sleep $((DUR + 6)) | timeout $((DUR + 40)) dpdk-testpmd -l 0-1 --main-lcore 1 --no-pci --no-huge -m 512 --file-prefix="vhb-be-$$" \
@@ -84,8 +87,11 @@ echo
 echo "vhost-user forwarding, ${SIZE}-byte frames, $(date -u '+%Y-%m-%d %H:%M UTC'), $(uname -r), $ROUNDS rounds of ${DUR} s, medians"
 echo "| setup | Mpps (one forwarding core) | user ns/frame | sys ns/frame | heap allocations while forwarding | per round (Mpps) |"
 echo "|---|---:|---:|---:|---:|---|"
-for setup in kicks poll dpdk; do
-  name=$([ $setup = kicks ] && echo "Tapestry (kicks)" || ([ $setup = poll ] && echo "Tapestry (poll 20 ms)" || echo "DPDK vhost PMD (testpmd)"))
+for setup in kicks poll dppoll dpdk; do
+  case $setup in
+    kicks) name="Tapestry (kicks)" ;; poll) name="Tapestry (port poll 20 ms)" ;;
+    dppoll) name="Tapestry (kicks + datapath busy poll 20 ms)" ;; dpdk) name="DPDK vhost PMD (testpmd)" ;;
+  esac
   if [ $setup = dpdk ]; then
     echo "| $name | $(echo ${R[$setup]} | median) | n/a | n/a | n/a | ${R[$setup]}|"
   else

@@ -29,9 +29,14 @@ public final class CrossConnect<A: PortIO, B: PortIO> {
     /// Frames per batch, as the datapath.
     public static var batch: Int { 64 }
 
-    public init(_ a: A, _ b: B) throws {
+    /// The datapath's poll mode (`TAPESTRY_BUSY_POLL_US`): after a batch with work, spin on a
+    /// non-blocking `epoll_wait` (yielding when nothing is ready) for this long before sleeping.
+    public let busyPollNanoseconds: Int64
+
+    public init(_ a: A, _ b: B, busyPollMicroseconds: Int = 0) throws {
         self.a = a
         self.b = b
+        busyPollNanoseconds = Int64(max(0, busyPollMicroseconds)) * 1000
         epoll = try Epoll()
         stopFD = try EventFD()
         try epoll.add(a.pollFD(queue: 0), data: 0)
@@ -87,8 +92,19 @@ public final class CrossConnect<A: PortIO, B: PortIO> {
         let iov = UnsafeMutablePointer<iovec>.allocate(capacity: 2)
         let events = UnsafeMutableBufferPointer<EpollEvent>.allocate(capacity: 8)
         defer { area.deallocate(); offsets.deallocate(); lengths.deallocate(); iov.deallocate(); events.deallocate() }
+        var hadWork = false
         while !stopping.load(ordering: .acquiring) {
-            let n = (try? epoll.wait(into: events, timeoutMilliseconds: 200)) ?? 0
+            // As the datapath's poll mode (Datapath.run): spin briefly after work.
+            var n = 0
+            if busyPollNanoseconds > 0 && hadWork {
+                let until = monotonicNanoseconds() + busyPollNanoseconds
+                repeat {
+                    n = (try? epoll.wait(into: events, timeoutMilliseconds: 0)) ?? 0
+                    if n == 0 { sched_yield() }
+                } while n == 0 && monotonicNanoseconds() < until
+            }
+            if n == 0 { n = (try? epoll.wait(into: events, timeoutMilliseconds: 200)) ?? 0 }
+            hadWork = n > 0
             for i in 0..<n {
                 switch events[i].data {
                 case 0: pump(from: a, to: b, counts: counts, area: area, offsets: offsets, lengths: lengths, iov: iov)

@@ -2,8 +2,11 @@
 // tests' and benchmark's stand-in for the switch datapath), for measuring with a real
 // frontend such as DPDK's testpmd:
 //
-//   tapestry-vhost-bench --a A.sock --b B.sock [--client] [--poll US] [--seconds N] [--quiet]
+//   tapestry-vhost-bench --a A.sock --b B.sock [--client] [--poll US] [--datapath-poll US] [--seconds N] [--quiet]
 //
+// --poll: the ports' own polling of an empty ring (VhostUserPort.pollMicroseconds);
+// --datapath-poll: the forwarding loop spins like the datapath's poll mode instead
+// (TAPESTRY_BUSY_POLL_US: non-blocking epoll_wait with sched_yield after a batch with work).
 // Serves (or, with --client, connects to) both sockets, forwards every frame between them
 // on one thread, and prints once a second (not with --quiet, whose summary then counts
 // only the forwarding's own allocations): frames A→B and B→A per second, refused frames,
@@ -19,11 +22,11 @@ import Glibc
 #endif
 
 func usage() -> Never {
-    FileHandle.standardError.write("usage: tapestry-vhost-bench --a SOCK --b SOCK [--client] [--poll US] [--seconds N] [--quiet]\n".data(using: .utf8)!)
+    FileHandle.standardError.write("usage: tapestry-vhost-bench --a SOCK --b SOCK [--client] [--poll US] [--datapath-poll US] [--seconds N] [--quiet]\n".data(using: .utf8)!)
     exit(2)
 }
 
-var a: String?, b: String?, client = false, poll = 0, seconds = 0.0, quiet = false
+var a: String?, b: String?, client = false, poll = 0, seconds = 0.0, quiet = false, datapathPoll = 0
 var args = CommandLine.arguments.dropFirst()
 while let arg = args.popFirst() {
     switch arg {
@@ -31,6 +34,7 @@ while let arg = args.popFirst() {
     case "--b": b = args.popFirst()
     case "--client": client = true
     case "--quiet": quiet = true
+    case "--datapath-poll": guard let v = args.popFirst().flatMap(Int.init), v >= 0 else { usage() }; datapathPoll = v
     case "--poll": guard let v = args.popFirst().flatMap(Int.init), v >= 0 else { usage() }; poll = v
     case "--seconds": guard let v = args.popFirst().flatMap(Double.init), v > 0 else { usage() }; seconds = v
     default: usage()
@@ -59,9 +63,9 @@ do {
     let log: @Sendable (String) -> Void = { print("  \($0)") }
     let portA = try VhostUserPort(name: "a", socketPath: pathA, mode: mode, pollMicroseconds: poll, log: log)
     let portB = try VhostUserPort(name: "b", socketPath: pathB, mode: mode, pollMicroseconds: poll, log: log)
-    let xc = try CrossConnect(portA, portB)
+    let xc = try CrossConnect(portA, portB, busyPollMicroseconds: datapathPoll)
     xc.start()
-    print("forwarding \(pathA) <-> \(pathB) (\(client ? "client" : "server") mode, \(poll == 0 ? "kicks" : "poll \(poll) µs"))")
+    print("forwarding \(pathA) <-> \(pathB) (\(client ? "client" : "server") mode, \(poll == 0 ? "kicks" : "poll \(poll) µs")\(datapathPoll > 0 ? ", datapath busy poll \(datapathPoll) µs" : ""))")
     let start = Date()
     var last = xc.statistics, lastAllocs = cmc_allocations(), lastCPU = cpu()
     var firstActive: (stats: (UInt64, UInt64, UInt64, UInt64), allocs: UInt64, cpu: (Double, Double), time: Date)?
