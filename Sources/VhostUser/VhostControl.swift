@@ -155,7 +155,7 @@ final class VhostControl {
                 for (i, ring) in rings.enumerated() {
                     if let p = ring.progress, p.pointer.pointee.fault != 0 {
                         let f = VirtqueueFault(rawValue: p.pointer.pointee.fault)!
-                        return "ring \(i) reset: \(f)"
+                        return "ring \(i) reset: \(f) (\(ringState(i, p)))"
                     }
                 }
             }
@@ -207,6 +207,17 @@ final class VhostControl {
                 if s != bytes.count { return "send failed" }
             }
         }
+    }
+
+    /// The indexes of ring `i` as the device and the driver see them (for the reset's log line).
+    private func ringState(_ i: Int, _ p: VirtqueueProgressBox) -> String {
+        var text = "last_avail \(p.pointer.pointee.lastAvail), used \(p.pointer.pointee.usedIndex)"
+        if let mem = memory?.memory, let a = rings[i].address,
+           let avail = mem.translate(frontend: a.avail, length: 4), let used = mem.translate(frontend: a.used, length: 4) {
+            text += ", avail.idx \(UInt16(littleEndian: avail.loadUnaligned(fromByteOffset: 2, as: UInt16.self)))"
+            text += ", used.idx \(UInt16(littleEndian: used.loadUnaligned(fromByteOffset: 2, as: UInt16.self)))"
+        }
+        return text
     }
 
     // MARK: - Messages
