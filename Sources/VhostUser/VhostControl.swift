@@ -212,10 +212,11 @@ final class VhostControl {
     /// The indexes of ring `i` as the device and the driver see them (for the reset's log line).
     private func ringState(_ i: Int, _ p: VirtqueueProgressBox) -> String {
         var text = "last_avail \(p.pointer.pointee.lastAvail), used \(p.pointer.pointee.usedIndex)"
+        if p.pointer.pointee.fault == VirtqueueFault.availIndexOutOfRange.rawValue { text += ", avail.idx read \(p.pointer.pointee.faultAvailIndex)" }
         if let mem = memory?.memory, let a = rings[i].address,
            let avail = mem.translate(frontend: a.avail, length: 4), let used = mem.translate(frontend: a.used, length: 4) {
-            text += ", avail.idx \(UInt16(littleEndian: avail.loadUnaligned(fromByteOffset: 2, as: UInt16.self)))"
-            text += ", used.idx \(UInt16(littleEndian: used.loadUnaligned(fromByteOffset: 2, as: UInt16.self)))"
+            text += ", avail.idx \(UInt16(littleEndian: cv_load16(avail + 2)))"
+            text += ", used.idx \(UInt16(littleEndian: cv_load16(used + 2)))"
         }
         return text
     }
@@ -327,12 +328,15 @@ final class VhostControl {
                   let used = mem.translate(frontend: a.used, length: UInt64(sizes.used)) else {
                 throw VhostDeviceError("ring \(i) lies outside the memory table")
             }
+            guard Virtqueue.isAligned(descriptors: desc, avail: avail, used: used) else {
+                throw VhostDeviceError("ring \(i) is misaligned (descriptors 16, avail 2, used 4 bytes: virtio 1.2 §2.7)")
+            }
             let usedGPA = a.flags & VringAddress.logFlag != 0 ? a.log : (mem.guestPhysical(frontend: a.used) ?? 0)
             let box: VirtqueueProgressBox
             if let b = ring.progress {
                 box = b
             } else {
-                let usedIdx = UInt16(littleEndian: used.loadUnaligned(fromByteOffset: 2, as: UInt16.self))
+                let usedIdx = UInt16(littleEndian: cv_load16(used + 2))
                 box = VirtqueueProgressBox(VirtqueueProgress(lastAvail: ring.base, usedIndex: usedIdx))
                 rings[i].progress = box
             }

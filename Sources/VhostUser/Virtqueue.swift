@@ -45,6 +45,8 @@ public struct VirtqueueProgress {
     public var notificationsOn: Bool
     /// Non-zero once the ring faulted (`VirtqueueFault.rawValue`): it is never touched again.
     public var fault: UInt8
+    /// With an `availIndexOutOfRange` fault: the `avail.idx` that was read (diagnostics).
+    public var faultAvailIndex: UInt16
 
     public init(lastAvail: UInt16, usedIndex: UInt16) {
         self.lastAvail = lastAvail
@@ -52,6 +54,7 @@ public struct VirtqueueProgress {
         signalled = usedIndex
         notificationsOn = false
         fault = 0
+        faultAvailIndex = 0
     }
 }
 
@@ -163,19 +166,36 @@ public struct Virtqueue {
 
     // MARK: - Guest fields
 
+    // The indexes and flags shared with the driver are read and written with single 16-bit
+    // accesses (`sharedLoad16`/`sharedStore16`): a torn index is a ring fault or, worse, phantom
+    // used entries for the guest.
     @inline(__always) var availIndex: UInt16 {
-        let v = UInt16(littleEndian: avail.loadUnaligned(fromByteOffset: 2, as: UInt16.self))
+        let v = UInt16(littleEndian: sharedLoad16(avail + 2))
         atomicMemoryFence(ordering: .acquiring)
         return v
     }
-    @inline(__always) var availFlags: UInt16 { UInt16(littleEndian: avail.loadUnaligned(fromByteOffset: 0, as: UInt16.self)) }
-    @inline(__always) var usedEvent: UInt16 { UInt16(littleEndian: avail.loadUnaligned(fromByteOffset: 4 + 2 * size, as: UInt16.self)) }
+    @inline(__always) var availFlags: UInt16 { UInt16(littleEndian: sharedLoad16(avail)) }
+    @inline(__always) var usedEvent: UInt16 { UInt16(littleEndian: sharedLoad16(avail + 4 + 2 * size)) }
     /// `used.idx` as it is in guest memory (a ring's start value).
-    public var usedIndexInMemory: UInt16 { UInt16(littleEndian: used.loadUnaligned(fromByteOffset: 2, as: UInt16.self)) }
+    public var usedIndexInMemory: UInt16 { UInt16(littleEndian: sharedLoad16(used + 2)) }
 
-    @inline(__always) func storeUsed<T: FixedWidthInteger>(_ value: T, at offset: Int) {
-        used.storeBytes(of: value.littleEndian, toByteOffset: offset, as: T.self)
-        log?.mark(guestPhysical: usedGuestAddress &+ UInt64(offset), length: UInt64(MemoryLayout<T>.size))
+    /// Writes a used element's field (published later by `used.idx`) and logs it.
+    @inline(__always) func storeUsed(_ value: UInt32, at offset: Int) {
+        used.storeBytes(of: value.littleEndian, toByteOffset: offset, as: UInt32.self)
+        log?.mark(guestPhysical: usedGuestAddress &+ UInt64(offset), length: 4)
+    }
+
+    /// Writes a 16-bit field the driver reads concurrently (`used.idx`, `used.flags`,
+    /// `avail_event`) in one access, and logs it.
+    @inline(__always) func storeUsed16(_ value: UInt16, at offset: Int) {
+        sharedStore16(used + offset, value.littleEndian)
+        log?.mark(guestPhysical: usedGuestAddress &+ UInt64(offset), length: 2)
+    }
+
+    /// Whether the three parts sit at the alignment virtio requires (§2.7: descriptor table
+    /// 16, avail ring 2, used ring 4): the shared indexes are then naturally aligned.
+    public static func isAligned(descriptors: UnsafeRawPointer, avail: UnsafeRawPointer, used: UnsafeRawPointer) -> Bool {
+        UInt(bitPattern: descriptors) % 16 == 0 && UInt(bitPattern: avail) % 2 == 0 && UInt(bitPattern: used) % 4 == 0
     }
 
     /// Entries the driver made available and we have not consumed, or a fault.
@@ -184,9 +204,12 @@ public struct Virtqueue {
         let idx = availIndex
         let pending = idx &- p.pointee.lastAvail
         if pending == 0 { return nil }
-        if Int(pending) > size { return (0, .availIndexOutOfRange) }
+        if Int(pending) > size {
+            p.pointee.faultAvailIndex = idx
+            return (0, .availIndexOutOfRange)
+        }
         let slot = Int(p.pointee.lastAvail) & (size - 1)
-        let head = UInt16(littleEndian: avail.loadUnaligned(fromByteOffset: 4 + 2 * slot, as: UInt16.self))
+        let head = UInt16(littleEndian: sharedLoad16(avail + 4 + 2 * slot))
         if Int(head) >= size { return (head, .descriptorIndexOutOfRange) }
         return (head, nil)
     }
@@ -224,7 +247,7 @@ public struct Virtqueue {
         p.pointee.lastAvail &+= 1
         let slot = Int(p.pointee.usedIndex) & (size - 1)
         storeUsed(UInt32(head), at: 4 + 8 * slot)
-        storeUsed(UInt32(0), at: 8 + 8 * slot)
+        storeUsed(0, at: 8 + 8 * slot)
         publish(p.pointee.usedIndex &+ 1)
         return truncated ? .oversize : .frame(copied)
     }
@@ -302,7 +325,7 @@ public struct Virtqueue {
 
     @inline(__always) func publish(_ index: UInt16) {
         atomicMemoryFence(ordering: .releasing)
-        storeUsed(index, at: 2)
+        storeUsed16(index, at: 2)
         progress.pointee.usedIndex = index
     }
 
@@ -331,9 +354,9 @@ public struct Virtqueue {
     public func enableNotifications() -> Bool {
         let p = progress
         if eventIndex {
-            storeUsed(p.pointee.lastAvail, at: 4 + 8 * size)
+            storeUsed16(p.pointee.lastAvail, at: 4 + 8 * size)
         } else {
-            storeUsed(UInt16(0), at: 0)
+            storeUsed16(0, at: 0)
         }
         p.pointee.notificationsOn = true
         atomicMemoryFence(ordering: .sequentiallyConsistent)
@@ -346,7 +369,7 @@ public struct Virtqueue {
         let p = progress
         guard p.pointee.notificationsOn else { return }
         p.pointee.notificationsOn = false
-        if !eventIndex { storeUsed(VringFlag.usedNoNotify, at: 0) }
+        if !eventIndex { storeUsed16(VringFlag.usedNoNotify, at: 0) }
     }
 
     /// Chains available and not yet consumed (0 on a bad index).
@@ -457,3 +480,13 @@ struct SourceCursor {
         return copied
     }
 }
+
+#if canImport(CVhost)
+import CVhost
+@inline(__always) func sharedLoad16(_ p: UnsafeMutableRawPointer) -> UInt16 { cv_load16(p) }
+@inline(__always) func sharedStore16(_ p: UnsafeMutableRawPointer, _ v: UInt16) { cv_store16(p, v) }
+#else
+// Fuzz builds compile the pure files alone, single-threaded, over rings at any alignment.
+@inline(__always) func sharedLoad16(_ p: UnsafeMutableRawPointer) -> UInt16 { p.loadUnaligned(as: UInt16.self) }
+@inline(__always) func sharedStore16(_ p: UnsafeMutableRawPointer, _ v: UInt16) { p.storeBytes(of: v, as: UInt16.self) }
+#endif

@@ -1,3 +1,4 @@
+import CVhost
 import Foundation
 import Synchronization
 @testable import VhostUser
@@ -76,10 +77,11 @@ final class FakeDriver {
         return o
     }
 
-    func store16(_ o: Int, _ v: UInt16) { base.storeBytes(of: v.littleEndian, toByteOffset: o, as: UInt16.self) }
+    /// 16-bit fields in one access (the device side reads them concurrently).
+    func store16(_ o: Int, _ v: UInt16) { cv_store16(base + o, v.littleEndian) }
     func store32(_ o: Int, _ v: UInt32) { base.storeBytes(of: v.littleEndian, toByteOffset: o, as: UInt32.self) }
     func store64(_ o: Int, _ v: UInt64) { base.storeBytes(of: v.littleEndian, toByteOffset: o, as: UInt64.self) }
-    func load16(_ o: Int) -> UInt16 { UInt16(littleEndian: base.loadUnaligned(fromByteOffset: o, as: UInt16.self)) }
+    func load16(_ o: Int) -> UInt16 { UInt16(littleEndian: cv_load16(base + o)) }
     func load32(_ o: Int) -> UInt32 { UInt32(littleEndian: base.loadUnaligned(fromByteOffset: o, as: UInt32.self)) }
 
     /// Writes descriptor `i` of the table at `table` (an offset).

@@ -73,6 +73,16 @@ int cv_set_timeouts(int fd, int ms);
 /// bit of a migration log that the frontend harvests and clears concurrently.
 static inline void cv_atomic_or8(uint8_t *p, uint8_t bits) { __atomic_fetch_or(p, bits, __ATOMIC_RELAXED); }
 
+/// Single-instruction 16-bit accesses to the indexes a virtqueue shares with the guest
+/// (`avail.idx`, `used.idx`, flags, `used_event`, `avail_event`). Swift's `loadUnaligned` /
+/// `storeBytes` may copy byte by byte in unoptimised builds, and a torn index (0x34FE read
+/// while the driver moved 0x33FE → 0x3400) looks like 254 phantom entries: measured with
+/// testpmd. `p` must be 2-byte aligned (the rings are: checked at setup).
+static inline uint16_t cv_load16_acquire(const void *p) { return __atomic_load_n((const uint16_t *)p, __ATOMIC_ACQUIRE); }
+static inline uint16_t cv_load16(const void *p) { return __atomic_load_n((const uint16_t *)p, __ATOMIC_RELAXED); }
+static inline void cv_store16_release(void *p, uint16_t v) { __atomic_store_n((uint16_t *)p, v, __ATOMIC_RELEASE); }
+static inline void cv_store16(void *p, uint16_t v) { __atomic_store_n((uint16_t *)p, v, __ATOMIC_RELAXED); }
+
 #ifdef __cplusplus
 }
 #endif
