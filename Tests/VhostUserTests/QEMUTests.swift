@@ -209,19 +209,19 @@ final class Counter: @unchecked Sendable {
 /// whole time): the file that arrives in the migrated guest must be intact, which it is only
 /// if every guest page the port wrote during the migration was logged and copied again.
 ///
-/// Opt-in (`TAPESTRY_TEST_MIGRATION=1`): QEMU 7.2 under TCG sometimes corrupts the migrated
-/// guest's memory (kernel "list_add corruption", "Bad rss-counter state") whenever the guest
-/// has a shared memfd backend and a vhost-user NIC — measured with a control run
-/// (`VHT_TAP_CONTROL=1`: the download over a plain TAP NIC, the vhost-user NIC idle, so this
-/// backend writes nothing): 2 corrupted guests in 4 runs, as with the download on vhost-user
-/// (1 in 3), while plain TAP guests without a memfd came through 3 of 3. CI would fail at
-/// random on QEMU's account. With dirty logging switched off in this backend the file
-/// arrived corrupted in every run, so the test does catch a backend that does not log.
+/// Opt-in (`TAPESTRY_TEST_MIGRATION=1`): the migrated guest sometimes comes up with corrupted
+/// memory (kernel "list_add corruption", "Bad rss-counter state") — 2 of 4 runs here — and the
+/// cause is not established. A control run (`VHT_TAP_CONTROL=1`: the download over a plain TAP
+/// NIC, the guest's vhost-user NIC idle, so this backend writes no frames) corrupted 2 of 4
+/// guests too, while guests with TAP NICs only and no memfd memory passed 3 of 3, which points
+/// at QEMU 7.2/TCG migrating a shared-memfd guest; this backend is not excluded. Runs that
+/// pass prove the logging: with dirty logging switched off in this backend the file arrived
+/// corrupted every time.
 @Suite(.serialized) struct MigrationTests {
     @Test func liveMigrationWithTrafficKeepsGuestMemoryIntact() throws {
         if let reason = QEMUTests.skipReason { print("MigrationTests skipped: \(reason)"); return }
         if getenv("TAPESTRY_TEST_MIGRATION") == nil {
-            print("MigrationTests skipped: opt-in (TAPESTRY_TEST_MIGRATION=1); QEMU 7.2/TCG corrupts some migrated memfd guests by itself (see the suite's comment)")
+            print("MigrationTests skipped: opt-in (TAPESTRY_TEST_MIGRATION=1); some migrated memfd guests come up corrupted under QEMU 7.2/TCG, cause not established (see the suite's comment)")
             return
         }
         let image = try QEMUTests.image()
