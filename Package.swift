@@ -41,11 +41,15 @@ let package = Package(
         ),
 
         .target(name: "CPcap", linkerSettings: [.linkedLibrary("pcap")]),
+        // vhost-user: SCM_RIGHTS fd passing, shared mappings, memfd (issue #18).
+        .target(name: "CVhost"),
 
         // I/O layers: move bytes, never decide.
         .target(name: "LinuxIO", dependencies: ["CLinux", "Model"], swiftSettings: v5),
         .target(name: "Netlink", dependencies: ["CNetlink", "CLinux", "Model"], swiftSettings: v5),
         .target(name: "Capture", dependencies: ["CPcap", "Model"], swiftSettings: v5),
+        // vhost-user backend: virtqueues over guest memory, the protocol, VhostUserPort (issue #18).
+        .target(name: "VhostUser", dependencies: ["CVhost", "CLinux", "LinuxIO", "Model"], swiftSettings: v5 + hotPath),
 
         // Runtime: datapath loop, control socket, guests.
         .target(name: "Runtime", dependencies: ["Model", "Core", "Topology", "LinuxIO", "Netlink", "VMRunner", "Wire", "Observability"], swiftSettings: v5 + hotPath),
@@ -74,6 +78,8 @@ let package = Package(
         // Micro-benchmark of Wire (checksums, GSO, VXLAN): ns per operation and allocations;
         // `wire-bench ring` measures an AF_PACKET ring with virtio-net headers under traffic.
         .executableTarget(name: "wire-bench", dependencies: ["Wire", "Model", "LinuxIO", "CMallocCounter"]),
+        // Two vhost-user ports patched together, measured with testpmd (issue #18).
+        .executableTarget(name: "tapestry-vhost-bench", dependencies: ["VhostUser", "LinuxIO", "CMallocCounter"], swiftSettings: v5),
 
         // Tests: one target per library target, plus shared fakes.
         .target(name: "TestSupport", dependencies: ["Model", "Core"], path: "Tests/TestSupport"),
@@ -91,5 +97,6 @@ let package = Package(
         .testTarget(name: "ObservabilityTests", dependencies: ["Observability", "Model", "Topology", "LinuxIO", "TestSupport"], swiftSettings: v5),
         // The README's performance numbers against their result files (Scripts/bench/*.md).
         .testTarget(name: "DocsTests"),
+        .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "CVhost", "LinuxIO", "Model", "TestSupport", "VMRunner"], swiftSettings: v5),
     ]
 )

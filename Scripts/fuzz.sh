@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets in Fuzz/ and runs each for SECONDS_PER_TARGET (default 20).
 #
-#   Scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     targets: frame topology reload pcap control observability multicast offload vxlan underlay
+#   Scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     targets: frame topology reload pcap control observability multicast offload vxlan underlay vhost-message vhost-chain
 #
 # Prints `fuzz <target>: <executions> executions, <crashes> crashes` per target and exits 1 if
 # any target crashed (the reproducer's path is printed). Runs work on a copy of Fuzz/corpus/
@@ -13,7 +13,7 @@ ROOT=$PWD
 SECONDS_PER_TARGET=${1:-20}
 shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(frame topology reload pcap control observability multicast offload vxlan underlay)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(frame topology reload pcap control observability multicast offload vxlan underlay vhost-message vhost-chain)
 B=$ROOT/.build-fuzz
 MOD=$B/mod OBJ=$B/obj LOG=$B/build.log
 SAN=(-sanitize=fuzzer,address)
@@ -114,6 +114,10 @@ if want offload || want vxlan || want underlay; then
     want vxlan && driver vxlan FuzzVXLAN "$OBJ"/Model.o "$OBJ"/Wire.o -- Fuzz/vxlan/main.swift
     want underlay && driver underlay FuzzUnderlay "$OBJ"/Model.o "$OBJ"/Core.o "$OBJ"/Wire.o -- Fuzz/underlay/main.swift
 fi
+# vhost-user (issue #18): the pure files of the VhostUser module, compiled into each driver.
+VHOST_PURE=(Sources/VhostUser/VirtioConstants.swift Sources/VhostUser/GuestMemory.swift Sources/VhostUser/Virtqueue.swift Sources/VhostUser/VhostMessage.swift)
+if want vhost-message; then driver vhost-message FuzzVhostMessage "$OBJ"/Model.o -- Fuzz/vhost-message/main.swift "${VHOST_PURE[@]}"; fi
+if want vhost-chain; then driver vhost-chain FuzzVhostChain "$OBJ"/Model.o -- Fuzz/vhost-chain/main.swift "${VHOST_PURE[@]}"; fi
 say "build done in $((SECONDS - START)) s"
 
 # ---- run --------------------------------------------------------------------------------
@@ -123,7 +127,8 @@ say "build done in $((SECONDS - START)) s"
 # -max_len just above it) more than 512 MB or 5 s, is a finding, like a crash.
 declare -A EXTRA=([frame]="-max_len=2048" [topology]="-max_len=65536 -rss_limit_mb=512 -timeout=5" [pcap]="-max_len=4096" [control]="-max_len=65600 -rss_limit_mb=512 -timeout=5" [observability]="-max_len=1600" [multicast]="-max_len=1600"
                   [reload]="-max_len=131072 -rss_limit_mb=1024 -timeout=10"
-                  [offload]="-max_len=4096" [vxlan]="-max_len=2048" [underlay]="-max_len=2048")
+                  [offload]="-max_len=4096" [vxlan]="-max_len=2048" [underlay]="-max_len=2048"
+                  [vhost-message]="-max_len=2048" [vhost-chain]="-max_len=20000")
 run() {
     local t=$1 dir=$B/run/$1
     rm -rf "$dir"; mkdir -p "$dir/corpus" "$dir/artifacts"

@@ -6,9 +6,10 @@
 # store's TLS) and etcd-server (the fabric store's tests start their own etcd members; no
 # service is enabled); ruamel.yaml and jsonschema for the topology schema test; udhcpc (busybox)
 # for netns guests with `ip: dhcp` and dnsmasq-base for the DHCP tests (issue 16); openvswitch-switch
-# for the overlay interop test (OVS userspace type=vxlan, started by the test; no service used).
+# for the overlay interop test (OVS userspace type=vxlan, started by the test; no service used);
+# dpdk-dev for dpdk-testpmd, a vhost-user frontend in the tests.
 set -euo pipefail
-packages=(libnl-3-dev libnl-route-3-dev libpcap-dev pkg-config iproute2 iputils-ping tcpdump tshark iperf3 python3-scapy procps ethtool openvswitch-switch qemu-system-x86 cpio xz-utils zstd nfdump prometheus lldpd graphviz curl libssl-dev etcd-server python3-ruamel.yaml python3-jsonschema udhcpc dnsmasq-base)
+packages=(libnl-3-dev libnl-route-3-dev libpcap-dev pkg-config iproute2 iputils-ping tcpdump tshark iperf3 python3-scapy procps ethtool openvswitch-switch qemu-system-x86 cpio xz-utils zstd nfdump prometheus lldpd graphviz curl libssl-dev etcd-server python3-ruamel.yaml python3-jsonschema udhcpc dnsmasq-base dpdk-dev)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

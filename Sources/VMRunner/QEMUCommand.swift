@@ -27,6 +27,14 @@
 /// - pvpanic + `-action panic=exit-failure`: a guest kernel panic ends QEMU with status 1, a
 ///   failure for the restart policy. A guest `reboot` reboots inside the same QEMU process.
 /// - KVM gets `-cpu host`; TCG keeps QEMU's default CPU model.
+/// - A vhost-user NIC (`NICBackend.vhostUser`): the guest's RAM is a shared memfd
+///   (`-object memory-backend-memfd,…,share=on -numa node,memdev=mem`), QEMU serves the NIC's
+///   socket (`-chardev socket,…,server=on,wait=off`, so QEMU never waits for the switch and a
+///   switch restart reconnects), `-netdev vhost-user`, and the NIC's offloads are on.
+///   Under TCG the device gets `vectors=0` (no MSI-X): QEMU 7.2 segfaults in
+///   `msix_set_vector_notifiers` when a vhost-user virtio-net device starts with MSI-X under
+///   TCG (measured on these machines, issue #18); the guest then uses legacy INTx interrupts.
+///   Delete the workaround once the QEMU in use no longer crashes without it; KVM keeps MSI-X.
 public struct QEMUCommand: Sendable, Equatable {
     /// NIC i's TAP is descriptor `firstNICDescriptor + i` in QEMU (after stdin/out/err).
     public static let firstNICDescriptor: Int32 = 3
@@ -64,17 +72,38 @@ public struct QEMUCommand: Sendable, Equatable {
             // The network configuration file (written by the supervisor before each start).
             a += ["-fw_cfg", "name=\(GuestNetworkConfig.fwCfgName),file=\(Self.escaped(paths.networkConfig))"]
         }
+        if spec.usesVhostUser {
+            // vhost-user needs guest memory the backend can map: a shared memfd.
+            a += ["-object", "memory-backend-memfd,id=mem,size=\(spec.memoryMiB)M,share=on", "-numa", "node,memdev=mem"]
+        }
+        var tapIndex: Int32 = 0
         for (i, nic) in spec.nics.enumerated() {
-            a += [
-                "-netdev", "tap,id=n\(i),fd=\(Self.firstNICDescriptor + Int32(i))",
-                "-device", "virtio-net-pci,netdev=n\(i),mac=\(nic.mac),romfile=" + (nic.offloads ? "" : "," + Self.offloadsOff),
-            ]
+            switch nic.backend {
+            case .tap:
+                a += [
+                    "-netdev", "tap,id=n\(i),fd=\(Self.firstNICDescriptor + tapIndex)",
+                    "-device", "virtio-net-pci,netdev=n\(i),mac=\(nic.mac),romfile=" + (nic.offloads ? "" : "," + Self.offloadsOff),
+                ]
+                tapIndex += 1
+            case .vhostUser(let path):
+                a += [
+                    "-chardev", "socket,id=vu\(i),path=\(Self.escaped(path)),server=on,wait=off",
+                    "-netdev", "vhost-user,id=n\(i),chardev=vu\(i)",
+                    "-device", "virtio-net-pci,netdev=n\(i),mac=\(nic.mac),romfile=," + (nic.offloads ? Self.offloadsOn : Self.offloadsOff) + (accel == .tcg ? ",vectors=0" : ""),
+                ]
+            }
         }
         arguments = a
     }
 
     /// A value inside QEMU's `key=value,…` option syntax: a comma is written twice.
     static func escaped(_ value: String) -> String { value.split(separator: ",", omittingEmptySubsequences: false).joined(separator: ",,") }
+
+    /// A vhost-user NIC's offloads: checksum and TSO both ways (the switch carries them in the
+    /// virtio-net header: a guest's TSO frame crosses whole), mergeable receive buffers; no
+    /// UFO (the backend does not offer it).
+    static let offloadsOn = (["csum", "guest_csum", "guest_tso4", "guest_tso6", "guest_ecn", "host_tso4", "host_tso6", "host_ecn", "mrg_rxbuf"].map { "\($0)=on" }
+        + ["guest_ufo", "host_ufo"].map { "\($0)=off" }).joined(separator: ",")
 
     /// Every checksum and segmentation offload of virtio-net, off (`offloads: false`). UFO is
     /// gone from current kernels; its flags are listed so QEMU never offers it either.

@@ -1,15 +1,25 @@
 import Model
 
-/// One virtio NIC of a guest: the TAP it is backed by and how the guest configures it.
+/// How a guest NIC reaches its switch port (`nics[].backend` in a topology).
+public enum NICBackend: Sendable, Equatable {
+    /// A TAP device. `fd` is the caller's descriptor of it, opened WITHOUT IFF_VNET_HDR (QEMU
+    /// follows the descriptor's mode, so frames are plain wire frames). The runner duplicates
+    /// it into QEMU at a fixed number; the caller keeps its own copy open, so the TAP netdev
+    /// (the switch's port) survives QEMU exiting, crashing and restarting.
+    case tap(fd: Int32)
+    /// vhost-user (issue #18): QEMU serves the Unix socket at `socketPath` (`server=on`) and
+    /// the switch's `VhostUserPort` connects to it as a client, reconnecting whenever QEMU
+    /// (or the switch) restarts, as Open vSwitch-DPDK's `dpdkvhostuserclient` ports do. The
+    /// guest's memory becomes a shared memfd and the NIC's checksum and TSO offloads are on.
+    case vhostUser(socketPath: String)
+}
+
+/// One virtio NIC of a guest: its backend and how the guest configures it.
 public struct GuestNIC: Sendable, Equatable {
     /// The NIC's MAC. It stays the same across QEMU restarts: the switch port is bound to it.
     public var mac: MACAddress
-    /// The caller's descriptor of the TAP device, opened with IFF_VNET_HDR (QEMU follows the
-    /// descriptor's mode: frames cross it with virtio-net headers, so the guest's TSO frames
-    /// and partial checksums pass through whole). The runner duplicates it into QEMU at a
-    /// fixed number; the caller keeps its own copy open, so the TAP netdev (the switch's
-    /// port) survives QEMU exiting, crashing and restarting.
-    public var tapFD: Int32
+    /// TAP or vhost-user.
+    public var backend: NICBackend
     /// IPv4 addresses with prefix length ("10.0.10.5/24") for ethN inside the guest.
     public var addresses: [String]
     /// The interface MTU inside the guest; nil keeps the kernel's 1500.
@@ -18,12 +28,29 @@ public struct GuestNIC: Sendable, Equatable {
     /// on; false turns every one off (`offloads: false`, for a guest whose driver misbehaves).
     public var offloads: Bool
 
-    public init(mac: MACAddress, tapFD: Int32, addresses: [String] = [], mtu: Int? = nil, offloads: Bool = true) {
+    public init(mac: MACAddress, backend: NICBackend, addresses: [String] = [], mtu: Int? = nil, offloads: Bool = true) {
         self.mac = mac
-        self.tapFD = tapFD
+        self.backend = backend
         self.addresses = addresses
         self.mtu = mtu
         self.offloads = offloads
+    }
+
+    /// A TAP-backed NIC (see `NICBackend.tap`).
+    public init(mac: MACAddress, tapFD: Int32, addresses: [String] = [], mtu: Int? = nil, offloads: Bool = true) {
+        self.init(mac: mac, backend: .tap(fd: tapFD), addresses: addresses, mtu: mtu, offloads: offloads)
+    }
+
+    /// The TAP descriptor, or -1 for a vhost-user NIC.
+    public var tapFD: Int32 {
+        if case .tap(let fd) = backend { return fd }
+        return -1
+    }
+
+    /// The vhost-user socket path, or nil for a TAP NIC.
+    public var vhostUserSocket: String? {
+        if case .vhostUser(let path) = backend { return path }
+        return nil
     }
 }
 
@@ -57,6 +84,13 @@ public struct VMSpec: Sendable, Equatable {
         self.network = network
     }
 
+    /// The TAP descriptors QEMU inherits, in NIC order (vhost-user NICs have none): TAP NIC
+    /// number k (counting TAP NICs only) is descriptor `QEMUCommand.firstNICDescriptor + k`.
+    public var tapDescriptors: [Int32] { nics.compactMap { $0.vhostUserSocket == nil ? $0.tapFD : nil } }
+
+    /// Whether any NIC is vhost-user (the guest's memory must then be shared).
+    public var usesVhostUser: Bool { nics.contains { $0.vhostUserSocket != nil } }
+
     /// Throws `VMError.invalidSpec` naming every problem. Names, addresses and kernel
     /// arguments end up in QEMU's comma-separated option syntax and on a space-separated
     /// kernel command line, so the character sets are strict.
@@ -72,7 +106,13 @@ public struct VMSpec: Sendable, Equatable {
         for (i, nic) in nics.enumerated() {
             if !nic.mac.isUnicast { problems.append("eth\(i): \(nic.mac) is not a unicast MAC") }
             if !seen.insert(nic.mac).inserted { problems.append("eth\(i): MAC \(nic.mac) is used twice") }
-            if nic.tapFD < 0 { problems.append("eth\(i): no TAP descriptor") }
+            switch nic.backend {
+            case .tap(let fd):
+                if fd < 0 { problems.append("eth\(i): no TAP descriptor") }
+            case .vhostUser(let path):
+                if path.isEmpty || path.utf8.count > 107 { problems.append("eth\(i): vhost-user socket path '\(path)' is empty or longer than 107 bytes") }
+                if path.contains(",") { problems.append("eth\(i): vhost-user socket path '\(path)' contains a comma") }
+            }
             for a in nic.addresses where !Self.isIPv4CIDR(a) { problems.append("eth\(i): '\(a)' is not an IPv4 address with prefix (a.b.c.d/n)") }
             if let mtu = nic.mtu, !(68...65535).contains(mtu) { problems.append("eth\(i): MTU \(mtu) is outside 68…65535") }
         }

@@ -256,7 +256,7 @@ public final class VMSupervisor: @unchecked Sendable {
         let header = "--- tapestry: \(Date()) starting \(spec.name) (\(accel.rawValue)): \(cmd.argv.joined(separator: " "))\n"
         _ = header.withCString { write(logFD, $0, strlen($0)) }
         switch Spawn.spawn(path: qemuExecutable, arguments: cmd.arguments, stdout: logFD, stderr: logFD,
-                           inherit: spec.nics.map(\.tapFD)) {
+                           inherit: spec.tapDescriptors) {
         case .success(let pid):
             return Child(pid: pid, startedAt: Self.now(), consoleOffset: consoleOffset, processLogOffset: processLogOffset)
         case .failure(let e):

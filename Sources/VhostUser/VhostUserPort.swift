@@ -1,0 +1,403 @@
+import CLinux
+import CVhost
+import LinuxIO
+import Model
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A switch port whose guest is a vhost-user frontend (QEMU, DPDK's virtio-user): the guest's
+/// virtqueues live in shared memory and the datapath reads and writes them directly.
+///
+/// ```
+///   frontend ──Unix socket (control messages, fds)──▶ control thread ─┐ publish (epoch)
+///      │                                                              ▼
+///   guest memory (memfd, shared) ◀── read/writev/flush ── datapath worker
+///      kick eventfd ─▶ inner epoll (pollFD) ◀─ wake eventfd (control) / spin eventfd (polling)
+/// ```
+/// **Threads.** One control thread per port speaks the protocol (`VhostDevice`): blocking
+/// reads on one socket are the simplest correct code, the messages are rare, and a slow or
+/// hostile frontend stalls only its own port (5 s socket timeouts bound a half-sent message).
+/// Exactly one datapath thread calls `read`, `writev` and `flush` (a single-queue port
+/// belongs to one worker).
+///
+/// **The rule between them.** The control thread never touches a running ring. It builds an
+/// immutable `VhostDatapathConfig` (rings translated into this process, fds, features, log),
+/// publishes it under a mutex, signals the wake eventfd, then stores the new epoch (an
+/// atomic). At the start of every call the datapath compares that epoch with the one it
+/// runs (one relaxed-cost atomic load, no lock); when it changed it drains the wake fd, takes
+/// the new snapshot, notifies the guest for what the old rings published, and acknowledges
+/// the epoch. A call never keeps a guest pointer past its return, so every call boundary is a
+/// safe point. While rings run, the control thread answers the frontend only after that
+/// acknowledgement, so a reply means "in effect" — which dirty logging requires: once QEMU
+/// has the reply to SET_FEATURES(LOG_ALL), every guest write must be logged. Old mappings and fds are released by reference counting only when no
+/// snapshot refers to them any more — never while the datapath still runs one. A ring
+/// stopped by GET_VRING_BASE is reported only after the datapath acknowledged a snapshot
+/// without it (or, when no datapath runs this port, at once), so its `last_avail_idx` is
+/// final and it is never touched again.
+///
+/// **Kicks or polling.** `pollFD` is a private epoll holding the TX kick eventfd, the wake
+/// eventfd and a "spin" eventfd. With kicks (`pollMicroseconds` 0), a read that finds the
+/// guest's TX ring empty drains the kick, re-enables kicks (EVENT_IDX: `avail_event`),
+/// re-checks the ring, and sleeps. With polling, an empty ring keeps the spin eventfd
+/// signalled for `pollMicroseconds` after the last frame, so the datapath's epoll reports the
+/// port readable and calls `read` again without the guest kicking (and without a wake-up);
+/// then it arms kicks as above. Guest interrupts: RX once per batch in `flush` (EVENT_IDX
+/// `used_event`, or VRING_AVAIL_F_NO_INTERRUPT), TX completions when the ring runs empty.
+///
+/// **Frames.** `read` returns `[virtio_net_hdr_v1 (12 B)][frame]`; `writev` takes iovec 0 = the
+/// 12-byte header (10 is accepted too) and the frame's pieces after it, fills MRG_RXBUF
+/// buffers and `num_buffers`. Offloads pass as the header says; a GSO or partial-checksum
+/// frame for a guest that did not negotiate it is refused (`rx-offload-not-negotiated`,
+/// `.failed(EOPNOTSUPP)`). Nothing on these paths allocates, locks or throws.
+///
+/// **Bad guests.** A descriptor outside the memory table, a loop, an index out of range or a
+/// bad indirect table faults the ring (`VirtqueueFault`): it is never touched again, the
+/// reset is counted, and the control thread closes the connection (the frontend restarts
+/// the device on reconnection). A malformed message closes the connection too
+/// (`protocol-error`).
+public final class VhostUserPort: PortIO {
+    /// How the port meets its frontend.
+    public enum Mode: Equatable, Sendable {
+        /// We listen on the socket path; the frontend connects (libvirt, a DPDK app).
+        case server(VhostSocketPermissions)
+        /// We connect to the frontend's socket, and reconnect whenever it goes away (QEMU
+        /// started by Tapestry with `server=on`).
+        case client
+    }
+
+    /// The port's name (`GUEST.ethN`), for logs.
+    public let name: String
+    /// The Unix socket path.
+    public let socketPath: String
+    public let mode: Mode
+    /// 0: kicks; otherwise how long an empty ring is polled after its last frame.
+    public let pollMicroseconds: Int
+
+    // Shared between the control thread and the datapath.
+    let published = Mutex<VhostDatapathConfig>(VhostDatapathConfig.empty)
+    let publishedEpoch = Atomic<UInt64>(0)
+    let ackedEpoch = Atomic<UInt64>(0)
+    let attached = Atomic<Bool>(false)
+    let inner: Epoll
+    let wake: EventFD
+    let spin: EventFD
+    /// Datapath → control: a ring faulted.
+    let faultSignal: EventFD
+    let stats: UnsafeMutablePointer<UInt64>
+
+    // Datapath thread only.
+    private var current = VhostDatapathConfig.empty
+    private var seenEpoch: UInt64 = 0
+    private var txQueue: Virtqueue?
+    private var rxQueue: Virtqueue?
+    private var kickFD: Int32 = -1
+    private var txCallFD: Int32 = -1
+    private var rxCallFD: Int32 = -1
+    private var kickless = false
+    private var mergeable = false
+    private var guestHeaderSize = 12
+    private var acceptsCSUM = false, acceptsTSO4 = false, acceptsTSO6 = false, acceptsECN = false
+    private var spinning = false
+    private var active = false
+    private var idleSince: Int64 = 0
+    private var rarpSerialSeen: UInt64 = 0
+    private var pendingRARP: [UInt8]? = nil
+    private let pollNanoseconds: Int64
+    private let headerScratch: UnsafeMutableRawPointer
+
+    var control: VhostControl!
+
+    /// Opens the port and starts its control thread (listening, or connecting in the
+    /// background). Throws when the socket cannot be created (server mode: a bad path, a
+    /// name in use by something that is not a socket, an unknown owner or group).
+    ///
+    /// - Parameters:
+    ///   - socketPath: e.g. `/run/tapestry/lab.vhost/vm1.eth0.sock` (≤ 107 bytes).
+    ///   - pollMicroseconds: 0 for kicks; see the type's doc comment.
+    ///   - log: called on the control thread with one line per event (connected, lost, reset).
+    public init(name: String, socketPath: String, mode: Mode, pollMicroseconds: Int = 0, log: @escaping @Sendable (String) -> Void = { _ in }) throws {
+        guard socketPath.utf8.count <= 107, !socketPath.isEmpty else {
+            throw SystemError(operation: "vhost-user socket", subject: socketPath, errno: ENAMETOOLONG)
+        }
+        self.name = name
+        self.socketPath = socketPath
+        self.mode = mode
+        self.pollMicroseconds = max(0, pollMicroseconds)
+        pollNanoseconds = Int64(max(0, pollMicroseconds)) * 1000
+        inner = try Epoll()
+        wake = try EventFD()
+        spin = try EventFD()
+        faultSignal = try EventFD()
+        try inner.add(wake.fd, data: 0)
+        try inner.add(spin.fd, data: 1)
+        stats = .allocate(capacity: Stat.count)
+        stats.initialize(repeating: 0, count: Stat.count)
+        headerScratch = .allocate(byteCount: 16, alignment: 8)
+        control = try VhostControl(port: self, log: log)
+        control.start()
+    }
+
+    deinit {
+        close()
+        stats.deallocate()
+        headerScratch.deallocate()
+    }
+
+    /// Stops the control thread and closes the socket. The datapath must no longer call the
+    /// port (remove it from the datapath first). Idempotent.
+    public func close() {
+        control?.stop()
+    }
+
+    /// Says that no datapath thread calls this port any more (it was removed from the
+    /// datapath): ring stops are then reported without waiting for an acknowledgement.
+    public func detachFromDatapath() {
+        attached.store(false, ordering: .releasing)
+    }
+
+    /// Whether both rings run (the frontend finished setting up the device).
+    public var isRunning: Bool { published.withLock { $0.rx != nil && $0.tx != nil } }
+
+    /// A copy of the port's counters (any thread; values may lag a batch).
+    public var statistics: VhostPortStatistics {
+        var resets: [String: UInt64] = [:]
+        for f in VirtqueueFault.allCases { let v = stats[Stat.fault(f)]; if v > 0 { resets[f.description] = v } }
+        if stats[Stat.protocolError] > 0 { resets["protocol-error"] = stats[Stat.protocolError] }
+        var drops: [String: UInt64] = [:]
+        for (k, n) in [(Stat.txOversize, "tx-oversize"), (Stat.txRunt, "tx-runt"), (Stat.rxTooLarge, "rx-too-large"),
+                       (Stat.rxOffload, "rx-offload-not-negotiated")] where stats[k] > 0 { drops[n] = stats[k] }
+        return VhostPortStatistics(resets: resets, drops: drops, rarps: stats[Stat.rarps],
+                                   connections: stats[Stat.connections], disconnects: stats[Stat.disconnects], dirtyLogs: stats[Stat.dirtyLogs])
+    }
+
+    // MARK: - PortIO
+
+    public var queueCount: Int { 1 }
+    public func pollFD(queue: Int) -> Int32 { inner.fd }
+    public var vnetHeaderSize: Int { VirtioNetHeader.size }
+    public var txVNetHeaderSize: Int { VirtioNetHeader.size }
+    public func takePendingError() -> Int32 { 0 }
+
+    /// Takes one frame the guest sent: `[12-byte virtio-net header][frame]`.
+    public func read(queue: Int, into buffer: UnsafeMutableRawBufferPointer) -> IOResult {
+        sync()
+        if let frame = pendingRARP {
+            pendingRARP = nil
+            guard buffer.count >= frame.count else { return .wouldBlock }
+            frame.withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            stats[Stat.rarps] &+= 1
+            return .bytes(frame.count)
+        }
+        guard let tx = txQueue, let base = buffer.baseAddress else {
+            // No ring to poll (not started, stopped, faulted): stop spinning.
+            if spinning { spinning = false; spin.drain() }
+            return .wouldBlock
+        }
+        let pad = VirtioNetHeader.size - guestHeaderSize
+        while true {
+            switch tx.dequeue(into: base + pad, capacity: buffer.count - pad) {
+            case .frame(let n):
+                if !active {
+                    active = true
+                    tx.disableNotifications()
+                }
+                if n < guestHeaderSize {
+                    stats[Stat.txRunt] &+= 1
+                    continue
+                }
+                if pad > 0 {
+                    // A legacy 10-byte header: move it to the front and add num_buffers = 0.
+                    let a = (base + pad).loadUnaligned(as: UInt64.self)
+                    let b = (base + pad + 8).loadUnaligned(as: UInt16.self)
+                    base.storeBytes(of: a, as: UInt64.self)
+                    base.storeBytes(of: b, toByteOffset: 8, as: UInt16.self)
+                    base.storeBytes(of: UInt16(0), toByteOffset: 10, as: UInt16.self)
+                }
+                return .bytes(n + pad)
+            case .oversize:
+                stats[Stat.txOversize] &+= 1
+            case .empty:
+                if idle(tx) { return .wouldBlock }
+            case .fault(let f):
+                ringFault(f)
+                return .wouldBlock
+            }
+        }
+    }
+
+    /// The guest's TX ring is empty: poll on (true: return `wouldBlock`, the spin eventfd
+    /// keeps the port readable), or arm kicks and re-check (false: frames arrived meanwhile).
+    @inline(__always)
+    private func idle(_ tx: Virtqueue) -> Bool {
+        if active {
+            active = false
+            // TX completions: the guest may be waiting to reclaim its buffers.
+            if tx.needsInterrupt() && txCallFD >= 0 { _ = cl_eventfd_signal(txCallFD) }
+            if pollNanoseconds > 0 || kickless {
+                idleSince = monotonicNanoseconds()
+                if !spinning { spinning = true; spin.signal() }
+                return true
+            }
+        } else if spinning {
+            if kickless || monotonicNanoseconds() - idleSince < pollNanoseconds { return true }
+        }
+        if spinning { spinning = false; spin.drain() }
+        if kickFD >= 0 { _ = cl_eventfd_drain(kickFD) }
+        if tx.enableNotifications() {
+            tx.disableNotifications()
+            active = true
+            return false
+        }
+        return true
+    }
+
+    /// Gives one frame to the guest: iovec 0 is the virtio-net header (12 bytes, or 10),
+    /// the rest the frame. `.wouldBlock` when the guest posted no room (the switch counts
+    /// transmit-queue-full).
+    public func writev(queue: Int, _ iov: UnsafePointer<iovec>, count: Int32) -> IOResult {
+        sync()
+        guard let rx = rxQueue else { return .failed(ENOTCONN) }
+        guard count >= 1, let h = iov[0].iov_base else { return .failed(EINVAL) }
+        var header = UnsafeRawPointer(h)
+        if iov[0].iov_len < VirtioNetHeader.size {
+            headerScratch.initializeMemory(as: UInt8.self, repeating: 0, count: 16)
+            headerScratch.copyMemory(from: h, byteCount: min(iov[0].iov_len, VirtioNetHeader.legacySize))
+            header = UnsafeRawPointer(headerScratch)
+        }
+        let flags = header.load(as: UInt8.self)
+        let gso = header.load(fromByteOffset: 1, as: UInt8.self)
+        if (flags & VirtioNetHeader.needsCSUM != 0 && !acceptsCSUM) || !acceptsGSO(gso) {
+            stats[Stat.rxOffload] &+= 1
+            return .failed(EOPNOTSUPP)
+        }
+        let pieces = IOVPieces(iov: iov + 1, count: Int(count) - 1)
+        switch rx.enqueue(header: header, headerSize: guestHeaderSize, frame: pieces, mergeable: mergeable) {
+        case .delivered:
+            var n = 0
+            for i in 0..<pieces.count { n += pieces.iov[i].iov_len }
+            return .bytes(n)
+        case .noBuffers:
+            return .wouldBlock
+        case .tooLarge:
+            stats[Stat.rxTooLarge] &+= 1
+            return .failed(EMSGSIZE)
+        case .fault(let f):
+            ringFault(f)
+            return .failed(EIO)
+        }
+    }
+
+    @inline(__always) private func acceptsGSO(_ gso: UInt8) -> Bool {
+        switch gso & ~VirtioNetHeader.gsoECN {
+        case VirtioNetHeader.gsoNone: return true
+        case VirtioNetHeader.gsoTCPv4: return acceptsTSO4 && (gso & VirtioNetHeader.gsoECN == 0 || acceptsECN)
+        case VirtioNetHeader.gsoTCPv6: return acceptsTSO6 && (gso & VirtioNetHeader.gsoECN == 0 || acceptsECN)
+        default: return false
+        }
+    }
+
+    /// Ends a batch of writes: one interrupt for the guest's RX ring if it wants one.
+    public func flush(queue: Int) {
+        sync()
+        if let rx = rxQueue, rx.needsInterrupt(), rxCallFD >= 0 { _ = cl_eventfd_signal(rxCallFD) }
+    }
+
+    // MARK: - Datapath side of the publication rule
+
+    @inline(__always) private func sync() {
+        if publishedEpoch.load(ordering: .acquiring) != seenEpoch { adopt() }
+    }
+
+    /// Takes the newest snapshot (see the type's doc comment). Rare: not on the frame path.
+    private func adopt() {
+        if !attached.load(ordering: .relaxed) { attached.store(true, ordering: .releasing) }
+        seenEpoch = publishedEpoch.load(ordering: .acquiring)
+        wake.drain()
+        let next = published.withLock { $0 }
+        // What the old rings published gets its interrupt through the old call fds (still
+        // open: `current` holds them).
+        if let rx = rxQueue, rx.progress.pointee.fault == 0, rx.needsInterrupt(), rxCallFD >= 0 { _ = cl_eventfd_signal(rxCallFD) }
+        if let tx = txQueue, tx.progress.pointee.fault == 0, tx.needsInterrupt(), txCallFD >= 0 { _ = cl_eventfd_signal(txCallFD) }
+        let txChanged = next.tx?.progress !== current.tx?.progress
+        current = next
+        rxQueue = next.rx?.queue
+        txQueue = next.tx?.queue
+        if let q = rxQueue, q.progress.pointee.fault != 0 { rxQueue = nil }
+        if let q = txQueue, q.progress.pointee.fault != 0 { txQueue = nil }
+        kickFD = next.tx?.kick?.fd ?? -1
+        kickless = next.tx != nil && next.tx?.kick == nil
+        txCallFD = next.tx?.call?.fd ?? -1
+        rxCallFD = next.rx?.call?.fd ?? -1
+        mergeable = next.mergeable
+        guestHeaderSize = next.guestHeaderSize
+        acceptsCSUM = next.acceptsCSUM; acceptsTSO4 = next.acceptsTSO4; acceptsTSO6 = next.acceptsTSO6; acceptsECN = next.acceptsECN
+        if txChanged {
+            // A (re)started ring: look at it as if just woken.
+            active = true
+        }
+        if next.rarpSerial != rarpSerialSeen {
+            rarpSerialSeen = next.rarpSerial
+            pendingRARP = next.rarp
+        }
+        if pendingRARP != nil && !spinning {
+            // Make sure the datapath comes back for it.
+            spinning = true
+            spin.signal()
+            idleSince = monotonicNanoseconds()
+        }
+        ackedEpoch.store(next.epoch, ordering: .releasing)
+    }
+
+    private func ringFault(_ f: VirtqueueFault) {
+        stats[Stat.fault(f)] &+= 1
+        if let q = txQueue, q.progress.pointee.fault != 0 { txQueue = nil }
+        if let q = rxQueue, q.progress.pointee.fault != 0 { rxQueue = nil }
+        faultSignal.signal()
+    }
+
+    // MARK: - Control side
+
+    /// Publishes `config` to the datapath (control thread; see the type's doc comment).
+    func publish(_ config: VhostDatapathConfig) {
+        published.withLock { $0 = config }
+        wake.signal()
+        publishedEpoch.store(config.epoch, ordering: .releasing)
+    }
+
+    /// Waits until the datapath runs snapshot `epoch` or newer (at most `timeout` seconds);
+    /// true at once when no datapath thread calls this port.
+    func waitForDatapath(epoch: UInt64, timeout: Double = 2) -> Bool {
+        let deadline = monotonicNanoseconds() + Int64(timeout * 1e9)
+        while attached.load(ordering: .acquiring) && ackedEpoch.load(ordering: .acquiring) < epoch {
+            if monotonicNanoseconds() > deadline { return false }
+            usleep(50)
+        }
+        return true
+    }
+
+    /// Adds or removes the TX kick fd in the inner epoll (control thread).
+    func watchKick(add: Int32?, remove: Int32?) {
+        if let r = remove { try? inner.remove(r) }
+        if let a = add { try? inner.add(a, data: 2) }
+    }
+}
+
+/// The switch's iovecs after the header, as `FramePieces`.
+struct IOVPieces: FramePieces {
+    let iov: UnsafePointer<iovec>
+    let count: Int
+    var pieceCount: Int { count }
+    @inline(__always) func piece(_ index: Int) -> (base: UnsafeRawPointer, count: Int) {
+        let v = iov[index]
+        return (UnsafeRawPointer(v.iov_base!), v.iov_len)
+    }
+}
+
+/// Slots of `VhostUserPort.stats`.
+enum Stat {
+    static let txOversize = 0, txRunt = 1, rxTooLarge = 2, rxOffload = 3, rarps = 4, connections = 5, disconnects = 6, protocolError = 7, dirtyLogs = 8
+    static func fault(_ f: VirtqueueFault) -> Int { 8 + Int(f.rawValue) }
+    static let count = 9 + VirtqueueFault.allCases.count
+}
