@@ -19,10 +19,11 @@ Scripts/fuzz.sh "${TAPESTRY_FUZZ_SECONDS:-20}"
 fuzz=$?
 
 # Counts from the runners' lines: swift-testing prints "Test NAME() passed after …" /
-# "Test NAME() failed after …" per test (and "skipped"); XCTest "Test Case '…' passed|failed".
+# "Test NAME() failed after …" per test (and "skipped", or "was cancelled" for a test that found
+# a capability missing at run time: Test.cancel); XCTest "Test Case '…' passed|failed".
 passed=$(grep -Ec "Test [^ ].*\) passed after|Test Case '.*' passed" "$log")
 failed=$(grep -Ec "Test [^ ].*\) failed after|Test Case '.*' failed" "$log")
-skipped=$(grep -Ec "Test [^ ].*\) skipped" "$log")
+skipped=$(grep -Ec "Test [^ ].*\) skipped|Test [^ ].*\) was cancelled" "$log")
 problems=()
 if [ "$runner" -ne 0 ] && [ "$failed" -eq 0 ]; then
     # The runner failed without a failing test line (a crash, a build problem): count it.

@@ -13,7 +13,7 @@ extension EtcdSystemTests {
         }
 
         @Test func putGetRangeDeleteTxn() throws {
-            if let r = Self.skipReason { print("EtcdClientSystemTests skipped: \(r)"); return }
+            if let r = Self.skipReason { try Test.cancel("EtcdClientSystemTests skipped: \(r)") }
             let etcd = try EtcdCluster(tag: "kv")
             defer { etcd.shutdown() }
             let client = try EtcdClient(EtcdConfiguration(endpoints: etcd.endpoints))
@@ -50,7 +50,7 @@ extension EtcdSystemTests {
         }
 
         @Test func leaseGrantKeepAliveRevokeAndExpiry() throws {
-            if let r = Self.skipReason { print("EtcdClientSystemTests skipped: \(r)"); return }
+            if let r = Self.skipReason { try Test.cancel("EtcdClientSystemTests skipped: \(r)") }
             let etcd = try EtcdCluster(tag: "ls")
             defer { etcd.shutdown() }
             let client = try EtcdClient(EtcdConfiguration(endpoints: etcd.endpoints))
@@ -83,7 +83,7 @@ extension EtcdSystemTests {
         }
 
         @Test func watchSeesPutsAndDeletes() throws {
-            if let r = Self.skipReason { print("EtcdClientSystemTests skipped: \(r)"); return }
+            if let r = Self.skipReason { try Test.cancel("EtcdClientSystemTests skipped: \(r)") }
             let etcd = try EtcdCluster(tag: "wt")
             defer { etcd.shutdown() }
             let client = try EtcdClient(EtcdConfiguration(endpoints: etcd.endpoints))
@@ -135,7 +135,7 @@ extension EtcdSystemTests {
         /// client certificate works; no certificate, a certificate from another CA, a client
         /// that does not trust the server's CA, and plain http all fail, by the deadline.
         @Test func tlsWithClientCertificates() throws {
-            if let r = Self.skipReason { print("EtcdClientSystemTests skipped: \(r)"); return }
+            if let r = Self.skipReason { try Test.cancel("EtcdClientSystemTests skipped: \(r)") }
             let etcd = try EtcdCluster(tag: "tls", tls: true)
             defer { etcd.shutdown() }
             let c = try #require(etcd.certificates)
@@ -178,7 +178,7 @@ extension EtcdSystemTests {
         /// succeed through the others; with two killed (no quorum) and with all three killed,
         /// every call fails within its deadline; restarted, the data is still there.
         @Test func threeMemberClusterFailover() throws {
-            if let r = Self.skipReason { print("EtcdClientSystemTests skipped: \(r)"); return }
+            if let r = Self.skipReason { try Test.cancel("EtcdClientSystemTests skipped: \(r)") }
             let etcd = try EtcdCluster(tag: "fo", members: 3)
             defer { etcd.shutdown() }
             let client = try EtcdClient(EtcdConfiguration(endpoints: etcd.endpoints, attemptTimeout: 1, requestTimeout: 3))

@@ -14,7 +14,7 @@ extension EtcdSystemTests {
         /// watched, and the registration keeps its lease. A second daemon for the same host is
         /// refused once the first keeps its registration past TTL + 2 s.
         @Test func keepAliveHoldsTheLeaseForManyTTLs() throws {
-            if let r = Self.skipReason { print("FabricServiceSystemTests skipped: \(r)"); return }
+            if let r = Self.skipReason { try Test.cancel("FabricServiceSystemTests skipped: \(r)") }
             let etcd = try EtcdCluster(tag: "ka")
             defer { etcd.shutdown() }
             let spec = ServiceFixture.spec("ka", guests: [ServiceFixture.vm("vm1", on: "h1")])
@@ -53,7 +53,7 @@ extension EtcdSystemTests {
         /// within TTL + slack, and after the grace period exactly one of them starts each guest
         /// (the claim is a transaction). Run three times. Then h1 comes back: it starts neither.
         @Test func twoSurvivorsRestartADeadHostsGuestsExactlyOnce() throws {
-            if let r = Self.skipReason { print("FabricServiceSystemTests skipped: \(r)"); return }
+            if let r = Self.skipReason { try Test.cancel("FabricServiceSystemTests skipped: \(r)") }
             let etcd = try EtcdCluster(tag: "ha")
             defer { etcd.shutdown() }
             for round in 1...3 {
@@ -120,7 +120,7 @@ extension EtcdSystemTests {
         /// The claim transaction raced by two threads with their own clients, 100 times: exactly
         /// one wins each time, and the winner is what etcd records.
         @Test func racingClaimsWinExactlyOnce() throws {
-            if let r = Self.skipReason { print("FabricServiceSystemTests skipped: \(r)"); return }
+            if let r = Self.skipReason { try Test.cancel("FabricServiceSystemTests skipped: \(r)") }
             let etcd = try EtcdCluster(tag: "race")
             defer { etcd.shutdown() }
             let stores = try (0..<2).map { _ in FabricStore(client: try ServiceFixture.client(etcd.endpoints), topology: "race") }
@@ -170,7 +170,7 @@ extension EtcdSystemTests {
         /// every call fails by its deadline, nothing is decided, started or powered off; all
         /// restarted → still nothing restarted or powered off, and both hosts stay registered.
         @Test func etcdOutagesDecideNothing() throws {
-            if let r = Self.skipReason { print("FabricServiceSystemTests skipped: \(r)"); return }
+            if let r = Self.skipReason { try Test.cancel("FabricServiceSystemTests skipped: \(r)") }
             let etcd = try EtcdCluster(tag: "out", members: 3)
             defer { etcd.shutdown() }
             let spec = ServiceFixture.spec("out", guests: [ServiceFixture.vm("vm1", on: "h1"), ServiceFixture.vm("vm2", on: "h2")])
@@ -220,7 +220,7 @@ extension EtcdSystemTests {
         /// says why, and does not hang; once etcd is back it registers, starts the guest that
         /// was placed nowhere, and still not the one etcd places on another host.
         @Test func etcdDownAtStartWithholdsGuestsUntilItAnswers() throws {
-            if let r = Self.skipReason { print("FabricServiceSystemTests skipped: \(r)"); return }
+            if let r = Self.skipReason { try Test.cancel("FabricServiceSystemTests skipped: \(r)") }
             let etcd = try EtcdCluster(tag: "down")
             defer { etcd.shutdown() }
             let spec = ServiceFixture.spec("down", guests: [ServiceFixture.vm("vm1", on: "h1"), ServiceFixture.vm("vm2", on: "h1"),
@@ -257,7 +257,7 @@ extension EtcdSystemTests {
         /// one transaction; neither side's reconciliation fights it; a placement changed between
         /// check and commit refuses the commit.
         @Test func migrationIsRecordedAtomically() throws {
-            if let r = Self.skipReason { print("FabricServiceSystemTests skipped: \(r)"); return }
+            if let r = Self.skipReason { try Test.cancel("FabricServiceSystemTests skipped: \(r)") }
             let etcd = try EtcdCluster(tag: "mig")
             defer { etcd.shutdown() }
             let spec = ServiceFixture.spec("mig", guests: [ServiceFixture.vm("vm1", on: "h1"), ServiceFixture.vm("vm2", on: "h1"),

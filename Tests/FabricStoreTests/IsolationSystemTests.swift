@@ -21,7 +21,7 @@ extension EtcdSystemTests {
             let local = ICMPProbe().firstAnswer(["127.0.0.1", "::1"], timeout: 1)
             #expect(local.answered != nil, "no echo reply from loopback: \(local.errors)")
             #expect(ICMPProbe().firstAnswer(["not-an-address"], timeout: 0.1).errors.count == 1)
-            if let r = Self.skipReason { print("IsolationSystemTests.icmpProbe (namespace part) skipped: \(r)"); return }
+            if let r = Self.skipReason { try Test.cancel("IsolationSystemTests.icmpProbe (namespace part) skipped: \(r)") }
             let p = Capabilities.uniquePrefix("fsi")
             defer { sh("ip netns del \(p)n") }
             #expect(sh("ip netns add \(p)n && ip -n \(p)n link set lo up && ip -n \(p)n link add \(p)a type veth peer name \(p)b && ip -n \(p)n addr add 10.219.9.1/24 dev \(p)a && ip -n \(p)n link set \(p)a up && ip -n \(p)n link set \(p)b up").succeeded)
@@ -43,8 +43,8 @@ extension EtcdSystemTests {
         /// QEMU guests before h2 restarts the one with a restart policy, which runs once. With
         /// the link back, h1 registers again and starts neither.
         @Test func isolatedHostPowersOffBeforeSurvivorRestarts() throws {
-            if let r = Self.skipReason { print("IsolationSystemTests skipped: \(r)"); return }
-            if let r = EtcdClientSystemTests.skipReason { print("IsolationSystemTests skipped: \(r)"); return }
+            if let r = Self.skipReason { try Test.cancel("IsolationSystemTests skipped: \(r)") }
+            if let r = EtcdClientSystemTests.skipReason { try Test.cancel("IsolationSystemTests skipped: \(r)") }
             let p = Capabilities.uniquePrefix("fsj")
             let nsE = "\(p)e", nsH = "\(p)h"
             defer { sh("ip netns del \(nsE); ip netns del \(nsH)") }

@@ -57,7 +57,7 @@ import TestSupport
     static func number(_ v: Any?) -> UInt64? { (v as? NSNumber)?.uint64Value }
 
     @Test func twentyPingsShowUpInNfdumpWithCountsAddressesMACsVLANAndInterfaces() throws {
-        guard Self.hasNfdump else { print("skip: nfcapd/nfdump not installed (Scripts/setup.sh installs nfdump)"); return }
+        guard Self.hasNfdump else { try Test.cancel("skip: nfcapd/nfdump not installed (Scripts/setup.sh installs nfdump)") }
         let collector = try #require(Collector())
         var registry = InterfaceRegistry()
         let web1 = try registry.id(for: "sw0/web1.eth0"), web2 = try registry.id(for: "sw0/web2.eth0")
@@ -95,7 +95,7 @@ import TestSupport
     }
 
     @Test func samplingIsAnnouncedAndNfdumpScalesCounts() throws {
-        guard Self.hasNfdump else { print("skip: nfcapd/nfdump not installed"); return }
+        guard Self.hasNfdump else { try Test.cancel("skip: nfcapd/nfdump not installed") }
         let collector = try #require(Collector())
         let table = FlowTable(capacity: 64)
         var sampler = FlowSampler(interval: 4)
@@ -117,7 +117,7 @@ import TestSupport
     }
 
     @Test func notTrackedFlowsAreCountedAndOnlyTrackedOnesExported() throws {
-        guard Self.hasNfdump else { print("skip: nfcapd/nfdump not installed"); return }
+        guard Self.hasNfdump else { try Test.cancel("skip: nfcapd/nfdump not installed") }
         let collector = try #require(Collector())
         let table = FlowTable(capacity: 2)
         for port in UInt16(1)...5 {
@@ -156,7 +156,7 @@ import TestSupport
     /// tshark's IPFIX ("cflow") dissector reads the options records: interface names and
     /// the RFC 5477 sampling elements, which nfdump does not print.
     @Test func tsharkDecodesTemplatesInterfaceNamesAndSampling() throws {
-        guard commandExists("tshark") else { print("skip: tshark not installed"); return }
+        guard commandExists("tshark") else { try Test.cancel("skip: tshark not installed") }
         var enc = IPFIXEncoder(observationDomain: 3)
         let messages = enc.announcement(interfaces: [(17, "sw0/web1.eth0"), (42, "eth1")], samplingInterval: 8, exportTime: 1_700_000_000)
             + enc.messages(for: [FlowRecord(key: FlowKey(w0: MACAddress("02:00:00:00:0a:01")!.rawValue << 16 | 0x0806,

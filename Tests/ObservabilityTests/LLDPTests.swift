@@ -155,8 +155,8 @@ import TestSupport
     }
 
     @Test func lldpdAndWeSeeEachOther() throws {
-        guard Capabilities.canCreateNamespaces else { print("skip: needs root and iproute2 (namespaces, veth)"); return }
-        guard commandExists("lldpd") && commandExists("lldpcli") else { print("skip: lldpd not installed (Scripts/setup.sh installs it)"); return }
+        guard Capabilities.canCreateNamespaces else { try Test.cancel("skip: needs root and iproute2 (namespaces, veth)") }
+        guard commandExists("lldpd") && commandExists("lldpcli") else { try Test.cancel("skip: lldpd not installed (Scripts/setup.sh installs it)") }
         let up = Upstream()
         #expect(up.start(), "lldpd did not start: \(up.lldpd?.output ?? "")")
         let socket = try PacketSocket(interface: up.ourLink, configuration: .init(perFrameWakeups: true))

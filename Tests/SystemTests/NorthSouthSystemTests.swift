@@ -3,48 +3,9 @@ import Testing
 import TestSupport
 
 /// Runs `command` in QEMU guest `guest` of topology `topology` through its serial console
-/// (the console socket under /run/tapestry), and returns what it printed, or nil when no
-/// answer came within `timeout` seconds. The console shell starts on the first Enter.
+/// (the console socket under /run/tapestry); see `guestConsoleRun`.
 func vmExec(_ topology: String, _ guest: String, _ command: String, timeout: Int = 30) -> String? {
-    let socket = "/run/tapestry/\(topology).vms/\(guest).console"
-    let marker = "__tapestry_done_\(UInt32.random(in: 0...UInt32.max))"
-    let script = """
-    import re, socket, sys, time
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.connect(\(String(reflecting: socket)))
-    s.settimeout(0.25)
-    def wait_for(pattern, t):
-        end, out = time.time() + t, b""
-        while time.time() < end:
-            try:
-                b = s.recv(65536)
-                if not b: break
-                out += b
-            except socket.timeout:
-                pass
-            m = re.search(pattern, out)
-            if m: return out, m
-        return out, None
-    # A shell prompt first (the console's shell restarts after a client leaves).
-    for _ in range(10):
-        s.sendall(b"\\n")
-        _, prompt = wait_for(rb"# ", 2)
-        if prompt: break
-    time.sleep(0.3)
-    s.sendall(b"stty -echo 2>/dev/null\\n" + \(String(reflecting: command)).encode() + b"\\necho \(marker)=$?\\n")
-    out, done = wait_for(rb"\(marker)=[0-9]+", \(timeout))
-    sys.stdout.write(out.decode("utf-8", "replace"))
-    sys.exit(0 if done else 3)
-    """
-    let file = NSTemporaryDirectory() + "tapestry-vmexec-\(UInt32.random(in: 0...UInt32.max)).py"
-    try? script.write(toFile: file, atomically: true, encoding: .utf8)
-    defer { unlink(file) }
-    let r = sh("\(Harness.python) \(file)", timeout: TimeInterval(timeout + 10))
-    // The echoed command line holds the marker too, but never followed by a digit.
-    guard r.succeeded, let range = r.stdout.range(of: "\(marker)=[0-9]", options: .regularExpression) else { return nil }
-    // Without the shell's prompts (`HOST:DIR# `) and its cursor-position queries.
-    return String(r.stdout[..<range.lowerBound])
-        .replacingOccurrences(of: "[A-Za-z0-9-]+:[^ #]*# |\u{1B}\\[6n|\r", with: "", options: .regularExpression)
+    guestConsoleRun(socket: "/run/tapestry/\(topology).vms/\(guest).console", command: command, timeout: timeout)
 }
 
 /// The guest's TCP and UDP receive checksum errors (`/proc/net/snmp`, InCsumErrors).

@@ -30,7 +30,7 @@ import TestSupport
     /// holding the TAP's netdev, QMP, the console, kill -9 → restart on the same TAP and MAC,
     /// then a graceful stop that leaves no process.
     @Test func bootPingCrashRestartConsoleStop() throws {
-        if let reason = Self.skipReason { print("VMRunnerSystemTests skipped: \(reason)"); return }
+        if let reason = Self.skipReason { try Test.cancel("VMRunnerSystemTests skipped: \(reason)") }
         let image = try Self.image()
         let p = Capabilities.uniquePrefix("vmt")
         let ns = "\(p)ns", tapName = "\(p)tap"
@@ -118,7 +118,7 @@ import TestSupport
     /// A QEMU that exits during the first boot is reported with its own words, and nothing is
     /// restarted.
     @Test func firstBootFailureIsReported() throws {
-        if let reason = Self.skipReason { print("VMRunnerSystemTests skipped: \(reason)"); return }
+        if let reason = Self.skipReason { try Test.cancel("VMRunnerSystemTests skipped: \(reason)") }
         let p = Capabilities.uniquePrefix("vmt")
         let runDir = NSTemporaryDirectory() + "\(p)-run"
         defer { sh("rm -rf '\(runDir)'") }
@@ -139,7 +139,7 @@ import TestSupport
 
     /// No READY within the boot timeout: QEMU is killed and the error carries the console tail.
     @Test func bootTimeoutKillsAndReports() throws {
-        if let reason = Self.skipReason { print("VMRunnerSystemTests skipped: \(reason)"); return }
+        if let reason = Self.skipReason { try Test.cancel("VMRunnerSystemTests skipped: \(reason)") }
         let image = try Self.image()
         let p = Capabilities.uniquePrefix("vmt")
         let runDir = NSTemporaryDirectory() + "\(p)-run"
