@@ -49,10 +49,10 @@ let package = Package(
         .target(name: "Netlink", dependencies: ["CNetlink", "CLinux", "Model"], swiftSettings: v5),
         .target(name: "Capture", dependencies: ["CPcap", "Model"], swiftSettings: v5),
         // vhost-user backend: virtqueues over guest memory, the protocol, VhostUserPort (issue #18).
-        .target(name: "VhostUser", dependencies: ["CVhost", "CLinux", "LinuxIO", "Model"], swiftSettings: v5 + hotPath),
+        .target(name: "VhostUser", dependencies: ["CVhost", "CLinux", "LinuxIO", "Model", "Wire"], swiftSettings: v5 + hotPath),
 
         // Runtime: datapath loop, control socket, guests.
-        .target(name: "Runtime", dependencies: ["Model", "Core", "Topology", "LinuxIO", "Netlink", "VMRunner", "Wire", "Observability"], swiftSettings: v5 + hotPath),
+        .target(name: "Runtime", dependencies: ["Model", "Core", "Topology", "LinuxIO", "Netlink", "VMRunner", "Wire", "Observability", "VhostUser"], swiftSettings: v5 + hotPath),
         .executableTarget(
             name: "tapestry",
             dependencies: ["Runtime", "Topology", "Capture", "VMRunner", "Observability", "LinuxIO", .product(name: "ArgumentParser", package: "swift-argument-parser")],
@@ -97,6 +97,6 @@ let package = Package(
         .testTarget(name: "ObservabilityTests", dependencies: ["Observability", "Model", "Topology", "LinuxIO", "TestSupport"], swiftSettings: v5),
         // The README's performance numbers against their result files (Scripts/bench/*.md).
         .testTarget(name: "DocsTests"),
-        .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "CVhost", "LinuxIO", "Model", "TestSupport", "VMRunner"], swiftSettings: v5),
+        .testTarget(name: "VhostUserTests", dependencies: ["VhostUser", "CVhost", "LinuxIO", "Model", "TestSupport", "VMRunner", "Wire"], swiftSettings: v5),
     ]
 )

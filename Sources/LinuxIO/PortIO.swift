@@ -33,6 +33,14 @@ public protocol PortIO: AnyObject {
     /// shared (a tunnel port's frames come in on its underlay endpoint's sockets, which the
     /// datapath polls instead). Its `pollFD` is not used.
     var isPolled: Bool { get }
+    /// Non-nil for a port that must never be entered by two threads at once (a vhost-user
+    /// port: one thread at a time may run its virtqueues). Whoever reads a batch from it, or
+    /// writes a batch to it and ends that batch with `flush`, holds the gate meanwhile: once
+    /// per batch, never per frame (Open vSwitch-DPDK takes a spinlock per burst on a vhost
+    /// transmit queue shared by PMD threads the same way). A thread holding several gates
+    /// takes them in ascending port order. Kernel-backed ports (TAP queues, sockets) need
+    /// none: the kernel serialises them.
+    var accessGate: PortAccessGate? { get }
 }
 
 extension PortIO {
@@ -40,6 +48,36 @@ extension PortIO {
     public func flush(queue: Int) {}
     /// Most ports are polled.
     public var isPolled: Bool { true }
+    /// Most ports are safe to call from several threads (the kernel serialises them).
+    public var accessGate: PortAccessGate? { nil }
+}
+
+/// The mutual exclusion of one port whose calls must not overlap (`PortIO.accessGate`): a
+/// pthread mutex held for a batch of reads, or a batch of writes and its `flush`.
+/// Uncontended it costs one atomic exchange per batch; a thread that finds it held (another
+/// worker in the middle of a batch on the same port) sleeps in the kernel instead of spinning.
+public final class PortAccessGate: @unchecked Sendable {
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+
+    public init() {
+        mutex = .allocate(capacity: 1)
+        pthread_mutex_init(mutex, nil)
+    }
+
+    deinit {
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+    }
+
+    /// Takes the gate (waits while another thread holds it).
+    @inline(__always) public func lock() { pthread_mutex_lock(mutex) }
+    /// Lets it go; only the thread that took it may.
+    @inline(__always) public func unlock() { pthread_mutex_unlock(mutex) }
+    /// Runs `body` holding the gate.
+    @inline(__always) public func withLock<T>(_ body: () throws -> T) rethrows -> T {
+        lock(); defer { unlock() }
+        return try body()
+    }
 }
 
 /// Single-queue ports implement the queue-less calls; the queue is ignored.

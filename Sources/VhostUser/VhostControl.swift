@@ -235,9 +235,9 @@ final class VhostControl {
         }
         switch request {
         case .getFeatures:
-            return VhostMessage.reply(to: code, u64: VirtioFeature.offered)
+            return VhostMessage.reply(to: code, u64: port.offeredFeatures)
         case .setFeatures(let f):
-            guard f & ~VirtioFeature.offered == 0 else { throw VhostDeviceError("SET_FEATURES 0x\(String(f, radix: 16)) asks for features never offered") }
+            guard f & ~port.offeredFeatures == 0 else { throw VhostDeviceError("SET_FEATURES 0x\(String(f, radix: 16)) asks for features never offered") }
             features = f
             try publish(port)
         case .setOwner:

@@ -10,6 +10,8 @@ final class VhostDatapathConfig {
     /// Keep the mappings the rings point into alive while this snapshot is in use.
     let memory: VhostMemoryMap?
     let log: VhostLogMap?
+    /// The negotiated virtio-net features (SET_FEATURES).
+    let features: UInt64
     /// MRG_RXBUF negotiated.
     let mergeable: Bool
     /// The guest's virtio-net header: 12 bytes (VERSION_1 or MRG_RXBUF), else 10.
@@ -27,6 +29,7 @@ final class VhostDatapathConfig {
         self.tx = tx
         self.memory = memory
         self.log = log
+        self.features = features
         mergeable = features & VirtioFeature.mrgRXBuf != 0
         guestHeaderSize = features & (VirtioFeature.version1 | VirtioFeature.mrgRXBuf) != 0 ? VirtioNetHeader.size : VirtioNetHeader.legacySize
         acceptsCSUM = features & VirtioFeature.guestCSUM != 0
@@ -62,8 +65,10 @@ public struct VhostPortStatistics: Equatable, Sendable {
     public var resets: [String: UInt64]
     /// Frames dropped inside the port by reason: `tx-oversize` (a guest chain longer than the
     /// switch's buffer), `tx-runt` (shorter than the virtio-net header), `rx-too-large`
-    /// (without MRG_RXBUF the guest's buffer was too short), `rx-offload-not-negotiated`
-    /// (a GSO or partial-checksum frame for a guest that did not accept it).
+    /// (without MRG_RXBUF the guest's buffer was too short), `rx-offload-malformed` (a GSO
+    /// or partial-checksum frame for a guest without that offload whose headers software
+    /// segmentation refuses), `rx-segments-lost` (segments of a frame cut in software that
+    /// found the guest's ring full after the first went in).
     public var drops: [String: UInt64]
     /// RARPs handed to the switch after SEND_RARP.
     public var rarps: UInt64
@@ -72,4 +77,8 @@ public struct VhostPortStatistics: Equatable, Sendable {
     public var disconnects: UInt64
     /// Dirty-page logs mapped (SET_LOG_BASE: a live migration started).
     public var dirtyLogs: UInt64
+    /// Frames the port finished in software for a guest that did not negotiate the offload
+    /// (not drops): GSO frames cut into wire segments, partial checksums completed.
+    public var segmentedInSoftware: UInt64 = 0
+    public var checksummedInSoftware: UInt64 = 0
 }

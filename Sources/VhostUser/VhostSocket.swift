@@ -60,20 +60,43 @@ public enum VhostSocketDirectory {
     /// The socket path of guest NIC `port` (`vm1.eth0`) in `directory`.
     public static func socketPath(directory: String, port: String) -> String { "\(directory)/\(port).sock" }
 
-    /// Creates `directory` (and missing parents) owned by root, mode 0711: any user may reach
-    /// a socket inside by its known name (each socket's own mode decides who may connect),
-    /// nobody but root may list or create entries. An existing directory gets the same mode.
-    public static func prepare(_ directory: String) throws {
+    /// Creates `directory` (and missing parents, 0755) owned by root. With
+    /// `reachableByOthers` (the default) its mode is 0711: any user may reach a socket inside
+    /// by its known name (each socket's own mode decides who may connect), nobody but root may
+    /// list or create entries; without, 0700: root's frontends only (QEMU started by the
+    /// switch). An existing directory gets the same mode.
+    public static func prepare(_ directory: String, reachableByOthers: Bool = true) throws {
         var path = ""
         for part in directory.split(separator: "/") {
             path += "/" + part
             if mkdir(path, 0o755) != 0 && errno != EEXIST { throw SystemError(operation: "mkdir", subject: path, errno: errno) }
         }
-        if chmod(directory, 0o711) != 0 { throw SystemError(operation: "chmod", subject: directory, errno: errno) }
+        if chmod(directory, reachableByOthers ? 0o711 : 0o700) != 0 { throw SystemError(operation: "chmod", subject: directory, errno: errno) }
     }
 
-    /// Removes `directory` if empty (after `down`).
-    public static func remove(_ directory: String) { rmdir(directory) }
+    /// Whether `directory` lets other users through (mode o+x), as `prepare` left it.
+    public static func isReachableByOthers(_ directory: String) -> Bool {
+        var st = stat()
+        return stat(directory, &st) == 0 && st.st_mode & S_IFMT == S_IFDIR && st.st_mode & 0o001 != 0
+    }
+
+    /// Removes `directory` and the sockets in it (ours are unlinked when their ports close;
+    /// what is left is a QEMU's server socket after it was killed, or a crashed switch's),
+    /// then the directory itself. Only sockets are removed: anything else stays, and so does
+    /// the directory then.
+    public static func remove(_ directory: String) {
+        if let d = opendir(directory) {
+            while let e = readdir(d) {
+                let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+                if name == "." || name == ".." { continue }
+                var st = stat()
+                let path = directory + "/" + name
+                if lstat(path, &st) == 0 && st.st_mode & S_IFMT == S_IFSOCK { unlink(path) }
+            }
+            closedir(d)
+        }
+        rmdir(directory)
+    }
 }
 
 /// Listening socket for server mode: a stale socket at the path (a previous run) is replaced;

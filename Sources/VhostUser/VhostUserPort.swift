@@ -3,6 +3,7 @@ import CVhost
 import LinuxIO
 import Model
 import Synchronization
+import Wire
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -19,8 +20,10 @@ import Glibc
 /// **Threads.** One control thread per port speaks the protocol (`VhostDevice`): blocking
 /// reads on one socket are the simplest correct code, the messages are rare, and a slow or
 /// hostile frontend stalls only its own port (5 s socket timeouts bound a half-sent message).
-/// Exactly one datapath thread calls `read`, `writev` and `flush` (a single-queue port
-/// belongs to one worker).
+/// Calls to `read`, `writev` and `flush` never overlap: the port is polled by one datapath
+/// worker (a single queue), and any thread that writes to it (another worker, the multicast
+/// querier) holds `accessGate` for its batch of writes and the `flush` that ends it, as the
+/// reader does for its batch of reads — a lock per batch, never per frame.
 ///
 /// **The rule between them.** The control thread never touches a running ring. It builds an
 /// immutable `VhostDatapathConfig` (rings translated into this process, fds, features, log),
@@ -48,9 +51,15 @@ import Glibc
 ///
 /// **Frames.** `read` returns `[virtio_net_hdr_v1 (12 B)][frame]`; `writev` takes iovec 0 = the
 /// 12-byte header (10 is accepted too) and the frame's pieces after it, fills MRG_RXBUF
-/// buffers and `num_buffers`. Offloads pass as the header says; a GSO or partial-checksum
-/// frame for a guest that did not negotiate it is refused (`rx-offload-not-negotiated`,
-/// `.failed(EOPNOTSUPP)`). Nothing on these paths allocates, locks or throws.
+/// buffers and `num_buffers`. Offloads pass as the header says when the guest negotiated
+/// them. A GSO or partial-checksum frame for a guest that did not (`offloads: false`, a
+/// DPDK application without receive offloads, a guest whose driver turned them off) is
+/// finished here, in software, by the switch's one routine (`Wire.SoftwareOffload`): cut
+/// into wire segments (TCP, UDP; every checksum complete) or its checksum completed, then
+/// delivered as plain frames — never dropped for it. The decision lives in the port
+/// because only the port knows, frame by frame, what its guest negotiated (a frontend may
+/// reconnect with other features at any time); `trace` shows such a frame leaving whole.
+/// Nothing on these paths allocates, locks or throws.
 ///
 /// **Bad guests.** A descriptor outside the memory table, a loop, an index out of range or a
 /// bad indirect table faults the ring (`VirtqueueFault`): it is never touched again, the
@@ -74,6 +83,11 @@ public final class VhostUserPort: PortIO {
     public let mode: Mode
     /// 0: kicks; otherwise how long an empty ring is polled after its last frame.
     public let pollMicroseconds: Int
+    /// The virtio-net features offered to the frontend (`VirtioFeature.offered`, without the
+    /// checksum and TSO bits when the port was made with `offloads: false`).
+    public let offeredFeatures: UInt64
+    /// Serialises the datapath's calls (see the type's doc comment and `PortIO.accessGate`).
+    public let gate = PortAccessGate()
 
     // Shared between the control thread and the datapath.
     let published = Mutex<VhostDatapathConfig>(VhostDatapathConfig.empty)
@@ -106,6 +120,12 @@ public final class VhostUserPort: PortIO {
     private var pendingRARP: [UInt8]? = nil
     private let pollNanoseconds: Int64
     private let headerScratch: UnsafeMutableRawPointer
+    /// Software offloads: a frame that arrived in pieces (a tag pushed or popped), made
+    /// contiguous; one segment's rewritten headers; a zero virtio-net header; a finished
+    /// checksum. Allocated once.
+    private let linear: UnsafeMutableRawPointer
+    private static let linearCapacity = 65536 + 256
+    private let segmentHeader: UnsafeMutableRawPointer
 
     var control: VhostControl!
 
@@ -116,8 +136,11 @@ public final class VhostUserPort: PortIO {
     /// - Parameters:
     ///   - socketPath: e.g. `/run/tapestry/lab.vhost/vm1.eth0.sock` (≤ 107 bytes).
     ///   - pollMicroseconds: 0 for kicks; see the type's doc comment.
+    ///   - offloads: false offers the frontend no checksum or TSO features (a topology's
+    ///     `offloads: false`), so every frame crosses as a finished wire frame.
     ///   - log: called on the control thread with one line per event (connected, lost, reset).
-    public init(name: String, socketPath: String, mode: Mode, pollMicroseconds: Int = 0, log: @escaping @Sendable (String) -> Void = { _ in }) throws {
+    public init(name: String, socketPath: String, mode: Mode, pollMicroseconds: Int = 0, offloads: Bool = true,
+                log: @escaping @Sendable (String) -> Void = { _ in }) throws {
         guard socketPath.utf8.count <= 107, !socketPath.isEmpty else {
             throw SystemError(operation: "vhost-user socket", subject: socketPath, errno: ENAMETOOLONG)
         }
@@ -125,6 +148,7 @@ public final class VhostUserPort: PortIO {
         self.socketPath = socketPath
         self.mode = mode
         self.pollMicroseconds = max(0, pollMicroseconds)
+        offeredFeatures = offloads ? VirtioFeature.offered : VirtioFeature.offered & ~VirtioFeature.offloads
         pollNanoseconds = Int64(max(0, pollMicroseconds)) * 1000
         inner = try Epoll()
         wake = try EventFD()
@@ -135,6 +159,9 @@ public final class VhostUserPort: PortIO {
         stats = .allocate(capacity: Stat.count)
         stats.initialize(repeating: 0, count: Stat.count)
         headerScratch = .allocate(byteCount: 16, alignment: 8)
+        linear = .allocate(byteCount: VhostUserPort.linearCapacity, alignment: 64)
+        segmentHeader = .allocate(byteCount: 512, alignment: 64)
+        segmentHeader.initializeMemory(as: UInt8.self, repeating: 0, count: 512)
         control = try VhostControl(port: self, log: log)
         control.start()
     }
@@ -143,6 +170,8 @@ public final class VhostUserPort: PortIO {
         close()
         stats.deallocate()
         headerScratch.deallocate()
+        linear.deallocate()
+        segmentHeader.deallocate()
     }
 
     /// Stops the control thread and closes the socket. The datapath must no longer call the
@@ -167,10 +196,15 @@ public final class VhostUserPort: PortIO {
         if stats[Stat.protocolError] > 0 { resets["protocol-error"] = stats[Stat.protocolError] }
         var drops: [String: UInt64] = [:]
         for (k, n) in [(Stat.txOversize, "tx-oversize"), (Stat.txRunt, "tx-runt"), (Stat.rxTooLarge, "rx-too-large"),
-                       (Stat.rxOffload, "rx-offload-not-negotiated")] where stats[k] > 0 { drops[n] = stats[k] }
+                       (Stat.rxOffload, "rx-offload-malformed"), (Stat.segmentsLost, "rx-segments-lost")] where stats[k] > 0 { drops[n] = stats[k] }
         return VhostPortStatistics(resets: resets, drops: drops, rarps: stats[Stat.rarps],
-                                   connections: stats[Stat.connections], disconnects: stats[Stat.disconnects], dirtyLogs: stats[Stat.dirtyLogs])
+                                   connections: stats[Stat.connections], disconnects: stats[Stat.disconnects], dirtyLogs: stats[Stat.dirtyLogs],
+                                   segmentedInSoftware: stats[Stat.segmented], checksummedInSoftware: stats[Stat.checksummed])
     }
+
+    /// The features the frontend and this port agreed on (SET_FEATURES; 0 while none is
+    /// connected). Any thread; may lag a message.
+    public var negotiatedFeatures: UInt64 { published.withLock { $0.features } }
 
     // MARK: - PortIO
 
@@ -179,6 +213,7 @@ public final class VhostUserPort: PortIO {
     public var vnetHeaderSize: Int { VirtioNetHeader.size }
     public var txVNetHeaderSize: Int { VirtioNetHeader.size }
     public func takePendingError() -> Int32 { 0 }
+    public var accessGate: PortAccessGate? { gate }
 
     /// Takes one frame the guest sent: `[12-byte virtio-net header][frame]`.
     public func read(queue: Int, into buffer: UnsafeMutableRawBufferPointer) -> IOResult {
@@ -255,7 +290,8 @@ public final class VhostUserPort: PortIO {
 
     /// Gives one frame to the guest: iovec 0 is the virtio-net header (12 bytes, or 10),
     /// the rest the frame. `.wouldBlock` when the guest posted no room (the switch counts
-    /// transmit-queue-full).
+    /// transmit-queue-full). Offloads the guest did not negotiate are finished first
+    /// (`finishInSoftware`).
     public func writev(queue: Int, _ iov: UnsafePointer<iovec>, count: Int32) -> IOResult {
         sync()
         guard let rx = rxQueue else { return .failed(ENOTCONN) }
@@ -268,11 +304,10 @@ public final class VhostUserPort: PortIO {
         }
         let flags = header.load(as: UInt8.self)
         let gso = header.load(fromByteOffset: 1, as: UInt8.self)
-        if (flags & VirtioNetHeader.needsCSUM != 0 && !acceptsCSUM) || !acceptsGSO(gso) {
-            stats[Stat.rxOffload] &+= 1
-            return .failed(EOPNOTSUPP)
-        }
         let pieces = IOVPieces(iov: iov + 1, count: Int(count) - 1)
+        if (flags & VirtioNetHeader.needsCSUM != 0 && !acceptsCSUM) || !acceptsGSO(gso) {
+            return finishInSoftware(rx, header: header, pieces: pieces)
+        }
         switch rx.enqueue(header: header, headerSize: guestHeaderSize, frame: pieces, mergeable: mergeable) {
         case .delivered:
             var n = 0
@@ -295,6 +330,83 @@ public final class VhostUserPort: PortIO {
         case VirtioNetHeader.gsoTCPv4: return acceptsTSO4 && (gso & VirtioNetHeader.gsoECN == 0 || acceptsECN)
         case VirtioNetHeader.gsoTCPv6: return acceptsTSO6 && (gso & VirtioNetHeader.gsoECN == 0 || acceptsECN)
         default: return false
+        }
+    }
+
+    /// A GSO or partial-checksum frame for a guest that did not negotiate that offload: cut
+    /// into wire segments or its checksum completed (`Wire.SoftwareOffload`), each delivered
+    /// with a zero virtio-net header. The payload is copied once, into the guest's buffers
+    /// (plus once into `linear` when the switch handed the frame over in pieces). A frame
+    /// Wire refuses (malformed headers) is counted `rx-offload-malformed`; segments that find
+    /// the ring full after the first went in are counted `rx-segments-lost` (the frame
+    /// counts as sent: its first part reached the guest, TCP recovers the rest).
+    private func finishInSoftware(_ rx: Virtqueue, header: UnsafeRawPointer, pieces: IOVPieces) -> IOResult {
+        var total = 0
+        for i in 0..<pieces.count { total += pieces.iov[i].iov_len }
+        let frame: UnsafeRawBufferPointer
+        if pieces.count == 1, let b = pieces.iov[0].iov_base {
+            frame = UnsafeRawBufferPointer(start: b, count: total)
+        } else {
+            guard total <= VhostUserPort.linearCapacity else { stats[Stat.rxTooLarge] &+= 1; return .failed(EMSGSIZE) }
+            var at = 0
+            for i in 0..<pieces.count where pieces.iov[i].iov_len > 0 {
+                (linear + at).copyMemory(from: pieces.iov[i].iov_base!, byteCount: pieces.iov[i].iov_len)
+                at += pieces.iov[i].iov_len
+            }
+            frame = UnsafeRawBufferPointer(start: linear, count: total)
+        }
+        // Bytes 0..<16: the zero virtio-net header every finished frame carries; 16..<18: a
+        // completed checksum; the rest of `segmentHeader` from 64: one segment's headers.
+        let zero = UnsafeRawPointer(segmentHeader)
+        switch SoftwareOffload(frame: frame, header: header) {
+        case .refused:
+            stats[Stat.rxOffload] &+= 1
+            return .failed(EINVAL)
+        case .plain:
+            return deliver(rx, header: zero, OnePiece(base: frame.baseAddress!, count: total), length: total)
+        case .checksum(let offset, let value):
+            segmentHeader.storeBytes(of: value.bigEndian, toByteOffset: 16, as: UInt16.self)
+            let f = frame.baseAddress!
+            let r = deliver(rx, header: zero, ThreePieces(a: (f, offset), b: (UnsafeRawPointer(segmentHeader + 16), 2),
+                                                          c: (f + offset + 2, total - offset - 2)), length: total)
+            if case .bytes = r { stats[Stat.checksummed] &+= 1 }
+            return r
+        case .segments(let plan):
+            // Room for every segment first (one chain each at least): a frame is refused
+            // whole rather than cut short when the guest is behind.
+            if rx.pendingCount < plan.segmentCount { return .wouldBlock }
+            let slot = segmentHeader + 64
+            for i in 0..<plan.segmentCount {
+                let seg = plan.header(ofSegment: i, into: slot)
+                let piece = TwoPieces(a: (UnsafeRawPointer(slot), seg.headerLength), b: (frame.baseAddress! + seg.payloadOffset, seg.payloadLength))
+                let r = deliver(rx, header: zero, piece, length: seg.length)
+                switch r {
+                case .bytes: continue
+                case .wouldBlock, .failed(EMSGSIZE):
+                    if i == 0 { return r }
+                    stats[Stat.segmentsLost] &+= UInt64(plan.segmentCount - i)
+                    return .bytes(total)
+                case .failed:
+                    return r
+                }
+            }
+            stats[Stat.segmented] &+= 1
+            return .bytes(total)
+        }
+    }
+
+    /// One plain frame into the guest's RX ring (the outcomes of `writev`).
+    @inline(__always)
+    private func deliver<P: FramePieces>(_ rx: Virtqueue, header: UnsafeRawPointer, _ pieces: P, length: Int) -> IOResult {
+        switch rx.enqueue(header: header, headerSize: guestHeaderSize, frame: pieces, mergeable: mergeable) {
+        case .delivered: return .bytes(length)
+        case .noBuffers: return .wouldBlock
+        case .tooLarge:
+            stats[Stat.rxTooLarge] &+= 1
+            return .failed(EMSGSIZE)
+        case .fault(let f):
+            ringFault(f)
+            return .failed(EIO)
         }
     }
 
@@ -395,9 +507,32 @@ struct IOVPieces: FramePieces {
     }
 }
 
+/// A frame in one, two or three pieces (software offloads: a segment's headers and its
+/// payload slice; a frame with its finished checksum spliced in).
+struct OnePiece: FramePieces {
+    let base: UnsafeRawPointer, count: Int
+    var pieceCount: Int { 1 }
+    @inline(__always) func piece(_ index: Int) -> (base: UnsafeRawPointer, count: Int) { (base, count) }
+}
+struct TwoPieces: FramePieces {
+    let a: (UnsafeRawPointer, Int), b: (UnsafeRawPointer, Int)
+    var pieceCount: Int { 2 }
+    @inline(__always) func piece(_ index: Int) -> (base: UnsafeRawPointer, count: Int) { index == 0 ? a : b }
+}
+struct ThreePieces: FramePieces {
+    let a: (UnsafeRawPointer, Int), b: (UnsafeRawPointer, Int), c: (UnsafeRawPointer, Int)
+    var pieceCount: Int { 3 }
+    @inline(__always) func piece(_ index: Int) -> (base: UnsafeRawPointer, count: Int) { index == 0 ? a : index == 1 ? b : c }
+}
+
 /// Slots of `VhostUserPort.stats`.
 enum Stat {
     static let txOversize = 0, txRunt = 1, rxTooLarge = 2, rxOffload = 3, rarps = 4, connections = 5, disconnects = 6, protocolError = 7, dirtyLogs = 8
     static func fault(_ f: VirtqueueFault) -> Int { 8 + Int(f.rawValue) }
-    static let count = 9 + VirtqueueFault.allCases.count
+    /// Frames cut into segments, frames whose checksum was completed (software offloads),
+    /// and segments lost to a full ring half way through a frame.
+    static let segmented = 9 + VirtqueueFault.allCases.count
+    static let checksummed = segmented + 1
+    static let segmentsLost = segmented + 2
+    static let count = segmented + 3
 }

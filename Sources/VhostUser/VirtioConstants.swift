@@ -32,6 +32,10 @@ public enum VirtioFeature {
     /// Virtio 1.0+ (little-endian everything; the net header is always 12 bytes).
     public static let version1: UInt64 = 1 << 32
 
+    /// The checksum and segmentation offloads, both ways (withheld from a port made with
+    /// `offloads: false`).
+    public static let offloads: UInt64 = csum | guestCSUM | guestTSO4 | guestTSO6 | guestECN | hostTSO4 | hostTSO6 | hostECN
+
     /// Everything this backend offers in GET_FEATURES.
     public static let offered: UInt64 = csum | guestCSUM | guestTSO4 | guestTSO6 | guestECN | hostTSO4 | hostTSO6 | hostECN
         | mrgRXBuf | guestAnnounce | logAll | indirectDesc | eventIdx | protocolFeatures | version1

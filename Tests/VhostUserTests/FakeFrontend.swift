@@ -151,7 +151,7 @@ final class PortRunner: @unchecked Sendable {
     let port: VhostUserPort
     private let lock = NSLock()
     private var inbox: [[UInt8]] = []
-    private var outbox: [[UInt8]] = []
+    private var outbox: [([UInt8], [Int])] = []
     private var results: [IOResult] = []
     private let stopping = Atomic<Bool>(false)
     private let done = DispatchSemaphore(value: 0)
@@ -174,9 +174,10 @@ final class PortRunner: @unchecked Sendable {
     var received: [[UInt8]] { lock.lock(); defer { lock.unlock() }; return inbox }
     var sendResults: [IOResult] { lock.lock(); defer { lock.unlock() }; return results }
 
-    /// Queues a `[12-byte header][frame]` for the port.
-    func send(_ bytes: [UInt8]) {
-        lock.lock(); outbox.append(bytes); lock.unlock()
+    /// Queues a `[12-byte header][frame]` for the port; `pieces` cuts the frame into iovecs
+    /// of these lengths (and the rest), as the switch hands over a frame whose tag it pushed.
+    func send(_ bytes: [UInt8], pieces: [Int] = []) {
+        lock.lock(); outbox.append((bytes, pieces)); lock.unlock()
         nudge.signal()
     }
 
@@ -202,10 +203,14 @@ final class PortRunner: @unchecked Sendable {
             lock.lock(); let out = outbox; outbox = []; lock.unlock()
             if !out.isEmpty {
                 var rs: [IOResult] = []
-                for var f in out {
+                for (bytes, pieces) in out {
+                    var f = bytes
                     let r: IOResult = f.withUnsafeMutableBytes { b in
-                        var iov = [iovec(iov_base: b.baseAddress, iov_len: 12), iovec(iov_base: b.baseAddress! + 12, iov_len: b.count - 12)]
-                        return iov.withUnsafeMutableBufferPointer { port.writev(queue: 0, $0.baseAddress!, count: 2) }
+                        var iov = [iovec(iov_base: b.baseAddress, iov_len: 12)]
+                        var at = 12
+                        for n in pieces { iov.append(iovec(iov_base: b.baseAddress! + at, iov_len: n)); at += n }
+                        iov.append(iovec(iov_base: b.baseAddress! + at, iov_len: b.count - at))
+                        return iov.withUnsafeMutableBufferPointer { port.writev(queue: 0, $0.baseAddress!, count: Int32($0.count)) }
                     }
                     rs.append(r)
                 }

@@ -3,6 +3,7 @@ import Foundation
 import LinuxIO
 import Model
 import Testing
+import TestSupport
 @testable import VhostUser
 
 /// `VhostUserPort` against a frontend in the test process over a real Unix socket with real
@@ -271,21 +272,64 @@ import Testing
         }
     }
 
-    @Test func offloadsTheGuestDidNotNegotiateAreRefused() throws {
+    /// A guest without GUEST_TSO4/6 and GUEST_CSUM (QEMU with `offloads: false`, a DPDK
+    /// application without receive offloads) still gets every frame: a TSO frame cut into
+    /// wire segments, a partial checksum completed, in software, each with a zero header.
+    @Test func offloadsTheGuestDidNotNegotiateAreFinishedInSoftware() throws {
         try withServerPort("off") { port, path in
             let fe = try FakeFrontend(connectTo: path)
-            // A guest without GUEST_TSO4/6 and GUEST_CSUM (e.g. offloads turned off in QEMU).
             try fe.setUp(features: VirtioFeature.offered & ~(VirtioFeature.logAll | VirtioFeature.guestTSO4 | VirtioFeature.guestTSO6 | VirtioFeature.guestCSUM))
             let runner = try PortRunner(port)
             defer { runner.stop() }
-            for _ in 0..<4 { fe.driver.post(0, [.writable(65536)]) }
-            runner.send(vnetHeader(flags: 1, gso: VirtioNetHeader.gsoTCPv4, hdrLen: 54, gsoSize: 1448, csumStart: 34, csumOffset: 16) + frame(30000))
-            runner.send(vnetHeader(flags: 1, csumStart: 34, csumOffset: 16) + frame(1000))
+            #expect(runner.wait { port.isRunning })
+            var offsets: [Int] = []
+            for _ in 0..<64 { offsets.append(fe.driver.post(0, [.writable(2048)]).offsets[0]) }
+            // 30 000 bytes of TCP payload at an MSS of 1448: 21 segments.
+            let gso = TCPFrames.gso(dst: MACAddress(rawValue: 0x02_00_00_00_00_02), src: MACAddress(rawValue: 0x02_00_00_00_00_01), payload: 30000, segmentSize: 1448)
+            runner.send(gso.header + gso.frame)
+            // The same super-frame with an 802.1Q tag the switch pushed: handed over in pieces
+            // (MACs, tag, rest), its header's offsets moved by 4.
+            let tagged = Array(gso.frame[0..<12]) + [0x81, 0x00, 0x00, 0x0A] + Array(gso.frame[12...])
+            runner.send(TCPFrames.shifted(gso.header, by: 4) + tagged, pieces: [12, 4])
+            // A plain TCP frame with a partial checksum, no GSO.
+            let small = TCPFrames.gso(dst: MACAddress(rawValue: 0x02_00_00_00_00_02), src: MACAddress(rawValue: 0x02_00_00_00_00_01), payload: 1000, segmentSize: 1448)
+            var smallHeader = small.header
+            smallHeader[1] = 0   // GSO none, NEEDS_CSUM kept
+            runner.send(smallHeader + small.frame)
             runner.send(vnetHeader() + frame(1000))
-            #expect(runner.wait { runner.sendResults.count == 3 })
-            #expect(runner.sendResults == [.failed(EOPNOTSUPP), .failed(EOPNOTSUPP), .bytes(1000)])
-            #expect(port.statistics.drops["rx-offload-not-negotiated"] == 2)
-            #expect(fe.driver.takeUsed(0).count == 1, "only the plain frame reached the guest")
+            #expect(runner.wait { runner.sendResults.count == 4 })
+            #expect(runner.sendResults == [.bytes(gso.frame.count), .bytes(tagged.count), .bytes(small.frame.count), .bytes(1000)])
+            #expect(port.statistics.drops.isEmpty, "nothing dropped: \(port.statistics.drops)")
+            #expect(port.statistics.segmentedInSoftware == 2)
+            #expect(port.statistics.checksummedInSoftware == 1)
+
+            let used = fe.driver.takeUsed(0)
+            #expect(used.count == 21 + 21 + 1 + 1, "each segment in a buffer of its own")
+            guard used.count == 44 else { return }
+            // Buffers are used in the order they were posted.
+            func delivered(_ i: Int) -> [UInt8] { fe.driver.bytes(at: offsets[i], count: used[i].len) }
+            for (first, vlan) in [(0, 0), (21, 4)] {
+                var payload: [UInt8] = []
+                for i in first..<first + 21 {
+                    let b = delivered(i)
+                    #expect(Array(b[0..<10]) == [UInt8](repeating: 0, count: 10), "a finished frame carries a zero header")
+                    let f = Array(b[12...])
+                    let l3 = 14 + vlan, l4 = l3 + 20
+                    #expect(f.count <= 14 + vlan + 40 + 1448)
+                    #expect(TCPFrames.onesComplement(Array(f[l3..<l4])) == 0xFFFF, "IPv4 header checksum")
+                    let tcpLength = f.count - l4
+                    let pseudo = Array(f[l3 + 12..<l3 + 20]) + [0, 6, UInt8(tcpLength >> 8), UInt8(tcpLength & 0xFF)]
+                    #expect(TCPFrames.onesComplement(pseudo + Array(f[l4...])) == 0xFFFF, "TCP checksum of segment \(i - first)")
+                    payload += f[(l4 + 20)...]
+                }
+                #expect(payload == Array(gso.frame[54...]), "the segments carry the payload in order")
+            }
+            let c = delivered(42)
+            let f = Array(c[12...])
+            #expect(Array(c[0..<10]) == [UInt8](repeating: 0, count: 10))
+            let pseudo = Array(f[26..<34]) + [0, 6, 0x03, 0xFC]   // 20 + 1000 bytes of TCP
+            #expect(TCPFrames.onesComplement(pseudo + Array(f[34...])) == 0xFFFF, "the completed checksum verifies")
+            #expect(Array(f[54...]) == Array(small.frame[54...]))
         }
     }
 
