@@ -80,6 +80,10 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
     /// The frame is too large for the underlay once encapsulated (VXLAN never fragments,
     /// RFC 7348 §4.3); counted on the tunnel port.
     case underlayMTUExceeded
+    /// A vhost-user port whose frontend runs no receive ring (not connected yet, restarting,
+    /// or reset): the frame had nowhere to go (issue 18; counted on the egress port, like
+    /// Open vSwitch-DPDK's tx_dropped on a vhost port without a running guest).
+    case noFrontend
 
     public var description: String {
         switch self {
@@ -115,6 +119,7 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
         case .malformedMLD: return "malformed-mld"
         case .splitHorizon: return "split-horizon"
         case .underlayMTUExceeded: return "underlay-mtu-exceeded"
+        case .noFrontend: return "no-frontend"
         }
     }
 
@@ -153,6 +158,7 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
         case .malformedMLD: return "malformed MLD message"
         case .splitHorizon: return "split horizon: never from a tunnel into a tunnel, never between a tunnel and an uplink"
         case .underlayMTUExceeded: return "too large for the underlay MTU once encapsulated (VXLAN never fragments)"
+        case .noFrontend: return "no frontend runs this vhost-user port's receive ring"
         }
     }
 }

@@ -4,6 +4,7 @@ import LinuxIO
 import Model
 import Netlink
 import Topology
+import VhostUser
 import VMRunner
 
 /// The one build path: `up` applies its topology as a change from an empty one, `reload`
@@ -72,7 +73,7 @@ extension Fabric {
         // 1. Everything that will exist is recorded before it exists.
         let namespacesBefore = createdNamespaces
         try writeState(file: file, extraNamespaces: added.filter { $0.kind == .netns }.map(\.name),
-                       extraVMs: added.filter { $0.kind == .qemu }.map(\.name))
+                       extraVMs: added.filter { $0.kind == .qemu }.map(\.name), vhostDirectory: Fabric.usesVhostDirectory(new))
         var fresh: [String: PortIO] = [:]
         var freshNICs: [String: PacketPort] = [:]
         var freshVMTaps: [String] = []
@@ -80,9 +81,9 @@ extension Fabric {
         func undoAdded() {
             for (port, e) in underlayEndpoints where endpointsBefore[port] !== e { e.close() }
             underlayEndpoints = endpointsBefore
-            for t in fresh.values { t.close() }
+            for t in fresh.values { retire(t) }
             for p in freshNICs.values { p.close() }
-            for g in freshVMTaps { for t in vmTaps.removeValue(forKey: g) ?? [] { t.close() } }
+            for g in freshVMTaps { closeVMNICs(g) }
             for ns in createdNamespaces where !namespacesBefore.contains(ns) { try? NetworkNamespace.delete(ns) }
             createdNamespaces = namespacesBefore
             try? writeState(file: old.file)
@@ -90,11 +91,12 @@ extension Fabric {
         var monitor: TeamMonitor?
         do {
             let host = try NetlinkSocket()
+            try prepareVhostDirectory(for: new)
             for g in added {
                 switch g.kind {
                 case .netns: try createGuest(g, of: new, host: host, into: &fresh)
                 case .qemu: freshVMTaps.append(g.name); try createVMPorts(g, of: new, host: host, into: &fresh)
-                case .vhostUser: throw RuntimeError("guest \(g.name): kind vhost-user is not available in this build")
+                case .vhostUser: try createVhostUserGuest(g, into: &fresh)
                 }
             }
             fresh.merge(try makeLinkPorts(diff.linksAdded)) { a, _ in a }
@@ -127,10 +129,13 @@ extension Fabric {
             for s in new.switches { if let u = s.uplinks { log("switch \(s.name): uplinks \(u.nics.joined(separator: ", ")) (policy \(u.policy.rawValue), \(u.detection.rawValue))") } }
         }
 
-        // 3. Removed and changed guests: their ports are out of the datapath.
+        // 3. Removed and changed guests: their ports are out of the datapath (vhost-user
+        // ports are told so before their VMs stop, so a frontend leaving does not make them
+        // wait for a datapath that no longer calls them).
+        for t in retired { (t as? VhostUserPort)?.detachFromDatapath() }
         stopVMs(destroy.filter { $0.kind == .qemu }.map(\.name))
         stopDHCPClients(destroy.map(\.name))
-        for t in retired { t.close() }
+        for t in retired { retire(t) }
         tunnels = part.tunnels
         closeUnusedEndpoints()
         if !tunnelPlan.isEmpty { logTunnels(tunnelPlan, of: fileTopology) }
@@ -150,12 +155,12 @@ extension Fabric {
                     switch g.kind {
                     case .netns: try createGuest(g, of: new, host: host, into: &made)
                     case .qemu: try createVMPorts(g, of: new, host: host, into: &made)
-                    case .vhostUser: throw RuntimeError("guest \(g.name): kind vhost-user is not available in this build")
+                    case .vhostUser: try createVhostUserGuest(g, into: &made)
                     }
                     byPort.merge(made) { a, _ in a }
                 } catch {
-                    for t in made.values { t.close() }
-                    for t in vmTaps.removeValue(forKey: g.name) ?? [] { t.close() }
+                    for t in made.values { retire(t) }
+                    closeVMNICs(g.name)
                     if createdNamespaces.contains(g.name) { try? NetworkNamespace.delete(g.name); createdNamespaces.removeAll { $0 == g.name } }
                     failed.insert(g.name)
                     failures.append("guest \(g.name): \(error)")
@@ -215,8 +220,9 @@ extension Fabric {
             runtimes.append(runtime)
         }
         monitor?.prime(runtimes)
+        let vhost = ports.compactMapValues { $0 as? VhostUserPort }
         try dp.replaceSwitches(runtimes, underlays: endpointsInUse(for: tunnels)) { _ in
-            view.withLock { _topology = t; _plans = plans }
+            view.withLock { _topology = t; _plans = plans; _vhostPorts = vhost }
         }
         if let flows { flowExport?.commit(flows) }
         var kept: [String: PortIO] = [:]
@@ -276,7 +282,8 @@ extension Fabric {
         }
         let nl = try NetlinkSocket()
         for g in guests {
-            for nic in g.nics {
+            // Only TAP-backed NICs get a host-side link.
+            for nic in g.nics where nic.backend == .tap {
                 let host = Fabric.hostTAPName(topology: t.name, guest: g.name, nic: nic.index)
                 if (try? nl.linkExists(named: host)) == true { problems.append("link '\(host)' (for \(nic.portName)) already exists") }
             }
@@ -288,10 +295,12 @@ extension Fabric {
     /// VMs and DHCP clients that exist, plus those about to be created. A write that would
     /// record the same as the last one is skipped (`up` records the whole target first, so
     /// its later writes change nothing on disk).
-    func writeState(file: String, extraNamespaces: [String] = [], extraVMs: [String] = []) throws {
+    func writeState(file: String, extraNamespaces: [String] = [], extraVMs: [String] = [], vhostDirectory: Bool = false) throws {
         var state = InstanceState(name: topology.name, host: hostName, file: file, pid: getpid(), processStart: processStartTime(getpid()),
                                   namespaces: Set(createdNamespaces + extraNamespaces).sorted(), links: [])
-        state.vms = Set(Array(vmTaps.keys) + extraVMs).sorted()
+        state.vms = Set(Array(vmNICs.keys) + extraVMs).sorted()
+        // Once recorded it stays until `down`, which removes the directory.
+        if vhostDirectory || vhostDirectoryReady || lastState?.vhostDirectory != nil { state.vhostDirectory = RunDirectory.vhostDirectory(stem) }
         let helpers = dhcpClients.keys.sorted().flatMap { dhcpClients[$0]! }
         state.dhcpClients = helpers.isEmpty ? nil : helpers
         if state == lastState { return }

@@ -437,6 +437,9 @@ public final class Datapath {
         let io = sw.ports[port]
         var count = 0, offset = 0
         var gone = false
+        // A port whose calls must not overlap (vhost-user) is held for the batch of reads.
+        let gate = sw.gates[port]
+        gate?.lock()
         read: while count < DatapathWorker.batch && offset + DatapathWorker.frameMax <= DatapathWorker.areaSize {
             switch io.read(queue: queue, into: UnsafeMutableRawBufferPointer(start: w.area + offset, count: DatapathWorker.frameMax)) {
             case .bytes(let n):
@@ -452,6 +455,7 @@ public final class Datapath {
                 break read
             }
         }
+        gate?.unlock()
         var downed: (String, String, PortDownReason)? = nil
         guard count > 0 || gone else { return nil }
         let header = io.vnetHeaderSize

@@ -4,6 +4,7 @@ import LinuxIO
 import Model
 import Netlink
 import Topology
+import VhostUser
 import VMRunner
 #if canImport(Glibc)
 import Glibc
@@ -23,6 +24,8 @@ public final class Fabric {
     let view = NSLock()
     var _topology: Topology
     var _plans: [SwitchPlan] = []
+    /// The vhost-user ports in the datapath by port name (for `ports`), published with the plans.
+    var _vhostPorts: [String: VhostUserPort] = [:]
     /// The topology file `up` brings up (the running one starts empty and becomes it, or
     /// this host's part of it: `runningPart`).
     private let target: Topology
@@ -53,9 +56,14 @@ public final class Fabric {
     var lldpAgent: LLDPAgent?
     /// Sends the general queries of switches with `multicast-querier: true` (idle otherwise).
     var querierService: MulticastQuerierService?
-    /// QEMU guests by name, and the TAPs whose fds the switch keeps for them (VMs.swift).
+    /// QEMU guests by name, and how each NIC attaches: the TAP whose fd the switch keeps, or
+    /// the vhost-user socket QEMU serves (VMs.swift).
     var vms: [String: VMSupervisor] = [:]
-    var vmTaps: [String: [TAPDevice]] = [:]
+    var vmNICs: [String: [VMNICAttachment]] = [:]
+    /// The vhost-user socket directory exists (`RunDirectory.vhostDirectory(stem)`), and
+    /// whether other users may reach it (VhostPorts.swift).
+    var vhostDirectoryReady = false
+    var vhostDirectoryReachable = false
     var createdNamespaces: [String] = []
     /// The state file as last written (`writeState` skips writing the same again).
     var lastState: InstanceState?
@@ -120,7 +128,7 @@ public final class Fabric {
         let run = try runningPart(of: target).topology
         // Everything the target will create, recorded before anything exists.
         try writeState(file: target.file, extraNamespaces: run.guests.filter { $0.kind == .netns }.map(\.name),
-                       extraVMs: run.guests.filter { $0.kind == .qemu }.map(\.name))
+                       extraVMs: run.guests.filter { $0.kind == .qemu }.map(\.name), vhostDirectory: Fabric.usesVhostDirectory(run))
         do {
             let dp = try Datapath(switches: [], threads: settings.threads, busyPollMicroseconds: settings.busyPollMicroseconds)
             dp.onPortDown = { [log] s, p, r in log("switch \(s): port \(p) is down (\(r)); reload re-creates it") }
@@ -197,7 +205,7 @@ public final class Fabric {
         isStopping = true
         stopPortWatch()
         control?.stop(); control = nil
-        stopVMs(Array(vms.keys) + Array(vmTaps.keys))
+        stopVMs(Array(vms.keys) + Array(vmNICs.keys))
         stopDHCPClients()
         teamMonitor?.stop(); teamMonitor = nil
         // LLDP says goodbye (TTL 0) while the uplinks are still open.
@@ -206,7 +214,7 @@ public final class Fabric {
         datapath?.stop(); datapath = nil
         // Every flow still in the tables is exported (forced end) before the sockets close.
         flowExport?.stop(); flowExport = nil
-        for p in portsByName.values { p.close() }
+        for p in portsByName.values { retire(p) }
         for p in uplinkPorts.values { p.close() }
         for e in underlayEndpoints.values { e.close() }
         underlayEndpoints = [:]
@@ -217,6 +225,7 @@ public final class Fabric {
             do { try NetworkNamespace.delete(ns) } catch { log("warning: cannot delete namespace \(ns): \(error)") }
         }
         createdNamespaces = []
+        removeVhostDirectory()
         unlink(RunDirectory.socket(stem))
         unlink(RunDirectory.state(stem))
         try? FileManager.default.removeItem(atPath: Fabric.dhcpDirectory(stem))
@@ -244,6 +253,13 @@ public final class Fabric {
         for nic in old.groOff ?? [] where GenericReceiveOffload.set(nic, enabled: true) { removed.append("GRO on \(nic) turned back on") }
         if let nl = try? NetlinkSocket() {
             for l in old.links where (try? nl.linkExists(named: l)) == true { try? nl.deleteLink(named: l); removed.append("link \(l)") }
+        }
+        // The vhost-user socket directory (only the one this stem names), with what a killed
+        // QEMU left in it.
+        if let dir = old.vhostDirectory, dir == RunDirectory.vhostDirectory(name), FileManager.default.fileExists(atPath: dir) {
+            VhostSocketDirectory.remove(dir)
+            RunDirectory.updateTraversal()
+            removed.append("vhost-user sockets in \(dir)")
         }
         unlink(RunDirectory.socket(name))
         unlink(RunDirectory.state(name))
@@ -322,6 +338,8 @@ public final class Fabric {
         if let f = filter { _ = try resolveSwitch(f) }
         guard let dp = datapath else { return PortsReport(ports: []) }
         var rows: [PortsReport.PortRow] = []
+        let io = view.withLock { _vhostPorts }
+        let backends = Dictionary(topology.guests.flatMap { $0.nics.map { ($0.portName, $0.backend.rawValue) } }, uniquingKeysWith: { a, _ in a })
         for snap in dp.snapshots(only: filter) {
             guard let plan = snap.plan else { continue }
             let team = TeamMonitor.describe(snap.team, plan: plan)
@@ -330,14 +348,19 @@ public final class Fabric {
                 let t = team[p.name]
                 var link = "up"
                 if p.isUplink { link = t.map { $0.role + ($0.reason.map { " (\($0))" } ?? "") } ?? "unknown" }
+                // A vhost-user port is up once its frontend runs both rings.
+                let vhost = p.isLink || p.isTunnel || p.isUplink ? nil : vhostUserInfo(io[p.name])
+                if let v = vhost, !v.connected { link = "no-frontend" }
                 if let r = snap.down[i] { link = "down (\(r))" }
+                var drops = Dictionary(uniqueKeysWithValues: c.drops.map { ($0.key.description, $0.value) })
+                for (k, n) in vhost?.drops ?? [:] { drops[k, default: 0] += n }
                 rows.append(.init(name: p.name, switch: plan.name, portGroup: p.portGroup, kind: p.kind,
                                   peer: p.link.map { "\($0.switchName)/\($0.portName)" } ?? p.tunnel.map(Fabric.tunnelPeerText),
                                   vlanMode: p.mode.description, link: link, team: t.map { .init(role: $0.role, reason: $0.reason, carries: $0.carries) },
                                   macEntries: snap.macEntries[i],
                                   macLimit: p.macLimit, macEvictions: snap.macEvictions[i],
                                   rxFrames: c.rxFrames, rxBytes: c.rxBytes, txFrames: c.txFrames, txBytes: c.txBytes,
-                                  drops: Dictionary(uniqueKeysWithValues: c.drops.map { ($0.key.description, $0.value) })))
+                                  drops: drops, backend: p.kind == "guest" ? backends[p.name] : nil, vhostUser: vhost))
             }
         }
         return PortsReport(ports: rows, underlays: dp.underlayCounters())

@@ -233,6 +233,15 @@ public enum JSONDocuments {
                 "mac_entries": .number(p.macEntries), "mac_limit": .number(p.macLimit), "mac_evictions": .number(p.macEvictions),
                 "rx_frames": .number(p.rxFrames), "rx_bytes": .number(p.rxBytes), "tx_frames": .number(p.txFrames), "tx_bytes": .number(p.txBytes),
                 "drops": .object(p.drops.mapValues { .number($0) }),
+                "backend": .optional(p.backend) { .string($0) },
+                "vhost_user": .optional(p.vhostUser) { v in
+                    .object(["socket": .string(v.socket), "mode": .string(v.mode), "connected": .bool(v.connected),
+                             "connections": .number(v.connections), "disconnects": .number(v.disconnects),
+                             "resets": .object(v.resets.mapValues { .number($0) }), "rarps": .number(v.rarps),
+                             "dirty_logs": .number(v.dirtyLogs), "segmented_in_software": .number(v.segmentedInSoftware),
+                             "checksummed_in_software": .number(v.checksummedInSoftware),
+                             "drops": .object(v.drops.mapValues { .number($0) })])
+                },
             ])
         })])
     }

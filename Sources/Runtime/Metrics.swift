@@ -1,6 +1,7 @@
 import Core
 import Foundation
 import Observability
+import VhostUser
 import VMRunner
 
 /// Prometheus metrics of a running instance (`tapestry up --metrics ADDR:PORT`).
@@ -16,6 +17,7 @@ extension Fabric {
     public func metricsSnapshot() -> MetricsSnapshot {
         var s = MetricsSnapshot(topology: topology.name, startTimeSeconds: startedAtEpoch)
         guard let dp = datapath else { return s }
+        let vhost = view.withLock { _vhostPorts }
         for snap in dp.snapshots() {
             guard let plan = snap.plan else { continue }
             let team = TeamMonitor.describe(snap.team, plan: plan)
@@ -23,9 +25,12 @@ extension Fabric {
             for (i, p) in plan.ports.enumerated() {
                 let c = snap.counters(port: i)
                 evictions &+= snap.macEvictions[i]
+                // A vhost-user port's own drops count with the switch's (as in `ports`).
+                var drops = Dictionary(uniqueKeysWithValues: c.drops.map { ($0.key.description, $0.value) })
+                if p.kind == "guest", let v = vhost[p.name] { for (k, n) in v.statistics.drops { drops[k, default: 0] += n } }
                 s.ports.append(.init(switch: plan.name, name: p.name, portGroup: p.portGroup, kind: p.kind,
                                      rxFrames: c.rxFrames, rxBytes: c.rxBytes, txFrames: c.txFrames, txBytes: c.txBytes,
-                                     drops: c.drops.map { (reason: $0.key.description, count: $0.value) }.sorted { $0.reason < $1.reason },
+                                     drops: drops.map { (reason: $0.key, count: $0.value) }.sorted { $0.reason < $1.reason },
                                      macEntries: snap.macEntries[i], macLimit: p.macLimit, macEvictions: snap.macEvictions[i]))
                 if let t = team[p.name] { s.uplinks.append(.init(switch: plan.name, nic: p.name, role: t.role)) }
             }

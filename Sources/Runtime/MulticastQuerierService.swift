@@ -93,14 +93,20 @@ public final class MulticastQuerierService {
                 for (p, rw) in s.ports {
                     let io = s.sw.ports[p]
                     var bytes = [UInt8](repeating: 0, count: io.txVNetHeaderSize) + rewritten(s.frame, rw)
+                    // A vhost-user port is entered by one thread at a time (its gate), and
+                    // learns of the frame only at `flush` (the guest's interrupt).
+                    let gate = io.accessGate
+                    gate?.lock()
                     let result = bytes.withUnsafeMutableBytes { raw -> IOResult in
                         var iov = iovec(iov_base: raw.baseAddress, iov_len: raw.count)
                         return io.writev(queue: 0, &iov, count: 1)
                     }
+                    if case .bytes = result { io.flush(queue: 0) }
+                    gate?.unlock()
                     switch result {
                     case .bytes: sent.append((s.sw, p, bytes.count - io.txVNetHeaderSize)); written += 1
                     case .wouldBlock: failures.append((s.sw, p, .transmitQueueFull))
-                    case .failed: failures.append((s.sw, p, .transmitError))
+                    case .failed(let e): failures.append((s.sw, p, e == ENOTCONN ? .noFrontend : .transmitError))
                     }
                 }
             }

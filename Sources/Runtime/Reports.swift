@@ -120,7 +120,40 @@ public struct PortsReport: Codable, Equatable {
         public var rxBytes: UInt64
         public var txFrames: UInt64
         public var txBytes: UInt64
-        /// Drop counters by reason name (only reasons that occurred).
+        /// Drop counters by reason name (only reasons that occurred). A vhost-user port adds
+        /// the drops that happen inside it, before the switch sees a frame or after it let
+        /// one go (`VhostPortStatistics.drops`: `tx-oversize`, `tx-runt`, `rx-too-large`,
+        /// `rx-offload-malformed`, `rx-segments-lost`).
+        public var drops: [String: UInt64]
+        /// Guest ports: how the guest's NIC reaches the switch, `tap` (a netns guest's TAP, a
+        /// QEMU guest's TAP netdev) or `vhost-user`; nil for uplinks, links and tunnels.
+        public var backend: String? = nil
+        /// vhost-user ports: the socket, the frontend's state and the port's own counters.
+        public var vhostUser: VhostUserInfo? = nil
+    }
+    /// A vhost-user port's side of `ports` (issue 18).
+    public struct VhostUserInfo: Codable, Equatable {
+        /// `/run/tapestry/STEM.vhost/GUEST.ethN.sock`, or a client-mode guest's `socket-path`.
+        public var socket: String
+        /// `server` (the switch listens) or `client` (it connects, and reconnects).
+        public var mode: String
+        /// The frontend runs both rings (`VhostUserPort.isRunning`).
+        public var connected: Bool
+        /// Connections made (accepted or connected) and lost since the port opened.
+        public var connections: UInt64
+        public var disconnects: UInt64
+        /// Port resets by reason: a ring fault (`descriptor-outside-memory`, `descriptor-loop`,
+        /// …) or `protocol-error`.
+        public var resets: [String: UInt64]
+        /// RARPs announced on the frontend's behalf (SEND_RARP), which went through the switch.
+        public var rarps: UInt64
+        /// Dirty-page logs mapped (live migrations started).
+        public var dirtyLogs: UInt64
+        /// Frames finished in software for a guest without that offload: GSO frames cut into
+        /// segments, partial checksums completed.
+        public var segmentedInSoftware: UInt64
+        public var checksummedInSoftware: UInt64
+        /// The port's own drops by reason (also counted in the row's `drops`).
         public var drops: [String: UInt64]
     }
     public struct TeamInfo: Codable, Equatable {

@@ -1,6 +1,7 @@
 import Foundation
 import LinuxIO
 import Topology
+import VhostUser
 
 /// Which running instance: a topology name, plus the host once a topology spans hosts
 /// (the overlay's `up FILE --host H`). At most one instance per identity runs on a machine
@@ -50,10 +51,15 @@ public enum RunDirectory {
     public static func lock(_ stem: String) -> String { "\(path)/\(stem).lock" }
     /// The daemon's log: timestamped lines, appended across runs, kept after `down`.
     public static func log(_ stem: String) -> String { "\(logRoot)/\(stem)/daemon.log" }
+    /// The instance's vhost-user sockets, `GUEST.ethN.sock` (issue 18): QEMU guests' (QEMU
+    /// serves them) and `kind: vhost-user` guests' in server mode (the switch serves them).
+    public static func vhostDirectory(_ stem: String) -> String { "\(path)/\(stem).vhost" }
 
     /// Creates the run directory: 0700 root, or 0750 with group `tapestry` when that group
     /// exists (its members may reach the control sockets, which admit them for `ports` and
-    /// `capture` only; state and lock files stay 0600).
+    /// `capture` only; state and lock files stay 0600). Others get search permission (x, never
+    /// read) while some instance serves vhost-user sockets to non-root frontends
+    /// (`updateTraversal`).
     /// - Throws: `RuntimeError` naming the path and errno.
     public static func ensure() throws {
         do {
@@ -61,11 +67,24 @@ public enum RunDirectory {
         } catch {
             throw RuntimeError("cannot create \(path): \((error as NSError).underlyingErrorDescription)")
         }
-        if let gid = TapestryGroup.id(), chown(path, 0, gid) == 0 {
-            chmod(path, 0o750)
-        } else {
-            chmod(path, 0o700)
-        }
+        if TapestryGroup.id().map({ chown(path, 0, $0) == 0 }) != true { chown(path, 0, 0) }
+        updateTraversal()
+    }
+
+    /// Sets the run directory's mode: 0700 (0750 when it belongs to group `tapestry`), plus
+    /// search permission for others (0711 / 0751) exactly while some `STEM.vhost` directory
+    /// inside is itself reachable by others — a vhost-user guest whose sockets a non-root
+    /// frontend (libvirt's QEMU user, a DPDK application) must reach by path. Search alone
+    /// lists nothing; every file inside keeps its own mode (control sockets 0600/0660,
+    /// state and lock files 0600, the `.vms` and DHCP directories root's), so it opens
+    /// nothing else. Two instances changing it at once may leave the bit set until the next
+    /// `up` or `down` looks again.
+    public static func updateTraversal() {
+        var st = stat()
+        let grouped = stat(path, &st) == 0 && TapestryGroup.id().map { st.st_gid == $0 } == true
+        let files = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
+        let others = files.contains { $0.hasSuffix(".vhost") && VhostSocketDirectory.isReachableByOthers("\(path)/\($0)") }
+        chmod(path, (grouped ? 0o750 : 0o700) | (others ? 0o001 : 0))
     }
 
     /// Stems of instances with a state file (running, or crashed and not yet cleaned).
@@ -167,6 +186,9 @@ public struct InstanceState: Codable, Equatable {
     /// Helper processes it started inside its netns guests (DHCP clients): killed after a
     /// crash, since a process inside a namespace outlives `ip netns delete`.
     public var dhcpClients: [RecordedProcess]?
+    /// Its vhost-user socket directory (`RunDirectory.vhostDirectory`), once it has one:
+    /// removed with the sockets left in it (a killed QEMU's) after a crash.
+    public var vhostDirectory: String?
 
     public init(name: String, host: String? = nil, file: String, pid: Int32, processStart: UInt64, namespaces: [String], links: [String],
                 vms: [String]? = nil, groOff: [String]? = nil) {

@@ -16,6 +16,10 @@ public final class SwitchRuntime {
     public let plan: SwitchPlan
     /// Per port (indexed like `plan.ports`), its I/O.
     public let ports: [PortIO]
+    /// Per port, its `PortIO.accessGate` (nil for ports the kernel serialises), and the ports
+    /// that have one, ascending: the order in which a worker takes several (`TransmitList`).
+    let gates: [PortAccessGate?]
+    let gatedPorts: [Int]
 
     let table: MACTable
     let counters: PortCounters
@@ -55,6 +59,9 @@ public final class SwitchRuntime {
         }
         self.plan = plan
         self.ports = ports
+        let gates = ports.map(\.accessGate)
+        self.gates = gates
+        gatedPorts = gates.indices.filter { gates[$0] != nil }
         table = MACTable(limit: plan.macLimit, staticCapacity: max(16, plan.staticEntries.count), portCount: plan.ports.count)
         counters = PortCounters(portCount: plan.ports.count)
         // A private VLAN's entries live under its primary (shared learning).

@@ -66,6 +66,8 @@ final class TransmitList {
     private var touched: UnsafeMutablePointer<UInt32>
     private var touchedCapacity = 64
     private var round: UInt32 = 0
+    /// The gated ports (`PortIO.accessGate`) this batch holds, ascending (`transmit`).
+    private var held: UnsafeMutablePointer<Int32>
 
     init() {
         iov = .allocate(capacity: TransmitList.iovPerEntry * TransmitList.capacity)
@@ -74,18 +76,21 @@ final class TransmitList {
         entries = .allocate(capacity: TransmitList.capacity)
         touched = .allocate(capacity: touchedCapacity)
         touched.initialize(repeating: 0, count: touchedCapacity)
+        held = .allocate(capacity: touchedCapacity)
     }
 
-    deinit { iov.deallocate(); scratch.deallocate(); headers.deallocate(); entries.deallocate(); touched.deallocate() }
+    deinit { iov.deallocate(); scratch.deallocate(); headers.deallocate(); entries.deallocate(); touched.deallocate(); held.deallocate() }
 
     /// Makes room for a switch of `portCount` ports (allocates only for a bigger switch than
     /// any before; once per batch).
     func prepare(portCount: Int) {
         guard portCount > touchedCapacity else { return }
         touched.deallocate()
+        held.deallocate()
         touchedCapacity = max(portCount, touchedCapacity * 2)
         touched = .allocate(capacity: touchedCapacity)
         touched.initialize(repeating: 0, count: touchedCapacity)
+        held = .allocate(capacity: touchedCapacity)
         round = 0
     }
 
@@ -217,9 +222,13 @@ final class TransmitList {
     }
 
     /// Writes every entry through queue `queue` of its port (worker `worker`'s queue), then
-    /// ends the batch on each port written (`PortIO.flush`). No lock: the I/O lock of the
-    /// worker is held, the datapath lock is not.
+    /// ends the batch on each port written (`PortIO.flush`). No datapath lock: the I/O lock
+    /// of the worker is held. Ports with an access gate (vhost-user: one thread at a time)
+    /// are held from before their first write to after their flush — once per batch, taken
+    /// in ascending port order so two workers never wait for each other crosswise.
     func transmit(through sw: SwitchRuntime, worker: Int) {
+        let heldCount = sw.gatedPorts.isEmpty ? 0 : holdGates(of: sw)
+        defer { for i in 0..<heldCount { sw.gates[Int(held[i])]!.unlock() } }
         round &+= 1
         if round == 0 { touched.update(repeating: 0, count: touchedCapacity); round = 1 }
         var firstTouched = -1
@@ -246,7 +255,8 @@ final class TransmitList {
             switch result {
             case .bytes: entries[k].outcome = TxEntry.sent
             case .wouldBlock: entries[k].outcome = Int16(DropReason.transmitQueueFull.rawValue)
-            case .failed: entries[k].outcome = Int16(DropReason.transmitError.rawValue)
+            // ENOTCONN: a vhost-user port without a running frontend (VhostUserPort.writev).
+            case .failed(let e): entries[k].outcome = Int16((e == ENOTCONN ? DropReason.noFrontend : .transmitError).rawValue)
             }
             if p < touchedCapacity && touched[p] != round {
                 touched[p] = round
@@ -264,5 +274,23 @@ final class TransmitList {
             let io = sw.ports[p]
             io.flush(queue: worker % io.queueCount)
         }
+    }
+
+    /// Takes the gates of the gated ports this list writes to, in ascending port order;
+    /// returns how many (listed in `held`).
+    private func holdGates(of sw: SwitchRuntime) -> Int {
+        round &+= 1
+        if round == 0 { touched.update(repeating: 0, count: touchedCapacity); round = 1 }
+        for k in 0..<count {
+            let p = Int(entries[k].port)
+            if p < touchedCapacity { touched[p] = round }
+        }
+        var n = 0
+        for p in sw.gatedPorts where p < touchedCapacity && touched[p] == round {
+            sw.gates[p]!.lock()
+            held[n] = Int32(p)
+            n += 1
+        }
+        return n
     }
 }

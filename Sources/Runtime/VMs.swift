@@ -4,6 +4,7 @@ import LinuxIO
 import Model
 import Netlink
 import Topology
+import VhostUser
 import VMRunner
 #if canImport(Glibc)
 import Glibc
@@ -11,7 +12,18 @@ import Glibc
 
 /// QEMU guests (`kind: qemu`): their switch ports, and their lifecycle through `VMSupervisor`.
 ///
-/// ## Attachment (docs/ARCHITECTURE.md "Attaching guests")
+/// ## Attachment, vhost-user (`backend: vhost-user`, the default; issue 18)
+/// QEMU serves each NIC's socket `/run/tapestry/STEM.vhost/GUEST.ethN.sock` (`server=on`,
+/// `wait=off`: QEMU never waits for the switch) and the switch's port is a `VhostUserPort` in
+/// client mode that connects to it — and reconnects whenever it goes away — as Open
+/// vSwitch-DPDK's `dpdkvhostuserclient` ports do: a QEMU crash or restart (`restart:
+/// on-failure`, `vm restart`) and a switch restart each find the other again by themselves.
+/// The port (its counters and MAC entries) outlives QEMU as a TAP-backed one does. The
+/// guest's RAM is a shared memfd (`QEMUCommand`), which the switch maps; frames move between
+/// the guest's virtqueues and the switch without a system call (`VhostUserPort`). The port is
+/// single-queue: worker 0 polls it, the other workers write to it under its access gate.
+///
+/// ## Attachment, TAP (`backend: tap`)
 /// For each NIC the switch creates a TAP with a virtio-net header (IFF_VNET_HDR) and keeps
 /// its fd; QEMU gets a copy of that fd (`-netdev tap,fd=N`, by inheritance) and so speaks
 /// virtio-net headers on it, with the NIC's offloads on (unless `offloads: false`). The
@@ -34,13 +46,21 @@ extension Fabric {
         VMPaths(name: guest, runDirectory: "\(RunDirectory.path)/\(topology).vms", logDirectory: "/var/log/tapestry/\(topology)")
     }
 
-    /// Creates the TAP and AF_PACKET port of every NIC of qemu guest `g` (recorded in `vmTaps`
-    /// as they are made, so a failure half way is cleaned up by `down`).
+    /// Creates the port of every NIC of qemu guest `g`, recorded in `vmNICs` as they are made
+    /// (so a failure half way is cleaned up by `down`): for `backend: tap` a TAP and an
+    /// AF_PACKET port on it, for `backend: vhost-user` a client-mode `VhostUserPort` on the
+    /// socket QEMU will serve (it connects once QEMU runs).
     func createVMPorts(_ g: GuestSpec, of topology: Topology, host: NetlinkSocket, into byPort: inout [String: PortIO]) throws {
         for nic in g.nics {
+            if nic.backend == .vhostUser {
+                let path = try vhostSocketPath(for: nic)
+                vmNICs[g.name, default: []].append(.vhostUser(path))
+                byPort[nic.portName] = try makeVhostUserPort(nic, path: path, mode: .client)
+                continue
+            }
             let name = Fabric.hostTAPName(topology: topology.name, guest: g.name, nic: nic.index)
             let tap = try TAPDevice(name: name, vnetHeader: true)
-            vmTaps[g.name, default: []].append(tap)
+            vmNICs[g.name, default: []].append(.tap(tap))
             // Keep the host stack out: no IPv6 (no link-local address, no ND), no IPv4 address.
             try? "1".write(toFile: "/proc/sys/net/ipv6/conf/\(name)/disable_ipv6", atomically: false, encoding: .utf8)
             let mtu = topology.mtu(of: nic)
@@ -70,10 +90,15 @@ extension Fabric {
         log("VMs run with \(accel == .kvm ? "KVM" : "TCG (software emulation)"): \(reason)")
         var supervisors: [VMSupervisor] = []
         for g in guests {
-            guard let taps = vmTaps[g.name], taps.count == g.nics.count else { continue }
+            guard let attached = vmNICs[g.name], attached.count == g.nics.count else { continue }
             // Addresses (both families), MTUs, DHCP, gateways and routes go through fw_cfg
             // (GuestNetworkConfig): the kernel command line is too small for a lab's.
-            let nics = g.nics.enumerated().map { i, nic in GuestNIC(mac: nic.mac, tapFD: taps[i].fd, offloads: nic.offloads) }
+            let nics = g.nics.enumerated().map { i, nic in
+                switch attached[i] {
+                case .tap(let tap): GuestNIC(mac: nic.mac, tapFD: tap.fd, offloads: nic.offloads)
+                case .vhostUser(let path): GuestNIC(mac: nic.mac, backend: .vhostUser(socketPath: path), offloads: nic.offloads)
+                }
+            }
             let spec = VMSpec(name: g.name, memoryMiB: g.memoryMiB, cpus: g.cpus, nics: nics,
                               network: Fabric.guestNetwork(g, of: topology))
             let paths = Fabric.vmPaths(topology: stem, guest: g.name)
@@ -100,6 +125,19 @@ extension Fabric {
         group.wait()
         if !failures.list.isEmpty { throw RuntimeError(failures.list.joined(separator: "\n")) }
         log("\(supervisors.count) VM(s) booted in \(String(format: "%.1f", Date().timeIntervalSince(started))) s")
+        waitForVhostUserFrontends(of: guests)
+    }
+
+    /// After the VMs printed READY, waits (at most 10 s) until each of their vhost-user ports
+    /// runs both rings, so `up --detach` returns with every VM's NICs forwarding; a port that
+    /// does not is logged, not fatal (QEMU and the port keep reconnecting by themselves).
+    private func waitForVhostUserFrontends(of guests: [GuestSpec]) {
+        let names = Set(guests.flatMap { g in g.nics.filter { $0.backend == .vhostUser }.map(\.portName) })
+        guard !names.isEmpty else { return }
+        let ports = portsByName.filter { names.contains($0.key) }.compactMap { $0.value as? VhostUserPort }
+        let deadline = Date().addingTimeInterval(10)
+        while ports.contains(where: { !$0.isRunning }) && Date() < deadline { usleep(20_000) }
+        for p in ports where !p.isRunning { log("vhost-user \(p.name): QEMU has not started the device yet (\(p.socketPath)); it joins when it does") }
     }
 
     /// Seconds a VM may take from QEMU's start to READY (TCG boots take ~5 s alone; several
@@ -119,11 +157,17 @@ extension Fabric {
         }
         group.wait()
         for n in Set(names) {
-            for t in vmTaps.removeValue(forKey: n) ?? [] { t.close() }
+            closeVMNICs(n)
             // The fw_cfg network file (GuestNetworkConfig) goes with its VM.
             unlink(Fabric.vmPaths(topology: stem, guest: n).networkConfig)
         }
-        if vms.isEmpty && vmTaps.isEmpty { rmdir("\(RunDirectory.path)/\(topology.name).vms") }
+        if vms.isEmpty && vmNICs.isEmpty { rmdir("\(RunDirectory.path)/\(stem).vms") }
+    }
+
+    /// Closes the TAPs the switch kept for VM `name` and forgets its NICs (their ports, TAP
+    /// or vhost-user, are closed with the other ports of the guest).
+    func closeVMNICs(_ name: String) {
+        for a in vmNICs.removeValue(forKey: name) ?? [] { if case .tap(let t) = a { t.close() } }
     }
 
     /// A VM came back after a crash (or `vm restart`): forget what its ports had learned, so

@@ -290,8 +290,9 @@ public final class VhostUserPort: PortIO {
 
     /// Gives one frame to the guest: iovec 0 is the virtio-net header (12 bytes, or 10),
     /// the rest the frame. `.wouldBlock` when the guest posted no room (the switch counts
-    /// transmit-queue-full). Offloads the guest did not negotiate are finished first
-    /// (`finishInSoftware`).
+    /// transmit-queue-full); `.failed(ENOTCONN)` while no frontend runs the guest's receive
+    /// ring (the switch counts no-frontend). Offloads the guest did not negotiate are
+    /// finished first (`finishInSoftware`).
     public func writev(queue: Int, _ iov: UnsafePointer<iovec>, count: Int32) -> IOResult {
         sync()
         guard let rx = rxQueue else { return .failed(ENOTCONN) }

@@ -336,7 +336,26 @@ struct Ports: ParsableCommand {
             print("uplink \(p.name) (\(p.switch)): \(t.role)\(t.reason.map { " (\($0))" } ?? ""); carries \(t.carries.isEmpty ? "no guest ports" : t.carries.joined(separator: ", "))")
         } }
         for p in r.ports where p.kind == "tunnel" { print("tunnel \(p.name) (\(p.switch)): VXLAN to \(p.peer ?? "?")") }
+        for p in r.ports { if let v = p.vhostUser { print(Ports.vhostUserLine(p.name, p.switch, v)) } }
         for u in r.underlays ?? [] { print(underlayLine(u)) }
+    }
+}
+
+extension Ports {
+    /// `vhost-user vm1.eth0 (sw0): connected; client of /run/tapestry/lab.vhost/vm1.eth0.sock;
+    /// 2 connections, 1 disconnect, …`: a vhost-user port's frontend and its own counters.
+    static func vhostUserLine(_ name: String, _ sw: String, _ v: PortsReport.VhostUserInfo) -> String {
+        func counted(_ d: [String: UInt64]) -> String { d.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",") }
+        var parts = [v.connected ? "connected" : "no frontend",
+                     (v.mode == "client" ? "client of " : "serving ") + v.socket,
+                     "\(v.connections) connection\(v.connections == 1 ? "" : "s"), \(v.disconnects) disconnect\(v.disconnects == 1 ? "" : "s")",
+                     "\(v.rarps) RARP\(v.rarps == 1 ? "" : "s")"]
+        if !v.resets.isEmpty { parts.append("resets " + counted(v.resets)) }
+        if v.segmentedInSoftware + v.checksummedInSoftware > 0 {
+            parts.append("finished in software: \(v.segmentedInSoftware) segmented, \(v.checksummedInSoftware) checksummed")
+        }
+        if v.dirtyLogs > 0 { parts.append("\(v.dirtyLogs) dirty-page log\(v.dirtyLogs == 1 ? "" : "s")") }
+        return "vhost-user \(name) (\(sw)): " + parts.joined(separator: "; ")
     }
 }
 

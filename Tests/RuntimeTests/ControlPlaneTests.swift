@@ -235,6 +235,33 @@ func readAll(_ fd: Int32) -> String {
         #expect(JSONValue.snakeCase("ratePerSecond") == "rate_per_second" && JSONValue.snakeCase("ifSent") == "if_sent")
     }
 
+    /// `ports --json`: a vhost-user port's backend, frontend state and own counters (issue
+    /// 18); every other row has the same keys with `vhost_user` null.
+    @Test func portsDocumentsShowVhostUserPorts() {
+        func row(_ name: String, kind: String, backend: String?, vhost: PortsReport.VhostUserInfo?) -> PortsReport.PortRow {
+            PortsReport.PortRow(name: name, switch: "sw0", portGroup: "lan", kind: kind, vlanMode: "access 10", link: vhost.map { $0.connected ? "up" : "no-frontend" } ?? "up",
+                                macEntries: 0, macLimit: 1024, macEvictions: 0, rxFrames: 1, rxBytes: 60, txFrames: 2, txBytes: 120,
+                                drops: vhost?.drops ?? [:], backend: backend, vhostUser: vhost)
+        }
+        let info = PortsReport.VhostUserInfo(socket: "/run/tapestry/lab.vhost/vm1.eth0.sock", mode: "client", connected: true,
+                                             connections: 2, disconnects: 1, resets: ["descriptor-loop": 1], rarps: 3, dirtyLogs: 0,
+                                             segmentedInSoftware: 4, checksummedInSoftware: 5, drops: ["tx-runt": 6])
+        let doc = JSONDocuments.ports(PortsReport(ports: [row("vm1.eth0", kind: "guest", backend: "vhost-user", vhost: info),
+                                                          row("n.eth0", kind: "guest", backend: "tap", vhost: nil),
+                                                          row("eth9", kind: "uplink", backend: nil, vhost: nil)]))
+        guard case .array(let rows)? = doc["ports"] else { Issue.record("no ports"); return }
+        #expect(rows[0].keys == rows[1].keys && rows[1].keys == rows[2].keys)
+        #expect(rows[0]["backend"] == .string("vhost-user") && rows[1]["backend"] == .string("tap") && rows[2]["backend"] == .null)
+        #expect(rows[1]["vhost_user"] == .null && rows[2]["vhost_user"] == .null)
+        #expect(rows[0]["vhost_user"]?["connected"] == .bool(true) && rows[0]["vhost_user"]?["mode"] == .string("client"))
+        #expect(rows[0]["vhost_user"]?["connections"] == .int(2) && rows[0]["vhost_user"]?["rarps"] == .int(3))
+        #expect(rows[0]["vhost_user"]?["resets"]?["descriptor-loop"] == .int(1))
+        #expect(rows[0]["vhost_user"]?["segmented_in_software"] == .int(4) && rows[0]["vhost_user"]?["checksummed_in_software"] == .int(5))
+        #expect(rows[0]["drops"]?["tx-runt"] == .int(6), "the port's own drops count in the row's drops")
+        #expect(shapes(doc)["$.ports[].vhost_user"] == ["socket", "mode", "connected", "connections", "disconnects", "resets", "rarps",
+                                                         "dirty_logs", "segmented_in_software", "checksummed_in_software", "drops"])
+    }
+
     @Test func vlanListsPrintAsRanges() {
         #expect(JSONDocuments.vlanRanges((1...4094).map(String.init)) == ["1-4094"])
         #expect(JSONDocuments.vlanRanges(["10", "11", "12", "20", "100", "none"]) == ["10-12", "20", "100", "none"])
