@@ -3,7 +3,8 @@ import Testing
 import TestSupport
 
 /// QEMU guests attached to switch ports (TCG here: boots take seconds, so one topology is
-/// shared by the checks, in order).
+/// shared by the checks, in order). VM a keeps the TAP backend (`backend: tap`), so the TAP
+/// path stays covered now that vhost-user is the default (VM b, and VhostUserSystemTests).
 @Suite(.serialized, .enabled(if: Harness.enabled && Harness.hasQEMU, "needs root, /dev/net/tun and qemu-system-x86_64 (Scripts/setup.sh installs it)"))
 struct VMSystemTests {
     static func qemuProcesses(named names: [String]) -> [String] {
@@ -23,7 +24,7 @@ struct VMSystemTests {
               v20: {vlan: 20}
         guests:
           \(p)n: {kind: netns, nics: [{switch: sw0, port-group: v10, ip: 10.71.0.1/24}]}
-          \(p)a: {kind: qemu, memory: 256M, restart: on-failure, nics: [{switch: sw0, port-group: v10, mac: "52:54:00:71:00:02", ip: 10.71.0.2/24}]}
+          \(p)a: {kind: qemu, memory: 256M, restart: on-failure, nics: [{switch: sw0, port-group: v10, mac: "52:54:00:71:00:02", ip: 10.71.0.2/24, backend: tap}]}
           \(p)b: {kind: qemu, memory: 256M, restart: on-failure, nics: [{switch: sw0, port-group: v20, mac: "52:54:00:71:00:03", ip: 10.71.0.3/24}]}
         """
         let names = ["\(p)a", "\(p)b"]
@@ -44,6 +45,8 @@ struct VMSystemTests {
             let vms = ((try? JSONSerialization.jsonObject(with: Data(list.stdout.utf8))) as? [String: Any])?["vms"] as? [[String: Any]] ?? []
             #expect(vms.count == 2 && vms.allSatisfy { $0["state"] as? String == "running" && $0["pid"] != nil }, "\(list.stdout)")
             #expect(vms.allSatisfy { ["tcg", "kvm"].contains($0["accel"] as? String ?? "") })
+            let backends = Dictionary(uniqueKeysWithValues: t.ports().map { ($0["name"] as? String ?? "", $0["backend"] as? String ?? "") })
+            #expect(backends["\(p)a.eth0"] == "tap" && backends["\(p)b.eth0"] == "vhost-user", "\(backends)")
             taps = sh("ip -o link show").stdout.split(separator: "\n").compactMap { line in
                 let f = line.split(separator: " ")
                 return f.count > 1 && f[1].hasPrefix("tp") ? String(f[1].dropLast()) : nil
