@@ -309,6 +309,13 @@ public final class VhostUserPort: PortIO {
         if (flags & VirtioNetHeader.needsCSUM != 0 && !acceptsCSUM) || !acceptsGSO(gso) {
             return finishInSoftware(rx, header: header, pieces: pieces)
         }
+        if flags != 0 && !acceptsCSUM {
+            // DATA_VALID (a checksum the sender's kernel verified) for a driver without
+            // GUEST_CSUM: "the device MUST set flags to zero" (virtio 1.2 §5.1.6.3.1).
+            if header != UnsafeRawPointer(headerScratch) { headerScratch.copyMemory(from: header, byteCount: VirtioNetHeader.size) }
+            headerScratch.storeBytes(of: UInt8(0), as: UInt8.self)
+            header = UnsafeRawPointer(headerScratch)
+        }
         switch rx.enqueue(header: header, headerSize: guestHeaderSize, frame: pieces, mergeable: mergeable) {
         case .delivered:
             var n = 0
