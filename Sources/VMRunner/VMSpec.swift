@@ -2,8 +2,9 @@ import Model
 
 /// How a guest NIC reaches its switch port (`nics[].backend` in a topology).
 public enum NICBackend: Sendable, Equatable {
-    /// A TAP device. `fd` is the caller's descriptor of it, opened WITHOUT IFF_VNET_HDR (QEMU
-    /// follows the descriptor's mode, so frames are plain wire frames). The runner duplicates
+    /// A TAP device. `fd` is the caller's descriptor of it, opened with IFF_VNET_HDR (QEMU
+    /// follows the descriptor's mode: frames carry a virtio-net header, so the NIC's offloads
+    /// cross the TAP; `offloads: false` turns them off in the device). The runner duplicates
     /// it into QEMU at a fixed number; the caller keeps its own copy open, so the TAP netdev
     /// (the switch's port) survives QEMU exiting, crashing and restarting.
     case tap(fd: Int32)
