@@ -41,6 +41,12 @@ int cvm_has_exited(pid_t pid);
 /// pipe2(2) with O_CLOEXEC: fds[0] reads, fds[1] writes. Returns 0 or -errno.
 int cvm_pipe(int fds[2]);
 
+/// sendmsg(2) of `len` bytes of `buf` on Unix stream socket `sock`, carrying descriptor `fd`
+/// as SCM_RIGHTS ancillary data (unix(7)): how QMP's `getfd` receives a descriptor (a
+/// migration socket for `migrate fd:NAME`). MSG_NOSIGNAL; retried on EINTR. Returns the
+/// bytes sent (the descriptor travels with the first byte) or -errno.
+long cvm_send_with_fd(int sock, const void *buf, unsigned long len, int fd);
+
 #ifdef __cplusplus
 }
 #endif
