@@ -52,7 +52,7 @@ let package = Package(
         .target(name: "VhostUser", dependencies: ["CVhost", "CLinux", "LinuxIO", "Model"], swiftSettings: v5 + hotPath),
 
         // Runtime: datapath loop, control socket, guests.
-        .target(name: "Runtime", dependencies: ["Model", "Core", "Topology", "LinuxIO", "Netlink", "VMRunner", "Wire", "Observability"], swiftSettings: v5 + hotPath),
+        .target(name: "Runtime", dependencies: ["Model", "Core", "Topology", "LinuxIO", "Netlink", "VMRunner", "Wire", "Observability", "FabricStore"], swiftSettings: v5 + hotPath),
         .executableTarget(
             name: "tapestry",
             dependencies: ["Runtime", "Topology", "Capture", "VMRunner", "Observability", "LinuxIO", .product(name: "ArgumentParser", package: "swift-argument-parser")],

@@ -67,6 +67,11 @@ public final class FabricService: @unchecked Sendable {
     private var lastError: String?
     private var unplaceable: [String: String] = [:]
     private var withheld: [String: String] = [:]
+    /// Guests withheld at start-up because etcd could not be read (their placement was
+    /// unknown): started once etcd answers and places them here or nowhere. Guests withheld
+    /// because etcd placed them elsewhere are not started when that placement goes away (a
+    /// clean `down` of the other host releases it: the guest was stopped on purpose).
+    private var unknownAtStart: Set<String> = []
     private var reportedDead: Set<String> = []
     private var reportedMismatch: [String: String] = [:]
     /// Migration record IDs already handed to `incomingMigration`.
@@ -123,6 +128,7 @@ public final class FabricService: @unchecked Sendable {
         lock.lock()
         running = Set(plan.start)
         withheld = plan.withheld
+        unknownAtStart = lastSnapshot == nil ? Set(plan.withheld.keys) : []
         lock.unlock()
         for (g, why) in plan.withheld.sorted(by: { $0.key < $1.key }) { callbacks.log("fabric: not starting \(g): \(why)") }
         _ = try? publishMember()
@@ -445,11 +451,12 @@ public final class FabricService: @unchecked Sendable {
             return true
         }.map(\.key) + withheld.keys.filter { g in
             // Withheld at start-up because etcd was unreachable, and placed nowhere since.
-            snapshot.placements[g] == nil && spec.guests[g]?.host == host && !running.contains(g) && !held.contains(g)
+            unknownAtStart.contains(g) && snapshot.placements[g] == nil && spec.guests[g]?.host == host && !running.contains(g) && !held.contains(g)
         }
         for (g, _) in withheld {
             if let p = snapshot.placements[g], p.record.host != host {
                 withheld[g] = "placed on host \(p.record.host) (\(p.record.reason.rawValue)\(p.record.from.map { " from \($0)" } ?? ""))"
+                unknownAtStart.remove(g)
             }
         }
         var toStop: [(String, String)] = []
@@ -466,7 +473,7 @@ public final class FabricService: @unchecked Sendable {
         }
         for g in toStart.sorted() where !isStopping {
             if callbacks.startGuest(g) {
-                lock.lock(); running.insert(g); withheld[g] = nil; unplaceable[g] = nil; declined[g] = nil; lock.unlock()
+                lock.lock(); running.insert(g); withheld[g] = nil; unknownAtStart.remove(g); unplaceable[g] = nil; declined[g] = nil; lock.unlock()
                 callbacks.log("fabric: started \(g) (etcd places it on \(host))")
             } else {
                 callbacks.log("fabric: could not start \(g), which etcd places on \(host)")

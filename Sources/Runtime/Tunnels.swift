@@ -35,7 +35,16 @@ extension Fabric {
         }
         do {
             let part = try t.part(forHost: h)
-            return (part.topology, part.tunnels)
+            var run = part.topology
+            // With etcd, the placement adjusts the file's part (HA.swift): guests moved away
+            // or withheld go, guests moved here come (only onto switches that run here).
+            if !notHere.isEmpty { run.guests.removeAll { notHere.contains($0.name) } }
+            let switches = Set(run.switches.map(\.name))
+            for g in t.guests where movedHere.contains(g.name) && !run.guests.contains(where: { $0.name == g.name }) {
+                if g.nics.allSatisfy({ switches.contains($0.switchName) }) { run.guests.append(g) }
+                else { log("fabric: \(g.name) cannot run here: its switches do not all run on host \(h)") }
+            }
+            return (run, part.tunnels)
         } catch { throw RuntimeError("\(error)") }
     }
 

@@ -38,7 +38,7 @@ extension Fabric {
     /// as they are made, so a failure half way is cleaned up by `down`).
     func createVMPorts(_ g: GuestSpec, of topology: Topology, host: NetlinkSocket, into byPort: inout [String: PortIO]) throws {
         for nic in g.nics {
-            let name = Fabric.hostTAPName(topology: topology.name, guest: g.name, nic: nic.index)
+            let name = Fabric.hostTAPName(topology: tapStem(topology), guest: g.name, nic: nic.index)
             let tap = try TAPDevice(name: name, vnetHeader: true)
             vmTaps[g.name, default: []].append(tap)
             // Keep the host stack out: no IPv6 (no link-local address, no ND), no IPv4 address.
@@ -63,6 +63,14 @@ extension Fabric {
     /// boot within the boot timeout.
     func startVMs(_ guests: [GuestSpec], of topology: Topology) throws {
         guard !guests.isEmpty else { return }
+        try bootVMs(try prepareVMs(guests, of: topology))
+    }
+
+    /// A supervisor (not started) for each of `guests` whose ports exist, registered in
+    /// `vms`; builds the guest image on first use and probes acceleration. Call with
+    /// `reloading` held.
+    func prepareVMs(_ guests: [GuestSpec], of topology: Topology) throws -> [VMSupervisor] {
+        guard !guests.isEmpty else { return [] }
         let image: GuestImage
         do { image = try GuestImage.prepare(progress: { [log] in log("guest image: \($0)") }) }
         catch { throw RuntimeError("cannot prepare the guest image: \(error)") }
@@ -85,6 +93,13 @@ extension Fabric {
             supervisors.append(s)
             vms[g.name] = s
         }
+        return supervisors
+    }
+
+    /// Boots `supervisors` in parallel and waits until every guest printed READY. Throws
+    /// (naming each VM that failed, with its console's last lines) when any did not boot.
+    func bootVMs(_ supervisors: [VMSupervisor]) throws {
+        guard !supervisors.isEmpty else { return }
         // Boot in parallel; collect every failure.
         final class Failures: @unchecked Sendable { let lock = NSLock(); var list: [String] = [] }
         let group = DispatchGroup()
@@ -101,6 +116,11 @@ extension Fabric {
         if !failures.list.isEmpty { throw RuntimeError(failures.list.joined(separator: "\n")) }
         log("\(supervisors.count) VM(s) booted in \(String(format: "%.1f", Date().timeIntervalSince(started))) s")
     }
+
+    /// The topology part of TAP names: the instance's stem on a multi-host topology, so two
+    /// hosts of one fabric on one machine never make the same TAP for one guest (HA and
+    /// migration can put a guest's ports on both at once).
+    func tapStem(_ topology: Topology) -> String { hostName == nil ? topology.name : stem }
 
     /// Seconds a VM may take from QEMU's start to READY (TCG boots take ~5 s alone; several
     /// VMs on two cores take longer).
@@ -151,8 +171,8 @@ extension Fabric {
             throw RuntimeError("no VM '\(name)'" + (known.isEmpty ? " (this topology has none)" : " (VMs: \(known.joined(separator: ", ")))"))
         }
         switch action {
-        case "start": try s.start()
-        case "stop": s.stop()
+        case "start": try s.start(); fabricService?.guestStarted(name)
+        case "stop": s.stop(); fabricService?.guestStopped(name)
         case "restart": try s.restart()
         default: throw RuntimeError("unknown vm action '\(action)' (expected list, start, stop or restart)")
         }

@@ -304,6 +304,29 @@ struct Status: ParsableCommand {
             print("VMs:")
             print(VMCommand.rows(vms).split(separator: "\n").map { "  " + $0 }.joined(separator: "\n"))
         }
+        if let f = s.fabric { print(Status.fabricText(f)) }
+    }
+
+    /// The fabric part of `status` (issue 19): hosts alive or dead in etcd, the guests etcd
+    /// places on each, topology-file mismatches, migrations in flight.
+    static func fabricText(_ f: FabricReport) -> String {
+        var lines = ["fabric (etcd \(f.etcdEndpoints.joined(separator: ", "))): this host \(f.host) "
+                     + (f.registered ? "registered (lease \(f.lease ?? "?"))" : "NOT registered")
+                     + (f.isolated ? ", ISOLATED" : "")
+                     + (f.lastReadSecondsAgo.map { String(format: ", read %.1f s ago", $0) } ?? ", never read")
+                     + ", topology hash \(f.topologyHash.prefix(12))"]
+        lines.append(table(["HOST", "STATE", "UNDERLAY", "PID", "TOPOLOGY", "GUESTS"], f.hosts.map { h in
+            [h.name, h.alive ? "alive" : "dead", h.underlay ?? "-", h.pid.map(String.init) ?? "-",
+             h.topologyHash.map { String($0.prefix(12)) + (h.sameTopology ? "" : " (DIFFERENT FILE)") } ?? "-",
+             h.guests.isEmpty ? "-" : h.guests.joined(separator: ",")]
+        }).split(separator: "\n").map { "  " + $0 }.joined(separator: "\n"))
+        let mismatched = f.hosts.filter { !$0.sameTopology }.map(\.name)
+        if !mismatched.isEmpty { lines.append("  hosts running a different topology file: \(mismatched.joined(separator: ", ")) (vm migrate refuses them)") }
+        for (g, why) in f.withheld.sorted(by: { $0.key < $1.key }) { lines.append("  not started here: \(g): \(why)") }
+        for (g, why) in f.unplaceable.sorted(by: { $0.key < $1.key }) { lines.append("  cannot restart \(g): \(why)") }
+        for m in f.migrations { lines.append("  migration: \(m.guest) \(m.from) → \(m.to): \(m.state)" + (m.error.map { " (\($0))" } ?? "")) }
+        if let e = f.lastError { lines.append("  last etcd error: \(e)") }
+        return lines.joined(separator: "\n")
     }
 }
 
