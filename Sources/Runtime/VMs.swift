@@ -143,7 +143,8 @@ extension Fabric {
             // The fw_cfg network file (GuestNetworkConfig) goes with its VM.
             unlink(Fabric.vmPaths(topology: stem, guest: n).networkConfig)
         }
-        if vms.isEmpty && vmTaps.isEmpty { rmdir("\(RunDirectory.path)/\(topology.name).vms") }
+        // The directory is the stem's (`NAME@HOST.vms` on a multi-host topology).
+        if vms.isEmpty && vmTaps.isEmpty { rmdir("\(RunDirectory.path)/\(stem).vms") }
     }
 
     /// A VM came back after a crash (or `vm restart`): forget what its ports had learned, so
