@@ -74,6 +74,13 @@ public enum NetworkNamespace {
     public static func open(_ name: String) throws -> Int32 {
         try Syscall.require("open network namespace", subject: "netns \(name)") { cl_netns_open(name) }
     }
+
+    /// Runs `body` with a descriptor of namespace `name` (`open`), closed afterwards.
+    public static func withDescriptor<T>(_ name: String, _ body: (Int32) throws -> T) throws -> T {
+        let fd = try open(name)
+        defer { close(fd) }
+        return try body(fd)
+    }
 }
 
 /// The closure `NetworkNamespace.run` hands to the C thread.
