@@ -95,6 +95,9 @@ public enum TCPStream {
         }
     }
 
+    /// Closes a descriptor this type returned (close(2)); -1 is ignored.
+    public static func close(_ fd: Int32) { if fd >= 0 { _ = Glibc.close(fd) } }
+
     private static func socketOrErrno(_ family: Int32) -> Int32 {
         let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), Int32(IPPROTO_TCP))
         return fd >= 0 ? fd : -errno

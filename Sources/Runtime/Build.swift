@@ -298,7 +298,7 @@ extension Fabric {
     /// record the same as the last one is skipped (`up` records the whole target first, so
     /// its later writes change nothing on disk).
     func writeState(file: String, extraNamespaces: [String] = [], extraVMs: [String] = []) throws {
-        var state = InstanceState(name: topology.name, host: hostName, file: file, pid: getpid(), processStart: processStartTime(getpid()),
+        var state = InstanceState(name: topology.name, host: hostName, file: file, pid: Processes.current, processStart: Processes.startTime(Processes.current),
                                   namespaces: Set(createdNamespaces + extraNamespaces).sorted(), links: [])
         state.vms = Set(Array(vmTaps.keys) + extraVMs).sorted()
         let helpers = dhcpClients.keys.sorted().flatMap { dhcpClients[$0]! }

@@ -7,7 +7,7 @@ import Netlink
 import Topology
 import VMRunner
 #if canImport(Glibc)
-import Glibc
+import Glibc  // types and constants (iovec, errno values, signals); calls go through LinuxIO
 #endif
 
 /// A running topology: its namespaces, TAP devices, datapath and control socket.
@@ -190,29 +190,29 @@ public final class Fabric {
         namespaceInodes[g.name] = Fabric.namespaceInode(g.name)
         let inside = try NetlinkSocket(namespace: g.name)
         try inside.setLinkUp(named: "lo")
-        let nsfd = try NetworkNamespace.open(g.name)
-        defer { close(nsfd) }
-        try disableDAD(namespaceFD: nsfd, guest: g.name)
-        for nic in g.nics {
-            let name = Fabric.hostTAPName(topology: tapStem(topology), guest: g.name, nic: nic.index)
-            // A 12-byte virtio-net header and, unless `offloads: false`, checksum offload,
-            // TSO and USO: the guest's TCP moves as 64 KiB GSO frames through the switch
-            // instead of 1500-byte ones (docs/ARCHITECTURE.md). Without offloads the guest
-            // sends finished wire frames; what the switch writes to it is taken whole either way.
-            let tap = try TAPDevice(name: name, vnetHeader: true, queues: datapathThreads)
-            if nic.offloads {
-                // USO (UDP GSO) needs Linux ≥ 6.2: without it, checksum offload and TSO.
-                do { try tap.setOffloads([.checksum, .tso4, .tso6, .tsoECN, .uso4, .uso6]) }
-                catch { try tap.setOffloads([.checksum, .tso4, .tso6, .tsoECN]) }
+        try NetworkNamespace.withDescriptor(g.name) { nsfd in
+            try disableDAD(namespaceFD: nsfd, guest: g.name)
+            for nic in g.nics {
+                let name = Fabric.hostTAPName(topology: tapStem(topology), guest: g.name, nic: nic.index)
+                // A 12-byte virtio-net header and, unless `offloads: false`, checksum offload,
+                // TSO and USO: the guest's TCP moves as 64 KiB GSO frames through the switch
+                // instead of 1500-byte ones (docs/ARCHITECTURE.md). Without offloads the guest
+                // sends finished wire frames; what the switch writes to it is taken whole either way.
+                let tap = try TAPDevice(name: name, vnetHeader: true, queues: datapathThreads)
+                if nic.offloads {
+                    // USO (UDP GSO) needs Linux ≥ 6.2: without it, checksum offload and TSO.
+                    do { try tap.setOffloads([.checksum, .tso4, .tso6, .tsoECN, .uso4, .uso6]) }
+                    catch { try tap.setOffloads([.checksum, .tso4, .tso6, .tsoECN]) }
+                }
+                byPort[nic.portName] = tap
+                try host.moveLink(named: tap.name, toNamespaceFD: nsfd)
+                guard let index = try inside.linkIndex(named: tap.name) else {
+                    throw RuntimeError("\(nic.portName): link \(tap.name) did not arrive in namespace \(g.name)")
+                }
+                let mtu = topology.mtu(of: nic)
+                try inside.configureLink(index: index, name: nic.interfaceName, mac: nic.mac, mtu: mtu, up: true)
+                try configureAddresses(of: nic, index: index, inside: inside)
             }
-            byPort[nic.portName] = tap
-            try host.moveLink(named: tap.name, toNamespaceFD: nsfd)
-            guard let index = try inside.linkIndex(named: tap.name) else {
-                throw RuntimeError("\(nic.portName): link \(tap.name) did not arrive in namespace \(g.name)")
-            }
-            let mtu = topology.mtu(of: nic)
-            try inside.configureLink(index: index, name: nic.interfaceName, mac: nic.mac, mtu: mtu, up: true)
-            try configureAddresses(of: nic, index: index, inside: inside)
         }
         try configureRoutes(of: g, inside: inside)
         log("guest \(g.name): namespace up, " + g.nics.map { nic in
@@ -250,8 +250,8 @@ public final class Fabric {
         uplinkPorts = [:]
         for ns in createdNamespaces.reversed() { deleteOwnNamespace(ns) }
         createdNamespaces = []
-        unlink(RunDirectory.socket(stem))
-        unlink(RunDirectory.state(stem))
+        Files.remove(RunDirectory.socket(stem))
+        Files.remove(RunDirectory.state(stem))
         try? FileManager.default.removeItem(atPath: Fabric.dhcpDirectory(stem))
     }
 
@@ -282,8 +282,8 @@ public final class Fabric {
         if let nl = try? NetlinkSocket() {
             for l in old.links where (try? nl.linkExists(named: l)) == true { try? nl.deleteLink(named: l); removed.append("link \(l)") }
         }
-        unlink(RunDirectory.socket(name))
-        unlink(RunDirectory.state(name))
+        Files.remove(RunDirectory.socket(name))
+        Files.remove(RunDirectory.state(name))
         log("cleaned up after topology '\(name)' (pid \(old.pid) is gone)" + (removed.isEmpty ? "" : ": removed " + removed.joined(separator: ", ")))
     }
 
@@ -306,7 +306,7 @@ public final class Fabric {
             case "down":
                 // The main thread waits for SIGTERM; tearing down from here would pull the
                 // socket out from under this very reply.
-                kill(getpid(), SIGTERM)
+                Processes.signalSelf(SIGTERM)
                 return try enc.encode(["stopping": topology.name])
             default:
                 return ControlServer.error("unknown command '\(req.command)' (expected status, ports, fdb, mdb, neighbors, trace, capture, reload, vm or down)")
@@ -342,7 +342,7 @@ public final class Fabric {
             frames = copy
             waits = longest.map { (Double($0) / 100).rounded() / 10 }
         }
-        return StatusReport(name: topology.name, file: topology.file, pid: getpid(),
+        return StatusReport(name: topology.name, file: topology.file, pid: Processes.current,
                             uptimeSeconds: monotonicSeconds() - startedAt,
                             datapathThreads: datapath?.threadCount, busyPollMicroseconds: datapath?.busyPollMicroseconds,
                             datapathFrames: frames, datapathLockWaitMaxMicroseconds: waits, switches: switches, guests: guests,

@@ -3,9 +3,6 @@ import Foundation
 import LinuxIO
 import Topology
 import VMRunner
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// The fabric's shared state in etcd, wired into a running host (issue 19): membership under
 /// a lease, HA (VMware HA semantics) and the placement that decides which guests this host
@@ -220,10 +217,7 @@ extension Fabric {
     // MARK: - Namespaces on one machine
 
     /// The nsfs inode of /run/netns/NAME (what `ip netns` bind-mounts), or nil.
-    static func namespaceInode(_ name: String) -> UInt64? {
-        var st = stat()
-        return stat("/run/netns/\(name)", &st) == 0 ? UInt64(st.st_ino) : nil
-    }
+    static func namespaceInode(_ name: String) -> UInt64? { NetworkNamespace.inode(name) }
 
     /// Deletes namespace `name` unless the name now refers to another namespace than the
     /// one this instance created (another host of the fabric on this machine took it over).

@@ -5,7 +5,7 @@ import Model
 import Synchronization
 import Wire
 #if canImport(Glibc)
-import Glibc
+import Glibc  // types and constants (iovec, errno values, signals); calls go through LinuxIO
 #endif
 
 /// Why a packet that reached an underlay endpoint never reached a tunnel port; counted per

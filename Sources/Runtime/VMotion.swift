@@ -4,9 +4,6 @@ import Foundation
 import LinuxIO
 import Topology
 import VMRunner
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// `tapestry vm migrate VM --to HOST`: VMware's VMotion between two hosts of a fabric
 /// (issue 19). The two daemons coordinate through etcd only (`MigrationRecord`: they may be
@@ -92,7 +89,7 @@ extension Fabric {
             _ = try? store.updateMigration(r, since: revision, lease: lease, timeout: 2)
             for _ in 0..<30 {
                 guard let m = try? store.migration(of: guest, timeout: 1), m.record.id == id else { break }
-                usleep(100_000)
+                Thread.sleep(forTimeInterval: 0.1)
             }
             try? store.endMigration(guest: guest, id: id, timeout: 2)
             log("vm migrate: \(guest) to \(to) failed: \(why); \(guest) keeps running here")
@@ -109,7 +106,7 @@ extension Fabric {
                 if m.record.state == .failed { throw fail("the destination gave up: \(m.record.error ?? "no reason given")") }
             }
             if Date() > readyBy { throw fail("host \(to) did not prepare within \(Int(Fabric.migrationPrepareTimeout)) s (is its daemon running this topology?)") }
-            usleep(50_000)
+            Thread.sleep(forTimeInterval: 0.05)
         }
         guard let (address, port) = Fabric.splitHostPort(record.listen!) else { throw fail("bad listen address '\(record.listen!)' from \(to)") }
 
@@ -117,7 +114,7 @@ extension Fabric {
         let qmp: QMPClient
         do {
             let fd = try TCPStream.connect(address: address, port: port, namespace: myHost.netns, timeout: 10)
-            defer { close(fd) }
+            defer { TCPStream.close(fd) }
             qmp = try QMPClient(path: vm.paths.qmpSocket, timeout: 10)
             try qmp.sendDescriptor(fd, name: Fabric.migrationFDName)
             try qmp.migrate(uri: "fd:\(Fabric.migrationFDName)")
@@ -141,7 +138,7 @@ extension Fabric {
                     throw fail("the destination gave up: \(m.record.error ?? "no reason given")")
                 }
             }
-            usleep(20_000)
+            Thread.sleep(forTimeInterval: 0.02)
         }
 
         // The switch-over: the guest is paused on both hosts until etcd records it.
@@ -161,7 +158,7 @@ extension Fabric {
                 }
             } catch {
                 log("vm migrate: \(guest): etcd unreachable at the switch-over; the guest stays paused until etcd tells whether it moved")
-                usleep(500_000)
+                Thread.sleep(forTimeInterval: 0.5)
             }
         }
         guard outcome == true else {
@@ -269,7 +266,7 @@ extension Fabric {
         /// Undoes the preparation (QEMU stopped, ports removed), marks the record failed if
         /// it is still this attempt's, and reports the end to the service.
         func abort(_ why: String, mark: Bool = true) {
-            if listener >= 0 { close(listener); listener = -1 }
+            TCPStream.close(listener); listener = -1
             qmp?.close()
             supervisor?.stop(gracePeriod: 0, powerButton: false)
             if mark {
@@ -328,8 +325,8 @@ extension Fabric {
             revision = rev
             log("vm migrate: incoming \(guest) from \(request.from): QEMU waits on \(record.listen!)")
             guard let conn = try TCPStream.accept(fd, timeout: 30) else { abort("the source did not connect within 30 s"); return }
-            defer { close(conn) }
-            close(fd); listener = -1
+            defer { TCPStream.close(conn) }
+            TCPStream.close(fd); listener = -1
             let client = try QMPClient(path: supervisor!.paths.qmpSocket, timeout: 10)
             qmp = client
             try client.sendDescriptor(conn, name: Fabric.migrationFDName)
@@ -370,7 +367,7 @@ extension Fabric {
                     abort("no switch-over within \(Int(Fabric.migrationTimeout + 60)) s", mark: false); return
                 }
             }
-            usleep(20_000)
+            Thread.sleep(forTimeInterval: 0.02)
         }
     }
 

@@ -6,7 +6,7 @@ import Netlink
 import Topology
 import VMRunner
 #if canImport(Glibc)
-import Glibc
+import Glibc  // types and constants (iovec, errno values, signals); calls go through LinuxIO
 #endif
 
 /// QEMU guests (`kind: qemu`): their switch ports, and their lifecycle through `VMSupervisor`.
@@ -141,7 +141,7 @@ extension Fabric {
         for n in Set(names) {
             for t in vmTaps.removeValue(forKey: n) ?? [] { t.close() }
             // The fw_cfg network file (GuestNetworkConfig) goes with its VM.
-            unlink(Fabric.vmPaths(topology: stem, guest: n).networkConfig)
+            Files.remove(Fabric.vmPaths(topology: stem, guest: n).networkConfig)
         }
         // The directory is the stem's (`NAME@HOST.vms` on a multi-host topology).
         if vms.isEmpty && vmTaps.isEmpty { rmdir("\(RunDirectory.path)/\(stem).vms") }
