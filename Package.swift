@@ -90,7 +90,7 @@ let package = Package(
         .testTarget(name: "WireTests", dependencies: ["Wire", "Model", "TestSupport"]),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "LinuxIO", "TestSupport"], swiftSettings: v5),
         .testTarget(name: "CaptureTests", dependencies: ["Capture", "CPcap", "Model", "TestSupport"], swiftSettings: v5),
-        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Core", "Model", "Topology", "Observability", "TestSupport"], swiftSettings: v5),
+        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Core", "Model", "Topology", "Observability", "FabricStore", "TestSupport"], swiftSettings: v5),
         .testTarget(name: "SystemTests", dependencies: ["TestSupport"], swiftSettings: v5),
         .testTarget(name: "FabricStoreTests", dependencies: ["FabricStore", "TestSupport"], swiftSettings: v5),
         .testTarget(name: "VMRunnerTests", dependencies: ["VMRunner", "Model", "TestSupport"]),
