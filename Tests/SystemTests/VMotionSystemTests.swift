@@ -23,17 +23,18 @@ final class HALab {
     var up: [String: CommandResult] = [:]
     var setupError: String?
 
-    /// `yaml(endpoints)` is the topology with the etcd endpoints filled in.
-    init(prefix p: String, hosts count: Int, etcdMembers: Int, yaml: ([String]) -> String) {
+    /// `yaml(etcd)` is the topology with the etcd members' endpoints filled in; with `tls`, etcd
+    /// serves https with client-certificate auth (`etcd?.certificates`).
+    init(prefix p: String, hosts count: Int, etcdMembers: Int, tls: Bool = false, yaml: (EtcdCluster) -> String) {
         self.p = p
         name = "\(p)fab"
         file = NSTemporaryDirectory() + "tapestry-\(p)fab.yaml"
         hosts = (1...count).map { "h\($0)" }
         underlay = sh("'\(Harness.packageRoot)/Scripts/lab/ha-underlay.sh' up \(p) \(count)", timeout: 60)
         guard underlay.succeeded else { setupError = "underlay: \(underlay.stderr)"; return }
-        do { etcd = try EtcdCluster(tag: p, members: etcdMembers, address: "10.77.0.100", namespace: "\(p)ul") }
+        do { etcd = try EtcdCluster(tag: p, members: etcdMembers, address: "10.77.0.100", namespace: "\(p)ul", tls: tls) }
         catch { setupError = "etcd: \(error)"; return }
-        try? yaml(etcd!.endpoints).write(toFile: file, atomically: true, encoding: .utf8)
+        try? yaml(etcd!).write(toFile: file, atomically: true, encoding: .utf8)
         for h in hosts {
             let r = Harness.tapestry("up '\(file)' --host \(h) --detach")
             up[h] = r
@@ -47,6 +48,7 @@ final class HALab {
         sh("'\(Harness.packageRoot)/Scripts/lab/ha-underlay.sh' down \(p)")
         unlink(file)
         for h in hosts { sh("rm -rf '/var/log/tapestry/\(name)@\(h)'") }
+        unlink(file + ".other")
     }
 
     @discardableResult
@@ -181,7 +183,7 @@ struct VMotionSystemTests {
     /// is refused; with all restarted, nothing is restarted or powered off.
     @Test func vmotionOverTAPThroughEtcdMemberLossAndOutage() throws {
         let p = Capabilities.uniquePrefix("m")
-        let lab = HALab(prefix: p, hosts: 3, etcdMembers: 3) { Self.topology(p, endpoints: $0, h3: "cpus: 1, memory: 64M") }
+        let lab = HALab(prefix: p, hosts: 3, etcdMembers: 3) { Self.topology(p, endpoints: $0.endpoints, h3: "cpus: 1, memory: 64M") }
         if let e = lab.setupError { Issue.record("setup: \(e)"); return }
         let vm = "\(p)vm", a = "\(p)a", b = "\(p)b"
         #expect(lab.ping(b, "10.79.0.10"), "h2's guest reaches the VM on h1 through the overlay")
@@ -200,6 +202,22 @@ struct VMotionSystemTests {
         #expect(HALab.qemuPIDs(vm) == pid0, "a refusal leaves the VM's QEMU alone")
         #expect(lab.guests(on: "h1", seenFrom: "h2").contains(vm), "a refusal leaves the placement alone")
         #expect(lab.vms(on: "h1").first?["state"] as? String == "running")
+
+        // h3 runs another file (one comment more): reported by the others, refused as a destination.
+        Harness.tapestry("down --name \(lab.name) --host h3")
+        let other = lab.file + ".other"
+        try? ((try? String(contentsOfFile: lab.file, encoding: .utf8)) ?? "").appending("# another file\n").write(toFile: other, atomically: true, encoding: .utf8)
+        let h3up = Harness.tapestry("up '\(other)' --host h3 --detach")
+        #expect(h3up.succeeded, "\(h3up.stderr)")
+        let mismatch = HALab.wait(15) {
+            (lab.fabric("h1")["hosts"] as? [[String: Any]] ?? []).contains { $0["name"] as? String == "h3" && $0["alive"] as? Bool == true && $0["same_topology"] as? Bool == false }
+        }
+        #expect(mismatch != nil, "h1 reports h3's other file: \(lab.fabric("h1"))")
+        #expect((lab.fabric("h1")["topology_mismatches"] as? [String]) == ["h3"])
+        #expect(Harness.tapestry("status --name \(lab.name) --host h1").stdout.contains("DIFFERENT FILE"))
+        let otherFile = lab.migrate(vm, from: "h1", to: "h3", json: false)
+        #expect(!otherFile.succeeded && otherFile.stderr.contains("runs a different topology file"), "\(otherFile.stderr)")
+        #expect(HALab.qemuPIDs(vm) == pid0)
 
         // VMotion h1 → h2 with 20 ms pings from h2's guest.
         let rxBefore = ((lab.json("ports", host: "h1")["ports"] as? [[String: Any]])?.first { $0["name"] as? String == "\(vm).eth0" }?["rx_frames"] as? NSNumber)?.intValue ?? 0
@@ -267,7 +285,7 @@ struct VMotionSystemTests {
     @Test func hostFailureRestartsItsGuestsOnceOnASurvivor() throws {
         let p = Capabilities.uniquePrefix("k")
         let lab = HALab(prefix: p, hosts: 3, etcdMembers: 1) {
-            Self.topology(p, endpoints: $0, vmHost: "h3", netnsRestart: "restart: on-failure, ")
+            Self.topology(p, endpoints: $0.endpoints, vmHost: "h3", netnsRestart: "restart: on-failure, ")
         }
         if let e = lab.setupError { Issue.record("setup: \(e)"); return }
         let vm = "\(p)vm", a = "\(p)a", c = "\(p)c"
@@ -325,7 +343,7 @@ struct VMotionSystemTests {
     @Test func isolatedHostPowersOffItsGuestsAndSurvivorsRestartThem() throws {
         let p = Capabilities.uniquePrefix("i")
         let lab = HALab(prefix: p, hosts: 3, etcdMembers: 1) {
-            Self.topology(p, endpoints: $0, vmHost: "h3", ha: "{isolation-addresses: [10.77.0.254], isolation-response: power-off}")
+            Self.topology(p, endpoints: $0.endpoints, vmHost: "h3", ha: "{isolation-addresses: [10.77.0.254], isolation-response: power-off}")
         }
         if let e = lab.setupError { Issue.record("setup: \(e)"); return }
         let vm = "\(p)vm", a = "\(p)a"
@@ -363,6 +381,39 @@ struct VMotionSystemTests {
         while !thread.isFinished { usleep(50_000) }
         #expect(sampler.lock.withLock { sampler.most } == 1, "never two QEMUs for the VM")
         #expect(HALab.qemuPIDs(vm).count == 1)
+    }
+
+    /// The daemons reach etcd over https with client certificates (the fabric store's own
+    /// OpenSSL client; etcd with `--client-cert-auth`): both hosts register, each sees the
+    /// other alive, and the overlay carries their guests' pings.
+    @Test func daemonsReachEtcdOverTLSWithClientCertificates() throws {
+        let p = Capabilities.uniquePrefix("t")
+        let lab = HALab(prefix: p, hosts: 2, etcdMembers: 1, tls: true) { etcd in
+            """
+            name: \(p)fab
+            hosts:
+              h1: {underlay: 10.77.0.1, netns: \(p)h1}
+              h2: {underlay: 10.77.0.2, netns: \(p)h2}
+            etcd:
+              endpoints: [\(etcd.endpoints.map { "\"\($0)\"" }.joined(separator: ", "))]
+              tls: {ca: \(etcd.certificates!.ca), cert: \(etcd.certificates!.clientCert), key: \(etcd.certificates!.clientKey)}
+            switches:
+              sw0: {overlay: {vni: 7100}, port-groups: {web: {vlan: 10}}}
+            guests:
+              \(p)a: {kind: netns, host: h1, nics: [{switch: sw0, port-group: web, ip: 10.79.1.1/24}]}
+              \(p)b: {kind: netns, host: h2, nics: [{switch: sw0, port-group: web, ip: 10.79.1.2/24}]}
+            """
+        }
+        if let e = lab.setupError { Issue.record("setup: \(e)"); return }
+        #expect(lab.etcd?.endpoints.allSatisfy { $0.hasPrefix("https://") } == true)
+        for h in ["h1", "h2"] {
+            let seen = HALab.wait(10) {
+                let f = lab.fabric(h)
+                return f["registered"] as? Bool == true && (f["hosts"] as? [[String: Any]] ?? []).allSatisfy { $0["alive"] as? Bool == true }
+            }
+            #expect(seen != nil, "\(h) registered over TLS and sees both hosts alive: \(lab.fabric(h))")
+        }
+        #expect(lab.ping("\(p)a", "10.79.1.2"))
     }
 
     /// Without `etcd:`, `vm migrate` refuses and says why.
