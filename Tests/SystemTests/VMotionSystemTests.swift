@@ -416,6 +416,20 @@ struct VMotionSystemTests {
         #expect(lab.ping("\(p)a", "10.79.1.2"))
     }
 
+    /// The demo (`Scripts/vmotion-lab.sh`) in its non-interactive mode: every check passes
+    /// (a VMotion with 20 ms pings, a host killed and its VM restarted once, the host back
+    /// starting nothing), and it leaves nothing behind.
+    @Test func vmotionLabRunsNonInteractively() throws {
+        let p = Capabilities.uniquePrefix("d")
+        let r = sh("VMOTION_LAB_PREFIX=\(p) TAPESTRY_BIN='\(Harness.binary)' '\(Harness.packageRoot)/Scripts/vmotion-lab.sh' --non-interactive", timeout: 600)
+        for line in r.stdout.split(separator: "\n") where line.contains("migrated from") || line.contains("20 ms pings") || line.contains("answers again") {
+            print("vmotion-lab: \(line)")
+        }
+        #expect(r.succeeded && r.stdout.contains("every check passed"), "\(r.stdout.suffix(3000))\n\(r.stderr.suffix(1500))")
+        #expect(!Harness.namespaces().contains { $0.hasPrefix(p) }, "namespaces left behind")
+        #expect(HALab.qemuPIDs("\(p)vm").isEmpty, "a QEMU left behind")
+    }
+
     /// Without `etcd:`, `vm migrate` refuses and says why.
     @Test func migrateWithoutEtcdIsRefused() throws {
         let p = Capabilities.uniquePrefix("n")
