@@ -21,6 +21,7 @@
 # --non-interactive (or TAPESTRY_DEMO_NONINTERACTIVE=1): stop after the checks, tear down,
 # exit 0 only if every check passed. TAPESTRY_BIN=PATH: use that binary (no setup, no build).
 # VMOTION_LAB_PREFIX=P: name the namespaces P* and the topology Pfab (default vml).
+# VMOTION_LAB_RESULTS=FILE: append the figures as KEY=VALUE lines (Scripts/bench/vmotion.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 interactive=1
@@ -104,11 +105,26 @@ check "h2's guest reaches the VM on h1" ip netns exec ${p}b ping -c 2 -i 0.2 -W 
 step "VMotion: vm migrate $vm --to h2 --host h1, while h2's guest pings it every 20 ms"
 ip netns exec ${p}b ping -D -i 0.02 -W 1 10.79.0.10 >"$work/ping.txt" 2>&1 & pinger=$!
 sleep 1
-if "$bin" vm migrate "$vm" --to h2 --name "$name" --host h1; then echo "ok: migrated"; else echo "FAILED: migration"; failed=1; fi
+if "$bin" vm migrate "$vm" --to h2 --name "$name" --host h1 --json >"$work/migrate.json"; then echo "ok: migrated"; else echo "FAILED: migration"; failed=1; fi
 sleep 1
 kill -INT "$pinger"; wait "$pinger" 2>/dev/null || true
-sent=$(grep -o '^[0-9]* packets transmitted' "$work/ping.txt" | cut -d' ' -f1); got=$(grep -c 'bytes from' "$work/ping.txt" || true)
-echo "20 ms pings from h2 during the migration: ${sent:-?} sent, $got answered, $(( ${sent:-0} - got )) lost (about $(( (${sent:-0} - got) * 20 )) ms without answers)"
+python3 - "$work/migrate.json" "$work/ping.txt" "${VMOTION_LAB_RESULTS:-/dev/null}" <<'PY' || true
+import json, re, sys
+m = json.load(open(sys.argv[1]))
+lines = open(sys.argv[2]).read().splitlines()
+stamps = [float(re.match(r"\[([0-9.]+)\]", l).group(1)) for l in lines if "bytes from" in l and l.startswith("[")]
+sent = next((int(l.split()[0]) for l in lines if "packets transmitted" in l), 0)
+gap = max((b - a for a, b in zip(stamps, stamps[1:])), default=0) * 1000
+print(f"{m['guest']}: migrated from {m['from']} to {m['to']} in {m['total_seconds']:.2f} s (QEMU {m['qemu_total_milliseconds']} ms, "
+      f"downtime {m['qemu_downtime_milliseconds']} ms by QEMU, {m['transferred_bytes'] / 1048576:.0f} MiB sent; "
+      f"switch-over recorded in etcd in {m['commit_milliseconds']:.0f} ms)")
+print(f"20 ms pings from h2 during the migration: {sent} sent, {len(stamps)} answered, {sent - len(stamps)} lost; "
+      f"longest gap between answers {gap:.0f} ms")
+with open(sys.argv[3], "a") as out:
+    out.write(f"migration_total_seconds={m['total_seconds']}\nqemu_milliseconds={m['qemu_total_milliseconds']}\n"
+              f"qemu_downtime_milliseconds={m['qemu_downtime_milliseconds']}\ncommit_milliseconds={m['commit_milliseconds']}\n"
+              f"pings_sent={sent}\npings_lost={sent - len(stamps)}\nlongest_gap_milliseconds={gap:.0f}\n")
+PY
 check "the VM's MAC is behind h1's tunnel port to h2" bash -c "'$bin' fdb --name $name --host h1 | grep -q '52:54:00:79:00:10  h2'"
 check "h1's guest reaches the VM on h2" ip netns exec ${p}a ping -c 2 -i 0.2 -W 1 10.79.0.10
 check "h2's guest reaches the VM on h2" ip netns exec ${p}b ping -c 2 -i 0.2 -W 1 10.79.0.10
@@ -125,7 +141,9 @@ for _ in $(seq 1 600); do
 done
 end=$(date +%s.%N)
 if [ "$answered" = 1 ]; then
-    echo "the VM answers again $(echo "$end - $start" | bc) s after the kill (lease TTL 3 s + grace 3 s + its boot)"
+    secs=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.1f", b - a }')
+    echo "the VM answers again $secs s after the kill (lease TTL 3 s + grace 3 s + its boot)"
+    echo "failover_seconds=$secs" >>"${VMOTION_LAB_RESULTS:-/dev/null}"
 else echo "FAILED: the VM did not answer again"; failed=1; fi
 check "exactly one QEMU runs the VM" test "$(qemus)" -eq 1
 "$bin" status --name "$name" --host h1 | sed -n '/^fabric/,$p'
