@@ -23,7 +23,7 @@ rounds=${2:-3}
 bin=${TAPESTRY_BIN:-$PWD/.build/release/tapestry}
 if [ -z "${TAPESTRY_BIN:-}" ]; then swift build -c release --product tapestry >/dev/null; fi
 out=Scripts/bench/overlay-results.md
-tp=obt; kp=obk
+p=${OVERLAY_BENCH_PREFIX:-ob}; tp=${p}t; kp=${p}k   # OVERLAY_BENCH_PREFIX: run beside another copy
 file=$(mktemp /tmp/tapestry-overlay-bench.XXXXXX.yaml)
 
 cleanup() {

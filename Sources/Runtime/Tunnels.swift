@@ -74,11 +74,15 @@ extension Fabric {
                     throw RuntimeError("host \(h): cannot open the VXLAN underlay on \(spec.underlay) port \(t.udpPort)\(spec.netns.map { " in netns \($0)" } ?? ""): \(error)")
                 }
                 underlayEndpoints[t.udpPort] = endpoint
-                log("underlay: \(endpoint.label), MTU \(endpoint.mtu), \(endpoint.queueCount) receive socket(s)")
+                let ports = endpoint.socket.sourcePorts
+                log("underlay: \(endpoint.label), MTU \(endpoint.mtu), \(endpoint.queueCount) receive socket(s)"
+                    + (endpoint.socket.receivesRuns ? " with UDP GRO" : "")
+                    + ", \(ports.count) sending socket(s) (source ports \(ports.min() ?? 0)-\(ports.max() ?? 0))")
                 for w in file.underlayWarnings(forHost: h, underlayMTU: endpoint.mtu) { log(w.description) }
             }
             out["\(t.switchName)/\(t.portName)"] = TunnelPort(label: "\(t.switchName)/\(t.portName)", endpoint: endpoint,
-                                                               remote: t.remote, vniBase: t.vniBase, queues: datapathThreads)
+                                                               remote: t.remote, vniBase: t.vniBase, queues: datapathThreads,
+                                                               sendsRuns: { if case .host = t.peer { return true } else { return false } }())
         }
         return out
     }

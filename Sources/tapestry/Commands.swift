@@ -307,7 +307,8 @@ struct Status: ParsableCommand {
 /// `underlay 10.70.0.1:4789 in netns h1: rx 12 packets (1432 bytes), tx 12 (…), tx errors 0; drops: unknown-vtep=3`.
 func underlayLine(_ u: UnderlayCounters) -> String {
     let drops = u.drops.isEmpty ? "none" : u.drops.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
-    return "underlay \(u.label): rx \(u.rxPackets) packets (\(u.rxBytes) bytes), tx \(u.txPackets) (\(u.txBytes) bytes), tx errors \(u.txErrors); drops: \(drops)"
+    let runs = (u.rxCoalesced ?? 0) > 0 ? " (\(u.rxCoalescedPackets ?? 0) coalesced into \(u.rxCoalesced ?? 0) frames)" : ""
+    return "underlay \(u.label): rx \(u.rxPackets) packets (\(u.rxBytes) bytes)\(runs), tx \(u.txPackets) (\(u.txBytes) bytes), tx errors \(u.txErrors); drops: \(drops)"
 }
 
 /// `--switch S`, checked like a switch name in the file.
