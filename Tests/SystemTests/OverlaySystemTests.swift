@@ -310,6 +310,54 @@ struct OverlaySystemTests {
         #expect(summary.contains(" 0% packet loss"), "no loss across the reloads: \(summary.split(separator: "\n").suffix(2))")
     }
 
+    /// A QEMU guest of a host with `netns:` runs inside that namespace (issue 17): its TAP is
+    /// born there, its QEMU process lives there, and it reaches a netns guest on the other
+    /// host across the overlay, both ways; `down` stops it and leaves nothing.
+    @Test(.enabled(if: Harness.hasQEMU, "needs qemu-system-x86_64 (Scripts/setup.sh installs it)"))
+    func qemuGuestOfANetnsHostRunsInsideItsNamespace() throws {
+        let p = Self.id()
+        let yaml = """
+        name: \(p)fab
+        hosts:
+          h1: {underlay: 10.77.0.1, netns: \(p)h1}
+          h2: {underlay: 10.77.0.2, netns: \(p)h2}
+        switches:
+          sw0:
+            overlay: {vni: 5000}
+            port-groups:
+              plain: {vlan: none}
+        guests:
+          \(p)vm: {kind: qemu, host: h1, memory: 256M, nics: [{switch: sw0, port-group: plain, mac: "52:54:00:77:01:09", ip: 10.78.0.19/24}]}
+          \(p)b1: {kind: netns, host: h2, nics: [{switch: sw0, port-group: plain, ip: 10.78.0.2/24}]}
+        """
+        let lab = OverlayLab(prefix: p, yaml: yaml)
+        try #require(lab.underlay.succeeded, "underlay: \(lab.underlay.stderr)")
+        for h in ["h1", "h2"] { try #require(lab.up[h]?.succeeded == true, "up --host \(h): \(lab.up[h]?.stderr ?? "")") }
+        let qemu = VMSystemTests.qemuProcesses(named: ["\(p)vm"])
+        try #require(qemu.count == 1, "one QEMU: \(qemu)")
+        let pid = qemu[0].trimmingCharacters(in: .whitespaces).split(separator: " ").first.map(String.init) ?? ""
+        let identified = sh("ip netns identify \(pid)").stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(identified == "\(p)h1", "QEMU \(pid) runs in netns '\(identified)', expected \(p)h1")
+        // Its TAP lives in h1's namespace, not in the daemon's.
+        let taps = lab.exec("\(p)h1", "ip -o link show type tun").stdout.split(separator: "\n")
+            .compactMap { $0.split(separator: ":").dropFirst().first?.trimmingCharacters(in: .whitespaces) }
+        #expect(taps.count == 1 && taps[0].hasPrefix("tp"), "the VM's TAP in \(p)h1: \(taps)")
+        for t in taps { #expect(!sh("ip link show \(t)").succeeded, "\(t) is not in the root namespace") }
+        // Across the overlay: the netns guest's echo requests reach the VM and its replies
+        // come back (both directions).
+        var reached = false
+        for _ in 0..<10 where !reached { reached = lab.ping("\(p)b1", "10.78.0.19", count: 2); if !reached { sleep(1) } }
+        #expect(reached, "h2's netns guest reaches h1's VM across the overlay")
+        #expect(lab.fdb(host: "h2").contains { $0.mac == "52:54:00:77:01:09" && $0.port == "h1" }, "the VM's MAC behind h1 on h2")
+        // The VM's port on h1 is up and counted.
+        let port = lab.port("\(p)vm.eth0", host: "h1")
+        #expect(port?["link"] as? String != "down" && ((port?["rx_frames"] as? NSNumber)?.intValue ?? 0) > 0, "\(port ?? [:])")
+        #expect(lab.down("h1").succeeded)
+        for _ in 0..<50 where !VMSystemTests.qemuProcesses(named: ["\(p)vm"]).isEmpty { usleep(100_000) }
+        #expect(VMSystemTests.qemuProcesses(named: ["\(p)vm"]).isEmpty, "QEMU stopped")
+        #expect(lab.exec("\(p)h1", "ip -o link show type tun").stdout.isEmpty, "no TAP left in \(p)h1")
+    }
+
     /// The demo (`Scripts/fabric-lab.sh`) in its non-interactive mode: every check passes and
     /// nothing is left behind.
     @Test func fabricLabDemoPassesItsChecks() {
