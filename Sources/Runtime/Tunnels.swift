@@ -112,6 +112,29 @@ extension Fabric {
         log("tunnels: " + (plan.added.map { "+" + describe($0) } + plan.removed.map { "-" + describe($0) }).joined(separator: ", "))
     }
 
+    /// What `validate` says about the underlays of this machine (RFC 7348 §4.3: never
+    /// fragment): for every host of `t` whose underlay address is on this machine — in the
+    /// root namespace, or in its `netns:` when that namespace exists and holds it — the
+    /// warnings of `Topology.underlayWarnings(forHost:underlayMTU:)` for the MTU of the link
+    /// holding the address: the same check and words as `up` logs. Hosts whose address is
+    /// elsewhere (another machine, a namespace not created yet, or one this user may not
+    /// enter) give nothing. Control path; enters namespaces with a short-lived thread.
+    public static func underlayWarnings(of t: Topology) -> [TopologyDiagnostic] {
+        var out: [TopologyDiagnostic] = []
+        for h in t.hosts {
+            let k = TunnelDemux.key(h.underlay)
+            let probe = { () throws -> Int in try UnderlaySocket.mtu(ipv6: h.underlay.isIPv6, address: k.high, k.low, label: "host \(h.name)") }
+            let mtu: Int?
+            if let ns = h.netns {
+                mtu = NetworkNamespace.exists(ns) ? try? NetworkNamespace.run(in: ns, probe) : nil
+            } else {
+                mtu = try? probe()
+            }
+            if let m = mtu { out += t.underlayWarnings(forHost: h.name, underlayMTU: m) }
+        }
+        return out
+    }
+
     /// A tunnel port's far end for `ports`: `10.70.0.2:4789 (host h2)`.
     static func tunnelPeerText(_ t: TunnelPeer) -> String {
         let address = t.remote.isIPv6 ? "[\(t.remote)]" : "\(t.remote)"

@@ -187,12 +187,15 @@ func table(_ header: [String], _ rows: [[String]]) -> String {
 struct Validate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Check a topology file; errors as file:line:column: error: message.",
-        discussion: "By default this also checks what only this host can tell (uplink NICs that must exist); --no-host-checks skips that, for a file written for another host.")
+        discussion: "By default this also checks what only this host can tell (uplink NICs that must exist; the MTU of each host's underlay link whose address is on this machine, a warning when VXLAN would not fit it); --no-host-checks skips that, for a file written for another host.")
     @Argument(help: "Topology file (YAML).") var file: String
-    @Flag(inversion: .prefixedNo, help: "Check that uplink NICs exist on this host.") var hostChecks = true
+    @Flag(inversion: .prefixedNo, help: "Check that uplink NICs exist on this host, and the MTU of underlay links on this machine.") var hostChecks = true
 
     func run() throws {
         let t = try loadTopology(file, hostChecks: hostChecks)
+        if hostChecks {
+            for w in Fabric.underlayWarnings(of: t) { FileHandle.standardError.write(Data((w.description + "\n").utf8)) }
+        }
         let ports = t.guests.reduce(0) { $0 + $1.nics.count }
         print("\(file): topology '\(t.name)' is valid: \(t.switches.count) switch(es), \(t.guests.count) guest(s), \(ports) port(s)"
               + (hostChecks ? "" : " (host checks skipped)"))

@@ -147,6 +147,17 @@ struct OverlaySystemTests {
         let lab = OverlayLab(prefix: p, yaml: Self.fabric(p))
         try #require(lab.underlay.succeeded, "underlay: \(lab.underlay.stderr)")
         for h in ["h1", "h2"] { try #require(lab.up[h]?.succeeded == true, "up --host \(h): \(lab.up[h]?.stderr ?? "")") }
+        // A 1600-byte underlay fits MTU 1500 + 50: validate has nothing to say about it; a
+        // host whose namespace is not on this machine is not looked at.
+        let elsewhere = NSTemporaryDirectory() + "tapestry-\(p)-elsewhere.yaml"
+        try? Self.fabric(p, mtu: 1560).replacingOccurrences(of: "netns: \(p)h2", with: "netns: \(p)nowhere")
+            .write(toFile: elsewhere, atomically: true, encoding: .utf8)
+        defer { unlink(elsewhere) }
+        let quiet = Harness.tapestry("validate '\(lab.file)'")
+        #expect(quiet.succeeded && !quiet.stderr.contains("warning"), "\(quiet.stderr)")
+        let one = Harness.tapestry("validate '\(elsewhere)'")
+        #expect(one.succeeded && one.stderr.split(separator: "\n").filter { $0.contains(": warning: ") && $0.contains("1610") }.count == 1,
+                "MTU 1560 + 50 > 1600 on h1 only (h2's namespace is elsewhere): \(one.stderr)")
 
         // Cross-host pings, untagged and per VLAN; VLAN isolation across hosts.
         #expect(lab.ping("\(p)a1", "10.78.0.2"), "untagged (VNI 5000) across hosts")
@@ -274,6 +285,14 @@ struct OverlaySystemTests {
         // validate and up warn: 1500 + 70 bytes of VXLAN over IPv6 do not fit a 1500 underlay.
         let log = (try? String(contentsOfFile: "/var/log/tapestry/\(lab.name)@h1/daemon.log", encoding: .utf8)) ?? ""
         #expect(log.contains("warning") && log.contains("1570"), "the underlay MTU warning: \(log)")
+        // validate says the same, located at the host, for both hosts (their namespaces are
+        // on this machine); --no-host-checks does not look.
+        let validate = Harness.tapestry("validate '\(lab.file)'")
+        let warnings = validate.stderr.split(separator: "\n").filter { $0.contains(": warning: ") && $0.contains("1570") }
+        #expect(validate.succeeded && warnings.count == 2 && warnings.allSatisfy { $0.hasPrefix("\(lab.file):") },
+                "validate warns per host as file:line:column: warning: \(validate.stderr)")
+        let skipped = Harness.tapestry("validate '\(lab.file)' --no-host-checks")
+        #expect(skipped.succeeded && !skipped.stderr.contains("1570"), "\(skipped.stderr)")
         #expect(lab.ping("\(p)a1", "10.78.0.2"), "untagged across an IPv6 underlay")
         #expect(lab.ping("\(p)a1", "10.78.0.9"), "to the kernel VTEP over IPv6")
         // Too large for the underlay once encapsulated: dropped and counted, never fragmented.
