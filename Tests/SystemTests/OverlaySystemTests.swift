@@ -14,14 +14,16 @@ final class OverlayLab {
     let underlay: CommandResult
 
     /// - `family`: `ipv4` or `ipv6` underlay; `mtu`: the underlay links' MTU.
-    init(prefix p: String, yaml: String, family: String = "ipv4", mtu: Int = 1600, hosts: [String] = ["h1", "h2"]) {
+    /// - `upArguments`: extra `up` arguments per host (e.g. `--metrics`).
+    init(prefix p: String, yaml: String, family: String = "ipv4", mtu: Int = 1600, hosts: [String] = ["h1", "h2"],
+         upArguments: [String: String] = [:]) {
         self.p = p
         name = "\(p)fab"
         file = NSTemporaryDirectory() + "tapestry-\(p)fab.yaml"
         try? yaml.write(toFile: file, atomically: true, encoding: .utf8)
         underlay = sh("MTU=\(mtu) '\(Harness.packageRoot)/Scripts/lab/fabric-underlay.sh' up \(p) \(family)", timeout: 60)
         guard underlay.succeeded else { return }
-        for h in hosts { up[h] = Harness.tapestry("up '\(file)' --host \(h) --detach") }
+        for h in hosts { up[h] = Harness.tapestry("up '\(file)' --host \(h) --detach \(upArguments[h] ?? "")") }
     }
 
     func down(_ host: String) -> CommandResult { Harness.tapestry("down --name \(name) --host \(host)") }
@@ -375,6 +377,54 @@ struct OverlaySystemTests {
         for _ in 0..<50 where !VMSystemTests.qemuProcesses(named: ["\(p)vm"]).isEmpty { usleep(100_000) }
         #expect(VMSystemTests.qemuProcesses(named: ["\(p)vm"]).isEmpty, "QEMU stopped")
         #expect(lab.exec("\(p)h1", "ip -o link show type tun").stdout.isEmpty, "no TAP left in \(p)h1")
+    }
+
+    /// Metrics and Wireshark's extcap are keyed by host (issue 17): two hosts of one topology
+    /// on one machine serve /metrics with `host` on every sample, and extcap lists each
+    /// host's ports as `tapestry:NAME@HOST/PORT` and captures from one (h1's tunnel to h2).
+    @Test(.enabled(if: sh("command -v curl").succeeded, "needs curl"))
+    func metricsAndExtcapAreKeyedByHost() throws {
+        let p = Self.id()
+        let ports = (ObservabilityWiringSystemTests.freePort(udp: false), ObservabilityWiringSystemTests.freePort(udp: false))
+        let lab = OverlayLab(prefix: p, yaml: Self.fabric(p), upArguments: ["h1": "--metrics 127.0.0.1:\(ports.0)", "h2": "--metrics 127.0.0.1:\(ports.1)"])
+        try #require(lab.underlay.succeeded, "underlay: \(lab.underlay.stderr)")
+        for h in ["h1", "h2"] { try #require(lab.up[h]?.succeeded == true, "up --host \(h): \(lab.up[h]?.stderr ?? "")") }
+        #expect(lab.ping("\(p)a1", "10.78.0.2"))
+        for (host, port, peer) in [("h1", ports.0, "h2"), ("h2", ports.1, "h1")] {
+            let text = ObservabilityWiringSystemTests.scrape(port)
+            let samples = text.split(separator: "\n").filter { !$0.hasPrefix("#") && !$0.isEmpty }
+            #expect(!samples.isEmpty && samples.allSatisfy { $0.contains("{host=\"\(host)\"") }, "every sample of \(host) has host first: \(samples.prefix(3))")
+            #expect(text.contains("tapestry_topology_info{host=\"\(host)\",topology=\"\(p)fab\"} 1"))
+            let tunnel = "tapestry_port_receive_frames_total{host=\"\(host)\",switch=\"sw0\",port=\"\(peer)\",port_group=\"(tunnels)\",kind=\"tunnel\"}"
+            let frames = samples.first { $0.hasPrefix(tunnel) }.flatMap { UInt64($0.split(separator: " ").last ?? "") } ?? 0
+            #expect(frames > 0, "\(host)'s tunnel to \(peer) counted frames: \(samples.filter { $0.contains("kind=\"tunnel\"") }.prefix(4))")
+            if sh("command -v promtool").succeeded {
+                let lint = sh("curl -sS 'http://127.0.0.1:\(port)/metrics' | promtool check metrics 2>&1")
+                #expect(lint.succeeded && lint.stdout.isEmpty, "\(lint.stdout)")
+            }
+        }
+        // extcap: both hosts' ports, apart.
+        let list = Harness.tapestry("extcap --extcap-interfaces").stdout
+        for (host, port) in [("h1", "h2"), ("h2", "h1"), ("h1", "\(p)a1.eth0"), ("h2", "\(p)b1.eth0")] {
+            #expect(list.contains("interface {value=tapestry:\(p)fab@\(host)/\(port)}{display=Tapestry \(p)fab on host \(host) \(port)"), "\(host)/\(port) in: \(list)")
+        }
+        // Capturing through extcap from h1's tunnel port to h2: the inner ICMP frames.
+        let out = NSTemporaryDirectory() + "tapestry-\(p)-extcap.pcapng"
+        defer { unlink(out) }
+        // `timeout` passes the SIGINT on to the capture, which then closes its file.
+        let pid = sh("timeout 15 '\(Harness.binary)' extcap --extcap-interface 'tapestry:\(p)fab@h1/h2' --capture --fifo \(out) >/dev/null 2>&1 & echo $!")
+            .stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        usleep(800_000)
+        _ = lab.ping("\(p)a1", "10.78.0.2", count: 3)
+        usleep(500_000)
+        if let n = Int32(pid) {
+            kill(n, SIGINT)
+            for _ in 0..<50 where kill(n, 0) == 0 { usleep(100_000) }
+        }
+        let captured = sh("tcpdump -nn -r \(out) 2>/dev/null").stdout
+        #expect(captured.contains("ICMP echo request") && captured.contains("ICMP echo reply") && !captured.contains("4789"), "extcap capture on h1/h2: \(captured.prefix(400))")
+        let bad = Harness.tapestry("extcap --extcap-interface 'tapestry:\(p)fab@/h2' --extcap-dlts")
+        #expect(!bad.succeeded && bad.stderr.contains("tapestry:NAME@HOST/PORT"), "\(bad.stderr)")
     }
 
     /// The demo (`Scripts/fabric-lab.sh`) in its non-interactive mode: every check passes and
