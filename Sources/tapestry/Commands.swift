@@ -311,7 +311,7 @@ struct Status: ParsableCommand {
 func underlayLine(_ u: UnderlayCounters) -> String {
     let drops = u.drops.isEmpty ? "none" : u.drops.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
     let runs = (u.rxCoalesced ?? 0) > 0 ? " (\(u.rxCoalescedPackets ?? 0) coalesced into \(u.rxCoalesced ?? 0) frames)" : ""
-    return "underlay \(u.label): rx \(u.rxPackets) packets (\(u.rxBytes) bytes)\(runs), tx \(u.txPackets) (\(u.txBytes) bytes), tx errors \(u.txErrors); drops: \(drops)"
+    return "underlay \(u.label): rx \(u.rxPackets) packets (\(u.rxBytes) bytes)\(runs), tx \(u.txPackets) (\(u.txBytes) bytes\((u.txRuns ?? 0) > 0 ? ", \(u.txRuns ?? 0) UDP GSO runs" : "")), tx errors \(u.txErrors); drops: \(drops)"
 }
 
 /// `--switch S`, checked like a switch name in the file.

@@ -66,7 +66,8 @@ struct clu_message {
 /// Sends `n` (<= CLU_BATCH) messages with sendmmsg(MSG_DONTWAIT) on a UDP socket, each to
 /// its destination's UDP port `port` (`family` AF_INET or AF_INET6). Returns how many were
 /// sent (an error after the first ends the call early), or -errno when the first failed
-/// (-EIO or -EINVAL for a UDP_SEGMENT message: the route's device cannot take UDP GSO).
+/// (-EIO or -EINVAL for a UDP_SEGMENT message: an IPsec route, or before Linux 6.11 a
+/// device without checksum offload).
 int clu_udp_send_batch(int fd, int family, uint16_t port, struct iovec *iov, const struct clu_message *messages, unsigned n);
 
 /// Receives up to `n` (<= CLU_BATCH) messages with one recvmmsg(MSG_DONTWAIT) on a socket
