@@ -137,11 +137,12 @@ public final class UnderlaySocket {
 
     /// Sends `count` (≤ `UnderlaySocket.batch`) messages from source port `sourcePorts[sender]`
     /// (`clu_message`: a datagram, or with `runs` a UDP GSO run, its UDP payload in `iov`).
-    /// Returns how many were sent, or -errno when the first failed.
+    /// Returns how many were sent, or -errno when the first failed (-EBADF once closed).
     @inline(__always)
     public func send(sender: Int, runs: Bool, _ iov: UnsafeMutablePointer<iovec>, messages: UnsafePointer<clu_message>, count: Int) -> Int {
-        Int(clu_udp_send_batch(runs ? runSenders[sender] : senders[sender], family, port, iov, messages,
-                               UInt32(min(count, UnderlaySocket.batch))))
+        let pool = runs ? runSenders : senders
+        guard sender < pool.count else { return -Int(EBADF) }
+        return Int(clu_udp_send_batch(pool[sender], family, port, iov, messages, UInt32(min(count, UnderlaySocket.batch))))
     }
 
     /// Most messages per `receive` or `send` call (`CLU_BATCH`).

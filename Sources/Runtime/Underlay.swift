@@ -78,6 +78,12 @@ public enum UnderlayDrop: Int, CaseIterable, Sendable, CustomStringConvertible {
 /// | UDP_SEGMENT runs | UDP_GRO, a frame per datagram | 2.06 | 11.14 |
 /// | UDP_SEGMENT runs | UDP_GRO + coalescing (TCPCoalescer) | 7.46 | 8.91 |
 ///
+/// Three rounds at the end (load average ~5 from other jobs): 6.58 vs 12.84 Gb/s (0.51×;
+/// Scripts/bench/overlay-results.md). What is left is mostly copies: the TAP read and the
+/// send on one host, the receive, the coalescing move and the TAP write on the other, where
+/// the kernel's path copies nothing between the guests' stacks; checksums (segmenting and
+/// verifying) are ~9% of the datapath threads.
+///
 /// Most of the gap was the receiving guest taking ~45 frames per 64 KiB, each a TAP write
 /// and a trip through its TCP stack; UDP_SEGMENT and UDP_GRO each save system calls and
 /// skbs, and make the runs that coalescing needs arrive together.
@@ -88,8 +94,12 @@ public enum UnderlayDrop: Int, CaseIterable, Sendable, CustomStringConvertible {
 /// held, so a worker reads it under its own I/O lock; the receive counters change under the
 /// datapath lock; the send counters are atomics (sends happen outside the lock).
 public final class UnderlayEndpoint {
+    /// The endpoint's sockets (receive per queue; the sending pool).
     public let socket: UnderlaySocket
+    /// The UDP port: where it listens, and the destination port of what it sends.
     public let udpPort: UInt16
+    /// Source ports in the sending pool (`socket.senders.count`, at most 256).
+    let senderCount: Int
     /// This host's underlay address (outer source).
     public let local: UnderlayAddress
     /// `ADDRESS:PORT` (IPv6 in brackets), and ` in netns NS` when in one.
@@ -143,6 +153,8 @@ public final class UnderlayEndpoint {
             return (try UnderlaySocket(ipv6: address.isIPv6, address: k.high, k.low, port: port, queues: queues, label: label), mtu)
         }
         (socket, mtu) = try namespace.map { try NetworkNamespace.run(in: $0, open) } ?? open()
+        senderCount = socket.senders.count
+        precondition(senderCount >= 1 && senderCount <= 256, "the flush sorts by sender in 256 buckets")
         batches = (0..<queues).map { _ in SendBatch() }
         receive = (0..<queues).map { _ in ReceiveScratch() }
     }
@@ -164,7 +176,7 @@ public final class UnderlayEndpoint {
     func flush(queue: Int) {
         let b = batches[queue]
         guard b.messageCount > 0 else { return }
-        let senders = socket.senders.count
+        let senders = senderCount
         // Counting sort of the messages by sending socket, into `b.order`.
         for i in 0..<senders { b.bucket[i] = 0 }
         for m in 0..<b.messageCount { b.bucket[Int(b.messageSender[m])] &+= 1 }
@@ -292,7 +304,7 @@ public final class UnderlayEndpoint {
         let innerHead = head - 4
         let hash = FlowHash.of(UnsafeRawBufferPointer(start: inner, count: innerHead))
         VXLAN.writeHeader(vni: tunnel.vniBase &+ UInt32(vid), to: inner - VXLAN.headerLength)
-        let sender = UInt16(truncatingIfNeeded: (UInt64(hash) &* UInt64(socket.senders.count)) >> 32)
+        let sender = UInt16(truncatingIfNeeded: (UInt64(hash) &* UInt64(senderCount)) >> 32)
         // The datagram: [VXLAN + inner head] then the rest where it lies.
         var v = b.iovUsed
         let firstIOV = v
