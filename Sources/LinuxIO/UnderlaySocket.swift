@@ -132,7 +132,8 @@ public final class UnderlaySocket {
     @inline(__always)
     public func receive(queue: Int, _ iov: UnsafeMutablePointer<iovec>, count: Int, sources: UnsafeMutablePointer<clu_address>,
                         lengths: UnsafeMutablePointer<UInt32>, segments: UnsafeMutablePointer<UInt16>) -> Int {
-        Int(clu_recv_gro_batch(receivers[queue], iov, UInt32(min(count, UnderlaySocket.batch)), sources, lengths, segments))
+        guard queue < receivers.count else { return -Int(EBADF) }   // closed
+        return Int(clu_recv_gro_batch(receivers[queue], iov, UInt32(min(count, UnderlaySocket.batch)), sources, lengths, segments))
     }
 
     /// Sends `count` (≤ `UnderlaySocket.batch`) messages from source port `sourcePorts[sender]`
