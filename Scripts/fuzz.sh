@@ -127,7 +127,7 @@ say "build done in $((SECONDS - START)) s"
 # -max_len just above it) more than 512 MB or 5 s, is a finding, like a crash.
 declare -A EXTRA=([frame]="-max_len=2048" [topology]="-max_len=65536 -rss_limit_mb=512 -timeout=5" [pcap]="-max_len=4096" [control]="-max_len=65600 -rss_limit_mb=512 -timeout=5" [observability]="-max_len=1600" [multicast]="-max_len=1600"
                   [reload]="-max_len=131072 -rss_limit_mb=1024 -timeout=10"
-                  [offload]="-max_len=4096" [vxlan]="-max_len=2048" [underlay]="-max_len=2048"
+                  [offload]="-max_len=4096" [vxlan]="-max_len=2048" [underlay]="-max_len=9000"
                   [vhost-message]="-max_len=2048" [vhost-chain]="-max_len=20000")
 run() {
     local t=$1 dir=$B/run/$1
