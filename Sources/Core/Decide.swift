@@ -214,10 +214,20 @@ public struct DecisionContext {
 /// so the oversize check does not apply; egress refuses (or segments) it for ports that
 /// cannot take it.
 ///
-/// `@inline(__always)`: its only caller inside Core is the non-generic datapath entry point
-/// below, where the `NoTrace` specialisation is thereby inlined (callers in other modules,
-/// such as trace with a `RecordingTrace`, run the generic body as before).
-@inline(__always)
+/// ## Cost
+/// The body is the spine of the common case (a guest's known unicast on a switch without
+/// policies, ≈ 60 instructions); every other stage sits in an out-of-line helper behind one
+/// predictable branch: `uplinkIngress` (a frame from a team member), `multicastIngress`
+/// (broadcast and multicast, with IGMP/MLD snooping), `teamForward` (a guest's frame to the
+/// physical network) and `ingressPolicies` (storm control, ingress shaping, the team member
+/// of a flood, announcements), skipped at once for a known unicast when no port is shaped.
+///
+/// `@inlinable @inline(__always)`, and so are the helpers (`@inline(never)`): the caller's
+/// module (the datapath, `trace`, the benchmark) specialises all of it for its trace sink,
+/// `NoTrace` makes every trace step vanish, and the `Decision` stays in registers for the
+/// caller's `learn` and `collectEgress` instead of being written to memory and read back
+/// (callgrind, `tapestry-bench forward`: see `Scripts/bench/instructions-results.md`).
+@inlinable @inline(always)
 public func decide<T: TraceSink>(
     frame: UnsafeRawBufferPointer,
     offload: FrameOffload = .none,
@@ -232,8 +242,10 @@ public func decide<T: TraceSink>(
         return Decision(verdict: .drop(.runt))
     }
     trace.record(.parsed(h))
-    let port = plan.storage.hotPorts[inPort]
-    if port.isMirrorDestination {
+    let storage = plan.storage
+    // Fields are read through the pointer where they are used: no copy of the whole record.
+    let port = storage.hotPorts + inPort
+    if port.pointee.isMirrorDestination {
         trace.record(.dropped(.mirrorDestinationPort))
         return Decision(verdict: .drop(.mirrorDestinationPort))
     }
@@ -245,11 +257,12 @@ public func decide<T: TraceSink>(
         trace.record(.dropped(.invalidSourceMAC))
         return Decision(verdict: .drop(.invalidSourceMAC))
     }
-    if let own = port.configuredMAC, !port.security.forgedTransmits, h.source != own {
+    if let own = port.pointee.configuredMAC, !port.pointee.security.forgedTransmits, h.source != own {
         trace.record(.dropped(.forgedTransmit))
         return Decision(verdict: .drop(.forgedTransmit))
     }
-    if port.isUplink && LLDPFrames.isLLDP(h) {
+    let fromUplink = port.pointee.isUplink
+    if fromUplink && LLDPFrames.isLLDP(h) {
         // LLDP from the physical network (802.1AB): the switch's own LLDP agent reads it, on
         // every team member, active or standby, whatever VLAN the frame is in — so before
         // VLAN classification, the reserved-destination drop and team admission — and it
@@ -260,7 +273,7 @@ public func decide<T: TraceSink>(
         d.length = frame.count
         return d
     }
-    let cls = plan.ingressClass(of: h, on: port)
+    let cls = plan.ingressClass(of: h, on: port.pointee)
     trace.record(.classified(cls, mode: plan.ports[inPort].mode))
     guard case let .member(vlan, tagLength, priority) = cls else {
         if case let .drop(r) = cls { return Decision(verdict: .drop(r)) }
@@ -270,96 +283,62 @@ public func decide<T: TraceSink>(
                      source: h.source, destination: h.destination)
     d.offload = offload
     d.length = frame.count
-    @inline(__always) func dropped(_ r: DropReason) -> Decision {
-        trace.record(.dropped(r))
-        d.verdict = .drop(r)
-        d.snoops = false
-        return d
-    }
     // Shared learning across a private VLAN (one predictable branch without them).
     var fid = vlan
-    let privateVLANs = plan.storage.hasPrivateVLANs
+    let privateVLANs = storage.hasPrivateVLANs
     if privateVLANs {
-        let info = plan.storage.privateVLANInfo[Int(vlan.rawValue)]
+        let info = storage.privateVLANInfo[Int(vlan.rawValue)]
         fid = VLANID(UInt16(truncatingIfNeeded: info >> 8))
         if info & 0xFF != 0 {
             trace.record(.privateVLAN(vlan: vlan, type: PrivateVLANType(rawValue: UInt8(info & 0xFF))!, primary: fid))
         }
     }
     d.learningVLAN = fid
-    if h.destination.isReservedBridgeGroup && !port.l2Transparency { return dropped(.reservedDestination) }
+    if h.destination.isReservedBridgeGroup && !port.pointee.l2Transparency { return dropped(d, .reservedDestination, trace: &trace) }
     let table = context.table
     // For a frame from an uplink: where its (unicast) destination is, looked up once for the
     // team's checks and the forwarding below.
     var uplinkDestination: PortIndex? = nil
-    if port.isUplink {
-        // Beacon probes first: every member, standby or not, must hear them.
-        if h.destination == TeamFrames.beaconDestination && h.etherType == TeamFrames.beaconEtherType {
-            trace.record(.consumed(what: "team beacon probe"))
+    if fromUplink {
+        switch withUnsafePointer(to: h, { uplinkIngress(frame: frame, header: $0, vlan: vlan, learningVLAN: fid, inPort: inPort,
+                                                        plan: plan, context: context, trace: &trace) }) {
+        case .beacon:
             d.verdict = .local(.teamBeacon)
             return d
-        }
-        uplinkDestination = h.destination.isMulticast ? nil : table.lookup(vlan: fid, mac: h.destination)
-        if let reason = teamAdmission(frame: frame, header: h, vlan: vlan, learningVLAN: fid, port: port, inPort: inPort,
-                                      destinationPort: uplinkDestination, plan: plan, table: table, team: context.team, trace: &trace) {
-            return dropped(reason)
+        case .refused(let reason):
+            return dropped(d, reason, trace: &trace)
+        case .admitted(let known):
+            uplinkDestination = known
         }
     }
     if h.destination.isReservedBridgeGroup {
         trace.record(.transparent(portGroup: plan.ports[inPort].portGroup))
         d.verdict = .floodPortGroup
     } else if h.destination.isMulticast {
-        d.floodReason = h.destination.isBroadcast ? .broadcast : .multicast
-        if let groups = context.multicast, !h.destination.isBroadcast {
-            // IGMP/MLD snooping (RFC 4541; Open vSwitch's semantics, see `MulticastSnooping`).
-            let signal = MulticastSignal.parse(frame, l3Offset: h.payloadOffset, etherType: h.etherType,
-                                               verifyChecksums: !offload.needsChecksum)
-            trace.record(.snooping(.signal(signal)))
-            switch signal {
-            case .notSnooped:
-                break
-            case .data(let group):
-                if group.isLinkLocalMulticast {
-                    trace.record(.snooping(.linkLocal(group)))
-                } else {
-                    let slot = groups.slot(vlan: fid, group: group)
-                    if slot >= 0 {
-                        trace.record(.snooping(.registered(group, vlan: fid, slot: slot)))
-                        d.verdict = .multicastGroup(Int32(slot))
-                    } else {
-                        trace.record(.snooping(.unregistered(group, vlan: fid)))
-                    }
-                }
-            case .query:
-                d.snoops = true
-            case .report, .leave:
-                d.snoops = true
-                d.verdict = .multicastRouters
-            case .malformed(let family, _):
-                return dropped(family == .ipv4 ? .malformedIGMP : .malformedMLD)
-            }
+        let m = withUnsafePointer(to: h) {
+            multicastIngress(frame: frame, header: $0, offload: offload, vlan: vlan, learningVLAN: fid, context: context, trace: &trace)
         }
-        if case .flood = d.verdict { trace.record(.flooding(vlan: vlan, reason: d.floodReason!)) }
-    } else if let out = port.isUplink ? uplinkDestination : table.lookup(vlan: fid, mac: h.destination) {
+        d.floodReason = m.floodReason
+        if case .drop(let r) = m.verdict { return dropped(d, r, trace: &trace) }
+        d.verdict = m.verdict
+        d.snoops = m.snoops
+    } else if let out = fromUplink ? uplinkDestination : table.lookup(vlan: fid, mac: h.destination) {
         trace.record(.lookedUp(vlan: fid, mac: h.destination, port: out))
-        if plan.storage.hotPorts[out].isUplink && !port.isUplink {
+        let outPort = storage.hotPorts + out
+        if outPort.pointee.isUplink && !fromUplink {
             // Out to the physical network: by the member the team picks for this guest,
             // whichever uplink the destination was learned on.
-            if port.isTunnel { return dropped(.splitHorizon) }
-            if !port.usesUplinks { return dropped(.uplinkIsolated) }
-            d.uplink = Int16(context.team?.state.uplink(forGuestPort: inPort, header: h, frame: frame) ?? -1)
-            guard d.uplink >= 0 else { return dropped(.noHealthyUplink) }
-            let p = plan.storage.uplinkPorts[Int(d.uplink)]
-            trace.record(.teamUplink(member: Int(d.uplink), port: p))
-            trace.record(.forwarding(port: p))
-            d.verdict = .forward(p)
+            let t = withUnsafePointer(to: h) { teamForward(frame: frame, header: $0, inPort: inPort, plan: plan, context: context, trace: &trace) }
+            d.uplink = t.uplink
+            if case .drop(let r) = t.verdict { return dropped(d, r, trace: &trace) }
+            d.verdict = t.verdict
         } else if out == inPort {
-            return dropped(.hairpin)
-        } else if port.isTunnel && plan.storage.hotPorts[out].isTunnel {
-            return dropped(.splitHorizon)
-        } else if privateVLANs && !plan.delivers(vlan, to: plan.storage.hotPorts[out]) {
+            return dropped(d, .hairpin, trace: &trace)
+        } else if port.pointee.isTunnel && outPort.pointee.isTunnel {
+            return dropped(d, .splitHorizon, trace: &trace)
+        } else if privateVLANs && !plan.delivers(vlan, to: outPort.pointee) {
             trace.record(.privateVLANBlocked(port: out))
-            return dropped(.privateVLANNotAllowed)
+            return dropped(d, .privateVLANNotAllowed, trace: &trace)
         } else {
             trace.record(.forwarding(port: out))
             d.verdict = .forward(out)
@@ -369,49 +348,193 @@ public func decide<T: TraceSink>(
         trace.record(.flooding(vlan: vlan, reason: .unknownUnicast))
         d.floodReason = .unknownUnicast
     }
-    var takesStormToken = false
-    if let why = d.floodReason, let storm = context.storm, storm.isActive, let rate = storm.rate(port: inPort, reason: why) {
-        let admitted = storm.wouldAdmit(port: inPort, reason: why, now: context.now)
-        trace.record(.stormControl(reason: why, admitted: admitted,
-                                   framesLeft: storm.frames(port: inPort, reason: why, now: context.now) ?? 0, ratePerSecond: rate))
-        guard admitted else { return dropped(why.stormDrop) }
-        takesStormToken = true
-    }
-    if let shaper = context.shaper, shaper.shapes(port: inPort, .ingress) {
-        let admitted = shaper.wouldAdmit(port: inPort, .ingress, bytes: frame.count, now: context.now)
-        trace.record(.shaping(port: inPort, direction: .ingress, admitted: admitted, bytes: frame.count,
-                              averageBytes: shaper.available(port: inPort, .ingress, now: context.now)?.average ?? 0,
-                              peakBytes: shaper.available(port: inPort, .ingress, now: context.now)?.peak ?? 0))
-        guard admitted else { return dropped(.shapingIngress) }
-        d.takesShapingTokens = true
-    }
-    // Tokens are spent only by a frame that passes every check (storm and shaping alike).
-    d.takesStormToken = takesStormToken
-    switch d.verdict {
-    case .flood, .multicastGroup, .multicastRouters:
-        // Uplinks are multicast-router ports: a group's traffic and reports leave by the team.
-        if plan.storage.team != nil, port.usesUplinks {
-            d.uplink = Int16(context.team?.state.uplink(forGuestPort: inPort, header: h, frame: frame) ?? -1)
-            if d.uplink >= 0 { trace.record(.teamUplink(member: Int(d.uplink), port: plan.uplinkPorts[Int(d.uplink)])) }
+    // The policy stage: nothing in it concerns a known unicast (or a frame flooded within
+    // its port group) unless the switch shapes some port.
+    if d.floodReason != nil || context.shaper != nil {
+        let a = withUnsafePointer(to: h) {
+            ingressPolicies(frame: frame, header: $0, verdict: d.verdict, floodReason: d.floodReason, learningVLAN: fid,
+                            inPort: inPort, plan: plan, context: context, trace: &trace)
         }
-    default: break
-    }
-    if plan.storage.team != nil && !port.isUplink && h.destination.isBroadcast && isAnnouncement(header: h, frame: frame) {
-        trace.record(.announcement(vlan: fid, mac: h.source))
-        d.announces = true
+        if let r = a.refusal { return dropped(d, r, trace: &trace) }
+        d.takesStormToken = a.takesStormToken
+        d.takesShapingTokens = a.takesShapingTokens
+        if a.uplink >= 0 { d.uplink = a.uplink }
+        d.announces = a.announces
     }
     trace.record(.learnRequested(vlan: fid, mac: h.source, port: inPort, currentPort: table.lookup(vlan: fid, mac: h.source)))
     d.learn = true
     return d
 }
 
+/// What the team makes of a frame from an uplink (`uplinkIngress`).
+@usableFromInline
+enum UplinkIngress {
+    /// A team beacon probe: the switch's own.
+    case beacon
+    /// Refused by the team's checks (`teamAdmission`) or the destination's port.
+    case refused(DropReason)
+    /// Admitted; the port of its unicast destination, looked up once (nil: multicast or
+    /// unknown).
+    case admitted(PortIndex?)
+}
+
+/// `decide`'s stage for a frame from an uplink, out of line: beacon probes first (every
+/// member, standby or not, must hear them), then the destination's lookup and the team's
+/// admission checks.
+@inlinable @inline(never)
+func uplinkIngress<T: TraceSink>(frame: UnsafeRawBufferPointer, header: UnsafePointer<FrameHeader>, vlan: VLANID, learningVLAN fid: VLANID,
+                                 inPort: PortIndex, plan: SwitchPlan, context: DecisionContext, trace: inout T) -> UplinkIngress {
+    let h = header.pointee
+    if h.destination == TeamFrames.beaconDestination && h.etherType == TeamFrames.beaconEtherType {
+        trace.record(.consumed(what: "team beacon probe"))
+        return .beacon
+    }
+    let known = h.destination.isMulticast ? nil : context.table.lookup(vlan: fid, mac: h.destination)
+    if let reason = teamAdmission(frame: frame, header: h, vlan: vlan, learningVLAN: fid, port: plan.storage.hotPorts[inPort],
+                                  inPort: inPort, destinationPort: known, plan: plan, table: context.table, team: context.team,
+                                  trace: &trace) {
+        return .refused(reason)
+    }
+    return .admitted(known)
+}
+
+/// `decide`'s drop after classification: the decision so far with verdict `.drop(r)` (and no
+/// snooping).
+@inlinable @inline(always)
+func dropped<T: TraceSink>(_ d: Decision, _ r: DropReason, trace: inout T) -> Decision {
+    trace.record(.dropped(r))
+    var d = d
+    d.verdict = .drop(r)
+    d.snoops = false
+    return d
+}
+
+/// `decide`'s stage for a broadcast or multicast destination, out of line: the flood
+/// class, and IGMP/MLD snooping (RFC 4541; Open vSwitch's semantics, see
+/// `MulticastSnooping`) when it is on. Returns the verdict (`.flood`, `.multicastGroup`,
+/// `.multicastRouters`, or `.drop` for a malformed IGMP/MLD message), the flood class, and
+/// whether the datapath records the message (`Decision.snoops`).
+@inlinable @inline(never)
+func multicastIngress<T: TraceSink>(frame: UnsafeRawBufferPointer, header: UnsafePointer<FrameHeader>, offload: FrameOffload, vlan: VLANID,
+                                    learningVLAN fid: VLANID, context: DecisionContext,
+                                    trace: inout T) -> (verdict: Verdict, floodReason: FloodReason, snoops: Bool) {
+    let h = header.pointee
+    let reason: FloodReason = h.destination.isBroadcast ? .broadcast : .multicast
+    var verdict = Verdict.flood, snoops = false
+    if let groups = context.multicast, !h.destination.isBroadcast {
+        let signal = MulticastSignal.parse(frame, l3Offset: h.payloadOffset, etherType: h.etherType,
+                                           verifyChecksums: !offload.needsChecksum)
+        trace.record(.snooping(.signal(signal)))
+        switch signal {
+        case .notSnooped:
+            break
+        case .data(let group):
+            if group.isLinkLocalMulticast {
+                trace.record(.snooping(.linkLocal(group)))
+            } else {
+                let slot = groups.slot(vlan: fid, group: group)
+                if slot >= 0 {
+                    trace.record(.snooping(.registered(group, vlan: fid, slot: slot)))
+                    verdict = .multicastGroup(Int32(slot))
+                } else {
+                    trace.record(.snooping(.unregistered(group, vlan: fid)))
+                }
+            }
+        case .query:
+            snoops = true
+        case .report, .leave:
+            snoops = true
+            verdict = .multicastRouters
+        case .malformed(let family, _):
+            return (.drop(family == .ipv4 ? .malformedIGMP : .malformedMLD), reason, false)
+        }
+    }
+    if case .flood = verdict { trace.record(.flooding(vlan: vlan, reason: reason)) }
+    return (verdict, reason, snoops)
+}
+
+/// `decide`'s stage for a guest's known unicast whose destination is behind an uplink, out
+/// of line: it leaves by the member the team picks for this guest, whichever uplink the
+/// destination was learned on (never from a tunnel, never from a port group with
+/// `uplinks: none`). Returns `.forward` to that member's port, or a drop, and the member
+/// (-1: none).
+@inlinable @inline(never)
+func teamForward<T: TraceSink>(frame: UnsafeRawBufferPointer, header: UnsafePointer<FrameHeader>, inPort: PortIndex, plan: SwitchPlan,
+                               context: DecisionContext, trace: inout T) -> (verdict: Verdict, uplink: Int16) {
+    let h = header.pointee
+    let port = plan.storage.hotPorts + inPort
+    if port.pointee.isTunnel { return (.drop(.splitHorizon), -1) }
+    if !port.pointee.usesUplinks { return (.drop(.uplinkIsolated), -1) }
+    let uplink = Int16(context.team?.state.uplink(forGuestPort: inPort, header: h, frame: frame) ?? -1)
+    guard uplink >= 0 else { return (.drop(.noHealthyUplink), uplink) }
+    let p = plan.storage.uplinkPorts[Int(uplink)]
+    trace.record(.teamUplink(member: Int(uplink), port: p))
+    trace.record(.forwarding(port: p))
+    return (.forward(p), uplink)
+}
+
+/// What `ingressPolicies` answers.
+@usableFromInline
+struct IngressPolicyAnswer {
+    /// The frame is dropped (storm control, ingress shaping).
+    @usableFromInline var refusal: DropReason?
+    @usableFromInline var takesStormToken = false
+    @usableFromInline var takesShapingTokens = false
+    /// The team member a flood or a group's traffic leaves by; -1: none.
+    @usableFromInline var uplink: Int16 = -1
+    @usableFromInline var announces = false
+    @inlinable init(refusal: DropReason? = nil) { self.refusal = refusal }
+}
+
+/// `decide`'s policy stage, out of line: storm control (a flood's class), ingress shaping,
+/// the team member a flood or a group's traffic leaves by, and a local guest's
+/// announcement. Questions only: the tokens are spent by the caller, and only by a frame
+/// that passes every check (storm and shaping alike).
+@inlinable @inline(never)
+func ingressPolicies<T: TraceSink>(frame: UnsafeRawBufferPointer, header: UnsafePointer<FrameHeader>, verdict: Verdict,
+                                   floodReason: FloodReason?, learningVLAN fid: VLANID, inPort: PortIndex, plan: SwitchPlan,
+                                   context: DecisionContext, trace: inout T) -> IngressPolicyAnswer {
+    let h = header.pointee
+    var answer = IngressPolicyAnswer()
+    if let why = floodReason, let storm = context.storm, storm.isActive, let rate = storm.rate(port: inPort, reason: why) {
+        let admitted = storm.wouldAdmit(port: inPort, reason: why, now: context.now)
+        trace.record(.stormControl(reason: why, admitted: admitted,
+                                   framesLeft: storm.frames(port: inPort, reason: why, now: context.now) ?? 0, ratePerSecond: rate))
+        guard admitted else { return IngressPolicyAnswer(refusal: why.stormDrop) }
+        answer.takesStormToken = true
+    }
+    if let shaper = context.shaper, shaper.shapes(port: inPort, .ingress) {
+        let admitted = shaper.wouldAdmit(port: inPort, .ingress, bytes: frame.count, now: context.now)
+        trace.record(.shaping(port: inPort, direction: .ingress, admitted: admitted, bytes: frame.count,
+                              averageBytes: shaper.available(port: inPort, .ingress, now: context.now)?.average ?? 0,
+                              peakBytes: shaper.available(port: inPort, .ingress, now: context.now)?.peak ?? 0))
+        guard admitted else { return IngressPolicyAnswer(refusal: .shapingIngress) }
+        answer.takesShapingTokens = true
+    }
+    let port = plan.storage.hotPorts + inPort
+    switch verdict {
+    case .flood, .multicastGroup, .multicastRouters:
+        // Uplinks are multicast-router ports: a group's traffic and reports leave by the team.
+        if plan.storage.team != nil, port.pointee.usesUplinks {
+            answer.uplink = Int16(context.team?.state.uplink(forGuestPort: inPort, header: h, frame: frame) ?? -1)
+            if answer.uplink >= 0 { trace.record(.teamUplink(member: Int(answer.uplink), port: plan.uplinkPorts[Int(answer.uplink)])) }
+        }
+    default: break
+    }
+    if plan.storage.team != nil && !port.pointee.isUplink && h.destination.isBroadcast && isAnnouncement(header: h, frame: frame) {
+        trace.record(.announcement(vlan: fid, mac: h.source))
+        answer.announces = true
+    }
+    return answer
+}
+
 /// `decide` as the datapath calls it: no trace.
 ///
-/// Non-generic on purpose. `decide<T>` is not `@inlinable`, so a caller in another module
-/// (the datapath, the benchmark) would run its unspecialised body, paying a witness-table
-/// call for every trace step and generic prologues (≈30% more instructions per frame,
-/// callgrind on `tapestry-bench forward`). This wrapper is compiled inside Core, where
-/// `decide<NoTrace>` is specialised and inlined, and the trace steps vanish.
+/// Inlined into the caller with the generic body, which `NoTrace` specialises to the bare
+/// decision (an unspecialised generic call pays a witness-table call for every trace step
+/// and generic prologues: ≈30% more instructions per frame, callgrind on
+/// `tapestry-bench forward`).
+@inlinable @inline(always)
 public func decide(frame: UnsafeRawBufferPointer, offload: FrameOffload = .none, inPort: PortIndex, plan: SwitchPlan,
                    context: DecisionContext) -> Decision {
     var trace = NoTrace()
@@ -444,7 +567,7 @@ public func decide<T: TraceSink>(frame: UnsafeRawBufferPointer, inPort: PortInde
 /// 4. Never to another uplink, never to a port group with `uplinks: none`.
 ///
 /// `known`: the port of the (unicast) destination in the MAC table, nil for multicast or a miss.
-@inline(__always)
+@inlinable @inline(__always)
 func teamAdmission<T: TraceSink>(frame: UnsafeRawBufferPointer, header h: FrameHeader, vlan: VLANID, learningVLAN fid: VLANID,
                                  port: HotPort, inPort: PortIndex, destinationPort known: PortIndex?, plan: SwitchPlan, table: MACTable,
                                  team: TeamContext?, trace: inout T) -> DropReason? {

@@ -158,9 +158,31 @@ public func egressRefusal(of destination: MACAddress, to port: HotPort) -> DropR
 ///   them); for each output, a copy of it as sent to the destinations of that port's egress
 ///   mirrors, sent only if the output is ("copy if sent"). A destination gets at most one
 ///   copy of a frame (the ingress copy first).
-@inlinable
+///
+/// Inlined into the caller: a known unicast on a switch without mirrors and promiscuous
+/// ports (the common case) is one offer, in line; everything else runs the full walk
+/// (`collectEgressInFull`) in Core, out of line.
+@inlinable @inline(always)
 public func collectEgress(of d: Decision, inPort: PortIndex, plan: SwitchPlan, context: DecisionContext,
                           into list: EgressList) -> DropReason? {
+    let storage = plan.storage
+    if case .forward(let p) = d.verdict, !storage.hasMirrors, !storage.hasPromiscuousPorts {
+        list.used = 0; list.dropped = 0
+        let from = storage.hotPorts + inPort
+        offerEgress(p, of: d, from: from.pointee.isUplink, fromTunnel: from.pointee.isTunnel, plan: plan, context: context,
+                    offload: d.offload.needsOffload, into: list)
+        return list.dropped > 0 ? .transmitQueueFull : nil
+    }
+    // The decision by address, taken here: passed by value, the compiler would write the
+    // whole record to memory where it is computed, on the common path too.
+    return withUnsafePointer(to: d) { collectEgressInFull(of: $0, inPort: inPort, plan: plan, context: context, into: list) }
+}
+
+/// `collectEgress` for every verdict and every plan: the whole walk described there.
+@usableFromInline
+func collectEgressInFull(of decision: UnsafePointer<Decision>, inPort: PortIndex, plan: SwitchPlan, context: DecisionContext,
+                         into list: EgressList) -> DropReason? {
+    let d = decision.pointee
     list.used = 0; list.dropped = 0
     let storage = plan.storage
     if case .drop = d.verdict, !storage.hasMirrors { return nil }
@@ -223,27 +245,29 @@ public func collectEgress(of d: Decision, inPort: PortIndex, plan: SwitchPlan, c
 
 /// One port `collectEgress` offers decided frame `d` to: nothing when the team or a VLAN
 /// keeps it away, else an output (with its egress mirror copies) or a refusal.
-@inlinable @inline(__always)
+@inlinable @inline(always)
 func offerEgress(_ p: Int, of d: Decision, from fromUplink: Bool, fromTunnel: Bool, plan: SwitchPlan, context: DecisionContext,
                  offload: Bool, into list: EgressList) {
     if portIsDown(p, context) { return }
     let storage = plan.storage
-    let port = storage.hotPorts[p]
+    // Fields are read through the pointer where they are used (a copy of the whole record
+    // would load every field up front).
+    let port = storage.hotPorts + p
     // Split horizon: never from a tunnel into a tunnel (tunnels and uplinks are kept apart
     // below: a tunnel does not use uplinks, and a frame from a tunnel never gets a team
     // member).
-    if port.isTunnel && fromTunnel { return }
+    if fromTunnel && port.pointee.isTunnel { return }
     // The team: a guest's frame leaves by its one chosen member, never by the others; from
     // an uplink only to guests of port groups that use uplinks.
-    if port.isUplink {
-        if fromUplink || port.teamMember != d.uplink { return }
-    } else if fromUplink && !port.usesUplinks {
+    if port.pointee.isUplink {
+        if fromUplink || port.pointee.teamMember != d.uplink { return }
+    } else if fromUplink && !port.pointee.usesUplinks {
         return
     }
-    guard let rw = plan.egressRewrite(vlan: d.vlan, ingressTagLength: d.ingressTagLength, priority: d.priority, on: port) else { return }
-    if let r = egressRefusal(of: d.destination, to: port) {
+    guard let rw = plan.egressRewrite(vlan: d.vlan, ingressTagLength: d.ingressTagLength, priority: d.priority, on: port.pointee) else { return }
+    if let r = egressRefusal(of: d.destination, to: port.pointee) {
         list.append(EgressItem(port: p, kind: .refused, refusal: r, rewrite: rw))
-    } else if port.isTunnel && !offload && egressLength(d.length, rw) - 4 > Int(port.tunnelLargestFrame) {
+    } else if port.pointee.isTunnel && !offload && egressLength(d.length, rw) - 4 > Int(port.pointee.tunnelLargestFrame) {
         // Never fragment (RFC 7348 §4.3): on the wire the tag becomes the VNI (-4 bytes). A
         // GSO frame is cut to its segment size first (`finishOffload`); the tunnel checks
         // each segment when it sends.
@@ -253,7 +277,7 @@ func offerEgress(_ p: Int, of d: Decision, from fromUplink: Bool, fromTunnel: Bo
         list.append(EgressItem(port: p, kind: .refused, refusal: .shapingEgress, rewrite: rw))
     } else {
         let k = Int32(truncatingIfNeeded: list.used)
-        list.append(EgressItem(port: p, kind: .output, rewrite: rw, finishOffload: offload && !port.acceptsOffloads))
+        list.append(EgressItem(port: p, kind: .output, rewrite: rw, finishOffload: offload && !port.pointee.acceptsOffloads))
         if storage.hasMirrors && list.used == Int(k) + 1 {
             for dst in storage.mirrorOnEgress[p] where !list.isStamped(dst) && !portIsDown(dst, context) {
                 list.append(EgressItem(port: dst, kind: .mirrorEgress, after: k, rewrite: rw,
