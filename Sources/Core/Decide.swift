@@ -65,43 +65,89 @@ public struct Decision: Equatable, Sendable {
     public var verdict: Verdict
     /// The VLAN the frame was classified into (meaningless for early drops).
     public var vlan: VLANID
-    /// Bytes of outer tag consumed at ingress (0 or 4): egress strips them.
-    public var ingressTagLength: Int
-    /// PCP and DEI of the ingress tag (`VLANTag.priorityBits`), relayed into egress tags.
-    public var priority: UInt16
-    /// The datapath learns (vlan, source) on the ingress port. Never set on a drop.
-    public var learn: Bool
-    public var source: MACAddress
-    public var destination: MACAddress
-    /// Why the frame floods (nil unless it floods): its storm-control class.
-    public var floodReason: FloodReason?
-    /// The team member (uplink) a guest's frame leaves by when it goes outside; -1 when it
-    /// never does (no team, `uplinks: none`, from an uplink, or no healthy member).
-    public var uplink: Int16 = -1
-    /// The datapath spends one storm-control token of class `floodReason` on the ingress port.
-    public var takesStormToken = false
-    /// A local guest announces itself (gratuitous ARP or RARP) towards a team: the datapath
-    /// stamps the announcement lock, so the echo from the physical network is not taken
-    /// for a move away.
-    public var announces = false
-    /// What the frame's virtio-net header leaves to the receiver (egress refuses or, later,
-    /// segments it for ports without offloads).
-    public var offload: FrameOffload = .none
     /// The VLAN (vlan, MAC) is learned and looked up in, and the multicast group table's
     /// VLAN: `vlan`, or the primary of a private VLAN (shared learning, the 802.1Q FID).
     public var learningVLAN: VLANID = .untagged
+    /// PCP and DEI of the ingress tag (`VLANTag.priorityBits`), relayed into egress tags.
+    public var priority: UInt16
+    /// The team member (uplink) a guest's frame leaves by when it goes outside; -1 when it
+    /// never does (no team, `uplinks: none`, from an uplink, or no healthy member).
+    public var uplink: Int16 = -1
+    /// Why the frame floods (nil unless it floods): its storm-control class.
+    public var floodReason: FloodReason?
+    /// What the frame's virtio-net header leaves to the receiver (egress refuses or, later,
+    /// segments it for ports without offloads).
+    public var offload: FrameOffload = .none
+    /// `ingressTagLength`, in the byte it needs.
+    @usableFromInline var tagBytes: UInt8
+    /// The requested effects, one bit each (`Effects`): one byte to carry and test instead of
+    /// five booleans (the decision lives in registers between `decide` and the datapath's
+    /// effects; every field is a register to keep).
+    @usableFromInline var effects: UInt8 = 0
+    public var source: MACAddress
+    public var destination: MACAddress
+    /// `length`, in 32 bits (a frame, even a GSO one, is far under 4 GiB: it is a buffer the
+    /// datapath read).
+    @usableFromInline var length32: UInt32 = 0
+
+    /// The bits of `effects`.
+    @usableFromInline enum Effects {
+        @usableFromInline static let learn: UInt8 = 1
+        @usableFromInline static let takesStormToken: UInt8 = 2
+        @usableFromInline static let announces: UInt8 = 4
+        @usableFromInline static let takesShapingTokens: UInt8 = 8
+        @usableFromInline static let snoops: UInt8 = 16
+    }
+
+    @inlinable @inline(__always)
+    func has(_ bit: UInt8) -> Bool { effects & bit != 0 }
+    @inlinable @inline(__always)
+    mutating func set(_ bit: UInt8, _ on: Bool) { effects = on ? effects | bit : effects & ~bit }
+
+    /// Bytes of outer tag consumed at ingress (0 or 4): egress strips them.
+    @inlinable public var ingressTagLength: Int {
+        @inline(__always) get { Int(tagBytes) }
+        set { tagBytes = UInt8(truncatingIfNeeded: newValue) }
+    }
     /// The frame's length as received (bytes, a GSO frame's whole length): what shaping charges.
-    public var length: Int = 0
+    @inlinable public var length: Int {
+        @inline(__always) get { Int(length32) }
+        set { length32 = UInt32(truncatingIfNeeded: newValue) }
+    }
+    /// The datapath learns (vlan, source) on the ingress port. Never set on a drop.
+    @inlinable public var learn: Bool {
+        @inline(__always) get { has(Effects.learn) }
+        set { set(Effects.learn, newValue) }
+    }
+    /// The datapath spends one storm-control token of class `floodReason` on the ingress port.
+    @inlinable public var takesStormToken: Bool {
+        @inline(__always) get { has(Effects.takesStormToken) }
+        set { set(Effects.takesStormToken, newValue) }
+    }
+    /// A local guest announces itself (gratuitous ARP or RARP) towards a team: the datapath
+    /// stamps the announcement lock, so the echo from the physical network is not taken
+    /// for a move away.
+    @inlinable public var announces: Bool {
+        @inline(__always) get { has(Effects.announces) }
+        set { set(Effects.announces, newValue) }
+    }
     /// The datapath charges the frame to the ingress port's ingress shaping buckets.
-    public var takesShapingTokens = false
+    @inlinable public var takesShapingTokens: Bool {
+        @inline(__always) get { has(Effects.takesShapingTokens) }
+        set { set(Effects.takesShapingTokens, newValue) }
+    }
     /// IGMP/MLD snooping: the datapath records the frame's report, leave or query
     /// (`MulticastGroupTable.snoop`) for the ingress port in `learningVLAN`.
-    public var snoops = false
+    @inlinable public var snoops: Bool {
+        @inline(__always) get { has(Effects.snoops) }
+        set { set(Effects.snoops, newValue) }
+    }
 
     @inlinable
     public init(verdict: Verdict, vlan: VLANID = .untagged, ingressTagLength: Int = 0, priority: UInt16 = 0, learn: Bool = false,
                 source: MACAddress = .zero, destination: MACAddress = .zero, floodReason: FloodReason? = nil) {
-        self.verdict = verdict; self.vlan = vlan; self.ingressTagLength = ingressTagLength; self.priority = priority; self.learn = learn
+        self.verdict = verdict; self.vlan = vlan; self.tagBytes = UInt8(truncatingIfNeeded: ingressTagLength); self.priority = priority
+        self.effects = learn ? Effects.learn : 0
         self.source = source; self.destination = destination; self.floodReason = floodReason
     }
 }
@@ -300,8 +346,8 @@ public func decide<T: TraceSink>(
     // team's checks and the forwarding below.
     var uplinkDestination: PortIndex? = nil
     if fromUplink {
-        switch withUnsafePointer(to: h, { uplinkIngress(frame: frame, header: $0, vlan: vlan, learningVLAN: fid, inPort: inPort,
-                                                        plan: plan, context: context, trace: &trace) }) {
+        switch uplinkIngress(frame: frame, header: HeaderFields(h), vlan: vlan, learningVLAN: fid, inPort: inPort, plan: plan,
+                             context: context, trace: &trace) {
         case .beacon:
             d.verdict = .local(.teamBeacon)
             return d
@@ -315,9 +361,8 @@ public func decide<T: TraceSink>(
         trace.record(.transparent(portGroup: plan.ports[inPort].portGroup))
         d.verdict = .floodPortGroup
     } else if h.destination.isMulticast {
-        let m = withUnsafePointer(to: h) {
-            multicastIngress(frame: frame, header: $0, offload: offload, vlan: vlan, learningVLAN: fid, context: context, trace: &trace)
-        }
+        let m = multicastIngress(frame: frame, header: HeaderFields(h), offload: offload, vlan: vlan, learningVLAN: fid,
+                                 context: context, trace: &trace)
         d.floodReason = m.floodReason
         if case .drop(let r) = m.verdict { return dropped(d, r, trace: &trace) }
         d.verdict = m.verdict
@@ -328,7 +373,7 @@ public func decide<T: TraceSink>(
         if outPort.pointee.isUplink && !fromUplink {
             // Out to the physical network: by the member the team picks for this guest,
             // whichever uplink the destination was learned on.
-            let t = withUnsafePointer(to: h) { teamForward(frame: frame, header: $0, inPort: inPort, plan: plan, context: context, trace: &trace) }
+            let t = teamForward(frame: frame, header: HeaderFields(h), inPort: inPort, plan: plan, context: context, trace: &trace)
             d.uplink = t.uplink
             if case .drop(let r) = t.verdict { return dropped(d, r, trace: &trace) }
             d.verdict = t.verdict
@@ -351,10 +396,8 @@ public func decide<T: TraceSink>(
     // The policy stage: nothing in it concerns a known unicast (or a frame flooded within
     // its port group) unless the switch shapes some port.
     if d.floodReason != nil || context.shaper != nil {
-        let a = withUnsafePointer(to: h) {
-            ingressPolicies(frame: frame, header: $0, verdict: d.verdict, floodReason: d.floodReason, learningVLAN: fid,
-                            inPort: inPort, plan: plan, context: context, trace: &trace)
-        }
+        let a = ingressPolicies(frame: frame, header: HeaderFields(h), verdict: d.verdict, floodReason: d.floodReason,
+                                learningVLAN: fid, inPort: inPort, plan: plan, context: context, trace: &trace)
         if let r = a.refusal { return dropped(d, r, trace: &trace) }
         d.takesStormToken = a.takesStormToken
         d.takesShapingTokens = a.takesShapingTokens
@@ -364,6 +407,22 @@ public func decide<T: TraceSink>(
     trace.record(.learnRequested(vlan: fid, mac: h.source, port: inPort, currentPort: table.lookup(vlan: fid, mac: h.source)))
     d.learn = true
     return d
+}
+
+/// The fields of a frame's header that `decide`'s out-of-line stages read. Its tags are
+/// spent by VLAN classification before those stages, so they are not carried there: every
+/// value the stages could need would stay in a register (or a spill slot) through the
+/// lookup on the common path too.
+@usableFromInline
+struct HeaderFields {
+    @usableFromInline var destination: MACAddress
+    @usableFromInline var source: MACAddress
+    @usableFromInline var etherType: UInt16
+    @usableFromInline var payloadOffset: Int
+    @inlinable @inline(__always)
+    init(_ h: FrameHeader) {
+        destination = h.destination; source = h.source; etherType = h.etherType; payloadOffset = h.payloadOffset
+    }
 }
 
 /// What the team makes of a frame from an uplink (`uplinkIngress`).
@@ -382,9 +441,8 @@ enum UplinkIngress {
 /// member, standby or not, must hear them), then the destination's lookup and the team's
 /// admission checks.
 @inlinable @inline(never)
-func uplinkIngress<T: TraceSink>(frame: UnsafeRawBufferPointer, header: UnsafePointer<FrameHeader>, vlan: VLANID, learningVLAN fid: VLANID,
+func uplinkIngress<T: TraceSink>(frame: UnsafeRawBufferPointer, header h: HeaderFields, vlan: VLANID, learningVLAN fid: VLANID,
                                  inPort: PortIndex, plan: SwitchPlan, context: DecisionContext, trace: inout T) -> UplinkIngress {
-    let h = header.pointee
     if h.destination == TeamFrames.beaconDestination && h.etherType == TeamFrames.beaconEtherType {
         trace.record(.consumed(what: "team beacon probe"))
         return .beacon
@@ -415,10 +473,9 @@ func dropped<T: TraceSink>(_ d: Decision, _ r: DropReason, trace: inout T) -> De
 /// `.multicastRouters`, or `.drop` for a malformed IGMP/MLD message), the flood class, and
 /// whether the datapath records the message (`Decision.snoops`).
 @inlinable @inline(never)
-func multicastIngress<T: TraceSink>(frame: UnsafeRawBufferPointer, header: UnsafePointer<FrameHeader>, offload: FrameOffload, vlan: VLANID,
+func multicastIngress<T: TraceSink>(frame: UnsafeRawBufferPointer, header h: HeaderFields, offload: FrameOffload, vlan: VLANID,
                                     learningVLAN fid: VLANID, context: DecisionContext,
                                     trace: inout T) -> (verdict: Verdict, floodReason: FloodReason, snoops: Bool) {
-    let h = header.pointee
     let reason: FloodReason = h.destination.isBroadcast ? .broadcast : .multicast
     var verdict = Verdict.flood, snoops = false
     if let groups = context.multicast, !h.destination.isBroadcast {
@@ -459,13 +516,13 @@ func multicastIngress<T: TraceSink>(frame: UnsafeRawBufferPointer, header: Unsaf
 /// `uplinks: none`). Returns `.forward` to that member's port, or a drop, and the member
 /// (-1: none).
 @inlinable @inline(never)
-func teamForward<T: TraceSink>(frame: UnsafeRawBufferPointer, header: UnsafePointer<FrameHeader>, inPort: PortIndex, plan: SwitchPlan,
+func teamForward<T: TraceSink>(frame: UnsafeRawBufferPointer, header h: HeaderFields, inPort: PortIndex, plan: SwitchPlan,
                                context: DecisionContext, trace: inout T) -> (verdict: Verdict, uplink: Int16) {
-    let h = header.pointee
     let port = plan.storage.hotPorts + inPort
     if port.pointee.isTunnel { return (.drop(.splitHorizon), -1) }
     if !port.pointee.usesUplinks { return (.drop(.uplinkIsolated), -1) }
-    let uplink = Int16(context.team?.state.uplink(forGuestPort: inPort, header: h, frame: frame) ?? -1)
+    let uplink = Int16(context.team?.state.uplink(forGuestPort: inPort, source: h.source, etherType: h.etherType,
+                                                  payloadOffset: h.payloadOffset, frame: frame) ?? -1)
     guard uplink >= 0 else { return (.drop(.noHealthyUplink), uplink) }
     let p = plan.storage.uplinkPorts[Int(uplink)]
     trace.record(.teamUplink(member: Int(uplink), port: p))
@@ -491,10 +548,9 @@ struct IngressPolicyAnswer {
 /// announcement. Questions only: the tokens are spent by the caller, and only by a frame
 /// that passes every check (storm and shaping alike).
 @inlinable @inline(never)
-func ingressPolicies<T: TraceSink>(frame: UnsafeRawBufferPointer, header: UnsafePointer<FrameHeader>, verdict: Verdict,
+func ingressPolicies<T: TraceSink>(frame: UnsafeRawBufferPointer, header h: HeaderFields, verdict: Verdict,
                                    floodReason: FloodReason?, learningVLAN fid: VLANID, inPort: PortIndex, plan: SwitchPlan,
                                    context: DecisionContext, trace: inout T) -> IngressPolicyAnswer {
-    let h = header.pointee
     var answer = IngressPolicyAnswer()
     if let why = floodReason, let storm = context.storm, storm.isActive, let rate = storm.rate(port: inPort, reason: why) {
         let admitted = storm.wouldAdmit(port: inPort, reason: why, now: context.now)
@@ -516,12 +572,14 @@ func ingressPolicies<T: TraceSink>(frame: UnsafeRawBufferPointer, header: Unsafe
     case .flood, .multicastGroup, .multicastRouters:
         // Uplinks are multicast-router ports: a group's traffic and reports leave by the team.
         if plan.storage.team != nil, port.pointee.usesUplinks {
-            answer.uplink = Int16(context.team?.state.uplink(forGuestPort: inPort, header: h, frame: frame) ?? -1)
+            answer.uplink = Int16(context.team?.state.uplink(forGuestPort: inPort, source: h.source, etherType: h.etherType,
+                                                             payloadOffset: h.payloadOffset, frame: frame) ?? -1)
             if answer.uplink >= 0 { trace.record(.teamUplink(member: Int(answer.uplink), port: plan.uplinkPorts[Int(answer.uplink)])) }
         }
     default: break
     }
-    if plan.storage.team != nil && !port.pointee.isUplink && h.destination.isBroadcast && isAnnouncement(header: h, frame: frame) {
+    if plan.storage.team != nil && !port.pointee.isUplink && h.destination.isBroadcast
+        && isAnnouncement(etherType: h.etherType, payloadOffset: h.payloadOffset, source: h.source, frame: frame) {
         trace.record(.announcement(vlan: fid, mac: h.source))
         answer.announces = true
     }
@@ -568,7 +626,7 @@ public func decide<T: TraceSink>(frame: UnsafeRawBufferPointer, inPort: PortInde
 ///
 /// `known`: the port of the (unicast) destination in the MAC table, nil for multicast or a miss.
 @inlinable @inline(__always)
-func teamAdmission<T: TraceSink>(frame: UnsafeRawBufferPointer, header h: FrameHeader, vlan: VLANID, learningVLAN fid: VLANID,
+func teamAdmission<T: TraceSink>(frame: UnsafeRawBufferPointer, header h: HeaderFields, vlan: VLANID, learningVLAN fid: VLANID,
                                  port: HotPort, inPort: PortIndex, destinationPort known: PortIndex?, plan: SwitchPlan, table: MACTable,
                                  team: TeamContext?, trace: inout T) -> DropReason? {
     let member = Int(port.teamMember)
@@ -581,7 +639,7 @@ func teamAdmission<T: TraceSink>(frame: UnsafeRawBufferPointer, header h: FrameH
     guard let t = team else { return nil }
     if !t.state.holders.contains(Int16(member)) { return .teamInactiveUplink }
     if let q = table.lookup(vlan: fid, mac: h.source), !plan.storage.hotPorts[q].isUplink {
-        let announcement = isAnnouncement(header: h, frame: frame)
+        let announcement = isAnnouncement(etherType: h.etherType, payloadOffset: h.payloadOffset, source: h.source, frame: frame)
         if !announcement || t.locks.isLocked(vlan: fid, mac: h.source, now: t.now) { return .teamReflectedSource }
     }
     if h.destination.isMulticast || known == nil {

@@ -97,7 +97,7 @@ public final class EgressList {
 
     @inlinable @inline(__always)
     func append(_ item: EgressItem) {
-        if used < capacity { items[used] = item; used += 1 } else { dropped += 1 }
+        if used < capacity { items[used] = item; used &+= 1 } else { dropped &+= 1 }
     }
 
     /// True the first time `port` is stamped for the current frame.
@@ -161,7 +161,9 @@ public func egressRefusal(of destination: MACAddress, to port: HotPort) -> DropR
 ///
 /// Inlined into the caller: a known unicast on a switch without mirrors and promiscuous
 /// ports (the common case) is one offer, in line; everything else runs the full walk
-/// (`collectEgressInFull`) in Core, out of line.
+/// (`collectEgressInFull`) in Core, out of line. (Offering a mirrored switch's known
+/// unicast in line too saves a third of the mirror's cost but costs every switch's known
+/// unicast some 14 instructions, callgrind: the mirror checks crowd the registers.)
 @inlinable @inline(always)
 public func collectEgress(of d: Decision, inPort: PortIndex, plan: SwitchPlan, context: DecisionContext,
                           into list: EgressList) -> DropReason? {
@@ -192,10 +194,7 @@ func collectEgressInFull(of decision: UnsafePointer<Decision>, inPort: PortIndex
     switch d.verdict { case .multicastGroup, .multicastRouters: multicast = true; default: multicast = false }
     if storage.hasMirrors || multicast { list.nextFrame() }
     if storage.hasMirrors {
-        for dst in storage.mirrorOnIngress[inPort] where !portIsDown(dst, context) && list.stamp(dst) {
-            list.append(EgressItem(port: dst, kind: .mirrorIngress, rewrite: EgressRewrite(strip: 0, push: nil),
-                                   finishOffload: offload && !storage.hotPorts[dst].acceptsOffloads))
-        }
+        appendIngressMirrorCopies(inPort: inPort, offload: offload, plan: plan, links: context.links, into: list)
     }
     let mirrorsEnd = list.used
     let from = storage.hotPorts[inPort].isUplink
@@ -279,18 +278,43 @@ func offerEgress(_ p: Int, of d: Decision, from fromUplink: Bool, fromTunnel: Bo
         let k = Int32(truncatingIfNeeded: list.used)
         list.append(EgressItem(port: p, kind: .output, rewrite: rw, finishOffload: offload && !port.pointee.acceptsOffloads))
         if storage.hasMirrors && list.used == Int(k) + 1 {
-            for dst in storage.mirrorOnEgress[p] where !list.isStamped(dst) && !portIsDown(dst, context) {
-                list.append(EgressItem(port: dst, kind: .mirrorEgress, after: k, rewrite: rw,
-                                       finishOffload: offload && !storage.hotPorts[dst].acceptsOffloads))
-            }
+            appendEgressMirrorCopies(of: k, port: p, rewrite: rw, offload: offload, plan: plan, links: context.links, into: list)
         }
+    }
+}
+
+/// The ingress mirror (SPAN) copies of a frame received on `inPort`: the frame as received,
+/// to each destination of the port's ingress mirrors that is up and not yet stamped for this
+/// frame (`collectEgress`).
+@inlinable @inline(__always)
+func appendIngressMirrorCopies(inPort: PortIndex, offload: Bool, plan: SwitchPlan, links: PortLinks?, into list: EgressList) {
+    let storage = plan.storage
+    for dst in storage.mirrorOnIngress[inPort] where !portIsDown(dst, links) && list.stamp(dst) {
+        list.append(EgressItem(port: dst, kind: .mirrorIngress, rewrite: EgressRewrite(strip: 0, push: nil),
+                               finishOffload: offload && !storage.hotPorts[dst].acceptsOffloads))
+    }
+}
+
+/// The egress mirror copies of output `output` (its index in `list`) to port `p`, as it
+/// leaves (`rewrite`): to each destination of `p`'s egress mirrors that is up and has no
+/// copy of this frame yet ("copy if sent", see `collectEgress`).
+@inlinable @inline(__always)
+func appendEgressMirrorCopies(of output: Int32, port p: PortIndex, rewrite: EgressRewrite, offload: Bool, plan: SwitchPlan,
+                              links: PortLinks?, into list: EgressList) {
+    let storage = plan.storage
+    for dst in storage.mirrorOnEgress[p] where !list.isStamped(dst) && !portIsDown(dst, links) {
+        list.append(EgressItem(port: dst, kind: .mirrorEgress, after: output, rewrite: rewrite,
+                               finishOffload: offload && !storage.hotPorts[dst].acceptsOffloads))
     }
 }
 
 /// Whether `port`'s device is gone (`PortLinks`): one load when every port is up.
 @inlinable @inline(__always)
-func portIsDown(_ port: Int, _ context: DecisionContext) -> Bool {
-    guard let l = context.links, l.downCount > 0 else { return false }
+func portIsDown(_ port: Int, _ context: DecisionContext) -> Bool { portIsDown(port, context.links) }
+
+@inlinable @inline(__always)
+func portIsDown(_ port: Int, _ links: PortLinks?) -> Bool {
+    guard let l = links, l.downCount > 0 else { return false }
     return l.isDown(port)
 }
 
