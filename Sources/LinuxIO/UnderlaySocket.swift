@@ -3,6 +3,14 @@ import CLinux
 import Glibc
 #endif
 
+/// One message of a batched underlay send (`UnderlaySocket.send`): where its UDP payload's
+/// pieces start in the iovec array and how many, the UDP GSO segment size for a run (0 for
+/// one datagram), and its destination. The C layout `clu_message` (CLinux), named here so
+/// callers above LinuxIO use it without importing the C shim.
+public typealias UnderlayMessage = clu_message
+/// An underlay address as 128 bits in host order (IPv4 mapped into IPv6): `clu_address`.
+public typealias UnderlayWireAddress = clu_address
+
 /// The sockets of one VXLAN underlay endpoint (issue 17): this host's underlay address and
 /// one UDP port, opened in the namespace that holds the address.
 ///
@@ -140,7 +148,7 @@ public final class UnderlaySocket {
     /// (`clu_message`: a datagram, or with `runs` a UDP GSO run, its UDP payload in `iov`).
     /// Returns how many were sent, or -errno when the first failed (-EBADF once closed).
     @inline(__always)
-    public func send(sender: Int, runs: Bool, _ iov: UnsafeMutablePointer<iovec>, messages: UnsafePointer<clu_message>, count: Int) -> Int {
+    public func send(sender: Int, runs: Bool, _ iov: UnsafeMutablePointer<iovec>, messages: UnsafePointer<UnderlayMessage>, count: Int) -> Int {
         let pool = runs ? runSenders : senders
         guard sender < pool.count else { return -Int(EBADF) }
         return Int(clu_udp_send_batch(pool[sender], family, port, iov, messages, UInt32(min(count, UnderlaySocket.batch))))

@@ -1,4 +1,3 @@
-import CLinux
 import Core
 import Foundation
 import LinuxIO

@@ -1,4 +1,3 @@
-import CLinux
 import Core
 import LinuxIO
 import Model
@@ -196,7 +195,7 @@ public final class UnderlayEndpoint {
             // Messages i..<end share the socket: wire them up in order and send.
             for j in i..<end {
                 let m = Int(b.order[j])
-                b.wire[j - i] = clu_message(first: b.messageFirst[m], count: b.messagePieces[m],
+                b.wire[j - i] = UnderlayMessage(first: b.messageFirst[m], count: b.messagePieces[m],
                                             segment: b.messageDatagrams[m] > 1 ? UInt32(b.messageSize[m]) : 0, reserved: 0,
                                             destination: b.messageDestination[m])
             }
@@ -248,7 +247,7 @@ public final class UnderlayEndpoint {
         while d < first + count {
             let n = min(first + count - d, UnderlaySocket.batch)
             for j in 0..<n {
-                b.single[j] = clu_message(first: b.datagramFirst[d + j], count: b.datagramPieces[d + j], segment: 0, reserved: 0,
+                b.single[j] = UnderlayMessage(first: b.datagramFirst[d + j], count: b.datagramPieces[d + j], segment: 0, reserved: 0,
                                           destination: b.messageDestination[m])
             }
             let r = socket.send(sender: sender, runs: false, b.iov, messages: b.single, count: n)
@@ -406,12 +405,12 @@ final class SendBatch {
     /// The run's datagram size (its first datagram's bytes: UDP_SEGMENT's gso_size).
     let messageSize = UnsafeMutablePointer<UInt16>.allocate(capacity: SendBatch.capacity)
     let messageSender = UnsafeMutablePointer<UInt16>.allocate(capacity: SendBatch.capacity)
-    let messageDestination = UnsafeMutablePointer<clu_address>.allocate(capacity: SendBatch.capacity)
+    let messageDestination = UnsafeMutablePointer<UnderlayWireAddress>.allocate(capacity: SendBatch.capacity)
     // Flush scratch: the messages in socket order, as the C call takes them.
     let order = UnsafeMutablePointer<Int32>.allocate(capacity: SendBatch.capacity)
     let bucket = UnsafeMutablePointer<Int32>.allocate(capacity: 256)
-    let wire = UnsafeMutablePointer<clu_message>.allocate(capacity: SendBatch.capacity)
-    let single = UnsafeMutablePointer<clu_message>.allocate(capacity: UnderlaySocket.batch)
+    let wire = UnsafeMutablePointer<UnderlayMessage>.allocate(capacity: SendBatch.capacity)
+    let single = UnsafeMutablePointer<UnderlayMessage>.allocate(capacity: UnderlaySocket.batch)
     /// Datagrams batched.
     var count = 0
     var iovUsed = 0
@@ -425,7 +424,7 @@ final class SendBatch {
     /// bytes, within 64 datagrams and 65507 bytes (`UnderlaySocket.maximumRun`,
     /// `maximumPayload`); `runs` false (UDP GSO refused) never joins.
     @inline(__always)
-    func joins(sender: UInt16, destination: clu_address, length: Int, runs: Bool) -> Bool {
+    func joins(sender: UInt16, destination: UnderlayWireAddress, length: Int, runs: Bool) -> Bool {
         guard runs, messageCount > 0, !sealed else { return false }
         let m = messageCount - 1
         return messageSender[m] == sender && messageDestination[m].hi == destination.hi && messageDestination[m].lo == destination.lo
@@ -457,7 +456,7 @@ final class ReceiveScratch {
     static let frameCapacity = 4096
     let area = UnsafeMutableRawPointer.allocate(byteCount: ReceiveScratch.slots * ReceiveScratch.slotSize, alignment: 64)
     let iov = UnsafeMutablePointer<iovec>.allocate(capacity: ReceiveScratch.slots)
-    let sources = UnsafeMutablePointer<clu_address>.allocate(capacity: ReceiveScratch.slots)
+    let sources = UnsafeMutablePointer<UnderlayWireAddress>.allocate(capacity: ReceiveScratch.slots)
     let lengths = UnsafeMutablePointer<UInt32>.allocate(capacity: ReceiveScratch.slots)
     let segments = UnsafeMutablePointer<UInt16>.allocate(capacity: ReceiveScratch.slots)
     // The frames to forward: where, how long, which tunnel port, and the virtio-net header
@@ -505,7 +504,7 @@ final class ReceiveScratch {
 /// host (`sendsRuns`).
 public final class TunnelPort: PortIO {
     let endpoint: UnderlayEndpoint
-    let destination: clu_address
+    let destination: UnderlayWireAddress
     let vniBase: UInt32
     /// Consecutive equal datagrams may leave as one UDP GSO run: only to another Tapestry
     /// host, which reads them through a UDP socket (its kernel segments or hands over the
@@ -524,7 +523,7 @@ public final class TunnelPort: PortIO {
         self.sendsRuns = sendsRuns
         self.endpoint = endpoint
         let k = TunnelDemux.key(remote)
-        destination = clu_address(hi: k.high, lo: k.low)
+        destination = UnderlayWireAddress(hi: k.high, lo: k.low)
         self.vniBase = vniBase
         queueCount = max(1, min(queues, endpoint.queueCount))
     }
