@@ -114,7 +114,7 @@ if want offload || want vxlan || want underlay; then
     want vxlan && driver vxlan FuzzVXLAN "$OBJ"/Model.o "$OBJ"/Wire.o -- Fuzz/vxlan/main.swift
     want underlay && driver underlay FuzzUnderlay "$OBJ"/Model.o "$OBJ"/Core.o "$OBJ"/Wire.o -- Fuzz/underlay/main.swift
 fi
-# vhost-user (issue #18): the pure files of the VhostUser module, compiled into each driver.
+# vhost-user: the pure files of the VhostUser module, compiled into each driver.
 VHOST_PURE=(Sources/VhostUser/VirtioConstants.swift Sources/VhostUser/GuestMemory.swift Sources/VhostUser/Virtqueue.swift Sources/VhostUser/VhostMessage.swift)
 if want vhost-message; then driver vhost-message FuzzVhostMessage "$OBJ"/Model.o -- Fuzz/vhost-message/main.swift "${VHOST_PURE[@]}"; fi
 if want vhost-chain; then driver vhost-chain FuzzVhostChain "$OBJ"/Model.o -- Fuzz/vhost-chain/main.swift "${VHOST_PURE[@]}"; fi

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Overlay benchmark (issue 17): guest to guest across two hosts, through Tapestry's VXLAN
+# Overlay benchmark: guest to guest across two hosts, through Tapestry's VXLAN
 # tunnels vs the same two-host path through Linux's vxlan device and bridge, side by side in
 # one run. Hosts are network namespaces on a veth underlay bridge (MTU 1600,
 # Scripts/lab/fabric-underlay.sh); each setup gets its own underlay, so nothing is shared.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A multi-host fabric's underlay on one machine (issue 17), for the fabric lab and the
+# A multi-host fabric's underlay on one machine, for the fabric lab and the
 # system tests: hosts are network namespaces joined by a bridge (MTU 1600 unless MTU is set),
 # plus a Linux kernel VTEP in a bridge with one guest.
 #

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Open vSwitch as a remote VTEP on a fabric underlay (issue 17's interop test): OVS 3.x in
+# Open vSwitch as a remote VTEP on a fabric underlay (the overlay's interop test): OVS 3.x in
 # userspace (`datapath_type=netdev`) with a `type=vxlan` port, started here without systemd.
 #
 #   ovs-vtep.sh up PREFIX REMOTE_IP VNI    (after fabric-underlay.sh up PREFIX)
