@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# What a NIC-team failover costs the datapath (issue 12): the longest time a datapath worker
+# What a NIC-team failover costs the datapath: the longest time a datapath worker
 # waits for the datapath lock while a failover moves N learned MACs to the standby NIC and
 # announces each with a RARP (notify-switches), before and after the change that took the
 # team monitor's system calls out from under the lock, for several N.
@@ -17,8 +17,8 @@
 # --json` after; only the new binary has it). Medians over rounds. Writes
 # Scripts/bench/failover-results.md and, after a full run, its README block (publish.py).
 #
-# Binaries: this tree's release build ("after") and the revision before issue 12's first
-# commit ("before"; BENCH_BEFORE=REV to choose another), built once into .build-bench/.
+# Binaries: this tree's release build ("after") and the revision before the first commit of
+# that change ("LinuxIO owns the port I/O") ("before"; BENCH_BEFORE=REV to choose another), built once into .build-bench/.
 # Needs root on Debian with iperf3-free tools: iproute2, ping, tcpdump, /usr/bin/python3 with
 # scapy (Scripts/setup.sh installs them). Names start with `bf`; everything is removed on exit.
 set -euo pipefail

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# North–south benchmark (issue 13): an outside host ↔ a guest across a veth uplink, TCP one
+# North–south benchmark: an outside host ↔ a guest across a veth uplink, TCP one
 # stream in both directions, side by side in one run:
 #   bridge    the Linux bridge, with the veth as a bridge port and the guest on a veth
 #   ovs       Open vSwitch userspace (datapath_type=netdev, userspace-tso-enable=true), the

@@ -3,6 +3,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdlib.h>
@@ -97,4 +99,38 @@ long cvm_send_with_fd(int sock, const void *buf, unsigned long len, int fd) {
     ssize_t n;
     do { n = sendmsg(sock, &msg, MSG_NOSIGNAL); } while (n < 0 && errno == EINTR);
     return n < 0 ? -errno : (long)n;
+}
+
+struct cvm_netns_spawn {
+    int ns_fd;
+    const char *path;
+    char *const *argv;
+    char *const *envp;
+    int stdin_fd, stdout_fd, stderr_fd;
+    const int *inherit;
+    int count;
+    pid_t *pid;
+    int rc;
+};
+
+// A thread of its own enters the namespace (setns changes only the calling thread's) and
+// spawns: the child takes the spawning thread's namespaces.
+static void *cvm_netns_spawn_thread(void *arg) {
+    struct cvm_netns_spawn *j = arg;
+    if (setns(j->ns_fd, CLONE_NEWNET) < 0) { j->rc = -errno; return NULL; }
+    j->rc = cvm_spawn(j->path, j->argv, j->envp, j->stdin_fd, j->stdout_fd, j->stderr_fd, j->inherit, j->count, j->pid);
+    return NULL;
+}
+
+int cvm_spawn_in_netns(const char *netns_path, const char *path, char *const argv[], char *const envp[],
+                       int stdin_fd, int stdout_fd, int stderr_fd,
+                       const int *inherit, int count, pid_t *pid) {
+    int ns = open(netns_path, O_RDONLY | O_CLOEXEC);
+    if (ns < 0) return -errno;
+    struct cvm_netns_spawn j = {ns, path, argv, envp, stdin_fd, stdout_fd, stderr_fd, inherit, count, pid, 0};
+    pthread_t thread;
+    int err = pthread_create(&thread, NULL, cvm_netns_spawn_thread, &j);
+    if (err == 0) pthread_join(thread, NULL);
+    close(ns);
+    return err != 0 ? -err : j.rc;
 }

@@ -284,10 +284,13 @@ extension Fabric {
             problems.append("network namespace '\(g.name)' already exists (not created by topology '\(t.name)'); remove it or rename guest '\(g.name)'")
         }
         let nl = try NetlinkSocket()
+        // A VM's TAP is born in its host's namespace (VMs.swift); a netns guest's in ours.
+        let vmNetlink = try vmNamespace(in: t).flatMap { NetworkNamespace.exists($0) ? try NetlinkSocket(namespace: $0) : nil }
         for g in guests {
+            let links = g.kind == .qemu ? (vmNetlink ?? nl) : nl
             for nic in g.nics {
                 let host = Fabric.hostTAPName(topology: tapStem(t), guest: g.name, nic: nic.index)
-                if (try? nl.linkExists(named: host)) == true { problems.append("link '\(host)' (for \(nic.portName)) already exists") }
+                if (try? links.linkExists(named: host)) == true { problems.append("link '\(host)' (for \(nic.portName)) already exists") }
             }
         }
         if !problems.isEmpty { throw RuntimeError(problems.joined(separator: "\n")) }

@@ -280,8 +280,9 @@ public enum JSONDocuments {
     /// One underlay endpoint's counters (`ports --json`'s `underlays`).
     static func underlay(_ u: UnderlayCounters) -> JSONValue {
         .object(["endpoint": .string(u.label), "rx_packets": .number(u.rxPackets), "rx_bytes": .number(u.rxBytes),
+                 "rx_coalesced": .number(u.rxCoalesced ?? 0), "rx_coalesced_packets": .number(u.rxCoalescedPackets ?? 0),
                  "tx_packets": .number(u.txPackets), "tx_bytes": .number(u.txBytes), "tx_errors": .number(u.txErrors),
-                 "drops": .object(u.drops.mapValues { .number($0) })])
+                 "tx_runs": .number(u.txRuns ?? 0), "drops": .object(u.drops.mapValues { .number($0) })])
     }
 
     /// `tapestry fdb --json`.

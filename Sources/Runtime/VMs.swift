@@ -20,7 +20,10 @@ import Glibc  // types and constants (iovec, errno values, signals); calls go th
 /// checksums arrive described, and what the switch sends the VM leaves whole; the kernel
 /// segments or finishes it for whatever offloads QEMU enabled on the TAP (TUNSETOFFLOAD
 /// follows the guest's features). The netdev stays in the host namespace with IPv6 off and
-/// no address, so the host stack ignores it. Because the switch holds the TAP fd, the
+/// no address, so the host stack ignores it. "The host namespace" is the daemon's, or on a
+/// multi-host topology's host with `netns:` that namespace: there the TAP is created, the
+/// AF_PACKET port opened and QEMU started (`VMSpec.networkNamespace`), so a VM of host h1
+/// runs inside h1 as its netns guests' traffic does. Because the switch holds the TAP fd, the
 /// netdev (and so the port, its counters and MAC entries) outlives a QEMU crash: a
 /// restarted VM comes back on the same port with the same MAC.
 ///
@@ -34,19 +37,41 @@ extension Fabric {
         VMPaths(name: guest, runDirectory: "\(RunDirectory.path)/\(topology).vms", logDirectory: "/var/log/tapestry/\(topology)")
     }
 
+    /// The network namespace this instance's QEMU guests, their TAPs and their ports live in:
+    /// its host's `netns:` (issue 17: several hosts of one topology on one machine, each VM
+    /// inside its host), or nil for the daemon's own.
+    func vmNamespace(in topology: Topology) -> String? {
+        guard let h = hostName else { return nil }
+        return topology.hosts.first { $0.name == h }?.netns
+    }
+
     /// Creates the TAP and AF_PACKET port of every NIC of qemu guest `g` (recorded in `vmTaps`
-    /// as they are made, so a failure half way is cleaned up by `down`).
+    /// as they are made, so a failure half way is cleaned up by `down`). On a host with
+    /// `netns:` both are made inside that namespace (`NetworkNamespace.run`): the TAP netdev
+    /// is born there, and the AF_PACKET sockets stay bound to it from there; the daemon's
+    /// threads use them as any other port.
     func createVMPorts(_ g: GuestSpec, of topology: Topology, host: NetlinkSocket, into byPort: inout [String: PortIO]) throws {
+        let ns = vmNamespace(in: topology)
+        let inside = try ns.map { try NetlinkSocket(namespace: $0) } ?? host
+        let nsFD = try ns.map { try NetworkNamespace.open($0) }
+        defer { if let fd = nsFD { _ = Glibc.close(fd) } }
+        func here<T>(_ body: () throws -> T) throws -> T { try ns.map { try NetworkNamespace.run(in: $0, body) } ?? body() }
         for nic in g.nics {
             let name = Fabric.hostTAPName(topology: tapStem(topology), guest: g.name, nic: nic.index)
-            let tap = try TAPDevice(name: name, vnetHeader: true)
+            let tap = try here { try TAPDevice(name: name, vnetHeader: true) }
             vmTaps[g.name, default: []].append(tap)
             // Keep the host stack out: no IPv6 (no link-local address, no ND), no IPv4 address.
-            try? "1".write(toFile: "/proc/sys/net/ipv6/conf/\(name)/disable_ipv6", atomically: false, encoding: .utf8)
+            if let fd = nsFD {
+                try? Sysctl.write("net/ipv6/conf/\(name)/disable_ipv6", "1", inNamespace: fd)
+            } else {
+                try? "1".write(toFile: "/proc/sys/net/ipv6/conf/\(name)/disable_ipv6", atomically: false, encoding: .utf8)
+            }
             let mtu = topology.mtu(of: nic)
-            guard let index = try host.linkIndex(named: name) else { throw RuntimeError("\(nic.portName): TAP \(name) vanished") }
-            try host.configureLink(index: index, mtu: mtu, up: true)
-            byPort[nic.portName] = try PacketPort(interface: name, mtu: mtu)
+            guard let index = try inside.linkIndex(named: name) else {
+                throw RuntimeError("\(nic.portName): TAP \(name) vanished\(ns.map { " from netns \($0)" } ?? "")")
+            }
+            try inside.configureLink(index: index, mtu: mtu, up: true)
+            byPort[nic.portName] = try here { try PacketPort(interface: name, mtu: mtu) }
         }
     }
 
@@ -83,7 +108,7 @@ extension Fabric {
             // (GuestNetworkConfig): the kernel command line is too small for a lab's.
             let nics = g.nics.enumerated().map { i, nic in GuestNIC(mac: nic.mac, tapFD: taps[i].fd, offloads: nic.offloads) }
             let spec = VMSpec(name: g.name, memoryMiB: g.memoryMiB, cpus: g.cpus, nics: nics,
-                              network: Fabric.guestNetwork(g, of: topology))
+                              network: Fabric.guestNetwork(g, of: topology), networkNamespace: vmNamespace(in: topology))
             let paths = Fabric.vmPaths(topology: stem, guest: g.name)
             _ = VMSupervisor.killStale(paths: paths)
             let s = try VMSupervisor(spec: spec, image: image, accel: accel, paths: paths, restartPolicy: g.restart,

@@ -310,10 +310,10 @@ public final class VMSupervisor: @unchecked Sendable {
         let processLogOffset = fileSize(paths.processLog)
         var cmd = command
         cmd.arguments += extraArguments
-        let header = "--- tapestry: \(Date()) starting \(spec.name) (\(accel.rawValue)): \(cmd.argv.joined(separator: " "))\n"
+        let header = "--- tapestry: \(Date()) starting \(spec.name) (\(accel.rawValue))\(spec.networkNamespace.map { " in netns \($0)" } ?? ""): \(cmd.argv.joined(separator: " "))\n"
         _ = header.withCString { write(logFD, $0, strlen($0)) }
         switch Spawn.spawn(path: qemuExecutable, arguments: cmd.arguments, stdout: logFD, stderr: logFD,
-                           inherit: spec.tapDescriptors) {
+                           inherit: spec.tapDescriptors, networkNamespace: spec.networkNamespace) {
         case .success(let pid):
             return Child(pid: pid, startedAt: Self.now(), consoleOffset: consoleOffset, processLogOffset: processLogOffset)
         case .failure(let e):

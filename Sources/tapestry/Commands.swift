@@ -187,12 +187,15 @@ func table(_ header: [String], _ rows: [[String]]) -> String {
 struct Validate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Check a topology file; errors as file:line:column: error: message.",
-        discussion: "By default this also checks what only this host can tell (uplink NICs that must exist); --no-host-checks skips that, for a file written for another host.")
+        discussion: "By default this also checks what only this host can tell (uplink NICs that must exist; the MTU of each host's underlay link whose address is on this machine, a warning when VXLAN would not fit it); --no-host-checks skips that, for a file written for another host.")
     @Argument(help: "Topology file (YAML).") var file: String
-    @Flag(inversion: .prefixedNo, help: "Check that uplink NICs exist on this host.") var hostChecks = true
+    @Flag(inversion: .prefixedNo, help: "Check that uplink NICs exist on this host, and the MTU of underlay links on this machine.") var hostChecks = true
 
     func run() throws {
         let t = try loadTopology(file, hostChecks: hostChecks)
+        if hostChecks {
+            for w in Fabric.underlayWarnings(of: t) { FileHandle.standardError.write(Data((w.description + "\n").utf8)) }
+        }
         let ports = t.guests.reduce(0) { $0 + $1.nics.count }
         print("\(file): topology '\(t.name)' is valid: \(t.switches.count) switch(es), \(t.guests.count) guest(s), \(ports) port(s)"
               + (hostChecks ? "" : " (host checks skipped)"))
@@ -333,7 +336,8 @@ struct Status: ParsableCommand {
 /// `underlay 10.70.0.1:4789 in netns h1: rx 12 packets (1432 bytes), tx 12 (…), tx errors 0; drops: unknown-vtep=3`.
 func underlayLine(_ u: UnderlayCounters) -> String {
     let drops = u.drops.isEmpty ? "none" : u.drops.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
-    return "underlay \(u.label): rx \(u.rxPackets) packets (\(u.rxBytes) bytes), tx \(u.txPackets) (\(u.txBytes) bytes), tx errors \(u.txErrors); drops: \(drops)"
+    let runs = (u.rxCoalesced ?? 0) > 0 ? " (\(u.rxCoalescedPackets ?? 0) coalesced into \(u.rxCoalesced ?? 0) frames)" : ""
+    return "underlay \(u.label): rx \(u.rxPackets) packets (\(u.rxBytes) bytes)\(runs), tx \(u.txPackets) (\(u.txBytes) bytes\((u.txRuns ?? 0) > 0 ? ", \(u.txRuns ?? 0) UDP GSO runs" : "")), tx errors \(u.txErrors); drops: \(drops)"
 }
 
 /// `--switch S`, checked like a switch name in the file.

@@ -29,6 +29,14 @@ int cvm_spawn(const char *path, char *const argv[], char *const envp[],
               int stdin_fd, int stdout_fd, int stderr_fd,
               const int *inherit, int count, pid_t *pid);
 
+/// `cvm_spawn` with the child in the network namespace at `netns_path` (a file such as
+/// /run/netns/NAME): a short-lived thread enters it with setns(CLONE_NEWNET) and spawns, so
+/// the child starts there; the caller's threads are untouched. Needs CAP_SYS_ADMIN. Returns
+/// 0 or -errno (-ENOENT: no such namespace; the rest as `cvm_spawn`).
+int cvm_spawn_in_netns(const char *netns_path, const char *path, char *const argv[], char *const envp[],
+                       int stdin_fd, int stdout_fd, int stderr_fd,
+                       const int *inherit, int count, pid_t *pid);
+
 /// pidfd_open(2): a descriptor (close-on-exec) that polls readable when process `pid`
 /// exits. Returns the fd or -errno (-ENOSYS before Linux 5.3, -ESRCH).
 int cvm_pidfd_open(pid_t pid);
