@@ -378,7 +378,7 @@ public final class FabricService: @unchecked Sendable {
             let myLease = lease
             let decisions = monitor.observe(snapshot, spec: spec, myLease: myLease, now: Deadline.now())
             lock.unlock()
-            report(decisions)
+            report(decisions, snapshot)
             guard myLease != 0, snapshot.members[host]?.lease == myLease else { continue }
             for restart in decisions.restarts where !isStopping {
                 do {
@@ -418,7 +418,7 @@ public final class FabricService: @unchecked Sendable {
         }
     }
 
-    private func report(_ d: FailoverDecisions) {
+    private func report(_ d: FailoverDecisions, _ snapshot: FabricSnapshot) {
         lock.lock()
         let newlyDead = Set(d.deadHosts.keys).subtracting(reportedDead)
         let back = reportedDead.subtracting(d.deadHosts.keys)
@@ -429,7 +429,9 @@ public final class FabricService: @unchecked Sendable {
         reportedMismatch = d.hashMismatches
         lock.unlock()
         for h in newlyDead.sorted() { callbacks.log("fabric: host \(h) is dead (no etcd registration); its guests restart elsewhere after \(options.grace) s") }
-        for h in back.sorted() { callbacks.log("fabric: host \(h) is registered again") }
+        // A dead host stops counting as dead once it registers again, or once none of its
+        // guests is placed on it any more (HA moved them): only the first is news.
+        for h in back.sorted() where snapshot.isAlive(h) { callbacks.log("fabric: host \(h) is registered again") }
         for (g, r) in newUnplaceable.sorted(by: { $0.key < $1.key }) { callbacks.log("fabric: cannot restart \(g): \(r)") }
         if mismatchChanged && !d.hashMismatches.isEmpty {
             callbacks.log("fabric: hosts running a different topology file than this one (\(spec.topologyHash.prefix(12))): "

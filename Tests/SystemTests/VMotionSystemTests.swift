@@ -82,6 +82,13 @@ final class HALab {
     /// The VMs `host`'s daemon runs (`vm list --json`).
     func vms(on host: String) -> [[String: Any]] { json("vm list", host: host)["vms"] as? [[String: Any]] ?? [] }
 
+    /// The fabric's and the VMs' log lines of every host (the timeline of an HA event).
+    func timeline() -> String {
+        hosts.flatMap { h in
+            log(h).split(separator: "\n").filter { $0.contains("fabric:") || $0.contains("VM ") || $0.contains("vm migrate") }.map { "  [\(h)] \($0)" }
+        }.sorted { $0.dropFirst(6) < $1.dropFirst(6) }.suffix(40).joined(separator: "\n")
+    }
+
     func daemonPID(_ host: String) -> Int32? { (json("status", host: host)["pid"] as? NSNumber)?.int32Value }
 
     func log(_ host: String) -> String {
@@ -313,6 +320,7 @@ struct VMotionSystemTests {
         let seconds = Date().timeIntervalSince(killedAt)
         print("HA: kill -9 of h3 (daemon and QEMU) to the first ping of its VM from h1: \(String(format: "%.1f", seconds)) s "
               + "(lease TTL 3 s + grace 3 s + boot; goal ≤ TTL + boot + 5 s)")
+        print(lab.timeline())
         try #require(back != nil, "the VM answers again\n\(lab.log("h1").suffix(1500))\n\(lab.log("h2").suffix(1500))")
         let runner = ["h1", "h2"].first { h in lab.vms(on: h).contains { $0["name"] as? String == vm } }
         #expect(runner != nil, "a survivor runs the VM")
@@ -367,6 +375,7 @@ struct VMotionSystemTests {
         #expect(off != nil, "h3 declared itself isolated and powered its VM off\n\(lab.log("h3").suffix(1500))")
         let back = HALab.wait(120) { lab.exec(a, "ping -c 1 -W 0.3 10.79.0.10").succeeded }
         print("isolation: link cut to the VM answering from a survivor: \(String(format: "%.1f", Date().timeIntervalSince(cutAt))) s")
+        print(lab.timeline())
         #expect(back != nil, "a survivor restarted the VM\n\(lab.log("h1").suffix(1000))\n\(lab.log("h2").suffix(1000))")
 
         #expect(sh("'\(Harness.packageRoot)/Scripts/lab/ha-underlay.sh' mend \(p) 3").succeeded)
