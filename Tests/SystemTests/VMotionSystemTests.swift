@@ -43,7 +43,9 @@ final class HALab {
     }
 
     deinit {
+        let t0 = Date()
         for h in hosts.reversed() { Harness.tapestry("down --name \(name) --host \(h)") }
+        print(String(format: "lab %@: hosts down in %.1f s", p, Date().timeIntervalSince(t0)))
         etcd?.shutdown()
         sh("'\(Harness.packageRoot)/Scripts/lab/ha-underlay.sh' down \(p)")
         unlink(file)
@@ -190,6 +192,9 @@ struct VMotionSystemTests {
     /// is refused; with all restarted, nothing is restarted or powered off.
     @Test func vmotionOverTAPThroughEtcdMemberLossAndOutage() throws {
         let p = Capabilities.uniquePrefix("m")
+        let t0 = Date()
+        func phase(_ what: String) { print(String(format: "[%6.1f s] ", Date().timeIntervalSince(t0)) + what) }
+        defer { phase("done") }
         let lab = HALab(prefix: p, hosts: 3, etcdMembers: 3) { Self.topology(p, endpoints: $0.endpoints, h3: "cpus: 1, memory: 64M") }
         if let e = lab.setupError { Issue.record("setup: \(e)"); return }
         let vm = "\(p)vm", a = "\(p)a", b = "\(p)b"
@@ -197,6 +202,7 @@ struct VMotionSystemTests {
         let pid0 = HALab.qemuPIDs(vm)
         #expect(pid0.count == 1)
 
+        phase("up")
         // Refusals: each says why and changes nothing.
         let unknown = lab.migrate(vm, from: "h1", to: "h9", json: false)
         #expect(!unknown.succeeded && unknown.stderr.contains("no host named 'h9'"), "\(unknown.stderr)")
@@ -210,6 +216,7 @@ struct VMotionSystemTests {
         #expect(lab.guests(on: "h1", seenFrom: "h2").contains(vm), "a refusal leaves the placement alone")
         #expect(lab.vms(on: "h1").first?["state"] as? String == "running")
 
+        phase("refusals")
         // h3 runs another file (one comment more): reported by the others, refused as a destination.
         Harness.tapestry("down --name \(lab.name) --host h3")
         let other = lab.file + ".other"
@@ -226,6 +233,7 @@ struct VMotionSystemTests {
         #expect(!otherFile.succeeded && otherFile.stderr.contains("runs a different topology file"), "\(otherFile.stderr)")
         #expect(HALab.qemuPIDs(vm) == pid0)
 
+        phase("other file")
         // VMotion h1 → h2 with 20 ms pings from h2's guest.
         let rxBefore = ((lab.json("ports", host: "h1")["ports"] as? [[String: Any]])?.first { $0["name"] as? String == "\(vm).eth0" }?["rx_frames"] as? NSNumber)?.intValue ?? 0
         let pinger = Pinger(from: b, to: "10.79.0.10", tag: p)
@@ -252,15 +260,39 @@ struct VMotionSystemTests {
         #expect(rxBefore > 0 && rxAfter >= rxBefore, "the port's counters followed the VM (\(rxBefore) on h1 before, \(rxAfter) on h2 after)")
         #expect(lab.guests(on: "h2", seenFrom: "h3").contains(vm), "etcd places it on h2")
 
-        // One etcd member of three down: migrations still work.
+        phase("first migration")
+        // One etcd member of three down: migrations still work. No traffic this time: only the
+        // announcement (QEMU's RARPs on a TAP backend) can move the MAC, on h2 and on h3, and a
+        // capture on h3's tunnel port to h1 sees those RARPs.
+        #expect(lab.ping("\(p)c", "10.79.0.10", count: 2), "h3 learns the VM behind its tunnel to h2")
+        #expect(((lab.json("fdb", host: "h3")["entries"] as? [[String: Any]]) ?? []).contains { $0["mac"] as? String == "52:54:00:7a:00:10" && $0["port"] as? String == "h2" })
         lab.etcd!.kill(member: 0)
+        let pcap = NSTemporaryDirectory() + "tapestry-\(p)-rarp.pcapng"
+        defer { unlink(pcap) }
+        let capture = try spawnBackground([Harness.binary, "capture", "--name", lab.name, "--host", "h3", "--port", "h1", "--direction", "in",
+                                           "--filter", "ether src 52:54:00:7a:00:10", "-c", "3", "--duration", "60s", "-w", pcap],
+                                          log: NSTemporaryDirectory() + "tapestry-\(p)-capture.log")
+        usleep(1_000_000)
         let m2 = lab.migrate(vm, from: "h2", to: "h1")
         #expect(m2.succeeded, "migration back with 2 of 3 etcd members: \(m2.stderr)")
         print("VMotion h2 → h1 with one etcd member down: \(m2.stdout.split(separator: "\n").filter { $0.contains("total_seconds") || $0.contains("downtime") }.joined(separator: " "))")
+        for h in ["h2", "h3"] {
+            let moved = HALab.wait(5) {
+                ((lab.json("fdb", host: h)["entries"] as? [[String: Any]]) ?? []).contains { $0["mac"] as? String == "52:54:00:7a:00:10" && $0["port"] as? String == "h1" }
+            }
+            #expect(moved != nil, "the announcement moved the VM's MAC to \(h)'s tunnel port to h1")
+        }
+        var st: Int32 = 0
+        for _ in 0..<100 where waitpid(capture, &st, WNOHANG) == 0 { usleep(100_000) }
+        kill(capture, SIGKILL); waitpid(capture, &st, 0)
+        let frames = sh("tcpdump -e -nn -r '\(pcap)' 2>/dev/null").stdout
+        print("h3 saw from the VM after the migration:\n" + frames.split(separator: "\n").prefix(3).map { "  \($0)" }.joined(separator: "\n"))
+        #expect(frames.contains("0x8035"), "QEMU's RARP announcement reached h3: \(frames)")
         let pid1 = HALab.qemuPIDs(vm)
         #expect(pid1.count == 1)
         #expect(lab.ping(b, "10.79.0.10"))
 
+        phase("second migration")
         // Every member down: forwarding and pings go on; a migration is refused.
         lab.etcd!.kill(member: 1); lab.etcd!.kill(member: 2)
         let outage = Pinger(from: b, to: "10.79.0.10", tag: p + "o")
@@ -273,9 +305,12 @@ struct VMotionSystemTests {
         #expect(lab.ping(a, "10.79.0.2"), "netns guests across hosts too")
         #expect(HALab.qemuPIDs(vm) == pid1, "nothing powered off (the isolation address answers)")
 
+        phase("outage")
         // Every member back: no guest restarted or powered off.
         do { try lab.etcd!.restart(members: [0, 1, 2]) } catch { Issue.record("etcd restart: \(error)"); return }
+        phase("etcd restarted")
         let registered = HALab.wait(30) { lab.hosts.allSatisfy { lab.fabric($0)["registered"] as? Bool == true } }
+        phase("registered again")
         #expect(registered != nil, "every host registered again")
         usleep(6_000_000)   // a grace period and more
         #expect(HALab.qemuPIDs(vm) == pid1, "the same QEMU still runs the VM")
