@@ -52,7 +52,7 @@ let package = Package(
         .target(name: "VhostUser", dependencies: ["CVhost", "CLinux", "LinuxIO", "Model", "Wire"], swiftSettings: v5 + hotPath),
 
         // Runtime: datapath loop, control socket, guests.
-        .target(name: "Runtime", dependencies: ["Model", "Core", "Topology", "LinuxIO", "Netlink", "VMRunner", "Wire", "Observability", "VhostUser"], swiftSettings: v5 + hotPath),
+        .target(name: "Runtime", dependencies: ["Model", "Core", "Topology", "LinuxIO", "Netlink", "VMRunner", "Wire", "Observability", "VhostUser", "FabricStore"], swiftSettings: v5 + hotPath),
         .executableTarget(
             name: "tapestry",
             dependencies: ["Runtime", "Topology", "Capture", "VMRunner", "Observability", "LinuxIO", .product(name: "ArgumentParser", package: "swift-argument-parser")],
@@ -90,7 +90,7 @@ let package = Package(
         .testTarget(name: "WireTests", dependencies: ["Wire", "Model", "TestSupport"]),
         .testTarget(name: "NetlinkTests", dependencies: ["Netlink", "LinuxIO", "TestSupport"], swiftSettings: v5),
         .testTarget(name: "CaptureTests", dependencies: ["Capture", "CPcap", "Model", "TestSupport"], swiftSettings: v5),
-        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Core", "Model", "Topology", "Observability", "TestSupport"], swiftSettings: v5),
+        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "Core", "Model", "Topology", "Observability", "FabricStore", "TestSupport"], swiftSettings: v5),
         .testTarget(name: "SystemTests", dependencies: ["TestSupport"], swiftSettings: v5),
         .testTarget(name: "FabricStoreTests", dependencies: ["FabricStore", "TestSupport"], swiftSettings: v5),
         .testTarget(name: "VMRunnerTests", dependencies: ["VMRunner", "Model", "TestSupport"]),

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A three-host fabric on one machine (issue 17): two Tapestry hosts and a Linux kernel VTEP.
+# A three-host fabric on one machine: two Tapestry hosts and a Linux kernel VTEP.
 #
 #   Scripts/fabric-lab.sh [--non-interactive]
 #

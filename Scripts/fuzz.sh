@@ -114,7 +114,7 @@ if want offload || want vxlan || want underlay; then
     want vxlan && driver vxlan FuzzVXLAN "$OBJ"/Model.o "$OBJ"/Wire.o -- Fuzz/vxlan/main.swift
     want underlay && driver underlay FuzzUnderlay "$OBJ"/Model.o "$OBJ"/Core.o "$OBJ"/Wire.o -- Fuzz/underlay/main.swift
 fi
-# vhost-user (issue #18): the pure files of the VhostUser module, compiled into each driver.
+# vhost-user: the pure files of the VhostUser module, compiled into each driver.
 VHOST_PURE=(Sources/VhostUser/VirtioConstants.swift Sources/VhostUser/GuestMemory.swift Sources/VhostUser/Virtqueue.swift Sources/VhostUser/VhostMessage.swift)
 if want vhost-message; then driver vhost-message FuzzVhostMessage "$OBJ"/Model.o -- Fuzz/vhost-message/main.swift "${VHOST_PURE[@]}"; fi
 if want vhost-chain; then driver vhost-chain FuzzVhostChain "$OBJ"/Model.o -- Fuzz/vhost-chain/main.swift "${VHOST_PURE[@]}"; fi
@@ -127,7 +127,7 @@ say "build done in $((SECONDS - START)) s"
 # -max_len just above it) more than 512 MB or 5 s, is a finding, like a crash.
 declare -A EXTRA=([frame]="-max_len=2048" [topology]="-max_len=65536 -rss_limit_mb=512 -timeout=5" [pcap]="-max_len=4096" [control]="-max_len=65600 -rss_limit_mb=512 -timeout=5" [observability]="-max_len=1600" [multicast]="-max_len=1600"
                   [reload]="-max_len=131072 -rss_limit_mb=1024 -timeout=10"
-                  [offload]="-max_len=4096" [vxlan]="-max_len=2048" [underlay]="-max_len=2048"
+                  [offload]="-max_len=4096" [vxlan]="-max_len=2048" [underlay]="-max_len=9000"
                   [vhost-message]="-max_len=2048" [vhost-chain]="-max_len=20000")
 run() {
     local t=$1 dir=$B/run/$1

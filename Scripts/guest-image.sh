@@ -187,7 +187,7 @@ add_modules "$root/etc/tapestry/modules" virtio_ring virtio virtio_pci_modern_de
     virtio_pci failover net_failover virtio_net button evdev pvpanic_mmio
 add_modules "$root/etc/tapestry/modules-vlan" 8021q
 # On demand: the fw_cfg sysfs driver, loaded by /init when the network configuration comes
-# through QEMU's fw_cfg device (tapestry.net=fw_cfg; issue 16).
+# through QEMU's fw_cfg device (tapestry.net=fw_cfg).
 add_modules "$root/etc/tapestry/modules-fwcfg" qemu_fw_cfg
 grep -q '^virtio_net ' "$root/etc/tapestry/modules" \
     || python3 "$guest/imagetool.py" modules "$moddir" virtio_net | grep -q '^builtin' \

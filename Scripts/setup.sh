@@ -5,7 +5,7 @@
 # the observability tests (each exporter is checked by the real tool); libssl-dev (the fabric
 # store's TLS) and etcd-server (the fabric store's tests start their own etcd members; no
 # service is enabled); ruamel.yaml and jsonschema for the topology schema test; udhcpc (busybox)
-# for netns guests with `ip: dhcp` and dnsmasq-base for the DHCP tests (issue 16); openvswitch-switch
+# for netns guests with `ip: dhcp` and dnsmasq-base for the DHCP tests; openvswitch-switch
 # for the overlay interop test (OVS userspace type=vxlan, started by the test; no service used);
 # dpdk-dev for dpdk-testpmd, a vhost-user frontend in the tests.
 set -euo pipefail

@@ -10,13 +10,23 @@
 //   - a plan has 1…512 segments whose payload slices tile [headers, datagram end) exactly;
 //   - every segment re-parses with the same layout, ends where its IP length says, and its
 //     IPv4 header and TCP/UDP checksums verify; the writev form equals the contiguous form;
-//   - a tag shift that succeeds can be undone.
+//   - a tag shift that succeeds can be undone;
+//   - coalescing undoes segmentation: the segments of a TCP plan, laid out as a UDP_GRO
+//     buffer lays out VXLAN datagrams (each behind 8 bytes), coalesced in place by
+//     TCPCoalescer, cut again by Segmentation with the coalescer's virtio-net header, give
+//     the merged segments back byte for byte; the run stays within its capacity and an IP
+//     length of 65535.
 import Glibc
 import Wire
 
 private let scratch = UnsafeMutableRawPointer.allocate(byteCount: TransportLayout.maximumHeaderLength, alignment: 16)
 private let out = UnsafeMutableRawBufferPointer.allocate(byteCount: 70_000, alignment: 16)
 private let copy = UnsafeMutableRawBufferPointer.allocate(byteCount: 70_000, alignment: 16)
+/// The segments of a plan back to back (each behind 8 bytes), for coalescing; and the
+/// originals, to compare with.
+private let gro = UnsafeMutableRawBufferPointer.allocate(byteCount: 512 * (TransportLayout.maximumHeaderLength + 8) + 70_000, alignment: 16)
+private let originals = UnsafeMutableRawBufferPointer.allocate(byteCount: 512 * TransportLayout.maximumHeaderLength + 70_000, alignment: 16)
+private let vnet = UnsafeMutableRawPointer.allocate(byteCount: 12, alignment: 16)
 
 private func check(_ ok: Bool, _ what: @autoclosure () -> String) {
     if !ok { fatalError("fuzz-offload invariant violated: \(what())") }
@@ -102,5 +112,48 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         verifySegment(UnsafeRawBufferPointer(rebasing: out[0..<n]), layout)
     }
     check(next == layout.end, "slices tile the payload: ended at \(next), datagram ends at \(layout.end)")
+    if layout.transportProtocol == IPProtocol.tcp { coalesceBack(plan) }
     return 0
+}
+
+/// TCPCoalescer undoes Segmentation (see the header).
+private func coalesceBack(_ plan: Segmentation) {
+    var offsets: [Int] = [], lengths: [Int] = [], originalOffsets: [Int] = []
+    var o = 0, k = 0
+    for i in 0..<plan.segmentCount {
+        o += 8
+        let n = plan.write(segment: i, into: UnsafeMutableRawBufferPointer(rebasing: gro[o...]))
+        (originals.baseAddress! + k).copyMemory(from: gro.baseAddress! + o, byteCount: n)
+        offsets.append(o); lengths.append(n); originalOffsets.append(k)
+        o += n; k += n
+    }
+    let base = gro.baseAddress!
+    var c = TCPCoalescer()
+    let capacity = gro.count - offsets[0]
+    guard c.start(base + offsets[0], length: lengths[0], capacity: capacity) else { return }
+    var merged = 1
+    for i in 1..<plan.segmentCount {
+        guard c.append(base + offsets[i], length: lengths[i]) else { break }
+        merged += 1
+        check(c.length <= capacity, "run beyond its capacity")
+    }
+    check(c.segments == merged, "segments counted \(c.segments), merged \(merged)")
+    let run = c.finish(header: vnet)
+    check(!c.isOpen && run.frame == base + offsets[0], "the run starts where it was opened")
+    guard run.coalesced else {
+        check(merged == 1 && run.length == lengths[0], "a run of one is the segment as it came")
+        return
+    }
+    let h = VirtioNetHeader(loading: vnet)
+    check(h.needsCsum && (h.gsoKind == VirtioNetHeader.gsoTCPv4 || h.gsoKind == VirtioNetHeader.gsoTCPv6), "coalesced header \(h)")
+    check(Int(h.gsoSize) == plan.segmentSize && Int(h.hdrLen) == plan.headerLength, "gso_size/hdr_len")
+    let frame = UnsafeRawBufferPointer(start: run.frame!, count: run.length)
+    check(run.length - plan.layout.networkOffset <= TCPCoalescer.maximumIPLength + (plan.layout.isIPv6 ? 40 : 0), "IP length bound")
+    guard case .segments(let again) = Segmentation.plan(frame: frame, header: h) else { fatalError("fuzz-offload: a coalesced frame does not re-plan") }
+    check(again.segmentCount == merged, "re-cut into \(again.segmentCount), merged \(merged)")
+    for i in 0..<merged {
+        let n = again.write(segment: i, into: out)
+        check(n == lengths[i] && memcmp(out.baseAddress!, originals.baseAddress! + originalOffsets[i], n) == 0,
+              "segment \(i) cut again differs from the one received")
+    }
 }

@@ -46,3 +46,33 @@ kill_tree() { local d; for d in $(descendants "$1"); do kill_pid "$d"; done; kil
 # Results: one `setup metric round value` line per measurement in $RES.
 record() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$RES"; }
 now() { date +%s.%N; }
+
+# revision_binary REV: the release `tapestry` of git revision REV, built once in a temporary
+# worktree and kept in .build-bench/tapestry-SHA (reused by later runs); prints "PATH SHA".
+# Returns non-zero (with the reason on stdout) when REV does not resolve or does not build.
+revision_binary() {
+  local sha dir src
+  sha=$(cd "$ROOT" && git rev-parse --short=12 "$1^{commit}" 2>/dev/null) || { echo "no revision $1"; return 1; }
+  dir="$ROOT/.build-bench/tapestry-$sha"
+  if [ ! -x "$dir/tapestry" ]; then
+    src=$(mktemp -d /tmp/tapestry-rev.XXXXXX)
+    echo "[bench $(date +%T)] building Tapestry at $sha (once; kept in ${dir#$ROOT/})" >&2
+    (cd "$ROOT" && git worktree add --detach "$src/tree" "$sha" >/dev/null 2>&1) || { rm -rf "$src"; echo "git worktree add $sha failed"; return 1; }
+    if (cd "$src/tree" && swift build -c release --product tapestry >"$src/build.log" 2>&1); then
+      mkdir -p "$dir" && cp "$src/tree/.build/release/tapestry" "$dir/tapestry"
+    else
+      echo "the build of $sha failed: $(tail -1 "$src/build.log")"
+    fi
+    (cd "$ROOT" && git worktree remove --force "$src/tree" >/dev/null 2>&1); rm -rf "$src"
+    [ -x "$dir/tapestry" ] || return 1
+  fi
+  echo "$dir/tapestry $sha"
+}
+
+# commit_before SUBJECT_PREFIX: the parent of the first commit whose subject starts with
+# SUBJECT_PREFIX (the state just before a change), or nothing.
+commit_before() {
+  local c
+  c=$(cd "$ROOT" && git rev-list --reverse HEAD --grep="^$1" | head -1)
+  [ -n "$c" ] && echo "$c^"
+}

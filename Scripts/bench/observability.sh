@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# What observability costs the datapath (issue 21): the same two-guest topology with
+# What observability costs the datapath: the same two-guest topology with
 #   off      nothing (the plain switch)
 #   flows    IPFIX flow export at sampling 1 (every frame accounted) to a local nfcapd
 #   metrics  `up --metrics`, /metrics scraped with curl once a second while measuring

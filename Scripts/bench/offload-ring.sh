@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Ring choice for GRO'd frames (issue 13): an AF_PACKET ring with 12-byte virtio-net headers
+# Ring choice for GRO'd frames: an AF_PACKET ring with 12-byte virtio-net headers
 # on the receiving end of a veth, under one iperf3 TCP stream whose sender has the default
 # offloads (TSO: 64 KiB super-frames with partial checksums). For each ring — v2copy (2 KiB
 # V2 slots, oversize frames through the socket queue), v2big (68 KiB V2 slots), v3 (256 KiB

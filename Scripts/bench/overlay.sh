@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Overlay benchmark (issue 17): guest to guest across two hosts, through Tapestry's VXLAN
+# Overlay benchmark: guest to guest across two hosts, through Tapestry's VXLAN
 # tunnels vs the same two-host path through Linux's vxlan device and bridge, side by side in
 # one run. Hosts are network namespaces on a veth underlay bridge (MTU 1600,
 # Scripts/lab/fabric-underlay.sh); each setup gets its own underlay, so nothing is shared.
@@ -13,8 +13,10 @@
 #
 # Both setups' guests keep their default offloads (TSO, partial checksums): Tapestry cuts a
 # guest's GSO frame into segments and finishes checksums before encapsulating each segment
-# (Wire.SoftwareOffload); the kernel hands GSO through its vxlan device. Two daemons and both
-# iperf3 ends share the machine's cores.
+# (Wire.SoftwareOffload), sends a frame's segments to the other host as UDP GSO runs
+# (UDP_SEGMENT), and the receiving host, reading them with UDP_GRO, coalesces them back into
+# one GSO frame for its guest (Wire.TCPCoalescer); the kernel hands GSO through its vxlan
+# device. Two daemons and both iperf3 ends share the machine's cores.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 seconds=${1:-10}
@@ -23,7 +25,7 @@ rounds=${2:-3}
 bin=${TAPESTRY_BIN:-$PWD/.build/release/tapestry}
 if [ -z "${TAPESTRY_BIN:-}" ]; then swift build -c release --product tapestry >/dev/null; fi
 out=Scripts/bench/overlay-results.md
-tp=obt; kp=obk
+p=${OVERLAY_BENCH_PREFIX:-ob}; tp=${p}t; kp=${p}k   # OVERLAY_BENCH_PREFIX: run beside another copy
 file=$(mktemp /tmp/tapestry-overlay-bench.XXXXXX.yaml)
 
 cleanup() {
@@ -102,7 +104,8 @@ ratio() { python3 -c "print('%.2f' % ($1 / $2 if $2 else 0))"; }
     echo
     echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC'); kernel $(uname -r); $(nproc) cores; $rounds round(s) of $seconds s"
     echo "- two hosts as network namespaces on a veth underlay bridge (MTU 1600), one guest each, VNI 5000, IPv4 underlay"
-    echo "- Tapestry: two daemons (\`up --host h1\`, \`--host h2\`), guests' offloads on (GSO frames segmented in software before encapsulation); kernel: vxlan device + bridge per host, guests' offloads on"
+    echo "- Tapestry: two daemons (\`up --host h1\`, \`--host h2\`), guests' offloads on: a GSO frame is cut into segments in software, sent as UDP GSO runs, and coalesced back into one GSO frame by the receiving host; kernel: vxlan device + bridge per host, guests' offloads on"
+    echo "- release build of commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown); the machine is shared with other jobs (compare the rounds)"
     echo
     echo "| metric | Tapestry VXLAN | kernel vxlan + bridge | Tapestry/kernel | rounds (Tapestry; kernel) |"
     echo "|---|---:|---:|---:|---|"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# vhost-user forwarding, side by side in one run (issue #18): one testpmd with two virtio-user
+# vhost-user forwarding, side by side in one run: one testpmd with two virtio-user
 # ports (io forwarding, --tx-first, 1 forwarding core) as the two "VMs"; between its ports:
 #   - Tapestry kicks: tapestry-vhost-bench (two VhostUserPorts patched by CrossConnect, one
 #     thread), guest kicks when idle (the default);

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <net/if.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -404,4 +405,12 @@ int clp_take_error(int fd) {
     socklen_t len = sizeof err;
     if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) return -errno;
     return err;
+}
+
+int clp_device_exists(int fd, int ifindex) {
+    struct ifreq req;
+    memset(&req, 0, sizeof req);
+    req.ifr_ifindex = ifindex;
+    if (ioctl(fd, SIOCGIFNAME, &req) == 0) return 1;
+    return errno == ENODEV ? 0 : -errno;
 }

@@ -10,12 +10,19 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include <endian.h>
+#include <linux/filter.h>
 
 #ifndef UDP_NO_CHECK6_RX
 #define UDP_NO_CHECK6_RX 102
 #endif
-#ifndef IPV6_HDRINCL
-#define IPV6_HDRINCL 36
+#ifndef SOL_UDP
+#define SOL_UDP 17
+#endif
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+#ifndef UDP_GRO
+#define UDP_GRO 104
 #endif
 
 static void to_sockaddr(int family, struct clu_address a, uint16_t port, struct sockaddr_storage *ss, socklen_t *len) {
@@ -53,7 +60,7 @@ static struct clu_address from_sockaddr(const struct sockaddr_storage *ss) {
     return a;
 }
 
-int clu_udp_open(int family, struct clu_address address, uint16_t port, int rcvbuf) {
+int clu_udp_open(int family, struct clu_address address, uint16_t port, int rcvbuf, int gro) {
     int fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_UDP);
     if (fd < 0) return -errno;
     int one = 1;
@@ -64,6 +71,7 @@ int clu_udp_open(int family, struct clu_address address, uint16_t port, int rcvb
         if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) < 0) goto fail;
         if (setsockopt(fd, IPPROTO_UDP, UDP_NO_CHECK6_RX, &one, sizeof one) < 0) goto fail;
     }
+    if (gro) (void)setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof one);
     struct sockaddr_storage ss;
     socklen_t len;
     to_sockaddr(family, address, port, &ss, &len);
@@ -73,59 +81,6 @@ fail:;
     int e = errno;
     close(fd);
     return -e;
-}
-
-int clu_raw_open(int family, int sndbuf) {
-    int fd = socket(family, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_RAW);
-    if (fd < 0) return -errno;
-    int one = 1;
-    if (family == AF_INET6) (void)setsockopt(fd, IPPROTO_IPV6, IPV6_HDRINCL, &one, sizeof one);
-    if (sndbuf > 0 && setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &sndbuf, sizeof sndbuf) < 0)
-        (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
-    // Never receive: a raw IPPROTO_RAW socket gets nothing anyway; shut the direction.
-    (void)shutdown(fd, SHUT_RD);
-    return fd;
-}
-
-int clu_recv_batch(int fd, struct iovec *iov, unsigned n, struct clu_address *sources, uint32_t *lengths) {
-    if (n > CLU_BATCH) n = CLU_BATCH;
-    struct mmsghdr msgs[CLU_BATCH];
-    struct sockaddr_storage names[CLU_BATCH];
-    for (unsigned i = 0; i < n; i++) {
-        memset(&msgs[i], 0, sizeof msgs[i]);
-        msgs[i].msg_hdr.msg_name = &names[i];
-        msgs[i].msg_hdr.msg_namelen = sizeof names[i];
-        msgs[i].msg_hdr.msg_iov = &iov[2 * i];
-        msgs[i].msg_hdr.msg_iovlen = 2;
-    }
-    int r;
-    do { r = recvmmsg(fd, msgs, n, MSG_DONTWAIT, NULL); } while (r < 0 && errno == EINTR);
-    if (r < 0) return (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : -errno;
-    for (int i = 0; i < r; i++) {
-        sources[i] = from_sockaddr(&names[i]);
-        lengths[i] = msgs[i].msg_len | ((msgs[i].msg_hdr.msg_flags & MSG_TRUNC) ? 0x80000000u : 0);
-    }
-    return r;
-}
-
-int clu_send_batch(int fd, int family, struct iovec *iov, const uint32_t *first, const uint32_t *count,
-                   const struct clu_address *destinations, unsigned n) {
-    if (n > CLU_BATCH) n = CLU_BATCH;
-    struct mmsghdr msgs[CLU_BATCH];
-    struct sockaddr_storage names[CLU_BATCH];
-    for (unsigned i = 0; i < n; i++) {
-        socklen_t len;
-        memset(&msgs[i], 0, sizeof msgs[i]);
-        // A raw IPv6 socket takes the protocol in the port field; 0 is fine with HDRINCL.
-        to_sockaddr(family, destinations[i], 0, &names[i], &len);
-        msgs[i].msg_hdr.msg_name = &names[i];
-        msgs[i].msg_hdr.msg_namelen = len;
-        msgs[i].msg_hdr.msg_iov = &iov[first[i]];
-        msgs[i].msg_hdr.msg_iovlen = count[i];
-    }
-    int r;
-    do { r = sendmmsg(fd, msgs, n, MSG_DONTWAIT); } while (r < 0 && errno == EINTR);
-    return r < 0 ? -errno : r;
 }
 
 int clu_mtu_of_address(int family, struct clu_address address) {
@@ -162,4 +117,109 @@ int clu_local_addresses(struct clu_address *out, uint8_t *is_v6, unsigned cap) {
     }
     freeifaddrs(list);
     return (int)n;
+}
+
+int clu_udp_gro_enabled(int fd) {
+    int v = 0;
+    socklen_t len = sizeof v;
+    if (getsockopt(fd, SOL_UDP, UDP_GRO, &v, &len) < 0) return -errno;
+    return v != 0;
+}
+
+int clu_udp_sender_open(int family, struct clu_address address, uint16_t port, int sndbuf, int checksum) {
+    int fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_UDP);
+    if (fd < 0) return -errno;
+    int one = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) goto fail;
+    if (!checksum && family == AF_INET && setsockopt(fd, SOL_SOCKET, SO_NO_CHECK, &one, sizeof one) < 0) goto fail;
+    // Never fragment (RFC 7348 §4.3): DF over IPv4, no fragmentation over IPv6; a datagram
+    // beyond the path MTU fails with EMSGSIZE.
+    if (family == AF_INET6) {
+        int v = IPV6_PMTUDISC_DO;
+        if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) < 0) goto fail;
+        if (setsockopt(fd, IPPROTO_IPV6, IPV6_MTU_DISCOVER, &v, sizeof v) < 0) goto fail;
+    } else {
+        int v = IP_PMTUDISC_DO;
+        if (setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &v, sizeof v) < 0) goto fail;
+    }
+    // Receive nothing: a one-instruction classic BPF program that accepts 0 bytes drops
+    // every datagram sent to this port before it is queued.
+    struct sock_filter drop = BPF_STMT(BPF_RET | BPF_K, 0);
+    struct sock_fprog prog = {.len = 1, .filter = &drop};
+    if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog) < 0) goto fail;
+    if (sndbuf > 0 && setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &sndbuf, sizeof sndbuf) < 0)
+        (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+    struct sockaddr_storage ss;
+    socklen_t len;
+    to_sockaddr(family, address, port, &ss, &len);
+    if (bind(fd, (struct sockaddr *)&ss, len) < 0) goto fail;
+    return fd;
+fail:;
+    int e = errno;
+    close(fd);
+    return -e;
+}
+
+int clu_udp_send_batch(int fd, int family, uint16_t port, struct iovec *iov, const struct clu_message *messages, unsigned n) {
+    if (n > CLU_BATCH) n = CLU_BATCH;
+    struct mmsghdr msgs[CLU_BATCH];
+    struct sockaddr_storage names[CLU_BATCH];
+    // One UDP_SEGMENT control message per message (CMSG_SPACE(sizeof(uint16_t)) bytes).
+    union { char buf[CMSG_SPACE(sizeof(uint16_t))]; struct cmsghdr align; } controls[CLU_BATCH];
+    for (unsigned i = 0; i < n; i++) {
+        socklen_t len;
+        memset(&msgs[i], 0, sizeof msgs[i]);
+        to_sockaddr(family, messages[i].destination, port, &names[i], &len);
+        msgs[i].msg_hdr.msg_name = &names[i];
+        msgs[i].msg_hdr.msg_namelen = len;
+        msgs[i].msg_hdr.msg_iov = &iov[messages[i].first];
+        msgs[i].msg_hdr.msg_iovlen = messages[i].count;
+        if (messages[i].segment > 0) {
+            memset(controls[i].buf, 0, sizeof controls[i].buf);
+            msgs[i].msg_hdr.msg_control = controls[i].buf;
+            msgs[i].msg_hdr.msg_controllen = sizeof controls[i].buf;
+            struct cmsghdr *c = CMSG_FIRSTHDR(&msgs[i].msg_hdr);
+            c->cmsg_level = SOL_UDP;
+            c->cmsg_type = UDP_SEGMENT;
+            c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+            uint16_t size = (uint16_t)messages[i].segment;
+            memcpy(CMSG_DATA(c), &size, sizeof size);
+        }
+    }
+    int r;
+    do { r = sendmmsg(fd, msgs, n, MSG_DONTWAIT); } while (r < 0 && errno == EINTR);
+    return r < 0 ? -errno : r;
+}
+
+int clu_recv_gro_batch(int fd, struct iovec *iov, unsigned n, struct clu_address *sources, uint32_t *lengths,
+                       uint16_t *segments) {
+    if (n > CLU_BATCH) n = CLU_BATCH;
+    struct mmsghdr msgs[CLU_BATCH];
+    struct sockaddr_storage names[CLU_BATCH];
+    union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } controls[CLU_BATCH];
+    for (unsigned i = 0; i < n; i++) {
+        memset(&msgs[i], 0, sizeof msgs[i]);
+        msgs[i].msg_hdr.msg_name = &names[i];
+        msgs[i].msg_hdr.msg_namelen = sizeof names[i];
+        msgs[i].msg_hdr.msg_iov = &iov[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+        msgs[i].msg_hdr.msg_control = controls[i].buf;
+        msgs[i].msg_hdr.msg_controllen = sizeof controls[i].buf;
+    }
+    int r;
+    do { r = recvmmsg(fd, msgs, n, MSG_DONTWAIT, NULL); } while (r < 0 && errno == EINTR);
+    if (r < 0) return (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : -errno;
+    for (int i = 0; i < r; i++) {
+        sources[i] = from_sockaddr(&names[i]);
+        lengths[i] = msgs[i].msg_len | ((msgs[i].msg_hdr.msg_flags & MSG_TRUNC) ? 0x80000000u : 0);
+        segments[i] = 0;
+        for (struct cmsghdr *c = CMSG_FIRSTHDR(&msgs[i].msg_hdr); c; c = CMSG_NXTHDR(&msgs[i].msg_hdr, c)) {
+            if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO && c->cmsg_len >= CMSG_LEN(sizeof(int))) {
+                int size;
+                memcpy(&size, CMSG_DATA(c), sizeof size);
+                segments[i] = size > 0 && size < 65536 ? (uint16_t)size : 0;
+            }
+        }
+    }
+    return r;
 }

@@ -3,10 +3,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -81,4 +84,53 @@ int cvm_has_exited(pid_t pid) {
 
 int cvm_pipe(int fds[2]) {
     return pipe2(fds, O_CLOEXEC) == 0 ? 0 : -errno;
+}
+
+long cvm_send_with_fd(int sock, const void *buf, unsigned long len, int fd) {
+    struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+    union { char space[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } control;
+    memset(&control, 0, sizeof control);
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.space, .msg_controllen = sizeof control.space };
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &fd, sizeof(int));
+    ssize_t n;
+    do { n = sendmsg(sock, &msg, MSG_NOSIGNAL); } while (n < 0 && errno == EINTR);
+    return n < 0 ? -errno : (long)n;
+}
+
+struct cvm_netns_spawn {
+    int ns_fd;
+    const char *path;
+    char *const *argv;
+    char *const *envp;
+    int stdin_fd, stdout_fd, stderr_fd;
+    const int *inherit;
+    int count;
+    pid_t *pid;
+    int rc;
+};
+
+// A thread of its own enters the namespace (setns changes only the calling thread's) and
+// spawns: the child takes the spawning thread's namespaces.
+static void *cvm_netns_spawn_thread(void *arg) {
+    struct cvm_netns_spawn *j = arg;
+    if (setns(j->ns_fd, CLONE_NEWNET) < 0) { j->rc = -errno; return NULL; }
+    j->rc = cvm_spawn(j->path, j->argv, j->envp, j->stdin_fd, j->stdout_fd, j->stderr_fd, j->inherit, j->count, j->pid);
+    return NULL;
+}
+
+int cvm_spawn_in_netns(const char *netns_path, const char *path, char *const argv[], char *const envp[],
+                       int stdin_fd, int stdout_fd, int stderr_fd,
+                       const int *inherit, int count, pid_t *pid) {
+    int ns = open(netns_path, O_RDONLY | O_CLOEXEC);
+    if (ns < 0) return -errno;
+    struct cvm_netns_spawn j = {ns, path, argv, envp, stdin_fd, stdout_fd, stderr_fd, inherit, count, pid, 0};
+    pthread_t thread;
+    int err = pthread_create(&thread, NULL, cvm_netns_spawn_thread, &j);
+    if (err == 0) pthread_join(thread, NULL);
+    close(ns);
+    return err != 0 ? -err : j.rc;
 }

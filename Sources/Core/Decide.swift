@@ -65,43 +65,89 @@ public struct Decision: Equatable, Sendable {
     public var verdict: Verdict
     /// The VLAN the frame was classified into (meaningless for early drops).
     public var vlan: VLANID
-    /// Bytes of outer tag consumed at ingress (0 or 4): egress strips them.
-    public var ingressTagLength: Int
-    /// PCP and DEI of the ingress tag (`VLANTag.priorityBits`), relayed into egress tags.
-    public var priority: UInt16
-    /// The datapath learns (vlan, source) on the ingress port. Never set on a drop.
-    public var learn: Bool
-    public var source: MACAddress
-    public var destination: MACAddress
-    /// Why the frame floods (nil unless it floods): its storm-control class.
-    public var floodReason: FloodReason?
-    /// The team member (uplink) a guest's frame leaves by when it goes outside; -1 when it
-    /// never does (no team, `uplinks: none`, from an uplink, or no healthy member).
-    public var uplink: Int16 = -1
-    /// The datapath spends one storm-control token of class `floodReason` on the ingress port.
-    public var takesStormToken = false
-    /// A local guest announces itself (gratuitous ARP or RARP) towards a team: the datapath
-    /// stamps the announcement lock, so the echo from the physical network is not taken
-    /// for a move away.
-    public var announces = false
-    /// What the frame's virtio-net header leaves to the receiver (egress refuses or, later,
-    /// segments it for ports without offloads).
-    public var offload: FrameOffload = .none
     /// The VLAN (vlan, MAC) is learned and looked up in, and the multicast group table's
     /// VLAN: `vlan`, or the primary of a private VLAN (shared learning, the 802.1Q FID).
     public var learningVLAN: VLANID = .untagged
+    /// PCP and DEI of the ingress tag (`VLANTag.priorityBits`), relayed into egress tags.
+    public var priority: UInt16
+    /// The team member (uplink) a guest's frame leaves by when it goes outside; -1 when it
+    /// never does (no team, `uplinks: none`, from an uplink, or no healthy member).
+    public var uplink: Int16 = -1
+    /// Why the frame floods (nil unless it floods): its storm-control class.
+    public var floodReason: FloodReason?
+    /// What the frame's virtio-net header leaves to the receiver (egress refuses or, later,
+    /// segments it for ports without offloads).
+    public var offload: FrameOffload = .none
+    /// `ingressTagLength`, in the byte it needs.
+    @usableFromInline var tagBytes: UInt8
+    /// The requested effects, one bit each (`Effects`): one byte to carry and test instead of
+    /// five booleans (the decision lives in registers between `decide` and the datapath's
+    /// effects; every field is a register to keep).
+    @usableFromInline var effects: UInt8 = 0
+    public var source: MACAddress
+    public var destination: MACAddress
+    /// `length`, in 32 bits (a frame, even a GSO one, is far under 4 GiB: it is a buffer the
+    /// datapath read).
+    @usableFromInline var length32: UInt32 = 0
+
+    /// The bits of `effects`.
+    @usableFromInline enum Effects {
+        @usableFromInline static let learn: UInt8 = 1
+        @usableFromInline static let takesStormToken: UInt8 = 2
+        @usableFromInline static let announces: UInt8 = 4
+        @usableFromInline static let takesShapingTokens: UInt8 = 8
+        @usableFromInline static let snoops: UInt8 = 16
+    }
+
+    @inlinable @inline(__always)
+    func has(_ bit: UInt8) -> Bool { effects & bit != 0 }
+    @inlinable @inline(__always)
+    mutating func set(_ bit: UInt8, _ on: Bool) { effects = on ? effects | bit : effects & ~bit }
+
+    /// Bytes of outer tag consumed at ingress (0 or 4): egress strips them.
+    @inlinable public var ingressTagLength: Int {
+        @inline(__always) get { Int(tagBytes) }
+        set { tagBytes = UInt8(truncatingIfNeeded: newValue) }
+    }
     /// The frame's length as received (bytes, a GSO frame's whole length): what shaping charges.
-    public var length: Int = 0
+    @inlinable public var length: Int {
+        @inline(__always) get { Int(length32) }
+        set { length32 = UInt32(truncatingIfNeeded: newValue) }
+    }
+    /// The datapath learns (vlan, source) on the ingress port. Never set on a drop.
+    @inlinable public var learn: Bool {
+        @inline(__always) get { has(Effects.learn) }
+        set { set(Effects.learn, newValue) }
+    }
+    /// The datapath spends one storm-control token of class `floodReason` on the ingress port.
+    @inlinable public var takesStormToken: Bool {
+        @inline(__always) get { has(Effects.takesStormToken) }
+        set { set(Effects.takesStormToken, newValue) }
+    }
+    /// A local guest announces itself (gratuitous ARP or RARP) towards a team: the datapath
+    /// stamps the announcement lock, so the echo from the physical network is not taken
+    /// for a move away.
+    @inlinable public var announces: Bool {
+        @inline(__always) get { has(Effects.announces) }
+        set { set(Effects.announces, newValue) }
+    }
     /// The datapath charges the frame to the ingress port's ingress shaping buckets.
-    public var takesShapingTokens = false
+    @inlinable public var takesShapingTokens: Bool {
+        @inline(__always) get { has(Effects.takesShapingTokens) }
+        set { set(Effects.takesShapingTokens, newValue) }
+    }
     /// IGMP/MLD snooping: the datapath records the frame's report, leave or query
     /// (`MulticastGroupTable.snoop`) for the ingress port in `learningVLAN`.
-    public var snoops = false
+    @inlinable public var snoops: Bool {
+        @inline(__always) get { has(Effects.snoops) }
+        set { set(Effects.snoops, newValue) }
+    }
 
     @inlinable
     public init(verdict: Verdict, vlan: VLANID = .untagged, ingressTagLength: Int = 0, priority: UInt16 = 0, learn: Bool = false,
                 source: MACAddress = .zero, destination: MACAddress = .zero, floodReason: FloodReason? = nil) {
-        self.verdict = verdict; self.vlan = vlan; self.ingressTagLength = ingressTagLength; self.priority = priority; self.learn = learn
+        self.verdict = verdict; self.vlan = vlan; self.tagBytes = UInt8(truncatingIfNeeded: ingressTagLength); self.priority = priority
+        self.effects = learn ? Effects.learn : 0
         self.source = source; self.destination = destination; self.floodReason = floodReason
     }
 }
@@ -214,10 +260,20 @@ public struct DecisionContext {
 /// so the oversize check does not apply; egress refuses (or segments) it for ports that
 /// cannot take it.
 ///
-/// `@inline(__always)`: its only caller inside Core is the non-generic datapath entry point
-/// below, where the `NoTrace` specialisation is thereby inlined (callers in other modules,
-/// such as trace with a `RecordingTrace`, run the generic body as before).
-@inline(__always)
+/// ## Cost
+/// The body is the spine of the common case (a guest's known unicast on a switch without
+/// policies, ≈ 60 instructions); every other stage sits in an out-of-line helper behind one
+/// predictable branch: `uplinkIngress` (a frame from a team member), `multicastIngress`
+/// (broadcast and multicast, with IGMP/MLD snooping), `teamForward` (a guest's frame to the
+/// physical network) and `ingressPolicies` (storm control, ingress shaping, the team member
+/// of a flood, announcements), skipped at once for a known unicast when no port is shaped.
+///
+/// `@inlinable @inline(__always)`, and so are the helpers (`@inline(never)`): the caller's
+/// module (the datapath, `trace`, the benchmark) specialises all of it for its trace sink,
+/// `NoTrace` makes every trace step vanish, and the `Decision` stays in registers for the
+/// caller's `learn` and `collectEgress` instead of being written to memory and read back
+/// (callgrind, `tapestry-bench forward`: see `Scripts/bench/instructions-results.md`).
+@inlinable @inline(always)
 public func decide<T: TraceSink>(
     frame: UnsafeRawBufferPointer,
     offload: FrameOffload = .none,
@@ -232,8 +288,10 @@ public func decide<T: TraceSink>(
         return Decision(verdict: .drop(.runt))
     }
     trace.record(.parsed(h))
-    let port = plan.storage.hotPorts[inPort]
-    if port.isMirrorDestination {
+    let storage = plan.storage
+    // Fields are read through the pointer where they are used: no copy of the whole record.
+    let port = storage.hotPorts + inPort
+    if port.pointee.isMirrorDestination {
         trace.record(.dropped(.mirrorDestinationPort))
         return Decision(verdict: .drop(.mirrorDestinationPort))
     }
@@ -245,11 +303,12 @@ public func decide<T: TraceSink>(
         trace.record(.dropped(.invalidSourceMAC))
         return Decision(verdict: .drop(.invalidSourceMAC))
     }
-    if let own = port.configuredMAC, !port.security.forgedTransmits, h.source != own {
+    if let own = port.pointee.configuredMAC, !port.pointee.security.forgedTransmits, h.source != own {
         trace.record(.dropped(.forgedTransmit))
         return Decision(verdict: .drop(.forgedTransmit))
     }
-    if port.isUplink && LLDPFrames.isLLDP(h) {
+    let fromUplink = port.pointee.isUplink
+    if fromUplink && LLDPFrames.isLLDP(h) {
         // LLDP from the physical network (802.1AB): the switch's own LLDP agent reads it, on
         // every team member, active or standby, whatever VLAN the frame is in — so before
         // VLAN classification, the reserved-destination drop and team admission — and it
@@ -260,7 +319,7 @@ public func decide<T: TraceSink>(
         d.length = frame.count
         return d
     }
-    let cls = plan.ingressClass(of: h, on: port)
+    let cls = plan.ingressClass(of: h, on: port.pointee)
     trace.record(.classified(cls, mode: plan.ports[inPort].mode))
     guard case let .member(vlan, tagLength, priority) = cls else {
         if case let .drop(r) = cls { return Decision(verdict: .drop(r)) }
@@ -270,96 +329,61 @@ public func decide<T: TraceSink>(
                      source: h.source, destination: h.destination)
     d.offload = offload
     d.length = frame.count
-    @inline(__always) func dropped(_ r: DropReason) -> Decision {
-        trace.record(.dropped(r))
-        d.verdict = .drop(r)
-        d.snoops = false
-        return d
-    }
     // Shared learning across a private VLAN (one predictable branch without them).
     var fid = vlan
-    let privateVLANs = plan.storage.hasPrivateVLANs
+    let privateVLANs = storage.hasPrivateVLANs
     if privateVLANs {
-        let info = plan.storage.privateVLANInfo[Int(vlan.rawValue)]
+        let info = storage.privateVLANInfo[Int(vlan.rawValue)]
         fid = VLANID(UInt16(truncatingIfNeeded: info >> 8))
         if info & 0xFF != 0 {
             trace.record(.privateVLAN(vlan: vlan, type: PrivateVLANType(rawValue: UInt8(info & 0xFF))!, primary: fid))
         }
     }
     d.learningVLAN = fid
-    if h.destination.isReservedBridgeGroup && !port.l2Transparency { return dropped(.reservedDestination) }
+    if h.destination.isReservedBridgeGroup && !port.pointee.l2Transparency { return dropped(d, .reservedDestination, trace: &trace) }
     let table = context.table
     // For a frame from an uplink: where its (unicast) destination is, looked up once for the
     // team's checks and the forwarding below.
     var uplinkDestination: PortIndex? = nil
-    if port.isUplink {
-        // Beacon probes first: every member, standby or not, must hear them.
-        if h.destination == TeamFrames.beaconDestination && h.etherType == TeamFrames.beaconEtherType {
-            trace.record(.consumed(what: "team beacon probe"))
+    if fromUplink {
+        switch uplinkIngress(frame: frame, header: HeaderFields(h), vlan: vlan, learningVLAN: fid, inPort: inPort, plan: plan,
+                             context: context, trace: &trace) {
+        case .beacon:
             d.verdict = .local(.teamBeacon)
             return d
-        }
-        uplinkDestination = h.destination.isMulticast ? nil : table.lookup(vlan: fid, mac: h.destination)
-        if let reason = teamAdmission(frame: frame, header: h, vlan: vlan, learningVLAN: fid, port: port, inPort: inPort,
-                                      destinationPort: uplinkDestination, plan: plan, table: table, team: context.team, trace: &trace) {
-            return dropped(reason)
+        case .refused(let reason):
+            return dropped(d, reason, trace: &trace)
+        case .admitted(let known):
+            uplinkDestination = known
         }
     }
     if h.destination.isReservedBridgeGroup {
         trace.record(.transparent(portGroup: plan.ports[inPort].portGroup))
         d.verdict = .floodPortGroup
     } else if h.destination.isMulticast {
-        d.floodReason = h.destination.isBroadcast ? .broadcast : .multicast
-        if let groups = context.multicast, !h.destination.isBroadcast {
-            // IGMP/MLD snooping (RFC 4541; Open vSwitch's semantics, see `MulticastSnooping`).
-            let signal = MulticastSignal.parse(frame, l3Offset: h.payloadOffset, etherType: h.etherType,
-                                               verifyChecksums: !offload.needsChecksum)
-            trace.record(.snooping(.signal(signal)))
-            switch signal {
-            case .notSnooped:
-                break
-            case .data(let group):
-                if group.isLinkLocalMulticast {
-                    trace.record(.snooping(.linkLocal(group)))
-                } else {
-                    let slot = groups.slot(vlan: fid, group: group)
-                    if slot >= 0 {
-                        trace.record(.snooping(.registered(group, vlan: fid, slot: slot)))
-                        d.verdict = .multicastGroup(Int32(slot))
-                    } else {
-                        trace.record(.snooping(.unregistered(group, vlan: fid)))
-                    }
-                }
-            case .query:
-                d.snoops = true
-            case .report, .leave:
-                d.snoops = true
-                d.verdict = .multicastRouters
-            case .malformed(let family, _):
-                return dropped(family == .ipv4 ? .malformedIGMP : .malformedMLD)
-            }
-        }
-        if case .flood = d.verdict { trace.record(.flooding(vlan: vlan, reason: d.floodReason!)) }
-    } else if let out = port.isUplink ? uplinkDestination : table.lookup(vlan: fid, mac: h.destination) {
+        let m = multicastIngress(frame: frame, header: HeaderFields(h), offload: offload, vlan: vlan, learningVLAN: fid,
+                                 context: context, trace: &trace)
+        d.floodReason = m.floodReason
+        if case .drop(let r) = m.verdict { return dropped(d, r, trace: &trace) }
+        d.verdict = m.verdict
+        d.snoops = m.snoops
+    } else if let out = fromUplink ? uplinkDestination : table.lookup(vlan: fid, mac: h.destination) {
         trace.record(.lookedUp(vlan: fid, mac: h.destination, port: out))
-        if plan.storage.hotPorts[out].isUplink && !port.isUplink {
+        let outPort = storage.hotPorts + out
+        if outPort.pointee.isUplink && !fromUplink {
             // Out to the physical network: by the member the team picks for this guest,
             // whichever uplink the destination was learned on.
-            if port.isTunnel { return dropped(.splitHorizon) }
-            if !port.usesUplinks { return dropped(.uplinkIsolated) }
-            d.uplink = Int16(context.team?.state.uplink(forGuestPort: inPort, header: h, frame: frame) ?? -1)
-            guard d.uplink >= 0 else { return dropped(.noHealthyUplink) }
-            let p = plan.storage.uplinkPorts[Int(d.uplink)]
-            trace.record(.teamUplink(member: Int(d.uplink), port: p))
-            trace.record(.forwarding(port: p))
-            d.verdict = .forward(p)
+            let t = teamForward(frame: frame, header: HeaderFields(h), inPort: inPort, plan: plan, context: context, trace: &trace)
+            d.uplink = t.uplink
+            if case .drop(let r) = t.verdict { return dropped(d, r, trace: &trace) }
+            d.verdict = t.verdict
         } else if out == inPort {
-            return dropped(.hairpin)
-        } else if port.isTunnel && plan.storage.hotPorts[out].isTunnel {
-            return dropped(.splitHorizon)
-        } else if privateVLANs && !plan.delivers(vlan, to: plan.storage.hotPorts[out]) {
+            return dropped(d, .hairpin, trace: &trace)
+        } else if port.pointee.isTunnel && outPort.pointee.isTunnel {
+            return dropped(d, .splitHorizon, trace: &trace)
+        } else if privateVLANs && !plan.delivers(vlan, to: outPort.pointee) {
             trace.record(.privateVLANBlocked(port: out))
-            return dropped(.privateVLANNotAllowed)
+            return dropped(d, .privateVLANNotAllowed, trace: &trace)
         } else {
             trace.record(.forwarding(port: out))
             d.verdict = .forward(out)
@@ -369,49 +393,206 @@ public func decide<T: TraceSink>(
         trace.record(.flooding(vlan: vlan, reason: .unknownUnicast))
         d.floodReason = .unknownUnicast
     }
-    var takesStormToken = false
-    if let why = d.floodReason, let storm = context.storm, storm.isActive, let rate = storm.rate(port: inPort, reason: why) {
-        let admitted = storm.wouldAdmit(port: inPort, reason: why, now: context.now)
-        trace.record(.stormControl(reason: why, admitted: admitted,
-                                   framesLeft: storm.frames(port: inPort, reason: why, now: context.now) ?? 0, ratePerSecond: rate))
-        guard admitted else { return dropped(why.stormDrop) }
-        takesStormToken = true
-    }
-    if let shaper = context.shaper, shaper.shapes(port: inPort, .ingress) {
-        let admitted = shaper.wouldAdmit(port: inPort, .ingress, bytes: frame.count, now: context.now)
-        trace.record(.shaping(port: inPort, direction: .ingress, admitted: admitted, bytes: frame.count,
-                              averageBytes: shaper.available(port: inPort, .ingress, now: context.now)?.average ?? 0,
-                              peakBytes: shaper.available(port: inPort, .ingress, now: context.now)?.peak ?? 0))
-        guard admitted else { return dropped(.shapingIngress) }
-        d.takesShapingTokens = true
-    }
-    // Tokens are spent only by a frame that passes every check (storm and shaping alike).
-    d.takesStormToken = takesStormToken
-    switch d.verdict {
-    case .flood, .multicastGroup, .multicastRouters:
-        // Uplinks are multicast-router ports: a group's traffic and reports leave by the team.
-        if plan.storage.team != nil, port.usesUplinks {
-            d.uplink = Int16(context.team?.state.uplink(forGuestPort: inPort, header: h, frame: frame) ?? -1)
-            if d.uplink >= 0 { trace.record(.teamUplink(member: Int(d.uplink), port: plan.uplinkPorts[Int(d.uplink)])) }
-        }
-    default: break
-    }
-    if plan.storage.team != nil && !port.isUplink && h.destination.isBroadcast && isAnnouncement(header: h, frame: frame) {
-        trace.record(.announcement(vlan: fid, mac: h.source))
-        d.announces = true
+    // The policy stage: nothing in it concerns a known unicast (or a frame flooded within
+    // its port group) unless the switch shapes some port.
+    if d.floodReason != nil || context.shaper != nil {
+        let a = ingressPolicies(frame: frame, header: HeaderFields(h), verdict: d.verdict, floodReason: d.floodReason,
+                                learningVLAN: fid, inPort: inPort, plan: plan, context: context, trace: &trace)
+        if let r = a.refusal { return dropped(d, r, trace: &trace) }
+        d.takesStormToken = a.takesStormToken
+        d.takesShapingTokens = a.takesShapingTokens
+        if a.uplink >= 0 { d.uplink = a.uplink }
+        d.announces = a.announces
     }
     trace.record(.learnRequested(vlan: fid, mac: h.source, port: inPort, currentPort: table.lookup(vlan: fid, mac: h.source)))
     d.learn = true
     return d
 }
 
+/// The fields of a frame's header that `decide`'s out-of-line stages read. Its tags are
+/// spent by VLAN classification before those stages, so they are not carried there: every
+/// value the stages could need would stay in a register (or a spill slot) through the
+/// lookup on the common path too.
+@usableFromInline
+struct HeaderFields {
+    @usableFromInline var destination: MACAddress
+    @usableFromInline var source: MACAddress
+    @usableFromInline var etherType: UInt16
+    @usableFromInline var payloadOffset: Int
+    @inlinable @inline(__always)
+    init(_ h: FrameHeader) {
+        destination = h.destination; source = h.source; etherType = h.etherType; payloadOffset = h.payloadOffset
+    }
+}
+
+/// What the team makes of a frame from an uplink (`uplinkIngress`).
+@usableFromInline
+enum UplinkIngress {
+    /// A team beacon probe: the switch's own.
+    case beacon
+    /// Refused by the team's checks (`teamAdmission`) or the destination's port.
+    case refused(DropReason)
+    /// Admitted; the port of its unicast destination, looked up once (nil: multicast or
+    /// unknown).
+    case admitted(PortIndex?)
+}
+
+/// `decide`'s stage for a frame from an uplink, out of line: beacon probes first (every
+/// member, standby or not, must hear them), then the destination's lookup and the team's
+/// admission checks.
+@inlinable @inline(never)
+func uplinkIngress<T: TraceSink>(frame: UnsafeRawBufferPointer, header h: HeaderFields, vlan: VLANID, learningVLAN fid: VLANID,
+                                 inPort: PortIndex, plan: SwitchPlan, context: DecisionContext, trace: inout T) -> UplinkIngress {
+    if h.destination == TeamFrames.beaconDestination && h.etherType == TeamFrames.beaconEtherType {
+        trace.record(.consumed(what: "team beacon probe"))
+        return .beacon
+    }
+    let known = h.destination.isMulticast ? nil : context.table.lookup(vlan: fid, mac: h.destination)
+    if let reason = teamAdmission(frame: frame, header: h, vlan: vlan, learningVLAN: fid, port: plan.storage.hotPorts[inPort],
+                                  inPort: inPort, destinationPort: known, plan: plan, table: context.table, team: context.team,
+                                  trace: &trace) {
+        return .refused(reason)
+    }
+    return .admitted(known)
+}
+
+/// `decide`'s drop after classification: the decision so far with verdict `.drop(r)` (and no
+/// snooping).
+@inlinable @inline(always)
+func dropped<T: TraceSink>(_ d: Decision, _ r: DropReason, trace: inout T) -> Decision {
+    trace.record(.dropped(r))
+    var d = d
+    d.verdict = .drop(r)
+    d.snoops = false
+    return d
+}
+
+/// `decide`'s stage for a broadcast or multicast destination, out of line: the flood
+/// class, and IGMP/MLD snooping (RFC 4541; Open vSwitch's semantics, see
+/// `MulticastSnooping`) when it is on. Returns the verdict (`.flood`, `.multicastGroup`,
+/// `.multicastRouters`, or `.drop` for a malformed IGMP/MLD message), the flood class, and
+/// whether the datapath records the message (`Decision.snoops`).
+@inlinable @inline(never)
+func multicastIngress<T: TraceSink>(frame: UnsafeRawBufferPointer, header h: HeaderFields, offload: FrameOffload, vlan: VLANID,
+                                    learningVLAN fid: VLANID, context: DecisionContext,
+                                    trace: inout T) -> (verdict: Verdict, floodReason: FloodReason, snoops: Bool) {
+    let reason: FloodReason = h.destination.isBroadcast ? .broadcast : .multicast
+    var verdict = Verdict.flood, snoops = false
+    if let groups = context.multicast, !h.destination.isBroadcast {
+        let signal = MulticastSignal.parse(frame, l3Offset: h.payloadOffset, etherType: h.etherType,
+                                           verifyChecksums: !offload.needsChecksum)
+        trace.record(.snooping(.signal(signal)))
+        switch signal {
+        case .notSnooped:
+            break
+        case .data(let group):
+            if group.isLinkLocalMulticast {
+                trace.record(.snooping(.linkLocal(group)))
+            } else {
+                let slot = groups.slot(vlan: fid, group: group)
+                if slot >= 0 {
+                    trace.record(.snooping(.registered(group, vlan: fid, slot: slot)))
+                    verdict = .multicastGroup(Int32(slot))
+                } else {
+                    trace.record(.snooping(.unregistered(group, vlan: fid)))
+                }
+            }
+        case .query:
+            snoops = true
+        case .report, .leave:
+            snoops = true
+            verdict = .multicastRouters
+        case .malformed(let family, _):
+            return (.drop(family == .ipv4 ? .malformedIGMP : .malformedMLD), reason, false)
+        }
+    }
+    if case .flood = verdict { trace.record(.flooding(vlan: vlan, reason: reason)) }
+    return (verdict, reason, snoops)
+}
+
+/// `decide`'s stage for a guest's known unicast whose destination is behind an uplink, out
+/// of line: it leaves by the member the team picks for this guest, whichever uplink the
+/// destination was learned on (never from a tunnel, never from a port group with
+/// `uplinks: none`). Returns `.forward` to that member's port, or a drop, and the member
+/// (-1: none).
+@inlinable @inline(never)
+func teamForward<T: TraceSink>(frame: UnsafeRawBufferPointer, header h: HeaderFields, inPort: PortIndex, plan: SwitchPlan,
+                               context: DecisionContext, trace: inout T) -> (verdict: Verdict, uplink: Int16) {
+    let port = plan.storage.hotPorts + inPort
+    if port.pointee.isTunnel { return (.drop(.splitHorizon), -1) }
+    if !port.pointee.usesUplinks { return (.drop(.uplinkIsolated), -1) }
+    let uplink = Int16(context.team?.state.uplink(forGuestPort: inPort, source: h.source, etherType: h.etherType,
+                                                  payloadOffset: h.payloadOffset, frame: frame) ?? -1)
+    guard uplink >= 0 else { return (.drop(.noHealthyUplink), uplink) }
+    let p = plan.storage.uplinkPorts[Int(uplink)]
+    trace.record(.teamUplink(member: Int(uplink), port: p))
+    trace.record(.forwarding(port: p))
+    return (.forward(p), uplink)
+}
+
+/// What `ingressPolicies` answers.
+@usableFromInline
+struct IngressPolicyAnswer {
+    /// The frame is dropped (storm control, ingress shaping).
+    @usableFromInline var refusal: DropReason?
+    @usableFromInline var takesStormToken = false
+    @usableFromInline var takesShapingTokens = false
+    /// The team member a flood or a group's traffic leaves by; -1: none.
+    @usableFromInline var uplink: Int16 = -1
+    @usableFromInline var announces = false
+    @inlinable init(refusal: DropReason? = nil) { self.refusal = refusal }
+}
+
+/// `decide`'s policy stage, out of line: storm control (a flood's class), ingress shaping,
+/// the team member a flood or a group's traffic leaves by, and a local guest's
+/// announcement. Questions only: the tokens are spent by the caller, and only by a frame
+/// that passes every check (storm and shaping alike).
+@inlinable @inline(never)
+func ingressPolicies<T: TraceSink>(frame: UnsafeRawBufferPointer, header h: HeaderFields, verdict: Verdict,
+                                   floodReason: FloodReason?, learningVLAN fid: VLANID, inPort: PortIndex, plan: SwitchPlan,
+                                   context: DecisionContext, trace: inout T) -> IngressPolicyAnswer {
+    var answer = IngressPolicyAnswer()
+    if let why = floodReason, let storm = context.storm, storm.isActive, let rate = storm.rate(port: inPort, reason: why) {
+        let admitted = storm.wouldAdmit(port: inPort, reason: why, now: context.now)
+        trace.record(.stormControl(reason: why, admitted: admitted,
+                                   framesLeft: storm.frames(port: inPort, reason: why, now: context.now) ?? 0, ratePerSecond: rate))
+        guard admitted else { return IngressPolicyAnswer(refusal: why.stormDrop) }
+        answer.takesStormToken = true
+    }
+    if let shaper = context.shaper, shaper.shapes(port: inPort, .ingress) {
+        let admitted = shaper.wouldAdmit(port: inPort, .ingress, bytes: frame.count, now: context.now)
+        trace.record(.shaping(port: inPort, direction: .ingress, admitted: admitted, bytes: frame.count,
+                              averageBytes: shaper.available(port: inPort, .ingress, now: context.now)?.average ?? 0,
+                              peakBytes: shaper.available(port: inPort, .ingress, now: context.now)?.peak ?? 0))
+        guard admitted else { return IngressPolicyAnswer(refusal: .shapingIngress) }
+        answer.takesShapingTokens = true
+    }
+    let port = plan.storage.hotPorts + inPort
+    switch verdict {
+    case .flood, .multicastGroup, .multicastRouters:
+        // Uplinks are multicast-router ports: a group's traffic and reports leave by the team.
+        if plan.storage.team != nil, port.pointee.usesUplinks {
+            answer.uplink = Int16(context.team?.state.uplink(forGuestPort: inPort, source: h.source, etherType: h.etherType,
+                                                             payloadOffset: h.payloadOffset, frame: frame) ?? -1)
+            if answer.uplink >= 0 { trace.record(.teamUplink(member: Int(answer.uplink), port: plan.uplinkPorts[Int(answer.uplink)])) }
+        }
+    default: break
+    }
+    if plan.storage.team != nil && !port.pointee.isUplink && h.destination.isBroadcast
+        && isAnnouncement(etherType: h.etherType, payloadOffset: h.payloadOffset, source: h.source, frame: frame) {
+        trace.record(.announcement(vlan: fid, mac: h.source))
+        answer.announces = true
+    }
+    return answer
+}
+
 /// `decide` as the datapath calls it: no trace.
 ///
-/// Non-generic on purpose. `decide<T>` is not `@inlinable`, so a caller in another module
-/// (the datapath, the benchmark) would run its unspecialised body, paying a witness-table
-/// call for every trace step and generic prologues (≈30% more instructions per frame,
-/// callgrind on `tapestry-bench forward`). This wrapper is compiled inside Core, where
-/// `decide<NoTrace>` is specialised and inlined, and the trace steps vanish.
+/// Inlined into the caller with the generic body, which `NoTrace` specialises to the bare
+/// decision (an unspecialised generic call pays a witness-table call for every trace step
+/// and generic prologues: ≈30% more instructions per frame, callgrind on
+/// `tapestry-bench forward`).
+@inlinable @inline(always)
 public func decide(frame: UnsafeRawBufferPointer, offload: FrameOffload = .none, inPort: PortIndex, plan: SwitchPlan,
                    context: DecisionContext) -> Decision {
     var trace = NoTrace()
@@ -444,8 +625,8 @@ public func decide<T: TraceSink>(frame: UnsafeRawBufferPointer, inPort: PortInde
 /// 4. Never to another uplink, never to a port group with `uplinks: none`.
 ///
 /// `known`: the port of the (unicast) destination in the MAC table, nil for multicast or a miss.
-@inline(__always)
-func teamAdmission<T: TraceSink>(frame: UnsafeRawBufferPointer, header h: FrameHeader, vlan: VLANID, learningVLAN fid: VLANID,
+@inlinable @inline(__always)
+func teamAdmission<T: TraceSink>(frame: UnsafeRawBufferPointer, header h: HeaderFields, vlan: VLANID, learningVLAN fid: VLANID,
                                  port: HotPort, inPort: PortIndex, destinationPort known: PortIndex?, plan: SwitchPlan, table: MACTable,
                                  team: TeamContext?, trace: inout T) -> DropReason? {
     let member = Int(port.teamMember)
@@ -458,7 +639,7 @@ func teamAdmission<T: TraceSink>(frame: UnsafeRawBufferPointer, header h: FrameH
     guard let t = team else { return nil }
     if !t.state.holders.contains(Int16(member)) { return .teamInactiveUplink }
     if let q = table.lookup(vlan: fid, mac: h.source), !plan.storage.hotPorts[q].isUplink {
-        let announcement = isAnnouncement(header: h, frame: frame)
+        let announcement = isAnnouncement(etherType: h.etherType, payloadOffset: h.payloadOffset, source: h.source, frame: frame)
         if !announcement || t.locks.isLocked(vlan: fid, mac: h.source, now: t.now) { return .teamReflectedSource }
     }
     if h.destination.isMulticast || known == nil {

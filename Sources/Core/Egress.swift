@@ -97,7 +97,7 @@ public final class EgressList {
 
     @inlinable @inline(__always)
     func append(_ item: EgressItem) {
-        if used < capacity { items[used] = item; used += 1 } else { dropped += 1 }
+        if used < capacity { items[used] = item; used &+= 1 } else { dropped &+= 1 }
     }
 
     /// True the first time `port` is stamped for the current frame.
@@ -158,9 +158,33 @@ public func egressRefusal(of destination: MACAddress, to port: HotPort) -> DropR
 ///   them); for each output, a copy of it as sent to the destinations of that port's egress
 ///   mirrors, sent only if the output is ("copy if sent"). A destination gets at most one
 ///   copy of a frame (the ingress copy first).
-@inlinable
+///
+/// Inlined into the caller: a known unicast on a switch without mirrors and promiscuous
+/// ports (the common case) is one offer, in line; everything else runs the full walk
+/// (`collectEgressInFull`) in Core, out of line. (Offering a mirrored switch's known
+/// unicast in line too saves a third of the mirror's cost but costs every switch's known
+/// unicast some 14 instructions, callgrind: the mirror checks crowd the registers.)
+@inlinable @inline(always)
 public func collectEgress(of d: Decision, inPort: PortIndex, plan: SwitchPlan, context: DecisionContext,
                           into list: EgressList) -> DropReason? {
+    let storage = plan.storage
+    if case .forward(let p) = d.verdict, !storage.hasMirrors, !storage.hasPromiscuousPorts {
+        list.used = 0; list.dropped = 0
+        let from = storage.hotPorts + inPort
+        offerEgress(p, of: d, from: from.pointee.isUplink, fromTunnel: from.pointee.isTunnel, plan: plan, context: context,
+                    offload: d.offload.needsOffload, into: list)
+        return list.dropped > 0 ? .transmitQueueFull : nil
+    }
+    // The decision by address, taken here: passed by value, the compiler would write the
+    // whole record to memory where it is computed, on the common path too.
+    return withUnsafePointer(to: d) { collectEgressInFull(of: $0, inPort: inPort, plan: plan, context: context, into: list) }
+}
+
+/// `collectEgress` for every verdict and every plan: the whole walk described there.
+@usableFromInline
+func collectEgressInFull(of decision: UnsafePointer<Decision>, inPort: PortIndex, plan: SwitchPlan, context: DecisionContext,
+                         into list: EgressList) -> DropReason? {
+    let d = decision.pointee
     list.used = 0; list.dropped = 0
     let storage = plan.storage
     if case .drop = d.verdict, !storage.hasMirrors { return nil }
@@ -170,10 +194,7 @@ public func collectEgress(of d: Decision, inPort: PortIndex, plan: SwitchPlan, c
     switch d.verdict { case .multicastGroup, .multicastRouters: multicast = true; default: multicast = false }
     if storage.hasMirrors || multicast { list.nextFrame() }
     if storage.hasMirrors {
-        for dst in storage.mirrorOnIngress[inPort] where !portIsDown(dst, context) && list.stamp(dst) {
-            list.append(EgressItem(port: dst, kind: .mirrorIngress, rewrite: EgressRewrite(strip: 0, push: nil),
-                                   finishOffload: offload && !storage.hotPorts[dst].acceptsOffloads))
-        }
+        appendIngressMirrorCopies(inPort: inPort, offload: offload, plan: plan, links: context.links, into: list)
     }
     let mirrorsEnd = list.used
     let from = storage.hotPorts[inPort].isUplink
@@ -223,27 +244,29 @@ public func collectEgress(of d: Decision, inPort: PortIndex, plan: SwitchPlan, c
 
 /// One port `collectEgress` offers decided frame `d` to: nothing when the team or a VLAN
 /// keeps it away, else an output (with its egress mirror copies) or a refusal.
-@inlinable @inline(__always)
+@inlinable @inline(always)
 func offerEgress(_ p: Int, of d: Decision, from fromUplink: Bool, fromTunnel: Bool, plan: SwitchPlan, context: DecisionContext,
                  offload: Bool, into list: EgressList) {
     if portIsDown(p, context) { return }
     let storage = plan.storage
-    let port = storage.hotPorts[p]
+    // Fields are read through the pointer where they are used (a copy of the whole record
+    // would load every field up front).
+    let port = storage.hotPorts + p
     // Split horizon: never from a tunnel into a tunnel (tunnels and uplinks are kept apart
     // below: a tunnel does not use uplinks, and a frame from a tunnel never gets a team
     // member).
-    if port.isTunnel && fromTunnel { return }
+    if fromTunnel && port.pointee.isTunnel { return }
     // The team: a guest's frame leaves by its one chosen member, never by the others; from
     // an uplink only to guests of port groups that use uplinks.
-    if port.isUplink {
-        if fromUplink || port.teamMember != d.uplink { return }
-    } else if fromUplink && !port.usesUplinks {
+    if port.pointee.isUplink {
+        if fromUplink || port.pointee.teamMember != d.uplink { return }
+    } else if fromUplink && !port.pointee.usesUplinks {
         return
     }
-    guard let rw = plan.egressRewrite(vlan: d.vlan, ingressTagLength: d.ingressTagLength, priority: d.priority, on: port) else { return }
-    if let r = egressRefusal(of: d.destination, to: port) {
+    guard let rw = plan.egressRewrite(vlan: d.vlan, ingressTagLength: d.ingressTagLength, priority: d.priority, on: port.pointee) else { return }
+    if let r = egressRefusal(of: d.destination, to: port.pointee) {
         list.append(EgressItem(port: p, kind: .refused, refusal: r, rewrite: rw))
-    } else if port.isTunnel && !offload && egressLength(d.length, rw) - 4 > Int(port.tunnelLargestFrame) {
+    } else if port.pointee.isTunnel && !offload && egressLength(d.length, rw) - 4 > Int(port.pointee.tunnelLargestFrame) {
         // Never fragment (RFC 7348 §4.3): on the wire the tag becomes the VNI (-4 bytes). A
         // GSO frame is cut to its segment size first (`finishOffload`); the tunnel checks
         // each segment when it sends.
@@ -253,20 +276,45 @@ func offerEgress(_ p: Int, of d: Decision, from fromUplink: Bool, fromTunnel: Bo
         list.append(EgressItem(port: p, kind: .refused, refusal: .shapingEgress, rewrite: rw))
     } else {
         let k = Int32(truncatingIfNeeded: list.used)
-        list.append(EgressItem(port: p, kind: .output, rewrite: rw, finishOffload: offload && !port.acceptsOffloads))
+        list.append(EgressItem(port: p, kind: .output, rewrite: rw, finishOffload: offload && !port.pointee.acceptsOffloads))
         if storage.hasMirrors && list.used == Int(k) + 1 {
-            for dst in storage.mirrorOnEgress[p] where !list.isStamped(dst) && !portIsDown(dst, context) {
-                list.append(EgressItem(port: dst, kind: .mirrorEgress, after: k, rewrite: rw,
-                                       finishOffload: offload && !storage.hotPorts[dst].acceptsOffloads))
-            }
+            appendEgressMirrorCopies(of: k, port: p, rewrite: rw, offload: offload, plan: plan, links: context.links, into: list)
         }
+    }
+}
+
+/// The ingress mirror (SPAN) copies of a frame received on `inPort`: the frame as received,
+/// to each destination of the port's ingress mirrors that is up and not yet stamped for this
+/// frame (`collectEgress`).
+@inlinable @inline(__always)
+func appendIngressMirrorCopies(inPort: PortIndex, offload: Bool, plan: SwitchPlan, links: PortLinks?, into list: EgressList) {
+    let storage = plan.storage
+    for dst in storage.mirrorOnIngress[inPort] where !portIsDown(dst, links) && list.stamp(dst) {
+        list.append(EgressItem(port: dst, kind: .mirrorIngress, rewrite: EgressRewrite(strip: 0, push: nil),
+                               finishOffload: offload && !storage.hotPorts[dst].acceptsOffloads))
+    }
+}
+
+/// The egress mirror copies of output `output` (its index in `list`) to port `p`, as it
+/// leaves (`rewrite`): to each destination of `p`'s egress mirrors that is up and has no
+/// copy of this frame yet ("copy if sent", see `collectEgress`).
+@inlinable @inline(__always)
+func appendEgressMirrorCopies(of output: Int32, port p: PortIndex, rewrite: EgressRewrite, offload: Bool, plan: SwitchPlan,
+                              links: PortLinks?, into list: EgressList) {
+    let storage = plan.storage
+    for dst in storage.mirrorOnEgress[p] where !list.isStamped(dst) && !portIsDown(dst, links) {
+        list.append(EgressItem(port: dst, kind: .mirrorEgress, after: output, rewrite: rewrite,
+                               finishOffload: offload && !storage.hotPorts[dst].acceptsOffloads))
     }
 }
 
 /// Whether `port`'s device is gone (`PortLinks`): one load when every port is up.
 @inlinable @inline(__always)
-func portIsDown(_ port: Int, _ context: DecisionContext) -> Bool {
-    guard let l = context.links, l.downCount > 0 else { return false }
+func portIsDown(_ port: Int, _ context: DecisionContext) -> Bool { portIsDown(port, context.links) }
+
+@inlinable @inline(__always)
+func portIsDown(_ port: Int, _ links: PortLinks?) -> Bool {
+    guard let l = links, l.downCount > 0 else { return false }
     return l.isDown(port)
 }
 

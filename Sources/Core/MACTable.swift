@@ -120,7 +120,11 @@ public final class MACTable {
     static func key(_ vlan: VLANID, _ mac: MACAddress) -> UInt64 { UInt64(vlan.rawValue) << 48 | mac.rawValue }
 
     @inlinable @inline(__always)
-    func home(_ key: UInt64) -> Int { Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> indexShift) }
+    func home(_ key: UInt64) -> Int {
+        // `&>>`: `indexShift` is 1...60 (the index has 16 or more slots), so the masking
+        // shift is the plain one, without `>>`'s check for shifts of 64 and more.
+        Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) &>> indexShift)
+    }
 
     /// Index position holding `key`'s slot, or -1.
     @inline(__always)

@@ -32,3 +32,16 @@ extension PortCounters {
         return Snapshot(rxFrames: raw[b], rxBytes: raw[b + 1], txFrames: raw[b + 2], txBytes: raw[b + 3], drops: drops)
     }
 }
+
+extension PortCounters {
+    /// Adds `carried` to `port`'s counters: a migrated guest's port on its new host takes
+    /// over what its port counted on the old one (a distributed switch's port statistics
+    /// follow the VM). Control path only, under the datapath lock.
+    public func add(_ carried: Snapshot, toPort port: Int) {
+        precondition(port < portCount)
+        let b = port * PortCounters.stride
+        values[b] &+= carried.rxFrames; values[b + 1] &+= carried.rxBytes
+        values[b + 2] &+= carried.txFrames; values[b + 3] &+= carried.txBytes
+        for (r, v) in carried.drops { values[b + PortCounters.fixed + Int(r.rawValue)] &+= v }
+    }
+}

@@ -190,6 +190,9 @@ public struct SwitchPlan: Sendable {
         @usableFromInline let ports: [PortPlan]
         /// Largest L3 payload (the switch MTU).
         @usableFromInline let mtu: Int
+        /// `mtu` + 14 (the Ethernet header), kept below `Int.max` - 8 so that adding two
+        /// tags' 8 bytes per frame cannot overflow.
+        @usableFromInline let largestUntaggedFrame: Int
         /// Dynamic entries unused this long are removed.
         @usableFromInline let aging: Duration
         /// Most entries the MAC table holds; beyond it, fair eviction.
@@ -249,6 +252,7 @@ public struct SwitchPlan: Sendable {
              staticEntries: [StaticMACEntry], mirrors: [MirrorPlan], team: TeamConfig?,
              privateVLANs: [PrivateVLAN], multicast: MulticastSnooping?) {
             self.name = name; self.ports = ports; self.mtu = mtu
+            largestUntaggedFrame = mtu > Int.max - 22 ? Int.max - 8 : mtu + 14
             // Private VLANs: each VLAN in at most one, once.
             var info = [UInt32]()
             if !privateVLANs.isEmpty {
@@ -411,6 +415,11 @@ public struct SwitchPlan: Sendable {
     @inlinable public var mirrorFanout: Int { storage.mirrorFanout }
     /// Per port, the plain-value view the per-frame path reads.
     @inlinable public var hot: [HotPort] { storage.hot }
+    /// `port`'s learning limit (`PortPlan.macLimit`), for the datapath's `learn`: one load,
+    /// where `hot[port].macLimit` costs an array's bounds check (and its reference).
+    /// `port` must be a port of this plan.
+    @inlinable @inline(__always)
+    public func macLimit(port: PortIndex) -> Int { storage.hotPorts[port].macLimit }
     /// The switch's NIC team (nil for a guest-only switch).
     @inlinable public var team: TeamConfig? { storage.team }
     /// Per team member, its port index.
@@ -422,7 +431,7 @@ public struct SwitchPlan: Sendable {
 
     /// Longest frame accepted from a wire: MTU + Ethernet header + up to two tags.
     @inlinable
-    public func maximumFrameLength(tags: Int) -> Int { storage.mtu + 14 + 4 * tags }
+    public func maximumFrameLength(tags: Int) -> Int { storage.largestUntaggedFrame &+ 4 &* tags }
 
     /// Ports that are members of `vlan`, in port order (the flood set).
     @inlinable

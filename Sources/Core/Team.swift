@@ -277,8 +277,15 @@ public struct TeamState: Equatable, Sendable {
     /// `uplink(forGuestPort:source:ipv4:)` reading the IPv4 pair from the frame itself.
     @inlinable
     public func uplink(forGuestPort port: PortIndex, header: FrameHeader, frame: UnsafeRawBufferPointer) -> Int? {
-        let ip = config.policy == .ipHash ? ipv4Pair(header: header, frame: frame) : nil
-        return uplink(forGuestPort: port, source: header.source, ipv4: ip)
+        uplink(forGuestPort: port, source: header.source, etherType: header.etherType, payloadOffset: header.payloadOffset, frame: frame)
+    }
+
+    /// `uplink(forGuestPort:header:frame:)` from the header fields it reads.
+    @inlinable
+    public func uplink(forGuestPort port: PortIndex, source: MACAddress, etherType: UInt16, payloadOffset: Int,
+                       frame: UnsafeRawBufferPointer) -> Int? {
+        let ip = config.policy == .ipHash ? ipv4Pair(etherType: etherType, payloadOffset: payloadOffset, frame: frame) : nil
+        return uplink(forGuestPort: port, source: source, ipv4: ip)
     }
 
     /// The member that accepts broadcast and multicast of `vlan` from the physical network:
@@ -363,8 +370,14 @@ public func teamHash(_ x: UInt64) -> UInt64 {
 /// The IPv4 (source, destination) of an IPv4 frame; nil for anything else or a short frame.
 @inlinable
 public func ipv4Pair(header: FrameHeader, frame: UnsafeRawBufferPointer) -> (source: UInt32, destination: UInt32)? {
-    guard header.etherType == EtherType.ipv4 else { return nil }
-    let o = header.payloadOffset
+    ipv4Pair(etherType: header.etherType, payloadOffset: header.payloadOffset, frame: frame)
+}
+
+/// `ipv4Pair(header:frame:)` from the two header fields it reads (`FrameHeader.etherType`,
+/// `FrameHeader.payloadOffset`).
+@inlinable
+public func ipv4Pair(etherType: UInt16, payloadOffset o: Int, frame: UnsafeRawBufferPointer) -> (source: UInt32, destination: UInt32)? {
+    guard etherType == EtherType.ipv4 else { return nil }
     guard frame.count >= o + 20 else { return nil }
     @inline(__always) func be32(_ i: Int) -> UInt32 {
         UInt32(frame[i]) << 24 | UInt32(frame[i + 1]) << 16 | UInt32(frame[i + 2]) << 8 | UInt32(frame[i + 3])
@@ -377,11 +390,17 @@ public func ipv4Pair(header: FrameHeader, frame: UnsafeRawBufferPointer) -> (sou
 /// hardware address == the frame's source). Pure, no allocation.
 @inlinable
 public func isAnnouncement(header: FrameHeader, frame: UnsafeRawBufferPointer) -> Bool {
-    if header.etherType == EtherType.rarp { return true }
-    guard header.etherType == EtherType.arp else { return false }
-    let o = header.payloadOffset
+    isAnnouncement(etherType: header.etherType, payloadOffset: header.payloadOffset, source: header.source, frame: frame)
+}
+
+/// `isAnnouncement(header:frame:)` from the three header fields it reads
+/// (`FrameHeader.etherType`, `.payloadOffset`, `.source`).
+@inlinable
+public func isAnnouncement(etherType: UInt16, payloadOffset o: Int, source: MACAddress, frame: UnsafeRawBufferPointer) -> Bool {
+    if etherType == EtherType.rarp { return true }
+    guard etherType == EtherType.arp else { return false }
     guard frame.count >= o + 28 else { return false }
-    guard MACAddress(frame, at: o + 8) == header.source else { return false }
+    guard MACAddress(frame, at: o + 8) == source else { return false }
     for i in 0..<4 where frame[o + 14 + i] != frame[o + 24 + i] { return false }
     return true
 }

@@ -27,8 +27,9 @@ import Model
 ///   tunnels are multicast-router ports, so snooped groups span hosts.
 /// - **never fragment** (§4.3): an output whose inner frame exceeds `largestFrame` is
 ///   refused (`DropReason.underlayMTUExceeded`, counted on the tunnel port).
-/// - learning, aging and moves as on any port; no offloads (a GSO frame is refused,
-///   `offload-not-supported`, until segmentation before encapsulation exists).
+/// - learning, aging and moves as on any port; no offloads (`acceptsOffloads` false): a GSO
+///   frame bound for a tunnel is cut into segments before encapsulation (`finishOffload`),
+///   and the receive side may hand a coalesced GSO frame in (Runtime's underlay receive).
 public struct TunnelPeer: Hashable, Sendable {
     /// The remote VTEP's underlay address.
     public var remote: IPAddress

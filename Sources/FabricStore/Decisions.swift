@@ -12,6 +12,11 @@ public struct HostCapacity: Sendable, Equatable {
     public var usedCPUs: Int
     /// MiB reserved by guests placed there.
     public var usedMemoryMiB: Int
+    /// The switches that run there (nil: any).
+    public var switches: Set<String>? = nil
+
+    /// Whether every switch of `needed` runs there.
+    public func runs(_ needed: Set<String>) -> Bool { switches.map { needed.isSubset(of: $0) } ?? true }
 
     /// Whether a guest reserving `cpus` and `memoryMiB` fits in what is left.
     public func fits(cpus c: Int, memoryMiB m: Int) -> Bool {
@@ -51,7 +56,7 @@ public enum Placement {
     public static func capacity(spec: FabricSpec, placement: [String: String]) -> [String: HostCapacity] {
         var out: [String: HostCapacity] = [:]
         for (name, host) in spec.hosts {
-            out[name] = HostCapacity(cpus: host.cpus, memoryMiB: host.memoryMiB, usedCPUs: 0, usedMemoryMiB: 0)
+            out[name] = HostCapacity(cpus: host.cpus, memoryMiB: host.memoryMiB, usedCPUs: 0, usedMemoryMiB: 0, switches: host.switches)
         }
         for (guest, host) in placement {
             guard let g = spec.guests[guest], out[host] != nil else { continue }
@@ -65,8 +70,9 @@ public enum Placement {
     /// control: a guest goes to the candidate where it fits and leaves the most headroom
     /// (the smaller fraction left of limited CPUs and memory; ties: more free memory, then the
     /// host name), largest guests first (memory, then CPUs, then name), each placement
-    /// reserving its share before the next is chosen. A guest that fits nowhere is returned
-    /// in `unplaceable` with the reason, never placed.
+    /// reserving its share before the next is chosen. Only candidates that run every switch
+    /// of the guest's NICs qualify (`HostCapacity.runs`). A guest that fits nowhere is
+    /// returned in `unplaceable` with the reason, never placed.
     public static func choose(_ guests: [FabricGuest], candidates: [String], capacity: [String: HostCapacity])
         -> (placed: [(guest: String, host: String)], unplaceable: [(guest: String, reason: String)]) {
         var cap = capacity
@@ -78,7 +84,7 @@ public enum Placement {
         for g in order {
             var best: (host: String, headroom: Double, freeMem: Int)?
             for h in candidates.sorted() {
-                guard let c = cap[h], c.fits(cpus: g.cpus, memoryMiB: g.memoryMiB) else { continue }
+                guard let c = cap[h], c.runs(g.switches), c.fits(cpus: g.cpus, memoryMiB: g.memoryMiB) else { continue }
                 let headroom = c.headroom(adding: g.cpus, g.memoryMiB)
                 let freeMem = c.memoryMiB.map { $0 - c.usedMemoryMiB } ?? Int.max
                 if best == nil || headroom > best!.headroom || (headroom == best!.headroom && freeMem > best!.freeMem) {
@@ -91,6 +97,8 @@ public enum Placement {
                 cap[b.host]!.usedMemoryMiB += g.memoryMiB
             } else if candidates.isEmpty {
                 unplaceable.append((g.name, "no surviving host runs the same topology file"))
+            } else if !candidates.contains(where: { cap[$0]?.runs(g.switches) ?? false }) {
+                unplaceable.append((g.name, "no surviving host runs its switches (\(g.switches.sorted().joined(separator: ", "))): a host runs a switch when a guest or link of the file puts a port there"))
             } else {
                 let need = "needs \(g.cpus) CPUs and \(g.memoryMiB) MiB"
                 let have = candidates.sorted().map { "\($0): \(cap[$0]?.summary ?? "unknown")" }.joined(separator: "; ")

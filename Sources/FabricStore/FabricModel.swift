@@ -14,6 +14,12 @@ import Foundation
 ///                                                       (who claimed it, from which dead host),
 ///                                                       written in the same transaction as the
 ///                                                       placement it changed
+/// /tapestry/v1/TOPOLOGY/migrations/GUEST MigrationRecord under the SOURCE host's lease: one
+///                                                       live migration in flight, how source
+///                                                       and destination coordinate (they may
+///                                                       be on different machines); gone with
+///                                                       the source, so a dead source never
+///                                                       leaves a destination waiting
 /// ```
 /// Values are JSON objects (snake_case keys, times as Unix seconds). `v1` versions the
 /// layout; a later layout gets a new prefix instead of reinterpreting this one.
@@ -31,6 +37,10 @@ public struct FabricKeys: Sendable, Equatable {
     public var placementPrefix: String { root + "placement/" }
     /// Prefix of the HA claim records.
     public var claimsPrefix: String { root + "claims/" }
+    /// Prefix of the migrations in flight.
+    public var migrationsPrefix: String { root + "migrations/" }
+    /// The migration key of `guest`.
+    public func migration(_ guest: String) -> String { migrationsPrefix + guest }
     /// The membership key of `host`.
     public func member(_ host: String) -> String { membersPrefix + host }
     /// The placement key of `guest`.
@@ -128,6 +138,83 @@ public struct ClaimRecord: Codable, Sendable, Equatable {
     }
 }
 
+/// One live migration in flight (`tapestry vm migrate`), the record through which the
+/// source and destination daemons coordinate:
+///
+/// ```
+///  source                          etcd: migrations/GUEST            destination
+///  checks, puts ────────────────▶ requested (source's lease) ──────▶ sees it (poll): creates
+///                                                                    the ports, QEMU -incoming
+///  connects, QMP migrate ◀─────── ready, listen ADDR:PORT ◀───────── defer -S, a listener
+///  QEMU completes (guest paused on both)
+///  one transaction: placement ──▶ committed, counters ─────────────▶ cont (resumes), adds the
+///  stops its QEMU, removes ports                                     counters, deletes the key
+///  (failure anywhere before the commit: failed + error; the source resumes its copy)
+/// ```
+/// The commit is the switch-over: it succeeds only while the record is unchanged since the
+/// source last read it, so a destination that gave up (CAS to `failed`) and a source that
+/// commits can never both win.
+public struct MigrationRecord: Codable, Sendable, Equatable {
+    /// Where the migration stands.
+    public enum State: String, Codable, Sendable {
+        /// Written by the source: the destination is to prepare.
+        case requested
+        /// Written by the destination: its QEMU waits, its listener is `listen`.
+        case ready
+        /// Written by the source with the placement, in one transaction: the destination runs it.
+        case committed
+        /// Written by either side: it ended without a commit (`error` says why); the guest
+        /// stays on the source.
+        case failed
+    }
+    /// A random ID (one migration attempt).
+    public var id: String
+    /// The guest.
+    public var guest: String
+    /// The source host.
+    public var from: String
+    /// The destination host.
+    public var to: String
+    /// Where it stands.
+    public var state: State
+    /// `ADDRESS:PORT` (IPv6 in brackets) of the destination's migration listener (ready).
+    public var listen: String?
+    /// The guest's port counters on the source at the switch-over, by port name (committed).
+    public var counters: [String: PortCarry]?
+    /// Why it failed.
+    public var error: String?
+    /// Unix seconds of the last change.
+    public var at: Double
+
+    /// A record.
+    public init(id: String, guest: String, from: String, to: String, state: State, listen: String? = nil,
+                counters: [String: PortCarry]? = nil, error: String? = nil, at: Double) {
+        self.id = id; self.guest = guest; self.from = from; self.to = to; self.state = state; self.listen = listen
+        self.counters = counters; self.error = error; self.at = at
+    }
+}
+
+/// One port's counters carried from a migration's source to its destination (a distributed
+/// switch's port statistics follow the VM).
+public struct PortCarry: Codable, Sendable, Equatable {
+    /// Frames and bytes received from the guest.
+    public var rxFrames: UInt64, rxBytes: UInt64
+    /// Frames and bytes sent to the guest.
+    public var txFrames: UInt64, txBytes: UInt64
+    /// Drops by reason (the counter's name).
+    public var drops: [String: UInt64]
+
+    /// The counters.
+    public init(rxFrames: UInt64, rxBytes: UInt64, txFrames: UInt64, txBytes: UInt64, drops: [String: UInt64]) {
+        self.rxFrames = rxFrames; self.rxBytes = rxBytes; self.txFrames = txFrames; self.txBytes = txBytes; self.drops = drops
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case drops
+        case rxFrames = "rx_frames", rxBytes = "rx_bytes", txFrames = "tx_frames", txBytes = "tx_bytes"
+    }
+}
+
 /// A host of the topology (`hosts: {H: {underlay, netns?, cpus?, memory?}}`, issue #17), as
 /// far as placement cares.
 public struct FabricHost: Sendable, Equatable {
@@ -139,10 +226,15 @@ public struct FabricHost: Sendable, Equatable {
     public var cpus: Int?
     /// MiB of memory guests may reserve here; nil: not limited.
     public var memoryMiB: Int?
+    /// The switches that run on it (those with a port there in the topology file, issue
+    /// #17: only such hosts have tunnels for the switch); nil: any. A guest can move here
+    /// (HA, migration) only when every switch of its NICs runs here, so that the overlay
+    /// reaches its new port.
+    public var switches: Set<String>?
 
-    /// A host; nil limits mean unlimited.
-    public init(name: String, underlay: String, cpus: Int? = nil, memoryMiB: Int? = nil) {
-        self.name = name; self.underlay = underlay; self.cpus = cpus; self.memoryMiB = memoryMiB
+    /// A host; nil limits mean unlimited, nil switches any.
+    public init(name: String, underlay: String, cpus: Int? = nil, memoryMiB: Int? = nil, switches: Set<String>? = nil) {
+        self.name = name; self.underlay = underlay; self.cpus = cpus; self.memoryMiB = memoryMiB; self.switches = switches
     }
 }
 
@@ -176,10 +268,14 @@ public struct FabricGuest: Sendable, Equatable {
     public var memoryMiB: Int
     /// Its restart policy.
     public var restart: FabricRestart
+    /// The switches its NICs attach to.
+    public var switches: Set<String>
 
     /// A guest; netns guests reserve 0 CPUs and 0 MiB.
-    public init(name: String, kind: FabricGuestKind, host: String, cpus: Int = 0, memoryMiB: Int = 0, restart: FabricRestart = .never) {
+    public init(name: String, kind: FabricGuestKind, host: String, cpus: Int = 0, memoryMiB: Int = 0, restart: FabricRestart = .never,
+                switches: Set<String> = []) {
         self.name = name; self.kind = kind; self.host = host; self.cpus = cpus; self.memoryMiB = memoryMiB; self.restart = restart
+        self.switches = switches
     }
 
     /// Whether HA restarts it when its host dies.
@@ -235,18 +331,31 @@ public struct FabricSnapshot: Sendable, Equatable {
         /// The key's mod revision.
         public var modRevision: Int64
     }
+    /// A migration in flight with its key's mod revision and lease (the source's).
+    public struct Migration: Sendable, Equatable {
+        /// The decoded record.
+        public var record: MigrationRecord
+        /// The key's mod revision (the compare-and-swap witness).
+        public var modRevision: Int64
+        /// The lease it lives under (the source host's).
+        public var lease: Int64
+    }
     /// The store revision of the read.
     public var revision: Int64
     /// Live hosts' registrations, by host.
     public var members: [String: Member]
     /// Placements, by guest.
     public var placements: [String: Placement]
+    /// Migrations in flight, by guest.
+    public var migrations: [String: Migration]
     /// Keys whose value could not be decoded (skipped, reported).
     public var malformedKeys: [String]
 
     /// A snapshot (tests build their own).
-    public init(revision: Int64, members: [String: Member], placements: [String: Placement], malformedKeys: [String] = []) {
-        self.revision = revision; self.members = members; self.placements = placements; self.malformedKeys = malformedKeys
+    public init(revision: Int64, members: [String: Member], placements: [String: Placement], migrations: [String: Migration] = [:],
+                malformedKeys: [String] = []) {
+        self.revision = revision; self.members = members; self.placements = placements; self.migrations = migrations
+        self.malformedKeys = malformedKeys
     }
 
     /// Whether `host` holds a live registration.

@@ -67,8 +67,16 @@ public final class FabricService: @unchecked Sendable {
     private var lastError: String?
     private var unplaceable: [String: String] = [:]
     private var withheld: [String: String] = [:]
+    /// Guests withheld at start-up because etcd could not be read (their placement was
+    /// unknown): started once etcd answers and places them here or nowhere. Guests withheld
+    /// because etcd placed them elsewhere are not started when that placement goes away (a
+    /// clean `down` of the other host releases it: the guest was stopped on purpose).
+    private var unknownAtStart: Set<String> = []
     private var reportedDead: Set<String> = []
     private var reportedMismatch: [String: String] = [:]
+    /// Migration record IDs already handed to `incomingMigration`.
+    private var dispatched: Set<String> = []
+    private var lastReadAt: Double?
     private var stopping = false
     private var threadsRunning = 0
     private let startedAt = Date().timeIntervalSince1970
@@ -120,6 +128,7 @@ public final class FabricService: @unchecked Sendable {
         lock.lock()
         running = Set(plan.start)
         withheld = plan.withheld
+        unknownAtStart = lastSnapshot == nil ? Set(plan.withheld.keys) : []
         lock.unlock()
         for (g, why) in plan.withheld.sorted(by: { $0.key < $1.key }) { callbacks.log("fabric: not starting \(g): \(why)") }
         _ = try? publishMember()
@@ -168,6 +177,9 @@ public final class FabricService: @unchecked Sendable {
     /// Guests the service believes run here, sorted.
     public var runningGuests: [String] { lock.lock(); defer { lock.unlock() }; return running.sorted() }
 
+    /// The lease this host's registration lives under (0: not registered now).
+    public var currentLease: Int64 { lock.lock(); defer { lock.unlock() }; return lease }
+
     // MARK: Migration bookkeeping
 
     /// Checks `vm migrate guest --to destination` from this host against a fresh read of
@@ -178,6 +190,9 @@ public final class FabricService: @unchecked Sendable {
         let snapshot: FabricSnapshot
         do { snapshot = try store.snapshot(timeout: options.requestTimeout * 2) }
         catch { throw MigrationRefusal.etcdUnavailable("\(error)") }
+        guard currentLease != 0, snapshot.members[host]?.lease == currentLease else {
+            throw MigrationRefusal.etcdUnavailable("host \(host) holds no registration in etcd now (its lease was lost); try again once it has registered")
+        }
         let plan = try Migration.check(guest: guest, to: destination, from: host, spec: spec, snapshot: snapshot)
         lock.lock(); migrating.insert(guest); lock.unlock()
         return plan
@@ -186,8 +201,12 @@ public final class FabricService: @unchecked Sendable {
     /// Records a finished migration in etcd (atomically, `FabricStore.recordMigration`); the
     /// guest no longer runs here. Throws `MigrationRefusal.changedMeanwhile` or
     /// `.etcdUnavailable`; the guest then stays held until `abortMigration`.
-    public func commitMigration(_ plan: MigrationPlan) throws {
-        do { try store.recordMigration(plan, timeout: options.requestTimeout * 2) }
+    public func commitMigration(_ plan: MigrationPlan, record: MigrationRecord? = nil, recordRevision: Int64 = 0,
+                                counters: [String: PortCarry]? = nil) throws {
+        do {
+            try store.recordMigration(plan, record: record, recordRevision: recordRevision, recordLease: currentLease,
+                                      counters: counters, timeout: options.requestTimeout * 2)
+        }
         catch let e as MigrationRefusal { throw e }
         catch { throw MigrationRefusal.etcdUnavailable("\(error)") }
         lock.lock(); running.remove(plan.guest); migrating.remove(plan.guest); lock.unlock()
@@ -228,7 +247,9 @@ public final class FabricService: @unchecked Sendable {
                                      guests: placement.filter { $0.value == name }.map(\.key).sorted())
         }
         return FabricStatus(host: host, registered: lease != 0, lease: lease, isolated: isolation.isolated, hosts: hosts,
-                            unplaceable: unplaceable, withheld: withheld, lastError: lastError)
+                            unplaceable: unplaceable, withheld: withheld, lastError: lastError,
+                            migrations: (snap?.migrations.values.map(\.record) ?? []).sorted { $0.guest < $1.guest },
+                            lastReadSecondsAgo: lastReadAt.map { Deadline.now() - $0 })
     }
 
     // MARK: Threads
@@ -353,10 +374,11 @@ public final class FabricService: @unchecked Sendable {
             catch { setError("\(error)"); continue }
             lock.lock()
             lastSnapshot = snapshot
+            lastReadAt = Deadline.now()
             let myLease = lease
             let decisions = monitor.observe(snapshot, spec: spec, myLease: myLease, now: Deadline.now())
             lock.unlock()
-            report(decisions)
+            report(decisions, snapshot)
             guard myLease != 0, snapshot.members[host]?.lease == myLease else { continue }
             for restart in decisions.restarts where !isStopping {
                 do {
@@ -369,10 +391,34 @@ public final class FabricService: @unchecked Sendable {
                 }
             }
             reconcile(snapshot)
+            dispatchMigrations(snapshot, myLease: myLease)
         }
     }
 
-    private func report(_ d: FailoverDecisions) {
+    /// Hands each new migration request naming this host to the runtime, once per record
+    /// ID; without a migration callback, marks it failed so the source stops waiting.
+    private func dispatchMigrations(_ snapshot: FabricSnapshot, myLease: Int64) {
+        lock.lock()
+        let fresh = snapshot.migrations.values.filter { $0.record.to == host && $0.record.state == .requested && !dispatched.contains($0.record.id) }
+        for m in fresh { dispatched.insert(m.record.id); migrating.insert(m.record.guest) }
+        // Forget IDs whose record is gone (bounded by the guests of the topology).
+        let live = Set(snapshot.migrations.values.map(\.record.id))
+        dispatched.formIntersection(live.union(fresh.map(\.record.id)))
+        lock.unlock()
+        for m in fresh.sorted(by: { $0.record.guest < $1.record.guest }) where !isStopping {
+            if callbacks.acceptsMigrations {
+                callbacks.log("fabric: migration of \(m.record.guest) from host \(m.record.from) to here requested")
+                callbacks.incomingMigration(m.record, m.modRevision, m.lease)
+            } else {
+                var r = m.record
+                r.state = .failed; r.error = "host \(host) does not accept migrations"; r.at = Date().timeIntervalSince1970
+                _ = try? store.updateMigration(r, since: m.modRevision, lease: m.lease, timeout: options.requestTimeout)
+                lock.lock(); migrating.remove(m.record.guest); lock.unlock()
+            }
+        }
+    }
+
+    private func report(_ d: FailoverDecisions, _ snapshot: FabricSnapshot) {
         lock.lock()
         let newlyDead = Set(d.deadHosts.keys).subtracting(reportedDead)
         let back = reportedDead.subtracting(d.deadHosts.keys)
@@ -383,7 +429,9 @@ public final class FabricService: @unchecked Sendable {
         reportedMismatch = d.hashMismatches
         lock.unlock()
         for h in newlyDead.sorted() { callbacks.log("fabric: host \(h) is dead (no etcd registration); its guests restart elsewhere after \(options.grace) s") }
-        for h in back.sorted() { callbacks.log("fabric: host \(h) is registered again") }
+        // A dead host stops counting as dead once it registers again, or once none of its
+        // guests is placed on it any more (HA moved them): only the first is news.
+        for h in back.sorted() where snapshot.isAlive(h) { callbacks.log("fabric: host \(h) is registered again") }
         for (g, r) in newUnplaceable.sorted(by: { $0.key < $1.key }) { callbacks.log("fabric: cannot restart \(g): \(r)") }
         if mismatchChanged && !d.hashMismatches.isEmpty {
             callbacks.log("fabric: hosts running a different topology file than this one (\(spec.topologyHash.prefix(12))): "
@@ -405,11 +453,12 @@ public final class FabricService: @unchecked Sendable {
             return true
         }.map(\.key) + withheld.keys.filter { g in
             // Withheld at start-up because etcd was unreachable, and placed nowhere since.
-            snapshot.placements[g] == nil && spec.guests[g]?.host == host && !running.contains(g) && !held.contains(g)
+            unknownAtStart.contains(g) && snapshot.placements[g] == nil && spec.guests[g]?.host == host && !running.contains(g) && !held.contains(g)
         }
         for (g, _) in withheld {
             if let p = snapshot.placements[g], p.record.host != host {
                 withheld[g] = "placed on host \(p.record.host) (\(p.record.reason.rawValue)\(p.record.from.map { " from \($0)" } ?? ""))"
+                unknownAtStart.remove(g)
             }
         }
         var toStop: [(String, String)] = []
@@ -426,7 +475,7 @@ public final class FabricService: @unchecked Sendable {
         }
         for g in toStart.sorted() where !isStopping {
             if callbacks.startGuest(g) {
-                lock.lock(); running.insert(g); withheld[g] = nil; unplaceable[g] = nil; declined[g] = nil; lock.unlock()
+                lock.lock(); running.insert(g); withheld[g] = nil; unknownAtStart.remove(g); unplaceable[g] = nil; declined[g] = nil; lock.unlock()
                 callbacks.log("fabric: started \(g) (etcd places it on \(host))")
             } else {
                 callbacks.log("fabric: could not start \(g), which etcd places on \(host)")

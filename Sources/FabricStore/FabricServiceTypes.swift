@@ -50,12 +50,23 @@ public struct FabricCallbacks: Sendable {
     public var stopGuests: @Sendable ([String], GuestStopReason) -> Void
     /// One line per event worth logging.
     public var log: @Sendable (String) -> Void
+    /// A migration to this host was requested (`MigrationRecord.State.requested`; once per
+    /// record ID), with the record's mod revision and lease: prepare the destination (on
+    /// another thread) and report its end with `incomingFinished`. The service already holds
+    /// the guest out of reconciliation (`prepareIncoming`).
+    public var incomingMigration: @Sendable (MigrationRecord, _ revision: Int64, _ lease: Int64) -> Void
 
-    /// The three callbacks.
+    /// The callbacks; without `incomingMigration`, requests to migrate here are refused by
+    /// marking them failed.
     public init(startGuest: @escaping @Sendable (String) -> Bool, stopGuests: @escaping @Sendable ([String], GuestStopReason) -> Void,
-                log: @escaping @Sendable (String) -> Void) {
+                log: @escaping @Sendable (String) -> Void,
+                incomingMigration: (@Sendable (MigrationRecord, Int64, Int64) -> Void)? = nil) {
         self.startGuest = startGuest; self.stopGuests = stopGuests; self.log = log
+        self.acceptsMigrations = incomingMigration != nil
+        self.incomingMigration = incomingMigration ?? { _, _, _ in }
     }
+    /// Whether `incomingMigration` was given.
+    public let acceptsMigrations: Bool
 }
 
 /// The fabric as one host sees it, for `tapestry status`.
@@ -93,4 +104,8 @@ public struct FabricStatus: Sendable, Equatable {
     public var withheld: [String: String]
     /// The last etcd error, if the last call failed.
     public var lastError: String?
+    /// Migrations in flight, as etcd last showed them.
+    public var migrations: [MigrationRecord] = []
+    /// Seconds since the fabric was last read successfully (nil: never).
+    public var lastReadSecondsAgo: Double? = nil
 }

@@ -15,10 +15,12 @@ public final class FabricStore: @unchecked Sendable {
         self.keys = FabricKeys(topology: topology)
     }
 
-    /// Members and placements read in one transaction (one revision).
+    /// Members, placements and migrations in flight, read in one transaction (one revision).
     public func snapshot(timeout: Double? = nil) throws -> FabricSnapshot {
-        let r = try client.txn([], success: [.range(key: keys.membersPrefix, prefix: true), .range(key: keys.placementPrefix, prefix: true)], timeout: timeout)
-        guard r.results.count == 2, case .range(let memberKVs) = r.results[0], case .range(let placementKVs) = r.results[1] else {
+        let r = try client.txn([], success: [.range(key: keys.membersPrefix, prefix: true), .range(key: keys.placementPrefix, prefix: true),
+                                             .range(key: keys.migrationsPrefix, prefix: true)], timeout: timeout)
+        guard r.results.count == 3, case .range(let memberKVs) = r.results[0], case .range(let placementKVs) = r.results[1],
+              case .range(let migrationKVs) = r.results[2] else {
             throw EtcdError.malformedResponse("snapshot transaction returned \(r.results.count) results")
         }
         var members: [String: FabricSnapshot.Member] = [:]
@@ -34,7 +36,13 @@ public final class FabricStore: @unchecked Sendable {
                   let rec = decodeRecord(PlacementRecord.self, kv.value), rec.guest == guest else { malformed.append(kv.key); continue }
             placements[guest] = .init(record: rec, modRevision: kv.modRevision)
         }
-        return FabricSnapshot(revision: r.revision, members: members, placements: placements, malformedKeys: malformed)
+        var migrations: [String: FabricSnapshot.Migration] = [:]
+        for kv in migrationKVs {
+            guard let guest = FabricKeys.name(of: kv.key, under: keys.migrationsPrefix),
+                  let rec = decodeRecord(MigrationRecord.self, kv.value), rec.guest == guest else { malformed.append(kv.key); continue }
+            migrations[guest] = .init(record: rec, modRevision: kv.modRevision, lease: kv.lease)
+        }
+        return FabricSnapshot(revision: r.revision, members: members, placements: placements, migrations: migrations, malformedKeys: malformed)
     }
 
     /// Why a registration failed although etcd answered.
@@ -131,18 +139,72 @@ public final class FabricStore: @unchecked Sendable {
     /// Records a checked migration: one transaction that succeeds only while the placement is
     /// unchanged since the check and the destination keeps the registration it had; throws
     /// `MigrationRefusal.changedMeanwhile` otherwise (nothing written).
-    public func recordMigration(_ plan: MigrationPlan, timeout: Double? = nil) throws {
-        let rec = PlacementRecord(guest: plan.guest, host: plan.to, reason: .migration, from: plan.from, at: Date().timeIntervalSince1970)
+    ///
+    /// With `record` (the coordination record as last read, at `recordRevision`), the same
+    /// transaction also requires that record unchanged and rewrites it as `committed` with
+    /// the port counters, under its lease: the destination resumes the guest on seeing it.
+    public func recordMigration(_ plan: MigrationPlan, record: MigrationRecord? = nil, recordRevision: Int64 = 0, recordLease: Int64 = 0,
+                                counters: [String: PortCarry]? = nil, timeout: Double? = nil) throws {
+        let now = Date().timeIntervalSince1970
+        let rec = PlacementRecord(guest: plan.guest, host: plan.to, reason: .migration, from: plan.from, at: now)
         let key = keys.placement(plan.guest)
-        let r = try client.txn([.unchanged(key, since: plan.placementRevision),
-                                EtcdCompare(keys.member(plan.to), .equal, .createRevision(plan.destinationRegistration))],
-                               success: [.put(key: key, value: encodeRecord(rec), lease: 0)],
-                               failure: [.range(key: key, prefix: false)], timeout: timeout)
+        var compares: [EtcdCompare] = [.unchanged(key, since: plan.placementRevision),
+                                       EtcdCompare(keys.member(plan.to), .equal, .createRevision(plan.destinationRegistration))]
+        var success: [EtcdOperation] = [.put(key: key, value: encodeRecord(rec), lease: 0)]
+        if var m = record {
+            compares.append(.unchanged(keys.migration(plan.guest), since: recordRevision))
+            m.state = .committed; m.counters = counters; m.at = now
+            success.append(.put(key: keys.migration(plan.guest), value: encodeRecord(m), lease: recordLease))
+        }
+        let r = try client.txn(compares, success: success, failure: [.range(key: key, prefix: false)], timeout: timeout)
         if r.succeeded { return }
         // A retried transaction whose first attempt committed: the placement already says so.
         if case .range(let kvs) = r.results.first, let kv = kvs.first, let cur = decodeRecord(PlacementRecord.self, kv.value),
-           cur.host == plan.to, cur.reason == .migration, cur.from == plan.from { return }
+           cur.host == plan.to, cur.reason == .migration, cur.from == plan.from, kv.modRevision > plan.placementRevision { return }
         throw MigrationRefusal.changedMeanwhile(guest: plan.guest)
+    }
+
+    // MARK: Migrations in flight (MigrationRecord)
+
+    /// Puts a new migration record under `lease` (the source's), only if none exists for its
+    /// guest. Returns its mod revision. Throws `MigrationRefusal.alreadyMigrating` when one
+    /// does (a retried put that had committed is recognised by its ID).
+    public func beginMigration(_ record: MigrationRecord, lease: Int64, timeout: Double? = nil) throws -> Int64 {
+        let key = keys.migration(record.guest)
+        let r = try client.txn([.absent(key)], success: [.put(key: key, value: encodeRecord(record), lease: lease), .range(key: key, prefix: false)],
+                               failure: [.range(key: key, prefix: false)], timeout: timeout)
+        guard case .range(let kvs) = r.results.last, let kv = kvs.first, let cur = decodeRecord(MigrationRecord.self, kv.value) else {
+            throw EtcdError.malformedResponse("migration record not readable after the put")
+        }
+        if cur.id == record.id { return kv.modRevision }
+        throw MigrationRefusal.alreadyMigrating(guest: record.guest, to: cur.to)
+    }
+
+    /// The migration record of `guest` with its mod revision and lease, or nil.
+    public func migration(of guest: String, timeout: Double? = nil) throws -> FabricSnapshot.Migration? {
+        guard let kv = try client.get(keys.migration(guest), timeout: timeout),
+              let rec = decodeRecord(MigrationRecord.self, kv.value) else { return nil }
+        return .init(record: rec, modRevision: kv.modRevision, lease: kv.lease)
+    }
+
+    /// Replaces a migration record only while it is unchanged since `revision`, keeping its
+    /// `lease`. Returns the new mod revision, or nil when it changed (or vanished) meanwhile.
+    public func updateMigration(_ record: MigrationRecord, since revision: Int64, lease: Int64, timeout: Double? = nil) throws -> Int64? {
+        let key = keys.migration(record.guest)
+        let r = try client.txn([.unchanged(key, since: revision), .present(key)],
+                               success: [.put(key: key, value: encodeRecord(record), lease: lease), .range(key: key, prefix: false)],
+                               failure: [.range(key: key, prefix: false)], timeout: timeout)
+        guard case .range(let kvs) = r.results.last, let kv = kvs.first, let cur = decodeRecord(MigrationRecord.self, kv.value) else { return nil }
+        if r.succeeded { return kv.modRevision }
+        // A retried put whose first attempt committed reads back as what was written.
+        return cur == record ? kv.modRevision : nil
+    }
+
+    /// Deletes the migration record of `guest` if it is still attempt `id`.
+    public func endMigration(guest: String, id: String, timeout: Double? = nil) throws {
+        guard let cur = try migration(of: guest, timeout: timeout), cur.record.id == id else { return }
+        _ = try client.txn([.unchanged(keys.migration(guest), since: cur.modRevision)],
+                           success: [.delete(key: keys.migration(guest), prefix: false)], timeout: timeout)
     }
 
     /// A clean shutdown of `host` (`tapestry down`): deletes every placement that names it

@@ -15,6 +15,11 @@ public enum MigrationRefusal: Error, Equatable, CustomStringConvertible {
     case noCapacity(guest: String, host: String, needs: String, has: String)
     /// The guest is placed on another host than the one asked to move it.
     case notPlacedHere(guest: String, placedOn: String, source: String)
+    /// The destination does not run every switch of the guest's NICs (no tunnels would reach
+    /// the port there).
+    case switchesMissing(guest: String, host: String, missing: [String])
+    /// Another migration of the guest is in flight.
+    case alreadyMigrating(guest: String, to: String)
     /// etcd could not be read or written (the reason).
     case etcdUnavailable(String)
     /// The placement or the destination changed between the check and the commit.
@@ -31,6 +36,9 @@ public enum MigrationRefusal: Error, Equatable, CustomStringConvertible {
             return "host \(h) runs a different topology file (hash \(hash.prefix(12)), here \(expected.prefix(12))): run the same file on both hosts"
         case .noCapacity(let g, let h, let needs, let has): return "guest '\(g)' does not fit on host \(h): it \(needs); \(h) has \(has)"
         case .notPlacedHere(let g, let placed, let source): return "guest '\(g)' runs on host \(placed), not on \(source): run the migration there"
+        case .switchesMissing(let g, let h, let missing):
+            return "guest '\(g)' cannot move to host \(h): switch\(missing.count == 1 ? "" : "es") \(missing.joined(separator: ", ")) do\(missing.count == 1 ? "es" : "") not run there (a host runs a switch when a guest or link of the topology file puts a port there)"
+        case .alreadyMigrating(let g, let to): return "guest '\(g)' is already being migrated (to host \(to))"
         case .etcdUnavailable(let why): return "cannot migrate while etcd is unavailable: \(why)"
         case .changedMeanwhile(let g): return "the placement of '\(g)' or the destination changed during the migration; nothing was recorded"
         }
@@ -57,8 +65,9 @@ public struct MigrationPlan: Sendable, Equatable {
 public enum Migration {
     /// Checks `tapestry vm migrate guest --to destination` run on host `source` against the
     /// spec and a fresh snapshot. Refuses an unknown guest or host, a guest that is not QEMU,
-    /// a guest not running on `source`, a destination that is not alive, runs another
-    /// topology file, or lacks free CPUs or memory for the guest.
+    /// a guest not running on `source` or already migrating, a destination that is not alive,
+    /// runs another topology file, does not run the guest's switches, or lacks free CPUs or
+    /// memory for the guest.
     public static func check(guest name: String, to destination: String, from source: String,
                              spec: FabricSpec, snapshot: FabricSnapshot) throws(MigrationRefusal) -> MigrationPlan {
         guard let g = spec.guests[name] else { throw .unknownGuest(name) }
@@ -72,7 +81,11 @@ public enum Migration {
         guard dest.record.topologyHash == spec.topologyHash else {
             throw .differentTopology(host: destination, hash: dest.record.topologyHash, expected: spec.topologyHash)
         }
+        if let m = snapshot.migrations[name] { throw .alreadyMigrating(guest: name, to: m.record.to) }
         let cap = Placement.capacity(spec: spec, placement: placement)[destination]!
+        guard cap.runs(g.switches) else {
+            throw .switchesMissing(guest: name, host: destination, missing: g.switches.subtracting(cap.switches ?? []).sorted())
+        }
         guard cap.fits(cpus: g.cpus, memoryMiB: g.memoryMiB) else {
             throw .noCapacity(guest: name, host: destination, needs: "needs \(g.cpus) CPUs and \(g.memoryMiB) MiB", has: cap.summary)
         }

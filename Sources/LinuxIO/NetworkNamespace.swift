@@ -74,6 +74,21 @@ public enum NetworkNamespace {
     public static func open(_ name: String) throws -> Int32 {
         try Syscall.require("open network namespace", subject: "netns \(name)") { cl_netns_open(name) }
     }
+
+    /// The nsfs inode of namespace `name` (stat(2) of /run/netns/NAME, the bind mount `ip
+    /// netns` makes), or nil when there is none: tells two namespaces of one name apart (one
+    /// deleted and another made under its name).
+    public static func inode(_ name: String) -> UInt64? {
+        var st = stat()
+        return stat("/run/netns/\(name)", &st) == 0 ? UInt64(st.st_ino) : nil
+    }
+
+    /// Runs `body` with a descriptor of namespace `name` (`open`), closed afterwards.
+    public static func withDescriptor<T>(_ name: String, _ body: (Int32) throws -> T) throws -> T {
+        let fd = try open(name)
+        defer { close(fd) }
+        return try body(fd)
+    }
 }
 
 /// The closure `NetworkNamespace.run` hands to the C thread.

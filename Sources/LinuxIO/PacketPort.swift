@@ -53,12 +53,13 @@ public final class PacketPort: SingleQueuePortIO {
     public var vnetHeaderSize: Int { rx.vnetHeaderSize }
     public var ifindex: Int32 { rx.ifindex }
 
-    /// Whether the netdev this port is bound to still exists (`if_indextoname(3)`): an
-    /// AF_PACKET socket whose device was deleted reports ENETDOWN once, like a link that
-    /// merely went down.
+    /// Whether the netdev this port is bound to still exists: an AF_PACKET socket whose
+    /// device was deleted reports ENETDOWN once, like a link that merely went down. Asked in
+    /// the socket's own network namespace (`clp_device_exists`, SIOCGIFNAME on the socket),
+    /// so a port opened inside another namespace (a VM TAP of a host with `netns:`) answers
+    /// right from any thread. An error other than "no such device" counts as existing.
     public var deviceExists: Bool {
-        var name = [CChar](repeating: 0, count: Int(IF_NAMESIZE) + 1)
-        return if_indextoname(UInt32(rx.ifindex), &name) != nil
+        clp_device_exists(rx.fd, rx.ifindex) != 0
     }
 
     @inline(__always)

@@ -78,6 +78,9 @@ public struct MetricsSnapshot: Equatable, Sendable {
     }
 
     public var topology: String
+    /// The host this instance runs of a topology that spans hosts (`up --host`, issue 17),
+    /// or nil: then no sample carries a `host` label.
+    public var host: String?
     /// The daemon's start, Unix epoch seconds (`process_start_time_seconds`).
     public var startTimeSeconds: Double
     public var ports: [Port] = []
@@ -88,7 +91,9 @@ public struct MetricsSnapshot: Equatable, Sendable {
     public var vms: [VM] = []
     public var flowExport: [FlowExport] = []
 
-    public init(topology: String, startTimeSeconds: Double) { self.topology = topology; self.startTimeSeconds = startTimeSeconds }
+    public init(topology: String, host: String? = nil, startTimeSeconds: Double) {
+        self.topology = topology; self.host = host; self.startTimeSeconds = startTimeSeconds
+    }
 }
 
 /// Tapestry's metric names (Prometheus conventions: `tapestry_` prefix, base units, `_total`
@@ -96,7 +101,7 @@ public struct MetricsSnapshot: Equatable, Sendable {
 ///
 /// | metric | type | labels |
 /// |---|---|---|
-/// | `tapestry_topology_info` | gauge (1) | topology |
+/// | `tapestry_topology_info` | gauge (1) | topology (and host, as every sample of a multi-host instance) |
 /// | `process_start_time_seconds` | gauge | |
 /// | `tapestry_port_receive_frames_total`, `…_receive_bytes_total`, `…_transmit_frames_total`, `…_transmit_bytes_total` | counter | switch, port, port_group, kind |
 /// | `tapestry_port_dropped_frames_total` | counter | switch, port, reason |
@@ -113,6 +118,12 @@ public struct MetricsSnapshot: Equatable, Sendable {
 ///
 /// Receive/transmit are from the switch's side, as in `tapestry ports`: receive = frames the
 /// switch took in from the port.
+///
+/// An instance of a topology that spans hosts (`NAME@HOST`) puts `host` first on every sample
+/// (`process_start_time_seconds` included), so the series of two hosts of one topology never
+/// collide, whichever target labels a scraper adds — two hosts run the same switch names,
+/// and on one machine the same port names (their tunnel ports); a single-host instance's
+/// output has no `host` label.
 public enum TapestryMetrics {
     /// Uplink roles as a state set; a role outside it still gets its own sample.
     public static let uplinkRoles = ["active", "standby", "down", "unused"]
@@ -183,6 +194,9 @@ public enum TapestryMetrics {
             s.flowExport.map { S([L("switch", $0.switch)], .integer($0.recordsSent)) })
         add("tapestry_flow_export_send_failures_total", .counter, "IPFIX messages that could not be sent (collector unreachable, buffer full).",
             s.flowExport.map { S([L("switch", $0.switch)], .integer($0.sendFailures)) })
+        if let h = s.host {
+            for f in out.indices { for i in out[f].samples.indices { out[f].samples[i].labels.insert(L("host", h), at: 0) } }
+        }
         return out
     }
 }

@@ -28,10 +28,17 @@ extension Fabric {
     struct Applied {
         var diff: TopologyDiff
         var failures: [String]
+        /// With `boot: false`, the QEMU guests that are new or changed, to boot by the caller
+        /// (after letting `reloading` go), from `topology`.
+        var pendingBoots: [GuestSpec] = []
+        var topology: Topology? = nil
     }
 
     /// Makes `new` the running topology (see the type's essay). Call with `reloading` held.
-    func apply(_ fileTopology: Topology, file: String) throws -> Applied {
+    /// - boot: false leaves the VMs to boot to the caller (`Applied.pendingBoots`), so that
+    ///   a boot (10–20 s under TCG) does not hold `reloading`: the fabric's HA restarts.
+    ///   Guests in `incoming` are never booted (their QEMU receives a migration).
+    func apply(_ fileTopology: Topology, file: String, boot: Bool = true) throws -> Applied {
         guard let dp = datapath else { throw RuntimeError("topology '\(fileTopology.name)' is not forwarding") }
         // With `hosts:`, this host's part: its guests, its switches, its tunnels.
         let part = try runningPart(of: fileTopology)
@@ -49,7 +56,7 @@ extension Fabric {
         let uplinksChanged = old.switches.map { ($0.name, $0.uplinks.map(Fabric.comparable)) }.filter { $0.1 != nil }.map { "\($0.0)=\($0.1!)" }
             != new.switches.map { ($0.name, $0.uplinks.map(Fabric.comparable)) }.filter { $0.1 != nil }.map { "\($0.0)=\($0.1!)" }
         if diff.isEmpty && !uplinksChanged && tunnelPlan.isEmpty {
-            view.withLock { _topology.file = file }
+            view.withLock { _topology.file = file; _fileTopology = fileTopology }
             return Applied(diff: diff, failures: [])
         }
         let added = new.guests.filter { diff.guestsAdded.contains($0.name) }
@@ -84,7 +91,7 @@ extension Fabric {
             for t in fresh.values { retire(t) }
             for p in freshNICs.values { p.close() }
             for g in freshVMTaps { closeVMNICs(g) }
-            for ns in createdNamespaces where !namespacesBefore.contains(ns) { try? NetworkNamespace.delete(ns) }
+            for ns in createdNamespaces where !namespacesBefore.contains(ns) { deleteOwnNamespace(ns) }
             createdNamespaces = namespacesBefore
             try? writeState(file: old.file)
         }
@@ -140,7 +147,7 @@ extension Fabric {
         closeUnusedEndpoints()
         if !tunnelPlan.isEmpty { logTunnels(tunnelPlan, of: fileTopology) }
         for g in destroy where createdNamespaces.contains(g.name) {
-            do { try NetworkNamespace.delete(g.name) } catch { log("warning: cannot delete namespace \(g.name): \(error)") }
+            deleteOwnNamespace(g.name)
             createdNamespaces.removeAll { $0 == g.name }
         }
 
@@ -161,7 +168,7 @@ extension Fabric {
                 } catch {
                     for t in made.values { retire(t) }
                     closeVMNICs(g.name)
-                    if createdNamespaces.contains(g.name) { try? NetworkNamespace.delete(g.name); createdNamespaces.removeAll { $0 == g.name } }
+                    if createdNamespaces.contains(g.name) { deleteOwnNamespace(g.name); createdNamespaces.removeAll { $0 == g.name } }
                     failed.insert(g.name)
                     failures.append("guest \(g.name): \(error)")
                 }
@@ -172,11 +179,13 @@ extension Fabric {
         }
 
         // 5. VMs that are new or changed boot now, their ports forwarding already.
-        let boot = new.guests.filter { $0.kind == .qemu && diff.guestsToCreate.contains($0.name) && !failed.contains($0.name) }
+        let toBoot = new.guests.filter { $0.kind == .qemu && diff.guestsToCreate.contains($0.name) && !failed.contains($0.name) && !incoming.contains($0.name) }
         failures += startDHCPClients(new.guests.filter { diff.guestsToCreate.contains($0.name) && !failed.contains($0.name) }, of: new, file: file)
-        do { try startVMs(boot, of: new) } catch {
-            if old.guests.isEmpty && old.switches.isEmpty { throw error }   // up: the caller cleans up
-            failures.append("\(error)")
+        if boot {
+            do { try startVMs(toBoot, of: new) } catch {
+                if old.guests.isEmpty && old.switches.isEmpty { throw error }   // up: the caller cleans up
+                failures.append("\(error)")
+            }
         }
 
         // 6. A changed MTU reaches the guests that kept their NICs.
@@ -194,9 +203,9 @@ extension Fabric {
                 }
             }
         }
-        view.withLock { _topology.file = file }
+        view.withLock { _topology.file = file; _fileTopology = fileTopology }
         try? writeState(file: file)
-        return Applied(diff: diff, failures: failures)
+        return Applied(diff: diff, failures: failures, pendingBoots: boot ? [] : toBoot, topology: new)
     }
 
     /// Compiles `t`, builds a switch runtime per plan over the port I/O in `ports`, primes
@@ -281,11 +290,14 @@ extension Fabric {
             problems.append("network namespace '\(g.name)' already exists (not created by topology '\(t.name)'); remove it or rename guest '\(g.name)'")
         }
         let nl = try NetlinkSocket()
+        // A VM's TAP is born in its host's namespace (VMs.swift); a netns guest's in ours.
+        let vmNetlink = try vmNamespace(in: t).flatMap { NetworkNamespace.exists($0) ? try NetlinkSocket(namespace: $0) : nil }
         for g in guests {
+            let links = g.kind == .qemu ? (vmNetlink ?? nl) : nl
             // Only TAP-backed NICs get a host-side link.
             for nic in g.nics where nic.backend == .tap {
-                let host = Fabric.hostTAPName(topology: t.name, guest: g.name, nic: nic.index)
-                if (try? nl.linkExists(named: host)) == true { problems.append("link '\(host)' (for \(nic.portName)) already exists") }
+                let host = Fabric.hostTAPName(topology: tapStem(t), guest: g.name, nic: nic.index)
+                if (try? links.linkExists(named: host)) == true { problems.append("link '\(host)' (for \(nic.portName)) already exists") }
             }
         }
         if !problems.isEmpty { throw RuntimeError(problems.joined(separator: "\n")) }
@@ -296,7 +308,7 @@ extension Fabric {
     /// record the same as the last one is skipped (`up` records the whole target first, so
     /// its later writes change nothing on disk).
     func writeState(file: String, extraNamespaces: [String] = [], extraVMs: [String] = [], vhostDirectory: Bool = false) throws {
-        var state = InstanceState(name: topology.name, host: hostName, file: file, pid: getpid(), processStart: processStartTime(getpid()),
+        var state = InstanceState(name: topology.name, host: hostName, file: file, pid: Processes.current, processStart: Processes.startTime(Processes.current),
                                   namespaces: Set(createdNamespaces + extraNamespaces).sorted(), links: [])
         state.vms = Set(Array(vmNICs.keys) + extraVMs).sorted()
         // Once recorded it stays until `down`, which removes the directory.

@@ -2,7 +2,7 @@ import Core
 import Foundation
 import Model
 #if canImport(Glibc)
-import Glibc
+import Glibc  // types and constants (iovec, errno values, signals); calls go through LinuxIO
 #endif
 
 /// Where in the datapath a frame was seen (pktcap-uw's capture points).

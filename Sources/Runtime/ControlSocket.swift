@@ -178,7 +178,7 @@ public final class ControlServer {
             // Only root may talk to the switch, whatever the file mode says — and members of
             // the access group, for its few commands (checked once the request is read).
             var restricted = false
-            if let cred = conn.peerCredentials(), cred.uid != 0, cred.uid != geteuid() {
+            if let cred = conn.peerCredentials(), cred.uid != 0, cred.uid != Processes.effectiveUser {
                 guard let g = access.group, cred.gid == g || conn.peerGroups()?.contains(g) == true else {
                     ControlServer.refuse(conn, "permission denied: only root may control tapestry"
                                          + (access.group == nil ? "" : " (members of group '\(access.groupName)' may run \(access.commandList))"))
@@ -277,11 +277,7 @@ public final class ControlServer {
 
     private static func seconds(_ s: Double) -> String { s == s.rounded() ? "\(Int(s)) s" : "\(s) s" }
 
-    private func monotonic() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-    }
+    private func monotonic() -> Double { Double(monotonicNanoseconds()) / 1e9 }
 
     public static func error(_ message: String) -> Data {
         (try? JSON.encoder().encode(ControlError(error: message))) ?? Data("{\"error\":\"internal\"}".utf8)

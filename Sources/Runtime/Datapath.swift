@@ -534,7 +534,7 @@ public final class Datapath {
         }
         if d.announces { sw.announcements.stamp(vlan: d.learningVLAN, mac: d.source, now: context.now) }
         if d.learn {
-            context.table.learn(vlan: d.learningVLAN, mac: d.source, port: inPort, now: context.now, portLimit: plan.hot[inPort].macLimit)
+            context.table.learn(vlan: d.learningVLAN, mac: d.source, port: inPort, now: context.now, portLimit: plan.macLimit(port: inPort))
         }
         let egress = w.egress
         let ingressDrop = collectEgress(of: d, inPort: inPort, plan: plan, context: context, into: egress)

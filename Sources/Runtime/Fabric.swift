@@ -1,4 +1,5 @@
 import Core
+import FabricStore
 import Foundation
 import LinuxIO
 import Model
@@ -7,7 +8,7 @@ import Topology
 import VhostUser
 import VMRunner
 #if canImport(Glibc)
-import Glibc
+import Glibc  // types and constants (iovec, errno values, signals); calls go through LinuxIO
 #endif
 
 /// A running topology: its namespaces, TAP devices, datapath and control socket.
@@ -26,9 +27,11 @@ public final class Fabric {
     var _plans: [SwitchPlan] = []
     /// The vhost-user ports in the datapath by port name (for `ports`), published with the plans.
     var _vhostPorts: [String: VhostUserPort] = [:]
+    /// The whole file last applied (`currentFile`, HA.swift).
+    var _fileTopology: Topology?
     /// The topology file `up` brings up (the running one starts empty and becomes it, or
     /// this host's part of it: `runningPart`).
-    private let target: Topology
+    let target: Topology
     /// The host this instance runs (`up --host`, or the one whose underlay address is
     /// local); nil for a topology without `hosts:`.
     public let hostName: String?
@@ -57,14 +60,37 @@ public final class Fabric {
     /// Sends the general queries of switches with `multicast-querier: true` (idle otherwise).
     var querierService: MulticastQuerierService?
     /// QEMU guests by name, and how each NIC attaches: the TAP whose fd the switch keeps, or
-    /// the vhost-user socket QEMU serves (VMs.swift).
-    var vms: [String: VMSupervisor] = [:]
+    /// the vhost-user socket QEMU serves (VMs.swift). `vms` is changed only with `reloading`
+    /// held; its lock lets control threads read it while the fabric's threads (HA,
+    /// migrations) change it.
+    var vms: [String: VMSupervisor] {
+        get { vmsLock.withLock { _vms } }
+        set { vmsLock.withLock { _vms = newValue } }
+    }
+    private let vmsLock = NSLock()
+    private var _vms: [String: VMSupervisor] = [:]
     var vmNICs: [String: [VMNICAttachment]] = [:]
     /// The vhost-user socket directory exists (`RunDirectory.vhostDirectory(stem)`), and
     /// whether other users may reach it (VhostPorts.swift).
     var vhostDirectoryReady = false
     var vhostDirectoryReachable = false
     var createdNamespaces: [String] = []
+    /// The nsfs inode of each namespace this instance created: a namespace is deleted only
+    /// while its name still refers to the one created here (on one machine another host of
+    /// the fabric may have taken the name over after HA moved the guest; HA.swift).
+    var namespaceInodes: [String: UInt64] = [:]
+    /// Membership, HA and migrations through etcd (HA.swift, VMotion.swift), for a topology
+    /// with `etcd:` run with a host; nil otherwise (nothing changes without it).
+    var fabricService: FabricService?
+    /// Placement overrides of this host's part of the file (HA.swift), changed with
+    /// `reloading` held: guests of other hosts' entries that etcd places here (HA restarts,
+    /// migrations in), and guests of this host's entries that do not run here (moved away,
+    /// or withheld at start-up).
+    var movedHere: Set<String> = []
+    var notHere: Set<String> = []
+    /// Guests whose ports exist for an incoming migration: `apply` creates their ports and
+    /// leaves their QEMU to VMotion.swift (`-incoming`), instead of booting it.
+    var incoming: Set<String> = []
     /// The state file as last written (`writeState` skips writing the same again).
     var lastState: InstanceState?
     /// DHCP clients running inside netns guests, by guest (GuestAddressing.swift).
@@ -140,7 +166,12 @@ public final class Fabric {
             lldpAgent = LLDPAgent(datapath: dp, topologyName: target.name, chassis: LLDPAgent.chassisName(for: target), log: log)
             let hostErrors = Fabric.hostProblems(of: run)
             if !hostErrors.isEmpty { throw RuntimeError(hostErrors.map(\.description).joined(separator: "\n")) }
-            _ = try reloading.withLock { try apply(target, file: target.file) }
+            // With etcd: register, read the placement, and run only what it allows (HA.swift).
+            // The fabric's threads wait for `reloading` until this first apply is done.
+            _ = try reloading.withLock { () throws -> Applied in
+                try startFabricService()
+                return try apply(target, file: target.file)
+            }
             flowExport?.start()
             lldpAgent?.start()
             let queries = MulticastQuerierService(datapath: dp, log: log)
@@ -164,31 +195,32 @@ public final class Fabric {
     func createGuest(_ g: GuestSpec, of topology: Topology, host: NetlinkSocket, into byPort: inout [String: PortIO]) throws {
         try NetworkNamespace.create(g.name)
         createdNamespaces.append(g.name)
+        namespaceInodes[g.name] = Fabric.namespaceInode(g.name)
         let inside = try NetlinkSocket(namespace: g.name)
         try inside.setLinkUp(named: "lo")
-        let nsfd = try NetworkNamespace.open(g.name)
-        defer { close(nsfd) }
-        try disableDAD(namespaceFD: nsfd, guest: g.name)
-        for nic in g.nics {
-            let name = Fabric.hostTAPName(topology: topology.name, guest: g.name, nic: nic.index)
-            // A 12-byte virtio-net header and, unless `offloads: false`, checksum offload,
-            // TSO and USO: the guest's TCP moves as 64 KiB GSO frames through the switch
-            // instead of 1500-byte ones (docs/ARCHITECTURE.md). Without offloads the guest
-            // sends finished wire frames; what the switch writes to it is taken whole either way.
-            let tap = try TAPDevice(name: name, vnetHeader: true, queues: datapathThreads)
-            if nic.offloads {
-                // USO (UDP GSO) needs Linux ≥ 6.2: without it, checksum offload and TSO.
-                do { try tap.setOffloads([.checksum, .tso4, .tso6, .tsoECN, .uso4, .uso6]) }
-                catch { try tap.setOffloads([.checksum, .tso4, .tso6, .tsoECN]) }
+        try NetworkNamespace.withDescriptor(g.name) { nsfd in
+            try disableDAD(namespaceFD: nsfd, guest: g.name)
+            for nic in g.nics {
+                let name = Fabric.hostTAPName(topology: tapStem(topology), guest: g.name, nic: nic.index)
+                // A 12-byte virtio-net header and, unless `offloads: false`, checksum offload,
+                // TSO and USO: the guest's TCP moves as 64 KiB GSO frames through the switch
+                // instead of 1500-byte ones (docs/ARCHITECTURE.md). Without offloads the guest
+                // sends finished wire frames; what the switch writes to it is taken whole either way.
+                let tap = try TAPDevice(name: name, vnetHeader: true, queues: datapathThreads)
+                if nic.offloads {
+                    // USO (UDP GSO) needs Linux ≥ 6.2: without it, checksum offload and TSO.
+                    do { try tap.setOffloads([.checksum, .tso4, .tso6, .tsoECN, .uso4, .uso6]) }
+                    catch { try tap.setOffloads([.checksum, .tso4, .tso6, .tsoECN]) }
+                }
+                byPort[nic.portName] = tap
+                try host.moveLink(named: tap.name, toNamespaceFD: nsfd)
+                guard let index = try inside.linkIndex(named: tap.name) else {
+                    throw RuntimeError("\(nic.portName): link \(tap.name) did not arrive in namespace \(g.name)")
+                }
+                let mtu = topology.mtu(of: nic)
+                try inside.configureLink(index: index, name: nic.interfaceName, mac: nic.mac, mtu: mtu, up: true)
+                try configureAddresses(of: nic, index: index, inside: inside)
             }
-            byPort[nic.portName] = tap
-            try host.moveLink(named: tap.name, toNamespaceFD: nsfd)
-            guard let index = try inside.linkIndex(named: tap.name) else {
-                throw RuntimeError("\(nic.portName): link \(tap.name) did not arrive in namespace \(g.name)")
-            }
-            let mtu = topology.mtu(of: nic)
-            try inside.configureLink(index: index, name: nic.interfaceName, mac: nic.mac, mtu: mtu, up: true)
-            try configureAddresses(of: nic, index: index, inside: inside)
         }
         try configureRoutes(of: g, inside: inside)
         log("guest \(g.name): namespace up, " + g.nics.map { nic in
@@ -205,6 +237,9 @@ public final class Fabric {
         isStopping = true
         stopPortWatch()
         control?.stop(); control = nil
+        // Leaves the fabric first: a clean `down` deletes this host's placements, so no
+        // survivor restarts the guests stopped below.
+        stopFabricService()
         stopVMs(Array(vms.keys) + Array(vmNICs.keys))
         stopDHCPClients()
         teamMonitor?.stop(); teamMonitor = nil
@@ -221,13 +256,11 @@ public final class Fabric {
         tunnels = []
         portsByName = [:]
         uplinkPorts = [:]
-        for ns in createdNamespaces.reversed() {
-            do { try NetworkNamespace.delete(ns) } catch { log("warning: cannot delete namespace \(ns): \(error)") }
-        }
+        for ns in createdNamespaces.reversed() { deleteOwnNamespace(ns) }
         createdNamespaces = []
         removeVhostDirectory()
-        unlink(RunDirectory.socket(stem))
-        unlink(RunDirectory.state(stem))
+        Files.remove(RunDirectory.socket(stem))
+        Files.remove(RunDirectory.state(stem))
         try? FileManager.default.removeItem(atPath: Fabric.dhcpDirectory(stem))
     }
 
@@ -246,7 +279,11 @@ public final class Fabric {
         let helpers = (old.dhcpClients ?? []).filter(\.isAlive)
         Fabric.stop(helpers)
         for p in helpers { removed.append("DHCP client of \(p.guest) (pid \(p.pid))") }
+        // A namespace another live instance lists is its now (HA re-created the guest on a
+        // host of the same fabric on this machine): it is left alone.
+        let taken = Fabric.namespacesOfOtherLiveInstances(than: name)
         for ns in old.namespaces where NetworkNamespace.exists(ns) {
+            if taken.contains(ns) { removed.append("(namespace \(ns) left to the instance that runs it now)"); continue }
             try? NetworkNamespace.delete(ns); removed.append("namespace \(ns)")
         }
         // State files of earlier versions list NICs whose GRO they had turned off.
@@ -261,8 +298,8 @@ public final class Fabric {
             RunDirectory.updateTraversal()
             removed.append("vhost-user sockets in \(dir)")
         }
-        unlink(RunDirectory.socket(name))
-        unlink(RunDirectory.state(name))
+        Files.remove(RunDirectory.socket(name))
+        Files.remove(RunDirectory.state(name))
         log("cleaned up after topology '\(name)' (pid \(old.pid) is gone)" + (removed.isEmpty ? "" : ": removed " + removed.joined(separator: ", ")))
     }
 
@@ -280,11 +317,12 @@ public final class Fabric {
             case "trace": return try enc.encode(trace(req))
             case "capture": return try streamCapture(req, fd: fd)
             case "reload": return try enc.encode(reload(req))
+            case "vm" where req.action == "migrate": return try enc.encode(migrate(req))
             case "vm": return try enc.encode(vmCommand(req))
             case "down":
                 // The main thread waits for SIGTERM; tearing down from here would pull the
                 // socket out from under this very reply.
-                kill(getpid(), SIGTERM)
+                Processes.signalSelf(SIGTERM)
                 return try enc.encode(["stopping": topology.name])
             default:
                 return ControlServer.error("unknown command '\(req.command)' (expected status, ports, fdb, mdb, neighbors, trace, capture, reload, vm or down)")
@@ -320,12 +358,12 @@ public final class Fabric {
             frames = copy
             waits = longest.map { (Double($0) / 100).rounded() / 10 }
         }
-        return StatusReport(name: topology.name, file: topology.file, pid: getpid(),
+        return StatusReport(name: topology.name, file: topology.file, pid: Processes.current,
                             uptimeSeconds: monotonicSeconds() - startedAt,
                             datapathThreads: datapath?.threadCount, busyPollMicroseconds: datapath?.busyPollMicroseconds,
                             datapathFrames: frames, datapathLockWaitMaxMicroseconds: waits, switches: switches, guests: guests,
                             flowExport: flowExport?.summaries() ?? [], host: hostName,
-                            underlays: datapath?.underlayCounters())
+                            underlays: datapath?.underlayCounters(), fabric: fabricReport())
     }
 
     /// `tapestry neighbors`: what the physical switches said on each uplink (LLDP).

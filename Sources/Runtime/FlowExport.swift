@@ -336,6 +336,6 @@ public final class FlowExportService {
         s.summary.collectorUnreachable = c?.connectionRefused ?? 0
         s.summary.recordsLost = (c?.recordsLost ?? 0) + s.recordsLostWithoutExporter
         let errno = c?.lastErrno ?? 0
-        s.summary.lastError = s.exporterError ?? (errno != 0 ? String(cString: strerror(errno)) : nil)
+        s.summary.lastError = s.exporterError ?? (errno != 0 ? errorText(errno) : nil)
     }
 }

@@ -5,7 +5,7 @@ import Netlink
 import Topology
 import VMRunner
 #if canImport(Glibc)
-import Glibc
+import Glibc  // types and constants (iovec, errno values, signals); calls go through LinuxIO
 #endif
 
 /// Guest addressing beyond one IPv4 address (issue 16): every address of a NIC's `ip:` list
@@ -134,26 +134,25 @@ extension Fabric {
                 throw RuntimeError("cannot write \(script)")
             }
         } catch { return ["DHCP: \(error)"] }
-        guard let ip = Spawn.which("ip") ?? ["/usr/sbin/ip", "/sbin/ip", "/bin/ip"].first(where: { access($0, X_OK) == 0 }) else {
+        guard let ip = Spawn.which("ip") ?? ["/usr/sbin/ip", "/sbin/ip", "/bin/ip"].first(where: Files.isExecutable) else {
             return ["DHCP: the 'ip' command (iproute2) is not installed"]
         }
         let client: [String]
-        if let u = Spawn.which("udhcpc") ?? ["/usr/sbin/udhcpc", "/sbin/udhcpc"].first(where: { access($0, X_OK) == 0 }) { client = [u] }
-        else if let b = Spawn.which("busybox") ?? ["/usr/bin/busybox", "/bin/busybox"].first(where: { access($0, X_OK) == 0 }) { client = [b, "udhcpc"] }
+        if let u = Spawn.which("udhcpc") ?? ["/usr/sbin/udhcpc", "/sbin/udhcpc"].first(where: Files.isExecutable) { client = [u] }
+        else if let b = Spawn.which("busybox") ?? ["/usr/bin/busybox", "/bin/busybox"].first(where: Files.isExecutable) { client = [b, "udhcpc"] }
         else { return ["DHCP: udhcpc is not installed (Debian package udhcpc; Scripts/setup.sh installs it)"] }
         let logDir = "/var/log/tapestry/\(stem)"
         try? FileManager.default.createDirectory(atPath: logDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         for (g, nic) in wanted {
             let logPath = "\(logDir)/\(g.name).\(nic.interfaceName).dhcp.log"
-            let logFD = open(logPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o600)
-            defer { if logFD >= 0 { close(logFD) } }
             let router = g.gateway4 == nil ? "1" : "0"
             let args = ["netns", "exec", g.name, "/usr/bin/env",
                         "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                         "TAPESTRY_DHCP_STATE=\(dir)/\(g.name).\(nic.interfaceName).lease",
                         "TAPESTRY_DHCP_ROUTER=\(router)"]
                 + client + ["-f", "-R", "-i", nic.interfaceName, "-s", script, "-x", "hostname:\(g.name)", "-A", "3"]
-            switch Spawn.spawn(path: ip, arguments: args, stdout: logFD, stderr: logFD) {
+            let spawned = Files.withAppendDescriptor(logPath) { logFD in Spawn.spawn(path: ip, arguments: args, stdout: logFD, stderr: logFD) }
+            switch spawned {
             case .success(let pid):
                 let record = RecordedProcess(guest: g.name, interface: nic.interfaceName, pid: pid, processStart: processStartTime(pid))
                 dhcpClients[g.name, default: []].append(record)
@@ -179,16 +178,15 @@ extension Fabric {
     static func stop(_ list: [RecordedProcess]) {
         let alive = list.filter(\.isAlive)
         guard !alive.isEmpty else { return }
-        for p in alive { kill(p.pid, SIGTERM) }
+        for p in alive { Processes.signal(p.pid, SIGTERM) }
         var waiting = alive
         for _ in 0..<50 where !waiting.isEmpty {
             waiting.removeAll { Spawn.reapIfExited($0.pid) != nil || !$0.isAlive }
-            if !waiting.isEmpty { usleep(20_000) }
+            if !waiting.isEmpty { Processes.pause(microseconds: 20_000) }
         }
         for p in waiting where p.isAlive {
-            kill(p.pid, SIGKILL)
-            var status: Int32 = 0
-            _ = waitpid(p.pid, &status, 0)
+            Processes.signal(p.pid, SIGKILL)
+            Processes.waitForExit(p.pid)
         }
     }
 }

@@ -148,6 +148,7 @@ public enum JSONDocuments {
             "name": .string(s.name),
             "host": .optional(host ?? s.host) { .string($0) },
             "underlays": .array((s.underlays ?? []).map(underlay)),
+            "fabric": .optional(s.fabric) { fabric($0) },
             "file": .string(s.file),
             "pid": .number(s.pid),
             "uptime_seconds": .number(s.uptimeSeconds),
@@ -177,7 +178,7 @@ public enum JSONDocuments {
                                  "ip": .optional(n.ip) { .string($0) },
                                  "addresses": strings(n.addresses ?? []), "dhcp": .bool(n.dhcp ?? false)])
                     }),
-                    "vm": .optional(g.vm) { vm($0) },
+                    "vm": .optional(g.vm) { vm($0, host: host ?? s.host) },
                 ])
             }),
             "flow_export": .array((s.flowExport ?? []).map { f in
@@ -194,8 +195,9 @@ public enum JSONDocuments {
         ])
     }
 
-    /// One VM (`vm list`, and `status`'s `guests[].vm`).
-    public static func vm(_ v: VMStatus) -> JSONValue {
+    /// One VM (`vm list`, and `status`'s `guests[].vm`); `host`: the host it runs on (null
+    /// on a single host).
+    public static func vm(_ v: VMStatus, host: String? = nil) -> JSONValue {
         let uptime: JSONValue = .optional(v.uptime) { .double($0) }
         let boot: JSONValue = .optional(v.bootTime) { .double($0) }
         let restartIn: JSONValue = .optional(v.restartIn) { .double($0) }
@@ -214,11 +216,49 @@ public enum JSONDocuments {
             "restart_in_seconds": restartIn, "restart_in": restartIn,
             "console_socket": .string(v.consoleSocket),
             "console_log": .string(v.consoleLog),
+            "host": .optional(host) { .string($0) },
         ])
     }
 
-    /// `tapestry vm list --json` (and `vm start|stop|restart --json`).
-    public static func vmList(_ list: [VMStatus]) -> JSONValue { document(["vms": .array(list.map(vm))]) }
+    /// `tapestry vm list --json` (and `vm start|stop|restart --json`); `host`: the host whose
+    /// daemon answered, which runs every VM it lists.
+    public static func vmList(_ list: [VMStatus], host: String? = nil) -> JSONValue {
+        document(["vms": .array(list.map { vm($0, host: host) })])
+    }
+
+    /// `tapestry vm migrate --json`.
+    public static func migration(_ r: MigrationReport) -> JSONValue {
+        document([
+            "guest": .string(r.guest), "from": .string(r.from), "to": .string(r.to), "backend": .string(r.backend),
+            "total_seconds": .double(r.totalSeconds),
+            "qemu_total_milliseconds": .optional(r.qemuTotalMilliseconds) { .number($0) },
+            "qemu_downtime_milliseconds": .optional(r.qemuDowntimeMilliseconds) { .number($0) },
+            "transferred_bytes": .optional(r.transferredBytes) { .number($0) },
+            "commit_milliseconds": .double(r.commitMilliseconds),
+        ])
+    }
+
+    /// `status`'s `fabric` (issue 19).
+    static func fabric(_ f: FabricReport) -> JSONValue {
+        .object([
+            "host": .string(f.host), "registered": .bool(f.registered), "lease": .optional(f.lease) { .string($0) },
+            "isolated": .bool(f.isolated), "etcd_endpoints": strings(f.etcdEndpoints), "topology_hash": .string(f.topologyHash),
+            "hosts": .array(f.hosts.map { h in
+                .object(["name": .string(h.name), "alive": .bool(h.alive), "underlay": .optional(h.underlay) { .string($0) },
+                         "pid": .optional(h.pid) { .number($0) }, "topology_hash": .optional(h.topologyHash) { .string($0) },
+                         "same_topology": .bool(h.sameTopology), "guests": strings(h.guests)])
+            }),
+            "topology_mismatches": strings(f.hosts.filter { !$0.sameTopology }.map(\.name)),
+            "unplaceable": .object(f.unplaceable.mapValues { .string($0) }),
+            "withheld": .object(f.withheld.mapValues { .string($0) }),
+            "last_error": .optional(f.lastError) { .string($0) },
+            "migrations": .array(f.migrations.map { m in
+                .object(["guest": .string(m.guest), "from": .string(m.from), "to": .string(m.to), "state": .string(m.state),
+                         "error": .optional(m.error) { .string($0) }])
+            }),
+            "last_read_seconds_ago": .optional(f.lastReadSecondsAgo) { .double($0) },
+        ])
+    }
 
     /// `tapestry ports --json`.
     public static func ports(_ r: PortsReport) -> JSONValue {
@@ -249,8 +289,9 @@ public enum JSONDocuments {
     /// One underlay endpoint's counters (`ports --json`'s `underlays`).
     static func underlay(_ u: UnderlayCounters) -> JSONValue {
         .object(["endpoint": .string(u.label), "rx_packets": .number(u.rxPackets), "rx_bytes": .number(u.rxBytes),
+                 "rx_coalesced": .number(u.rxCoalesced ?? 0), "rx_coalesced_packets": .number(u.rxCoalescedPackets ?? 0),
                  "tx_packets": .number(u.txPackets), "tx_bytes": .number(u.txBytes), "tx_errors": .number(u.txErrors),
-                 "drops": .object(u.drops.mapValues { .number($0) })])
+                 "tx_runs": .number(u.txRuns ?? 0), "drops": .object(u.drops.mapValues { .number($0) })])
     }
 
     /// `tapestry fdb --json`.

@@ -15,7 +15,7 @@ import VMRunner
 extension Fabric {
     /// Plain values copied out of the running instance for one scrape.
     public func metricsSnapshot() -> MetricsSnapshot {
-        var s = MetricsSnapshot(topology: topology.name, startTimeSeconds: startedAtEpoch)
+        var s = MetricsSnapshot(topology: topology.name, host: hostName, startTimeSeconds: startedAtEpoch)
         guard let dp = datapath else { return s }
         let vhost = view.withLock { _vhostPorts }
         for snap in dp.snapshots() {

@@ -56,7 +56,7 @@ public final class MulticastQuerierService {
         defer { done.signal() }
         while !isStopping {
             tick(now: datapath.now())
-            usleep(250_000)
+            Processes.pause(microseconds: 250_000)
         }
     }
 

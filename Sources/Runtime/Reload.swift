@@ -4,7 +4,7 @@ import Model
 import Netlink
 import Topology
 #if canImport(Glibc)
-import Glibc
+import Glibc  // types and constants (iovec, errno values, signals); calls go through LinuxIO
 #endif
 
 /// The reply to `reload`: what changed (names, in file order).

@@ -29,6 +29,8 @@ public struct StatusReport: Codable, Equatable {
     public var host: String? = nil
     /// Its VXLAN underlay endpoints' counters.
     public var underlays: [UnderlayCounters]? = nil
+    /// The fabric in etcd as this host sees it (issue 19); nil without `etcd:`.
+    public var fabric: FabricReport? = nil
 
     public struct SwitchSummary: Codable, Equatable {
         public var name: String
@@ -206,10 +208,12 @@ public struct ControlRequest: Codable, Equatable {
     /// `vm`: list, start, stop or restart, and the VM's name.
     public var action: String?
     public var vm: String?
+    /// `vm migrate`: the destination host.
+    public var to: String? = nil
     public init(command: String, switch sw: String? = nil, vlan: String? = nil, port: String? = nil,
                 portGroup: String? = nil, direction: String? = nil, drops: Bool? = nil, frames: [String]? = nil,
-                file: String? = nil, action: String? = nil, vm: String? = nil) {
-        self.file = file; self.action = action; self.vm = vm
+                file: String? = nil, action: String? = nil, vm: String? = nil, to: String? = nil) {
+        self.file = file; self.action = action; self.vm = vm; self.to = to
         self.command = command; self.switch = sw; self.vlan = vlan; self.port = port
         self.portGroup = portGroup; self.direction = direction; self.drops = drops; self.frames = frames
     }

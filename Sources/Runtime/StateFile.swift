@@ -67,7 +67,7 @@ public enum RunDirectory {
         } catch {
             throw RuntimeError("cannot create \(path): \((error as NSError).underlyingErrorDescription)")
         }
-        if TapestryGroup.id().map({ chown(path, 0, $0) == 0 }) != true { chown(path, 0, 0) }
+        Files.restrict(path, group: TapestryGroup.id(), groupMode: 0o750, ownerOnlyMode: 0o700)
         updateTraversal()
     }
 
@@ -80,11 +80,10 @@ public enum RunDirectory {
     /// nothing else. Two instances changing it at once may leave the bit set until the next
     /// `up` or `down` looks again.
     public static func updateTraversal() {
-        var st = stat()
-        let grouped = stat(path, &st) == 0 && TapestryGroup.id().map { st.st_gid == $0 } == true
+        let grouped = TapestryGroup.id().map { Files.groupID(of: path) == $0 } == true
         let files = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
         let others = files.contains { $0.hasSuffix(".vhost") && VhostSocketDirectory.isReachableByOthers("\(path)/\($0)") }
-        chmod(path, (grouped ? 0o750 : 0o700) | (others ? 0o001 : 0))
+        Files.setMode(path, (grouped ? 0o750 : 0o700) | (others ? 0o001 : 0))
     }
 
     /// Stems of instances with a state file (running, or crashed and not yet cleaned).
@@ -99,7 +98,7 @@ extension NSError {
     /// The POSIX reason behind a Foundation file error ("No space left on device"), else its text.
     var underlyingErrorDescription: String {
         if let u = userInfo[NSUnderlyingErrorKey] as? NSError, u.domain == NSPOSIXErrorDomain {
-            return String(cString: strerror(Int32(u.code)))
+            return errorText(Int32(u.code))
         }
         return localizedDescription
     }
@@ -137,7 +136,7 @@ public final class InstanceLock {
         while true {
             do { lock = try FileLock.tryAcquire(path: path) } catch { throw RuntimeError("cannot lock \(identity): \(error)") }
             guard lock == nil, let s = InstanceState.read(stem: identity.stem), !s.isAlive, monotonicSeconds() < deadline else { break }
-            usleep(20_000)
+            Processes.pause(microseconds: 20_000)
         }
         guard let l = lock else {
             var who = ""
@@ -218,7 +217,7 @@ public struct InstanceState: Codable, Equatable {
 
     /// True while the recorded process is still this instance.
     public var isAlive: Bool {
-        guard kill(pid, 0) == 0 || errno == EPERM else { return false }
+        guard Processes.exists(pid) else { return false }
         return processStartTime(pid) == processStart
     }
 
@@ -226,18 +225,10 @@ public struct InstanceState: Codable, Equatable {
     public var uptimeSeconds: Int64? {
         guard isAlive, let text = try? String(contentsOfFile: "/proc/uptime", encoding: .utf8),
               let up = Double(text.split(separator: " ").first ?? "") else { return nil }
-        let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
-        return Int64(up - Double(processStart) / max(ticks, 1))
+        return Int64(up - Double(processStart) / Processes.clockTicksPerSecond)
     }
 }
 
 /// The start time (clock ticks since boot) of a process, field 22 of /proc/PID/stat; 0 when
 /// the process is gone or a zombie (killed, not yet reaped: it holds nothing any more).
-public func processStartTime(_ pid: Int32) -> UInt64 {
-    guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-          let close = text.lastIndex(of: ")") else { return 0 }
-    let fields = text[text.index(after: close)...].split(separator: " ")
-    if fields.first == "Z" || fields.first == "X" { return 0 }
-    // fields[0] is the state (field 3), so field 22 is fields[19].
-    return fields.count > 19 ? UInt64(fields[19]) ?? 0 : 0
-}
+public func processStartTime(_ pid: Int32) -> UInt64 { Processes.startTime(pid) }

@@ -3,7 +3,7 @@ import LinuxIO
 import Model
 import Wire
 #if canImport(Glibc)
-import Glibc
+import Glibc  // types and constants (iovec, errno values, signals); calls go through LinuxIO
 #endif
 
 /// One frame copy on a worker's transmit list.

@@ -35,7 +35,16 @@ extension Fabric {
         }
         do {
             let part = try t.part(forHost: h)
-            return (part.topology, part.tunnels)
+            var run = part.topology
+            // With etcd, the placement adjusts the file's part (HA.swift): guests moved away
+            // or withheld go, guests moved here come (only onto switches that run here).
+            if !notHere.isEmpty { run.guests.removeAll { notHere.contains($0.name) } }
+            let switches = Set(run.switches.map(\.name))
+            for g in t.guests where movedHere.contains(g.name) && !run.guests.contains(where: { $0.name == g.name }) {
+                if g.nics.allSatisfy({ switches.contains($0.switchName) }) { run.guests.append(g) }
+                else { log("fabric: \(g.name) cannot run here: its switches do not all run on host \(h)") }
+            }
+            return (run, part.tunnels)
         } catch { throw RuntimeError("\(error)") }
     }
 
@@ -74,11 +83,15 @@ extension Fabric {
                     throw RuntimeError("host \(h): cannot open the VXLAN underlay on \(spec.underlay) port \(t.udpPort)\(spec.netns.map { " in netns \($0)" } ?? ""): \(error)")
                 }
                 underlayEndpoints[t.udpPort] = endpoint
-                log("underlay: \(endpoint.label), MTU \(endpoint.mtu), \(endpoint.queueCount) receive socket(s)")
+                let ports = endpoint.socket.sourcePorts
+                log("underlay: \(endpoint.label), MTU \(endpoint.mtu), \(endpoint.queueCount) receive socket(s)"
+                    + (endpoint.socket.receivesRuns ? " with UDP GRO" : "")
+                    + ", \(ports.count) sending socket(s) (source ports \(ports.min() ?? 0)-\(ports.max() ?? 0))")
                 for w in file.underlayWarnings(forHost: h, underlayMTU: endpoint.mtu) { log(w.description) }
             }
             out["\(t.switchName)/\(t.portName)"] = TunnelPort(label: "\(t.switchName)/\(t.portName)", endpoint: endpoint,
-                                                               remote: t.remote, vniBase: t.vniBase, queues: datapathThreads)
+                                                               remote: t.remote, vniBase: t.vniBase, queues: datapathThreads,
+                                                               sendsRuns: { if case .host = t.peer { return true } else { return false } }())
         }
         return out
     }
@@ -106,6 +119,29 @@ extension Fabric {
             return "\(t.switchName)/\(t.portName) (\(peer) \(t.remote):\(t.udpPort), VNI \(t.vniBase)+VLAN)"
         }
         log("tunnels: " + (plan.added.map { "+" + describe($0) } + plan.removed.map { "-" + describe($0) }).joined(separator: ", "))
+    }
+
+    /// What `validate` says about the underlays of this machine (RFC 7348 §4.3: never
+    /// fragment): for every host of `t` whose underlay address is on this machine — in the
+    /// root namespace, or in its `netns:` when that namespace exists and holds it — the
+    /// warnings of `Topology.underlayWarnings(forHost:underlayMTU:)` for the MTU of the link
+    /// holding the address: the same check and words as `up` logs. Hosts whose address is
+    /// elsewhere (another machine, a namespace not created yet, or one this user may not
+    /// enter) give nothing. Control path; enters namespaces with a short-lived thread.
+    public static func underlayWarnings(of t: Topology) -> [TopologyDiagnostic] {
+        var out: [TopologyDiagnostic] = []
+        for h in t.hosts {
+            let k = TunnelDemux.key(h.underlay)
+            let probe = { () throws -> Int in try UnderlaySocket.mtu(ipv6: h.underlay.isIPv6, address: k.high, k.low, label: "host \(h.name)") }
+            let mtu: Int?
+            if let ns = h.netns {
+                mtu = NetworkNamespace.exists(ns) ? try? NetworkNamespace.run(in: ns, probe) : nil
+            } else {
+                mtu = try? probe()
+            }
+            if let m = mtu { out += t.underlayWarnings(forHost: h.name, underlayMTU: m) }
+        }
+        return out
     }
 
     /// A tunnel port's far end for `ports`: `10.70.0.2:4789 (host h2)`.

@@ -7,7 +7,7 @@ import Topology
 import VhostUser
 import VMRunner
 #if canImport(Glibc)
-import Glibc
+import Glibc  // types and constants (iovec, errno values, signals); calls go through LinuxIO
 #endif
 
 /// QEMU guests (`kind: qemu`): their switch ports, and their lifecycle through `VMSupervisor`.
@@ -32,7 +32,10 @@ import Glibc
 /// checksums arrive described, and what the switch sends the VM leaves whole; the kernel
 /// segments or finishes it for whatever offloads QEMU enabled on the TAP (TUNSETOFFLOAD
 /// follows the guest's features). The netdev stays in the host namespace with IPv6 off and
-/// no address, so the host stack ignores it. Because the switch holds the TAP fd, the
+/// no address, so the host stack ignores it. "The host namespace" is the daemon's, or on a
+/// multi-host topology's host with `netns:` that namespace: there the TAP is created, the
+/// AF_PACKET port opened and QEMU started (`VMSpec.networkNamespace`), so a VM of host h1
+/// runs inside h1 as its netns guests' traffic does. Because the switch holds the TAP fd, the
 /// netdev (and so the port, its counters and MAC entries) outlives a QEMU crash: a
 /// restarted VM comes back on the same port with the same MAC.
 ///
@@ -46,11 +49,27 @@ extension Fabric {
         VMPaths(name: guest, runDirectory: "\(RunDirectory.path)/\(topology).vms", logDirectory: "/var/log/tapestry/\(topology)")
     }
 
+    /// The network namespace this instance's QEMU guests, their TAPs and their ports live in:
+    /// its host's `netns:` (several hosts of one topology on one machine, each VM inside its
+    /// host), or nil for the daemon's own.
+    func vmNamespace(in topology: Topology) -> String? {
+        guard let h = hostName else { return nil }
+        return topology.hosts.first { $0.name == h }?.netns
+    }
+
     /// Creates the port of every NIC of qemu guest `g`, recorded in `vmNICs` as they are made
     /// (so a failure half way is cleaned up by `down`): for `backend: tap` a TAP and an
     /// AF_PACKET port on it, for `backend: vhost-user` a client-mode `VhostUserPort` on the
-    /// socket QEMU will serve (it connects once QEMU runs).
+    /// socket QEMU will serve (it connects once QEMU runs; a path socket needs no namespace).
+    /// On a host with `netns:` a TAP and its port are made inside that namespace
+    /// (`NetworkNamespace.run`): the TAP netdev is born there, and the AF_PACKET sockets stay
+    /// bound to it from there; the daemon's threads use them as any other port.
     func createVMPorts(_ g: GuestSpec, of topology: Topology, host: NetlinkSocket, into byPort: inout [String: PortIO]) throws {
+        let ns = vmNamespace(in: topology)
+        let inside = try ns.map { try NetlinkSocket(namespace: $0) } ?? host
+        let nsFD = try ns.map { try NetworkNamespace.open($0) }
+        defer { if let fd = nsFD { _ = Glibc.close(fd) } }
+        func here<T>(_ body: () throws -> T) throws -> T { try ns.map { try NetworkNamespace.run(in: $0, body) } ?? body() }
         for nic in g.nics {
             if nic.backend == .vhostUser {
                 let path = try vhostSocketPath(for: nic)
@@ -58,15 +77,21 @@ extension Fabric {
                 byPort[nic.portName] = try makeVhostUserPort(nic, path: path, mode: .client)
                 continue
             }
-            let name = Fabric.hostTAPName(topology: topology.name, guest: g.name, nic: nic.index)
-            let tap = try TAPDevice(name: name, vnetHeader: true)
+            let name = Fabric.hostTAPName(topology: tapStem(topology), guest: g.name, nic: nic.index)
+            let tap = try here { try TAPDevice(name: name, vnetHeader: true) }
             vmNICs[g.name, default: []].append(.tap(tap))
             // Keep the host stack out: no IPv6 (no link-local address, no ND), no IPv4 address.
-            try? "1".write(toFile: "/proc/sys/net/ipv6/conf/\(name)/disable_ipv6", atomically: false, encoding: .utf8)
+            if let fd = nsFD {
+                try? Sysctl.write("net/ipv6/conf/\(name)/disable_ipv6", "1", inNamespace: fd)
+            } else {
+                try? "1".write(toFile: "/proc/sys/net/ipv6/conf/\(name)/disable_ipv6", atomically: false, encoding: .utf8)
+            }
             let mtu = topology.mtu(of: nic)
-            guard let index = try host.linkIndex(named: name) else { throw RuntimeError("\(nic.portName): TAP \(name) vanished") }
-            try host.configureLink(index: index, mtu: mtu, up: true)
-            byPort[nic.portName] = try PacketPort(interface: name, mtu: mtu)
+            guard let index = try inside.linkIndex(named: name) else {
+                throw RuntimeError("\(nic.portName): TAP \(name) vanished\(ns.map { " from netns \($0)" } ?? "")")
+            }
+            try inside.configureLink(index: index, mtu: mtu, up: true)
+            byPort[nic.portName] = try here { try PacketPort(interface: name, mtu: mtu) }
         }
     }
 
@@ -83,6 +108,14 @@ extension Fabric {
     /// boot within the boot timeout.
     func startVMs(_ guests: [GuestSpec], of topology: Topology) throws {
         guard !guests.isEmpty else { return }
+        try bootVMs(try prepareVMs(guests, of: topology))
+    }
+
+    /// A supervisor (not started) for each of `guests` whose ports exist, registered in
+    /// `vms`; builds the guest image on first use and probes acceleration. Call with
+    /// `reloading` held.
+    func prepareVMs(_ guests: [GuestSpec], of topology: Topology) throws -> [VMSupervisor] {
+        guard !guests.isEmpty else { return [] }
         let image: GuestImage
         do { image = try GuestImage.prepare(progress: { [log] in log("guest image: \($0)") }) }
         catch { throw RuntimeError("cannot prepare the guest image: \(error)") }
@@ -100,7 +133,7 @@ extension Fabric {
                 }
             }
             let spec = VMSpec(name: g.name, memoryMiB: g.memoryMiB, cpus: g.cpus, nics: nics,
-                              network: Fabric.guestNetwork(g, of: topology))
+                              network: Fabric.guestNetwork(g, of: topology), networkNamespace: vmNamespace(in: topology))
             let paths = Fabric.vmPaths(topology: stem, guest: g.name)
             _ = VMSupervisor.killStale(paths: paths)
             let s = try VMSupervisor(spec: spec, image: image, accel: accel, paths: paths, restartPolicy: g.restart,
@@ -110,6 +143,13 @@ extension Fabric {
             supervisors.append(s)
             vms[g.name] = s
         }
+        return supervisors
+    }
+
+    /// Boots `supervisors` in parallel and waits until every guest printed READY. Throws
+    /// (naming each VM that failed, with its console's last lines) when any did not boot.
+    func bootVMs(_ supervisors: [VMSupervisor]) throws {
+        guard !supervisors.isEmpty else { return }
         // Boot in parallel; collect every failure.
         final class Failures: @unchecked Sendable { let lock = NSLock(); var list: [String] = [] }
         let group = DispatchGroup()
@@ -125,20 +165,27 @@ extension Fabric {
         group.wait()
         if !failures.list.isEmpty { throw RuntimeError(failures.list.joined(separator: "\n")) }
         log("\(supervisors.count) VM(s) booted in \(String(format: "%.1f", Date().timeIntervalSince(started))) s")
-        waitForVhostUserFrontends(of: guests)
+        waitForVhostUserFrontends(of: supervisors.map(\.spec.name))
     }
 
     /// After the VMs printed READY, waits (at most 10 s) until each of their vhost-user ports
     /// runs both rings, so `up --detach` returns with every VM's NICs forwarding; a port that
     /// does not is logged, not fatal (QEMU and the port keep reconnecting by themselves).
-    private func waitForVhostUserFrontends(of guests: [GuestSpec]) {
-        let names = Set(guests.flatMap { g in g.nics.filter { $0.backend == .vhostUser }.map(\.portName) })
-        guard !names.isEmpty else { return }
-        let ports = portsByName.filter { names.contains($0.key) }.compactMap { $0.value as? VhostUserPort }
+    private func waitForVhostUserFrontends(of vmNames: [String]) {
+        let paths = Set(vmNames.flatMap { vmNICs[$0] ?? [] }.compactMap { a -> String? in
+            if case .vhostUser(let path) = a { return path } else { return nil }
+        })
+        guard !paths.isEmpty else { return }
+        let ports = portsByName.values.compactMap { $0 as? VhostUserPort }.filter { paths.contains($0.socketPath) }
         let deadline = Date().addingTimeInterval(10)
         while ports.contains(where: { !$0.isRunning }) && Date() < deadline { usleep(20_000) }
         for p in ports where !p.isRunning { log("vhost-user \(p.name): QEMU has not started the device yet (\(p.socketPath)); it joins when it does") }
     }
+
+    /// The topology part of TAP names: the instance's stem on a multi-host topology, so two
+    /// hosts of one fabric on one machine never make the same TAP for one guest (HA and
+    /// migration can put a guest's ports on both at once).
+    func tapStem(_ topology: Topology) -> String { hostName == nil ? topology.name : stem }
 
     /// Seconds a VM may take from QEMU's start to READY (TCG boots take ~5 s alone; several
     /// VMs on two cores take longer).
@@ -159,8 +206,9 @@ extension Fabric {
         for n in Set(names) {
             closeVMNICs(n)
             // The fw_cfg network file (GuestNetworkConfig) goes with its VM.
-            unlink(Fabric.vmPaths(topology: stem, guest: n).networkConfig)
+            Files.remove(Fabric.vmPaths(topology: stem, guest: n).networkConfig)
         }
+        // The directory is the stem's (`NAME@HOST.vms` on a multi-host topology).
         if vms.isEmpty && vmNICs.isEmpty { rmdir("\(RunDirectory.path)/\(stem).vms") }
     }
 
@@ -195,8 +243,8 @@ extension Fabric {
             throw RuntimeError("no VM '\(name)'" + (known.isEmpty ? " (this topology has none)" : " (VMs: \(known.joined(separator: ", ")))"))
         }
         switch action {
-        case "start": try s.start()
-        case "stop": s.stop()
+        case "start": try s.start(); fabricService?.guestStarted(name)
+        case "stop": s.stop(); fabricService?.guestStopped(name)
         case "restart": try s.restart()
         default: throw RuntimeError("unknown vm action '\(action)' (expected list, start, stop or restart)")
         }

@@ -220,7 +220,7 @@ enum Keys {
         KeyDoc(name: "host", shape: name(15), description: "The host that runs it; required when the file has hosts, an error otherwise."),
         KeyDoc(name: "memory", shape: .ref("memory-size"), description: "qemu only: 64M..65536M (default 256M)."),
         KeyDoc(name: "cpus", shape: integer(1...16), description: "qemu only: 1..16 (default 1)."),
-        KeyDoc(name: "restart", shape: .enumeration(["never", "on-failure", "always"]), description: "qemu only (default never)."),
+        KeyDoc(name: "restart", shape: .enumeration(["never", "on-failure", "always"]), description: "qemu (default never); on a netns guest, with etcd, whether HA re-creates it on another host."),
         KeyDoc(name: "gateway", shape: .anyOf([.ref("ip-address"), .list(.ref("ip-address"), minItems: 1, maxItems: 2)]),
                description: "Default gateway: one address, or a list of at most one IPv4 and one IPv6; each on one of the guest's subnets."),
         KeyDoc(name: "routes", shape: .anyOf([.null, .list(.object(route), minItems: 0, maxItems: 256)]), description: "Static routes."),

@@ -4,7 +4,7 @@ import Model
 /// Guests, their NICs and addressing (issues 13, 16, 17, 18).
 extension Validator {
     mutating func guest(_ name: String, _ key: SourceNode, _ node: SourceNode, topologyName: String,
-                        switches: [String: SwitchSpec], hostsDeclared: Bool, validHosts: Set<String>) -> GuestSpec? {
+                        switches: [String: SwitchSpec], hostsDeclared: Bool, validHosts: Set<String>, etcdDeclared: Bool = false) -> GuestSpec? {
         let what = "guest '\(name)'"
         guard let f = mapping(node, what, allowed: Self.guestKeys) else { return nil }
         var g = GuestSpec(name: name, kind: .netns, memoryMiB: 256, cpus: 1, restart: .never, nics: [])
@@ -16,10 +16,18 @@ extension Validator {
             kindKnown = true
             if kind != .qemu {
                 for q in Self.qemuOnlyKeys {
-                    if let field = f[q] {
-                        error("'\(q)' applies only to guests of kind qemu (\(what) is kind \(kind.rawValue))", at: field.key.location)
-                        ok = false
+                    guard let field = f[q] else { continue }
+                    if q == "restart" && kind == .netns {
+                        // A netns guest has no process to restart: its policy only tells HA
+                        // to re-create it on a surviving host (issue 19), so it needs etcd.
+                        if !etcdDeclared {
+                            error("'restart' on a netns guest tells HA to re-create it on another host when its host dies: it needs a top-level 'etcd' (\(what) is kind netns)", at: field.key.location)
+                            ok = false
+                        } else if let v = choice(field.value, "restart policy", RestartPolicy.allCases) { g.restart = v } else { ok = false }
+                        continue
                     }
+                    error("'\(q)' applies only to guests of kind qemu (\(what) is kind \(kind.rawValue))", at: field.key.location)
+                    ok = false
                 }
             } else {
                 if let m = f["memory"] {

@@ -219,7 +219,7 @@ struct Validator {
                     guard self.name(e.name, "guest name", maxLength: 15, at: e.key.location) else { continue }
                     guestLocations[e.name] = e.key.location
                     if let g = guest(e.name, e.key, e.value, topologyName: name, switches: switchIndex,
-                                     hostsDeclared: hostsField != nil, validHosts: hostNames) { guests.append(g) }
+                                     hostsDeclared: hostsField != nil, validHosts: hostNames, etcdDeclared: top["etcd"] != nil) { guests.append(g) }
                 }
             }
         }

@@ -1,3 +1,4 @@
+import CVMSpawn
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -121,6 +122,10 @@ public final class QMPClient {
     /// Throws `commandFailed` for an `error` answer, `timeout`, or `closed`.
     @discardableResult
     public func execute(_ command: String, arguments: [String: Any]? = nil, timeout: TimeInterval? = nil) throws -> Any {
+        try execute(command, arguments: arguments, timeout: timeout, passing: nil)
+    }
+
+    private func execute(_ command: String, arguments: [String: Any]?, timeout: TimeInterval?, passing descriptor: Int32?) throws -> Any {
         guard fd >= 0 else { throw QMPError.closed(path: path) }
         let id = "tapestry-\(nextID)"
         nextID += 1
@@ -128,7 +133,14 @@ public final class QMPClient {
         if let arguments { request["arguments"] = arguments }
         var data = try JSONSerialization.data(withJSONObject: request)
         data.append(UInt8(ascii: "\n"))
-        try writeAll(data)
+        if let descriptor {
+            // The descriptor rides on the first bytes of the command (SCM_RIGHTS); QEMU
+            // attaches it to the command that those bytes belong to.
+            let sent = data.withUnsafeBytes { cvm_send_with_fd(fd, $0.baseAddress, UInt($0.count), descriptor) }
+            guard sent > 0 else { throw QMPError.closed(path: path) }
+            data.removeFirst(Int(sent))
+        }
+        if !data.isEmpty { try writeAll(data) }
         let deadline = Date().addingTimeInterval(timeout ?? self.timeout)
         while true {
             switch try QMPMessage.parse(try readLine(until: deadline, waitingFor: command)) {
@@ -150,6 +162,34 @@ public final class QMPClient {
 
     /// `system_powerdown`: presses the ACPI power button; the guest decides what to do.
     public func systemPowerdown() throws { try execute("system_powerdown") }
+
+    /// `getfd`: hands QEMU a copy of descriptor `descriptor` under `name` (SCM_RIGHTS on
+    /// this connection), for a later `fd:NAME` URI (`migrate`, `migrate-incoming`). The
+    /// caller keeps (and closes) its own copy.
+    public func sendDescriptor(_ descriptor: Int32, name: String) throws {
+        try execute("getfd", arguments: ["fdname": name], timeout: nil, passing: descriptor)
+    }
+
+    /// `migrate`: starts a live migration to `uri` (`tcp:HOST:PORT`, `fd:NAME`, …) and returns
+    /// at once; follow it with `queryMigrate`. QEMU's default stop-and-copy target
+    /// (`downtime-limit`, 300 ms) applies.
+    public func migrate(uri: String) throws { try execute("migrate", arguments: ["uri": uri]) }
+
+    /// `migrate-incoming`: a QEMU started with `-incoming defer` receives its migration from
+    /// `uri` (`fd:NAME` for a connected socket handed over with `sendDescriptor`).
+    public func migrateIncoming(uri: String) throws { try execute("migrate-incoming", arguments: ["uri": uri]) }
+
+    /// `query-migrate`: the state of this QEMU's outgoing (or incoming) migration.
+    public func queryMigrate() throws -> MigrationInfo {
+        MigrationInfo(try execute("query-migrate") as? [String: Any] ?? [:])
+    }
+
+    /// `migrate_cancel`: abandons an outgoing migration; the guest keeps running here.
+    public func cancelMigration() throws { try execute("migrate_cancel") }
+
+    /// `cont`: resumes a paused guest (a destination started with `-S`, a source whose
+    /// migration finished but must stay).
+    public func cont() throws { try execute("cont") }
 
     /// `quit`: QEMU exits at once (status 0). The connection closing before the answer
     /// arrives counts as success.
@@ -193,4 +233,37 @@ public final class QMPClient {
             buffer += chunk[0..<n]
         }
     }
+}
+
+/// What `query-migrate` says about a live migration (QEMU's MigrationInfo, qapi/migration.json).
+public struct MigrationInfo: Sendable, Equatable {
+    /// `none`, `setup`, `active`, `pre-switchover`, `device`, `completed`, `failed`,
+    /// `cancelling`, `cancelled`, … (absent before any migration: `none`).
+    public var status: String
+    /// Milliseconds since the migration started (total, once completed).
+    public var totalTimeMilliseconds: Int?
+    /// Milliseconds QEMU had the guest stopped for the final copy (once completed).
+    public var downtimeMilliseconds: Int?
+    /// Bytes of guest RAM sent so far.
+    public var transferredBytes: Int?
+    /// Why it failed (`error-desc`).
+    public var error: String?
+
+    /// Parses `query-migrate`'s return value.
+    public init(_ d: [String: Any]) {
+        status = d["status"] as? String ?? "none"
+        totalTimeMilliseconds = (d["total-time"] as? NSNumber)?.intValue
+        downtimeMilliseconds = (d["downtime"] as? NSNumber)?.intValue
+        transferredBytes = ((d["ram"] as? [String: Any])?["transferred"] as? NSNumber)?.intValue
+        error = d["error-desc"] as? String
+    }
+
+    /// A value (tests).
+    public init(status: String, totalTimeMilliseconds: Int? = nil, downtimeMilliseconds: Int? = nil, transferredBytes: Int? = nil, error: String? = nil) {
+        self.status = status; self.totalTimeMilliseconds = totalTimeMilliseconds; self.downtimeMilliseconds = downtimeMilliseconds
+        self.transferredBytes = transferredBytes; self.error = error
+    }
+
+    /// Whether the migration has ended (completed, failed or cancelled).
+    public var isFinished: Bool { ["completed", "failed", "cancelled"].contains(status) }
 }

@@ -10,15 +10,20 @@ import Glibc
 /// Public for the runtime's other helper processes (netns guests' DHCP clients).
 public enum Spawn {
     /// Spawns `path` in its own process group with `inherit[i]` at fd 3+i and every other
-    /// descriptor closed (see `cvm_spawn`). Returns the pid or the errno.
+    /// descriptor closed (see `cvm_spawn`), in the named network namespace `networkNamespace`
+    /// (/run/netns/NAME, `cvm_spawn_in_netns`) when given. Returns the pid or the errno
+    /// (ENOENT for a namespace that does not exist).
     public static func spawn(path: String, arguments: [String], stdin: Int32 = -1, stdout: Int32, stderr: Int32,
-                      inherit: [Int32] = []) -> Result<pid_t, Errno> {
+                      inherit: [Int32] = [], networkNamespace: String? = nil) -> Result<pid_t, Errno> {
         let argv = [path] + arguments
         var cArgs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
         defer { for a in cArgs { free(a) } }
         var pid: pid_t = 0
         let rc = inherit.withUnsafeBufferPointer { fds in
-            cvm_spawn(path, &cArgs, environ, stdin, stdout, stderr, fds.baseAddress, Int32(fds.count), &pid)
+            if let ns = networkNamespace {
+                return cvm_spawn_in_netns("/run/netns/\(ns)", path, &cArgs, environ, stdin, stdout, stderr, fds.baseAddress, Int32(fds.count), &pid)
+            }
+            return cvm_spawn(path, &cArgs, environ, stdin, stdout, stderr, fds.baseAddress, Int32(fds.count), &pid)
         }
         return rc == 0 ? .success(pid) : .failure(Errno(rawValue: -rc))
     }

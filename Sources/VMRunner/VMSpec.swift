@@ -73,9 +73,14 @@ public struct VMSpec: Sendable, Equatable {
     /// (`GuestNetworkConfig`); nil: only what the command line says (`nics[].addresses`,
     /// `mtu`, `gateway`). The two add up; give each address in one place only.
     public var network: GuestNetworkConfig?
+    /// The named network namespace (/run/netns/NAME) QEMU runs in — its host's `netns:` in a
+    /// multi-host topology (issue 17), where the NICs' TAPs live too; nil: the caller's.
+    public var networkNamespace: String?
 
     public init(name: String, memoryMiB: Int = 256, cpus: Int = 1, nics: [GuestNIC] = [],
-                gateway: String? = nil, extraKernelArguments: [String] = [], network: GuestNetworkConfig? = nil) {
+                gateway: String? = nil, extraKernelArguments: [String] = [], network: GuestNetworkConfig? = nil,
+                networkNamespace: String? = nil) {
+        self.networkNamespace = networkNamespace
         self.name = name
         self.memoryMiB = memoryMiB
         self.cpus = cpus
@@ -118,6 +123,9 @@ public struct VMSpec: Sendable, Equatable {
             if let mtu = nic.mtu, !(68...65535).contains(mtu) { problems.append("eth\(i): MTU \(mtu) is outside 68…65535") }
         }
         if let gw = gateway, !Self.isIPv4(gw) { problems.append("gateway '\(gw)' is not an IPv4 address") }
+        if let ns = networkNamespace, ns.isEmpty || ns == "." || ns == ".." || ns.contains("/") || ns.utf8.count > 255 {
+            problems.append("network namespace '\(ns)' is not a plain name")
+        }
         for arg in extraKernelArguments where arg.isEmpty || arg.contains(where: { $0 == " " || $0 == "\"" || $0 == "\n" }) {
             problems.append("kernel argument '\(arg)' is empty or contains a space, quote or newline")
         }

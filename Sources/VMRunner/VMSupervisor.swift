@@ -60,6 +60,10 @@ public final class VMSupervisor: @unchecked Sendable {
     private var stopRequested = false
     private var monitorRunning = false
     private var bootError: VMError?
+    /// The current QEMU process receives a live migration (`startIncoming`): no READY marker
+    /// is expected, and it counts as running once `incomingResumed` is called.
+    private var incoming = false
+    private var resumed = false
 
     /// Validates the spec and finds the QEMU binary (`qemuExecutable`: a name looked up on
     /// PATH, or a path). Starts nothing.
@@ -110,6 +114,59 @@ public final class VMSupervisor: @unchecked Sendable {
     /// `exitedDuringBoot`, each with the console's last lines; after a failed first boot
     /// nothing is restarted (state `failed`).
     public func start() throws {
+        try begin(incoming: false)
+        cond.lock()
+        defer { cond.unlock() }
+        while state == .starting { cond.wait() }
+        if state == .failed, let e = bootError { throw e }
+    }
+
+    /// Spawns QEMU to receive a live migration (VMotion's destination): `-incoming defer -S`,
+    /// so it waits for QMP `migrate-incoming` and keeps the guest paused after the migration
+    /// until `cont`. Returns once its QMP socket answers (within `qmpTimeout` seconds; QEMU is
+    /// killed otherwise). The VM stays `starting`, with no READY marker expected (the guest
+    /// booted on the source), until `incomingResumed()`. A QEMU that exits before that (a
+    /// failed incoming migration makes QEMU exit 1) ends `failed`, never restarted; after it,
+    /// the restart policy applies as after a boot, and restarts boot the guest afresh.
+    /// Throws `alreadyRunning`, `spawnFailed`, `exitedDuringBoot` or `bootTimeout`.
+    public func startIncoming(qmpTimeout: TimeInterval = 30) throws {
+        try begin(incoming: true)
+        let deadline = Date().addingTimeInterval(qmpTimeout)
+        while true {
+            cond.lock()
+            let failed = state == .failed ? bootError : nil
+            let gone = state != .starting
+            cond.unlock()
+            if let failed { throw failed }
+            if gone { throw VMError.exitedDuringBoot(name: spec.name, status: lastExitValue ?? ProcessExit(signal: SIGKILL), consoleTail: [], processLogTail: []) }
+            if (try? QMPClient(path: paths.qmpSocket, timeout: 1)) != nil { return }
+            if Date() > deadline {
+                cond.lock()
+                if let p = pid { kill(-p, SIGKILL); kill(p, SIGKILL) }
+                cond.unlock()
+                stop(gracePeriod: 0, powerButton: false)
+                throw VMError.bootTimeout(name: spec.name, seconds: qmpTimeout, consoleTail: ["(QEMU waiting for an incoming migration did not answer on QMP)"])
+            }
+            usleep(50_000)
+        }
+    }
+
+    /// The incoming migration completed and the guest was resumed (`cont`): the VM is
+    /// `running` from now on, its boot time the time from spawning QEMU to here.
+    public func incomingResumed() {
+        cond.lock()
+        defer { cond.unlock() }
+        guard incoming, !resumed else { return }
+        resumed = true
+        if state == .starting { state = .running }
+        if let s = startedAt { bootTime = Self.now() - s }
+        cond.broadcast()
+    }
+
+    private var lastExitValue: ProcessExit? { cond.lock(); defer { cond.unlock() }; return lastExit }
+
+    /// Claims the supervisor, spawns the first QEMU process and starts the monitor thread.
+    private func begin(incoming receiving: Bool) throws {
         cond.lock()
         guard !monitorRunning else {
             cond.unlock()
@@ -123,11 +180,13 @@ public final class VMSupervisor: @unchecked Sendable {
         bootError = nil
         restarts = 0
         bootTime = nil
+        incoming = receiving
+        resumed = false
         cond.unlock()
 
         let child: Child
         do {
-            child = try launch()
+            child = try launch(extraArguments: receiving ? ["-incoming", "defer", "-S"] : [])
         } catch {
             cond.lock()
             state = .failed
@@ -144,20 +203,17 @@ public final class VMSupervisor: @unchecked Sendable {
         let thread = Thread { [self] in monitor(first: child) }
         thread.name = "vm-\(spec.name)"
         thread.start()
-
-        cond.lock()
-        defer { cond.unlock() }
-        while state == .starting { cond.wait() }
-        if state == .failed, let e = bootError { throw e }
     }
 
     /// Stops the VM (see the type's notes) and returns once QEMU is reaped; state `stopped`.
     /// A VM backing off between restarts just stays down. Idempotent.
-    public func stop(gracePeriod: TimeInterval = 10) {
+    /// - powerButton: false skips the ACPI power button (QMP `quit` at once): a hard power-off
+    ///   (HA's isolation response), or a source whose guest has migrated away (paused).
+    public func stop(gracePeriod: TimeInterval = 10, powerButton: Bool = true) {
         cond.lock()
         guard monitorRunning else { cond.unlock(); return }
         stopRequested = true
-        let wasReady = state == .running
+        let wasReady = state == .running && powerButton
         if pid != nil { state = .stopping }
         cond.broadcast()
         let hasProcess = pid != nil
@@ -231,7 +287,7 @@ public final class VMSupervisor: @unchecked Sendable {
     }
 
     /// Prepares the directories and logs and spawns QEMU.
-    private func launch() throws -> Child {
+    private func launch(extraArguments: [String] = []) throws -> Child {
         // 0700: the console socket is a root shell in the guest.
         for dir in Set([paths.runDirectory, paths.logDirectory]) { try makeDirectories(dir, mode: 0o700) }
         unlink(paths.consoleSocket)
@@ -252,11 +308,12 @@ public final class VMSupervisor: @unchecked Sendable {
         guard logFD >= 0 else { throw VMError.io(operation: "open", path: paths.processLog, errno: errno) }
         defer { close(logFD) }
         let processLogOffset = fileSize(paths.processLog)
-        let cmd = command
-        let header = "--- tapestry: \(Date()) starting \(spec.name) (\(accel.rawValue)): \(cmd.argv.joined(separator: " "))\n"
+        var cmd = command
+        cmd.arguments += extraArguments
+        let header = "--- tapestry: \(Date()) starting \(spec.name) (\(accel.rawValue))\(spec.networkNamespace.map { " in netns \($0)" } ?? ""): \(cmd.argv.joined(separator: " "))\n"
         _ = header.withCString { write(logFD, $0, strlen($0)) }
         switch Spawn.spawn(path: qemuExecutable, arguments: cmd.arguments, stdout: logFD, stderr: logFD,
-                           inherit: spec.tapDescriptors) {
+                           inherit: spec.tapDescriptors, networkNamespace: spec.networkNamespace) {
         case .success(let pid):
             return Child(pid: pid, startedAt: Self.now(), consoleOffset: consoleOffset, processLogOffset: processLogOffset)
         case .failure(let e):
@@ -318,6 +375,7 @@ public final class VMSupervisor: @unchecked Sendable {
             cond.unlock()
 
             do {
+                cond.lock(); incoming = false; cond.unlock()
                 child = try launch()
             } catch {
                 cond.lock()
@@ -355,6 +413,9 @@ public final class VMSupervisor: @unchecked Sendable {
         var scanner = ReadyMarkerScanner(path: paths.consoleLog, offset: child.consoleOffset, name: spec.name)
         var ready = false
         var timedOut = false
+        cond.lock()
+        let receiving = incoming
+        cond.unlock()
         while true {
             // Booting: a 50 ms tick to scan the log. Ready: block on the pidfd until the exit.
             let tick: Int32 = ready ? (pidfd >= 0 ? -1 : 200) : 50
@@ -376,6 +437,14 @@ public final class VMSupervisor: @unchecked Sendable {
                 return Run(exit: exit, becameReady: ready, timedOut: timedOut, uptime: uptime)
             }
             guard !ready else { continue }
+            if receiving {
+                // A migration's destination: ready once resumed; its owner bounds the wait.
+                cond.lock()
+                ready = resumed
+                cond.unlock()
+                if ready { log("VM \(spec.name): running after an incoming migration (pid \(child.pid))") }
+                continue
+            }
             if scanner.scan() {
                 ready = true
                 let elapsed = Self.now() - child.startedAt

@@ -5,21 +5,28 @@
 //
 //   swift run -c release tapestry-bench [SCENARIO...] [--frames N] [--runs R]
 //
-// SCENARIO: forward, scale, scale-trunks, lookup, learning, memory, and the issue-20
-// policies: forward-shaped (`forward` with every port shaped on ingress and egress at rates
-// it never reaches: the cost of asking and charging), forward-snooping (`forward` with
-// IGMP/MLD snooping on: what unicast pays for it), multicast-flood (UDP to a group, snooping
-// off: flooded to 15 ports) and multicast-group (the same frames, snooping on, the group
-// registered on 2 ports plus a router port). Default: the first six. `scale`
-// is `forward`'s traffic (access port to access port, known unicast) on a 256-port switch
-// whose trunks carry all 4094 VLANs: the cost of size alone; `scale-trunks` adds tagged
-// traffic between the trunks in 1190 more VLANs (a different mix, so more work per frame,
-// mostly mispredicted branches between the tagged and untagged paths). Each throughput
-// scenario runs R times (default 5) over N frames (default 20 000 000) and prints the
-// median and the best run. Numbers are for this machine and this run; there are no
-// thresholds anywhere: compare runs, not absolutes. For instruction counts, run one
-// scenario under callgrind, e.g. `valgrind --tool=callgrind tapestry-bench forward
-// --frames 2000000 --runs 1`, and divide by the frames.
+// SCENARIO: forward, forward-mirror, forward-storm, forward-mirror-storm (`forward` with a
+// mirror, storm-control limits, or both), scale, scale-trunks, lookup, learning, memory, and
+// the issue-20 policies: forward-shaped (`forward` with every port shaped on ingress and
+// egress at rates it never reaches: the cost of asking and charging), forward-snooping
+// (`forward` with IGMP/MLD snooping on: what unicast pays for it), multicast-flood (UDP to a
+// group, snooping off: flooded to 15 ports) and multicast-group (the same frames, snooping
+// on, the group registered on 2 ports plus a router port). Default: forward, forward-mirror,
+// forward-storm, scale, scale-trunks, lookup, learning, memory. `scale` is `forward`'s
+// traffic (access port to access port, known unicast) on a 256-port switch whose trunks
+// carry all 4094 VLANs: the cost of size alone; `scale-trunks` adds tagged traffic between
+// the trunks in 1190 more VLANs (a different mix, so more work per frame, mostly
+// mispredicted branches between the tagged and untagged paths). Each throughput scenario
+// runs R times (default 5) over N frames (default 20 000 000) and prints the median and the
+// best run. Numbers are for this machine and this run; there are no thresholds anywhere:
+// compare runs, not absolutes. Instructions per frame (exact, whatever the machine's load):
+// `Scripts/bench/instructions.sh SCENARIO...` runs a scenario under callgrind at two frame
+// counts and divides the difference.
+//
+// The measured loop does per frame what `Datapath.forward` does between its read and its
+// writes, minus the counters and the transmit list: `decide`, the decision's requested
+// effects (storm and shaping tokens, snooping, announcements, learning with the port's own
+// limit), `collectEgress`, and the egress shaping charge of each output.
 import CMallocCounter
 import Core
 import Foundation
@@ -36,11 +43,11 @@ do {
         switch a {
         case "--frames": frameTotal = Int(args.popFirst() ?? "") ?? frameTotal
         case "--runs": runs = max(1, Int(args.popFirst() ?? "") ?? runs)
-        case "forward", "forward-mirror", "forward-storm", "scale", "scale-trunks", "lookup", "learning", "memory",
+        case "forward", "forward-mirror", "forward-storm", "forward-mirror-storm", "scale", "scale-trunks", "lookup", "learning", "memory",
              "forward-shaped", "forward-snooping", "multicast-flood", "multicast-group": scenarios.append(a)
         default:
             if let n = Int(a) { frameTotal = n; continue }   // the old `tapestry-bench N`
-            print("usage: tapestry-bench [forward|forward-mirror|forward-storm|forward-shaped|forward-snooping|multicast-flood|multicast-group|scale|scale-trunks|lookup|learning|memory]... [--frames N] [--runs R]")
+            print("usage: tapestry-bench [forward|forward-mirror|forward-storm|forward-mirror-storm|forward-shaped|forward-snooping|multicast-flood|multicast-group|scale|scale-trunks|lookup|learning|memory]... [--frames N] [--runs R]")
             exit(2)
         }
     }
@@ -70,6 +77,21 @@ func summary(_ rates: [Double]) -> String {
 
 func address(_ i: Int) -> MACAddress { MACAddress(rawValue: 0x0200_0000_0000 | UInt64(i)) }
 
+/// SplitMix64 (Steele, Lea and Flood, 2014) with a fixed seed: every run draws the same
+/// frames, so two runs of a scenario at different frame counts walk the same workload and
+/// their instruction counts differ by whole frames only (`Scripts/bench/instructions.sh`).
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
 /// A set of prepared 64-byte frames with their ingress ports, laid out so the measured loop
 /// does nothing but index two flat buffers (no slicing, no division, no bounds checks):
 /// the benchmark measures the switch, not the harness.
@@ -85,7 +107,7 @@ struct Workload {
     init(hosts: [Host], group: UInt32) {
         bytes = .allocate(byteCount: Workload.frameCount * 64, alignment: 64)
         inPorts = .allocate(capacity: Workload.frameCount)
-        var rng = SystemRandomNumberGenerator()
+        var rng = SplitMix64(seed: 0x7A9E_5747)
         for f in 0..<Workload.frameCount {
             let src = Int.random(in: 0..<hosts.count, using: &rng)
             let b = UnsafeMutableRawBufferPointer(start: bytes + f * 64, count: 64)
@@ -103,7 +125,7 @@ struct Workload {
     init(hosts: [Host]) {
         bytes = .allocate(byteCount: Workload.frameCount * 64, alignment: 64)
         inPorts = .allocate(capacity: Workload.frameCount)
-        var rng = SystemRandomNumberGenerator()
+        var rng = SplitMix64(seed: 0x7A9E_5747)
         var byVLAN: [UInt16: [Int]] = [:]
         for (i, h) in hosts.enumerated() { byVLAN[h.vlan.rawValue, default: []].append(i) }
         for f in 0..<Workload.frameCount {
@@ -143,6 +165,7 @@ final class Scenario {
     let shaper: TrafficShaper
     let groups: MulticastGroupTable?
     let list = EgressList()
+    let announcements = AnnouncementLock()
     var rates: [Double] = []
     var forwarded = 0, egress = 0, allocations: UInt64 = 0, frames = 0
     init(_ name: String, _ what: String, _ plan: SwitchPlan, _ table: MACTable, _ workload: Workload) {
@@ -163,7 +186,7 @@ final class Scenario {
         let plan = self.plan, w = workload
         let mask = Workload.frameCount - 1
         var forwarded = 0, egress = 0
-        let list = self.list
+        let list = self.list, announcements = self.announcements
         list.prepare(portCount: plan.ports.count)
         // The clock reads one second after the table was filled, and moves 1 µs per batch of 64.
         let table = self.table, storm: StormControl? = storm.isActive ? storm : nil
@@ -179,9 +202,18 @@ final class Scenario {
                 let f = n & mask
                 let inPort = w.inPorts[f]
                 let d = decide(frame: w.frame(f), inPort: inPort, plan: plan, context: context)
+                // The decision's requested effects, as `Datapath.forward` applies them.
+                if case .local = d.verdict { continue }
                 if d.takesStormToken, let why = d.floodReason { context.storm?.take(port: inPort, reason: why, now: context.now) }
                 if d.takesShapingTokens { context.shaper?.take(port: inPort, .ingress, bytes: 64, now: context.now) }
-                if d.learn { context.table.learn(vlan: d.learningVLAN, mac: d.source, port: inPort, now: context.now, portLimit: 65_536) }
+                if d.snoops {
+                    context.multicast?.snoop(frame: w.frame(f), verifyChecksums: !d.offload.needsChecksum, port: inPort,
+                                             vlan: d.learningVLAN, now: context.now)
+                }
+                if d.announces { announcements.stamp(vlan: d.learningVLAN, mac: d.source, now: context.now) }
+                if d.learn {
+                    context.table.learn(vlan: d.learningVLAN, mac: d.source, port: inPort, now: context.now, portLimit: plan.macLimit(port: inPort))
+                }
                 if case .forward = d.verdict { forwarded &+= 1 }
                 _ = collectEgress(of: d, inPort: inPort, plan: plan, context: context, into: list)
                 // The egress effects as `Datapath.forward` applies them: charge each output
@@ -245,6 +277,10 @@ if scenarios.contains("forward-mirror") {
 if scenarios.contains("forward-storm") {
     let (plan, table, w) = smallSwitch(storm: true)
     throughput.append(Scenario("forward-storm", "forward with storm-control limits on every port", plan, table, w))
+}
+if scenarios.contains("forward-mirror-storm") {
+    let (plan, table, w) = smallSwitch(mirror: true, storm: true)
+    throughput.append(Scenario("forward-mirror-storm", "forward-mirror with storm-control limits on every port", plan, table, w))
 }
 
 /// The multicast workload's group (239.1.1.1).

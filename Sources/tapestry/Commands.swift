@@ -187,12 +187,15 @@ func table(_ header: [String], _ rows: [[String]]) -> String {
 struct Validate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Check a topology file; errors as file:line:column: error: message.",
-        discussion: "By default this also checks what only this host can tell (uplink NICs that must exist); --no-host-checks skips that, for a file written for another host.")
+        discussion: "By default this also checks what only this host can tell (uplink NICs that must exist; the MTU of each host's underlay link whose address is on this machine, a warning when VXLAN would not fit it); --no-host-checks skips that, for a file written for another host.")
     @Argument(help: "Topology file (YAML).") var file: String
-    @Flag(inversion: .prefixedNo, help: "Check that uplink NICs exist on this host.") var hostChecks = true
+    @Flag(inversion: .prefixedNo, help: "Check that uplink NICs exist on this host, and the MTU of underlay links on this machine.") var hostChecks = true
 
     func run() throws {
         let t = try loadTopology(file, hostChecks: hostChecks)
+        if hostChecks {
+            for w in Fabric.underlayWarnings(of: t) { FileHandle.standardError.write(Data((w.description + "\n").utf8)) }
+        }
         let ports = t.guests.reduce(0) { $0 + $1.nics.count }
         print("\(file): topology '\(t.name)' is valid: \(t.switches.count) switch(es), \(t.guests.count) guest(s), \(ports) port(s)"
               + (hostChecks ? "" : " (host checks skipped)"))
@@ -304,13 +307,37 @@ struct Status: ParsableCommand {
             print("VMs:")
             print(VMCommand.rows(vms).split(separator: "\n").map { "  " + $0 }.joined(separator: "\n"))
         }
+        if let f = s.fabric { print(Status.fabricText(f)) }
+    }
+
+    /// The fabric part of `status` (issue 19): hosts alive or dead in etcd, the guests etcd
+    /// places on each, topology-file mismatches, migrations in flight.
+    static func fabricText(_ f: FabricReport) -> String {
+        var lines = ["fabric (etcd \(f.etcdEndpoints.joined(separator: ", "))): this host \(f.host) "
+                     + (f.registered ? "registered (lease \(f.lease ?? "?"))" : "NOT registered")
+                     + (f.isolated ? ", ISOLATED" : "")
+                     + (f.lastReadSecondsAgo.map { String(format: ", read %.1f s ago", $0) } ?? ", never read")
+                     + ", topology hash \(f.topologyHash.prefix(12))"]
+        lines.append(table(["HOST", "STATE", "UNDERLAY", "PID", "TOPOLOGY", "GUESTS"], f.hosts.map { h in
+            [h.name, h.alive ? "alive" : "dead", h.underlay ?? "-", h.pid.map(String.init) ?? "-",
+             h.topologyHash.map { String($0.prefix(12)) + (h.sameTopology ? "" : " (DIFFERENT FILE)") } ?? "-",
+             h.guests.isEmpty ? "-" : h.guests.joined(separator: ",")]
+        }).split(separator: "\n").map { "  " + $0 }.joined(separator: "\n"))
+        let mismatched = f.hosts.filter { !$0.sameTopology }.map(\.name)
+        if !mismatched.isEmpty { lines.append("  hosts running a different topology file: \(mismatched.joined(separator: ", ")) (vm migrate refuses them)") }
+        for (g, why) in f.withheld.sorted(by: { $0.key < $1.key }) { lines.append("  not started here: \(g): \(why)") }
+        for (g, why) in f.unplaceable.sorted(by: { $0.key < $1.key }) { lines.append("  cannot restart \(g): \(why)") }
+        for m in f.migrations { lines.append("  migration: \(m.guest) \(m.from) → \(m.to): \(m.state)" + (m.error.map { " (\($0))" } ?? "")) }
+        if let e = f.lastError { lines.append("  last etcd error: \(e)") }
+        return lines.joined(separator: "\n")
     }
 }
 
 /// `underlay 10.70.0.1:4789 in netns h1: rx 12 packets (1432 bytes), tx 12 (…), tx errors 0; drops: unknown-vtep=3`.
 func underlayLine(_ u: UnderlayCounters) -> String {
     let drops = u.drops.isEmpty ? "none" : u.drops.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ",")
-    return "underlay \(u.label): rx \(u.rxPackets) packets (\(u.rxBytes) bytes), tx \(u.txPackets) (\(u.txBytes) bytes), tx errors \(u.txErrors); drops: \(drops)"
+    let runs = (u.rxCoalesced ?? 0) > 0 ? " (\(u.rxCoalescedPackets ?? 0) coalesced into \(u.rxCoalesced ?? 0) frames)" : ""
+    return "underlay \(u.label): rx \(u.rxPackets) packets (\(u.rxBytes) bytes)\(runs), tx \(u.txPackets) (\(u.txBytes) bytes\((u.txRuns ?? 0) > 0 ? ", \(u.txRuns ?? 0) UDP GSO runs" : "")), tx errors \(u.txErrors); drops: \(drops)"
 }
 
 /// `--switch S`, checked like a switch name in the file.

@@ -4,7 +4,9 @@ import Runtime
 
 /// `tapestry extcap`: Wireshark's extcap interface (https://www.wireshark.org/docs/man-pages/extcap.html),
 /// so `tshark -D` lists every port of every running topology as `tapestry:NAME/PORT` and
-/// `tshark -i tapestry:NAME/PORT` captures from it.
+/// `tshark -i tapestry:NAME/PORT` captures from it. An instance of a topology that spans
+/// hosts is `NAME@HOST` (issue 17): `tapestry:fab@h1/h2` is host h1's tunnel port to h2, and
+/// two hosts of one topology on one machine list apart.
 ///
 /// Wireshark runs each program in its extcap directory with `--extcap-interfaces`, and no
 /// subcommand, so `Scripts/install-extcap.sh` installs a two-line wrapper that execs
@@ -35,16 +37,19 @@ struct Extcap: ParsableCommand {
     @Option(help: "in (as received), out (as sent) or both.") var direction: String = "both"
     @Flag(help: "Dropped frames only, each with its reason.") var drops = false
 
-    /// The interface name for a port: `tapestry:NAME/PORT`.
-    static func interfaceName(topology: String, port: String) -> String { "tapestry:\(topology)/\(port)" }
+    /// The interface name for a port of instance `stem` (`NAME` or `NAME@HOST`):
+    /// `tapestry:STEM/PORT`.
+    static func interfaceName(instance stem: String, port: String) -> String { "tapestry:\(stem)/\(port)" }
 
-    /// `tapestry:NAME/PORT` → (NAME, PORT).
-    static func parse(interface: String) -> (topology: String, port: String)? {
+    /// `tapestry:NAME/PORT` or `tapestry:NAME@HOST/PORT` → (the instance, PORT); nil when the
+    /// name is not one (`InstanceIdentity(stem:)`).
+    static func parse(interface: String) -> (instance: InstanceIdentity, port: String)? {
         guard interface.hasPrefix("tapestry:") else { return nil }
         let rest = interface.dropFirst("tapestry:".count)
         guard let slash = rest.firstIndex(of: "/") else { return nil }
-        let name = String(rest[..<slash]), port = String(rest[rest.index(after: slash)...])
-        return name.isEmpty || port.isEmpty ? nil : (name, port)
+        let stem = String(rest[..<slash]), port = String(rest[rest.index(after: slash)...])
+        guard !port.isEmpty, let id = InstanceIdentity(stem: stem) else { return nil }
+        return (id, port)
     }
 
     func validate() throws {
@@ -56,7 +61,9 @@ struct Extcap: ParsableCommand {
     func run() throws {
         if listInterfaces { return printInterfaces() }
         guard let iface = interface else { throw ValidationError("nothing to do: give --extcap-interfaces, or --extcap-interface with --extcap-dlts, --extcap-config or --capture") }
-        guard let (topology, port) = Extcap.parse(interface: iface) else { throw Failure(message: "not a tapestry interface: '\(iface)' (expected tapestry:NAME/PORT)") }
+        guard let (instance, port) = Extcap.parse(interface: iface) else {
+            throw Failure(message: "not a tapestry interface: '\(iface)' (expected tapestry:NAME/PORT or tapestry:NAME@HOST/PORT)")
+        }
         if listDLTs {
             print("dlt {number=1}{name=EN10MB}{display=Ethernet}")
             return
@@ -73,21 +80,23 @@ struct Extcap: ParsableCommand {
         // The port's switch: ports are unique within a topology, `capture` wants the switch.
         let ports: PortsReport
         do {
-            ports = try JSON.decoder().decode(PortsReport.self, from: controlRequest(name: topology, ControlRequest(command: "ports"), timeout: 5))
+            ports = try JSON.decoder().decode(PortsReport.self, from: controlRequest(name: instance.stem, ControlRequest(command: "ports"), timeout: 5))
         } catch { throw Failure(message: "\(error)") }
         guard let row = ports.ports.first(where: { $0.name == port }) else {
-            throw Failure(message: "topology '\(topology)' has no port '\(port)'")
+            throw Failure(message: "\(instance) has no port '\(port)'")
         }
-        var args = ["--name", topology, "--switch", row.switch, "--port", port, "--direction", direction, "-w", fifo]
+        var args = ["--name", instance.name] + (instance.host.map { ["--host", $0] } ?? [])
+            + ["--switch", row.switch, "--port", port, "--direction", direction, "-w", fifo]
         if drops { args.append("--drops") }
         if let f = captureFilter, !f.trimmingCharacters(in: .whitespaces).isEmpty { args += ["--filter", f] }
         let command = try CaptureCommand.parse(args)
         try command.run()
     }
 
-    /// One `interface` line per port of every running topology we may talk to; topologies
-    /// we cannot reach (not root, crashed) are skipped with a note on standard error, which
-    /// Wireshark shows in its log.
+    /// One `interface` line per port of every running instance we may talk to (`NAME`, or
+    /// `NAME@HOST` for a host of a topology that spans hosts); instances we cannot reach (not
+    /// root, crashed) are skipped with a note on standard error, which Wireshark shows in
+    /// its log.
     func printInterfaces() {
         print("extcap {version=1.0}{display=Tapestry virtual switch}")
         // A crashed instance is skipped; one whose state a member of the `tapestry` group
@@ -96,9 +105,11 @@ struct Extcap: ParsableCommand {
             do {
                 let data = try controlRequest(name: name, ControlRequest(command: "ports"), timeout: 2)
                 let report = try JSON.decoder().decode(PortsReport.self, from: data)
+                let id = InstanceIdentity(stem: name)
+                let display = id.map { i in i.host.map { "\(i.name) on host \($0)" } ?? i.name } ?? name
                 for p in report.ports {
-                    let kind = p.kind == "uplink" ? "uplink" : "port group \(p.portGroup)"
-                    print("interface {value=\(Extcap.interfaceName(topology: name, port: p.name))}{display=Tapestry \(name) \(p.name) (switch \(p.switch), \(kind))}")
+                    let kind = p.kind == "uplink" ? "uplink" : p.kind == "tunnel" ? "tunnel" : "port group \(p.portGroup)"
+                    print("interface {value=\(Extcap.interfaceName(instance: name, port: p.name))}{display=Tapestry \(display) \(p.name) (switch \(p.switch), \(kind))}")
                 }
             } catch {
                 FileHandle.standardError.write(Data("tapestry extcap: topology '\(name)': \(error)\n".utf8))

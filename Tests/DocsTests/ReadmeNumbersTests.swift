@@ -60,7 +60,7 @@ import Testing
         text = text.replacingOccurrences(of: "`[^`\n]*`", with: "", options: .regularExpression)
         let offending = text.split(separator: "\n").filter { $0.rangeOfCharacter(from: .decimalDigits) != nil }
         #expect(offending.isEmpty, "numbers typed by hand in the Performance section (put them in a result file):\n\(offending.joined(separator: "\n"))")
-        #expect(Self.blocks(in: String(section)).map(\.name).sorted() == ["micro-results", "observability-results", "profile-results", "results", "scale-results"])
+        #expect(Self.blocks(in: String(section)).map(\.name).sorted() == ["failover-results", "instructions-results", "micro-results", "observability-results", "overlay-results", "profile-results", "results", "scale-results", "vmotion-results"])
     }
 
     @Test func theCheckCatchesAHandTypedNumber() {

@@ -244,3 +244,51 @@ enum Fixture {
         #expect(prefixEnd([0x61, 0xff]) == [0x62])
     }
 }
+
+/// A guest moves (HA or migration) only to a host that runs every switch of its NICs, and
+/// never while another migration of it is in flight.
+@Suite struct SwitchAdmissionTests {
+    static func spec() -> FabricSpec {
+        FabricSpec(topology: "lab", topologyHash: Fixture.hash,
+                   hosts: [FabricHost(name: "h1", underlay: "192.0.2.1", cpus: 4, memoryMiB: 1024, switches: ["sw0", "sw1"]),
+                           FabricHost(name: "h2", underlay: "192.0.2.2", cpus: 4, memoryMiB: 1024, switches: ["sw0"]),
+                           FabricHost(name: "h3", underlay: "192.0.2.3", cpus: 8, memoryMiB: 4096, switches: ["sw0", "sw1"])],
+                   guests: [FabricGuest(name: "both", kind: .qemu, host: "h1", cpus: 1, memoryMiB: 256, restart: .onFailure, switches: ["sw0", "sw1"]),
+                            FabricGuest(name: "one", kind: .qemu, host: "h1", cpus: 1, memoryMiB: 256, restart: .onFailure, switches: ["sw0"])])
+    }
+
+    @Test func failoverGoesOnlyWhereTheSwitchesRun() {
+        let spec = Self.spec()
+        let cap = Placement.capacity(spec: spec, placement: [:])
+        #expect(cap["h2"]!.runs(["sw0"]) && !cap["h2"]!.runs(["sw0", "sw1"]))
+        #expect(HostCapacity(cpus: nil, memoryMiB: nil, usedCPUs: 0, usedMemoryMiB: 0).runs(["anything"]), "nil: any switch" as Comment)
+        // "both" needs sw1: of h2 and h3, only h3 qualifies.
+        let c = Placement.choose([spec.guests["both"]!, spec.guests["one"]!], candidates: ["h2", "h3"], capacity: cap)
+        #expect(c.placed.first { $0.guest == "both" }?.host == "h3")
+        #expect(c.unplaceable.isEmpty)
+        let none = Placement.choose([spec.guests["both"]!], candidates: ["h2"], capacity: cap)
+        #expect(none.placed.isEmpty && none.unplaceable.first?.reason.contains("runs its switches (sw0, sw1)") == true, "\(none.unplaceable)")
+    }
+
+    @Test func migrationRefusesMissingSwitchesAndASecondMigration() {
+        let spec = Self.spec()
+        var snap = Fixture.snapshot(alive: ["h1", "h2", "h3"], spec: spec)
+        do { _ = try Migration.check(guest: "both", to: "h2", from: "h1", spec: spec, snapshot: snap); Issue.record("not refused") }
+        catch { #expect(error == .switchesMissing(guest: "both", host: "h2", missing: ["sw1"])); #expect("\(error)".contains("sw1 does not run there")) }
+        #expect((try? Migration.check(guest: "one", to: "h2", from: "h1", spec: spec, snapshot: snap)) != nil)
+        snap.migrations["one"] = .init(record: MigrationRecord(id: "x", guest: "one", from: "h1", to: "h3", state: .requested, at: 0), modRevision: 7, lease: 1)
+        do { _ = try Migration.check(guest: "one", to: "h2", from: "h1", spec: spec, snapshot: snap); Issue.record("not refused") }
+        catch { #expect(error == .alreadyMigrating(guest: "one", to: "h3")) }
+    }
+
+    @Test func migrationRecordRoundTripsWithItsCounters() throws {
+        let r = MigrationRecord(id: "ab12", guest: "vm1", from: "h1", to: "h2", state: .committed, listen: "[fd77::2]:40000",
+                                counters: ["vm1.eth0": PortCarry(rxFrames: 1, rxBytes: 2, txFrames: 3, txBytes: 4, drops: ["hairpin": 5])],
+                                error: nil, at: 9)
+        let bytes = encodeRecord(r)
+        #expect(decodeRecord(MigrationRecord.self, bytes) == r)
+        let text = String(decoding: bytes, as: UTF8.self)
+        #expect(text.contains("\"rx_frames\":1") && text.contains("\"state\":\"committed\""), "\(text)")
+        #expect(FabricKeys(topology: "lab").migration("vm1") == "/tapestry/v1/lab/migrations/vm1")
+    }
+}

@@ -327,6 +327,87 @@ extension EtcdSystemTests {
     }
 }
 
+extension EtcdSystemTests.FabricServiceSystemTests {
+    /// The coordination record of a live migration against real etcd: one in flight per
+    /// guest, compare-and-swap updates, the switch-over written with the placement in one
+    /// transaction, a fence (the record failed at the commit's revision) that makes a late
+    /// commit fail, and the record gone with the source's lease.
+    @Test func migrationRecordsCoordinateTheTwoSides() throws {
+        if let r = Self.skipReason { try Test.cancel("FabricServiceSystemTests skipped: \(r)") }
+        let etcd = try EtcdCluster(tag: "mrec")
+        defer { etcd.shutdown() }
+        let spec = ServiceFixture.spec("mrec", guests: [ServiceFixture.vm("vm1", on: "h1"), ServiceFixture.vm("vm2", on: "h1")])
+        let requests = Requests()
+        let h1 = try FabricService(spec: spec, host: "h1", store: FabricStore(client: try ServiceFixture.client(etcd.endpoints), topology: "mrec"),
+                                   options: ServiceFixture.options(), callbacks: Recorder("mrec/h1").callbacks)
+        let cb = Recorder("mrec/h2").callbacks
+        let h2 = try FabricService(spec: spec, host: "h2", store: FabricStore(client: try ServiceFixture.client(etcd.endpoints), topology: "mrec"),
+                                   options: ServiceFixture.options(),
+                                   callbacks: FabricCallbacks(startGuest: cb.startGuest, stopGuests: cb.stopGuests, log: cb.log,
+                                                              incomingMigration: { r, rev, lease in requests.add(r, rev, lease) }))
+        _ = try h1.start(); _ = try h2.start()
+        defer { h1.stop(release: true); h2.stop(release: true) }
+        let store = h1.store
+
+        // The source asks; the destination's service hands the request over once.
+        let plan = try h1.checkMigration(guest: "vm1", to: "h2")
+        var rec = MigrationRecord(id: "one", guest: "vm1", from: "h1", to: "h2", state: .requested, at: 1)
+        let rev0 = try store.beginMigration(rec, lease: h1.currentLease)
+        #expect(throws: MigrationRefusal.alreadyMigrating(guest: "vm1", to: "h2")) {
+            try store.beginMigration(MigrationRecord(id: "two", guest: "vm1", from: "h1", to: "h3", state: .requested, at: 1), lease: h1.currentLease)
+        }
+        #expect(ServiceFixture.wait(3) { requests.all.count == 1 } != nil, "the destination saw the request")
+        usleep(1_200_000)
+        #expect(requests.all.count == 1 && requests.all.first?.0.id == "one", "handed over once: \(requests.all.map(\.0.id))")
+        do { _ = try h1.checkMigration(guest: "vm1", to: "h2"); Issue.record("a second check passed") }
+        catch let e as MigrationRefusal { if case .alreadyMigrating = e {} else { Issue.record("\(e)") } }
+
+        // The destination answers with a CAS; a stale revision changes nothing.
+        rec.state = .ready; rec.listen = "192.0.2.2:4000"
+        let rev1 = try #require(try store.updateMigration(rec, since: rev0, lease: requests.all[0].2))
+        #expect(try store.updateMigration(rec, since: rev0, lease: requests.all[0].2) == rev1, "a retried put is recognised")
+        var stale = rec; stale.state = .failed
+        #expect(try store.updateMigration(stale, since: rev0, lease: requests.all[0].2) == nil)
+
+        // The switch-over: placement and record in one transaction.
+        let counters = ["vm1.eth0": PortCarry(rxFrames: 10, rxBytes: 1000, txFrames: 20, txBytes: 2000, drops: [:])]
+        try h1.commitMigration(plan, record: rec, recordRevision: rev1, counters: counters)
+        let after = try store.snapshot()
+        #expect(after.placements["vm1"]?.record.host == "h2" && after.placements["vm1"]?.record.reason == .migration)
+        #expect(after.migrations["vm1"]?.record.state == .committed && after.migrations["vm1"]?.record.counters == counters)
+        #expect(after.migrations["vm1"]?.lease == h1.currentLease, "the record stays under the source's lease")
+        h2.incomingFinished("vm1", succeeded: true)
+        try store.endMigration(guest: "vm1", id: "one")
+        #expect(try store.migration(of: "vm1") == nil)
+
+        // A fence: the record failed at the revision the commit compares against; the
+        // commit then fails and nothing moves.
+        let plan2 = try h1.checkMigration(guest: "vm2", to: "h2")
+        let r2 = MigrationRecord(id: "three", guest: "vm2", from: "h1", to: "h2", state: .requested, at: 1)
+        let rv = try store.beginMigration(r2, lease: h1.currentLease)
+        var fence = r2; fence.state = .failed
+        #expect(try store.updateMigration(fence, since: rv, lease: h1.currentLease) != nil)
+        #expect(throws: MigrationRefusal.changedMeanwhile(guest: "vm2")) { try h1.commitMigration(plan2, record: r2, recordRevision: rv) }
+        h1.abortMigration(plan2)
+        #expect(try store.snapshot().placements["vm2"]?.record.host == "h1")
+
+        try store.endMigration(guest: "vm2", id: "three")
+
+        // Gone with the source's lease.
+        _ = try store.beginMigration(MigrationRecord(id: "four", guest: "vm2", from: "h1", to: "h2", state: .requested, at: 1), lease: h1.currentLease)
+        h1.stop(release: true)
+        #expect(try store.migration(of: "vm2") == nil, "the lease took the record with it")
+    }
+}
+
+/// Migration requests handed to a destination's callback.
+final class Requests: @unchecked Sendable {
+    private let lock = NSLock()
+    private var list: [(MigrationRecord, Int64, Int64)] = []
+    func add(_ r: MigrationRecord, _ rev: Int64, _ lease: Int64) { lock.lock(); list.append((r, rev, lease)); lock.unlock() }
+    var all: [(MigrationRecord, Int64, Int64)] { lock.lock(); defer { lock.unlock() }; return list }
+}
+
 /// Two threads' claim results.
 final class Results: @unchecked Sendable {
     private let lock = NSLock()

@@ -56,6 +56,29 @@ import TestSupport
         #expect(text.contains("port=\"odd\\\"name\\n.eth0\""))
     }
 
+    /// An instance of a multi-host topology (issue 17) labels every sample with its host,
+    /// first; a single-host one has no `host` label anywhere. promtool accepts both.
+    @Test func aMultiHostInstanceLabelsEverySampleWithItsHost() throws {
+        var s = Self.snapshot
+        s.host = "h2"
+        let families = TapestryMetrics.families(s)
+        let samples = families.flatMap(\.samples)
+        #expect(!samples.isEmpty && samples.allSatisfy { $0.labels.first == .init("host", "h2") }, "every sample has host first")
+        for f in families { #expect(f.validate().isEmpty, "\(f.name): \(f.validate())") }
+        let text = PrometheusText.render(families)
+        #expect(text.contains("tapestry_topology_info{host=\"h2\",topology=\"lab\"} 1"))
+        #expect(text.contains("tapestry_port_dropped_frames_total{host=\"h2\",switch=\"sw0\",port=\"web1.eth0\",reason=\"tagged-on-access-port\"} 3"))
+        #expect(text.contains("process_start_time_seconds{host=\"h2\"} 1764000000.25"))
+        #expect(!PrometheusText.render(TapestryMetrics.families(Self.snapshot)).contains("host="), "no host label on a single host")
+        if commandExists("promtool") {
+            let dir = temporaryDirectory("promhost")
+            defer { try? FileManager.default.removeItem(atPath: dir) }
+            try text.write(toFile: dir + "/m.txt", atomically: true, encoding: .utf8)
+            let r = sh("promtool check metrics < '\(dir)/m.txt' 2>&1")
+            #expect(r.succeeded && r.stdout.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty, "promtool: \(r.stdout)")
+        }
+    }
+
     /// `promtool check metrics` (Debian's prometheus package) lints the real output.
     @Test func promtoolAcceptsTheOutput() throws {
         guard commandExists("promtool") else { try Test.cancel("skip: promtool not installed (Scripts/setup.sh installs prometheus)") }

@@ -29,7 +29,9 @@ final class PolicyLab {
     /// Namespace of guest `i`.
     func ns(_ i: Int) -> String { "\(id)g\(i)" }
 
-    /// Creates one namespace and TAP per port of `plan` (all ports are guests), configures
+    /// Creates one namespace and TAP per port of `plan` (all ports are guests; DAD is off in
+    /// the namespace before the TAP arrives, so its link-local address is usable at once:
+    /// the kernel takes the larger of `all` and the device's own `accept_dad`), configures
     /// `eth0` with `addresses[i]` (IPv4 CIDR or nil), and starts the datapath.
     init(plan: SwitchPlan, addresses: [String?], offloads: Bool = false, querier: Bool = false) throws {
         self.plan = plan
@@ -44,8 +46,8 @@ final class PolicyLab {
                 taps.append(tap)
                 let mac = String(format: "02:00:00:%02x:%02x:%02x", Int(UInt32(truncatingIfNeeded: getpid()) & 0xFF), 0x50, i + 1)
                 let setup = sh("""
-                    ip link set \(tap.name) netns \(ns) && \
                     ip netns exec \(ns) sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0 && \
+                    ip link set \(tap.name) netns \(ns) && \
                     ip -n \(ns) link set \(tap.name) name eth0 address \(mac) && \
                     ip -n \(ns) link set lo up && ip -n \(ns) link set eth0 up \
                     \(address.map { "&& ip -n \(ns) addr add \($0) dev eth0" } ?? "")

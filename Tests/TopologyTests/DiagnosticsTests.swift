@@ -147,7 +147,7 @@ let base = "name: lab\nswitches:\n  sw0:\n    port-groups:\n      web: {vlan: 10
          "7:28: error: expected a size like 256M or 1G for memory, found '256'"),
         (base + "guests:\n  g1: {kind: netns, nics: []}\n", "7:27: error: 'nics' of guest 'g1' is empty: a guest needs at least one NIC"),
         (base + "guests:\n  g1: {kind: netns, restart: always, nics: [{switch: sw0, port-group: web}]}\n",
-         "7:21: error: 'restart' applies only to guests of kind qemu (guest 'g1' is kind netns)"),
+         "7:21: error: 'restart' on a netns guest tells HA to re-create it on another host when its host dies: it needs a top-level 'etcd' (guest 'g1' is kind netns)"),
         (base + "guests:\n  g1: {kind: netns, nics: [{switch: sw0, port-group: web, mac: 00:00:00:00:00:00}]}\n",
          "7:64: error: MAC address 00:00:00:00:00:00 is the all-zero address; a NIC's MAC must be unicast"),
         (base + "guests:\n  g1: {kind: netns, nics: [{switch: sw0}]}\n", "7:28: error: missing required key 'port-group' in NIC 0 of guest 'g1'"),

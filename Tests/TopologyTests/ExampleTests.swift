@@ -49,7 +49,7 @@ import Testing
     #expect(h2.topology.guests.map(\.name) == ["b1", "vm1"])
     #expect(h2.topology.guests[1].nics[0].backend == .tap)
     #expect(t.switches[0].overlay?.vni(for: VLANID(10)) == 5010)
-    #expect(t.etcd?.endpoints.map(\.description) == ["http://127.0.0.1:2379"])
+    #expect(t.etcd?.endpoints.map(\.description) == ["http://10.70.0.100:2379"])
     #expect(t.ha?.isolationResponse == .powerOff)
     // Both hosts have netns: up needs --host.
     #expect(throws: HostSelectionError.self) { _ = try t.localHost(among: [IPAddress("10.70.0.1")!]) }

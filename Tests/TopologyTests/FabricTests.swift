@@ -178,3 +178,15 @@ guests:
     #expect(diagnostics(yaml: "name: x\nswitches: {sw0: {port-groups: {v: {vlan: 1}}}}\netcd: {endpoints: [\"http://a\"]}\n")
             == ["t.yaml:3:1: error: 'etcd' holds the state of a multi-host fabric: it needs a top-level 'hosts'"])
 }
+
+/// Issue 19: with `etcd:`, a netns guest's `restart:` tells HA to re-create it on a survivor;
+/// without etcd it would mean nothing and is an error.
+@Test func netnsGuestsTakeARestartPolicyForHA() throws {
+    let base = "name: fab\nhosts: {h1: {underlay: 10.0.0.1}}\nswitches: {sw0: {port-groups: {v: {vlan: 1}}}}\n"
+    let guest = "guests:\n  g1: {kind: netns, host: h1, restart: on-failure, nics: [{switch: sw0, port-group: v}]}\n"
+    let t = try TopologyLoader.parse(base + "etcd: {endpoints: [\"http://10.0.0.5:2379\"]}\n" + guest, file: "t")
+    #expect(t.guests.first?.restart == .onFailure)
+    #expect(diagnostics(yaml: base + guest).first?.contains("'restart' on a netns guest tells HA to re-create it on another host when its host dies: it needs a top-level 'etcd'") == true)
+    #expect(diagnostics(yaml: base + "etcd: {endpoints: [\"http://10.0.0.5:2379\"]}\n" + guest.replacingOccurrences(of: "on-failure", with: "often")).first?
+        .contains("invalid restart policy 'often'") == true)
+}

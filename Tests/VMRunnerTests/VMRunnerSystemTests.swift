@@ -224,3 +224,82 @@ final class Counter: @unchecked Sendable {
     func increment() { lock.lock(); count += 1; lock.unlock() }
     var value: Int { lock.lock(); defer { lock.unlock() }; return count }
 }
+
+/// Live migration as VMotion drives it, between two QEMU processes on this machine: the
+/// source boots; the destination starts with `-incoming defer -S` (`startIncoming`) and is
+/// `starting` with QMP answering; each QEMU gets one end of a socket pair over QMP `getfd`
+/// (SCM_RIGHTS) and the stream runs `migrate fd:…` → `migrate-incoming fd:…`; the
+/// destination stays paused until `cont`, counts as running after `incomingResumed`, and
+/// the guest answers on its console; the source is then quit without the power button.
+@Suite(.serialized) struct VMRunnerMigrationTests {
+    @Test func incomingQEMUReceivesThroughPassedDescriptorsAndResumesOnCont() throws {
+        if let reason = VMRunnerSystemTests.skipReason { try Test.cancel("VMRunnerMigrationTests skipped: \(reason)") }
+        let image = try VMRunnerSystemTests.image()
+        let p = Capabilities.uniquePrefix("vmm")
+        let runDir = NSTemporaryDirectory() + "\(p)-run"
+        defer { sh("rm -rf '\(runDir)'") }
+        let accel = Accel.probe().accel
+        let spec = VMSpec(name: "\(p)vm", memoryMiB: 128)
+        let source = try VMSupervisor(spec: spec, image: image, accel: accel, paths: VMPaths(name: "\(p)s", runDirectory: runDir),
+                                      restartPolicy: .never, log: { print("  \($0)") })
+        defer { source.stop(gracePeriod: 0, powerButton: false) }
+        let dest = try VMSupervisor(spec: spec, image: image, accel: accel, paths: VMPaths(name: "\(p)d", runDirectory: runDir),
+                                    restartPolicy: .never, log: { print("  \($0)") })
+        defer { dest.stop(gracePeriod: 0, powerButton: false) }
+        try source.start()
+        try dest.startIncoming()
+        #expect(dest.status.state == .starting && dest.status.pid != nil, "waiting for the stream")
+        let dq = try QMPClient(path: dest.paths.qmpSocket)
+        defer { dq.close() }
+        #expect(try dq.queryStatus().status == "inmigrate")
+
+        var pair: [Int32] = [-1, -1]
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &pair) == 0)
+        defer { close(pair[0]); close(pair[1]) }
+        let sq = try QMPClient(path: source.paths.qmpSocket)
+        defer { sq.close() }
+        try dq.sendDescriptor(pair[1], name: "mig")
+        try dq.migrateIncoming(uri: "fd:mig")
+        try sq.sendDescriptor(pair[0], name: "mig")
+        try sq.migrate(uri: "fd:mig")
+        close(pair[0]); close(pair[1]); pair = [-1, -1]
+        var info = MigrationInfo(status: "setup")
+        let started = Date()
+        while !info.isFinished && Date().timeIntervalSince(started) < 120 {
+            info = try sq.queryMigrate()
+            usleep(20_000)
+        }
+        print("  migration \(info.status): QEMU \(info.totalTimeMilliseconds ?? -1) ms, downtime \(info.downtimeMilliseconds ?? -1) ms, \(info.transferredBytes ?? 0) bytes")
+        #expect(info.status == "completed", "\(info.error ?? "")")
+        #expect((info.transferredBytes ?? 0) > 0 && info.downtimeMilliseconds != nil)
+        #expect(try sq.queryStatus().status == "postmigrate", "the source stays paused after the migration")
+        var destState = ""
+        for _ in 0..<200 { destState = (try? dq.queryStatus().status) ?? ""; if destState == "paused" { break }; usleep(100_000) }
+        #expect(destState == "paused", "-S: the destination stays paused")
+        #expect(dest.status.state == .starting)
+        try dq.cont()
+        dest.incomingResumed()
+        #expect(dest.status.state == .running && dest.status.bootTime != nil)
+        #expect(try dq.queryStatus().running)
+        let out = guestConsoleRun(socket: dest.paths.consoleSocket, command: "echo migrated-$((6*7))") ?? ""
+        #expect(out.contains("migrated-42"), "the guest runs on the destination: \(out.suffix(300))")
+        sq.close()
+        let t0 = Date()
+        source.stop(gracePeriod: 10, powerButton: false)
+        #expect(source.status.state == .stopped && Date().timeIntervalSince(t0) < 8, "quit at once, without the power button")
+    }
+}
+
+@Suite struct MigrationInfoTests {
+    @Test func parsesQueryMigrate() {
+        let done = MigrationInfo(["status": "completed", "total-time": 488, "downtime": 17, "setup-time": 2,
+                                  "ram": ["transferred": 65_000_000, "total": 134_000_000]])
+        #expect(done == MigrationInfo(status: "completed", totalTimeMilliseconds: 488, downtimeMilliseconds: 17, transferredBytes: 65_000_000))
+        #expect(done.isFinished)
+        let active = MigrationInfo(["status": "active", "expected-downtime": 300, "total-time": 10])
+        #expect(!active.isFinished && active.downtimeMilliseconds == nil, "expected downtime is not the downtime")
+        let failed = MigrationInfo(["status": "failed", "error-desc": "Unable to write to socket"])
+        #expect(failed.isFinished && failed.error == "Unable to write to socket")
+        #expect(MigrationInfo([:]).status == "none")
+    }
+}

@@ -155,6 +155,14 @@ import Testing
         }
     }
 
+    /// A host's namespace name goes into /run/netns/NAME: a plain name only.
+    @Test func networkNamespaceIsAPlainName() throws {
+        try VMSpec(name: "vm", networkNamespace: "lab-h1").validate()
+        for bad in ["", "..", "a/b", "../etc"] {
+            #expect(throws: VMError.self, "\(bad)") { try VMSpec(name: "vm", networkNamespace: bad).validate() }
+        }
+    }
+
     @Test func socketPathsMustFit() {
         let long = VMPaths(name: "web1", runDirectory: "/run/" + String(repeating: "x", count: 100))
         #expect(throws: VMError.self) { try long.validate() }

@@ -38,6 +38,7 @@ struct TestPacket {
     var tcpFlags: UInt8 = 0x18              // PSH|ACK
     var tcpOptions: [UInt8] = []            // multiple of 4
     var sequence: UInt32 = 0x1000_0000
+    var acknowledgment: UInt32 = 0xA0A0_0001
     var ipID: UInt16 = 0x4242
     var sourcePort: UInt16 = 40000
     var destinationPort: UInt16 = 5201
@@ -84,7 +85,7 @@ struct TestPacket {
         var l4 = [UInt8](repeating: 0, count: l4HeaderLength)
         put16(&l4, 0, Int(sourcePort)); put16(&l4, 2, Int(destinationPort))
         if tcp {
-            put32(&l4, 4, sequence); put32(&l4, 8, 0xA0A0_0001)
+            put32(&l4, 4, sequence); put32(&l4, 8, acknowledgment)
             l4[12] = UInt8((20 + tcpOptions.count) / 4) << 4
             l4[13] = tcpFlags
             put16(&l4, 14, 502)

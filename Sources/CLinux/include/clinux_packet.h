@@ -145,6 +145,11 @@ int clp_open_tx(const char *ifname, int vnet_hdr);
 /// Returns the error (0: none) or -errno.
 int clp_take_error(int fd);
 
+/// Whether interface `ifindex` exists in the network namespace of socket `fd` (SIOCGIFNAME
+/// on the socket: the lookup uses the socket's namespace, not the calling thread's). Returns
+/// 1, 0 (ENODEV), or -errno.
+int clp_device_exists(int fd, int ifindex);
+
 #ifdef __cplusplus
 }
 #endif

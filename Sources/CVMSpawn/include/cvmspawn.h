@@ -29,6 +29,14 @@ int cvm_spawn(const char *path, char *const argv[], char *const envp[],
               int stdin_fd, int stdout_fd, int stderr_fd,
               const int *inherit, int count, pid_t *pid);
 
+/// `cvm_spawn` with the child in the network namespace at `netns_path` (a file such as
+/// /run/netns/NAME): a short-lived thread enters it with setns(CLONE_NEWNET) and spawns, so
+/// the child starts there; the caller's threads are untouched. Needs CAP_SYS_ADMIN. Returns
+/// 0 or -errno (-ENOENT: no such namespace; the rest as `cvm_spawn`).
+int cvm_spawn_in_netns(const char *netns_path, const char *path, char *const argv[], char *const envp[],
+                       int stdin_fd, int stdout_fd, int stderr_fd,
+                       const int *inherit, int count, pid_t *pid);
+
 /// pidfd_open(2): a descriptor (close-on-exec) that polls readable when process `pid`
 /// exits. Returns the fd or -errno (-ENOSYS before Linux 5.3, -ESRCH).
 int cvm_pidfd_open(pid_t pid);
@@ -40,6 +48,12 @@ int cvm_has_exited(pid_t pid);
 
 /// pipe2(2) with O_CLOEXEC: fds[0] reads, fds[1] writes. Returns 0 or -errno.
 int cvm_pipe(int fds[2]);
+
+/// sendmsg(2) of `len` bytes of `buf` on Unix stream socket `sock`, carrying descriptor `fd`
+/// as SCM_RIGHTS ancillary data (unix(7)): how QMP's `getfd` receives a descriptor (a
+/// migration socket for `migrate fd:NAME`). MSG_NOSIGNAL; retried on EINTR. Returns the
+/// bytes sent (the descriptor travels with the first byte) or -errno.
+long cvm_send_with_fd(int sock, const void *buf, unsigned long len, int fd);
 
 #ifdef __cplusplus
 }
