@@ -25,11 +25,11 @@ public struct StatusReport: Codable, Equatable {
     public var guests: [GuestSummary]
     /// IPFIX flow export per switch that has it (nil from a daemon that predates it).
     public var flowExport: [FlowExportSummary]? = nil
-    /// The host this instance runs, for a topology that spans hosts (issue 17).
+    /// The host this instance runs, for a topology that spans hosts.
     public var host: String? = nil
     /// Its VXLAN underlay endpoints' counters.
     public var underlays: [UnderlayCounters]? = nil
-    /// The fabric in etcd as this host sees it (issue 19); nil without `etcd:`.
+    /// The fabric in etcd as this host sees it; nil without `etcd:`.
     public var fabric: FabricReport? = nil
 
     public struct SwitchSummary: Codable, Equatable {
@@ -97,7 +97,7 @@ public struct FlowExportSummary: Codable, Equatable {
 
 public struct PortsReport: Codable, Equatable {
     public var ports: [PortRow]
-    /// The VXLAN underlay endpoints of this host (issue 17): packets and the drops that
+    /// The VXLAN underlay endpoints of this host: packets and the drops that
     /// happen before any tunnel port (unknown VTEP, unknown VNI, malformed headers).
     public var underlays: [UnderlayCounters]? = nil
     public struct PortRow: Codable, Equatable {
@@ -479,4 +479,79 @@ public struct MDBReport: Codable, Equatable {
         public var refusedRouters: UInt64
         public var membershipIntervalSeconds: Int64
     }
+}
+
+/// An underlay endpoint's counters, as `ports` and `status` show them.
+public struct UnderlayCounters: Codable, Equatable, Sendable {
+    /// `ADDRESS:PORT`, and ` in netns NS`.
+    public var label: String
+    /// VXLAN packets received (all, dropped ones included) and their UDP payload bytes.
+    public var rxPackets: UInt64
+    public var rxBytes: UInt64
+    /// Frames coalesced from two or more received TCP segments (`Wire.TCPCoalescer`), and
+    /// the packets in them (nil from a daemon that predates coalescing).
+    public var rxCoalesced: UInt64?
+    public var rxCoalescedPackets: UInt64?
+    /// Packets handed to the kernel, and their IP bytes.
+    public var txPackets: UInt64
+    public var txBytes: UInt64
+    /// Packets the kernel refused (a full socket buffer, no route, EMSGSIZE).
+    public var txErrors: UInt64
+    /// UDP GSO messages sent, each a run of ≥ 2 of the packets above (nil from a daemon
+    /// that predates them).
+    public var txRuns: UInt64?
+    /// Packets dropped before any tunnel port, by `UnderlayDrop` name.
+    public var drops: [String: UInt64]
+}
+
+/// The fabric as one host sees it (`tapestry status`, `fabric`): every host of the
+/// topology, alive or dead in etcd, the guests etcd places on each, and hosts running
+/// another topology file.
+public struct FabricReport: Codable, Equatable {
+    /// This host.
+    public var host: String
+    /// Whether it holds a registration in etcd now.
+    public var registered: Bool
+    /// Its lease ID (hex), when registered.
+    public var lease: String?
+    /// Whether it is isolated (lease lost and no isolation address answers).
+    public var isolated: Bool
+    /// The etcd client URLs.
+    public var etcdEndpoints: [String]
+    /// SHA-256 of this host's topology file (hex).
+    public var topologyHash: String
+    /// One host of the topology.
+    public struct Host: Codable, Equatable {
+        public var name: String
+        /// Registered in etcd (its lease is alive).
+        public var alive: Bool
+        public var underlay: String?
+        /// Its daemon's pid, when registered.
+        public var pid: Int32?
+        /// Its topology file's hash, when registered.
+        public var topologyHash: String?
+        /// Whether it runs the same file as this host (true when unknown).
+        public var sameTopology: Bool
+        /// Guests etcd places on it (or its file entries, for guests without a placement).
+        public var guests: [String]
+    }
+    public var hosts: [Host]
+    /// Guests of dead hosts that fit nowhere, with why.
+    public var unplaceable: [String: String]
+    /// Guests this host did not start at start-up, with why.
+    public var withheld: [String: String]
+    /// The last etcd error, when the last call failed.
+    public var lastError: String?
+    /// A migration in flight.
+    public struct Migration: Codable, Equatable {
+        public var guest: String
+        public var from: String
+        public var to: String
+        /// requested, ready, committed or failed.
+        public var state: String
+        public var error: String?
+    }
+    public var migrations: [Migration]
+    /// Seconds since etcd was last read (nil: never).
+    public var lastReadSecondsAgo: Double?
 }

@@ -354,29 +354,6 @@ public final class UnderlayEndpoint {
     }
 }
 
-/// An underlay endpoint's counters, as `ports` and `status` show them.
-public struct UnderlayCounters: Codable, Equatable, Sendable {
-    /// `ADDRESS:PORT`, and ` in netns NS`.
-    public var label: String
-    /// VXLAN packets received (all, dropped ones included) and their UDP payload bytes.
-    public var rxPackets: UInt64
-    public var rxBytes: UInt64
-    /// Frames coalesced from two or more received TCP segments (`Wire.TCPCoalescer`), and
-    /// the packets in them (nil from a daemon that predates coalescing).
-    public var rxCoalesced: UInt64?
-    public var rxCoalescedPackets: UInt64?
-    /// Packets handed to the kernel, and their IP bytes.
-    public var txPackets: UInt64
-    public var txBytes: UInt64
-    /// Packets the kernel refused (a full socket buffer, no route, EMSGSIZE).
-    public var txErrors: UInt64
-    /// UDP GSO messages sent, each a run of ≥ 2 of the packets above (nil from a daemon
-    /// that predates them).
-    public var txRuns: UInt64?
-    /// Packets dropped before any tunnel port, by `UnderlayDrop` name.
-    public var drops: [String: UInt64]
-}
-
 /// One queue's batch of outgoing datagrams, allocated once: per datagram its scratch slot
 /// (VXLAN header, inner head) and iovecs; per message (one datagram, or a run of equal
 /// ones for UDP_SEGMENT) its iovec range, size, socket and destination.

@@ -144,8 +144,11 @@ import TestSupport
         let p = Capabilities.uniquePrefix("vmt")
         let runDir = NSTemporaryDirectory() + "\(p)-run"
         defer { sh("rm -rf '\(runDir)'") }
-        let vm = try VMSupervisor(spec: VMSpec(name: "\(p)vm", extraKernelArguments: ["loglevel=7"]), image: image, accel: .tcg,
-                                  paths: VMPaths(name: "\(p)vm", runDirectory: runDir), bootTimeout: 1.5, log: { print("  \($0)") })
+        // A guest that cannot become ready however long it runs: the initramfs starts a
+        // shell instead of /init (no READY marker ever), and the kernel logs verbosely, so
+        // the console has lines to report even when a loaded machine starts QEMU slowly.
+        let vm = try VMSupervisor(spec: VMSpec(name: "\(p)vm", extraKernelArguments: ["loglevel=7", "rdinit=/bin/sh"]), image: image, accel: .tcg,
+                                  paths: VMPaths(name: "\(p)vm", runDirectory: runDir), bootTimeout: 8, log: { print("  \($0)") })
         #expect {
             try vm.start()
         } throws: { error in
