@@ -71,6 +71,8 @@ extension Fabric {
         guard let vm = vms[guest], vm.status.state == .running else {
             throw RuntimeError("cannot migrate \(guest) to \(to): it does not run on this host (\(me))\(vms[guest].map { " (state \($0.status.state.rawValue))" } ?? "")")
         }
+        // The NICs' backend, for the report (a VM with NICs of both kinds says both).
+        let backend = Set((topology.guests.first { $0.name == guest }?.nics ?? []).map(\.backend.rawValue)).sorted().joined(separator: "+")
         let store = service.store
         let lease = service.currentLease
         let id = String(UInt64.random(in: 0...UInt64.max), radix: 16)
@@ -176,7 +178,7 @@ extension Fabric {
         return MigrationReport(guest: guest, from: me, to: to, totalSeconds: (total * 1000).rounded() / 1000,
                                qemuTotalMilliseconds: info.totalTimeMilliseconds, qemuDowntimeMilliseconds: info.downtimeMilliseconds,
                                transferredBytes: info.transferredBytes, commitMilliseconds: (commitMilliseconds * 10).rounded() / 10,
-                               backend: "tap")
+                               backend: backend)
     }
 
     /// The commit: true when it was recorded, false when etcd said no, nil when etcd could
@@ -399,6 +401,6 @@ public struct MigrationReport: Codable, Equatable {
     /// Milliseconds from QEMU's completion to the commit in etcd (the guest paused on both
     /// hosts meanwhile; the destination resumes it within 20 ms after).
     public var commitMilliseconds: Double
-    /// The NICs' backend: `tap` or `vhost-user`.
+    /// The NICs' backend: `tap`, `vhost-user`, or `tap+vhost-user` for a VM with both.
     public var backend: String
 }

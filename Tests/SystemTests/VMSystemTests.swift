@@ -47,10 +47,10 @@ struct VMSystemTests {
             #expect(vms.allSatisfy { ["tcg", "kvm"].contains($0["accel"] as? String ?? "") })
             let backends = Dictionary(uniqueKeysWithValues: t.ports().map { ($0["name"] as? String ?? "", $0["backend"] as? String ?? "") })
             #expect(backends["\(p)a.eth0"] == "tap" && backends["\(p)b.eth0"] == "vhost-user", "\(backends)")
-            taps = sh("ip -o link show").stdout.split(separator: "\n").compactMap { line in
-                let f = line.split(separator: " ")
-                return f.count > 1 && f[1].hasPrefix("tp") ? String(f[1].dropLast()) : nil
-            }
+            // The TAP-backed VM's TAP, by name (other tests' TAPs come and go meanwhile).
+            taps = [expectedHostTAPName(topology: "\(p)vm", guest: "\(p)a", nic: 0)]
+            let running = sh("ip -o link show").stdout
+            #expect(taps.allSatisfy { running.contains(" \($0):") || running.contains(" \($0)@") }, "the TAP exists while the VM runs: \(taps)")
 
             // kill -9 the VM: restart on-failure brings it back on the same port, same MAC.
             let pid = (vms.first { $0["name"] as? String == "\(p)a" }?["pid"] as? NSNumber)?.int32Value ?? 0

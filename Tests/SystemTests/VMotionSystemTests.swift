@@ -160,7 +160,8 @@ final class Pinger {
                              "needs root, /dev/net/tun, qemu-system-x86_64 and etcd (Scripts/setup.sh installs them)"))
 struct VMotionSystemTests {
     static func topology(_ p: String, endpoints: [String], vmHost: String = "h1", h3: String = "cpus: 4, memory: 2G",
-                         extraGuests: String = "", ha: String = "{isolation-addresses: [10.77.0.254]}", netnsRestart: String = "") -> String {
+                         extraGuests: String = "", ha: String = "{isolation-addresses: [10.77.0.254]}", netnsRestart: String = "",
+                         vmBackend: String = "tap") -> String {
         """
         name: \(p)fab
         hosts:
@@ -179,7 +180,7 @@ struct VMotionSystemTests {
           \(p)a: {kind: netns, host: h1, nics: [{switch: sw0, port-group: web, mac: "02:00:00:7a:00:01", ip: 10.79.0.1/24}]}
           \(p)b: {kind: netns, host: h2, nics: [{switch: sw0, port-group: web, mac: "02:00:00:7a:00:02", ip: 10.79.0.2/24}]}
           \(p)c: {kind: netns, host: h3, \(netnsRestart)nics: [{switch: sw0, port-group: web, mac: "02:00:00:7a:00:03", ip: 10.79.0.3/24}]}
-          \(p)vm: {kind: qemu, host: \(vmHost), memory: 128M, restart: on-failure, nics: [{switch: sw0, port-group: web, backend: tap, mac: "52:54:00:7a:00:10", ip: 10.79.0.10/24}]}
+          \(p)vm: {kind: qemu, host: \(vmHost), memory: 128M, restart: on-failure, nics: [{switch: sw0, port-group: web, backend: \(vmBackend), mac: "52:54:00:7a:00:10", ip: 10.79.0.10/24}]}
         \(extraGuests)
         """
     }
@@ -318,6 +319,65 @@ struct VMotionSystemTests {
         #expect(lab.guests(on: "h1", seenFrom: "h3").contains(vm), "etcd still places it on h1")
         for h in lab.hosts { #expect(!lab.log(h).contains("powering off") && !lab.log(h).contains("restarting \(vm)"), "\(h) restarted or powered off nothing") }
         #expect(lab.ping(a, "10.79.0.10"))
+    }
+
+    /// The same VMotion on the default backend, vhost-user: the destination's switch connects
+    /// to the socket its QEMU serves before the guest's memory crosses, the guest's rings go on
+    /// from where the source left them, and the announcement after it resumes (the guest's
+    /// gratuitous ARPs, or a RARP the port injects on QEMU's SEND_RARP) moves the MAC on the
+    /// other hosts without any traffic. The source's socket goes with its port.
+    @Test func vmotionOverVhostUser() throws {
+        let p = Capabilities.uniquePrefix("m")
+        let lab = HALab(prefix: p, hosts: 3, etcdMembers: 1) { Self.topology(p, endpoints: $0.endpoints, vmBackend: "vhost-user") }
+        if let e = lab.setupError { Issue.record("setup: \(e)"); return }
+        let vm = "\(p)vm", a = "\(p)a", b = "\(p)b", c = "\(p)c"
+        func port(_ host: String) -> [String: Any]? {
+            (lab.json("ports", host: host)["ports"] as? [[String: Any]])?.first { $0["name"] as? String == "\(vm).eth0" }
+        }
+        func macOn(_ host: String, port: String) -> Bool {
+            ((lab.json("fdb", host: host)["entries"] as? [[String: Any]]) ?? []).contains { $0["mac"] as? String == "52:54:00:7a:00:10" && $0["port"] as? String == port }
+        }
+        #expect(port("h1")?["backend"] as? String == "vhost-user", "\(port("h1") ?? [:])")
+        #expect(lab.ping(b, "10.79.0.10"), "h2's guest reaches the VM on h1")
+        #expect(lab.ping(c, "10.79.0.10", count: 2), "so does h3's, which learns the VM behind its tunnel to h1")
+        let pid0 = HALab.qemuPIDs(vm)
+        let socket1 = (port("h1")?["vhost_user"] as? [String: Any])?["socket"] as? String ?? ""
+        #expect(socket1.hasPrefix("/run/tapestry/\(lab.name)@h1.vhost/") && FileManager.default.fileExists(atPath: socket1), "h1's socket: \(socket1)")
+        let rxBefore = (port("h1")?["rx_frames"] as? NSNumber)?.intValue ?? 0
+
+        // h1 → h2 under 20 ms pings from h2's guest.
+        let pinger = Pinger(from: b, to: "10.79.0.10", tag: p)
+        usleep(1_000_000)
+        let m1 = lab.migrate(vm, from: "h1", to: "h2")
+        usleep(1_000_000)
+        let pings = pinger.stop()
+        try #require(m1.succeeded, "migration h1 → h2 on vhost-user: \(m1.stderr)\n\(lab.log("h1").suffix(2000))\n\(lab.log("h2").suffix(2000))")
+        let report = (try? JSONSerialization.jsonObject(with: Data(m1.stdout.utf8)) as? [String: Any]) ?? [:]
+        print("VMotion h1 → h2 (vhost-user): total \(report["total_seconds"] ?? "?") s, QEMU \(report["qemu_total_milliseconds"] ?? "?") ms with downtime \(report["qemu_downtime_milliseconds"] ?? "?") ms, "
+              + "commit \(report["commit_milliseconds"] ?? "?") ms; 20 ms pings from h2: \(pings.sent) sent, \(pings.sent - pings.received) lost "
+              + "(≈ \((pings.sent - pings.received) * 20) ms), longest gap between replies \(String(format: "%.0f", pings.longestGap * 1000)) ms")
+        #expect(report["backend"] as? String == "vhost-user", "\(report)")
+        #expect(pings.received > 0 && pings.sent - pings.received <= 50, "goal ≤ 1 s of pings: \(pings)")
+        #expect(HALab.qemuPIDs(vm).count == 1 && HALab.qemuPIDs(vm) != pid0, "one QEMU, the destination's")
+        let dest = port("h2")
+        let vhost2 = dest?["vhost_user"] as? [String: Any]
+        #expect(vhost2?["connected"] as? Bool == true && (vhost2?["socket"] as? String ?? "").hasPrefix("/run/tapestry/\(lab.name)@h2.vhost/"), "h2's port runs the guest's rings: \(dest ?? [:])")
+        #expect(port("h1") == nil && !FileManager.default.fileExists(atPath: socket1), "h1's port and socket are gone")
+        let rxAfter = (dest?["rx_frames"] as? NSNumber)?.intValue ?? 0
+        #expect(rxBefore > 0 && rxAfter >= rxBefore, "the port's counters followed the VM (\(rxBefore) on h1 before, \(rxAfter) on h2 after)")
+        #expect(macOn("h1", port: "h2"), "the VM's MAC is on h1's tunnel port to h2")
+        #expect(lab.ping(a, "10.79.0.10"), "h1's guest reaches the migrated VM")
+        #expect(lab.ping(b, "10.79.0.10"), "h2's guest reaches it on its own host")
+
+        // Back h2 → h1 with no traffic: only the announcement can move the MAC on h3.
+        #expect(lab.ping(c, "10.79.0.10", count: 2) && macOn("h3", port: "h2"), "h3 learned the VM behind its tunnel to h2")
+        let m2 = lab.migrate(vm, from: "h2", to: "h1")
+        try #require(m2.succeeded, "migration h2 → h1 on vhost-user: \(m2.stderr)\n\(lab.log("h2").suffix(2000))")
+        let announced = HALab.wait(5) { macOn("h3", port: "h1") }
+        #expect(announced != nil, "the announcement moved the VM's MAC to h3's tunnel port to h1")
+        print("vhost-user VMotion back: MAC moved on h3 \(announced.map { String(format: "%.2f s", $0) } ?? "never") after the migration returned; "
+              + "h1's port: \((port("h1")?["vhost_user"] as? [String: Any]).map { "rarps \($0["rarps"] ?? "?"), dirty logs \($0["dirty_logs"] ?? "?")" } ?? "?")")
+        #expect(lab.ping(b, "10.79.0.10"))
     }
 
     /// Three hosts up; h3 (the VM and a netns guest with `restart: on-failure`) is killed,
