@@ -4,8 +4,8 @@ import TestSupport
 
 /// A port whose device goes away goes down — counted in `ports`, out of the poll set — while
 /// the rest keeps forwarding, and `reload` re-creates it. Every way the device can vanish:
-/// deleted inside the guest, the guest's namespace deleted, moved to another namespace.
-/// (A VM's TAP netdev deleted under QEMU: `VMSystemTests`.)
+/// deleted inside the guest, the guest's namespace deleted, moved to another namespace, and a
+/// VM's TAP netdev deleted while QEMU holds it.
 @Suite(.serialized, .enabled(if: Harness.enabled, "needs root, /dev/net/tun and iproute2 (network namespaces and TAP devices)"))
 struct PortVanishSystemTests {
     static func yaml(_ p: String) -> String {
@@ -81,5 +81,50 @@ struct PortVanishSystemTests {
         let down = Harness.tapestry("down --name \(p)pv")
         #expect(down.succeeded, "down: \(down.stderr)")
         #expect(Harness.namespaces().filter { $0.hasPrefix(p) && $0 != elsewhere }.isEmpty)
+    }
+
+    /// A VM on `backend: tap` whose TAP netdev is deleted on the host while QEMU and the switch
+    /// both hold its fd: the port goes down (`device-gone`), the datapath does not spin, the
+    /// netns guests keep forwarding, and `reload` brings the VM's port back with a new TAP
+    /// (QEMU's old one is dead, so the VM is started again on it) and the VM answers.
+    @Test func aVMsTAPDeletedUnderQEMU() throws {
+        guard Harness.hasQEMU else { try Test.cancel("needs qemu-system-x86_64 (Scripts/setup.sh installs it)") }
+        let p = Capabilities.uniquePrefix("x")
+        let yaml = """
+        name: \(p)pt
+        switches:
+          sw0:
+            port-groups:
+              v10: {vlan: 10}
+        guests:
+          \(p)a: {kind: netns, nics: [{switch: sw0, port-group: v10, ip: 10.77.2.1/24}]}
+          \(p)b: {kind: netns, nics: [{switch: sw0, port-group: v10, ip: 10.77.2.2/24}]}
+          \(p)vm: {kind: qemu, memory: 128M, nics: [{switch: sw0, port-group: v10, backend: tap, mac: "52:54:00:77:02:0a", ip: 10.77.2.10/24}]}
+        """
+        let lab = RunningTopology(name: "\(p)pt", yaml: yaml)
+        try #require(lab.up.succeeded, "up failed: \(lab.up.stderr)")
+        try #require(lab.ping(from: "\(p)a", to: "10.77.2.10"), "warm-up: the VM answers")
+        let pid = try #require(lab.daemonPID())
+        let tap = expectedHostTAPName(topology: "\(p)pt", guest: "\(p)vm", nic: 0)
+        let del = sh("ip link del \(tap)")
+        try #require(del.succeeded, "ip link del \(tap): \(del.stderr)")
+        #expect(Self.waitForLink(lab, "\(p)vm.eth0", prefix: "down") == "down (device-gone)", "ports shows the VM's port down with its reason")
+        let before = Self.datapathTicks(pid)
+        sleep(3)
+        let used = Self.datapathTicks(pid) - before
+        #expect(used < 60, "datapath threads used \(used) ticks (1/100 s) in 3 s: they must be idle")
+        #expect(lab.ping(from: "\(p)a", to: "10.77.2.2", count: 3), "the netns guests keep forwarding")
+        #expect(!lab.ping(from: "\(p)a", to: "10.77.2.10", count: 1), "the VM is unreachable without its TAP")
+        let r = Self.reloadSame(lab)
+        #expect(r.succeeded, "reload: \(r.stderr)")
+        #expect(Self.link(lab, "\(p)vm.eth0") == "up")
+        let links = sh("ip -o link show").stdout
+        #expect(links.contains(" \(tap):") || links.contains(" \(tap)@"), "the TAP is there again")
+        var back = false
+        let t0 = Date()
+        while !back && Date().timeIntervalSince(t0) < 60 { back = lab.ping(from: "\(p)a", to: "10.77.2.10", count: 1) }
+        #expect(back, "the VM answers again after reload")
+        let down = Harness.tapestry("down --name \(p)pt")
+        #expect(down.succeeded, "down: \(down.stderr)")
     }
 }
