@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# VMotion and HA on one machine (issue 19): three Tapestry hosts share one fabric whose state
+# VMotion and HA on one machine: three Tapestry hosts share one fabric whose state
 # lives in etcd; a QEMU guest live-migrates between two of them, then its host dies and a
 # survivor restarts it.
 #

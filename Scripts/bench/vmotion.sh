@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# VMotion and HA figures (issue 19): runs Scripts/vmotion-lab.sh --non-interactive ROUNDS
+# VMotion and HA figures: runs Scripts/vmotion-lab.sh --non-interactive ROUNDS
 # times (default 3) and writes Scripts/bench/vmotion-results.md (medians and every round):
 # the live migration's total time, QEMU's own time and downtime, the etcd switch-over, the
 # 20 ms pings lost and the longest gap between answers, and the seconds from a host's

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The underlay of a fabric with its state in etcd, on one machine (issue 19), for the VMotion
+# The underlay of a fabric with its state in etcd, on one machine, for the VMotion
 # and HA lab and system tests: hosts are network namespaces joined by a bridge; etcd and the
 # hosts' isolation address live on the bridge's own namespace, so a host reaches both only
 # over its underlay link (take the link down and the host is isolated, as a cut cable would).

@@ -73,7 +73,7 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
     case malformedIGMP
     /// An MLD message (behind a Router Alert) that fails its checks, with MLD snooping on.
     case malformedMLD
-    /// Split horizon (issue 17): a frame from a tunnel is never sent into a tunnel, and
+    /// Split horizon: a frame from a tunnel is never sent into a tunnel, and
     /// tunnels and uplinks never exchange frames (a known unicast that would; floods just
     /// skip those ports).
     case splitHorizon
@@ -81,7 +81,7 @@ public enum DropReason: UInt8, CaseIterable, Sendable, CustomStringConvertible {
     /// RFC 7348 §4.3); counted on the tunnel port.
     case underlayMTUExceeded
     /// A vhost-user port whose frontend runs no receive ring (not connected yet, restarting,
-    /// or reset): the frame had nowhere to go (issue 18; counted on the egress port, like
+    /// or reset): the frame had nowhere to go (counted on the egress port, like
     /// Open vSwitch-DPDK's tx_dropped on a vhost port without a running guest).
     case noFrontend
 

@@ -3,7 +3,7 @@ import Model
 /// VMware's security trio for a port. Each `false` means "reject" (the default).
 ///
 /// A port group's `security: {promiscuous, mac-changes, forged-transmits}` in the topology and
-/// the plan's `PortPlan.security`: one type for both (issue 12, item 6).
+/// the plan's `PortPlan.security`: one type for both.
 public struct PortSecurity: Hashable, Sendable {
     /// The port receives every frame of its VLANs, like a mirror of its VLANs.
     public var promiscuous: Bool
@@ -64,7 +64,7 @@ public struct PortPlan: Hashable, Sendable {
     /// Traffic shaping of the port (its port group's `shaping:`); nil: not shaped. Ingress is
     /// what the guest sends into the switch, egress what the switch sends to the guest.
     public var shaping: ShapingPolicy?
-    /// For a tunnel port (VXLAN to another host or a remote VTEP, issue 17): its far end.
+    /// For a tunnel port (VXLAN to another host or a remote VTEP): its far end.
     /// nil for every other port. See `TunnelPeer` for the frame form a tunnel port uses.
     public var tunnel: TunnelPeer?
 

@@ -62,7 +62,7 @@ import Model
 /// Every per-frame query is allocation-free and O(1).
 /// How traffic is spread over the members of an uplink team: an uplink's `policy:` in the
 /// topology (the raw values are the YAML spelling) and the plan's `TeamConfig.policy`, one
-/// type for both (issue 12, item 6).
+/// type for both.
 public enum TeamPolicy: String, CaseIterable, Sendable {
     /// By the originating port (VMware's "route based on originating virtual port"; the default).
     case portID = "port-id"

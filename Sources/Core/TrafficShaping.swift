@@ -5,7 +5,7 @@ import Model
 /// `peakBitsPerSecond`. Excess frames are dropped (a policer: nothing is buffered).
 ///
 /// Topology: a port group's `shaping: {ingress|egress: {average: RATE, peak: RATE, burst:
-/// SIZE}}` (SPEC.md §5, issue 20); `peak` defaults to `average`, `burst` to the smallest
+/// SIZE}}` (SPEC.md §5); `peak` defaults to `average`, `burst` to the smallest
 /// safe value (`ShapingLimit.largestFrame` with offloads, MTU + 18 without).
 public struct ShapingLimit: Hashable, Sendable {
     /// The long-term rate, bits per second (> 0).

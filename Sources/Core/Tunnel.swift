@@ -1,7 +1,7 @@
 import Model
 
 /// The far end of a tunnel port: a VXLAN tunnel (RFC 7348) to another host of the fabric or
-/// to a remote VTEP (issue 17).
+/// to a remote VTEP.
 ///
 /// ## The frame form of a tunnel port
 /// Inside the switch a tunnel port is a trunk **without a native VLAN** whose allowed list

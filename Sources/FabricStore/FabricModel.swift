@@ -2,7 +2,7 @@ import CFabric
 import Foundation
 
 /// The fabric's keys in etcd, per topology name (a running instance is topology name plus
-/// host, issue #17; every host of one topology shares these keys).
+/// host; every host of one topology shares these keys).
 ///
 /// ```
 /// /tapestry/v1/TOPOLOGY/members/HOST     MemberRecord   under HOST's lease (TTL ≈ 3 s, renewed
@@ -215,7 +215,7 @@ public struct PortCarry: Codable, Sendable, Equatable {
     }
 }
 
-/// A host of the topology (`hosts: {H: {underlay, netns?, cpus?, memory?}}`, issue #17), as
+/// A host of the topology (`hosts: {H: {underlay, netns?, cpus?, memory?}}`), as
 /// far as placement cares.
 public struct FabricHost: Sendable, Equatable {
     /// The host's name.

@@ -2,7 +2,7 @@
 
 /// Timing and HA settings of a `FabricService`.
 public struct FabricOptions: Sendable {
-    /// Lease TTL in seconds (issue #19: about 3 s).
+    /// Lease TTL in seconds (about 3 s).
     public var leaseTTL: Int64 = 3
     /// Seconds between lease renewals.
     public var keepAliveInterval: Double = 1

@@ -22,7 +22,7 @@ import CLinux
 /// and are counted in `truncatedFrames` — unless `copyOversizeFrames` (V2) has the kernel
 /// deliver them whole through the socket queue (below).
 ///
-/// **Offloads** (`vnetHeaderSize` 12 or 10, issue 13): every frame read is preceded by a
+/// **Offloads** (`vnetHeaderSize` 12 or 10): every frame read is preceded by a
 /// virtio-net header (PACKET_VNET_HDR_SZ, set before the ring exists), so what the kernel
 /// knows about a frame travels with it instead of being lost:
 /// - `CHECKSUM_PARTIAL` (TP_STATUS_CSUMNOTREADY; a local sender on a veth/macvlan/tap with
@@ -219,7 +219,7 @@ public final class PacketSocket {
     public var truncatedFrames: UInt64 { ring.pointee.truncated }
     /// Frames whose checksum was left to offload (TP_STATUS_CSUMNOTREADY), e.g. sent by
     /// the local stack on a veth with tx checksum offload on. With a virtio-net header
-    /// they carry NEEDS_CSUM; without one they cannot be finished (issue 13).
+    /// they carry NEEDS_CSUM; without one they cannot be finished.
     public var checksumNotReadyFrames: UInt64 { ring.pointee.csum_not_ready }
     /// Frames whose checksum the kernel or NIC verified (TP_STATUS_CSUM_VALID; DATA_VALID
     /// in the virtio-net header).

@@ -11,7 +11,7 @@ public typealias UnderlayMessage = clu_message
 /// An underlay address as 128 bits in host order (IPv4 mapped into IPv6): `clu_address`.
 public typealias UnderlayWireAddress = clu_address
 
-/// The sockets of one VXLAN underlay endpoint (issue 17): this host's underlay address and
+/// The sockets of one VXLAN underlay endpoint: this host's underlay address and
 /// one UDP port, opened in the namespace that holds the address.
 ///
 /// ```

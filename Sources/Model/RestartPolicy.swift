@@ -3,7 +3,7 @@
 /// what the VM runner's supervisor applies after each exit
 /// (`RestartPolicy.restarts(after:stopRequested:)` in VMRunner).
 ///
-/// One type for both (issue 12, item 6): the topology and the VM runner used to have a twin
+/// One type for both: the topology and the VM runner used to have a twin
 /// each, converted by raw value. It lives here, below both, so that neither Topology nor
 /// VMRunner depends on the other (docs/ARCHITECTURE.md, "Layers").
 ///

@@ -78,7 +78,7 @@ public struct MetricsSnapshot: Equatable, Sendable {
     }
 
     public var topology: String
-    /// The host this instance runs of a topology that spans hosts (`up --host`, issue 17),
+    /// The host this instance runs of a topology that spans hosts (`up --host`),
     /// or nil: then no sample carries a `host` label.
     public var host: String?
     /// The daemon's start, Unix epoch seconds (`process_start_time_seconds`).

@@ -13,7 +13,7 @@ import LinuxIO
 ///                     one handler thread per complete request (at most `maxActive`)
 /// ```
 ///
-/// Every resource a client can hold is bounded (issue 14's control-socket item):
+/// Every resource a client can hold is bounded:
 /// - a connection that has not delivered its whole request line within
 ///   `requestDeadline` seconds (from accept) is answered with an error and closed, so a
 ///   client trickling one byte per second holds nothing for long;

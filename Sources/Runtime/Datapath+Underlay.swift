@@ -4,7 +4,7 @@ import LinuxIO
 import Model
 import Wire
 
-/// The receive side of the VXLAN overlay (issue 17): a worker reads a batch of messages
+/// The receive side of the VXLAN overlay: a worker reads a batch of messages
 /// from one underlay socket and hands each frame to the datapath as if it had arrived on its
 /// tunnel port.
 ///

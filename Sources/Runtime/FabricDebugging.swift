@@ -102,7 +102,7 @@ extension Fabric {
     /// Under the datapath lock, **one frame per hold**: a request may carry thousands of
     /// frames (up to the 64 KiB request line: about 2100 minimal ones), and tracing all of
     /// them in one hold kept every worker waiting for the whole request — 1.3 s under the
-    /// control fuzzer's ASan build (`Fuzz/corpus/control/trace-largest`, issue 14's control
+    /// control fuzzer's ASan build (`Fuzz/corpus/control/trace-largest`, the control
     /// fuzzing). Now a worker waits for one frame's trace at most
     /// (`RuntimeTests.TraceLockTests`). Each frame is traced as of the moment of its hold
     /// (the clock is read per frame); the trace allocates its report there, bounded by one

@@ -8,7 +8,7 @@ import VMRunner
 import Glibc  // types and constants (iovec, errno values, signals); calls go through LinuxIO
 #endif
 
-/// Guest addressing beyond one IPv4 address (issue 16): every address of a NIC's `ip:` list
+/// Guest addressing beyond one IPv4 address: every address of a NIC's `ip:` list
 /// (IPv4 and IPv6), the guest's `gateway:` (a default route per family) and `routes:`, and
 /// `ip: dhcp`, for netns guests (here, through netlink in the guest's namespace) and QEMU
 /// guests (`guestNetwork`, handed to the VM's `/init` through fw_cfg).

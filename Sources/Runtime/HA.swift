@@ -4,7 +4,7 @@ import LinuxIO
 import Topology
 import VMRunner
 
-/// The fabric's shared state in etcd, wired into a running host (issue 19): membership under
+/// The fabric's shared state in etcd, wired into a running host: membership under
 /// a lease, HA (VMware HA semantics) and the placement that decides which guests this host
 /// runs. The decisions themselves live in the FabricStore module (`FabricService`, read its
 /// comments); this file turns them into ports, namespaces and QEMU processes.

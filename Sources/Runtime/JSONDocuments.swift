@@ -238,7 +238,7 @@ public enum JSONDocuments {
         ])
     }
 
-    /// `status`'s `fabric` (issue 19).
+    /// `status`'s `fabric`.
     static func fabric(_ f: FabricReport) -> JSONValue {
         .object([
             "host": .string(f.host), "registered": .bool(f.registered), "lease": .optional(f.lease) { .string($0) },

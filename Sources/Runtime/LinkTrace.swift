@@ -9,7 +9,7 @@ public struct TracedSwitch {
     public init(plan: SwitchPlan, context: DecisionContext) { self.plan = plan; self.context = context }
 }
 
-/// Most link hops a trace follows (issue 16). Validation refuses links that form a loop, so
+/// Most link hops a trace follows. Validation refuses links that form a loop, so
 /// a frame crosses each link at most once and the number of switches bounds the depth
 /// anyway; the bound keeps a trace's size bounded whatever the plans say.
 public let linkTraceHops = 8

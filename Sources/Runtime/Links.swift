@@ -2,7 +2,7 @@ import Core
 import LinuxIO
 import Topology
 
-/// Patch links between switches (`links:`, issue 16): each link is a `PatchPort` pair, one
+/// Patch links between switches (`links:`): each link is a `PatchPort` pair, one
 /// end a port of each switch, made and retired by `apply` like any other port.
 ///
 /// Port I/O is kept by name in `portsByName`. Guest ports (`GUEST.ethN`) and uplinks (NIC

@@ -133,7 +133,7 @@ public struct PortsReport: Codable, Equatable {
         /// vhost-user ports: the socket, the frontend's state and the port's own counters.
         public var vhostUser: VhostUserInfo? = nil
     }
-    /// A vhost-user port's side of `ports` (issue 18).
+    /// A vhost-user port's side of `ports`.
     public struct VhostUserInfo: Codable, Equatable {
         /// `/run/tapestry/STEM.vhost/GUEST.ethN.sock`, or a client-mode guest's `socket-path`.
         public var socket: String

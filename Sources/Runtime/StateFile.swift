@@ -51,7 +51,7 @@ public enum RunDirectory {
     public static func lock(_ stem: String) -> String { "\(path)/\(stem).lock" }
     /// The daemon's log: timestamped lines, appended across runs, kept after `down`.
     public static func log(_ stem: String) -> String { "\(logRoot)/\(stem)/daemon.log" }
-    /// The instance's vhost-user sockets, `GUEST.ethN.sock` (issue 18): QEMU guests' (QEMU
+    /// The instance's vhost-user sockets, `GUEST.ethN.sock`: QEMU guests' (QEMU
     /// serves them) and `kind: vhost-user` guests' in server mode (the switch serves them).
     public static func vhostDirectory(_ stem: String) -> String { "\(path)/\(stem).vhost" }
 

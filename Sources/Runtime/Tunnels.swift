@@ -4,7 +4,7 @@ import LinuxIO
 import Model
 import Topology
 
-/// Multi-host instances and their tunnels (issue 17), as `apply` (Build.swift) uses them.
+/// Multi-host instances and their tunnels, as `apply` (Build.swift) uses them.
 ///
 /// - An instance runs one host's part of a topology (`Topology.part(forHost:)`): its
 ///   guests, the switches with a port on it, and one tunnel port per other host running

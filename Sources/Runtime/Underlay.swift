@@ -467,7 +467,7 @@ final class ReceiveScratch {
     }
 }
 
-/// A tunnel port (issue 17): one remote VTEP of one switch, sending through the shared
+/// A tunnel port: one remote VTEP of one switch, sending through the shared
 /// `UnderlayEndpoint` of its UDP port. Its frames arrive through the endpoint (the datapath
 /// polls the endpoint's sockets, not the port: `isPolled` is false).
 ///

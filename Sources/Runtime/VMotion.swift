@@ -6,7 +6,7 @@ import Topology
 import VMRunner
 
 /// `tapestry vm migrate VM --to HOST`: VMware's VMotion between two hosts of a fabric
-/// (issue 19). The two daemons coordinate through etcd only (`MigrationRecord`: they may be
+///. The two daemons coordinate through etcd only (`MigrationRecord`: they may be
 /// on different machines), never through each other's control sockets; QEMU's migration
 /// stream goes straight from the source's QEMU to the destination's, over a TCP connection
 /// between the hosts' underlay addresses.

@@ -12,7 +12,7 @@ import Glibc  // types and constants (iovec, errno values, signals); calls go th
 
 /// QEMU guests (`kind: qemu`): their switch ports, and their lifecycle through `VMSupervisor`.
 ///
-/// ## Attachment, vhost-user (`backend: vhost-user`, the default; issue 18)
+/// ## Attachment, vhost-user (`backend: vhost-user`, the default)
 /// QEMU serves each NIC's socket `/run/tapestry/STEM.vhost/GUEST.ethN.sock` (`server=on`,
 /// `wait=off`: QEMU never waits for the switch) and the switch's port is a `VhostUserPort` in
 /// client mode that connects to it — and reconnects whenever it goes away — as Open

@@ -13,7 +13,7 @@ enum VMNICAttachment {
     case vhostUser(String)
 }
 
-/// vhost-user ports (issue 18): the QEMU guests' (`backend: vhost-user`, the default) and the
+/// vhost-user ports: the QEMU guests' (`backend: vhost-user`, the default) and the
 /// `kind: vhost-user` guests', for frontends Tapestry does not start.
 ///
 /// ```

@@ -18,7 +18,7 @@ extension Topology {
     /// its peer (`PortPlan.link`). A self-link would have two ends on one switch; validation
     /// refuses it, and compiling skips nothing for it (both ends become ports).
     ///
-    /// The port-group policies of issue 20 (see docs/policies.md):
+    /// The port-group policies (see docs/policies.md):
     /// - `shaping` → `PortPlan.shaping` on every port made from the group (guest NICs and
     ///   link ends; uplinks are never shaped), `ShapingRate` → `ShapingLimit` one to one.
     /// - `vlan: {private: ID}` is already an access port in VLAN ID (the loader's mode); the
@@ -47,7 +47,7 @@ extension Topology {
                                           shaping: Topology.shapingPolicy(group.shaping, mtu: sw.mtu)))
                 }
             }
-            // Link ports (issue 16): one per link end on this switch, in `links` order, with
+            // Link ports: one per link end on this switch, in `links` order, with
             // the VLAN mode, storm limits and l2-transparency of the end's port group. A link
             // carries every MAC behind the other switch, so like an uplink it accepts any
             // source MAC (forged-transmits, mac-changes) and may hold as many entries as the
@@ -151,7 +151,7 @@ extension Topology {
     /// Ports that are multicast-router ports without being listed in
     /// `multicast-router-ports`, beyond the uplinks (which the plan itself adds).
     ///
-    /// **The overlay's hook** (issue 17, issue 20): a tunnel counts as a router port, so groups
+    /// **The overlay's hook**: a tunnel counts as a router port, so groups
     /// are not pruned across hosts — a member behind another host's switch is not known
     /// here. Today no compiled port is a tunnel, so this is empty; when tunnels become ports
     /// of the plan, a port whose `kind` is `tunnel` is returned here with no other change.

@@ -7,7 +7,7 @@ public struct HostSelectionError: Error, Equatable, Sendable, CustomStringConver
     public init(_ message: String) { description = message }
 }
 
-/// The part of a multi-host topology that one host runs (issue 17).
+/// The part of a multi-host topology that one host runs.
 public struct HostPart: Sendable, Equatable {
     /// The host's name.
     public var host: String

@@ -1,5 +1,5 @@
 /// The bounds a topology file must stay within, so that loading one costs bounded memory and
-/// time whatever the file holds (issue 14: a 448-byte alias bomb grew `validate` to 7 GB, a
+/// time whatever the file holds (a 448-byte alias bomb grew `validate` to 7 GB, a
 /// 50 MB trunk list took 90 s).
 ///
 /// Each bound is checked where it can first be known, and exceeding one is a located error
@@ -52,7 +52,7 @@ public struct TopologyLimits: Sendable, Equatable {
     /// tables are allocated in full when the topology comes up, about 40 bytes an entry, so
     /// 4 Mi entries are about 160 MiB. One switch may have up to 1 Mi; without this bound,
     /// 256 switches of 1 Mi would have made `up` allocate some 10 GB (found while fuzzing
-    /// the reload path, issue 14).
+    /// the reload path).
     public var maxTotalMACEntries = 4_194_304
     /// Most links between switches.
     public var maxLinks = 1_024

@@ -19,7 +19,7 @@ extension Validator {
                     guard let field = f[q] else { continue }
                     if q == "restart" && kind == .netns {
                         // A netns guest has no process to restart: its policy only tells HA
-                        // to re-create it on a surviving host (issue 19), so it needs etcd.
+                        // to re-create it on a surviving host, so it needs etcd.
                         if !etcdDeclared {
                             error("'restart' on a netns guest tells HA to re-create it on another host when its host dies: it needs a top-level 'etcd' (\(what) is kind netns)", at: field.key.location)
                             ok = false

@@ -13,7 +13,7 @@ public struct LinkEnd: Sendable, Equatable, Hashable {
     }
 }
 
-/// A patch link between two switches (`links: [{between: [A/PG, B/PG]}]`, issue 16): one
+/// A patch link between two switches (`links: [{between: [A/PG, B/PG]}]`): one
 /// port on each switch, joined in memory like an Open vSwitch patch port. Frames cross it as
 /// if a cable joined two ports with those port groups' VLAN modes.
 public struct LinkSpec: Sendable, Equatable, Hashable {
@@ -46,7 +46,7 @@ public struct DatapathSpec: Sendable, Equatable {
     }
 }
 
-/// One host of a multi-host fabric (`hosts.NAME`, issue 17).
+/// One host of a multi-host fabric (`hosts.NAME`).
 public struct HostSpec: Sendable, Equatable {
     public var name: String
     /// This host's VTEP address (IPv4, or IPv6).
@@ -103,7 +103,7 @@ public struct OverlaySpec: Sendable, Equatable {
         return VLANID(UInt16(vni - vniBase))
     }
 
-    /// `vtep-ADDRESS` with `:` written `-` (issue 17).
+    /// `vtep-ADDRESS` with `:` written `-`.
     public static func tunnelPortName(remoteVTEP address: IPAddress) -> String {
         "vtep-" + address.description.replacingColons()
     }
@@ -153,7 +153,7 @@ public struct EtcdEndpoint: Sendable, Equatable, CustomStringConvertible {
     public var description: String { "\(scheme)://\(host.contains(":") ? "[\(host)]" : host):\(port)" }
 }
 
-/// Where the fabric's state lives (`etcd:`, issue 19).
+/// Where the fabric's state lives (`etcd:`).
 public struct EtcdSpec: Sendable, Equatable {
     public var endpoints: [EtcdEndpoint]
     public var tls: EtcdTLSSpec?
@@ -177,7 +177,7 @@ public enum IsolationResponse: String, Sendable, CaseIterable {
     case powerOff = "power-off"
 }
 
-/// Host-failure handling (`ha:`, issue 19).
+/// Host-failure handling (`ha:`).
 public struct HASpec: Sendable, Equatable {
     /// Addresses a host pings to tell "I am isolated" from "etcd is down".
     public var isolationAddresses: [IPAddress]

@@ -13,7 +13,7 @@ public struct ShapingRate: Sendable, Equatable {
     public init(average: UInt64, peak: UInt64, burst: Int) { self.average = average; self.peak = peak; self.burst = burst }
 }
 
-/// A port group's traffic shaping (`shaping:`, issue 20). **Ingress** is traffic entering the
+/// A port group's traffic shaping (`shaping:`). **Ingress** is traffic entering the
 /// switch from the guest; **egress** is traffic the switch sends to the guest (the
 /// distributed switch's directions).
 public struct ShapingSpec: Sendable, Equatable {
@@ -30,7 +30,7 @@ public struct ShapingSpec: Sendable, Equatable {
     public static func minimumBurst(mtu: Int, offloads: Bool) -> Int { offloads ? 65_535 + 40 + 14 + 4 : mtu + 18 }
 }
 
-/// A private VLAN (`private-vlans: {PRIMARY: {isolated, community}}`, issue 20).
+/// A private VLAN (`private-vlans: {PRIMARY: {isolated, community}}`).
 public struct PrivateVLANSpec: Sendable, Equatable {
     public var primary: VLANID
     /// The isolated secondary VLAN, if any.
@@ -68,7 +68,7 @@ public struct MulticastStaticGroupSpec: Sendable, Equatable {
     public init(group: IPAddress, vlan: VLANID, ports: [String]) { self.group = group; self.vlan = vlan; self.ports = ports }
 }
 
-/// IGMP/MLD snooping and the querier of a switch (issue 20). The keys are siblings on the
+/// IGMP/MLD snooping and the querier of a switch. The keys are siblings on the
 /// switch: `multicast-snooping`, `multicast-querier`, `multicast-querier-source`,
 /// `multicast-membership-interval`, `multicast-router-ports`, `multicast-static-groups`.
 public struct MulticastSpec: Sendable, Equatable {
@@ -92,7 +92,7 @@ public struct MulticastSpec: Sendable, Equatable {
     }
 }
 
-/// IPFIX flow export of a switch (`flow-export:`, RFC 7011/7012, issue 21).
+/// IPFIX flow export of a switch (`flow-export:`, RFC 7011/7012).
 public struct FlowExportSpec: Sendable, Equatable {
     /// The collector's host: an IPv4 or IPv6 address, or a DNS name.
     public var collectorHost: String
@@ -114,7 +114,7 @@ public struct FlowExportSpec: Sendable, Equatable {
     }
 }
 
-/// LLDP on an uplink team (`lldp:`, issue 21).
+/// LLDP on an uplink team (`lldp:`).
 public enum LLDPMode: String, Sendable, CaseIterable {
     /// Parse the physical switch's LLDPDUs (default).
     case listen

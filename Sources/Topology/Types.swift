@@ -67,7 +67,7 @@ public enum GuestKind: String, Sendable, CaseIterable {
     case vhostUser = "vhost-user"
 }
 
-/// How a NIC's frames reach the switch (issue 18).
+/// How a NIC's frames reach the switch.
 public enum NICBackend: String, Sendable, CaseIterable {
     /// A TAP device: the kernel netdev (netns guests), or QEMU's `-netdev tap`.
     case tap
@@ -200,17 +200,6 @@ public struct GuestSpec: Sendable, Equatable {
     /// The IPv6 default gateway, if any.
     public var gateway6: GatewaySpec? { gateways.first { $0.address.isIPv6 } }
 }
-
-/// The old name of a port group's security trio, now Core's `PortSecurity` (issue 12, item 6:
-/// one type from the file to the plan). Kept so that code written against the old name still
-/// builds while other branches merge; delete it once nothing uses it.
-@available(*, deprecated, renamed: "PortSecurity")
-public typealias SecuritySpec = PortSecurity
-
-/// The old name of the teaming policy, now Core's `TeamPolicy` (issue 12, item 6). Delete
-/// once nothing uses it.
-@available(*, deprecated, renamed: "TeamPolicy")
-public typealias TeamingPolicy = TeamPolicy
 
 /// A named port policy; every guest NIC attached to it becomes a port with this policy.
 public struct PortGroupSpec: Sendable, Equatable {

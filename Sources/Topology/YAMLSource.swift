@@ -60,7 +60,7 @@ enum Composition {
 /// - An alias becomes the anchored `Node` value. That shares storage, so composing nine
 ///   anchors of ten aliases each is cheap, but every walk of the tree (our conversion, the
 ///   validator) then visits 10⁹ nodes: the 448-byte "billion laughs" file grew `validate` to
-///   4–7 GB (issue 14).
+///   4–7 GB.
 /// - Duplicate keys are found by hashing whole key nodes (an aliased key hashes its whole
 ///   expansion) and reported by throwing, which hid every other error; working around that
 ///   meant composing the file again once per duplicate (quadratic).

@@ -1,4 +1,4 @@
-/// A QEMU guest's full network configuration (issue 16): addresses of both families, DHCP,
+/// A QEMU guest's full network configuration: addresses of both families, DHCP,
 /// MTUs, default gateways and static routes, handed to the guest's `/init` through QEMU's
 /// firmware configuration device instead of the kernel command line.
 ///

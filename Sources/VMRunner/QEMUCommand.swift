@@ -33,7 +33,7 @@
 ///   switch restart reconnects), `-netdev vhost-user`, and the NIC's offloads are on.
 ///   Under TCG the device gets `vectors=0` (no MSI-X): QEMU 7.2 segfaults in
 ///   `msix_set_vector_notifiers` when a vhost-user virtio-net device starts with MSI-X under
-///   TCG (measured on these machines, issue #18); the guest then uses legacy INTx interrupts.
+///   TCG (measured on these machines); the guest then uses legacy INTx interrupts.
 ///   Delete the workaround once the QEMU in use no longer crashes without it; KVM keeps MSI-X.
 public struct QEMUCommand: Sendable, Equatable {
     /// NIC i's TAP is descriptor `firstNICDescriptor + i` in QEMU (after stdin/out/err).

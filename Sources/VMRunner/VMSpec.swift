@@ -8,7 +8,7 @@ public enum NICBackend: Sendable, Equatable {
     /// it into QEMU at a fixed number; the caller keeps its own copy open, so the TAP netdev
     /// (the switch's port) survives QEMU exiting, crashing and restarting.
     case tap(fd: Int32)
-    /// vhost-user (issue #18): QEMU serves the Unix socket at `socketPath` (`server=on`) and
+    /// vhost-user: QEMU serves the Unix socket at `socketPath` (`server=on`) and
     /// the switch's `VhostUserPort` connects to it as a client, reconnecting whenever QEMU
     /// (or the switch) restarts, as Open vSwitch-DPDK's `dpdkvhostuserclient` ports do. The
     /// guest's memory becomes a shared memfd and the NIC's checksum and TSO offloads are on.
@@ -74,7 +74,7 @@ public struct VMSpec: Sendable, Equatable {
     /// `mtu`, `gateway`). The two add up; give each address in one place only.
     public var network: GuestNetworkConfig?
     /// The named network namespace (/run/netns/NAME) QEMU runs in — its host's `netns:` in a
-    /// multi-host topology (issue 17), where the NICs' TAPs live too; nil: the caller's.
+    /// multi-host topology, where the NICs' TAPs live too; nil: the caller's.
     public var networkNamespace: String?
 
     public init(name: String, memoryMiB: Int = 256, cpus: Int = 1, nics: [GuestNIC] = [],

@@ -1,6 +1,6 @@
 /// Software GSO: cutting a TSO/USO super-frame into wire segments, for an egress that
 /// cannot take it whole (a port without a virtio-net header, a VXLAN tunnel, a capture).
-/// One routine for the north–south offloads (issue 13) and the overlay (issue 17).
+/// One routine for the north–south offloads and the overlay.
 ///
 /// Built for the datapath's `writev` model: every segment is **a rewritten copy of the
 /// headers + a slice of the original payload**, so the payload is never copied:

@@ -2,7 +2,7 @@
 /// TCP flow become one GSO super-frame with a virtio-net header (`gso_type` TCPV4/TCPV6,
 /// `gso_size` the segments' payload size, NEEDS_CSUM), so a port that takes offloads gets
 /// one frame for a run of up to 64 KiB instead of one per segment — the receive half of
-/// what `Segmentation` undoes on send. Used on the overlay's receive path (issue 17), where
+/// what `Segmentation` undoes on send. Used on the overlay's receive path, where
 /// a UDP_GRO socket hands over a whole run of VXLAN datagrams at once.
 ///
 /// In place, over the caller's buffer, never allocating or trapping:

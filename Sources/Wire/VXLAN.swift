@@ -170,7 +170,7 @@ public enum VXLAN {
         /// The UDP length is below 8 or beyond the IP datagram.
         case badUDPLength
         /// A non-zero UDP checksum that does not verify (a zero one is accepted over IPv6,
-        /// `UDP_NO_CHECK6_RX`, as issue 17 asks; over IPv4 zero means "none").
+        /// `UDP_NO_CHECK6_RX`; over IPv4 zero means "none").
         case badUDPChecksum
 
         /// The counter name: `vxlan-truncated`, `vxlan-missing-i-flag`, …

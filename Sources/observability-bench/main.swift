@@ -1,4 +1,4 @@
-// Micro-benchmark of the observability hot spots (issue 21): the flow table's per-frame
+// Micro-benchmark of the observability hot spots: the flow table's per-frame
 // accounting (what the datapath pays per sampled frame), heap allocations per accounted
 // frame (malloc wrapped and counted, budget 0), the expiry walk, IPFIX encoding, and the
 // Prometheus rendering of a 256-port switch.

@@ -292,7 +292,7 @@ struct Status: ParsableCommand {
         print("guests:")
         print(table(["GUEST", "KIND", "PORT", "IF", "MAC", "IP"], s.guests.flatMap { g in
             g.nics.map { nic in
-                // Every address, and `dhcp`, comma-separated (issue 16).
+                // Every address, and `dhcp`, comma-separated.
                 let ips = (nic.addresses ?? nic.ip.map { [$0] } ?? []) + (nic.dhcp == true ? ["dhcp"] : [])
                 return [g.name, g.kind, nic.port, nic.interface, nic.mac, ips.isEmpty ? "-" : ips.joined(separator: ",")]
             }
@@ -310,7 +310,7 @@ struct Status: ParsableCommand {
         if let f = s.fabric { print(Status.fabricText(f)) }
     }
 
-    /// The fabric part of `status` (issue 19): hosts alive or dead in etcd, the guests etcd
+    /// The fabric part of `status`: hosts alive or dead in etcd, the guests etcd
     /// places on each, topology-file mismatches, migrations in flight.
     static func fabricText(_ f: FabricReport) -> String {
         var lines = ["fabric (etcd \(f.etcdEndpoints.joined(separator: ", "))): this host \(f.host) "
@@ -398,7 +398,7 @@ struct FDB: ParsableCommand {
     func run() throws {
         let r = try request(options, ControlRequest(command: "fdb", switch: sw.switchName, vlan: vlan), as: FDBReport.self)
         if json { return printJSON(JSONDocuments.fdb(r)) }
-        // Entries learned behind a tunnel name the remote VTEP too (issue 17).
+        // Entries learned behind a tunnel name the remote VTEP too.
         let remote = r.entries.contains { $0.vtep != nil }
         print(table(["SWITCH", "VLAN", "MAC", "PORT", "AGE", "TYPE"] + (remote ? ["VTEP"] : []), r.entries.map {
             [$0.switch, $0.vlan, $0.mac, $0.port, "\($0.ageSeconds)", $0.type] + (remote ? [$0.vtep ?? "-"] : [])

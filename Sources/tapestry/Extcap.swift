@@ -5,7 +5,7 @@ import Runtime
 /// `tapestry extcap`: Wireshark's extcap interface (https://www.wireshark.org/docs/man-pages/extcap.html),
 /// so `tshark -D` lists every port of every running topology as `tapestry:NAME/PORT` and
 /// `tshark -i tapestry:NAME/PORT` captures from it. An instance of a topology that spans
-/// hosts is `NAME@HOST` (issue 17): `tapestry:fab@h1/h2` is host h1's tunnel port to h2, and
+/// hosts is `NAME@HOST`: `tapestry:fab@h1/h2` is host h1's tunnel port to h2, and
 /// two hosts of one topology on one machine list apart.
 ///
 /// Wireshark runs each program in its extcap directory with `--extcap-interfaces`, and no

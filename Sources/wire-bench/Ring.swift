@@ -1,6 +1,6 @@
 // `wire-bench ring`: reads an AF_PACKET ring with virtio-net headers for a while and reports
 // what arrived and what reading it cost — the measurement behind the ring choice for GRO'd
-// frames (issue 13). Run inside the namespace that holds the link, with traffic flowing
+// frames. Run inside the namespace that holds the link, with traffic flowing
 // (Scripts/bench/offload-ring.sh sets that up):
 //
 //   wire-bench ring --interface IF --ring v2copy|v2big|v3 [--seconds S] [--finish]

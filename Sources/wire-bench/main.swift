@@ -183,7 +183,7 @@ if scenarios.contains("segment") {
 }
 
 if scenarios.contains("coalesce") {
-    // The overlay's receive side (issue 17): the 45 segments of a 64 KiB TSO frame, laid out
+    // The overlay's receive side: the 45 segments of a 64 KiB TSO frame, laid out
     // as a UDP_GRO buffer lays out VXLAN datagrams, coalesced back into one GSO frame in
     // place (checksums verified, payloads moved). Coalescing is destructive, so each round
     // first restores the buffer from a template; "restore only" is that copy alone.

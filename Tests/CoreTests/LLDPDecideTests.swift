@@ -3,7 +3,7 @@ import Model
 import Core
 import TestSupport
 
-/// LLDP from the physical network is the switch's own (issue 21): `decide` consumes it on
+/// LLDP from the physical network is the switch's own: `decide` consumes it on
 /// every uplink, active, standby or down, whatever the uplink's VLAN mode, before the
 /// reserved-destination drop and team admission; from a guest it stays a reserved-group
 /// frame (dropped, or flooded within an `l2-transparency` group).

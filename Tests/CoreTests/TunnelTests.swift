@@ -3,7 +3,7 @@ import Model
 import Core
 import TestSupport
 
-/// Tunnel ports in the pure decision (issue 17): VLAN-based service through the tunnel's
+/// Tunnel ports in the pure decision: VLAN-based service through the tunnel's
 /// tag, head-end replication, split horizon, learning behind a tunnel, the underlay size
 /// limit, and the receive side's demultiplexer.
 @Suite struct TunnelTests {

@@ -5,7 +5,7 @@ import TestSupport
 @testable import LinuxIO
 
 /// `PacketPort.deviceExists` asks the socket's own namespace: a port opened inside another
-/// network namespace (a VM TAP of a host with `netns:`, issue 17) is seen to exist from the
+/// network namespace (a VM TAP of a host with `netns:`) is seen to exist from the
 /// daemon's threads, and seen gone once its link is deleted.
 @Suite struct PacketPortNamespaceTests {
     @Test(.enabled(if: Capabilities.isRoot, "needs root (namespaces, veth, AF_PACKET)"))

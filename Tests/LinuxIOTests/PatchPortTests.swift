@@ -5,7 +5,7 @@ import Testing
 import Glibc
 #endif
 
-/// `PatchRing` and `PatchPort` (issue 16): frames written to one end are read, whole and in
+/// `PatchRing` and `PatchPort`: frames written to one end are read, whole and in
 /// order, at the other; a full ring refuses without blocking; the eventfd wakes the reader.
 struct PatchPortTests {
     /// Writes `pieces` as one frame through `port` queue 0.

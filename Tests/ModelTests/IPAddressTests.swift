@@ -1,7 +1,7 @@
 import Model
 import Testing
 
-// IP addresses as configuration values (issue 16): strict parsing, RFC 5952 printing.
+// IP addresses as configuration values: strict parsing, RFC 5952 printing.
 
 @Test func ipv6TextIsParsedStrictlyAndPrintedCanonically() {
     let canonical: [(String, String)] = [

@@ -56,7 +56,7 @@ import TestSupport
         #expect(text.contains("port=\"odd\\\"name\\n.eth0\""))
     }
 
-    /// An instance of a multi-host topology (issue 17) labels every sample with its host,
+    /// An instance of a multi-host topology labels every sample with its host,
     /// first; a single-host one has no `host` label anywhere. promtool accepts both.
     @Test func aMultiHostInstanceLabelsEverySampleWithItsHost() throws {
         var s = Self.snapshot

@@ -5,7 +5,7 @@ import Topology
 import VMRunner
 @testable import Runtime
 
-/// The pure parts of the fabric's wiring (issue 19): what the runtime tells the fabric store
+/// The pure parts of the fabric's wiring: what the runtime tells the fabric store
 /// about a file, how the placement adjusts a host's part, and the documents `status`,
 /// `vm list` and `vm migrate` print. No etcd here (VMotionSystemTests runs the real thing).
 @Suite struct FabricHATests {

@@ -4,7 +4,7 @@ import Model
 import Testing
 import Topology
 
-/// Pure parts of guest addressing (issue 16).
+/// Pure parts of guest addressing.
 struct GuestAddressingTests {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
 

@@ -9,7 +9,7 @@ import TestSupport
 import Glibc
 #endif
 
-/// Two switches joined by a real `PatchPort` pair inside one datapath (issue 16): `trace`,
+/// Two switches joined by a real `PatchPort` pair inside one datapath: `trace`,
 /// followed across the link (`traceFrame(_:switchIndex:switches:)`), and forwarding agree
 /// on random frames: the same drops on the ingress port, and the same frames with the same
 /// tags out of every guest port of both switches.

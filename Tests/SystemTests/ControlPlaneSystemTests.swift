@@ -2,8 +2,8 @@ import Foundation
 import Testing
 import TestSupport
 
-/// The control plane under abuse and accident (issue 14 items 4–7) and the first hour of a
-/// new user (issue 15), against the real binary, namespaces and kernel.
+/// The control plane under abuse and accident and the first hour of a
+/// new user, against the real binary, namespaces and kernel.
 @Suite(.serialized, .enabled(if: Harness.enabled, "needs root, /dev/net/tun and iproute2 (network namespaces and TAP devices)"))
 struct ControlPlaneSystemTests {
     static func id() -> String { Capabilities.uniquePrefix("k") }

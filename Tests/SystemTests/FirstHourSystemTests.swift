@@ -50,7 +50,7 @@ struct FirstHourSystemTests {
         #expect(version.succeeded && version.stdout.contains("commit"), "the installed binary knows its commit: \(version.stdout)")
         #expect(sh("bash -n '\(prefix)/share/bash-completion/completions/tapestry'").succeeded, "the bash completion parses")
         #expect(sh("man -l '\(prefix)/share/man/man1/tapestry.1' 2>/dev/null | head -20").stdout.contains("tapestry") || !sh("command -v man").succeeded)
-        // Every command and option is in the man page and the completions (issue 21's too).
+        // Every command and option is in the man page and the completions.
         let manual = (try? String(contentsOfFile: "\(prefix)/share/man/man1/tapestry.1", encoding: .utf8)) ?? ""
         let bash = (try? String(contentsOfFile: "\(prefix)/share/bash-completion/completions/tapestry", encoding: .utf8)) ?? ""
         let zsh = (try? String(contentsOfFile: "\(prefix)/share/zsh/site-functions/_tapestry", encoding: .utf8)) ?? ""

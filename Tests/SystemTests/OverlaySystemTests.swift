@@ -2,7 +2,7 @@ import Foundation
 import Testing
 import TestSupport
 
-/// A two-host fabric on one machine (issue 17): hosts h1 and h2 are network namespaces on a
+/// A two-host fabric on one machine: hosts h1 and h2 are network namespaces on a
 /// veth underlay bridge (`Scripts/lab/fabric-underlay.sh`), each running its part of one
 /// topology with `tapestry up FILE --host H`; a Linux kernel VTEP (`ip link add … type
 /// vxlan id 5000`) in a bridge with one guest is a remote VTEP of the switch.
@@ -366,7 +366,7 @@ struct OverlaySystemTests {
         #expect(checksumErrors(in: "\(p)b1").tcp == 0)
     }
 
-    /// A QEMU guest of a host with `netns:` runs inside that namespace (issue 17): its TAP is
+    /// A QEMU guest of a host with `netns:` runs inside that namespace: its TAP is
     /// born there, its QEMU process lives there, and it reaches a netns guest on the other
     /// host across the overlay, both ways; `down` stops it and leaves nothing.
     @Test(.enabled(if: Harness.hasQEMU, "needs qemu-system-x86_64 (Scripts/setup.sh installs it)"))
@@ -414,7 +414,7 @@ struct OverlaySystemTests {
         #expect(lab.exec("\(p)h1", "ip -o link show type tun").stdout.isEmpty, "no TAP left in \(p)h1")
     }
 
-    /// Metrics and Wireshark's extcap are keyed by host (issue 17): two hosts of one topology
+    /// Metrics and Wireshark's extcap are keyed by host: two hosts of one topology
     /// on one machine serve /metrics with `host` on every sample, and extcap lists each
     /// host's ports as `tapestry:NAME@HOST/PORT` and captures from one (h1's tunnel to h2).
     @Test(.enabled(if: sh("command -v curl").succeeded, "needs curl"))

@@ -5,7 +5,7 @@ import TestSupport
 import Glibc
 #endif
 
-/// A fabric with its state in etcd on one machine (issue 19): hosts h1…hN are network
+/// A fabric with its state in etcd on one machine: hosts h1…hN are network
 /// namespaces on a bridge (`Scripts/lab/ha-underlay.sh`), each running its part of one
 /// topology with `tapestry up FILE --host H`; real etcd members (Debian's etcd-server, raft
 /// tuned for 2 cores by `EtcdCluster`) listen on the bridge's namespace, so each host reaches
@@ -153,7 +153,7 @@ final class Pinger {
     }
 }
 
-/// VMotion and HA across hosts with the fabric's state in etcd (issue 19), against real etcd
+/// VMotion and HA across hosts with the fabric's state in etcd, against real etcd
 /// members, hosts as namespaces, and QEMU guests (TCG). Boots are few: each test boots one
 /// VM and, where HA restarts it, once more. Figures are printed, never asserted.
 @Suite(.serialized, .enabled(if: Harness.enabled && Harness.hasQEMU && EtcdCluster.isAvailable,

@@ -2,7 +2,7 @@ import Foundation
 import Testing
 import TestSupport
 
-/// vhost-user ports through the real `tapestry` binary (issue 18): QEMU guests on their
+/// vhost-user ports through the real `tapestry` binary: QEMU guests on their
 /// default backend, and a `kind: vhost-user` guest served to DPDK's testpmd.
 ///
 /// QEMU runs under TCG here (boots take seconds), so one topology of two VMs carries every

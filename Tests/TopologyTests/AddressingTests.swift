@@ -2,7 +2,7 @@ import Model
 import Testing
 @testable import Topology
 
-// Issue 14 item 2 (validate what `up` would reject) and issue 16 (guest addressing).
+// Validate what `up` would reject, and guest addressing.
 
 let oneSwitch = """
 name: lab

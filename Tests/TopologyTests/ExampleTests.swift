@@ -73,7 +73,7 @@ import Testing
 }
 
 /// uplinks.yaml names NICs that exist only while Scripts/uplink-lab.sh runs: loading it needs
-/// no host, and the host checks are a separate step that reports them (issue 15).
+/// no host, and the host checks are a separate step that reports them.
 @Test func uplinksExampleLoadsWithoutTheHostAndHostChecksFindTheMissingNICs() throws {
     let path = topologiesDirectory.appendingPathComponent("uplinks.yaml").path
     let t = try TopologyLoader.load(path: path)

@@ -8,7 +8,7 @@ import Testing
 // child-process tests run the real `tapestry validate` and read its peak RSS from wait4's
 // rusage (no timing thresholds tighter than seconds).
 
-/// The 448-byte "billion laughs" of issue 14: nine anchors, each a list of ten aliases to the
+/// The 448-byte "billion laughs": nine anchors, each a list of ten aliases to the
 /// previous one (10⁹ leaves when expanded).
 let billionLaughs: String = {
     var s = "name: lab\nswitches: {sw0: {port-groups: {w: {vlan: 1}}}}\nlol:\n  a: &a [x,x,x,x,x,x,x,x,x,x]\n"

@@ -3,7 +3,7 @@ import Testing
 
 /// What a valid file makes the running instance allocate is bounded too: the MAC tables of
 /// all switches together (`TopologyLimits.maxTotalMACEntries`), each allocated in full when
-/// the topology comes up. Found while fuzzing the reload path (issue 14): 256 switches of
+/// the topology comes up. Found while fuzzing the reload path: 256 switches of
 /// `limit: 1048576` validated, and `up` would have allocated some 10 GB.
 @Test func theMACTablesOfAllSwitchesTogetherAreBounded() throws {
     func yaml(_ switches: Int, limit: Int) -> String {

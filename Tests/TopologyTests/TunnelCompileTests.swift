@@ -3,7 +3,7 @@ import Model
 import Testing
 @testable import Topology
 
-/// A host's part compiled with its tunnel ports (issue 17): names, VLANs carried, the
+/// A host's part compiled with its tunnel ports: names, VLANs carried, the
 /// underlay size limit, and what stays as `compile()` made it.
 @Suite struct TunnelCompileTests {
     static let yaml = """

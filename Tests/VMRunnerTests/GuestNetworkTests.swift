@@ -3,7 +3,7 @@ import Model
 import Testing
 @testable import VMRunner
 
-/// The fw_cfg network configuration of QEMU guests (issue 16): payload, QEMU arguments,
+/// The fw_cfg network configuration of QEMU guests: payload, QEMU arguments,
 /// kernel command line, validation.
 struct GuestNetworkTests {
     static let config = GuestNetworkConfig(

@@ -4,7 +4,7 @@ import TestSupport
 @testable import VMRunner
 
 /// `Spawn.spawn(networkNamespace:)`: how a host's QEMU starts inside the host's namespace
-/// (issue 17). Needs root for the namespace it creates (`ip netns add`, removed after).
+///. Needs root for the namespace it creates (`ip netns add`, removed after).
 @Suite struct SpawnNamespaceTests {
     /// QEMU's spawn in a namespace that does not exist fails with ENOENT, naming it; one that
     /// exists (created here, root only) is where the child runs.

@@ -2,7 +2,7 @@ import Model
 import Testing
 @testable import VMRunner
 
-/// The QEMU command line of vhost-user NICs (issue #18), next to TAP NICs.
+/// The QEMU command line of vhost-user NICs, next to TAP NICs.
 @Suite struct VhostUserArgvTests {
     let image = GuestImage(kernel: "/img/vmlinux", initrd: "/img/initramfs.cpio.gz", boot: .pvh, kernelVersion: "6.1.0-test")
     let paths = VMPaths(name: "vm1", runDirectory: "/run/tapestry/lab", logDirectory: "/var/log/tapestry")

@@ -1,4 +1,4 @@
-// CLinux underlay sockets: the UDP sockets of a VXLAN underlay endpoint (issue 17), with
+// CLinux underlay sockets: the UDP sockets of a VXLAN underlay endpoint, with
 // batched receive and send (recvmmsg/sendmmsg, UDP_GRO, UDP_SEGMENT). Swift's Glibc does
 // not import struct mmsghdr, UDP_NO_CHECK6_RX or UDP_SEGMENT (they need _GNU_SOURCE /
 // linux/udp.h), so the batches and their control messages are built here, on the stack

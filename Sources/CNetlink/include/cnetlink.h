@@ -115,7 +115,7 @@ int cnl_link_get_mac(struct rtnl_link *link, uint8_t mac[6]);
 /// `address` is in host byte order. Returns 0 or a negative NLE_* code.
 int cnl_addr_set_ipv4_local(struct rtnl_addr *addr, uint32_t address, int prefixlen);
 
-// MARK: - addresses and routes of both families (issue 16)
+// MARK: - addresses and routes of both families
 
 /// AF_INET and AF_INET6, for the helpers below.
 extern const int CNL_AF_INET;
