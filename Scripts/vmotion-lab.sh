@@ -22,6 +22,7 @@
 # exit 0 only if every check passed. TAPESTRY_BIN=PATH: use that binary (no setup, no build).
 # VMOTION_LAB_PREFIX=P: name the namespaces P* and the topology Pfab (default vml).
 # VMOTION_LAB_RESULTS=FILE: append the figures as KEY=VALUE lines (Scripts/bench/vmotion.sh).
+# VMOTION_LAB_BACKEND=vhost-user|tap: the VM's NIC backend (default vhost-user, as in a file).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 interactive=1
@@ -33,6 +34,8 @@ for arg in "$@"; do
         *) echo "vmotion-lab: unknown argument '$arg' (see --help)" >&2; exit 2 ;;
     esac
 done
+backend=${VMOTION_LAB_BACKEND:-vhost-user}
+case "$backend" in tap|vhost-user) ;; *) echo "vmotion-lab: VMOTION_LAB_BACKEND must be tap or vhost-user, not '$backend'" >&2; exit 2 ;; esac
 [ "$(id -u)" -eq 0 ] || { echo "vmotion-lab: run as root (namespaces, TAP devices, QEMU)" >&2; exit 1; }
 if [ -n "${TAPESTRY_BIN:-}" ]; then bin=$TAPESTRY_BIN; else
     Scripts/setup.sh
@@ -93,7 +96,7 @@ guests:
   ${p}a: {kind: netns, host: h1, nics: [{switch: sw0, port-group: web, ip: 10.79.0.1/24}]}
   ${p}b: {kind: netns, host: h2, nics: [{switch: sw0, port-group: web, ip: 10.79.0.2/24}]}
   ${p}c: {kind: netns, host: h3, nics: [{switch: sw0, port-group: web, ip: 10.79.0.3/24}]}
-  $vm: {kind: qemu, host: h1, memory: 128M, restart: on-failure, nics: [{switch: sw0, port-group: web, backend: tap, mac: "52:54:00:79:00:10", ip: 10.79.0.10/24}]}
+  $vm: {kind: qemu, host: h1, memory: 128M, restart: on-failure, nics: [{switch: sw0, port-group: web, backend: $backend, mac: "52:54:00:79:00:10", ip: 10.79.0.10/24}]}
 YAML
 step "tapestry up $file --host h1 / h2 / h3"
 for h in h1 h2 h3; do "$bin" up "$file" --host "$h" --detach; done

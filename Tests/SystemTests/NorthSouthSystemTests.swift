@@ -135,10 +135,11 @@ struct NorthSouthSystemTests {
     }
 
     /// A QEMU guest and a netns guest run TCP and UDP both ways (busybox nc in the VM), with
-    /// the VM's offloads on, and again with `offloads: false`.
-    @Test(.enabled(if: Harness.hasQEMU, "needs qemu-system-x86_64 (Scripts/setup.sh installs it)"), arguments: [true, false])
-    func aVMAndANetnsGuestRunTCPAndUDPBothWays(_ offloads: Bool) throws {
-        let p = Capabilities.uniquePrefix(offloads ? "vo" : "vf")
+    /// the VM's offloads on, and again with `offloads: false`; on a TAP and on vhost-user.
+    @Test(.enabled(if: Harness.hasQEMU, "needs qemu-system-x86_64 (Scripts/setup.sh installs it)"),
+          arguments: [("tap", true), ("tap", false), ("vhost-user", true), ("vhost-user", false)])
+    func aVMAndANetnsGuestRunTCPAndUDPBothWays(_ backend: String, _ offloads: Bool) throws {
+        let p = Capabilities.uniquePrefix((backend == "tap" ? "t" : "u") + (offloads ? "o" : "f"))
         let name = "\(p)vm"
         let lab = RunningTopology(name: name, yaml: """
         name: \(name)
@@ -148,7 +149,7 @@ struct NorthSouthSystemTests {
               lan: {vlan: 10}
         guests:
           \(p)n: {kind: netns, nics: [{switch: sw0, port-group: lan, ip: 10.83.0.1/24}]}
-          \(p)v: {kind: qemu, memory: 256M, nics: [{switch: sw0, port-group: lan, ip: 10.83.0.2/24, offloads: \(offloads)}]}
+          \(p)v: {kind: qemu, memory: 256M, nics: [{switch: sw0, port-group: lan, ip: 10.83.0.2/24, backend: \(backend), offloads: \(offloads)}]}
         """)
         try #require(lab.up.succeeded, "up failed: \(lab.up.stderr)")
         try #require(lab.ping(from: "\(p)n", to: "10.83.0.2", count: 3), "ping the VM")

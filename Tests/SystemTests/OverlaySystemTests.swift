@@ -367,8 +367,9 @@ struct OverlaySystemTests {
     }
 
     /// A QEMU guest of a host with `netns:` runs inside that namespace: its TAP is
-    /// born there, its QEMU process lives there, and it reaches a netns guest on the other
-    /// host across the overlay, both ways; `down` stops it and leaves nothing.
+    /// born there (a `backend: tap` NIC; a vhost-user NIC's path socket needs no namespace:
+    /// `VMotionSystemTests`), its QEMU process lives there, and it reaches a netns guest on the
+    /// other host across the overlay, both ways; `down` stops it and leaves nothing.
     @Test(.enabled(if: Harness.hasQEMU, "needs qemu-system-x86_64 (Scripts/setup.sh installs it)"))
     func qemuGuestOfANetnsHostRunsInsideItsNamespace() throws {
         let p = Self.id()
@@ -383,7 +384,7 @@ struct OverlaySystemTests {
             port-groups:
               plain: {vlan: none}
         guests:
-          \(p)vm: {kind: qemu, host: h1, memory: 256M, nics: [{switch: sw0, port-group: plain, mac: "52:54:00:77:01:09", ip: 10.78.0.19/24}]}
+          \(p)vm: {kind: qemu, host: h1, memory: 256M, nics: [{switch: sw0, port-group: plain, backend: tap, mac: "52:54:00:77:01:09", ip: 10.78.0.19/24}]}
           \(p)b1: {kind: netns, host: h2, nics: [{switch: sw0, port-group: plain, ip: 10.78.0.2/24}]}
         """
         let lab = OverlayLab(prefix: p, yaml: yaml)

@@ -363,6 +363,7 @@ struct VMotionSystemTests {
         let vhost2 = dest?["vhost_user"] as? [String: Any]
         #expect(vhost2?["connected"] as? Bool == true && (vhost2?["socket"] as? String ?? "").hasPrefix("/run/tapestry/\(lab.name)@h2.vhost/"), "h2's port runs the guest's rings: \(dest ?? [:])")
         #expect(port("h1") == nil && !FileManager.default.fileExists(atPath: socket1), "h1's port and socket are gone")
+        #expect(lab.log("h1").contains("dirty-page log"), "the source's port logged the pages it wrote while QEMU migrated")
         let rxAfter = (dest?["rx_frames"] as? NSNumber)?.intValue ?? 0
         #expect(rxBefore > 0 && rxAfter >= rxBefore, "the port's counters followed the VM (\(rxBefore) on h1 before, \(rxAfter) on h2 after)")
         #expect(macOn("h1", port: "h2"), "the VM's MAC is on h1's tunnel port to h2")
