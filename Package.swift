@@ -41,14 +41,14 @@ let package = Package(
         ),
 
         .target(name: "CPcap", linkerSettings: [.linkedLibrary("pcap")]),
-        // vhost-user: SCM_RIGHTS fd passing, shared mappings, memfd (issue #18).
+        // vhost-user: SCM_RIGHTS fd passing, shared mappings, memfd.
         .target(name: "CVhost"),
 
         // I/O layers: move bytes, never decide.
         .target(name: "LinuxIO", dependencies: ["CLinux", "Model"], swiftSettings: v5),
         .target(name: "Netlink", dependencies: ["CNetlink", "CLinux", "Model"], swiftSettings: v5),
         .target(name: "Capture", dependencies: ["CPcap", "Model"], swiftSettings: v5),
-        // vhost-user backend: virtqueues over guest memory, the protocol, VhostUserPort (issue #18).
+        // vhost-user backend: virtqueues over guest memory, the protocol, VhostUserPort.
         .target(name: "VhostUser", dependencies: ["CVhost", "CLinux", "LinuxIO", "Model", "Wire"], swiftSettings: v5 + hotPath),
 
         // Runtime: datapath loop, control socket, guests.
@@ -59,7 +59,7 @@ let package = Package(
             swiftSettings: v5
         ),
 
-        // VM runner: guest image, QEMU argv, QMP, supervision with restarts, console (issue #5).
+        // VM runner: guest image, QEMU argv, QMP, supervision with restarts, console.
         .target(name: "CVMSpawn"),
         .target(name: "VMRunner", dependencies: ["CVMSpawn", "Model"]),
 
@@ -78,7 +78,7 @@ let package = Package(
         // Micro-benchmark of Wire (checksums, GSO, VXLAN): ns per operation and allocations;
         // `wire-bench ring` measures an AF_PACKET ring with virtio-net headers under traffic.
         .executableTarget(name: "wire-bench", dependencies: ["Wire", "Model", "LinuxIO", "CMallocCounter"]),
-        // Two vhost-user ports patched together, measured with testpmd (issue #18).
+        // Two vhost-user ports patched together, measured with testpmd.
         .executableTarget(name: "tapestry-vhost-bench", dependencies: ["VhostUser", "LinuxIO", "CMallocCounter"], swiftSettings: v5),
 
         // Tests: one target per library target, plus shared fakes.

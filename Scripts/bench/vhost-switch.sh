@@ -22,7 +22,7 @@
 # system CPU time (/proc/PID/task/TID/stat) and heap allocations (perf uprobes on libc's
 # malloc, calloc, realloc and posix_memalign on that thread) divided by those frames.
 # 64-byte frames and 1500-byte frames. Then TCP between two QEMU guests (busybox nc, 50 MB)
-# on vhost-user and on TAP NICs, and the switch's CPU meanwhile.
+# on vhost-user and on TAP NICs (the receiver counts the bytes), and the switch's CPU meanwhile.
 #
 #   Scripts/bench/vhost-switch.sh [--quick] [--rounds N] [--seconds S] [--no-tcp] [--no-write]
 #
@@ -297,12 +297,22 @@ EOF
   TAPESTRY_DATAPATH_THREADS=1 "$TAPESTRY" up "$W/vhbtcp.yaml" --detach >"$W/tcp-$backend.up" 2>&1 || { cat "$W/tcp-$backend.up" >&2; return 1; }
   pid=$(python3 -c "import json; print(json.load(open('/run/tapestry/vhbtcp.state'))['pid'])")
   tid=$(thread_of "$pid" '^tapestry-dp0')
-  console_run /run/tapestry/vhbtcp.vms/vhbtb.console "setsid sh -c 'nc -l -p 5001 > /dev/null' </dev/null >/dev/null 2>&1 &" 20 >/dev/null
+  # The receiver counts what arrives (busybox nc quits when its stdin ends: a sleep holds it
+  # open); the sender's nc -w 2 lingers 2 s after its input ends, taken off the wall time
+  # measured here around the sender's command.
+  console_run /run/tapestry/vhbtcp.vms/vhbtb.console "setsid sh -c 'sleep 600 | nc -l -p 5001 | wc -c > /tmp/tcp-bytes' </dev/null >/dev/null 2>&1 &" 20 >/dev/null
+  sleep 1
   read -r u0 s0 < <(ticks "$pid" "$tid"); t0=$(now)
-  out=$(console_run /run/tapestry/vhbtcp.vms/vhbta.console "time sh -c 'head -c $bytes /dev/zero | nc -w 2 10.79.9.2 5001'" 300 || true)
+  console_run /run/tapestry/vhbtcp.vms/vhbta.console "head -c $bytes /dev/zero | nc -w 2 10.79.9.2 5001" 300 >/dev/null || true
   t1=$(now); read -r u1 s1 < <(ticks "$pid" "$tid")
-  # busybox time: "real	0m 12.34s"; nc -w 2 waits 2 s after the end of its input.
-  real=$(echo "$out" | awk '/^real/ {v=$2; m=0; if (v ~ /m/) {split(v, a, "m"); m=a[1]; v=a[2]} sub(/s/, "", v); gsub(/ /, "", v); print m * 60 + v - 2}')
+  got=""
+  for _ in 1 2 3 4 5 6 7 8 9 10; do
+    got=$(console_run /run/tapestry/vhbtcp.vms/vhbtb.console "cat /tmp/tcp-bytes 2>/dev/null" 20 | tr -d '\r' | grep -E '^ *[0-9]+ *$' | tr -d ' ' | tail -1 || true)
+    [ -n "$got" ] && break
+    sleep 1
+  done
+  real=$(echo "$t1 - $t0 - 2" | bc)
+  if [ "$got" != "$bytes" ]; then echo "bench: TCP over $backend: the receiver counted '${got:-nothing}' of $bytes bytes" >&2; real=0; fi
   "$TAPESTRY" down --name vhbtcp >/dev/null 2>&1 || true
   awk -v b=$bytes -v r="${real:-0}" -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v hz="$HZ" -v w="$(echo "$t1 - $t0" | bc)" \
     'BEGIN { if (r <= 0) { print "n/a n/a"; exit } printf "%.0f %.0f\n", b * 8 / r / 1e6, (u + s) / hz / w * 100 }'

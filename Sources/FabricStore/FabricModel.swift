@@ -227,7 +227,7 @@ public struct FabricHost: Sendable, Equatable {
     /// MiB of memory guests may reserve here; nil: not limited.
     public var memoryMiB: Int?
     /// The switches that run on it (those with a port there in the topology file, issue
-    /// #17: only such hosts have tunnels for the switch); nil: any. A guest can move here
+    /// only such hosts have tunnels for the switch); nil: any. A guest can move here
     /// (HA, migration) only when every switch of its NICs runs here, so that the overlay
     /// reaches its new port.
     public var switches: Set<String>?

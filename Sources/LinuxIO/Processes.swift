@@ -95,6 +95,9 @@ public enum Files {
         return false
     }
 
+    /// Closes descriptor `fd` (close(2)); a negative one is ignored.
+    public static func closeDescriptor(_ fd: Int32) { if fd >= 0 { _ = close(fd) } }
+
     /// Sets the permission bits of `path` (chmod(2)); returns false on failure.
     @discardableResult
     public static func setMode(_ path: String, _ mode: UInt32) -> Bool { chmod(path, mode_t(mode)) == 0 }

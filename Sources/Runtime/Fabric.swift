@@ -298,6 +298,12 @@ public final class Fabric {
             RunDirectory.updateTraversal()
             removed.append("vhost-user sockets in \(dir)")
         }
+        // The VMs' run directory (their QEMUs were killed above) and the DHCP clients' files.
+        if FileManager.default.fileExists(atPath: "\(RunDirectory.path)/\(name).vms") {
+            Fabric.removeVMDirectory(name)
+            removed.append("\(RunDirectory.path)/\(name).vms")
+        }
+        try? FileManager.default.removeItem(atPath: Fabric.dhcpDirectory(name))
         Files.remove(RunDirectory.socket(name))
         Files.remove(RunDirectory.state(name))
         log("cleaned up after topology '\(name)' (pid \(old.pid) is gone)" + (removed.isEmpty ? "" : ": removed " + removed.joined(separator: ", ")))

@@ -102,11 +102,17 @@ extension Fabric {
         let readyBy = Date().addingTimeInterval(Fabric.migrationPrepareTimeout)
         while true {
             if isStopping { throw fail("this host is going down") }
-            if let m = try? store.migration(of: guest, timeout: 1) {
+            switch Result(catching: { try store.migration(of: guest, timeout: 1) }) {
+            case .success(let m?):
                 guard m.record.id == id else { throw fail("another migration of \(guest) replaced this one") }
                 if m.record.state == .ready, m.record.listen != nil { record = m.record; revision = m.modRevision; break }
                 if m.record.state == .failed { throw fail("the destination gave up: \(m.record.error ?? "no reason given")") }
+            case .success(nil):
+                throw fail("the destination gave up (the migration record is gone)")
+            case .failure:
+                break   // etcd did not answer this time: ask again until the deadline
             }
+            if record.state == .ready { break }
             if Date() > readyBy { throw fail("host \(to) did not prepare within \(Int(Fabric.migrationPrepareTimeout)) s (is its daemon running this topology?)") }
             Thread.sleep(forTimeInterval: 0.05)
         }
@@ -284,7 +290,9 @@ extension Fabric {
                 reloading.unlock()
             }
             service.incomingFinished(guest, succeeded: false)
-            try? store.endMigration(guest: guest, id: request.id, timeout: 2)
+            // A record marked failed stays for the source to read why (it removes it, or it
+            // goes with the source's lease); one this side did not mark is removed here.
+            if !mark { try? store.endMigration(guest: guest, id: request.id, timeout: 2) }
             log("vm migrate: incoming \(guest) from \(request.from) abandoned: \(why)")
         }
 
@@ -379,7 +387,7 @@ extension Fabric {
         qmp.close()
         supervisor.incomingResumed()
         addCarried(counters)
-        reloading.withLock { incoming.remove(guest) }
+        _ = reloading.withLock { incoming.remove(guest) }
         fabricService?.incomingFinished(guest, succeeded: true)
         try? fabricService?.store.endMigration(guest: guest, id: id, timeout: 2)
         log("vm migrate: \(guest) migrated in from \(from) and runs here; its ports took over \(counters.count) port counter set(s)")

@@ -68,7 +68,7 @@ extension Fabric {
         let ns = vmNamespace(in: topology)
         let inside = try ns.map { try NetlinkSocket(namespace: $0) } ?? host
         let nsFD = try ns.map { try NetworkNamespace.open($0) }
-        defer { if let fd = nsFD { _ = Glibc.close(fd) } }
+        defer { if let fd = nsFD { Files.closeDescriptor(fd) } }
         func here<T>(_ body: () throws -> T) throws -> T { try ns.map { try NetworkNamespace.run(in: $0, body) } ?? body() }
         for nic in g.nics {
             if nic.backend == .vhostUser {
@@ -208,8 +208,16 @@ extension Fabric {
             // The fw_cfg network file (GuestNetworkConfig) goes with its VM.
             Files.remove(Fabric.vmPaths(topology: stem, guest: n).networkConfig)
         }
-        // The directory is the stem's (`NAME@HOST.vms` on a multi-host topology).
-        if vms.isEmpty && vmNICs.isEmpty { rmdir("\(RunDirectory.path)/\(stem).vms") }
+        // The directory is the stem's (`NAME@HOST.vms` on a multi-host topology). Once no VM
+        // runs here it goes with whatever its VMs left in it: the console, QMP and pid files
+        // of a QEMU that was killed, the network file of a VM that migrated away.
+        if vms.isEmpty && vmNICs.isEmpty { Fabric.removeVMDirectory(stem) }
+    }
+
+    /// Removes `/run/tapestry/STEM.vms` and everything in it (per-VM console, QMP, pid and
+    /// network files); a missing directory is not an error.
+    static func removeVMDirectory(_ stem: String) {
+        try? FileManager.default.removeItem(atPath: "\(RunDirectory.path)/\(stem).vms")
     }
 
     /// Closes the TAPs the switch kept for VM `name` and forgets its NICs (their ports, TAP

@@ -2,9 +2,6 @@ import Foundation
 import LinuxIO
 import Topology
 import VhostUser
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// How one NIC of a QEMU guest reaches its switch port: a TAP whose fd the switch keeps (and
 /// QEMU inherits), or a vhost-user socket QEMU serves and the switch's port connects to.

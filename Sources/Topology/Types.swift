@@ -63,7 +63,7 @@ public enum GuestKind: String, Sendable, CaseIterable {
     case qemu
     /// A frontend Tapestry does not start (a libvirt VM, a DPDK application): each NIC is a
     /// vhost-user socket `/run/tapestry/NAME.vhost/GUEST.ethN.sock` the switch serves (or,
-    /// in client mode, a socket it connects to). Issue 18.
+    /// in client mode, a socket it connects to).
     case vhostUser = "vhost-user"
 }
 
@@ -99,7 +99,7 @@ public struct NICSpec: Sendable, Equatable {
     /// file's `backend:` (default `vhost-user`) for QEMU guests.
     public var backend: NICBackend
     /// False for `offloads: false`: the guest's checksum and TSO offloads stay off (a guest
-    /// driver that misbehaves with them). Issue 13.
+    /// driver that misbehaves with them).
     public var offloads: Bool
     /// For a NIC of a `vhost-user` guest in client mode: the frontend's socket to connect to.
     public var socketPath: String?
@@ -250,7 +250,7 @@ public struct UplinkSpec: Sendable, Equatable {
     public var failback: Bool
     public var notifySwitches: Bool
     public var detection: FailureDetection
-    /// LLDP on every NIC of the team (`lldp:`, default `listen`). Issue 21.
+    /// LLDP on every NIC of the team (`lldp:`, default `listen`).
     public var lldp: LLDPMode
     /// Where each NIC is named in the file (parallel to `nics`; empty when built in code).
     public var nicPositions: [TextPosition] = []
@@ -307,13 +307,13 @@ public struct SwitchSpec: Sendable, Equatable {
     public var uplinks: UplinkSpec?
     public var mirrors: [MirrorSpec]
     public var staticMACs: [StaticMACSpec]
-    /// VXLAN overlay across hosts and remote VTEPs (`overlay:`). Issue 17.
+    /// VXLAN overlay across hosts and remote VTEPs (`overlay:`).
     public var overlay: OverlaySpec?
-    /// Private VLANs (`private-vlans:`), by primary, in file order. Issue 20.
+    /// Private VLANs (`private-vlans:`), by primary, in file order.
     public var privateVLANs: [PrivateVLANSpec]
-    /// IGMP/MLD snooping and the querier (`multicast-*` keys). Issue 20.
+    /// IGMP/MLD snooping and the querier (`multicast-*` keys).
     public var multicast: MulticastSpec
-    /// IPFIX flow export (`flow-export:`). Issue 21.
+    /// IPFIX flow export (`flow-export:`).
     public var flowExport: FlowExportSpec?
 
     public init(name: String, mtu: Int = 1500, agingSeconds: Int = 300, macLimit: Int = 8192,
@@ -349,15 +349,15 @@ public struct Topology: Sendable, Equatable {
     public var switches: [SwitchSpec]
     /// In file order.
     public var guests: [GuestSpec]
-    /// Patch links between switches (`links:`), in file order. Issue 16.
+    /// Patch links between switches (`links:`), in file order.
     public var links: [LinkSpec] = []
-    /// The hosts of a multi-host fabric (`hosts:`), in file order; empty for one host. Issue 17.
+    /// The hosts of a multi-host fabric (`hosts:`), in file order; empty for one host.
     public var hosts: [HostSpec] = []
-    /// File-wide datapath settings (`datapath:`); see `datapath(forHost:)`. Issue 15.
+    /// File-wide datapath settings (`datapath:`); see `datapath(forHost:)`.
     public var datapath = DatapathSpec()
-    /// Where the fabric's shared state lives (`etcd:`). Issue 19.
+    /// Where the fabric's shared state lives (`etcd:`).
     public var etcd: EtcdSpec?
-    /// Host-failure handling (`ha:`). Issue 19.
+    /// Host-failure handling (`ha:`).
     public var ha: HASpec?
     /// Things that run but deserve attention (e.g. beacon probing with fewer than 3 NICs).
     public var warnings: [TopologyDiagnostic] = []

@@ -167,7 +167,7 @@ public final class QMPClient {
     /// this connection), for a later `fd:NAME` URI (`migrate`, `migrate-incoming`). The
     /// caller keeps (and closes) its own copy.
     public func sendDescriptor(_ descriptor: Int32, name: String) throws {
-        try execute("getfd", arguments: ["fdname": name], timeout: nil, passing: descriptor)
+        _ = try execute("getfd", arguments: ["fdname": name], timeout: nil, passing: descriptor)
     }
 
     /// `migrate`: starts a live migration to `uri` (`tcp:HOST:PORT`, `fd:NAME`, …) and returns

@@ -6,7 +6,7 @@ import TestSupport
 import Wire
 @testable import LinuxIO
 
-// Issue 13 with real kernels: an AF_PACKET ring with virtio-net headers on the receiving
+// With real kernels: an AF_PACKET ring with virtio-net headers on the receiving
 // end of a veth (and of a macvlan on it), traffic from real stacks and tools (iperf3 TCP,
 // a UDP_SEGMENT sender, a kernel vxlan tunnel) in the other namespace. Every frame the ring
 // hands over is finished by Wire (checksum completion, segmentation) and must then verify —

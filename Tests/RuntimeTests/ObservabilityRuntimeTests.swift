@@ -11,7 +11,7 @@ import Topology
 import Glibc
 #endif
 
-/// Issue 21 wired into the datapath, with socket-pair ports: LLDP from the uplinks reaches
+/// Wired into the datapath, with socket-pair ports: LLDP from the uplinks reaches
 /// the LLDP agent (never a guest) through a bounded inbox; sampled frames land in per-worker
 /// flow tables with stable interface IDs; the flow export service keeps tables across
 /// unchanged reloads, flushes replaced ones, and counts an unreachable collector.

@@ -5,7 +5,7 @@ import Model
 import Testing
 import TestSupport
 
-/// Issue 20 across a live reload (`Datapath.replaceSwitches`, as `tapestry reload` swaps
+/// Across a live reload (`Datapath.replaceSwitches`, as `tapestry reload` swaps
 /// plans): shaping buckets, the group table and the querier behave as docs/policies.md
 /// says ("Across a live reload"). Socket-pair ports and a frozen clock: no root needed.
 @Suite(.serialized) struct PolicyReloadTests {

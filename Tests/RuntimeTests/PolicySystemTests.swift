@@ -183,7 +183,7 @@ enum PolicyTools {
     }
 }
 
-/// Issue 20 against real kernels: guests in namespaces join groups with real sockets, ping
+/// Against real kernels: guests in namespaces join groups with real sockets, ping
 /// across a private VLAN, and push TCP through a shaped port.
 @Suite(.serialized) struct PolicySystemTests {
     static let group4 = "239.77.1.1"

@@ -50,6 +50,8 @@ struct BuildPathSystemTests {
         #expect(VMSystemTests.qemuProcesses(named: ["\(p)v"]).isEmpty, "no QEMU left")
         let left = Harness.namespaces().filter { $0.hasPrefix(p) }
         #expect(left.isEmpty, "no namespace left: \(left)")
+        let runFiles = ((try? FileManager.default.contentsOfDirectory(atPath: "/run/tapestry")) ?? []).filter { $0.hasPrefix("\(p)kd") }
+        #expect(runFiles.isEmpty, "nothing of the instance left in /run/tapestry: \(runFiles)")
     }
 
     /// Reload adds a QEMU guest to a running topology (it boots and answers), and removes it

@@ -2,7 +2,7 @@ import Foundation
 import Testing
 import TestSupport
 
-/// Issue 16 against real namespaces, TAPs and kernel stacks: switches joined by patch links,
+/// Against real namespaces, TAPs and kernel stacks: switches joined by patch links,
 /// guests with several addresses of both families, gateways and routes through a router
 /// guest, and DHCP from dnsmasq running in another guest.
 @Suite(.serialized, .enabled(if: Harness.enabled, "needs root, /dev/net/tun and iproute2 (network namespaces and TAP devices)"))

@@ -2,7 +2,7 @@ import Foundation
 import Testing
 import TestSupport
 
-/// Issue 21 end to end with the real `tapestry` binary: Wireshark's extcap (tshark lists and
+/// End to end with the real `tapestry` binary: Wireshark's extcap (tshark lists and
 /// captures `tapestry:NAME/PORT`) and `tapestry graph` of a running topology (Graphviz).
 @Suite(.serialized, .enabled(if: Harness.enabled, "needs root, /dev/net/tun and iproute2 (network namespaces and TAP devices)"))
 struct ObservabilitySystemTests {

@@ -5,7 +5,7 @@ import TestSupport
 import Glibc
 #endif
 
-/// Issue 21 wired into a running topology, each piece against the real tool: IPFIX flow
+/// Wired into a running topology, each piece against the real tool: IPFIX flow
 /// export read by Debian's nfcapd/nfdump, `/metrics` scraped by curl and linted by promtool,
 /// LLDP both ways with Debian's lldpd as the upstream switch, and the opt-in `tapestry`
 /// group (an unprivileged member lists ports and captures, and nothing more).

@@ -2,7 +2,7 @@ import Foundation
 import Testing
 import TestSupport
 
-/// Issue 20 through the real binary: topology files with `shaping`, `private-vlans` and
+/// Through the real binary: topology files with `shaping`, `private-vlans` and
 /// `multicast-*` brought up with `tapestry up`, changed with `tapestry reload`, read with
 /// `tapestry mdb` and `ports`, against real namespaces, kernel stacks and tools (iperf3,
 /// python sockets, tcpdump, ping). `Tests/RuntimeTests/PolicySystemTests.swift` drives the

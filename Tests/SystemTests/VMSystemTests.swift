@@ -103,5 +103,6 @@ struct VMSystemTests {
         #expect(up.stderr.contains("VM \(p)s: not ready after 1 s") && up.stderr.contains("Last console lines"), "names the VM, the failure and its console: \(up.stderr)")
         #expect(Self.qemuProcesses(named: ["\(p)s"]).isEmpty, "its QEMU was killed")
         #expect(!Harness.namespaces().contains("\(p)n"), "nothing half-started")
+        #expect(!FileManager.default.fileExists(atPath: "/run/tapestry/\(p)sl.vms"), "no VM run directory (console, QMP, pid files) left")
     }
 }

@@ -235,6 +235,19 @@ struct VMotionSystemTests {
         #expect(HALab.qemuPIDs(vm) == pid0)
 
         phase("other file")
+        // A migration that fails part way: the destination cannot create the VM's TAP (a link
+        // of that name, a veth, already exists in h2's namespace), gives up, and says why; the VM keeps
+        // running on h1, untouched, and etcd still places it there.
+        let blocker = expectedHostTAPName(topology: "\(lab.name)@h2", guest: vm, nic: 0)
+        try #require(sh("ip -n \(p)h2 link add \(blocker) type veth peer name \(blocker)x").succeeded, "a link named like the VM's TAP in h2")
+        let failed = lab.migrate(vm, from: "h1", to: "h2", json: false)
+        sh("ip -n \(p)h2 link del \(blocker)")
+        #expect(!failed.succeeded && failed.stderr.contains("keeps running on h1") && failed.stderr.contains(blocker), "\(failed.stderr)")
+        #expect(HALab.qemuPIDs(vm) == pid0, "the failed migration left the VM's QEMU alone")
+        #expect(lab.vms(on: "h1").first?["state"] as? String == "running" && lab.vms(on: "h2").isEmpty)
+        #expect(lab.guests(on: "h1", seenFrom: "h3").contains(vm), "etcd still places it on h1")
+        #expect(lab.ping(b, "10.79.0.10"), "h2's guest still reaches it on h1")
+        phase("failed migration")
         // VMotion h1 → h2 with 20 ms pings from h2's guest.
         let rxBefore = ((lab.json("ports", host: "h1")["ports"] as? [[String: Any]])?.first { $0["name"] as? String == "\(vm).eth0" }?["rx_frames"] as? NSNumber)?.intValue ?? 0
         let pinger = Pinger(from: b, to: "10.79.0.10", tag: p)

@@ -179,7 +179,7 @@ guests:
             == ["t.yaml:3:1: error: 'etcd' holds the state of a multi-host fabric: it needs a top-level 'hosts'"])
 }
 
-/// Issue 19: with `etcd:`, a netns guest's `restart:` tells HA to re-create it on a survivor;
+/// With `etcd:`, a netns guest's `restart:` tells HA to re-create it on a survivor;
 /// without etcd it would mean nothing and is an error.
 @Test func netnsGuestsTakeARestartPolicyForHA() throws {
     let base = "name: fab\nhosts: {h1: {underlay: 10.0.0.1}}\nswitches: {sw0: {port-groups: {v: {vlan: 1}}}}\n"

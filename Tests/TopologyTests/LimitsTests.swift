@@ -4,7 +4,7 @@ import Model
 import Testing
 @testable import Topology
 
-// Issue 14 item 1: the loader's cost is bounded. In-process tests pin the located errors;
+// The loader's cost is bounded. In-process tests pin the located errors;
 // child-process tests run the real `tapestry validate` and read its peak RSS from wait4's
 // rusage (no timing thresholds tighter than seconds).
 

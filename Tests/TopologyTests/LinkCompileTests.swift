@@ -3,7 +3,7 @@ import Model
 import Testing
 @testable import Topology
 
-// Issue 16: link ends compile into ports of their switches.
+// Link ends compile into ports of their switches.
 
 @Test func eachLinkEndIsAPortWithItsGroupsVLANModeAndItsPeer() throws {
     let t = try TopologyLoader.parse(threeSwitches + """

@@ -3,7 +3,7 @@ import Model
 import Testing
 @testable import Topology
 
-// Issue 16: links between switches.
+// Links between switches.
 
 let threeSwitches = """
 name: lab

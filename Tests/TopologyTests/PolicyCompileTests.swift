@@ -4,7 +4,7 @@ import Model
 import Testing
 @testable import Topology
 
-// Issue 20: the port-group and switch policies compiled into the plan (`Topology.compile`).
+// The port-group and switch policies compiled into the plan (`Topology.compile`).
 
 @Test func shapingCompilesOntoEveryPortOfTheGroup() throws {
     let t = try TopologyLoader.parse("""

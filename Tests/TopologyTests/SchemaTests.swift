@@ -2,7 +2,7 @@ import Foundation
 import Testing
 @testable import Topology
 
-// Issue 21: `Topologies/tapestry.schema.json`, generated from the loader's key tables, checked
+// `Topologies/tapestry.schema.json`, generated from the loader's key tables, checked
 // against real tools: a YAML 1.2 reader (ruamel.yaml, pure Python, as editors read files) and
 // a JSON Schema validator (python-jsonschema, draft 2020-12 and draft 7). Both are Debian
 // packages that Scripts/setup.sh installs (python3-ruamel.yaml, python3-jsonschema).
