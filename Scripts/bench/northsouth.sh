@@ -164,8 +164,11 @@ tcp() {  # tcp SETUP ROUND DIRECTION(out|in)
   fi
   t1=$(now); c1=$(cpu_ticks "$SW_PID"); b1=$(busy_ticks)
   kill_pid "$IPERF_PID"; IPERF_PID=""
-  gbps=$(echo "$out" | jq '.end.sum_received.bits_per_second / 1e9')
+  # iperf3 may connect its control channel and still move no data (the same bug): no
+  # receiver sum then, and it counts as a failure too.
+  gbps=$(echo "$out" | jq '(.end.sum_received.bits_per_second // 0) / 1e9')
   record "$s" "gbps-$dir" "$r" "$gbps"
+  if [ "$(echo "$gbps" | awk '{ print ($1 > 0) }')" = 0 ]; then log "$s: iperf3 ($dir) moved no data"; record "$s" "failed-$dir" "$r" 1; return 0; fi
   [ -n "$SW_PID" ] && record "$s" "swcpu-$dir" "$r" "$(echo "$c0 $c1 $t0 $t1 $TCK" | awk '{ printf "%.1f", ($2 - $1) / $5 / ($4 - $3) * 100 }')"
   record "$s" "busy-$dir" "$r" "$(echo "$b0 $b1 $t0 $t1 $TCK" | awk '{ printf "%.2f", ($2 - $1) / $5 / ($4 - $3) }')"
   sleep 0.5

@@ -119,6 +119,50 @@ struct CaptureSystemTests {
         #expect(rows.allSatisfy { $0.contains("dropped:") }, "only drops are captured: \(rows)")
     }
 
+    /// `trace` shows what the datapath's own decision does beyond the output: the copy a
+    /// mirror makes of a frame from its source (text and `--json`), and the drop storm control
+    /// makes of a broadcast from a port whose bucket is empty ("over the rate").
+    @Test(.enabled(if: Harness.hasScapy, "needs scapy (Debian package python3-scapy)"))
+    func traceShowsMirrorCopiesAndStormDrops() throws {
+        let p = Capabilities.uniquePrefix("c")
+        let lab = RunningTopology(name: "\(p)tm", yaml: """
+        name: \(p)tm
+        switches:
+          sw0:
+            port-groups:
+              web: {vlan: 10}
+              monitor: {vlan: 10}
+              calm: {vlan: 30, storm-control: {broadcast: 1}}
+            mirrors:
+              - {name: span0, source: [web], direction: both, destination: {port-group: monitor}}
+        guests:
+          \(p)w1: {kind: netns, nics: [{switch: sw0, port-group: web, mac: "02:00:00:00:0b:01", ip: 10.4.0.1/24}]}
+          \(p)w2: {kind: netns, nics: [{switch: sw0, port-group: web, mac: "02:00:00:00:0b:02", ip: 10.4.0.2/24}]}
+          \(p)m1: {kind: netns, nics: [{switch: sw0, port-group: monitor, mac: "02:00:00:00:0b:99"}]}
+          \(p)s1: {kind: netns, nics: [{switch: sw0, port-group: calm, mac: "02:00:00:00:0b:31", ip: 10.4.3.1/24}]}
+          \(p)s2: {kind: netns, nics: [{switch: sw0, port-group: calm, mac: "02:00:00:00:0b:32", ip: 10.4.3.2/24}]}
+        """)
+        try #require(lab.up.succeeded, "up failed: \(lab.up.stderr)")
+        #expect(lab.ping(from: "\(p)w1", to: "10.4.0.2", count: 1))
+        let frame = "src=02:00:00:00:0b:01,dst=02:00:00:00:0b:02"
+        let text = Harness.tapestry("trace --name \(p)tm --in \(p)w1.eth0 --frame \(frame)").stdout
+        #expect(text.contains("copy to \(p)m1.eth0"), "the mirror copy is part of the trace: \(text)")
+        let json = try JSONSerialization.jsonObject(with: Data(Harness.tapestry("trace --name \(p)tm --in \(p)w1.eth0 --json --frame \(frame)").stdout.utf8)) as? [String: Any]
+        let first = (json?["frames"] as? [[String: Any]])?.first
+        #expect(((first?["mirrors"] as? [[String: Any]]) ?? []).contains { $0["port"] as? String == "\(p)m1.eth0" }, "JSON mirrors: \(first ?? [:])")
+        #expect(((first?["egress"] as? [[String: Any]]) ?? []).map { $0["port"] as? String } == ["\(p)w2.eth0"])
+
+        // Storm control at 1 broadcast a second: a burst empties the bucket, and a trace right
+        // after shows the drop (tried a few times: a token comes back every second).
+        var shown = ""
+        for _ in 0..<4 where !shown.contains("over the rate") {
+            lab.scapySend(from: "\(p)s1", "Ether(dst='ff:ff:ff:ff:ff:ff', src='02:00:00:00:0b:31')/ARP(pdst='10.4.3.2')", count: 10)
+            shown = Harness.tapestry("trace --name \(p)tm --in \(p)s1.eth0 --frame src=02:00:00:00:0b:31,dst=ff:ff:ff:ff:ff:ff,type=arp").stdout
+        }
+        #expect(shown.contains("over the rate") && shown.contains("storm-control-broadcast"), "the storm drop is part of the trace: \(shown)")
+        #expect(lab.drops(port: "\(p)s1.eth0", reason: "storm-control-broadcast") >= 1, "and the datapath dropped the burst's excess")
+    }
+
     @Test func traceExplainsWithoutChangingState() throws {
         let p = Capabilities.uniquePrefix("c")
         let lab = RunningTopology(name: "\(p)cap", yaml: Self.lab(p))
