@@ -298,8 +298,8 @@ EOF
   pid=$(python3 -c "import json; print(json.load(open('/run/tapestry/vhbtcp.state'))['pid'])")
   tid=$(thread_of "$pid" '^tapestry-dp0')
   # The receiver counts what arrives (busybox nc quits when its stdin ends: a sleep holds it
-  # open); the sender's nc -w 2 lingers 2 s after its input ends, taken off the wall time
-  # measured here around the sender's command.
+  # open); the time is the wall time around the sender's command on its console (busybox nc
+  # ends when its input does), which includes the console's own round trip.
   console_run /run/tapestry/vhbtcp.vms/vhbtb.console "setsid sh -c 'sleep 600 | nc -l -p 5001 | wc -c > /tmp/tcp-bytes' </dev/null >/dev/null 2>&1 &" 20 >/dev/null
   sleep 1
   read -r u0 s0 < <(ticks "$pid" "$tid"); t0=$(now)
@@ -307,11 +307,12 @@ EOF
   t1=$(now); read -r u1 s1 < <(ticks "$pid" "$tid")
   got=""
   for _ in 1 2 3 4 5 6 7 8 9 10; do
-    got=$(console_run /run/tapestry/vhbtcp.vms/vhbtb.console "cat /tmp/tcp-bytes 2>/dev/null" 20 | tr -d '\r' | grep -E '^ *[0-9]+ *$' | tr -d ' ' | tail -1 || true)
+    # The answer follows the shell's prompt on its line: "vhbtb:/# 50000000".
+    got=$(console_run /run/tapestry/vhbtcp.vms/vhbtb.console "cat /tmp/tcp-bytes 2>/dev/null" 20 | tr -d '\r' | sed -n 's/^.*# *\([0-9][0-9]*\) *$/\1/p' | tail -1 || true)
     [ -n "$got" ] && break
     sleep 1
   done
-  real=$(echo "$t1 - $t0 - 2" | bc)
+  real=$(echo "$t1 - $t0" | bc)
   if [ "$got" != "$bytes" ]; then echo "bench: TCP over $backend: the receiver counted '${got:-nothing}' of $bytes bytes" >&2; real=0; fi
   "$TAPESTRY" down --name vhbtcp >/dev/null 2>&1 || true
   awk -v b=$bytes -v r="${real:-0}" -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v hz="$HZ" -v w="$(echo "$t1 - $t0" | bc)" \
