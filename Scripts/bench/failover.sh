@@ -39,7 +39,7 @@ UP_BIN="" UP_NAME="" DUMP_PID=""
 AFTER=${TAPESTRY:-$(release_binary tapestry)}
 rev=${BENCH_BEFORE:-$(commit_before 'LinuxIO owns the port I/O')}
 BEFORE="" BEFORE_SHA="" BEFORE_NOTE=""
-if [ -z "$rev" ]; then BEFORE_NOTE="no issue-12 commit in this history (set BENCH_BEFORE)"
+if [ -z "$rev" ]; then BEFORE_NOTE="no commit 'LinuxIO owns the port I/O' in this history (set BENCH_BEFORE)"
 elif out=$(revision_binary "$rev"); then read -r BEFORE BEFORE_SHA <<<"$out"
 else BEFORE_NOTE="$out"; fi
 [ -n "$BEFORE_NOTE" ] && log "before: $BEFORE_NOTE"

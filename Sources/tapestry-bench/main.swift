@@ -7,7 +7,7 @@
 //
 // SCENARIO: forward, forward-mirror, forward-storm, forward-mirror-storm (`forward` with a
 // mirror, storm-control limits, or both), scale, scale-trunks, lookup, learning, memory, and
-// the issue-20 policies: forward-shaped (`forward` with every port shaped on ingress and
+// the port-group policies: forward-shaped (`forward` with every port shaped on ingress and
 // egress at rates it never reaches: the cost of asking and charging), forward-snooping
 // (`forward` with IGMP/MLD snooping on: what unicast pays for it), multicast-flood (UDP to a
 // group, snooping off: flooded to 15 ports) and multicast-group (the same frames, snooping

@@ -14,7 +14,7 @@ import Glibc
 /// port, `eth0` inside). Every name starts with the test's short id; everything is removed
 /// in `close()` (called by `defer`, so also when an expectation fails).
 ///
-/// These are the issue-20 system tests driven from hand-built plans, in-process;
+/// These are the port-group policy system tests driven from hand-built plans, in-process;
 /// `Tests/SystemTests/PolicyTopologyTests.swift` drives the same behaviour from topology
 /// files through the `tapestry` binary (`up`, `reload`, `mdb`).
 final class PolicyLab {

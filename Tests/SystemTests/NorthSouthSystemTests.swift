@@ -8,6 +8,33 @@ func vmExec(_ topology: String, _ guest: String, _ command: String, timeout: Int
     guestConsoleRun(socket: "/run/tapestry/\(topology).vms/\(guest).console", command: command, timeout: timeout)
 }
 
+/// TCP both ways between netns guest `netns` (address `netnsAddress`) and QEMU guest `vm`
+/// (address `vmAddress`) of running topology `lab`: `bytes` from the netns guest to the VM
+/// (busybox nc in the VM counts them; a sleep holds its stdin open, as busybox nc quits
+/// when its stdin ends), then `bytes` from the VM to a counting listener in the netns guest.
+/// Records an issue for each direction whose count is not `bytes`.
+func exchangeTCPBothWays(_ lab: RunningTopology, netns: String, netnsAddress: String, vm: String, vmAddress: String, bytes: Int,
+                         sourceLocation: SourceLocation = #_sourceLocation) throws {
+    try #require(vmExec(lab.name, vm, "setsid sh -c 'sleep 120 | nc -l -p 5001 | wc -c > /tmp/tcp-in' </dev/null >/dev/null 2>&1 &") != nil,
+                 "the VM's console runs commands", sourceLocation: sourceLocation)
+    let send = lab.exec(netns, "\(Harness.python) -c \"import socket, time\nfor i in range(40):\n  try:\n    s=socket.create_connection(('\(vmAddress)', 5001), timeout=20); break\n  except ConnectionRefusedError: time.sleep(0.5)\ns.sendall(b'x' * \(bytes)); s.close()\"", timeout: 60)
+    #expect(send.succeeded, "netns → VM TCP connect and send: \(send.stderr)", sourceLocation: sourceLocation)
+    var received: String? = nil
+    for _ in 0..<30 {
+        received = vmExec(lab.name, vm, "cat /tmp/tcp-in 2>/dev/null")?.trimmingCharacters(in: .whitespacesAndNewlines)
+        if received?.hasSuffix("\(bytes)") == true { break }
+        sleep(1)
+    }
+    #expect(received?.hasSuffix("\(bytes)") == true, "the VM received \(received ?? "nothing") of \(bytes) bytes", sourceLocation: sourceLocation)
+    let count = NSTemporaryDirectory() + "tapestry-\(vm)-count"
+    defer { unlink(count) }
+    sh("(ip netns exec \(netns) timeout 60 \(Harness.python) -c \"import socket; l=socket.socket(); l.bind(('0.0.0.0', 5002)); l.listen(1); c,_=l.accept(); n=0\nwhile True:\n  b=c.recv(65536)\n  if not b: break\n  n+=len(b)\nopen('\(count)','w').write(str(n))\" >/dev/null 2>&1 &)")
+    usleep(500_000)
+    #expect(vmExec(lab.name, vm, "head -c \(bytes) /dev/zero | nc -w 3 \(netnsAddress) 5002", timeout: 60) != nil, sourceLocation: sourceLocation)
+    for _ in 0..<20 where (try? String(contentsOfFile: count, encoding: .utf8)) == nil { usleep(250_000) }
+    #expect((try? String(contentsOfFile: count, encoding: .utf8)) == "\(bytes)", "the netns guest received the VM's bytes", sourceLocation: sourceLocation)
+}
+
 /// The guest's TCP and UDP receive checksum errors (`/proc/net/snmp`, InCsumErrors).
 func checksumErrors(in namespace: String) -> (tcp: Int, udp: Int) {
     let snmp = sh("ip netns exec \(namespace) cat /proc/net/snmp").stdout.split(separator: "\n").map { $0.split(separator: " ").map(String.init) }
@@ -153,27 +180,7 @@ struct NorthSouthSystemTests {
         """)
         try #require(lab.up.succeeded, "up failed: \(lab.up.stderr)")
         try #require(lab.ping(from: "\(p)n", to: "10.83.0.2", count: 3), "ping the VM")
-        let bytes = 4_000_000
-        // netns → VM over TCP: the VM counts what arrives (busybox nc quits when its stdin
-        // ends, so a sleep holds it open).
-        try #require(vmExec(name, "\(p)v", "setsid sh -c 'sleep 120 | nc -l -p 5001 | wc -c > /tmp/tcp-in' </dev/null >/dev/null 2>&1 &") != nil, "the VM's console runs commands")
-        let send = lab.exec("\(p)n", "\(Harness.python) -c \"import socket, time\nfor i in range(40):\n  try:\n    s=socket.create_connection(('10.83.0.2', 5001), timeout=20); break\n  except ConnectionRefusedError: time.sleep(0.5)\ns.sendall(b'x' * \(bytes)); s.close()\"", timeout: 60)
-        #expect(send.succeeded, "netns → VM TCP connect and send: \(send.stderr)")
-        var received: String? = nil
-        for _ in 0..<30 {
-            received = vmExec(name, "\(p)v", "cat /tmp/tcp-in 2>/dev/null")?.trimmingCharacters(in: .whitespacesAndNewlines)
-            if received?.hasSuffix("\(bytes)") == true { break }
-            sleep(1)
-        }
-        #expect(received?.hasSuffix("\(bytes)") == true, "the VM received \(received ?? "nothing") of \(bytes) bytes")
-        // VM → netns over TCP: the netns guest counts.
-        let count = NSTemporaryDirectory() + "tapestry-\(p)-count"
-        defer { unlink(count) }
-        sh("(ip netns exec \(p)n timeout 60 \(Harness.python) -c \"import socket; l=socket.socket(); l.bind(('0.0.0.0', 5002)); l.listen(1); c,_=l.accept(); n=0\nwhile True:\n  b=c.recv(65536)\n  if not b: break\n  n+=len(b)\nopen('\(count)','w').write(str(n))\" >/dev/null 2>&1 &)")
-        usleep(500_000)
-        #expect(vmExec(name, "\(p)v", "head -c \(bytes) /dev/zero | nc -w 3 10.83.0.1 5002", timeout: 60) != nil)
-        for _ in 0..<20 where (try? String(contentsOfFile: count, encoding: .utf8)) == nil { usleep(250_000) }
-        #expect((try? String(contentsOfFile: count, encoding: .utf8)) == "\(bytes)", "the netns guest received the VM's bytes")
+        try exchangeTCPBothWays(lab, netns: "\(p)n", netnsAddress: "10.83.0.1", vm: "\(p)v", vmAddress: "10.83.0.2", bytes: 4_000_000)
         // UDP both ways: the VM's busybox has no UDP nc, so its nslookup asks a DNS responder
         // in the netns guest (query VM → netns, answer netns → VM).
         let dns = NSTemporaryDirectory() + "tapestry-\(p)-dns.py"

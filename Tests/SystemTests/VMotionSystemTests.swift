@@ -117,6 +117,35 @@ final class HALab {
     }
 }
 
+/// Counts a VM's QEMU processes every 100 ms on a thread of its own until `stop()`, keeping
+/// the largest count seen (HA must never run two copies of a guest at once).
+final class QEMUCountSampler: @unchecked Sendable {
+    private let lock = NSLock()
+    private var largest = 0
+    private var stopped = false
+    private var thread: Thread?
+
+    init(vm: String) {
+        let t = Thread { [self] in
+            while !lock.withLock({ stopped }) {
+                let n = HALab.qemuPIDs(vm).count
+                lock.withLock { largest = max(largest, n) }
+                usleep(100_000)
+            }
+        }
+        thread = t
+        t.start()
+    }
+
+    /// The most QEMUs of the VM seen at once so far.
+    var most: Int { lock.withLock { largest } }
+    /// Stops sampling and waits for the sampling thread to end.
+    func stop() {
+        lock.withLock { stopped = true }
+        while thread?.isFinished == false { usleep(50_000) }
+    }
+}
+
 /// A background `ping -i 0.02` with timestamps (-D), killed by pid; `result()` parses it.
 final class Pinger {
     let out: String
@@ -409,19 +438,8 @@ struct VMotionSystemTests {
         guard let daemon = lab.daemonPID("h3"), let qemu = HALab.qemuPIDs(vm).first else { Issue.record("h3 or its VM not running"); return }
 
         // Sample the VM's QEMU count all along: never two.
-        final class Sampler: @unchecked Sendable {
-            let lock = NSLock(); var most = 0; var stop = false
-        }
-        let sampler = Sampler()
-        let thread = Thread {
-            while !sampler.lock.withLock({ sampler.stop }) {
-                let n = HALab.qemuPIDs(vm).count
-                sampler.lock.withLock { sampler.most = max(sampler.most, n) }
-                usleep(100_000)
-            }
-        }
-        thread.start()
-        defer { sampler.lock.withLock { sampler.stop = true } }
+        let sampler = QEMUCountSampler(vm: vm)
+        defer { sampler.stop() }
 
         let killedAt = Date()
         kill(daemon, SIGKILL); kill(qemu, SIGKILL)
@@ -448,9 +466,8 @@ struct VMotionSystemTests {
         #expect(withheld[vm] != nil && withheld[c] != nil, "h3 says why: \(withheld)")
         #expect(lab.ping(a, "10.79.0.3", count: 1), "h3's start did not take the netns guest's namespace back")
         #expect(lab.ping(a, "10.79.0.10", count: 1))
-        sampler.lock.withLock { sampler.stop = true }
-        while !thread.isFinished { usleep(50_000) }
-        #expect(sampler.lock.withLock { sampler.most } == 1, "never two QEMUs for the VM")
+        sampler.stop()
+        #expect(sampler.most == 1, "never two QEMUs for the VM")
         #expect(HALab.qemuPIDs(vm).count == 1)
     }
 
@@ -465,17 +482,9 @@ struct VMotionSystemTests {
         if let e = lab.setupError { Issue.record("setup: \(e)"); return }
         let vm = "\(p)vm", a = "\(p)a"
         #expect(lab.ping(a, "10.79.0.10"))
-        final class Sampler: @unchecked Sendable { let lock = NSLock(); var most = 0; var stop = false }
-        let sampler = Sampler()
-        let thread = Thread {
-            while !sampler.lock.withLock({ sampler.stop }) {
-                let n = HALab.qemuPIDs(vm).count
-                sampler.lock.withLock { sampler.most = max(sampler.most, n) }
-                usleep(100_000)
-            }
-        }
-        thread.start()
-        defer { sampler.lock.withLock { sampler.stop = true } }
+        // Sample the VM's QEMU count all along: never two.
+        let sampler = QEMUCountSampler(vm: vm)
+        defer { sampler.stop() }
 
         let cutAt = Date()
         #expect(sh("'\(Harness.packageRoot)/Scripts/lab/ha-underlay.sh' cut \(p) 3").succeeded)
@@ -495,9 +504,8 @@ struct VMotionSystemTests {
         #expect(!h3Guests.contains(vm) && lab.vms(on: "h3").isEmpty, "h3 keeps no copy of the VM: \(h3Guests)")
         #expect(!lab.guests(on: "h3", seenFrom: "h3").contains(vm), "etcd places it elsewhere")
         #expect(lab.ping(a, "10.79.0.10", count: 2), "the VM still answers from the survivor")
-        sampler.lock.withLock { sampler.stop = true }
-        while !thread.isFinished { usleep(50_000) }
-        #expect(sampler.lock.withLock { sampler.most } == 1, "never two QEMUs for the VM")
+        sampler.stop()
+        #expect(sampler.most == 1, "never two QEMUs for the VM")
         #expect(HALab.qemuPIDs(vm).count == 1)
     }
 

@@ -92,25 +92,7 @@ struct VhostUserSystemTests {
             #expect(vmPing.contains("3 packets received"), "VM a → VM b: \(vmPing.suffix(200))")
 
             // TCP both ways between the namespace and VM a (busybox nc in the VM).
-            let bytes = 4_000_000
-            try #require(vmExec(name, "\(p)a", "setsid sh -c 'sleep 120 | nc -l -p 5001 | wc -c > /tmp/tcp-in' </dev/null >/dev/null 2>&1 &") != nil,
-                         "the VM's console runs commands")
-            let send = lab.exec("\(p)n", "\(Harness.python) -c \"import socket, time\nfor i in range(40):\n  try:\n    s=socket.create_connection(('10.79.0.2', 5001), timeout=20); break\n  except ConnectionRefusedError: time.sleep(0.5)\ns.sendall(b'x' * \(bytes)); s.close()\"", timeout: 60)
-            #expect(send.succeeded, "netns → VM: \(send.stderr)")
-            var received: String? = nil
-            for _ in 0..<30 {
-                received = vmExec(name, "\(p)a", "cat /tmp/tcp-in 2>/dev/null")?.trimmingCharacters(in: .whitespacesAndNewlines)
-                if received?.hasSuffix("\(bytes)") == true { break }
-                sleep(1)
-            }
-            #expect(received?.hasSuffix("\(bytes)") == true, "the VM received \(received ?? "nothing") of \(bytes) bytes")
-            let count = NSTemporaryDirectory() + "tapestry-\(p)-count"
-            defer { unlink(count) }
-            sh("(ip netns exec \(p)n timeout 60 \(Harness.python) -c \"import socket; l=socket.socket(); l.bind(('0.0.0.0', 5002)); l.listen(1); c,_=l.accept(); n=0\nwhile True:\n  b=c.recv(65536)\n  if not b: break\n  n+=len(b)\nopen('\(count)','w').write(str(n))\" >/dev/null 2>&1 &)")
-            usleep(500_000)
-            #expect(vmExec(name, "\(p)a", "head -c \(bytes) /dev/zero | nc -w 3 10.79.0.1 5002", timeout: 60) != nil)
-            _ = Self.eventually(5) { (try? String(contentsOfFile: count, encoding: .utf8)) != nil }
-            #expect((try? String(contentsOfFile: count, encoding: .utf8)) == "\(bytes)", "the netns guest received the VM's bytes")
+            try exchangeTCPBothWays(lab, netns: "\(p)n", netnsAddress: "10.79.0.1", vm: "\(p)a", vmAddress: "10.79.0.2", bytes: 4_000_000)
             #expect(checksumErrors(in: "\(p)n").tcp == 0)
 
             // kill -9 of VM a's QEMU: restarted on the same port; the port reconnects by itself.
