@@ -5,7 +5,9 @@
 # frame a known unicast (the ports' MACs are the NICs' declared MACs, --eth-peer the other's).
 #   - Tapestry:        `tapestry up` of a `kind: vhost-user` guest with two NICs in one port
 #                      group (the switch serves both sockets, testpmd connects), one datapath
-#                      thread (TAPESTRY_DATAPATH_THREADS=1), kicks (the default);
+#                      thread (TAPESTRY_DATAPATH_THREADS=1), the default: each port polls
+#                      its guest's empty ring 50 µs, then sleeps until kicked;
+#   - Tapestry (kicks): the same with TAPESTRY_VHOST_POLL_US=0: kicks only;
 #   - Tapestry (poll): the same with TAPESTRY_BUSY_POLL_US=20000 (the datapath and the ports
 #                      poll 20 ms after the last frame);
 #   - OVS-DPDK:        ovs-vswitchd-dpdk (Debian openvswitch-switch-dpdk, run privately: its
@@ -176,9 +178,9 @@ tapestry_frames() { "$TAPESTRY" ports --name "$NAME" --json | python3 -c 'import
 # OVS's Interface statistics in the database lag up to 5 s: ask the datapath itself.
 ovs_frames() { ovs-appctl -t "$W/ovs/vswitchd.ctl" dpctl/show -s 2>/dev/null | awk '/: vu[01] / {p=1; next} /^  port / {p=0} p && /TX packets:/ {sub(/.*TX packets:/, ""); s += $1} END {print s + 0}'; }
 
-# run_tapestry TAG SIZE POLL_US
+# run_tapestry TAG SIZE POLL_US [VHOST_POLL_US]
 run_tapestry() {
-  local tag=$1 size=$2 poll=$3 pid tid i
+  local tag=$1 size=$2 poll=$3 vpoll=${4:-} pid tid i
   cat >"$W/$NAME.yaml" <<EOF
 name: $NAME
 switches:
@@ -192,7 +194,7 @@ guests:
       - {switch: sw0, port-group: lan, mac: "$MAC0"}
       - {switch: sw0, port-group: lan, mac: "$MAC1"}
 EOF
-  env TAPESTRY_DATAPATH_THREADS=1 TAPESTRY_BUSY_POLL_US=$poll taskset -c 0 "$TAPESTRY" up "$W/$NAME.yaml" --detach >"$W/$tag.up" 2>&1 \
+  env TAPESTRY_DATAPATH_THREADS=1 TAPESTRY_BUSY_POLL_US=$poll TAPESTRY_VHOST_POLL_US=$vpoll taskset -c 0 "$TAPESTRY" up "$W/$NAME.yaml" --detach >"$W/$tag.up" 2>&1 \
     || { cat "$W/$tag.up" >&2; return 1; }
   pid=$(python3 -c "import json; print(json.load(open('/run/tapestry/$NAME.state'))['pid'])")
   tid=$(thread_of "$pid" '^tapestry-dp0')
@@ -231,7 +233,7 @@ mkdir -p "$W/huge"; mount -t hugetlbfs -o pagesize=2M none "$W/huge"; HUGE_MOUNT
 probes_on
 
 SIZES=(${BENCH_SIZES:-64 1500})
-SETUPS=(${BENCH_SETUPS:-tapestry tapestry-poll ovs})
+SETUPS=(${BENCH_SETUPS:-tapestry tapestry-kicks tapestry-poll ovs})
 declare -A R F
 for size in "${SIZES[@]}"; do
   for round in $(seq "$ROUNDS"); do
@@ -239,6 +241,7 @@ for size in "${SIZES[@]}"; do
       tag="$setup-$size-$round"
       case $setup in
         tapestry) run_tapestry "$tag" "$size" 0 ;;
+        tapestry-kicks) run_tapestry "$tag" "$size" 0 0 ;;
         tapestry-poll) run_tapestry "$tag" "$size" 20000 ;;
         ovs) run_ovs "$tag" "$size" ;;
       esac
@@ -333,20 +336,20 @@ report() {
   echo
   echo "- date: $(date -u '+%Y-%m-%d %H:%M:%S UTC'); kernel $(uname -r); $(nproc) cores ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)); $ROUNDS round(s) of $DUR s per setup and frame size, setups alternating"
   echo "- workload: one dpdk-testpmd, two virtio-user ports (--no-huge), io forwarding with --tx-first, one forwarding core (core 1); frames circle through the switch both ways as known unicast"
-  echo "- Tapestry: $TAPESTRY (${TAPESTRY#$ROOT/}), \`kind: vhost-user\` guest with two NICs in one port group, the switch serving both sockets, one datapath thread on core 0; kicks (default), or poll mode (TAPESTRY_BUSY_POLL_US=20000)"
+  echo "- Tapestry: $TAPESTRY (${TAPESTRY#$ROOT/}), \`kind: vhost-user\` guest with two NICs in one port group, the switch serving both sockets, one datapath thread on core 0; default (each port polls its guest's empty ring 50 µs, then sleeps until kicked), kicks only (TAPESTRY_VHOST_POLL_US=0), or poll mode (TAPESTRY_BUSY_POLL_US=20000)"
   echo "- Open vSwitch-DPDK: $("$OVSDPDK" --version 2>/dev/null | head -1 | awk '{print $NF}') ($OVSDPDK), DPDK $(dpkg-query -W -f='${Version}' dpdk-dev 2>/dev/null | cut -d- -f1), netdev bridge, two dpdkvhostuserclient ports, NORMAL (MAC learning), one PMD thread on core 0, 1 GiB of 2 MiB hugepages"
   echo "- Mpps: frames the switch sent to the two ports per second by its own counters over the middle $((DUR - 3)) s of each run (medians over rounds), on its one core; testpmd's receive rate (median second) as a check; per frame: the forwarding thread's CPU time and heap allocations (perf uprobes on malloc, calloc, realloc, posix_memalign) over the same seconds, divided by those frames"
   echo
-  echo "| metric | Tapestry (kicks) | Tapestry (poll) | OVS-DPDK | Tapestry/OVS-DPDK | Tapestry (poll)/OVS-DPDK | rounds (Tapestry; poll; OVS) |"
-  echo "|---|---:|---:|---:|---:|---:|---|"
-  local size t tp o
+  echo "| metric | Tapestry (default) | Tapestry (kicks) | Tapestry (poll) | OVS-DPDK | Tapestry/OVS-DPDK | Tapestry (kicks)/OVS-DPDK | Tapestry (poll)/OVS-DPDK | rounds (Tapestry; kicks; poll; OVS) |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---|"
+  local size t tk tp o
   for size in "${SIZES[@]}"; do
-    t=$(echo ${R[tapestry-$size]} | median); tp=$(echo ${R[tapestry-poll-$size]} | median); o=$(echo ${R[ovs-$size]} | median)
-    echo "| ${size}-byte frames forwarded per switch core (Mpps, higher is better) | $t | $tp | $o | $(ratio "$t" "$o") | $(ratio "$tp" "$o") | ${R[tapestry-$size]% }; ${R[tapestry-poll-$size]% }; ${R[ovs-$size]% } |"
-    echo "| ${size}-byte: testpmd's receive rate, check (Mpps) | $(echo ${F[tapestry-$size]} | median) | $(echo ${F[tapestry-poll-$size]} | median) | $(echo ${F[ovs-$size]} | median) | | | ${F[tapestry-$size]% }; ${F[tapestry-poll-$size]% }; ${F[ovs-$size]% } |"
-    echo "| ${size}-byte: user time per frame, forwarding thread (ns) | $(col tapestry $size 2) | $(col tapestry-poll $size 2) | $(col ovs $size 2) | | | |"
-    echo "| ${size}-byte: system time per frame, forwarding thread (ns) | $(col tapestry $size 3) | $(col tapestry-poll $size 3) | $(col ovs $size 3) | | | |"
-    echo "| ${size}-byte: heap allocations per frame, forwarding thread | $(col tapestry $size 4) | $(col tapestry-poll $size 4) | $(col ovs $size 4) | | | |"
+    t=$(echo ${R[tapestry-$size]} | median); tk=$(echo ${R[tapestry-kicks-$size]} | median); tp=$(echo ${R[tapestry-poll-$size]} | median); o=$(echo ${R[ovs-$size]} | median)
+    echo "| ${size}-byte frames forwarded per switch core (Mpps, higher is better) | $t | $tk | $tp | $o | $(ratio "$t" "$o") | $(ratio "$tk" "$o") | $(ratio "$tp" "$o") | ${R[tapestry-$size]% }; ${R[tapestry-kicks-$size]% }; ${R[tapestry-poll-$size]% }; ${R[ovs-$size]% } |"
+    echo "| ${size}-byte: testpmd's receive rate, check (Mpps) | $(echo ${F[tapestry-$size]} | median) | $(echo ${F[tapestry-kicks-$size]} | median) | $(echo ${F[tapestry-poll-$size]} | median) | $(echo ${F[ovs-$size]} | median) | | | | ${F[tapestry-$size]% }; ${F[tapestry-kicks-$size]% }; ${F[tapestry-poll-$size]% }; ${F[ovs-$size]% } |"
+    echo "| ${size}-byte: user time per frame, forwarding thread (ns) | $(col tapestry $size 2) | $(col tapestry-kicks $size 2) | $(col tapestry-poll $size 2) | $(col ovs $size 2) | | | | |"
+    echo "| ${size}-byte: system time per frame, forwarding thread (ns) | $(col tapestry $size 3) | $(col tapestry-kicks $size 3) | $(col tapestry-poll $size 3) | $(col ovs $size 3) | | | | |"
+    echo "| ${size}-byte: heap allocations per frame, forwarding thread | $(col tapestry $size 4) | $(col tapestry-kicks $size 4) | $(col tapestry-poll $size 4) | $(col ovs $size 4) | | | | |"
   done
   if [ ${#TCPLINES[@]} -gt 0 ]; then
     echo

@@ -28,6 +28,10 @@ public protocol PortIO: AnyObject {
     /// (a virtqueue's guest notification, a batched send) does it here, once per batch.
     /// The datapath calls it after the writes of each batch to every port it wrote to.
     func flush(queue: Int)
+    /// Ends a batch of reads from queue `queue`: a port that defers work per read (a
+    /// virtqueue gives the guest its buffers back once per batch) does it here. The datapath
+    /// calls it after each batch of reads, before letting the port's gate go.
+    func endReads(queue: Int)
     func close()
     /// False for a port the datapath never polls: its frames arrive through something
     /// shared (a tunnel port's frames come in on its underlay endpoint's sockets, which the
@@ -46,6 +50,8 @@ public protocol PortIO: AnyObject {
 extension PortIO {
     /// Most ports send each frame at once: nothing to do.
     public func flush(queue: Int) {}
+    /// Most ports finish each read at once: nothing to do.
+    public func endReads(queue: Int) {}
     /// Most ports are polled.
     public var isPolled: Bool { true }
     /// Most ports are safe to call from several threads (the kernel serialises them).

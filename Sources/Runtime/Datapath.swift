@@ -455,6 +455,7 @@ public final class Datapath {
                 break read
             }
         }
+        io.endReads(queue: queue)
         gate?.unlock()
         var downed: (String, String, PortDownReason)? = nil
         guard count > 0 || gone else { return nil }

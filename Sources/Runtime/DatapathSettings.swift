@@ -9,6 +9,7 @@
 /// |---|---|---|---|---|
 /// | worker threads | `datapath.threads` | `TAPESTRY_DATAPATH_THREADS` | 1…64 | one per core, at most 4 |
 /// | poll window (µs) | `datapath.poll` | `TAPESTRY_BUSY_POLL_US` | 0…1 000 000 | 0 (off) |
+/// | vhost-user ring poll window (µs) | — | `TAPESTRY_VHOST_POLL_US` | 0…1 000 000 | 50 |
 ///
 /// A pure function of its inputs (no environment read here), so it is tested without
 /// processes; `up` passes `ProcessInfo.processInfo.environment` and the core count.
@@ -17,14 +18,25 @@ public struct DatapathSettings: Equatable, Sendable {
     public var threads: Int
     /// Poll mode: microseconds a worker spins after a batch with work before sleeping (0: off).
     public var busyPollMicroseconds: Int
+    /// Microseconds a vhost-user port keeps polling its guest's empty TX ring after the last
+    /// frame before it asks the guest to kick (0: kicks only). The longer of this and
+    /// `busyPollMicroseconds` applies. A frontend that sends again within the window (a DPDK
+    /// application, a busy guest) never kicks and the switch never sleeps between its bursts;
+    /// a quiet one costs at most this much spinning per burst. The default was chosen by
+    /// `Scripts/bench/vhost-switch.sh`, which runs kicks only (0), this default and poll mode
+    /// side by side (README, "vhost-user ports").
+    public var vhostPollMicroseconds: Int
 
-    public init(threads: Int, busyPollMicroseconds: Int) {
+    public init(threads: Int, busyPollMicroseconds: Int, vhostPollMicroseconds: Int = DatapathSettings.defaultVhostPollMicroseconds) {
         self.threads = threads
         self.busyPollMicroseconds = busyPollMicroseconds
+        self.vhostPollMicroseconds = vhostPollMicroseconds
     }
 
     public static let threadsVariable = "TAPESTRY_DATAPATH_THREADS"
     public static let busyPollVariable = "TAPESTRY_BUSY_POLL_US"
+    public static let vhostPollVariable = "TAPESTRY_VHOST_POLL_US"
+    public static let defaultVhostPollMicroseconds = 50
     public static let threadRange = 1...64
     public static let busyPollRange = 0...1_000_000
 
@@ -44,7 +56,9 @@ public struct DatapathSettings: Equatable, Sendable {
             ?? fileThreads ?? defaultThreads(cores: cores)
         let poll = try override(busyPollVariable, in: environment, range: busyPollRange, unit: "microseconds")
             ?? fileBusyPollMicroseconds ?? 0
-        return DatapathSettings(threads: threads, busyPollMicroseconds: poll)
+        let vhostPoll = try override(vhostPollVariable, in: environment, range: busyPollRange, unit: "microseconds")
+            ?? defaultVhostPollMicroseconds
+        return DatapathSettings(threads: threads, busyPollMicroseconds: poll, vhostPollMicroseconds: vhostPoll)
     }
 
     /// The variable's value as a decimal integer in `range`; nil when unset or empty.

@@ -26,13 +26,14 @@ enum VMNICAttachment {
 /// instance's directory is reachable by others, `/run/tapestry` itself lets others through
 /// (search only: `RunDirectory.updateTraversal`).
 ///
-/// **Kicks or polling.** A port polls its guest's empty transmit ring for the datapath's own
-/// poll window (`datapath: {poll: …}`, `TAPESTRY_BUSY_POLL_US`), so in poll mode a guest
-/// never has to kick; by default (poll 0) it sleeps until the guest kicks. Kicks are the
-/// default for the reason the datapath does not spin by default: on a machine shared with
-/// the guests (2 cores here), a poller takes a core whether or not frames come, and one
-/// forwarding core moved more frames with kicks than with polling in the benchmark
-/// (Scripts/bench/vhost-results.md).
+/// **Kicks or polling.** A port polls its guest's empty transmit ring for 50 µs
+/// (`TAPESTRY_VHOST_POLL_US`), or for the datapath's poll window when that is longer
+/// (`datapath: {poll: …}`, `TAPESTRY_BUSY_POLL_US`), then sleeps until the guest kicks. A
+/// frontend that sends again within the window never kicks, and the switch does not sleep
+/// between its bursts; a quiet guest costs at most the window's spinning per burst, never a
+/// core (on a machine shared with the guests, 2 cores here, a poller that never stops would
+/// take one from them). The benchmark runs this default, kicks only, and poll mode side by
+/// side (Scripts/bench/vhost-results.md).
 ///
 /// **Removal.** A port leaves the datapath (`replaceSwitches`) first, is then told so
 /// (`detachFromDatapath`: its control thread stops waiting for the datapath's
@@ -89,11 +90,14 @@ extension Fabric {
         return path
     }
 
-    /// A vhost-user port for `nic`: kicks or polling as the datapath's poll window says (see
-    /// the type's essay), the NIC's offloads, log lines in the daemon's log.
+    /// A vhost-user port for `nic`: it polls its guest's empty ring for the ring poll window
+    /// (`DatapathSettings.vhostPollMicroseconds`), or the datapath's poll window when longer,
+    /// then sleeps until kicked (see the type's essay); the NIC's offloads; log lines in the
+    /// daemon's log.
     func makeVhostUserPort(_ nic: NICSpec, path: String, mode: VhostUserPort.Mode) throws -> VhostUserPort {
         do {
-            return try VhostUserPort(name: nic.portName, socketPath: path, mode: mode, pollMicroseconds: settings.busyPollMicroseconds,
+            let poll = max(settings.busyPollMicroseconds, settings.vhostPollMicroseconds)
+            return try VhostUserPort(name: nic.portName, socketPath: path, mode: mode, pollMicroseconds: poll,
                                      offloads: nic.offloads, log: { [log] in log("vhost-user \($0)") })
         } catch {
             throw RuntimeError("\(nic.portName): cannot open vhost-user socket \(path): \(error)")

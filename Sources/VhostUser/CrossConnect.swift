@@ -131,6 +131,7 @@ public final class CrossConnect<A: PortIO, B: PortIO> {
             count += 1
             offset += (len + 63) & ~63
         }
+        src.endReads(queue: 0)
         guard count > 0 else { return }
         var sent: UInt64 = 0, refused: UInt64 = 0
         for k in 0..<count {

@@ -232,7 +232,7 @@ public final class VhostUserPort: PortIO {
         }
         let pad = VirtioNetHeader.size - guestHeaderSize
         while true {
-            switch tx.dequeue(into: base + pad, capacity: buffer.count - pad) {
+            switch tx.dequeue(into: base + pad, capacity: buffer.count - pad, publish: false) {
             case .frame(let n):
                 if !active {
                     active = true
@@ -254,6 +254,7 @@ public final class VhostUserPort: PortIO {
             case .oversize:
                 stats[Stat.txOversize] &+= 1
             case .empty:
+                tx.publishUsed()
                 if idle(tx) { return .wouldBlock }
             case .fault(let f):
                 ringFault(f)
@@ -316,7 +317,7 @@ public final class VhostUserPort: PortIO {
             headerScratch.storeBytes(of: UInt8(0), as: UInt8.self)
             header = UnsafeRawPointer(headerScratch)
         }
-        switch rx.enqueue(header: header, headerSize: guestHeaderSize, frame: pieces, mergeable: mergeable) {
+        switch rx.enqueue(header: header, headerSize: guestHeaderSize, frame: pieces, mergeable: mergeable, publish: false) {
         case .delivered:
             var n = 0
             for i in 0..<pieces.count { n += pieces.iov[i].iov_len }
@@ -406,7 +407,7 @@ public final class VhostUserPort: PortIO {
     /// One plain frame into the guest's RX ring (the outcomes of `writev`).
     @inline(__always)
     private func deliver<P: FramePieces>(_ rx: Virtqueue, header: UnsafeRawPointer, _ pieces: P, length: Int) -> IOResult {
-        switch rx.enqueue(header: header, headerSize: guestHeaderSize, frame: pieces, mergeable: mergeable) {
+        switch rx.enqueue(header: header, headerSize: guestHeaderSize, frame: pieces, mergeable: mergeable, publish: false) {
         case .delivered: return .bytes(length)
         case .noBuffers: return .wouldBlock
         case .tooLarge:
@@ -418,10 +419,17 @@ public final class VhostUserPort: PortIO {
         }
     }
 
-    /// Ends a batch of writes: one interrupt for the guest's RX ring if it wants one.
+    /// Ends a batch of writes: the guest's RX ring's `used.idx` is published, and the guest
+    /// interrupted if it wants to be.
     public func flush(queue: Int) {
         sync()
         if let rx = rxQueue, rx.needsInterrupt(), rxCallFD >= 0 { _ = cl_eventfd_signal(rxCallFD) }
+    }
+
+    /// Ends a batch of reads: the TX chains taken are given back (`used.idx` published once
+    /// for the batch; a read that finds the ring empty does it too).
+    public func endReads(queue: Int) {
+        txQueue?.publishUsed()
     }
 
     // MARK: - Datapath side of the publication rule

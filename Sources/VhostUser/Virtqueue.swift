@@ -37,8 +37,13 @@ public enum VirtqueueFault: UInt8, CaseIterable, CustomStringConvertible {
 public struct VirtqueueProgress {
     /// The next `avail.ring` slot to consume (SET_VRING_BASE sets it, GET_VRING_BASE reports it).
     public var lastAvail: UInt16
-    /// `used.idx` as we last published it.
+    /// `used.idx` counting every used element written: what `publishUsed` makes the driver see.
     public var usedIndex: UInt16
+    /// `used.idx` as it is in guest memory (equal to `usedIndex` after `publishUsed`).
+    public var publishedUsed: UInt16
+    /// `avail.idx` as last read: the entries up to it are consumed before it is read again,
+    /// so the driver's cache line is fetched once per burst, not once per frame.
+    public var availSeen: UInt16
     /// `used.idx` at the last notification decision (EVENT_IDX's "old").
     public var signalled: UInt16
     /// We asked the driver to kick (after finding the ring empty).
@@ -51,6 +56,8 @@ public struct VirtqueueProgress {
     public init(lastAvail: UInt16, usedIndex: UInt16) {
         self.lastAvail = lastAvail
         self.usedIndex = usedIndex
+        publishedUsed = usedIndex
+        availSeen = lastAvail
         signalled = usedIndex
         notificationsOn = false
         fault = 0
@@ -198,20 +205,54 @@ public struct Virtqueue {
         UInt(bitPattern: descriptors) % 16 == 0 && UInt(bitPattern: avail) % 2 == 0 && UInt(bitPattern: used) % 4 == 0
     }
 
-    /// Entries the driver made available and we have not consumed, or a fault.
+    /// Entries the driver made available and we have not consumed, or a fault. `avail.idx`
+    /// is read again only when the entries up to the last value read are consumed.
     @inline(__always) func pendingHead() -> (head: UInt16, fault: VirtqueueFault?)? {
         let p = progress
-        let idx = availIndex
-        let pending = idx &- p.pointee.lastAvail
-        if pending == 0 { return nil }
-        if Int(pending) > size {
-            p.pointee.faultAvailIndex = idx
-            return (0, .availIndexOutOfRange)
+        if p.pointee.availSeen == p.pointee.lastAvail {
+            let idx = availIndex
+            let pending = idx &- p.pointee.lastAvail
+            if pending == 0 { return nil }
+            if Int(pending) > size {
+                p.pointee.faultAvailIndex = idx
+                return (0, .availIndexOutOfRange)
+            }
+            p.pointee.availSeen = idx
+            // A new burst: fetch its first descriptors together rather than miss on each in turn.
+            let mask = size - 1
+            for i in 0..<min(Int(pending), 16) {
+                let h = Int(UInt16(littleEndian: sharedLoad16(avail + 4 + 2 * (Int(p.pointee.lastAvail &+ UInt16(i)) & mask)))) & mask
+                prefetchRead(descriptors + 16 * h)
+            }
         }
         let slot = Int(p.pointee.lastAvail) & (size - 1)
         let head = UInt16(littleEndian: sharedLoad16(avail + 4 + 2 * slot))
         if Int(head) >= size { return (head, .descriptorIndexOutOfRange) }
         return (head, nil)
+    }
+
+    /// Hints the cache about the chains after the current one (`lastAvail` not yet advanced):
+    /// the descriptor of the chain two ahead and the first buffer of the next, whose
+    /// descriptor the previous call fetched. The lines were written by the driver on the
+    /// other core; fetched one at a time, each miss would stall the copy in turn. Only
+    /// entries `avail.idx` already covers, and only translated addresses, are touched.
+    @inline(__always) func prefetchAhead(forWriting: Bool) {
+        let p = progress
+        let last = p.pointee.lastAvail
+        let known = p.pointee.availSeen &- last
+        guard known >= 2 else { return }
+        let mask = size - 1
+        let next = Int(UInt16(littleEndian: sharedLoad16(avail + 4 + 2 * (Int(last &+ 1) & mask)))) & mask
+        let d = descriptors + 16 * next
+        let addr = UInt64(littleEndian: d.loadUnaligned(as: UInt64.self))
+        let flags = UInt16(littleEndian: d.loadUnaligned(fromByteOffset: 12, as: UInt16.self))
+        if flags & VringFlag.indirect == 0, let b = memory.translate(guestPhysical: addr, length: 1) {
+            if forWriting { prefetchWrite(b); prefetchWrite(b + 64) } else { prefetchRead(b); prefetchRead(b + 64) }
+        }
+        if known >= 3 {
+            let after = Int(UInt16(littleEndian: sharedLoad16(avail + 4 + 2 * (Int(last &+ 2) & mask)))) & mask
+            prefetchRead(descriptors + 16 * after)
+        }
     }
 
     @inline(__always) func fail(_ f: VirtqueueFault) -> VirtqueueFault {
@@ -222,12 +263,15 @@ public struct Virtqueue {
     // MARK: - Device-readable rings (the guest's TX)
 
     /// Takes the next chain, copies its device-readable bytes into `buffer` (at most
-    /// `capacity`), returns it to the driver (used length 0) and publishes `used.idx`.
+    /// `capacity`), returns it to the driver (used length 0) and, with `publish`, publishes
+    /// `used.idx` (without, `publishUsed` does, once for a batch: the driver polls that
+    /// cache line, and a store per frame hands it back and forth between the two cores).
     /// A longer chain is consumed and reported as `.oversize`.
-    public func dequeue(into buffer: UnsafeMutableRawPointer, capacity: Int) -> DequeueResult {
+    public func dequeue(into buffer: UnsafeMutableRawPointer, capacity: Int, publish: Bool = true) -> DequeueResult {
         guard progress.pointee.fault == 0 else { return .fault(VirtqueueFault(rawValue: progress.pointee.fault)!) }
         guard let (head, bad) = pendingHead() else { return .empty }
         if let f = bad { return .fault(fail(f)) }
+        prefetchAhead(forWriting: false)
         var walk = ChainWalk(queue: self, head: head)
         var copied = 0
         var truncated = false
@@ -248,7 +292,8 @@ public struct Virtqueue {
         let slot = Int(p.pointee.usedIndex) & (size - 1)
         storeUsed(UInt32(head), at: 4 + 8 * slot)
         storeUsed(0, at: 8 + 8 * slot)
-        publish(p.pointee.usedIndex &+ 1)
+        p.pointee.usedIndex &+= 1
+        if publish { publishUsed() }
         return truncated ? .oversize : .frame(copied)
     }
 
@@ -258,7 +303,8 @@ public struct Virtqueue {
     /// frame's pieces into the next chain(s) and publishes them. With `mergeable`
     /// (MRG_RXBUF) a frame may take several chains and the header's `num_buffers` says how
     /// many; without, it must fit one chain. When it does not fit, nothing is consumed.
-    public func enqueue<P: FramePieces>(header: UnsafeRawPointer, headerSize: Int, frame: P, mergeable: Bool) -> EnqueueResult {
+    /// Without `publish`, `used.idx` waits for `publishUsed` (once per batch).
+    public func enqueue<P: FramePieces>(header: UnsafeRawPointer, headerSize: Int, frame: P, mergeable: Bool, publish: Bool = true) -> EnqueueResult {
         let p = progress
         guard p.pointee.fault == 0 else { return .fault(VirtqueueFault(rawValue: p.pointee.fault)!) }
         var total = headerSize
@@ -280,6 +326,7 @@ public struct Virtqueue {
                 return .noBuffers
             }
             if let f = bad { return .fault(fail(f)) }
+            if buffers == 0 { prefetchAhead(forWriting: true) }
             var walk = ChainWalk(queue: self, head: head)
             var chainBytes = 0
             loop: while written < total {
@@ -319,22 +366,29 @@ public struct Virtqueue {
             if let a = numBuffersAt.0 { a.storeBytes(of: UInt8(nb & 0xFF), as: UInt8.self); log?.mark(guestPhysical: numBuffersAt.2, length: 1) }
             if let b = numBuffersAt.1 { b.storeBytes(of: UInt8(nb >> 8), as: UInt8.self); log?.mark(guestPhysical: numBuffersAt.3, length: 1) }
         }
-        publish(startUsed &+ UInt16(truncatingIfNeeded: buffers))
+        p.pointee.usedIndex = startUsed &+ UInt16(truncatingIfNeeded: buffers)
+        if publish { publishUsed() }
         return .delivered(buffers)
     }
 
-    @inline(__always) func publish(_ index: UInt16) {
+    /// Makes every used element written so far visible to the driver: a release fence, then
+    /// `used.idx` (nothing when it is already current, or on a faulted ring).
+    @inline(__always) public func publishUsed() {
+        let p = progress
+        let index = p.pointee.usedIndex
+        guard index != p.pointee.publishedUsed, p.pointee.fault == 0 else { return }
         atomicMemoryFence(ordering: .releasing)
         storeUsed16(index, at: 2)
-        progress.pointee.usedIndex = index
+        p.pointee.publishedUsed = index
     }
 
     // MARK: - Notifications
 
     /// Whether the driver wants an interrupt for the used entries published since the last
     /// call (EVENT_IDX: `used_event` crossed, virtio §2.7.10; otherwise unless
-    /// VRING_AVAIL_F_NO_INTERRUPT). Call once per batch, after publishing.
+    /// VRING_AVAIL_F_NO_INTERRUPT). Call once per batch; it publishes `used.idx` first.
     public func needsInterrupt() -> Bool {
+        publishUsed()
         let p = progress
         let new = p.pointee.usedIndex
         let old = p.pointee.signalled
@@ -485,8 +539,12 @@ struct SourceCursor {
 import CVhost
 @inline(__always) func sharedLoad16(_ p: UnsafeMutableRawPointer) -> UInt16 { cv_load16(p) }
 @inline(__always) func sharedStore16(_ p: UnsafeMutableRawPointer, _ v: UInt16) { cv_store16(p, v) }
+@inline(__always) func prefetchRead(_ p: UnsafeRawPointer) { cv_prefetch_read(p) }
+@inline(__always) func prefetchWrite(_ p: UnsafeRawPointer) { cv_prefetch_write(p) }
 #else
 // Fuzz builds compile the pure files alone, single-threaded, over rings at any alignment.
 @inline(__always) func sharedLoad16(_ p: UnsafeMutableRawPointer) -> UInt16 { p.loadUnaligned(as: UInt16.self) }
 @inline(__always) func sharedStore16(_ p: UnsafeMutableRawPointer, _ v: UInt16) { p.storeBytes(of: v, as: UInt16.self) }
+@inline(__always) func prefetchRead(_ p: UnsafeRawPointer) {}
+@inline(__always) func prefetchWrite(_ p: UnsafeRawPointer) {}
 #endif

@@ -31,7 +31,7 @@ struct Up: ParsableCommand {
         abstract: "Create the topology's switches, ports and guests, and forward until stopped.",
         discussion: """
         Environment overrides (invalid values are refused before anything starts): \
-        TAPESTRY_DATAPATH_THREADS (1..64), TAPESTRY_BUSY_POLL_US (0..1000000), TAPESTRY_VM_BOOT_TIMEOUT (seconds). \
+        TAPESTRY_DATAPATH_THREADS (1..64), TAPESTRY_BUSY_POLL_US (0..1000000), TAPESTRY_VHOST_POLL_US (0..1000000), TAPESTRY_VM_BOOT_TIMEOUT (seconds). \
         One instance per topology name runs at a time (a lock under /run/tapestry); a detached \
         daemon logs to /var/log/tapestry/NAME/daemon.log, kept after 'down'.
         """)

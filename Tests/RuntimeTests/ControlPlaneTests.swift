@@ -134,6 +134,10 @@ func readAll(_ fd: Int32) -> String {
                 "empty is unset")
         #expect(try resolve(["TAPESTRY_DATAPATH_THREADS": "64", "TAPESTRY_BUSY_POLL_US": "1000000"]) == DatapathSettings(threads: 64, busyPollMicroseconds: 1_000_000))
         #expect(try resolve(["TAPESTRY_DATAPATH_THREADS": "1", "TAPESTRY_BUSY_POLL_US": "0"]) == DatapathSettings(threads: 1, busyPollMicroseconds: 0))
+        // The vhost-user ring poll window: 50 µs unless the variable says otherwise (0: kicks only).
+        #expect(try resolve([:]).vhostPollMicroseconds == 50)
+        #expect(try resolve(["TAPESTRY_VHOST_POLL_US": "0"]).vhostPollMicroseconds == 0)
+        #expect(try resolve(["TAPESTRY_VHOST_POLL_US": "2000", "TAPESTRY_BUSY_POLL_US": "7"]) == DatapathSettings(threads: 2, busyPollMicroseconds: 7, vhostPollMicroseconds: 2000))
     }
 
     @Test(arguments: [
@@ -141,6 +145,7 @@ func readAll(_ fd: Int32) -> String {
         ("TAPESTRY_DATAPATH_THREADS", "0", "out of range"), ("TAPESTRY_DATAPATH_THREADS", "-1", "not a number"),
         ("TAPESTRY_DATAPATH_THREADS", "4 ", "not a number"), ("TAPESTRY_DATAPATH_THREADS", "99999999999999999999", "not a number"),
         ("TAPESTRY_BUSY_POLL_US", "abc", "not a number"), ("TAPESTRY_BUSY_POLL_US", "1000001", "out of range"),
+        ("TAPESTRY_VHOST_POLL_US", "-1", "not a number"), ("TAPESTRY_VHOST_POLL_US", "1000001", "out of range"),
         ("TAPESTRY_BUSY_POLL_US", "20ms", "not a number"), ("TAPESTRY_BUSY_POLL_US", "-5", "not a number"),
     ])
     func invalidOverridesFailLoudlyNamingTheVariable(variable: String, value: String, kind: String) {

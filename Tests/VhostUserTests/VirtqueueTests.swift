@@ -89,6 +89,52 @@ import Testing
         #expect(d.load16(d.usedOffset(tx) + 2) == 65533 &+ 20)
     }
 
+    /// Without `publish`, used elements wait for `publishUsed`: the driver sees `used.idx`
+    /// move once for the batch, to the count of every chain taken, on both kinds of ring.
+    @Test func usedIndexIsPublishedOncePerBatch() {
+        let d = FakeDriver()
+        let (t, _) = fresh(d, tx)
+        for i in 0..<3 { d.post(tx, [.readable(vnetHeader() + testFrame(60, seed: UInt8(i)))]) }
+        let buf = UnsafeMutableRawPointer.allocate(byteCount: 2048, alignment: 16)
+        defer { buf.deallocate() }
+        for _ in 0..<3 { #expect(t.dequeue(into: buf, capacity: 2048, publish: false) == .frame(72)) }
+        #expect(d.load16(d.usedOffset(tx) + 2) == 0, "nothing published before publishUsed")
+        t.publishUsed()
+        #expect(d.load16(d.usedOffset(tx) + 2) == 3)
+        #expect(d.takeUsed(tx).count == 3)
+
+        let (r, _) = fresh(d, rx)
+        for _ in 0..<2 { d.post(rx, [.writable(256)]) }
+        let header = vnetHeader()
+        for _ in 0..<2 {
+            let got = header.withUnsafeBytes { r.enqueue(header: $0.baseAddress!, headerSize: 12, frame: ArrayPieces(parts: [testFrame(60)]), mergeable: true, publish: false) }
+            #expect(got == .delivered(1))
+        }
+        #expect(d.load16(d.usedOffset(rx) + 2) == 0)
+        // needsInterrupt publishes first: what it decides about is what the driver can see.
+        _ = r.needsInterrupt()
+        #expect(d.load16(d.usedOffset(rx) + 2) == 2)
+    }
+
+    /// `avail.idx` is read again only once the entries it covered are consumed; chains the
+    /// driver adds meanwhile are found then, and a bad index still faults the ring.
+    @Test func availIndexIsReadOncePerBurst() {
+        let d = FakeDriver()
+        let (q, box) = fresh(d, tx)
+        d.post(tx, [.readable(testFrame(60, seed: 1))])
+        d.post(tx, [.readable(testFrame(61, seed: 2))])
+        #expect(dequeue(q).0 == .frame(60))
+        #expect(box.pointer.pointee.availSeen == 2)
+        d.post(tx, [.readable(testFrame(62, seed: 3))])
+        #expect(box.pointer.pointee.availSeen == 2, "not read while an entry it covered is pending")
+        #expect(dequeue(q).0 == .frame(61))
+        #expect(dequeue(q).0 == .frame(62), "read again once the burst is consumed")
+        #expect(box.pointer.pointee.availSeen == 3)
+        #expect(dequeue(q).0 == .empty)
+        d.store16(d.availOffset(tx) + 2, 3 &+ 300)
+        #expect(dequeue(q).0 == .fault(.availIndexOutOfRange))
+    }
+
     // MARK: - RX (device-writable)
 
     @Test func mergeableBuffersCarryNumBuffers() {
