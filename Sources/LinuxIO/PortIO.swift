@@ -45,6 +45,10 @@ public protocol PortIO: AnyObject {
     /// takes them in ascending port order. Kernel-backed ports (TAP queues, sockets) need
     /// none: the kernel serialises them.
     var accessGate: PortAccessGate? { get }
+    /// Whether `read` finds frames by looking at memory it shares with its guest (a
+    /// virtqueue), without a system call. After a batch with frames the datapath reads such
+    /// a port again directly, without asking epoll first (`Datapath`, "direct rounds").
+    var isPolledInMemory: Bool { get }
 }
 
 extension PortIO {
@@ -56,6 +60,8 @@ extension PortIO {
     public var isPolled: Bool { true }
     /// Most ports are safe to call from several threads (the kernel serialises them).
     public var accessGate: PortAccessGate? { nil }
+    /// Most ports are file descriptors.
+    public var isPolledInMemory: Bool { false }
 }
 
 /// The mutual exclusion of one port whose calls must not overlap (`PortIO.accessGate`): a

@@ -117,9 +117,7 @@ extension Datapath {
     /// Decides and forwards the frames on `rx`'s list under the datapath lock, adds the
     /// batch's counts to the endpoint's, and empties the list. Called with `w.ioLock` held.
     func deliverUnderlay(_ w: DatapathWorker, _ ep: UnderlayEndpoint, _ rx: ReceiveScratch) {
-        let waitStart = monotonicNanoseconds()
-        lock.lock()
-        w.noteLockWait(since: waitStart)
+        w.takeLock(lock)
         ep.rxPackets &+= rx.datagrams
         ep.rxBytes &+= rx.bytes
         for i in 0..<rx.drops.count where rx.drops[i] > 0 { ep.drops[i] &+= rx.drops[i]; rx.drops[i] = 0 }

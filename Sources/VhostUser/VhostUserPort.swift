@@ -214,6 +214,7 @@ public final class VhostUserPort: PortIO {
     public var txVNetHeaderSize: Int { VirtioNetHeader.size }
     public func takePendingError() -> Int32 { 0 }
     public var accessGate: PortAccessGate? { gate }
+    public var isPolledInMemory: Bool { true }
 
     /// Takes one frame the guest sent: `[12-byte virtio-net header][frame]`.
     public func read(queue: Int, into buffer: UnsafeMutableRawBufferPointer) -> IOResult {
