@@ -218,12 +218,14 @@ public struct Virtqueue {
                 return (0, .availIndexOutOfRange)
             }
             p.pointee.availSeen = idx
-            // A new burst: fetch its first descriptors together rather than miss on each in turn.
+            // A new burst: fetch its first descriptors, then the first buffers after the
+            // current one, together (their misses overlap) rather than each in its turn.
             let mask = size - 1
             for i in 0..<min(Int(pending), 16) {
                 let h = Int(UInt16(littleEndian: sharedLoad16(avail + 4 + 2 * (Int(p.pointee.lastAvail &+ UInt16(i)) & mask)))) & mask
                 prefetchRead(descriptors + 16 * h)
             }
+            for i in 1..<max(1, min(Int(pending), Virtqueue.prefetchDistance)) { prefetchBuffer(ofEntry: p.pointee.lastAvail &+ UInt16(i)) }
         }
         let slot = Int(p.pointee.lastAvail) & (size - 1)
         let head = UInt16(littleEndian: sharedLoad16(avail + 4 + 2 * slot))
@@ -232,26 +234,36 @@ public struct Virtqueue {
     }
 
     /// Hints the cache about the chains after the current one (`lastAvail` not yet advanced):
-    /// the descriptor of the chain two ahead and the first buffer of the next, whose
-    /// descriptor the previous call fetched. The lines were written by the driver on the
-    /// other core; fetched one at a time, each miss would stall the copy in turn. Only
-    /// entries `avail.idx` already covers, and only translated addresses, are touched.
+    /// the first buffer of the chain `prefetchDistance` ahead, whose descriptor an earlier
+    /// call fetched, and the descriptor twice that far ahead. The lines were written by the
+    /// driver on the other core; fetched one at a time, each miss would stall the copy in
+    /// turn. Only entries `avail.idx` already covers, and only translated addresses, are
+    /// touched.
     @inline(__always) func prefetchAhead(forWriting: Bool) {
         let p = progress
         let last = p.pointee.lastAvail
-        let known = p.pointee.availSeen &- last
-        guard known >= 2 else { return }
+        let known = Int(p.pointee.availSeen &- last)
+        let d = Virtqueue.prefetchDistance
+        if known > d { prefetchBuffer(ofEntry: last &+ UInt16(d), forWriting: forWriting) }
+        if known > 2 * d {
+            let after = Int(UInt16(littleEndian: sharedLoad16(avail + 4 + 2 * (Int(last &+ UInt16(2 * d)) & (size - 1))))) & (size - 1)
+            prefetchRead(descriptors + 16 * after)
+        }
+    }
+
+    /// How many chains ahead of the one being copied the buffers are prefetched.
+    static let prefetchDistance = 6
+
+    /// Prefetches the first two lines of the first buffer of the chain at avail entry `entry`
+    /// (its descriptor read, not checked beyond the translation; an indirect one is skipped).
+    @inline(__always) func prefetchBuffer(ofEntry entry: UInt16, forWriting: Bool = false) {
         let mask = size - 1
-        let next = Int(UInt16(littleEndian: sharedLoad16(avail + 4 + 2 * (Int(last &+ 1) & mask)))) & mask
-        let d = descriptors + 16 * next
+        let head = Int(UInt16(littleEndian: sharedLoad16(avail + 4 + 2 * (Int(entry) & mask)))) & mask
+        let d = descriptors + 16 * head
         let addr = UInt64(littleEndian: d.loadUnaligned(as: UInt64.self))
         let flags = UInt16(littleEndian: d.loadUnaligned(fromByteOffset: 12, as: UInt16.self))
         if flags & VringFlag.indirect == 0, let b = memory.translate(guestPhysical: addr, length: 1) {
             if forWriting { prefetchWrite(b); prefetchWrite(b + 64) } else { prefetchRead(b); prefetchRead(b + 64) }
-        }
-        if known >= 3 {
-            let after = Int(UInt16(littleEndian: sharedLoad16(avail + 4 + 2 * (Int(last &+ 2) & mask)))) & mask
-            prefetchRead(descriptors + 16 * after)
         }
     }
 
