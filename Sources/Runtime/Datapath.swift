@@ -452,7 +452,6 @@ public final class Datapath {
     private func service(_ w: DatapathWorker, switchIndex: Int, queue: Int, port: Int) -> (String, String, PortDownReason)? {
         let sw = switches[switchIndex]
         let io = sw.ports[port]
-        w.readAgain = false
         var count = 0, offset = 0
         var gone = false
         // A port whose calls must not overlap (vhost-user) is held for the batch of reads.

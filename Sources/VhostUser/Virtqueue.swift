@@ -220,15 +220,10 @@ public struct Virtqueue {
             p.pointee.availSeen = idx
             // A new burst: fetch its first descriptors, then the first buffers after the
             // current one, together (their misses overlap) rather than each in its turn.
-            let mask = size - 1
-            for i in 0..<min(Int(pending), 16) {
-                let h = Int(UInt16(littleEndian: sharedLoad16(avail + 4 + 2 * (Int(p.pointee.lastAvail &+ UInt16(i)) & mask)))) & mask
-                prefetchRead(descriptors + 16 * h)
-            }
+            for i in 0..<min(Int(pending), 16) { prefetchDescriptor(ofEntry: p.pointee.lastAvail &+ UInt16(i)) }
             for i in 1..<max(1, min(Int(pending), Virtqueue.prefetchDistance)) { prefetchBuffer(ofEntry: p.pointee.lastAvail &+ UInt16(i)) }
         }
-        let slot = Int(p.pointee.lastAvail) & (size - 1)
-        let head = UInt16(littleEndian: sharedLoad16(avail + 4 + 2 * slot))
+        let head = availEntry(p.pointee.lastAvail)
         if Int(head) >= size { return (head, .descriptorIndexOutOfRange) }
         return (head, nil)
     }
@@ -245,10 +240,19 @@ public struct Virtqueue {
         let known = Int(p.pointee.availSeen &- last)
         let d = Virtqueue.prefetchDistance
         if known > d { prefetchBuffer(ofEntry: last &+ UInt16(d), forWriting: forWriting) }
-        if known > 2 * d {
-            let after = Int(UInt16(littleEndian: sharedLoad16(avail + 4 + 2 * (Int(last &+ UInt16(2 * d)) & (size - 1))))) & (size - 1)
-            prefetchRead(descriptors + 16 * after)
-        }
+        if known > 2 * d { prefetchDescriptor(ofEntry: last &+ UInt16(2 * d)) }
+    }
+
+    /// The head index the driver wrote in `avail.ring` for free-running entry `entry`
+    /// (unchecked: the caller checks it against the size, or masks it for a hint).
+    @inline(__always) func availEntry(_ entry: UInt16) -> UInt16 {
+        UInt16(littleEndian: sharedLoad16(avail + 4 + 2 * (Int(entry) & (size - 1))))
+    }
+
+    /// Prefetches the descriptor of the chain at avail entry `entry` (a hint: the head is
+    /// masked into the table, never checked).
+    @inline(__always) func prefetchDescriptor(ofEntry entry: UInt16) {
+        prefetchRead(descriptors + 16 * (Int(availEntry(entry)) & (size - 1)))
     }
 
     /// How many chains ahead of the one being copied the buffers are prefetched.
@@ -257,9 +261,7 @@ public struct Virtqueue {
     /// Prefetches the first two lines of the first buffer of the chain at avail entry `entry`
     /// (its descriptor read, not checked beyond the translation; an indirect one is skipped).
     @inline(__always) func prefetchBuffer(ofEntry entry: UInt16, forWriting: Bool = false) {
-        let mask = size - 1
-        let head = Int(UInt16(littleEndian: sharedLoad16(avail + 4 + 2 * (Int(entry) & mask)))) & mask
-        let d = descriptors + 16 * head
+        let d = descriptors + 16 * (Int(availEntry(entry)) & (size - 1))
         let addr = UInt64(littleEndian: d.loadUnaligned(as: UInt64.self))
         let flags = UInt16(littleEndian: d.loadUnaligned(fromByteOffset: 12, as: UInt16.self))
         if flags & VringFlag.indirect == 0, let b = memory.translate(guestPhysical: addr, length: 1) {
