@@ -43,7 +43,9 @@ import Glibc
 /// **Kicks or polling.** `pollFD` is a private epoll holding the TX kick eventfd, the wake
 /// eventfd and a "spin" eventfd. With kicks (`pollMicroseconds` 0), a read that finds the
 /// guest's TX ring empty drains the kick, re-enables kicks (EVENT_IDX: `avail_event`),
-/// re-checks the ring, and sleeps. With polling, an empty ring keeps the spin eventfd
+/// re-checks the ring, and sleeps; frames that re-check finds keep the spin eventfd
+/// signalled until the ring is empty again (no kick announced them, and a reader may stop
+/// at its batch limit before it has them all). With polling, an empty ring keeps the spin eventfd
 /// signalled for `pollMicroseconds` after the last frame, so the datapath's epoll reports the
 /// port readable and calls `read` again without the guest kicking (and without a wake-up);
 /// then it arms kicks as above. Guest interrupts: RX once per batch in `flush` (EVENT_IDX
@@ -283,8 +285,13 @@ public final class VhostUserPort: PortIO {
         if spinning { spinning = false; spin.drain() }
         if kickFD >= 0 { _ = cl_eventfd_drain(kickFD) }
         if tx.enableNotifications() {
+            // Frames came while kicks were off, so none announced them, and both fds were
+            // just drained: keep the port readable (the spin eventfd) until the ring is empty
+            // again, or a reader that stops at its batch limit would wait for a kick the
+            // guest will not send.
             tx.disableNotifications()
             active = true
+            if !spinning { spinning = true; spin.signal() }
             return false
         }
         return true

@@ -2,6 +2,7 @@ import CVhost
 import Foundation
 import LinuxIO
 import Model
+import Synchronization
 import Testing
 import TestSupport
 @testable import VhostUser
@@ -245,6 +246,65 @@ import TestSupport
             // ...and the kick brings it.
             fe.kick[1].signal()
             #expect(runner.wait { runner.received.count == 2 })
+        }
+    }
+
+    /// A guest that posts while the port re-arms kicks (it saw NO_NOTIFY, or an
+    /// `avail_event` already passed, so it does not kick) and a reader that stops at a batch
+    /// limit, as the datapath does: the port stays readable until its TX ring is empty, so
+    /// no frame waits for a kick that will never come. The guest thread behaves as a virtio
+    /// driver (§2.7.13: publish `avail.idx`, a full fence, then kick only when the device
+    /// asked), with at most half the ring in flight.
+    @Test(arguments: [false, true])
+    func aBurstCutShortByTheBatchLimitLeavesThePortReadable(eventIndex: Bool) throws {
+        try withServerPort("cut\(eventIndex)") { port, path in
+            defer { port.detachFromDatapath() }
+            let fe = try FakeFrontend(connectTo: path)
+            var features = VirtioFeature.offered & ~VirtioFeature.logAll
+            if !eventIndex { features &= ~VirtioFeature.eventIdx }
+            try fe.setUp(features: features)
+            let total = 12_000
+            let posted = Atomic<Int>(0)
+            let guest = Thread { [fe] in
+                let d = fe.driver
+                var inFlight = 0
+                for i in 0..<total {
+                    while inFlight >= 128 { inFlight -= d.takeUsed(1).count; if inFlight >= 128 { sched_yield() } }
+                    let old = d.availIdx[1]
+                    d.post(1, [.readable(vnetHeader() + [2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 8, 0] + [UInt8](repeating: UInt8(i & 0xFF), count: 50))])
+                    inFlight += 1
+                    posted.store(i + 1, ordering: .releasing)
+                    atomicMemoryFence(ordering: .sequentiallyConsistent)
+                    let new = d.availIdx[1]
+                    let kick = eventIndex ? (new &- d.availEvent(1) &- 1) < (new &- old) : d.usedFlags[1] & VringFlag.usedNoNotify == 0
+                    if kick { fe.kick[1].signal() }
+                }
+            }
+            guest.start()
+            let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: 65600, alignment: 64)
+            defer { buf.deallocate() }
+            // This test thread is the datapath, reading at most 4 frames per wake-up.
+            var received = 0, stalls = 0
+            let deadline = Date().addingTimeInterval(60)
+            while received < total && Date() < deadline {
+                if cv_poll2(port.pollFD(queue: 0), -1, 500) == 0 {
+                    // Half a second without readiness: a stall when frames wait on the ring.
+                    if posted.load(ordering: .acquiring) > received { stalls += 1; break }
+                    continue
+                }
+                for _ in 0..<4 {
+                    guard case .bytes = port.read(queue: 0, into: buf) else { break }
+                    received += 1
+                }
+                port.endReads(queue: 0)
+            }
+            #expect(stalls == 0 && received == total, "received \(received) of \(posted.load(ordering: .acquiring)) posted")
+            // Let the guest finish (it needs the used entries of what was read).
+            while posted.load(ordering: .acquiring) < total && received < total {
+                guard case .bytes = port.read(queue: 0, into: buf) else { port.endReads(queue: 0); usleep(1000); continue }
+                received += 1
+            }
+            while !guest.isFinished { port.endReads(queue: 0); usleep(1000) }
         }
     }
 
