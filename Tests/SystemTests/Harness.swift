@@ -55,6 +55,18 @@ final class RunningTopology {
         sh("rm -rf '/var/log/tapestry/\(name)'")
     }
 
+    /// The last `lines` lines of the daemon's log and of each VM's QEMU and console logs
+    /// (`/var/log/tapestry/NAME/`), for a failure message: what the switch and the guests
+    /// said when a check failed.
+    func logTails(lines: Int = 15) -> String {
+        let dir = "/var/log/tapestry/\(name)"
+        let files = ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).filter { $0.hasSuffix(".log") }.sorted()
+        return files.map { f in
+            let tail = sh("tail -n \(lines) '\(dir)/\(f)' | cut -c1-200").stdout
+            return "--- \(f) ---\n\(tail)"
+        }.joined(separator: "\n")
+    }
+
     /// Runs a command inside a guest's namespace.
     @discardableResult
     func exec(_ guest: String, _ command: String, timeout: TimeInterval = 60) -> CommandResult {

@@ -16,7 +16,7 @@ func vmExec(_ topology: String, _ guest: String, _ command: String, timeout: Int
 func exchangeTCPBothWays(_ lab: RunningTopology, netns: String, netnsAddress: String, vm: String, vmAddress: String, bytes: Int,
                          sourceLocation: SourceLocation = #_sourceLocation) throws {
     try #require(vmExec(lab.name, vm, "setsid sh -c 'sleep 120 | nc -l -p 5001 | wc -c > /tmp/tcp-in' </dev/null >/dev/null 2>&1 &") != nil,
-                 "the VM's console runs commands", sourceLocation: sourceLocation)
+                 "the VM's console runs commands\n\(lab.logTails())", sourceLocation: sourceLocation)
     let send = lab.exec(netns, "\(Harness.python) -c \"import socket, time\nfor i in range(40):\n  try:\n    s=socket.create_connection(('\(vmAddress)', 5001), timeout=20); break\n  except ConnectionRefusedError: time.sleep(0.5)\ns.sendall(b'x' * \(bytes)); s.close()\"", timeout: 60)
     #expect(send.succeeded, "netns → VM TCP connect and send: \(send.stderr)", sourceLocation: sourceLocation)
     var received: String? = nil

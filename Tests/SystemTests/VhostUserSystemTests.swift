@@ -89,7 +89,7 @@ struct VhostUserSystemTests {
 
             // The two VMs reach each other (from a's console).
             let vmPing = vmExec(name, "\(p)a", "ping -c 3 -W 2 10.79.0.3", timeout: 30) ?? ""
-            #expect(vmPing.contains("3 packets received"), "VM a → VM b: \(vmPing.suffix(200))")
+            #expect(vmPing.contains("3 packets received"), "VM a → VM b: \(vmPing.suffix(200))\n\(lab.logTails())")
 
             // TCP both ways between the namespace and VM a (busybox nc in the VM).
             try exchangeTCPBothWays(lab, netns: "\(p)n", netnsAddress: "10.79.0.1", vm: "\(p)a", vmAddress: "10.79.0.2", bytes: 4_000_000)
@@ -161,26 +161,35 @@ struct VhostUserSystemTests {
             #expect(connect.stdout.contains("connected"), "a non-root frontend reaches the socket: \(connect.stdout)")
             #expect(Self.eventually(5) { Self.number(Self.vhost(lab, "\(p)app.eth0")["disconnects"]) == 1 })
 
-            // testpmd as the frontend: MAC-swap forwarding on its one port.
+            // testpmd as the frontend: MAC-swap forwarding on its one port. Its stdin is a FIFO
+            // this process holds open for writing (close-on-exec, so testpmd holds no writer
+            // itself): testpmd runs until that fd is closed below, however slowly a loaded
+            // machine runs the steps in between.
             let log = NSTemporaryDirectory() + "tapestry-\(p)-testpmd.log"
-            defer { unlink(log) }
-            sh("(sleep 20 | timeout 60 dpdk-testpmd -l 0-1 --no-pci --no-huge -m 512 --file-prefix=\(p) "
+            let fifo = NSTemporaryDirectory() + "tapestry-\(p)-testpmd.in"
+            defer { unlink(log); unlink(fifo) }
+            try #require(mkfifo(fifo, 0o600) == 0, "mkfifo: \(errno)")
+            var holder = open(fifo, O_RDWR | O_CLOEXEC)
+            try #require(holder >= 0, "open FIFO: \(errno)")
+            defer { if holder >= 0 { close(holder) } }
+            sh("(timeout 300 dpdk-testpmd -l 0-1 --no-pci --no-huge -m 512 --file-prefix=\(p) "
                + "--vdev 'net_virtio_user0,path=\(socket),queue_size=256,mac=\(appMAC)' -- --forward-mode=macswap --port-topology=loop "
-               + "--auto-start --nb-cores=1 --total-num-mbufs=8192 >\(log) 2>&1 &)")
+               + "--auto-start --nb-cores=1 --total-num-mbufs=8192 <\(fifo) >\(log) 2>&1 &)")
             try #require(Self.eventually(20) { Self.vhost(lab, "\(p)app.eth0")["connected"] as? Bool == true },
                          "testpmd started the device: \((try? String(contentsOfFile: log, encoding: .utf8))?.suffix(500) ?? "")")
             #expect(Self.row(lab, "\(p)app.eth0")["link"] as? String == "up")
 
             let pcap = NSTemporaryDirectory() + "tapestry-\(p)-app.pcapng"
             defer { unlink(pcap) }
-            sh("('\(Harness.binary)' capture --name \(name) --port \(p)app.eth0 --filter 'udp port 9999' -c 100 --duration 15s -w \(pcap) >/dev/null 2>&1 &)")
-            let back = Capture(in: "\(p)n", filter: "udp port 9999 and ether src \(appMAC)")
-            let mirror = Capture(in: "\(p)m", filter: "udp port 9999")
+            sh("('\(Harness.binary)' capture --name \(name) --port \(p)app.eth0 --filter 'udp port 9999' -c 100 --duration 60s -w \(pcap) >/dev/null 2>&1 &)")
+            let back = Capture(in: "\(p)n", filter: "udp port 9999 and ether src \(appMAC)", seconds: 120)
+            let mirror = Capture(in: "\(p)m", filter: "udp port 9999", seconds: 120)
             usleep(800_000)
             lab.exec("\(p)n", "ip neigh replace 10.79.1.2 lladdr \(appMAC) dev eth0")
             let sent = lab.exec("\(p)n", "\(Harness.python) -c \"import socket, time\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nfor i in range(50):\n  s.sendto(b'tapestry' * 20, ('10.79.1.2', 9999)); time.sleep(0.01)\"")
             #expect(sent.succeeded, "\(sent.stderr)")
-            sleep(1)
+            // Until the port has taken 50 frames back from testpmd (or 20 s: a loaded machine).
+            _ = Self.eventually(20) { Self.number(Self.row(lab, "\(p)app.eth0")["rx_frames"]) >= 50 }
             let returned = back.lines()
             #expect(returned.filter { $0.contains("\(appMAC) > \(nMAC)") }.count == 50, "50 datagrams came back MAC-swapped: \(returned.count) \(returned.prefix(2))")
             let mirrored = mirror.lines()
@@ -202,6 +211,7 @@ struct VhostUserSystemTests {
             #expect(trace.stdout.contains("hit on \(p)n.eth0"), "\(trace.stdout)")
 
             // testpmd leaves (its stdin closes): the port waits for the next frontend.
+            close(holder); holder = -1
             #expect(Self.eventually(40) { Self.vhost(lab, "\(p)app.eth0")["connected"] as? Bool == false }, "testpmd left")
             #expect(Self.row(lab, "\(p)app.eth0")["link"] as? String == "no-frontend")
             // deinit: down

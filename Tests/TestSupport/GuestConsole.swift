@@ -9,8 +9,16 @@ public func guestConsoleRun(socket: String, command: String, timeout: Int = 30) 
     let marker = "__tapestry_done_\(UInt32.random(in: 0...UInt32.max))"
     let script = """
     import re, socket, sys, time
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.connect(\(String(reflecting: socket)))
+    # The socket may be missing or refuse for a moment (QEMU restarting): retry for 15 s.
+    for attempt in range(60):
+        try:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(\(String(reflecting: socket)))
+            break
+        except OSError as e:
+            s.close()
+            if attempt == 59: sys.exit("console: %s" % e)
+            time.sleep(0.25)
     s.settimeout(0.25)
     def wait_for(pattern, t):
         end, out = time.time() + t, b""
@@ -38,7 +46,8 @@ public func guestConsoleRun(socket: String, command: String, timeout: Int = 30) 
     let file = NSTemporaryDirectory() + "tapestry-vmexec-\(UInt32.random(in: 0...UInt32.max)).py"
     try? script.write(toFile: file, atomically: true, encoding: .utf8)
     defer { unlink(file) }
-    let r = sh("/usr/bin/python3 \(file)", timeout: TimeInterval(timeout + 10))
+    // Beyond `timeout`: up to 15 s to connect and 20 s for a prompt, then a margin.
+    let r = sh("/usr/bin/python3 \(file)", timeout: TimeInterval(timeout + 45))
     // The echoed command line holds the marker too, but never followed by a digit.
     guard r.succeeded, let range = r.stdout.range(of: "\(marker)=[0-9]", options: .regularExpression) else { return nil }
     // Without the shell's prompts (`HOST:DIR# `) and its cursor-position queries.
