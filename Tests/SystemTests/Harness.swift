@@ -112,7 +112,9 @@ final class Capture {
 
     /// - `interface`: the interface in the namespace (default the guest's eth0).
     /// - `direction`: tcpdump's `-Q` (`in`, `out`, `inout`).
-    init(in guest: String, interface: String = "eth0", direction: String = "inout", filter: String = "", seconds: Int = 8) {
+    /// - `seconds`: the longest the capture runs; `lines()` ends it sooner. Generous, as a
+    ///   loaded machine (the whole suite at once on two cores) runs a test's steps slowly.
+    init(in guest: String, interface: String = "eth0", direction: String = "inout", filter: String = "", seconds: Int = 30) {
         self.guest = guest
         let base = NSTemporaryDirectory() + "tapestry-cap-\(guest)-\(UInt32.random(in: 0...UInt32.max))"
         file = base + ".pcap"
