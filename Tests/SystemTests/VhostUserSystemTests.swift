@@ -179,17 +179,45 @@ struct VhostUserSystemTests {
                          "testpmd started the device: \((try? String(contentsOfFile: log, encoding: .utf8))?.suffix(500) ?? "")")
             #expect(Self.row(lab, "\(p)app.eth0")["link"] as? String == "up")
 
+            // Connected is not yet forwarding: until testpmd has started its port (posted
+            // receive buffers) the switch counts transmit-queue-full. Probes (UDP port 9998)
+            // go out every half second until one comes back MAC-swapped, for up to 60 s.
+            lab.exec("\(p)n", "ip neigh replace 10.79.1.2 lladdr \(appMAC) dev eth0")
+            let probe = NSTemporaryDirectory() + "tapestry-\(p)-probe.py"
+            defer { unlink(probe) }
+            try """
+            import socket, time
+            r = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))
+            r.bind(("eth0", 0)); r.settimeout(0.1)
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            end = time.time() + 60
+            while time.time() < end:
+                s.sendto(b"probe", ("10.79.1.2", 9998))
+                wait = time.time() + 0.5
+                while time.time() < wait:
+                    try:
+                        f = r.recv(2048)
+                    except socket.timeout:
+                        continue
+                    if f[6:12] == bytes.fromhex("\(appMAC.replacingOccurrences(of: ":", with: ""))") and f[36:38] == (9998).to_bytes(2, "big"):
+                        print("forwarding after %.1f s" % (60 - (end - time.time()))); raise SystemExit(0)
+            raise SystemExit(1)
+            """.write(toFile: probe, atomically: true, encoding: .utf8)
+            let ready = lab.exec("\(p)n", "\(Harness.python) \(probe)", timeout: 90)
+            print("testpmd: \(ready.stdout.trimmingCharacters(in: .whitespacesAndNewlines))")
+            try #require(ready.succeeded, "testpmd forwards: \(ready.stdout) \(Self.row(lab, "\(p)app.eth0")) \((try? String(contentsOfFile: log, encoding: .utf8))?.suffix(500) ?? "")")
+            let rxBefore = Self.number(Self.row(lab, "\(p)app.eth0")["rx_frames"])
+
             let pcap = NSTemporaryDirectory() + "tapestry-\(p)-app.pcapng"
             defer { unlink(pcap) }
             sh("('\(Harness.binary)' capture --name \(name) --port \(p)app.eth0 --filter 'udp port 9999' -c 100 --duration 60s -w \(pcap) >/dev/null 2>&1 &)")
             let back = Capture(in: "\(p)n", filter: "udp port 9999 and ether src \(appMAC)", seconds: 120)
             let mirror = Capture(in: "\(p)m", filter: "udp port 9999", seconds: 120)
             usleep(800_000)
-            lab.exec("\(p)n", "ip neigh replace 10.79.1.2 lladdr \(appMAC) dev eth0")
             let sent = lab.exec("\(p)n", "\(Harness.python) -c \"import socket, time\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nfor i in range(50):\n  s.sendto(b'tapestry' * 20, ('10.79.1.2', 9999)); time.sleep(0.01)\"")
             #expect(sent.succeeded, "\(sent.stderr)")
             // Until the port has taken 50 frames back from testpmd (or 20 s: a loaded machine).
-            _ = Self.eventually(20) { Self.number(Self.row(lab, "\(p)app.eth0")["rx_frames"]) >= 50 }
+            _ = Self.eventually(20) { Self.number(Self.row(lab, "\(p)app.eth0")["rx_frames"]) >= rxBefore + 50 }
             let returned = back.lines()
             #expect(returned.filter { $0.contains("\(appMAC) > \(nMAC)") }.count == 50, "50 datagrams came back MAC-swapped: \(returned.count) \(returned.prefix(2))")
             let mirrored = mirror.lines()
