@@ -1,4 +1,4 @@
-# Shared by Scripts/bench/run.sh and scale-ports.sh (sourced, not run).
+# Shared by the scripts of Scripts/bench (sourced, not run).
 #
 # bench_args USAGE_LAST_LINE "$@": --quick (1 round, 3 s runs), --rounds N, -h (prints the
 # calling script's header comment, lines 2..USAGE_LAST_LINE). Sets HERE, ROOT, QUICK,
@@ -75,4 +75,25 @@ commit_before() {
   local c
   c=$(cd "$ROOT" && git rev-list --reverse HEAD --grep="^$1" | head -1)
   [ -n "$c" ] && echo "$c^"
+}
+
+# ovs_start DIR VSWITCHD [other_config:KEY=VALUE ...]: a private Open vSwitch in DIR (made
+# afresh): its own database, ovsdb-server and VSWITCHD (ovs-vswitchd, or the DPDK build),
+# never the system service. The other_config keys are set before VSWITCHD starts, as it
+# reads some (userspace-tso-enable, dpdk-*) only then. Sets OVSDB_PID and VSWITCHD_PID (the
+# only processes a caller then stops); its unixctl sockets are DIR/ovsdb.ctl and
+# DIR/vswitchd.ctl, the database DIR/db.sock.
+ovs_start() {
+  local d=$1 vswitchd=$2; shift 2
+  rm -rf "$d"; mkdir -p "$d"
+  export OVS_RUNDIR="$d" OVS_DBDIR="$d" OVS_LOGDIR="$d"
+  ovsdb-tool create "$d/conf.db" /usr/share/openvswitch/vswitch.ovsschema || return 1
+  ovsdb-server "$d/conf.db" --remote=punix:"$d/db.sock" --pidfile="$d/ovsdb.pid" --detach \
+    --log-file="$d/ovsdb.log" --unixctl="$d/ovsdb.ctl" --no-chdir || return 1
+  OVSDB_PID=$(cat "$d/ovsdb.pid")
+  ovs-vsctl --db=unix:"$d/db.sock" --no-wait init || return 1
+  if [ $# -gt 0 ]; then ovs-vsctl --db=unix:"$d/db.sock" --no-wait set Open_vSwitch . "$@" || return 1; fi
+  "$vswitchd" unix:"$d/db.sock" --pidfile="$d/vswitchd.pid" --detach \
+    --log-file="$d/vswitchd.log" --unixctl="$d/vswitchd.ctl" --no-chdir || return 1
+  VSWITCHD_PID=$(cat "$d/vswitchd.pid")
 }

@@ -102,17 +102,7 @@ ovsc() { ovs-vsctl --db=unix:"$TMP/ovs/db.sock" "$@"; }
 up_ovs() {
   local d="$TMP/ovs" i
   outside_up || return 1
-  rm -rf "$d"; mkdir -p "$d"
-  export OVS_RUNDIR="$d" OVS_DBDIR="$d" OVS_LOGDIR="$d"
-  ovsdb-tool create "$d/conf.db" /usr/share/openvswitch/vswitch.ovsschema || return 1
-  ovsdb-server "$d/conf.db" --remote=punix:"$d/db.sock" --pidfile="$d/ovsdb.pid" --detach \
-    --log-file="$d/ovsdb.log" --unixctl="$d/ovsdb.ctl" --no-chdir || return 1
-  OVSDB_PID=$(cat "$d/ovsdb.pid")
-  ovsc --no-wait init || return 1
-  ovsc --no-wait set Open_vSwitch . other_config:userspace-tso-enable=true || return 1
-  ovs-vswitchd unix:"$d/db.sock" --pidfile="$d/vswitchd.pid" --detach \
-    --log-file="$d/vswitchd.log" --unixctl="$d/vswitchd.ctl" --no-chdir || return 1
-  VSWITCHD_PID=$(cat "$d/vswitchd.pid")
+  ovs_start "$d" ovs-vswitchd other_config:userspace-tso-enable=true || return 1
   ovsc --timeout=10 add-br bsovs0 -- set Bridge bsovs0 datapath_type=netdev \
     -- add-port bsovs0 bsnic \
     -- add-port bsovs0 bsovt -- set Interface bsovt type=tap || return 1

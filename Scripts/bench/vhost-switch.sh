@@ -103,19 +103,9 @@ install_ovs_dpdk() {
 ovsc() { ovs-vsctl --db=unix:"$W/ovs/db.sock" "$@"; }
 up_ovs() {  # up_ovs: private ovsdb-server + ovs-vswitchd-dpdk, bridge with two dpdkvhostuserclient ports
   local d="$W/ovs"
-  mkdir -p "$d"
-  export OVS_RUNDIR="$d" OVS_DBDIR="$d" OVS_LOGDIR="$d"
-  ovsdb-tool create "$d/conf.db" /usr/share/openvswitch/vswitch.ovsschema
-  ovsdb-server "$d/conf.db" --remote=punix:"$d/db.sock" --pidfile="$d/ovsdb.pid" --detach \
-    --log-file="$d/ovsdb.log" --unixctl="$d/ovsdb.ctl" --no-chdir
-  OVSDB_PID=$(cat "$d/ovsdb.pid")
-  ovsc --no-wait init
-  ovsc --no-wait set Open_vSwitch . other_config:dpdk-init=true other_config:dpdk-socket-mem=1024 \
+  ovs_start "$d" "$OVSDPDK" other_config:dpdk-init=true other_config:dpdk-socket-mem=1024 \
     other_config:dpdk-lcore-mask=0x1 other_config:pmd-cpu-mask=0x1 \
-    "other_config:dpdk-extra=\"--huge-dir=$W/huge --file-prefix=vhsw$$ --no-pci\""
-  "$OVSDPDK" unix:"$d/db.sock" --pidfile="$d/vswitchd.pid" --detach --log-file="$d/vswitchd.log" \
-    --unixctl="$d/vswitchd.ctl" --no-chdir
-  VSWITCHD_PID=$(cat "$d/vswitchd.pid")
+    "other_config:dpdk-extra=\"--huge-dir=$W/huge --file-prefix=vhsw$$ --no-pci\"" || return 1
   ovsc --timeout=30 add-br vhbr0 -- set Bridge vhbr0 datapath_type=netdev \
     -- add-port vhbr0 vu0 -- set Interface vu0 type=dpdkvhostuserclient options:vhost-server-path="$W/ovs0.sock" \
     -- add-port vhbr0 vu1 -- set Interface vu1 type=dpdkvhostuserclient options:vhost-server-path="$W/ovs1.sock"
