@@ -286,6 +286,13 @@ public struct Virtqueue {
         guard let (head, bad) = pendingHead() else { return .empty }
         if let f = bad { return .fault(fail(f)) }
         prefetchAhead(forWriting: false)
+        // The common chain, one device-readable descriptor that fits: what the walk below
+        // would do, without it.
+        if let (src, len, _) = singleDescriptor(head, flags: 0), len <= capacity {
+            buffer.copyMemory(from: src, byteCount: len)
+            returnChain(head, length: 0, publish: publish)
+            return .frame(len)
+        }
         var walk = ChainWalk(queue: self, head: head)
         var copied = 0
         var truncated = false
@@ -301,14 +308,34 @@ public struct Virtqueue {
             case .fault(let f): return .fault(fail(f))
             }
         }
+        returnChain(head, length: 0, publish: publish)
+        return truncated ? .oversize : .frame(copied)
+    }
+
+    /// The buffer (its address here, its length, its guest-physical address) of the chain at
+    /// `head` when that chain is one descriptor whose flags are exactly
+    /// `flags` (0: device-readable; WRITE: device-writable; no NEXT, no INDIRECT) and lies
+    /// inside the memory table; nil for any other chain (the walk handles it, faults included).
+    @inline(__always) func singleDescriptor(_ head: UInt16, flags wanted: UInt16) -> (UnsafeMutableRawPointer, Int, guestAddress: UInt64)? {
+        let d = descriptors + 16 * Int(head)
+        let flags = UInt16(littleEndian: d.loadUnaligned(fromByteOffset: 12, as: UInt16.self))
+        guard flags == wanted else { return nil }
+        let addr = UInt64(littleEndian: d.loadUnaligned(as: UInt64.self))
+        let len = UInt32(littleEndian: d.loadUnaligned(fromByteOffset: 8, as: UInt32.self))
+        guard let p = memory.translate(guestPhysical: addr, length: UInt64(len)) else { return nil }
+        return (p, Int(len), addr)
+    }
+
+    /// Consumes the chain at `lastAvail` (whose head is `head`): a used element of `length`
+    /// bytes, `used.idx` published with `publish`.
+    @inline(__always) func returnChain(_ head: UInt16, length: UInt32, publish: Bool) {
         let p = progress
         p.pointee.lastAvail &+= 1
         let slot = Int(p.pointee.usedIndex) & (size - 1)
         storeUsed(UInt32(head), at: 4 + 8 * slot)
-        storeUsed(0, at: 8 + 8 * slot)
+        storeUsed(length, at: 8 + 8 * slot)
         p.pointee.usedIndex &+= 1
         if publish { publishUsed() }
-        return truncated ? .oversize : .frame(copied)
     }
 
     // MARK: - Device-writable rings (the guest's RX)
@@ -323,6 +350,24 @@ public struct Virtqueue {
         guard p.pointee.fault == 0 else { return .fault(VirtqueueFault(rawValue: p.pointee.fault)!) }
         var total = headerSize
         for i in 0..<frame.pieceCount { total += frame.piece(i).count }
+        // The common chain, one device-writable descriptor the whole frame fits: what the
+        // loop below would write (header, frame, num_buffers 1), without it.
+        if let (head, bad) = pendingHead(), bad == nil {
+            if let (dst, len, gpa) = singleDescriptor(head, flags: VringFlag.write), len >= total {
+                prefetchAhead(forWriting: true)
+                dst.copyMemory(from: header, byteCount: headerSize)
+                var at = headerSize
+                for i in 0..<frame.pieceCount {
+                    let (b, c) = frame.piece(i)
+                    if c > 0 { (dst + at).copyMemory(from: b, byteCount: c) }
+                    at += c
+                }
+                if headerSize == 12 { dst.storeBytes(of: UInt16(1).littleEndian, toByteOffset: 10, as: UInt16.self) }
+                log?.mark(guestPhysical: gpa, length: UInt64(total))
+                returnChain(head, length: UInt32(total), publish: publish)
+                return .delivered(1)
+            }
+        }
         let startAvail = p.pointee.lastAvail
         let startUsed = p.pointee.usedIndex
         var source = SourceCursor(header: header, headerSize: headerSize)

@@ -294,6 +294,70 @@ import Testing
         #expect(!log.isMarked(page: d.gpa(d.descOffset(rx)) / 4096), "the descriptor table is only read")
     }
 
+    /// A chain of one descriptor takes a shorter path in `dequeue` and `enqueue` than the
+    /// chain walk: for frames of many sizes, cut into pieces, with both header sizes, the
+    /// guest sees the same bytes, `num_buffers`, used lengths and dirty pages as through a
+    /// chain of the same buffer cut in two (which only the walk takes).
+    @Test(arguments: [12, 10])
+    func oneDescriptorChainsMatchTheChainWalk(headerSize: Int) {
+        var rng = SystemRandomNumberGenerator()
+        for round in 0..<40 {
+            let length = Int.random(in: 14...3000, using: &rng)
+            let frame = testFrame(length, seed: UInt8(truncatingIfNeeded: round))
+            let cut = Int.random(in: 0...length, using: &rng)
+            let pieces = [Array(frame[..<cut]), Array(frame[cut...])]
+            let header = vnetHeader(flags: 1, csumStart: 34, csumOffset: 16)
+            let total = headerSize + length
+            let room = total + Int.random(in: 0...64, using: &rng)
+            var seen: [[UInt8]] = [], lengths: [[Int]] = [], pages: [[UInt64]] = []
+            for split in [false, true] {
+                let d = FakeDriver()
+                let bitmap = UnsafeMutableRawPointer.allocate(byteCount: 4096, alignment: 8)
+                defer { bitmap.deallocate() }
+                bitmap.initializeMemory(as: UInt8.self, repeating: 0, count: 4096)
+                let log = DirtyLog(bitmap: bitmap, size: 4096)
+                let (q, _) = fresh(d, rx, log: log)
+                let first = split ? max(16, (room / 2) & ~15) : room   // buffers laid end to end (16-byte aligned)
+                let (_, offs) = d.post(rx, split ? [.writable(first), .writable(room - first)] : [.writable(room)])
+                let r = header.withUnsafeBytes { q.enqueue(header: $0.baseAddress!, headerSize: headerSize, frame: ArrayPieces(parts: pieces), mergeable: true) }
+                #expect(r == .delivered(1))
+                let contiguous = offs.count == 1 || offs[1] == offs[0] + first
+                #expect(contiguous, "the fake driver lays the two buffers end to end")
+                seen.append(d.bytes(at: offs[0], count: total))
+                lengths.append(d.takeUsed(rx).map(\.len))
+                pages.append((0..<UInt64(2048)).filter { log.isMarked(page: $0) })
+            }
+            #expect(seen[0] == seen[1] && lengths[0] == lengths[1] && pages[0] == pages[1], "round \(round): \(length) bytes cut at \(cut)")
+            #expect(Array(seen[0][headerSize...]) == frame)
+            if headerSize == 12 { #expect(seen[0][10] == 1 && seen[0][11] == 0, "num_buffers 1") }
+
+            // The way out: the same bytes from one readable descriptor and from two.
+            var out: [[UInt8]] = []
+            for split in [false, true] {
+                let d = FakeDriver()
+                let (q, _) = fresh(d, tx)
+                let bytes = header + frame
+                let k = split ? bytes.count / 2 : bytes.count
+                d.post(tx, split ? [.readable(Array(bytes[..<k])), .readable(Array(bytes[k...]))] : [.readable(bytes)])
+                let (r, got) = dequeue(q)
+                #expect(r == .frame(bytes.count))
+                #expect(d.takeUsed(tx).map(\.len) == [0])
+                out.append(got)
+            }
+            #expect(out[0] == out[1] && out[0] == header + frame)
+        }
+    }
+
+    /// A one-descriptor chain longer than the buffer it is read into is reported as oversize,
+    /// as a longer chain is.
+    @Test func aOneDescriptorChainLongerThanTheBufferIsOversize() {
+        let d = FakeDriver()
+        let (q, _) = fresh(d, tx)
+        d.post(tx, [.readable(vnetHeader() + testFrame(200))])
+        #expect(dequeue(q, capacity: 100).0 == .oversize)
+        #expect(d.takeUsed(tx).count == 1, "consumed")
+    }
+
     // MARK: - Driver mistakes
 
     func expectFault(_ q: Virtqueue, _ box: VirtqueueProgressBox, _ f: VirtqueueFault, _ comment: Comment? = nil) {
