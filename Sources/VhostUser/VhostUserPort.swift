@@ -45,10 +45,10 @@ import Glibc
 /// guest's TX ring empty drains the kick, re-enables kicks (EVENT_IDX: `avail_event`),
 /// re-checks the ring, and sleeps; frames that re-check finds keep the spin eventfd
 /// signalled until the ring is empty again (no kick announced them, and a reader may stop
-/// at its batch limit before it has them all). With polling, an empty ring keeps the spin eventfd
-/// signalled for `pollMicroseconds` after the last frame, so the datapath's epoll reports the
-/// port readable and calls `read` again without the guest kicking (and without a wake-up);
-/// then it arms kicks as above. Guest interrupts: RX once per batch in `flush` (EVENT_IDX
+/// at its batch limit before it has them all). With polling, an empty ring keeps the spin
+/// eventfd signalled for `pollMicroseconds` after the last frame, so the datapath's epoll
+/// reports the port readable and calls `read` again without the guest kicking (and without
+/// a wake-up); then it arms kicks as above. Guest interrupts: RX once per batch in `flush` (EVENT_IDX
 /// `used_event`, or VRING_AVAIL_F_NO_INTERRUPT), TX completions when the ring runs empty.
 ///
 /// **Frames.** `read` returns `[virtio_net_hdr_v1 (12 B)][frame]`; `writev` takes iovec 0 = the
