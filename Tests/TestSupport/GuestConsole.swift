@@ -11,8 +11,8 @@ public func guestConsoleRun(socket: String, command: String, timeout: Int = 30) 
     import re, socket, sys, time
     # The socket may be missing or refuse for a moment (QEMU restarting): retry for 15 s.
     for attempt in range(60):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             s.connect(\(String(reflecting: socket)))
             break
         except OSError as e:
