@@ -16,6 +16,15 @@ import Testing
         return (driver.queue(q, eventIndex: eventIndex, log: log, progress: box), box)
     }
 
+    /// Runs `body` with a dirty log over a zeroed 4 KiB bitmap (pages 0 to 32767, which
+    /// cover the fake guest memory), freed afterwards.
+    func withDirtyLog<T>(_ body: (DirtyLog) -> T) -> T {
+        let bitmap = UnsafeMutableRawPointer.allocate(byteCount: 4096, alignment: 8)
+        defer { bitmap.deallocate() }
+        bitmap.initializeMemory(as: UInt8.self, repeating: 0, count: 4096)
+        return body(DirtyLog(bitmap: bitmap, size: 4096))
+    }
+
     func dequeue(_ q: Virtqueue, capacity: Int = 65600) -> (DequeueResult, [UInt8]) {
         let buf = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 16)
         defer { buf.deallocate() }
@@ -277,21 +286,19 @@ import Testing
     // MARK: - Dirty log
 
     @Test func dirtyLogMarksBuffersAndUsedRing() {
-        let d = FakeDriver()
-        let bitmap = UnsafeMutableRawPointer.allocate(byteCount: 4096, alignment: 8)
-        defer { bitmap.deallocate() }
-        bitmap.initializeMemory(as: UInt8.self, repeating: 0, count: 4096)
-        let log = DirtyLog(bitmap: bitmap, size: 4096)
-        let (q, _) = fresh(d, rx, log: log)
-        d.heap = 0x80000 - 100                      // a buffer straddling two pages
-        let (_, offs) = d.post(rx, [.writable(300)])
-        let header = vnetHeader()
-        _ = header.withUnsafeBytes { q.enqueue(header: $0.baseAddress!, headerSize: 12, frame: ArrayPieces(parts: [testFrame(200)]), mergeable: true) }
-        let first = d.gpa(offs[0]) / 4096, last = (d.gpa(offs[0]) + 211) / 4096
-        #expect(first != last)
-        #expect(log.isMarked(page: first) && log.isMarked(page: last))
-        #expect(log.isMarked(page: d.gpa(d.usedOffset(rx)) / 4096), "used ring page")
-        #expect(!log.isMarked(page: d.gpa(d.descOffset(rx)) / 4096), "the descriptor table is only read")
+        withDirtyLog { log in
+            let d = FakeDriver()
+            let (q, _) = fresh(d, rx, log: log)
+            d.heap = 0x80000 - 100                      // a buffer straddling two pages
+            let (_, offs) = d.post(rx, [.writable(300)])
+            let header = vnetHeader()
+            _ = header.withUnsafeBytes { q.enqueue(header: $0.baseAddress!, headerSize: 12, frame: ArrayPieces(parts: [testFrame(200)]), mergeable: true) }
+            let first = d.gpa(offs[0]) / 4096, last = (d.gpa(offs[0]) + 211) / 4096
+            #expect(first != last)
+            #expect(log.isMarked(page: first) && log.isMarked(page: last))
+            #expect(log.isMarked(page: d.gpa(d.usedOffset(rx)) / 4096), "used ring page")
+            #expect(!log.isMarked(page: d.gpa(d.descOffset(rx)) / 4096), "the descriptor table is only read")
+        }
     }
 
     /// A chain of one descriptor takes a shorter path in `dequeue` and `enqueue` than the
@@ -311,21 +318,19 @@ import Testing
             let room = total + Int.random(in: 0...64, using: &rng)
             var seen: [[UInt8]] = [], lengths: [[Int]] = [], pages: [[UInt64]] = []
             for split in [false, true] {
-                let d = FakeDriver()
-                let bitmap = UnsafeMutableRawPointer.allocate(byteCount: 4096, alignment: 8)
-                defer { bitmap.deallocate() }
-                bitmap.initializeMemory(as: UInt8.self, repeating: 0, count: 4096)
-                let log = DirtyLog(bitmap: bitmap, size: 4096)
-                let (q, _) = fresh(d, rx, log: log)
-                let first = split ? max(16, (room / 2) & ~15) : room   // buffers laid end to end (16-byte aligned)
-                let (_, offs) = d.post(rx, split ? [.writable(first), .writable(room - first)] : [.writable(room)])
-                let r = header.withUnsafeBytes { q.enqueue(header: $0.baseAddress!, headerSize: headerSize, frame: ArrayPieces(parts: pieces), mergeable: true) }
-                #expect(r == .delivered(1))
-                let contiguous = offs.count == 1 || offs[1] == offs[0] + first
-                #expect(contiguous, "the fake driver lays the two buffers end to end")
-                seen.append(d.bytes(at: offs[0], count: total))
-                lengths.append(d.takeUsed(rx).map(\.len))
-                pages.append((0..<UInt64(2048)).filter { log.isMarked(page: $0) })
+                withDirtyLog { log in
+                    let d = FakeDriver()
+                    let (q, _) = fresh(d, rx, log: log)
+                    let first = split ? max(16, (room / 2) & ~15) : room   // buffers laid end to end (16-byte aligned)
+                    let (_, offs) = d.post(rx, split ? [.writable(first), .writable(room - first)] : [.writable(room)])
+                    let r = header.withUnsafeBytes { q.enqueue(header: $0.baseAddress!, headerSize: headerSize, frame: ArrayPieces(parts: pieces), mergeable: true) }
+                    #expect(r == .delivered(1))
+                    let contiguous = offs.count == 1 || offs[1] == offs[0] + first
+                    #expect(contiguous, "the fake driver lays the two buffers end to end")
+                    seen.append(d.bytes(at: offs[0], count: total))
+                    lengths.append(d.takeUsed(rx).map(\.len))
+                    pages.append((0..<UInt64(2048)).filter { log.isMarked(page: $0) })
+                }
             }
             #expect(seen[0] == seen[1] && lengths[0] == lengths[1] && pages[0] == pages[1], "round \(round): \(length) bytes cut at \(cut)")
             #expect(Array(seen[0][headerSize...]) == frame)
