@@ -350,23 +350,24 @@ public struct Virtqueue {
         guard p.pointee.fault == 0 else { return .fault(VirtqueueFault(rawValue: p.pointee.fault)!) }
         var total = headerSize
         for i in 0..<frame.pieceCount { total += frame.piece(i).count }
+        // No chain, or a bad one: nothing consumed (the loop below would say the same).
+        guard let (head, bad) = pendingHead() else { return .noBuffers }
+        if let f = bad { return .fault(fail(f)) }
         // The common chain, one device-writable descriptor the whole frame fits: what the
         // loop below would write (header, frame, num_buffers 1), without it.
-        if let (head, bad) = pendingHead(), bad == nil {
-            if let (dst, len, gpa) = singleDescriptor(head, flags: VringFlag.write), len >= total {
-                prefetchAhead(forWriting: true)
-                dst.copyMemory(from: header, byteCount: headerSize)
-                var at = headerSize
-                for i in 0..<frame.pieceCount {
-                    let (b, c) = frame.piece(i)
-                    if c > 0 { (dst + at).copyMemory(from: b, byteCount: c) }
-                    at += c
-                }
-                if headerSize == 12 { dst.storeBytes(of: UInt16(1).littleEndian, toByteOffset: 10, as: UInt16.self) }
-                log?.mark(guestPhysical: gpa, length: UInt64(total))
-                returnChain(head, length: UInt32(total), publish: publish)
-                return .delivered(1)
+        if let (dst, len, gpa) = singleDescriptor(head, flags: VringFlag.write), len >= total {
+            prefetchAhead(forWriting: true)
+            dst.copyMemory(from: header, byteCount: headerSize)
+            var at = headerSize
+            for i in 0..<frame.pieceCount {
+                let (b, c) = frame.piece(i)
+                if c > 0 { (dst + at).copyMemory(from: b, byteCount: c) }
+                at += c
             }
+            if headerSize == 12 { dst.storeBytes(of: UInt16(1).littleEndian, toByteOffset: 10, as: UInt16.self) }
+            log?.mark(guestPhysical: gpa, length: UInt64(total))
+            returnChain(head, length: UInt32(total), publish: publish)
+            return .delivered(1)
         }
         let startAvail = p.pointee.lastAvail
         let startUsed = p.pointee.usedIndex
