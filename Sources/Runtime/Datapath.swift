@@ -745,12 +745,6 @@ final class DatapathWorker {
         if lock.try() { return }
         let start = monotonicNanoseconds()
         lock.lock()
-        noteLockWait(since: start)
-    }
-
-    /// Records a wait for the datapath lock that began at `start` (call right after taking it).
-    @inline(__always)
-    func noteLockWait(since start: Int64) {
         let waited = monotonicNanoseconds() - start
         if waited > longestLockWait { longestLockWait = waited }
     }

@@ -48,8 +48,9 @@ import Glibc
 /// at its batch limit before it has them all). With polling, an empty ring keeps the spin
 /// eventfd signalled for `pollMicroseconds` after the last frame, so the datapath's epoll
 /// reports the port readable and calls `read` again without the guest kicking (and without
-/// a wake-up); then it arms kicks as above. Guest interrupts: RX once per batch in `flush` (EVENT_IDX
-/// `used_event`, or VRING_AVAIL_F_NO_INTERRUPT), TX completions when the ring runs empty.
+/// a wake-up); then it arms kicks as above. Guest interrupts: RX once per batch in `flush`
+/// (EVENT_IDX `used_event`, or VRING_AVAIL_F_NO_INTERRUPT), TX completions when the ring
+/// runs empty.
 ///
 /// **Frames.** `read` returns `[virtio_net_hdr_v1 (12 B)][frame]`; `writev` takes iovec 0 = the
 /// 12-byte header (10 is accepted too) and the frame's pieces after it, fills MRG_RXBUF
