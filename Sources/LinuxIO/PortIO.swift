@@ -20,8 +20,16 @@ public protocol PortIO: AnyObject {
     var txVNetHeaderSize: Int { get }
     /// Reads one frame from queue `queue`.
     func read(queue: Int, into: UnsafeMutableRawBufferPointer) -> IOResult
+    /// Reads a batch of frames from queue `queue` into `batch` (see `ReadBatch`); the
+    /// datapath's one call per batch. The default calls `read` per frame; a port whose
+    /// frames are in memory (a virtqueue) does its per-call work once per batch instead.
+    func readBatch(queue: Int, into batch: ReadBatch) -> ReadBatch.Outcome
     /// Writes one frame through queue `queue` (any queue reaches the same link).
     func writev(queue: Int, _ iov: UnsafePointer<iovec>, count: Int32) -> IOResult
+    /// Writes a batch of frames through queue `queue` (see `WriteBatch`), each as `writev`
+    /// would, its outcome in `batch.results`. The default calls `writev` per frame; a port
+    /// whose frames go to memory (a virtqueue) does its per-call work once per batch.
+    func writeBatch(queue: Int, _ batch: WriteBatch)
     /// Reads and clears a pending socket error after epoll reported EPOLLERR (0: none).
     func takePendingError() -> Int32
     /// Ends a batch of writes through queue `queue`: a port that defers work per write
@@ -51,7 +59,98 @@ public protocol PortIO: AnyObject {
     var isPolledInMemory: Bool { get }
 }
 
+/// Where a batch of reads goes: frames back to back in `area`, each at a 64-byte aligned
+/// offset, each read offered `frameMax` bytes; the batch ends after `limit` frames, when
+/// less than `frameMax` bytes of `areaSize` remain, when the queue runs dry, or on an error.
+/// Frame `i`'s offset and length (bytes, vnet header included) go to `offsets[i]` and
+/// `lengths[i]`. Memory the caller allocated once; nothing here allocates.
+public struct ReadBatch {
+    public let area: UnsafeMutableRawPointer
+    public let areaSize: Int
+    public let frameMax: Int
+    public let offsets: UnsafeMutablePointer<Int>
+    public let lengths: UnsafeMutablePointer<Int>
+    public let limit: Int
+
+    public init(area: UnsafeMutableRawPointer, areaSize: Int, frameMax: Int, offsets: UnsafeMutablePointer<Int>,
+                lengths: UnsafeMutablePointer<Int>, limit: Int) {
+        self.area = area; self.areaSize = areaSize; self.frameMax = frameMax
+        self.offsets = offsets; self.lengths = lengths; self.limit = limit
+    }
+
+    /// The frames read, and the errno of a read that failed (0: none; the batch ended
+    /// because the queue ran dry or the batch was full).
+    public struct Outcome: Equatable {
+        public var count: Int
+        public var error: Int32
+        public init(count: Int, error: Int32) { self.count = count; self.error = error }
+    }
+
+    /// Whether frame `count` + 1 still fits (the limit, and `frameMax` bytes at `offset`).
+    @inline(__always) public func hasRoom(count: Int, offset: Int) -> Bool {
+        count < limit && offset + frameMax <= areaSize
+    }
+
+    /// Records frame `count` of `length` bytes at `offset`; returns the next frame's offset.
+    @inline(__always) public func record(_ count: Int, offset: Int, length: Int) -> Int {
+        offsets[count] = offset
+        lengths[count] = length
+        return offset + ((length + 63) & ~63)
+    }
+}
+
+/// A batch of frames to write, as the datapath's transmit list holds them: frame `i` is
+/// `stride` iovecs after frame `i - 1`; its first iovec is a virtio-net header, then
+/// `pieces[i]` iovecs of frame. `withHeader` false: the port takes no header, and the
+/// frame's iovecs alone are written. Outcome `i` goes to `results[i]`. Memory the caller
+/// allocated once; nothing here allocates.
+public struct WriteBatch {
+    public let iov: UnsafePointer<iovec>
+    public let stride: Int
+    public let pieces: UnsafePointer<Int32>
+    public let results: UnsafeMutablePointer<IOResult>
+    public let count: Int
+    public let withHeader: Bool
+
+    public init(iov: UnsafePointer<iovec>, stride: Int, pieces: UnsafePointer<Int32>, results: UnsafeMutablePointer<IOResult>,
+                count: Int, withHeader: Bool) {
+        self.iov = iov; self.stride = stride; self.pieces = pieces; self.results = results
+        self.count = count; self.withHeader = withHeader
+    }
+
+    /// Frame `i`'s iovecs and their number, as `writev` takes them.
+    @inline(__always) public func frame(_ i: Int) -> (iov: UnsafePointer<iovec>, count: Int32) {
+        let first = iov + stride * i
+        return withHeader ? (first, pieces[i] + 1) : (first + 1, pieces[i])
+    }
+}
+
 extension PortIO {
+    /// One `writev` per frame.
+    public func writeBatch(queue: Int, _ batch: WriteBatch) {
+        for i in 0..<batch.count {
+            let f = batch.frame(i)
+            batch.results[i] = writev(queue: queue, f.iov, count: f.count)
+        }
+    }
+
+    /// One `read` per frame until the batch is full, the queue runs dry or a read fails.
+    public func readBatch(queue: Int, into batch: ReadBatch) -> ReadBatch.Outcome {
+        var count = 0, offset = 0
+        while batch.hasRoom(count: count, offset: offset) {
+            switch read(queue: queue, into: UnsafeMutableRawBufferPointer(start: batch.area + offset, count: batch.frameMax)) {
+            case .bytes(let n):
+                offset = batch.record(count, offset: offset, length: n)
+                count += 1
+            case .wouldBlock:
+                return ReadBatch.Outcome(count: count, error: 0)
+            case .failed(let e):
+                return ReadBatch.Outcome(count: count, error: e)
+            }
+        }
+        return ReadBatch.Outcome(count: count, error: 0)
+    }
+
     /// Most ports send each frame at once: nothing to do.
     public func flush(queue: Int) {}
     /// Most ports finish each read at once: nothing to do.

@@ -452,26 +452,13 @@ public final class Datapath {
     private func service(_ w: DatapathWorker, switchIndex: Int, queue: Int, port: Int) -> (String, String, PortDownReason)? {
         let sw = switches[switchIndex]
         let io = sw.ports[port]
-        var count = 0, offset = 0
-        var gone = false
         // A port whose calls must not overlap (vhost-user) is held for the batch of reads.
         let gate = sw.gates[port]
         gate?.lock()
-        read: while count < DatapathWorker.batch && offset + DatapathWorker.frameMax <= DatapathWorker.areaSize {
-            switch io.read(queue: queue, into: UnsafeMutableRawBufferPointer(start: w.area + offset, count: DatapathWorker.frameMax)) {
-            case .bytes(let n):
-                w.rxOffset[count] = offset
-                w.rxLength[count] = n
-                count += 1
-                offset += (n + 63) & ~63
-            case .wouldBlock:
-                break read
-            case .failed(let e):
-                // EBADFD: a TAP whose netdev was deleted; ENXIO/ENODEV: the device is gone.
-                gone = e == EBADFD || e == ENXIO || e == ENODEV
-                break read
-            }
-        }
+        let got = io.readBatch(queue: queue, into: w.readBatch)
+        let count = got.count
+        // EBADFD: a TAP whose netdev was deleted; ENXIO/ENODEV: the device is gone.
+        let gone = got.error == EBADFD || got.error == ENXIO || got.error == ENODEV
         io.endReads(queue: queue)
         gate?.unlock()
         w.readAgain = count > 0 && io.isPolledInMemory
@@ -488,22 +475,30 @@ public final class Datapath {
         w.tx.prepare(portCount: sw.plan.ports.count)
         // Loaded once per batch: each load of a class reference costs a retain/release pair.
         let plan = sw.plan, counters = sw.counters, flows = sw.flows
-        var context = sw.context(now: now)
         // Room for any one frame: every port once, plus its mirror copies.
         let reserve = plan.ports.count * (plan.hasMirrors ? 1 + plan.mirrorFanout : 1) + 1
-        for i in 0..<count {
-            let n = w.rxLength[i]
-            guard n >= header else { continue }
-            if w.tx.count > 0 && w.tx.count + reserve > TransmitList.capacity {
-                flush(w, sw, switchIndex: switchIndex)
-                // The lock was let go: the team monitor may have swapped the team state.
-                context = sw.context(now: now)
+        var i = 0
+        while i < count {
+            // One context per run of frames between two flushes, a `let`: passed to each
+            // frame by reference, never copied (a `var` reassigned after a flush was copied
+            // through the stack per frame).
+            let context = sw.context(now: now)
+            while i < count {
+                let n = w.rxLength[i]
+                if n < header { i += 1; continue }
+                if w.tx.count > 0 && w.tx.count + reserve > TransmitList.capacity {
+                    // The lock is let go: the team monitor may swap the team state, so the
+                    // next frames get a fresh context.
+                    flush(w, sw, switchIndex: switchIndex)
+                    break
+                }
+                w.tx.frameStart = Int32(w.tx.count)
+                let start = w.area + w.rxOffset[i]
+                let vnet = VNetHeader(header > 0 ? UnsafeRawPointer(start) : nil)
+                forward(UnsafeRawBufferPointer(start: start + header, count: n - header), vnet: vnet, worker: w,
+                        sw: sw, plan: plan, counters: counters, flows: flows, context: context, switchIndex: switchIndex, inPort: port)
+                i += 1
             }
-            w.tx.frameStart = Int32(w.tx.count)
-            let start = w.area + w.rxOffset[i]
-            let vnet = VNetHeader(header > 0 ? UnsafeRawPointer(start) : nil)
-            forward(UnsafeRawBufferPointer(start: start + header, count: n - header), vnet: vnet, worker: w,
-                    sw: sw, plan: plan, counters: counters, flows: flows, context: context, switchIndex: switchIndex, inPort: port)
         }
         if w.tx.count > 0 { flush(w, sw, switchIndex: switchIndex) }
         w.batches &+= 1
@@ -718,6 +713,8 @@ final class DatapathWorker {
     var batches: UInt64 = 0
     /// The longest this worker waited for the datapath lock (nanoseconds; under the lock).
     var longestLockWait: Int64 = 0
+    /// `area`, `rxOffset` and `rxLength` as one port's `readBatch` fills them.
+    let readBatch: ReadBatch
     /// One iovec for ingress captures.
     let rxIOV: UnsafeMutablePointer<iovec>
     /// A tunnel port's captured frame without its tag (`Datapath.innerFrame`).
@@ -732,6 +729,8 @@ final class DatapathWorker {
         rxLength = .allocate(capacity: DatapathWorker.batch)
         txIndex = .allocate(capacity: TransmitList.capacity)
         rxIOV = .allocate(capacity: 1)
+        readBatch = ReadBatch(area: area, areaSize: DatapathWorker.areaSize, frameMax: DatapathWorker.frameMax,
+                              offsets: rxOffset, lengths: rxLength, limit: DatapathWorker.batch)
     }
 
     deinit { area.deallocate(); rxOffset.deallocate(); rxLength.deallocate(); txIndex.deallocate(); rxIOV.deallocate(); captureIOV.deallocate() }

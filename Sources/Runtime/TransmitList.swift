@@ -68,6 +68,9 @@ final class TransmitList {
     private var round: UInt32 = 0
     /// The gated ports (`PortIO.accessGate`) this batch holds, ascending (`transmit`).
     private var held: UnsafeMutablePointer<Int32>
+    /// One run of writes to a port (`transmit`): each entry's piece count, then its outcome.
+    private let runPieces: UnsafeMutablePointer<Int32>
+    private let runResults: UnsafeMutablePointer<IOResult>
 
     init() {
         iov = .allocate(capacity: TransmitList.iovPerEntry * TransmitList.capacity)
@@ -77,9 +80,15 @@ final class TransmitList {
         touched = .allocate(capacity: touchedCapacity)
         touched.initialize(repeating: 0, count: touchedCapacity)
         held = .allocate(capacity: touchedCapacity)
+        runPieces = .allocate(capacity: TransmitList.capacity)
+        runResults = .allocate(capacity: TransmitList.capacity)
+        runResults.initialize(repeating: .wouldBlock, count: TransmitList.capacity)
     }
 
-    deinit { iov.deallocate(); scratch.deallocate(); headers.deallocate(); entries.deallocate(); touched.deallocate(); held.deallocate() }
+    deinit {
+        iov.deallocate(); scratch.deallocate(); headers.deallocate(); entries.deallocate(); touched.deallocate(); held.deallocate()
+        runPieces.deallocate(); runResults.deallocate()
+    }
 
     /// Makes room for a switch of `portCount` ports (allocates only for a bigger switch than
     /// any before; once per batch).
@@ -242,10 +251,12 @@ final class TransmitList {
         var io = ports[runPort]
         var queue = worker % io.queueCount
         var headerSize = io.txVNetHeaderSize
-        for k in 0..<count {
+        var k = 0
+        while k < count {
             let e = entries[k]
             if e.lead >= 0 && entries[Int(e.lead)].outcome == TxEntry.skipped {
                 entries[k].outcome = TxEntry.skipped
+                k += 1
                 continue
             }
             if e.after >= 0 {
@@ -253,6 +264,7 @@ final class TransmitList {
                 // copy of this frame for this destination.
                 if entries[Int(e.after)].outcome != TxEntry.sent || mirrorCopySent(to: e.port, before: k, from: Int(e.frameStart)) {
                     entries[k].outcome = TxEntry.skipped
+                    k += 1
                     continue
                 }
             }
@@ -263,19 +275,30 @@ final class TransmitList {
                 queue = worker % io.queueCount
                 headerSize = io.txVNetHeaderSize
             }
-            let iov = self.iov + TransmitList.iovPerEntry * k
-            let result = headerSize > 0 ? io.writev(queue: queue, iov, count: e.pieces + 1)
-                                        : io.writev(queue: queue, iov + 1, count: e.pieces)
-            switch result {
-            case .bytes: entries[k].outcome = TxEntry.sent
-            case .wouldBlock: entries[k].outcome = Int16(DropReason.transmitQueueFull.rawValue)
-            // ENOTCONN: a vhost-user port without a running frontend (VhostUserPort.writev).
-            case .failed(let e): entries[k].outcome = Int16((e == ENOTCONN ? DropReason.noFrontend : .transmitError).rawValue)
+            // The run of entries written in one call: this one and the next ones for the same
+            // port whose fate does not hang on an entry not yet written (an egress mirror
+            // copy waits for its frame; a later segment goes unless its first was skipped).
+            var j = k
+            repeat {
+                runPieces[j - k] = entries[j].pieces
+                j += 1
+            } while j < count && entries[j].port == e.port && entries[j].after < 0
+                && (entries[j].lead < 0 || entries[Int(entries[j].lead)].outcome != TxEntry.skipped)
+            io.writeBatch(queue: queue, WriteBatch(iov: self.iov + TransmitList.iovPerEntry * k, stride: TransmitList.iovPerEntry,
+                                                   pieces: runPieces, results: runResults, count: j - k, withHeader: headerSize > 0))
+            for m in k..<j {
+                switch runResults[m - k] {
+                case .bytes: entries[m].outcome = TxEntry.sent
+                case .wouldBlock: entries[m].outcome = Int16(DropReason.transmitQueueFull.rawValue)
+                // ENOTCONN: a vhost-user port without a running frontend (VhostUserPort.writev).
+                case .failed(let e): entries[m].outcome = Int16((e == ENOTCONN ? DropReason.noFrontend : .transmitError).rawValue)
+                }
             }
             if p < touchedCapacity && touched[p] != round {
                 touched[p] = round
                 if firstTouched < 0 { firstTouched = k }
             }
+            k = j
         }
         guard firstTouched >= 0 else { return }
         // Each port written once more: end its batch (a virtqueue notifies its guest here).

@@ -222,21 +222,41 @@ public final class VhostUserPort: PortIO {
     /// Takes one frame the guest sent: `[12-byte virtio-net header][frame]`.
     public func read(queue: Int, into buffer: UnsafeMutableRawBufferPointer) -> IOResult {
         sync()
+        guard let base = buffer.baseAddress else { return .wouldBlock }
+        return take(into: base, capacity: buffer.count)
+    }
+
+    /// Takes frames the guest sent until the batch is full or the ring is empty: `read`'s
+    /// work with the snapshot check done once for the batch, not per frame.
+    public func readBatch(queue: Int, into batch: ReadBatch) -> ReadBatch.Outcome {
+        sync()
+        var count = 0, offset = 0
+        while batch.hasRoom(count: count, offset: offset) {
+            guard case .bytes(let n) = take(into: batch.area + offset, capacity: batch.frameMax) else { break }
+            offset = batch.record(count, offset: offset, length: n)
+            count += 1
+        }
+        return ReadBatch.Outcome(count: count, error: 0)
+    }
+
+    /// One frame from the guest's TX ring (or a pending RARP) into `base`, after `sync`.
+    @inline(__always)
+    private func take(into base: UnsafeMutableRawPointer, capacity: Int) -> IOResult {
         if let frame = pendingRARP {
             pendingRARP = nil
-            guard buffer.count >= frame.count else { return .wouldBlock }
-            frame.withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            guard capacity >= frame.count else { return .wouldBlock }
+            frame.withUnsafeBytes { base.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
             stats[Stat.rarps] &+= 1
             return .bytes(frame.count)
         }
-        guard let tx = txQueue, let base = buffer.baseAddress else {
+        guard let tx = txQueue else {
             // No ring to poll (not started, stopped, faulted): stop spinning.
             if spinning { spinning = false; spin.drain() }
             return .wouldBlock
         }
         let pad = VirtioNetHeader.size - guestHeaderSize
         while true {
-            switch tx.dequeue(into: base + pad, capacity: buffer.count - pad, publish: false) {
+            switch tx.dequeue(into: base + pad, capacity: capacity - pad, publish: false) {
             case .frame(let n):
                 if !active {
                     active = true
@@ -305,6 +325,22 @@ public final class VhostUserPort: PortIO {
     /// finished first (`finishInSoftware`).
     public func writev(queue: Int, _ iov: UnsafePointer<iovec>, count: Int32) -> IOResult {
         sync()
+        return put(iov, count: count)
+    }
+
+    /// Gives a batch of frames to the guest: `writev`'s work with the snapshot check done
+    /// once for the batch, not per frame.
+    public func writeBatch(queue: Int, _ batch: WriteBatch) {
+        sync()
+        for i in 0..<batch.count {
+            let f = batch.frame(i)
+            batch.results[i] = put(f.iov, count: f.count)
+        }
+    }
+
+    /// One frame into the guest's RX ring, after `sync` (see `writev`).
+    @inline(__always)
+    private func put(_ iov: UnsafePointer<iovec>, count: Int32) -> IOResult {
         guard let rx = rxQueue else { return .failed(ENOTCONN) }
         guard count >= 1, let h = iov[0].iov_base else { return .failed(EINVAL) }
         var header = UnsafeRawPointer(h)

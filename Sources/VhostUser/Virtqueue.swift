@@ -331,9 +331,11 @@ public struct Virtqueue {
     @inline(__always) func returnChain(_ head: UInt16, length: UInt32, publish: Bool) {
         let p = progress
         p.pointee.lastAvail &+= 1
-        let slot = Int(p.pointee.usedIndex) & (size - 1)
-        storeUsed(UInt32(head), at: 4 + 8 * slot)
-        storeUsed(length, at: 8 + 8 * slot)
+        // The element {id, len} in one 8-byte store (the driver reads it only after
+        // `used.idx`, which the release fence in `publishUsed` orders after it), logged once.
+        let offset = 4 + 8 * (Int(p.pointee.usedIndex) & (size - 1))
+        used.storeBytes(of: (UInt64(length) << 32 | UInt64(head)).littleEndian, toByteOffset: offset, as: UInt64.self)
+        if let log { log.mark(guestPhysical: usedGuestAddress &+ UInt64(offset), length: 8) }
         p.pointee.usedIndex &+= 1
         if publish { publishUsed() }
     }
