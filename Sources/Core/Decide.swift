@@ -586,6 +586,32 @@ func ingressPolicies<T: TraceSink>(frame: UnsafeRawBufferPointer, header h: Head
     return answer
 }
 
+/// Bytes at the start of a frame that `decide` reads for a decision `decisionIsReusable`
+/// accepts: destination and source MAC, up to two 802.1Q/802.1ad tags, the EtherType.
+public let reusableDecisionKeyBytes = 24
+
+/// Whether `d`, decided for a frame on `inPort`, is what `decide` answers again for any
+/// frame on the same port with the same first `reusableDecisionKeyBytes` bytes, the same
+/// length and the same offload, under the same context, once `d`'s effects are applied and
+/// its learn request found the source already known on `inPort` (`LearnOutcome.refreshed`:
+/// nothing changed). The datapath reuses such a decision for the next frame of a batch
+/// instead of deciding it again, as Open vSwitch's exact-match cache reuses a flow: most
+/// frames of a batch from one guest go to the same place.
+///
+/// Only a guest's known unicast to another guest port qualifies: no effect but learning, no
+/// team (its hash may read the IP header), no tunnel, no mirror, no promiscuous port, no
+/// shaping (its buckets change per frame). Those read nothing past the tags: the lookup, the
+/// security checks, VLAN classification and the private VLAN matrix read the MACs and tags,
+/// the size check the length, and everything else the plan and the context.
+@inlinable
+public func decisionIsReusable(_ d: Decision, inPort: PortIndex, plan: SwitchPlan, context: DecisionContext) -> Bool {
+    guard case .forward(let out) = d.verdict, d.effects == Decision.Effects.learn, d.uplink < 0, context.shaper == nil else { return false }
+    let storage = plan.storage
+    guard !storage.hasMirrors, !storage.hasPromiscuousPorts else { return false }
+    let from = storage.hotPorts + inPort, to = storage.hotPorts + out
+    return !from.pointee.isUplink && !from.pointee.isTunnel && !to.pointee.isUplink && !to.pointee.isTunnel
+}
+
 /// `decide` as the datapath calls it: no trace.
 ///
 /// Inlined into the caller with the generic body, which `NoTrace` specialises to the bare

@@ -483,6 +483,7 @@ public final class Datapath {
             // frame by reference, never copied (a `var` reassigned after a flush was copied
             // through the stack per frame).
             let context = sw.context(now: now)
+            w.memo.clear()
             while i < count {
                 let n = w.rxLength[i]
                 if n < header { i += 1; continue }
@@ -509,6 +510,8 @@ public final class Datapath {
     /// Sends the transmit list without the lock, then accounts for it. Called and returns
     /// with `lock` held.
     func flush(_ w: DatapathWorker, _ sw: SwitchRuntime, switchIndex: Int) {
+        // The lock is let go: what the last decision read may change.
+        w.memo.clear()
         lock.unlock()
         w.tx.transmit(through: sw, worker: w.index)
         w.takeLock(lock)
@@ -522,32 +525,51 @@ public final class Datapath {
                          plan: SwitchPlan, counters: PortCounters, flows: FlowAccounting?, context: DecisionContext,
                          switchIndex: Int, inPort: Int) {
         counters.received(port: inPort, bytes: frame.count)
-        let d = decide(frame: frame, offload: vnet.offload, inPort: inPort, plan: plan, context: context)
-        // The decision's requested effects.
-        if case .local(let what) = d.verdict {
-            switch what {
-            case .teamBeacon:
-                if sw.beacons != nil, let b = Beacon.parse(frame: frame) {
-                    sw.beacons!.received(b, on: Int(plan.hot[inPort].teamMember), vlan: d.vlan, now: context.now)
-                }
-            case .lldp:
-                // A copy for the LLDP agent, which parses it off the frame path.
-                sw.lldpInbox?.put(frame, port: inPort)
-            }
-            if capturing { captureIngress(w, switchIndex, port: inPort, frame: frame, vlan: nil, reason: nil) }
-            return
-        }
-        if d.takesStormToken, let why = d.floodReason { context.storm?.take(port: inPort, reason: why, now: context.now) }
-        if d.takesShapingTokens { context.shaper?.take(port: inPort, .ingress, bytes: frame.count, now: context.now) }
-        if d.snoops {
-            context.multicast?.snoop(frame: frame, verifyChecksums: !d.offload.needsChecksum, port: inPort, vlan: d.learningVLAN, now: context.now)
-        }
-        if d.announces { sw.announcements.stamp(vlan: d.learningVLAN, mac: d.source, now: context.now) }
-        if d.learn {
-            context.table.learn(vlan: d.learningVLAN, mac: d.source, port: inPort, now: context.now, portLimit: plan.macLimit(port: inPort))
-        }
         let egress = w.egress
-        let ingressDrop = collectEgress(of: d, inPort: inPort, plan: plan, context: context, into: egress)
+        let d: Decision
+        let ingressDrop: DropReason?
+        if let again = w.memo.decision(for: frame, offload: vnet.offload) {
+            // The frame before in this run had the same first bytes, length and offload, and
+            // Core says its decision holds for this one (`decisionIsReusable`): its effects
+            // changed nothing, and the copies Core collected for it are still in `egress`.
+            d = again
+            ingressDrop = nil
+        } else {
+            let fresh = decide(frame: frame, offload: vnet.offload, inPort: inPort, plan: plan, context: context)
+            // The decision's requested effects.
+            if case .local(let what) = fresh.verdict {
+                w.memo.clear()
+                switch what {
+                case .teamBeacon:
+                    if sw.beacons != nil, let b = Beacon.parse(frame: frame) {
+                        sw.beacons!.received(b, on: Int(plan.hot[inPort].teamMember), vlan: fresh.vlan, now: context.now)
+                    }
+                case .lldp:
+                    // A copy for the LLDP agent, which parses it off the frame path.
+                    sw.lldpInbox?.put(frame, port: inPort)
+                }
+                if capturing { captureIngress(w, switchIndex, port: inPort, frame: frame, vlan: nil, reason: nil) }
+                return
+            }
+            if fresh.takesStormToken, let why = fresh.floodReason { context.storm?.take(port: inPort, reason: why, now: context.now) }
+            if fresh.takesShapingTokens { context.shaper?.take(port: inPort, .ingress, bytes: frame.count, now: context.now) }
+            if fresh.snoops {
+                context.multicast?.snoop(frame: frame, verifyChecksums: !fresh.offload.needsChecksum, port: inPort, vlan: fresh.learningVLAN, now: context.now)
+            }
+            if fresh.announces { sw.announcements.stamp(vlan: fresh.learningVLAN, mac: fresh.source, now: context.now) }
+            var unchanged = true
+            if fresh.learn {
+                unchanged = context.table.learn(vlan: fresh.learningVLAN, mac: fresh.source, port: inPort, now: context.now,
+                                                portLimit: plan.macLimit(port: inPort)) == .refreshed
+            }
+            ingressDrop = collectEgress(of: fresh, inPort: inPort, plan: plan, context: context, into: egress)
+            if unchanged && ingressDrop == nil && decisionIsReusable(fresh, inPort: inPort, plan: plan, context: context) {
+                w.memo.remember(fresh, for: frame, offload: vnet.offload)
+            } else {
+                w.memo.clear()
+            }
+            d = fresh
+        }
         if case .drop(let reason) = d.verdict {
             counters.dropped(port: inPort, reason: reason)
             if capturing { captureIngress(w, switchIndex, port: inPort, frame: frame, vlan: nil, reason: reason) }
@@ -681,6 +703,38 @@ struct QueueKey {
     static let underlay = 0xFFFE
 }
 
+/// A decision `decisionIsReusable` accepted, and the frame it was decided for: its first
+/// `reusableDecisionKeyBytes` (24) bytes, its length and its offload. A frame equal in all
+/// three, next in the same run (same port, same context, the lock held since), gets the same
+/// decision without `decide`. Cleared when a run starts, when the lock is let go (`flush`),
+/// and after every frame whose decision is not reusable.
+struct DecisionMemo {
+    private var decision: Decision? = nil
+    private var key0: UInt64 = 0, key1: UInt64 = 0, key2: UInt64 = 0
+    private var length = 0
+    private var offload = FrameOffload.none
+
+    /// The remembered decision if `frame` matches it.
+    @inline(__always) func decision(for frame: UnsafeRawBufferPointer, offload o: FrameOffload) -> Decision? {
+        guard let d = decision, frame.count == length, o == offload, let b = frame.baseAddress else { return nil }
+        guard b.loadUnaligned(as: UInt64.self) == key0, b.loadUnaligned(fromByteOffset: 8, as: UInt64.self) == key1,
+              b.loadUnaligned(fromByteOffset: 16, as: UInt64.self) == key2 else { return nil }
+        return d
+    }
+
+    @inline(__always) mutating func remember(_ d: Decision, for frame: UnsafeRawBufferPointer, offload o: FrameOffload) {
+        guard frame.count >= reusableDecisionKeyBytes, reusableDecisionKeyBytes == 24, let b = frame.baseAddress else { decision = nil; return }
+        key0 = b.loadUnaligned(as: UInt64.self)
+        key1 = b.loadUnaligned(fromByteOffset: 8, as: UInt64.self)
+        key2 = b.loadUnaligned(fromByteOffset: 16, as: UInt64.self)
+        length = frame.count
+        offload = o
+        decision = d
+    }
+
+    @inline(__always) mutating func clear() { decision = nil }
+}
+
 /// What one datapath thread owns: its epoll (its share of the port queues), wake-up fd,
 /// receive area, transmit and egress lists, all allocated once.
 final class DatapathWorker {
@@ -715,6 +769,8 @@ final class DatapathWorker {
     var longestLockWait: Int64 = 0
     /// `area`, `rxOffset` and `rxLength` as one port's `readBatch` fills them.
     let readBatch: ReadBatch
+    /// The last decision of the current run of frames, when the next frame may reuse it.
+    var memo = DecisionMemo()
     /// One iovec for ingress captures.
     let rxIOV: UnsafeMutablePointer<iovec>
     /// A tunnel port's captured frame without its tag (`Datapath.innerFrame`).
