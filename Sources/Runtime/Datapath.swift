@@ -33,6 +33,9 @@ public struct DatapathLock: ~Copyable {
     /// How many times the control side (`Datapath.withLock`) has taken the lock since start,
     /// this hold included: tells how a control operation splits its work into holds.
     public var controlHolds: UInt64 { datapath.controlHolds }
+    /// Frames whose decision was the one before reused (`decisionIsReusable`) since start,
+    /// all workers together.
+    public var reusedDecisions: UInt64 { datapath.workers.reduce(0) { $0 &+ $1.reusedDecisions } }
     /// Batches decided, sent and accounted since start, all workers together.
     public var batchesCompleted: UInt64 { datapath.workers.reduce(0) { $0 &+ $1.batches } }
     /// Starts measuring the longest lock waits afresh.
@@ -534,6 +537,7 @@ public final class Datapath {
             // changed nothing, and the copies Core collected for it are still in `egress`.
             d = again
             ingressDrop = nil
+            w.reusedDecisions &+= 1
         } else {
             let fresh = decide(frame: frame, offload: vnet.offload, inPort: inPort, plan: plan, context: context)
             // The decision's requested effects.
@@ -771,6 +775,8 @@ final class DatapathWorker {
     let readBatch: ReadBatch
     /// The last decision of the current run of frames, when the next frame may reuse it.
     var memo = DecisionMemo()
+    /// Frames that reused the decision before (under the datapath lock).
+    var reusedDecisions: UInt64 = 0
     /// One iovec for ingress captures.
     let rxIOV: UnsafeMutablePointer<iovec>
     /// A tunnel port's captured frame without its tag (`Datapath.innerFrame`).

@@ -23,6 +23,34 @@ import TestSupport
         #expect(decision(FrameBuilder(dst: mac(2), src: mac(1)).bytes, from: 0, table: table).verdict == .forward(1))
     }
 
+    /// `decisionIsReusable`: a guest's known unicast to another guest is, and whatever follows
+    /// its first `reusableDecisionKeyBytes` bytes gets the same decision; floods, drops and a
+    /// mirrored switch's frames are not.
+    @Test func aKnownUnicastBetweenGuestsIsReusableAndOthersAreNot() {
+        #expect(reusableDecisionKeyBytes == 24)
+        let table = MACTable(limit: 16)
+        table.learn(vlan: VLANID(10), mac: mac(2), port: 1, now: .seconds(0))
+        let context = DecisionContext(table: table)
+        let known = FrameBuilder(dst: mac(2), src: mac(1)).payload(100).bytes
+        let d = decision(known, from: 0, table: table)
+        #expect(d.verdict == .forward(1))
+        #expect(decisionIsReusable(d, inPort: 0, plan: plan, context: context))
+        for fill: UInt8 in [0x00, 0x45, 0xFF] {
+            var other = known
+            for i in reusableDecisionKeyBytes..<other.count { other[i] = fill }
+            #expect(decision(other, from: 0, table: table) == d)
+        }
+        let flood = decision(FrameBuilder(dst: mac(9), src: mac(1)).bytes, from: 0, table: table)
+        #expect(flood.verdict == .flood && !decisionIsReusable(flood, inPort: 0, plan: plan, context: context))
+        let hairpin = decision(FrameBuilder(dst: mac(2), src: mac(1)).bytes, from: 1, table: table)
+        #expect(hairpin.verdict == .drop(.hairpin) && !decisionIsReusable(hairpin, inPort: 1, plan: plan, context: context))
+        let mirrored = SwitchPlan(name: "sw0", ports: plan.ports, mtu: 1500,
+                                  mirrors: [MirrorPlan(name: "m0", sources: [0], ingress: true, egress: false, destinations: [2])])
+        var t = NoTrace()
+        let m = known.withUnsafeBytes { decide(frame: $0, inPort: 0, plan: mirrored, table: table, trace: &t) }
+        #expect(m.verdict == .forward(1) && !decisionIsReusable(m, inPort: 0, plan: mirrored, context: context))
+    }
+
     @Test func hairpinDropped() {
         let table = MACTable(limit: 16)
         table.learn(vlan: VLANID(10), mac: mac(2), port: 0, now: .seconds(0))

@@ -33,6 +33,11 @@ final class MemoryPort: SingleQueuePortIO, @unchecked Sendable {
         lock.withLock { inbox.append(frame) }
         wake.signal()
     }
+    /// Queues `frames` at once: the datapath reads them in one batch.
+    func inject(all frames: [[UInt8]]) {
+        lock.withLock { inbox.append(contentsOf: frames) }
+        wake.signal()
+    }
     func read(into buffer: UnsafeMutableRawBufferPointer) -> IOResult {
         lock.withLock {
             guard !inbox.isEmpty else { _ = wake.drain(); return .wouldBlock }
@@ -96,13 +101,15 @@ struct SeededRandom: RandomNumberGenerator {
     static let privateVLAN = PrivateVLAN(primary: VLANID(40), isolated: VLANID(41), community: [VLANID(42), VLANID(43)])
     static let groups: [UInt32] = [ipv4(239, 1, 1, 1), ipv4(239, 1, 1, 2), ipv4(224, 0, 0, 251)]
 
-    /// A random switch: 4–9 guest ports, maybe two uplinks, maybe mirrors.
-    static func randomPlan(_ rng: inout SeededRandom, macs: [MACAddress]) -> (SwitchPlan, [Bool]) {
+    /// A random switch: 4–9 guest ports, maybe two uplinks, maybe mirrors. `plain`: no
+    /// mirrors, no shaping and no promiscuous ports (where the datapath may reuse decisions);
+    /// `snooping` false: never IGMP/MLD snooping.
+    static func randomPlan(_ rng: inout SeededRandom, macs: [MACAddress], plain: Bool = false, snooping: Bool = true) -> (SwitchPlan, [Bool]) {
         let guests = Int.random(in: 4...9, using: &rng)
         let withTeam = Bool.random(using: &rng)
         let withPVLAN = Bool.random(using: &rng)
-        let withShaping = Bool.random(using: &rng)
-        let withSnooping = Bool.random(using: &rng)
+        let withShaping = Bool.random(using: &rng) && !plain
+        let withSnooping = Bool.random(using: &rng) && snooping
         let pvlanVLANs: [UInt16] = withPVLAN ? [40, 41, 42, 43] : []
         func limit() -> ShapingLimit? {
             guard Bool.random(using: &rng) else { return nil }
@@ -124,7 +131,7 @@ struct SeededRandom: RandomNumberGenerator {
                 let native: VLANID? = [nil, .untagged, VLANID(10), VLANID(20)].randomElement(using: &rng)!
                 mode = .trunk(allowed: allowed, native: native)
             }
-            let security = PortSecurity(promiscuous: Int.random(in: 0..<6, using: &rng) == 0,
+            let security = PortSecurity(promiscuous: Int.random(in: 0..<6, using: &rng) == 0 && !plain,
                                         macChanges: Bool.random(using: &rng), forgedTransmits: Bool.random(using: &rng))
             let storm = Bool.random(using: &rng)
                 ? StormLimits(broadcast: Int.random(in: 1...4, using: &rng), multicast: Int.random(in: 1...4, using: &rng),
@@ -151,7 +158,7 @@ struct SeededRandom: RandomNumberGenerator {
             team = TeamConfig(memberCount: 2, policy: [TeamPolicy.portID, .srcMAC, .failoverOrder].randomElement(using: &rng)!)
         }
         var mirrors: [MirrorPlan] = []
-        if Int.random(in: 0..<4, using: &rng) != 0 {
+        if Int.random(in: 0..<4, using: &rng) != 0 && !plain {
             // Destinations are guest ports that are not sources; a destination is never a source.
             let dst = [guests - 1]
             let sources = (0..<(guests - 1)).filter { _ in Bool.random(using: &rng) }
@@ -329,5 +336,64 @@ struct SeededRandom: RandomNumberGenerator {
         }
         #expect(compared == 150)
         print("agreement seed \(seed): \(plan.ports.count) ports, \(plan.mirrors.count) mirror(s), team \(plan.team != nil), pvlan \(plan.hasPrivateVLANs), shaping \(plan.hasShaping), snooping \(plan.multicast != nil): \(forwards) forwards, \(stormDrops) storm drops, \(shapingDrops) shaping drops (\(shapingAnswers) shaping answers, \(egressShapingRefusals) egress refusals), \(pvlanDrops) pvlan drops, \(groupVerdicts) group/router verdicts, \(mirrored) mirror copies compared")
+    }
+
+    /// A frame repeated within one batch, where the datapath may reuse the decision before
+    /// (`decisionIsReusable`), ends exactly as the same copies sent one batch each: on two
+    /// datapaths with the same random plan and clock, the same frames reach every port in
+    /// the same order, and every port's counters agree. Plans without mirrors, shaping or
+    /// promiscuous ports half the time; several copies of a frame: known unicasts after the first.
+    @Test(arguments: Array(0..<16))
+    func repeatedFramesInOneBatchEndAsOneFramePerBatch(_ round: Int) throws {
+        let seed = UInt64(0x5EED_1000 + round)
+        var rng = SeededRandom(state: seed)
+        let macs = (1...10).map { mac(UInt64($0)) }
+        // No snooping: its memberships expire on the datapath's own once-a-second tick, which
+        // the two datapaths' threads take at instants the test does not control.
+        let (plan, offloads) = Self.randomPlan(&rng, macs: macs, plain: round % 2 == 0, snooping: false)
+        let batchedPorts = try offloads.map { try MemoryPort(vnetHeaderSize: $0 ? 12 : 0) }
+        let singlePorts = try offloads.map { try MemoryPort(vnetHeaderSize: $0 ? 12 : 0) }
+        let batchedClock = ManualClock(), singleClock = ManualClock()
+        let batched = try Datapath(switches: [SwitchRuntime(plan: plan, ports: batchedPorts)], clock: { batchedClock.now })
+        let single = try Datapath(switches: [SwitchRuntime(plan: plan, ports: singlePorts)], clock: { singleClock.now })
+        batched.start(); single.start()
+        defer { batched.stop(); single.stop() }
+        func settle(_ dp: Datapath, after batches: UInt64) {
+            let deadline = Date().addingTimeInterval(5)
+            while dp.withLock({ $0.batchesCompleted }) == batches && Date() < deadline { usleep(200) }
+        }
+        var repeated = 0
+        for step in 0..<100 {
+            let ms = Int64.random(in: 0...400, using: &rng)
+            batchedClock.advance(milliseconds: ms); singleClock.advance(milliseconds: ms)
+            let p = Int.random(in: 0..<plan.ports.count, using: &rng)
+            let f = Self.randomFrame(&rng, plan: plan, port: p, vnet: offloads[p], macs: macs)
+            let copies = Int.random(in: 1...4, using: &rng)
+            let before = batched.withLock { $0.batchesCompleted }
+            batchedPorts[p].inject(all: Array(repeating: f.header + f.bytes, count: copies))
+            settle(batched, after: before)
+            for _ in 0..<copies {
+                let b = single.withLock { $0.batchesCompleted }
+                singlePorts[p].inject(f.header + f.bytes)
+                settle(single, after: b)
+            }
+            repeated += copies - 1
+            let context = "seed \(seed) step \(step): \(copies) × a frame on \(plan.ports[p].name)"
+            for q in 0..<plan.ports.count {
+                let a = batchedPorts[q].takeWritten(), b = singlePorts[q].takeWritten()
+                #expect(a == b, "\(context): \(plan.ports[q].name) got \(a.count) frame(s) from one batch, \(b.count) from one frame per batch")
+            }
+            let ca = batched.withLock { l in (0..<plan.ports.count).map { l.switches[0].counters(l).snapshot(port: $0) } }
+            let cb = single.withLock { l in (0..<plan.ports.count).map { l.switches[0].counters(l).snapshot(port: $0) } }
+            #expect(ca == cb, "\(context): counters differ: one batch \(ca), one frame per batch \(cb)")
+        }
+        let reused = batched.withLock { $0.reusedDecisions }
+        // The other datapath reads one frame per batch: it never reuses a decision.
+        #expect(single.withLock { $0.reusedDecisions } == 0)
+        if round % 2 == 0 {
+            // Plain plans: the test must reach the reused path it is about.
+            #expect(reused > 0, "seed \(seed): no decision was reused in \(repeated) repeated frames")
+        }
+        print("reuse seed \(seed): \(plan.ports.count) ports, mirrors \(plan.mirrors.count), shaping \(plan.hasShaping), team \(plan.team != nil): \(repeated) repeated frames, \(reused) decisions reused")
     }
 }
