@@ -223,37 +223,54 @@ public final class VhostUserPort: PortIO {
     public func read(queue: Int, into buffer: UnsafeMutableRawBufferPointer) -> IOResult {
         sync()
         guard let base = buffer.baseAddress else { return .wouldBlock }
-        return take(into: base, capacity: buffer.count)
+        if let r = takeRARP(into: base, capacity: buffer.count) { return r }
+        guard let tx = txQueue else { return noRing() }
+        return take(from: tx, into: base, capacity: buffer.count)
     }
 
     /// Takes frames the guest sent until the batch is full or the ring is empty: `read`'s
-    /// work with the snapshot check done once for the batch, not per frame.
+    /// work with the snapshot checked and the ring looked up once for the batch, not per frame.
     public func readBatch(queue: Int, into batch: ReadBatch) -> ReadBatch.Outcome {
         sync()
         var count = 0, offset = 0
+        if batch.hasRoom(count: 0, offset: 0), let r = takeRARP(into: batch.area, capacity: batch.frameMax) {
+            guard case .bytes(let n) = r else { return ReadBatch.Outcome(count: 0, error: 0) }
+            offset = batch.record(0, offset: 0, length: n)
+            count = 1
+        }
+        guard let tx = txQueue else {
+            _ = noRing()
+            return ReadBatch.Outcome(count: count, error: 0)
+        }
         while batch.hasRoom(count: count, offset: offset) {
-            guard case .bytes(let n) = take(into: batch.area + offset, capacity: batch.frameMax) else { break }
+            guard case .bytes(let n) = take(from: tx, into: batch.area + offset, capacity: batch.frameMax) else { break }
             offset = batch.record(count, offset: offset, length: n)
             count += 1
         }
         return ReadBatch.Outcome(count: count, error: 0)
     }
 
-    /// One frame from the guest's TX ring (or a pending RARP) into `base`, after `sync`.
+    /// The RARP a migration asked for (`SEND_RARP`), if one is pending: nil when none.
     @inline(__always)
-    private func take(into base: UnsafeMutableRawPointer, capacity: Int) -> IOResult {
-        if let frame = pendingRARP {
-            pendingRARP = nil
-            guard capacity >= frame.count else { return .wouldBlock }
-            frame.withUnsafeBytes { base.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-            stats[Stat.rarps] &+= 1
-            return .bytes(frame.count)
-        }
-        guard let tx = txQueue else {
-            // No ring to poll (not started, stopped, faulted): stop spinning.
-            if spinning { spinning = false; spin.drain() }
-            return .wouldBlock
-        }
+    private func takeRARP(into base: UnsafeMutableRawPointer, capacity: Int) -> IOResult? {
+        guard let frame = pendingRARP else { return nil }
+        pendingRARP = nil
+        guard capacity >= frame.count else { return .wouldBlock }
+        frame.withUnsafeBytes { base.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        stats[Stat.rarps] &+= 1
+        return .bytes(frame.count)
+    }
+
+    /// No ring to poll (not started, stopped, faulted): stop spinning.
+    private func noRing() -> IOResult {
+        if spinning { spinning = false; spin.drain() }
+        return .wouldBlock
+    }
+
+    /// One frame from the guest's TX ring `tx` (the port's `txQueue`, after `sync`) into
+    /// `base`. After a fault the ring is the port's no more: the caller stops.
+    @inline(__always)
+    private func take(from tx: Virtqueue, into base: UnsafeMutableRawPointer, capacity: Int) -> IOResult {
         let pad = VirtioNetHeader.size - guestHeaderSize
         while true {
             switch tx.dequeue(into: base + pad, capacity: capacity - pad, publish: false) {
@@ -325,23 +342,31 @@ public final class VhostUserPort: PortIO {
     /// finished first (`finishInSoftware`).
     public func writev(queue: Int, _ iov: UnsafePointer<iovec>, count: Int32) -> IOResult {
         sync()
-        return put(iov, count: count)
+        guard let rx = rxQueue else { return .failed(ENOTCONN) }
+        return put(iov, count: count, into: rx)
     }
 
-    /// Gives a batch of frames to the guest: `writev`'s work with the snapshot check done
-    /// once for the batch, not per frame.
+    /// Gives a batch of frames to the guest: `writev`'s work with the snapshot checked and
+    /// the ring looked up once for the batch, not per frame. After a ring fault the rest
+    /// find no ring, as they would one call each.
     public func writeBatch(queue: Int, _ batch: WriteBatch) {
         sync()
-        for i in 0..<batch.count {
-            let f = batch.frame(i)
-            batch.results[i] = put(f.iov, count: f.count)
+        var i = 0
+        if let rx = rxQueue {
+            while i < batch.count {
+                let f = batch.frame(i)
+                let r = put(f.iov, count: f.count, into: rx)
+                batch.results[i] = r
+                i += 1
+                if case .failed(EIO) = r, rxQueue == nil { break }
+            }
         }
+        while i < batch.count { batch.results[i] = .failed(ENOTCONN); i += 1 }
     }
 
-    /// One frame into the guest's RX ring, after `sync` (see `writev`).
+    /// One frame into the guest's RX ring `rx` (the port's `rxQueue`, after `sync`; see `writev`).
     @inline(__always)
-    private func put(_ iov: UnsafePointer<iovec>, count: Int32) -> IOResult {
-        guard let rx = rxQueue else { return .failed(ENOTCONN) }
+    private func put(_ iov: UnsafePointer<iovec>, count: Int32, into rx: Virtqueue) -> IOResult {
         guard count >= 1, let h = iov[0].iov_base else { return .failed(EINVAL) }
         var header = UnsafeRawPointer(h)
         if iov[0].iov_len < VirtioNetHeader.size {

@@ -281,6 +281,10 @@ public struct Virtqueue {
     /// `used.idx` (without, `publishUsed` does, once for a batch: the driver polls that
     /// cache line, and a store per frame hands it back and forth between the two cores).
     /// A longer chain is consumed and reported as `.oversize`.
+    ///
+    /// Inlined: the common chain (one descriptor that fits) is taken in the caller's loop;
+    /// any other goes to `dequeueChain`, out of line.
+    @inline(__always)
     public func dequeue(into buffer: UnsafeMutableRawPointer, capacity: Int, publish: Bool = true) -> DequeueResult {
         guard progress.pointee.fault == 0 else { return .fault(VirtqueueFault(rawValue: progress.pointee.fault)!) }
         guard let (head, bad) = pendingHead() else { return .empty }
@@ -293,6 +297,12 @@ public struct Virtqueue {
             returnChain(head, length: 0, publish: publish)
             return .frame(len)
         }
+        return dequeueChain(head, into: buffer, capacity: capacity, publish: publish)
+    }
+
+    /// `dequeue` for any chain at `head` (the avail entry at `lastAvail`): the walk.
+    @inline(never)
+    func dequeueChain(_ head: UInt16, into buffer: UnsafeMutableRawPointer, capacity: Int, publish: Bool) -> DequeueResult {
         var walk = ChainWalk(queue: self, head: head)
         var copied = 0
         var truncated = false
@@ -347,6 +357,10 @@ public struct Virtqueue {
     /// (MRG_RXBUF) a frame may take several chains and the header's `num_buffers` says how
     /// many; without, it must fit one chain. When it does not fit, nothing is consumed.
     /// Without `publish`, `used.idx` waits for `publishUsed` (once per batch).
+    ///
+    /// Inlined: the common chain (one device-writable descriptor the frame fits) is filled in
+    /// the caller's loop; anything else goes to `enqueueChains`, out of line.
+    @inline(__always)
     public func enqueue<P: FramePieces>(header: UnsafeRawPointer, headerSize: Int, frame: P, mergeable: Bool, publish: Bool = true) -> EnqueueResult {
         let p = progress
         guard p.pointee.fault == 0 else { return .fault(VirtqueueFault(rawValue: p.pointee.fault)!) }
@@ -371,6 +385,15 @@ public struct Virtqueue {
             returnChain(head, length: UInt32(total), publish: publish)
             return .delivered(1)
         }
+        return enqueueChains(header: header, headerSize: headerSize, frame: frame, total: total, mergeable: mergeable, publish: publish)
+    }
+
+    /// `enqueue` for any chains: header and frame written across as many as it takes
+    /// (`mergeable`), or `tooLarge`.
+    @inline(never)
+    func enqueueChains<P: FramePieces>(header: UnsafeRawPointer, headerSize: Int, frame: P, total: Int, mergeable: Bool,
+                                       publish: Bool) -> EnqueueResult {
+        let p = progress
         let startAvail = p.pointee.lastAvail
         let startUsed = p.pointee.usedIndex
         var source = SourceCursor(header: header, headerSize: headerSize)
