@@ -97,3 +97,25 @@ ovs_start() {
     --log-file="$d/vswitchd.log" --unixctl="$d/vswitchd.ctl" --no-chdir || return 1
   VSWITCHD_PID=$(cat "$d/vswitchd.pid")
 }
+
+# vhost_pair_topology FILE NAME GUEST MAC0 MAC1: writes topology NAME, a `kind: vhost-user`
+# guest GUEST with two NICs (MAC0, MAC1) in one port group of one switch (the two "VMs" of
+# the vhost-user benchmarks; the switch serves /run/tapestry/NAME.vhost/GUEST.eth{0,1}.sock).
+vhost_pair_topology() {
+  cat >"$1" <<YAML
+name: $2
+switches:
+  sw0:
+    port-groups:
+      lan: {vlan: none}
+guests:
+  $3:
+    kind: vhost-user
+    nics:
+      - {switch: sw0, port-group: lan, mac: "$4"}
+      - {switch: sw0, port-group: lan, mac: "$5"}
+YAML
+}
+
+# tapestry_sent BINARY NAME: frames topology NAME's switches sent, all ports together.
+tapestry_sent() { "$1" ports --name "$2" --json | python3 -c 'import json,sys; print(sum(p["tx_frames"] for p in json.load(sys.stdin)["ports"]))'; }

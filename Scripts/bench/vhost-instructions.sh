@@ -37,6 +37,7 @@ if [ -z "$BIN" ]; then
      -Xswiftc -dwarf-version=4 -Xcc -gdwarf-4) >&2 || { echo "bench: release build failed" >&2; exit 1; }
   BIN="$ROOT/.build-dw4/release/tapestry"
 fi
+BIN=$(realpath "$BIN")   # valgrind runs from the run's own directory
 
 NAME=vhinstr
 W=$(mktemp -d /tmp/vhinstr.XXXXXX)
@@ -52,19 +53,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-cat >"$W/$NAME.yaml" <<EOF
-name: $NAME
-switches:
-  sw0:
-    port-groups:
-      lan: {vlan: none}
-guests:
-  vhiapp:
-    kind: vhost-user
-    nics:
-      - {switch: sw0, port-group: lan, mac: "$MAC0"}
-      - {switch: sw0, port-group: lan, mac: "$MAC1"}
-EOF
+vhost_pair_topology "$W/$NAME.yaml" "$NAME" vhiapp "$MAC0" "$MAC1"
 "$BIN" down --name "$NAME" >/dev/null 2>&1 || true
 (cd "$W" && exec env TAPESTRY_DATAPATH_THREADS=1 valgrind --tool=callgrind --instr-atstart=no --separate-threads=yes \
    --callgrind-out-file="$W/cg.out" "$BIN" up "$W/$NAME.yaml") >"$W/up.log" 2>&1 &
@@ -77,12 +66,11 @@ for _ in $(seq 240); do [ -S "/run/tapestry/$NAME.vhost/vhiapp.eth1.sock" ] && b
    -- --forward-mode=io --auto-start --tx-first --nb-cores=1 --total-num-mbufs=16384 \
    --eth-peer=0,$MAC1 --eth-peer=1,$MAC0 --txpkts=60 >"$W/testpmd.log" 2>&1) &
 FE=$!
-frames() { "$BIN" ports --name "$NAME" --json | python3 -c 'import json,sys; print(sum(p["tx_frames"] for p in json.load(sys.stdin)["ports"]))'; }
 sleep 12   # the guests connect and the frames start circling
 callgrind_control -i on "$VG" >/dev/null
-f0=$(frames)
+f0=$(tapestry_sent "$BIN" "$NAME")
 sleep "$SECS"
-f1=$(frames)
+f1=$(tapestry_sent "$BIN" "$NAME")
 callgrind_control -d "$VG" >/dev/null
 callgrind_control -i off "$VG" >/dev/null
 F=$((f1 - f0))

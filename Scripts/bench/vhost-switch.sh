@@ -164,26 +164,14 @@ window() {
     'BEGIN { if (f <= 0) { print "0 n/a n/a n/a 0"; exit } printf "%.3f %.1f %.1f %.6f %d\n", f / (e - t) / 1e6, u * 1e9 / hz / f, s * 1e9 / hz / f, a / f, f }' >"$W/$tag.cpu"
 }
 
-tapestry_frames() { "$TAPESTRY" ports --name "$NAME" --json | python3 -c 'import json,sys; print(sum(p["tx_frames"] for p in json.load(sys.stdin)["ports"]))'; }
+tapestry_frames() { tapestry_sent "$TAPESTRY" "$NAME"; }
 # OVS's Interface statistics in the database lag up to 5 s: ask the datapath itself.
 ovs_frames() { ovs-appctl -t "$W/ovs/vswitchd.ctl" dpctl/show -s 2>/dev/null | awk '/: vu[01] / {p=1; next} /^  port / {p=0} p && /TX packets:/ {sub(/.*TX packets:/, ""); s += $1} END {print s + 0}'; }
 
 # run_tapestry TAG SIZE POLL_US [VHOST_POLL_US]
 run_tapestry() {
   local tag=$1 size=$2 poll=$3 vpoll=${4:-} pid tid i
-  cat >"$W/$NAME.yaml" <<EOF
-name: $NAME
-switches:
-  sw0:
-    port-groups:
-      lan: {vlan: none}
-guests:
-  vhbapp:
-    kind: vhost-user
-    nics:
-      - {switch: sw0, port-group: lan, mac: "$MAC0"}
-      - {switch: sw0, port-group: lan, mac: "$MAC1"}
-EOF
+  vhost_pair_topology "$W/$NAME.yaml" "$NAME" vhbapp "$MAC0" "$MAC1"
   env TAPESTRY_DATAPATH_THREADS=1 TAPESTRY_BUSY_POLL_US=$poll TAPESTRY_VHOST_POLL_US=$vpoll taskset -c 0 "$TAPESTRY" up "$W/$NAME.yaml" --detach >"$W/$tag.up" 2>&1 \
     || { cat "$W/$tag.up" >&2; return 1; }
   pid=$(python3 -c "import json; print(json.load(open('/run/tapestry/$NAME.state'))['pid'])")
