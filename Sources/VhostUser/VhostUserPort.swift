@@ -224,7 +224,7 @@ public final class VhostUserPort: PortIO {
         sync()
         guard let base = buffer.baseAddress else { return .wouldBlock }
         if let r = takeRARP(into: base, capacity: buffer.count) { return r }
-        guard let tx = txQueue else { return noRing() }
+        guard let tx = txQueue else { stopSpinning(); return .wouldBlock }
         return take(from: tx, into: base, capacity: buffer.count)
     }
 
@@ -239,7 +239,7 @@ public final class VhostUserPort: PortIO {
             count = 1
         }
         guard let tx = txQueue else {
-            _ = noRing()
+            stopSpinning()
             return ReadBatch.Outcome(count: count, error: 0)
         }
         while batch.hasRoom(count: count, offset: offset) {
@@ -262,9 +262,8 @@ public final class VhostUserPort: PortIO {
     }
 
     /// No ring to poll (not started, stopped, faulted): stop spinning.
-    private func noRing() -> IOResult {
+    private func stopSpinning() {
         if spinning { spinning = false; spin.drain() }
-        return .wouldBlock
     }
 
     /// One frame from the guest's TX ring `tx` (the port's `txQueue`, after `sync`) into
