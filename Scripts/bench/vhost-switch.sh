@@ -232,7 +232,7 @@ for size in "${SIZES[@]}"; do
   done
 done
 
-median() { tr ' ' '\n' | grep -v '^$' | grep -v 'n/a' | sort -g | awk '{a[n++]=$1} END {if (n==0) {print "n/a"; exit} print a[int((n-1)/2)]}'; }
+median() { tr ' ' '\n' | awk '$1 != "" && $1 != "n/a"' | sort -g | awk '{a[n++]=$1} END {if (n==0) {print "n/a"; exit} print a[int((n-1)/2)]}'; }
 col() { local setup=$1 size=$2 field=$3; cat "$W/$setup-$size".cpu.* 2>/dev/null | awk -v f="$field" '{print $f}' | median; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "n/a" || b == "n/a" || b == 0) print "n/a"; else printf "%.2f×\n", a / b }'; }
 
@@ -340,5 +340,11 @@ report() {
     echo "Under TCG the guests' CPUs are emulated: each guest's TCP stack and busybox nc run as translated code on the same two cores as the switch, so the guests, not the switch, bound the stream (the switch's thread stays mostly idle)."
   fi
 }
+# Setups left out (BENCH_SETUPS) report n/a, not an unbound variable.
+for size in "${SIZES[@]}"; do
+  for setup in tapestry tapestry-kicks tapestry-poll ovs; do
+    R[$setup-$size]=${R[$setup-$size]-}; F[$setup-$size]=${F[$setup-$size]-}
+  done
+done
 report | tee "$W/report.md"
 if [ "$WRITE" = 1 ]; then cp "$W/report.md" "$HERE/vhost-results.md"; echo "bench: wrote Scripts/bench/vhost-results.md" >&2; fi
