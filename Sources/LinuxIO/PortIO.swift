@@ -53,10 +53,12 @@ public protocol PortIO: AnyObject {
     /// takes them in ascending port order. Kernel-backed ports (TAP queues, sockets) need
     /// none: the kernel serialises them.
     var accessGate: PortAccessGate? { get }
-    /// Whether `read` finds frames by looking at memory it shares with its guest (a
-    /// virtqueue), without a system call. After a batch with frames the datapath reads such
-    /// a port again directly, without asking epoll first (`Datapath`, "direct rounds").
-    var isPolledInMemory: Bool { get }
+    /// Whether the datapath should read this queue again at once, without asking epoll
+    /// first (`Datapath`, "direct rounds"), after a batch of `count` frames. True for a
+    /// port whose `read` finds frames by looking at memory it shares with its guest (a
+    /// virtqueue, no system call) when the batch had frames or the port is polling its
+    /// empty ring; false for file descriptors, which epoll must report.
+    func readsAgain(after count: Int) -> Bool
 }
 
 /// Where a batch of reads goes: frames back to back in `area`, each at a 64-byte aligned
@@ -159,8 +161,8 @@ extension PortIO {
     public var isPolled: Bool { true }
     /// Most ports are safe to call from several threads (the kernel serialises them).
     public var accessGate: PortAccessGate? { nil }
-    /// Most ports are file descriptors.
-    public var isPolledInMemory: Bool { false }
+    /// Most ports are file descriptors: epoll says when to read them.
+    public func readsAgain(after count: Int) -> Bool { false }
 }
 
 /// The mutual exclusion of one port whose calls must not overlap (`PortIO.accessGate`): a

@@ -320,10 +320,11 @@ public final class Datapath {
         var unpoll: [Int32] = []
         unpoll.reserveCapacity(256)
         // Direct rounds: the queues of ports polled in memory (vhost-user) whose last batch
-        // had frames are read again at once, without asking epoll — a busy virtqueue then
-        // costs no system call per batch, as a DPDK poll-mode thread polls its queues. After
-        // `directRoundLimit` such rounds in a row, or when none had frames, epoll is asked
-        // as usual, so the other ports and the wake-up fd wait a few batches at most.
+        // had frames, or whose empty ring is still polled, are read again at once, without
+        // asking epoll (`PortIO.readsAgain`) — a busy or polled virtqueue then costs no
+        // system call per batch, as a DPDK poll-mode thread polls its queues. After
+        // `directRoundLimit` such rounds in a row, or when no queue asks for one, epoll is
+        // asked as usual, so the other ports and the wake-up fd wait a few batches at most.
         let direct = UnsafeMutablePointer<UInt64>.allocate(capacity: maxEvents)
         defer { direct.deallocate() }
         var directCount = 0, directRounds = 0
@@ -464,7 +465,7 @@ public final class Datapath {
         let gone = got.error == EBADFD || got.error == ENXIO || got.error == ENODEV
         io.endReads(queue: queue)
         gate?.unlock()
-        w.readAgain = count > 0 && io.isPolledInMemory
+        w.readAgain = io.readsAgain(after: count)
         var downed: (String, String, PortDownReason)? = nil
         guard count > 0 || gone else { return nil }
         let header = io.vnetHeaderSize

@@ -217,7 +217,9 @@ public final class VhostUserPort: PortIO {
     public var txVNetHeaderSize: Int { VirtioNetHeader.size }
     public func takePendingError() -> Int32 { 0 }
     public var accessGate: PortAccessGate? { gate }
-    public var isPolledInMemory: Bool { true }
+    /// A batch with frames, or a ring still polled (the poll window, or a frontend that
+    /// never kicks): read again without a system call.
+    public func readsAgain(after count: Int) -> Bool { count > 0 || spinning }
 
     /// Takes one frame the guest sent: `[12-byte virtio-net header][frame]`.
     public func read(queue: Int, into buffer: UnsafeMutableRawBufferPointer) -> IOResult {
