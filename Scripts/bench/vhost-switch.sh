@@ -235,6 +235,14 @@ done
 median() { tr ' ' '\n' | awk '$1 != "" && $1 != "n/a"' | sort -g | awk '{a[n++]=$1} END {if (n==0) {print "n/a"; exit} print a[int((n-1)/2)]}'; }
 col() { local setup=$1 size=$2 field=$3; cat "$W/$setup-$size".cpu.* 2>/dev/null | awk -v f="$field" '{print $f}' | median; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "n/a" || b == "n/a" || b == 0) print "n/a"; else printf "%.2f×\n", a / b }'; }
+# Per-round ratios of SETUP to OVS-DPDK (each round runs the setups back to back, so a round's
+# pair shares the machine's state, which drifts between rounds): "r1 r2 …", n/a where missing.
+round_ratios() {  # round_ratios SETUP SIZE
+  local a=(${R[$1-$2]-}) b=(${R[ovs-$2]-}) i out=""
+  for i in "${!a[@]}"; do out+="$(ratio "${a[$i]}" "${b[$i]:-n/a}" | tr -d '×') "; done
+  echo "${out% }"
+}
+round_median() { local m; m=$(round_ratios "$1" "$2" | median); if [ "$m" = n/a ]; then echo n/a; else echo "${m}×"; fi; }
 
 # ---- TCP between two QEMU guests -------------------------------------------------------
 TCPLINES=()
@@ -324,6 +332,7 @@ report() {
   for size in "${SIZES[@]}"; do
     t=$(echo ${R[tapestry-$size]} | median); tk=$(echo ${R[tapestry-kicks-$size]} | median); tp=$(echo ${R[tapestry-poll-$size]} | median); o=$(echo ${R[ovs-$size]} | median)
     echo "| ${size}-byte frames forwarded per switch core (Mpps, higher is better) | $t | $tk | $tp | $o | $(ratio "$t" "$o") | $(ratio "$tk" "$o") | $(ratio "$tp" "$o") | ${R[tapestry-$size]% }; ${R[tapestry-kicks-$size]% }; ${R[tapestry-poll-$size]% }; ${R[ovs-$size]% } |"
+    echo "| ${size}-byte: Tapestry/OVS-DPDK round by round (a round's runs are back to back), median | | | | | $(round_median tapestry $size) | $(round_median tapestry-kicks $size) | $(round_median tapestry-poll $size) | $(round_ratios tapestry $size); $(round_ratios tapestry-kicks $size); $(round_ratios tapestry-poll $size) |"
     echo "| ${size}-byte: testpmd's receive rate, check (Mpps) | $(echo ${F[tapestry-$size]} | median) | $(echo ${F[tapestry-kicks-$size]} | median) | $(echo ${F[tapestry-poll-$size]} | median) | $(echo ${F[ovs-$size]} | median) | | | | ${F[tapestry-$size]% }; ${F[tapestry-kicks-$size]% }; ${F[tapestry-poll-$size]% }; ${F[ovs-$size]% } |"
     echo "| ${size}-byte: user time per frame, forwarding thread (ns) | $(col tapestry $size 2) | $(col tapestry-kicks $size 2) | $(col tapestry-poll $size 2) | $(col ovs $size 2) | | | | |"
     echo "| ${size}-byte: system time per frame, forwarding thread (ns) | $(col tapestry $size 3) | $(col tapestry-kicks $size 3) | $(col tapestry-poll $size 3) | $(col ovs $size 3) | | | | |"
