@@ -766,7 +766,7 @@ final class DatapathWorker {
     let txIndex: UnsafeMutablePointer<Int32>
     /// Frames this worker read (changed and read under the datapath lock).
     var frames: UInt64 = 0
-    /// The last `service` read frames from a port polled in memory: read it again directly.
+    /// The last `service`'s port asked to be read again directly (`PortIO.readsAgain`).
     var readAgain = false
     /// Batches this worker decided, sent and accounted (under the datapath lock).
     var batches: UInt64 = 0
